@@ -1,0 +1,99 @@
+"""Array-namespace helpers: numpy, cupy or any array-API namespace, and host transfer.
+
+Every kernel takes its namespace from its data through :func:`namespace`; the
+few operations the array API standard lacks (a segmented sum, host transfer,
+a random generator on the data's device) live here, with one implementation
+per backend, so that the kernels themselves have a single code path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace
+from array_api_compat import device as _device
+
+
+def namespace(*arrays):
+    """The array namespace shared by ``arrays`` (numpy, cupy, array_api_strict...)."""
+    return array_namespace(*[a for a in arrays if a is not None])
+
+
+def device(x):
+    return _device(x)
+
+
+def is_numpy(xp) -> bool:
+    return is_numpy_namespace(xp)
+
+
+def is_cupy(xp) -> bool:
+    return is_cupy_namespace(xp)
+
+
+def to_host(x) -> np.ndarray:
+    """Copy an array of any namespace to a numpy array on the host."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, RuntimeError):
+        return np.from_dlpack(x)
+
+
+def from_host(x: np.ndarray, like):
+    """Move a host numpy array into the namespace and onto the device of ``like``."""
+    xp = namespace(like)
+    if is_numpy(xp):
+        return np.asarray(x)
+    return xp.asarray(x, device=device(like))
+
+
+def float_dtype(xp, dtype):
+    """float32 stays float32; everything else (ints, float64, bools) computes in float64."""
+    if dtype == xp.float32:
+        return xp.float32
+    return xp.float64
+
+
+def segment_sum(values, labels, n_segments: int):
+    """Sum rows of ``values`` (n,) or (n, d) by integer ``labels`` into ``n_segments`` rows.
+
+    Precondition: ``labels`` in ``[0, n_segments)``; ``values`` float64.
+    """
+    xp = namespace(values)
+    n_segments = int(n_segments)
+    if is_numpy(xp):
+        if values.ndim == 1:
+            return np.bincount(labels, weights=values, minlength=n_segments)
+        out = np.zeros((n_segments, values.shape[1]), dtype=values.dtype)
+        if values.shape[0] == 0:
+            return out
+        order = np.argsort(labels, kind="stable")
+        sorted_labels = labels[order]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+        out[sorted_labels[starts]] = np.add.reduceat(values[order], starts, axis=0)
+        return out
+    if is_cupy(xp):
+        import cupyx
+
+        shape = (n_segments,) + tuple(values.shape[1:])
+        out = xp.zeros(shape, dtype=values.dtype)
+        cupyx.scatter_add(out, labels, values)
+        return out
+    # Generic array-API path: a one-hot product (fine for the small sizes it is tested on).
+    onehot = xp.astype(
+        labels[None, :] == xp.arange(n_segments, device=device(labels))[:, None], values.dtype
+    )
+    if values.ndim == 1:
+        return xp.matmul(onehot, values[:, None])[:, 0]
+    return xp.matmul(onehot, values)
+
+
+def random_generator(seed):
+    """A host numpy Generator; device random numbers are drawn on the host and moved.
+
+    Drawing on the host keeps numpy and cupy runs on the same seed identical.
+    """
+    return np.random.default_rng(seed)

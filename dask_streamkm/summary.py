@@ -1,0 +1,275 @@
+"""The Summary type: weighted BIRCH-style clustering features of groups of rows."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from ._array import device, namespace, segment_sum, to_host
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Summary:
+    """Weighted summary of rows: for each of m groups its weight, linear sum and square sum.
+
+    Parameters
+    ----------
+    weights : array of shape (m,), float64
+        Total weight of the rows in each group.
+    linear_sums : array of shape (m, d), float64
+        Sum of ``w * x`` over each group, so the group's centroid is ``linear_sums / weights``.
+    square_sums : array of shape (m,), float64
+        Sum of ``w * ||x||^2`` over each group, so the group's own squared error is
+        ``square_sums - ||linear_sums||^2 / weights`` (clipped at 0).
+    n_seen : int
+        Number of rows summarized (rows of any weight, before decay).
+
+    Notes
+    -----
+    Merging summaries concatenates their groups and loses nothing. For any set of centers C,
+    ``cost_bound(C)`` bounds the weighted k-means cost of every summarized row from above
+    (each row is charged its distance to its group's centroid plus the centroid's distance
+    to the nearest center, which is exactly the cost if every row of a group goes to the
+    group's nearest center).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_streamkm import Summary
+    >>> s = Summary.from_points(np.array([[0.0, 0.0], [2.0, 0.0]]))
+    >>> s.n_groups, float(s.total_weight)
+    (2, 2.0)
+    >>> float(s.cost_bound(np.array([[1.0, 0.0]])))
+    2.0
+    """
+
+    weights: object
+    linear_sums: object
+    square_sums: object
+    n_seen: int = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_points(cls, X, sample_weight=None, labels=None, n_groups=None):
+        """Summary of rows of X: one group per row, or one per label if ``labels`` is given.
+
+        Rows of zero weight carry no mass and are dropped from the groups (they still
+        count in ``n_seen``). Empty label groups are dropped.
+        """
+        xp = namespace(X)
+        n = X.shape[0]
+        Xf = xp.astype(X, xp.float64)
+        w = (
+            xp.ones((n,), dtype=xp.float64, device=device(X))
+            if sample_weight is None
+            else xp.astype(sample_weight, xp.float64)
+        )
+        sq = xp.sum(Xf * Xf, axis=1)
+        if labels is None:
+            keep = xp.nonzero(w > 0)[0]
+            if keep.shape[0] == n:
+                return cls(w, Xf * w[:, None], w * sq, int(n))
+            w_k = xp.take(w, keep, axis=0)
+            X_k = xp.take(Xf, keep, axis=0)
+            return cls(w_k, X_k * w_k[:, None], w_k * xp.take(sq, keep, axis=0), int(n))
+        if n_groups is None:
+            n_groups = int(xp.max(labels)) + 1 if n else 0
+        weights = segment_sum(w, labels, n_groups)
+        sums = segment_sum(Xf * w[:, None], labels, n_groups)
+        squares = segment_sum(w * sq, labels, n_groups)
+        return cls(weights, sums, squares, int(n)).drop_empty()
+
+    @classmethod
+    def empty(cls, n_features, like=None):
+        """A summary with no groups (what a chunk of zero rows gives)."""
+        xp = np if like is None else namespace(like)
+        dev = None if like is None else device(like)
+        return cls(
+            xp.zeros((0,), dtype=xp.float64, device=dev),
+            xp.zeros((0, int(n_features)), dtype=xp.float64, device=dev),
+            xp.zeros((0,), dtype=xp.float64, device=dev),
+            0,
+        )
+
+    def drop_empty(self):
+        """The same summary without groups of zero weight."""
+        xp = namespace(self.weights)
+        keep = xp.nonzero(self.weights > 0)[0]
+        if keep.shape[0] == self.weights.shape[0]:
+            return self
+        return Summary(
+            xp.take(self.weights, keep, axis=0),
+            xp.take(self.linear_sums, keep, axis=0),
+            xp.take(self.square_sums, keep, axis=0),
+            self.n_seen,
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_groups(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.linear_sums.shape[1])
+
+    @property
+    def total_weight(self) -> float:
+        xp = namespace(self.weights)
+        return float(xp.sum(self.weights))
+
+    @property
+    def centroids(self):
+        """Group centroids ``linear_sums / weights`` (m, d) float64."""
+        return self.linear_sums / self.weights[:, None]
+
+    @property
+    def group_sse(self):
+        """Each group's own weighted squared error around its centroid (m,), clipped at 0."""
+        xp = namespace(self.weights)
+        own = self.square_sums - xp.sum(self.linear_sums**2, axis=1) / self.weights
+        return xp.maximum(own, 0.0)
+
+    # ------------------------------------------------------------------ algebra
+    def merge(self, *others):
+        """Exact union of summaries: the groups are concatenated, ``n_seen`` added.
+
+        Works as ``a.merge(b, c)`` or ``Summary.merge(a, b, c)``.
+        """
+        parts = [self, *others]
+        parts = [p for p in parts if p.n_groups > 0] or [self]
+        n_seen = sum(int(p.n_seen) for p in [self, *others])
+        if len(parts) == 1:
+            p = parts[0]
+            return Summary(p.weights, p.linear_sums, p.square_sums, n_seen)
+        xp = namespace(parts[0].weights)
+        return Summary(
+            xp.concat([p.weights for p in parts]),
+            xp.concat([p.linear_sums for p in parts]),
+            xp.concat([p.square_sums for p in parts]),
+            n_seen,
+        )
+
+    def scaled(self, factor: float):
+        """The summary with W, S and SS multiplied by ``factor`` (decay of older data)."""
+        return Summary(
+            self.weights * factor, self.linear_sums * factor, self.square_sums * factor, self.n_seen
+        )
+
+    def group_by(self, labels, n_groups):
+        """Sum the CF rows of groups sharing a label (exact); empty labels are dropped."""
+        return Summary(
+            segment_sum(self.weights, labels, n_groups),
+            segment_sum(self.linear_sums, labels, n_groups),
+            segment_sum(self.square_sums, labels, n_groups),
+            self.n_seen,
+        ).drop_empty()
+
+    def reduce(self, size, seed=None, n_iter=3):
+        """A summary of at most ``size`` groups whose CF rows sum those of this one.
+
+        Weighted D^2 seeding of ``size`` centers over the centroids, ``n_iter`` weighted
+        Lloyd iterations, then every group joins its nearest center and the rows are summed.
+        Returns self when it already has at most ``size`` groups.
+        """
+        if self.n_groups <= size:
+            return self
+        rng = np.random.default_rng(seed)
+        cents = self.centroids
+        xp = namespace(cents)
+        x_sq = K.row_norms_sq(cents)
+        idx = K.d2_sample(cents, int(size), rng, sample_weight=self.weights, x_sq=x_sq)
+        centers = xp.take(cents, idx, axis=0)
+        if n_iter > 0:
+            centers, labels, _, _ = K.lloyd(
+                cents, centers, self.weights, max_iter=n_iter, tol=0.0, x_sq=x_sq
+            )
+        else:
+            labels, _ = K.nearest(cents, centers, x_sq)
+        return self.group_by(labels, centers.shape[0])
+
+    # ------------------------------------------------------------------ costs
+    def cost_bound(self, centers):
+        """Upper bound on the weighted squared-distance cost of all summarized rows to ``centers``.
+
+        ``sum_g SSE_g + W_g * min_c ||mu_g - c||^2``; exact when each group's rows share
+        their nearest center.
+        """
+        if self.n_groups == 0:
+            return 0.0
+        xp = namespace(self.weights)
+        centers = xp.asarray(centers, dtype=xp.float64, device=device(self.weights))
+        _, dist = K.nearest(self.centroids, centers)
+        return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
+
+    def solve(self, n_clusters, n_init=10, max_iter=300, tol=1e-4, seed=None):
+        """Weighted k-means on the group centroids: best of ``n_init`` k-means++ + Lloyd.
+
+        Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device.
+        Precondition: ``n_groups >= n_clusters``.
+        """
+        rng = np.random.default_rng(seed)
+        centers, inertia, n_iter = K.weighted_kmeans(
+            self.centroids, int(n_clusters), rng, self.weights, n_init, max_iter, tol
+        )
+        xp = namespace(self.weights)
+        bound = float(xp.sum(self.group_sse)) + inertia
+        return centers, bound, n_iter
+
+    # ------------------------------------------------------------------ files
+    def save(self, path):
+        """Write the summary to an ``.npz`` file (host arrays, no pickle)."""
+        path = os.fspath(path)
+        with open(path, "wb") as fh:
+            np.savez(
+                fh,
+                format_version=np.int64(FORMAT_VERSION),
+                weights=to_host(self.weights),
+                linear_sums=to_host(self.linear_sums),
+                square_sums=to_host(self.square_sums),
+                n_seen=np.int64(self.n_seen),
+            )
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a summary written by :meth:`save` (numpy arrays on the host)."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                version = int(data["format_version"])
+                if version > FORMAT_VERSION:
+                    raise ValueError(
+                        f"{path!r} is a summary of format version {version}; this version of "
+                        f"dask_streamkm reads up to {FORMAT_VERSION}. Upgrade dask_streamkm."
+                    )
+                out = cls(
+                    np.asarray(data["weights"], dtype=np.float64),
+                    np.asarray(data["linear_sums"], dtype=np.float64),
+                    np.asarray(data["square_sums"], dtype=np.float64),
+                    int(data["n_seen"]),
+                )
+        except (KeyError, OSError, EOFError) as exc:
+            raise ValueError(f"{path!r} is not a dask_streamkm summary file: {exc}") from exc
+        except Exception as exc:  # zipfile.BadZipFile and friends from a truncated file
+            if isinstance(exc, ValueError) and "format version" in str(exc):
+                raise
+            raise ValueError(f"{path!r} is not a readable summary file: {exc}") from exc
+        return out
+
+    def to_numpy(self):
+        """The same summary with host numpy arrays."""
+        return Summary(
+            to_host(self.weights), to_host(self.linear_sums), to_host(self.square_sums), self.n_seen
+        )
+
+    def __repr__(self):
+        return (
+            f"Summary(n_groups={self.n_groups}, n_features={self.n_features}, "
+            f"total_weight={self.total_weight:.6g}, n_seen={self.n_seen})"
+        )
