@@ -1,0 +1,280 @@
+"""Kernels against ten-line numpy references, and the weight properties of the final solve."""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from dask_streamkm import _kernels as K
+from dask_streamkm import Summary
+from dask_streamkm._summarize import summarize
+
+
+# ---------------------------------------------------------------------- numpy references
+def ref_sq_distances(X, C):
+    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(axis=2)
+
+
+def ref_nearest(X, C):
+    d = ref_sq_distances(X, C)
+    labels = d.argmin(axis=1)
+    return labels, d[np.arange(len(X)), labels]
+
+
+def ref_centers_from_labels(X, labels, k, w):
+    sums = np.zeros((k, X.shape[1]))
+    mass = np.zeros(k)
+    for i, lab in enumerate(labels):
+        sums[lab] += w[i] * X[i]
+        mass[lab] += w[i]
+    return sums, mass
+
+
+def ref_lloyd_step(X, C, w):
+    labels, _ = ref_nearest(X, C)
+    sums, mass = ref_centers_from_labels(X, labels, len(C), w)
+    new = C.copy()
+    nz = mass > 0
+    new[nz] = sums[nz] / mass[nz, None]
+    return new
+
+
+def _data(rng, n=500, d=5, m=17, dtype=np.float64):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(m, d)).astype(dtype)
+    return X, C
+
+
+# ---------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sq_distances_matches_reference(rng, dtype):
+    X, C = _data(rng, dtype=dtype)
+    got = K.sq_distances(X, C)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, ref_sq_distances(X, C), rtol=rtol, atol=rtol)
+    assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 7, 300, 20_000])  # 20_000 rows spans several row blocks
+def test_nearest_matches_reference(rng, dtype, n):
+    X, C = _data(rng, n=n, m=40, dtype=dtype)
+    labels, dist = K.nearest(X, C)
+    ref_labels, ref_dist = ref_nearest(X, C.astype(np.float64))
+    assert labels.dtype == np.int64 and dist.dtype == np.float64
+    assert labels.shape == (n,) and dist.shape == (n,)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(labels, ref_labels)
+    else:  # ties at float32 precision may differ: the chosen center must be as close
+        d_chosen = ref_sq_distances(X, C)[np.arange(n), labels]
+        np.testing.assert_allclose(d_chosen, ref_dist, rtol=1e-4, atol=1e-4)
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(dist, ref_dist, rtol=rtol, atol=rtol)
+
+
+def test_nearest_exact_point_is_zero_distance(rng):
+    C = rng.normal(size=(10, 3)) * 100
+    labels, dist = K.nearest(C, C)
+    np.testing.assert_array_equal(labels, np.arange(10))
+    np.testing.assert_allclose(dist, 0.0, atol=1e-8)
+    assert np.all(dist >= 0)
+
+
+def test_nearest_centers_of_other_dtype(rng):
+    X, C = _data(rng, dtype=np.float32)
+    labels, _ = K.nearest(X, C.astype(np.float64))
+    ref_labels, _ = ref_nearest(X, C.astype(np.float32).astype(np.float64))
+    assert np.mean(labels == ref_labels) > 0.99
+
+
+def test_centers_from_labels_matches_reference(rng):
+    X, _ = _data(rng)
+    labels = rng.integers(0, 9, size=len(X))
+    labels[labels == 4] = 5  # label 4 empty
+    w = rng.random(len(X))
+    sums, mass = K.centers_from_labels(X, labels, 10, w)
+    ref_sums, ref_mass = ref_centers_from_labels(X, labels, 10, w)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mass, ref_mass, rtol=1e-12)
+    assert mass[4] == 0 and mass[9] == 0
+    sums1, mass1 = K.centers_from_labels(X, labels, 10)
+    ref1, refm1 = ref_centers_from_labels(X, labels, 10, np.ones(len(X)))
+    np.testing.assert_allclose(sums1, ref1, atol=1e-12)
+    np.testing.assert_allclose(mass1, refm1)
+
+
+def test_lloyd_one_iteration_matches_reference(rng):
+    X, C = _data(rng, m=6)
+    w = rng.random(len(X)) + 0.1
+    centers, labels, inertia, n_iter = K.lloyd(X, C, sample_weight=w, max_iter=1, tol=0.0)
+    expected = ref_lloyd_step(X, C, w)
+    assert n_iter == 1
+    np.testing.assert_allclose(centers, expected, rtol=1e-10, atol=1e-12)
+    ref_labels, ref_dist = ref_nearest(X, expected)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(inertia, np.sum(w * ref_dist), rtol=1e-10)
+
+
+def test_lloyd_converges_to_fixed_point(rng):
+    X, C = _data(rng, m=4)
+    centers, labels, inertia, n_iter = K.lloyd(X, C, max_iter=300, tol=0.0)
+    assert n_iter < 300
+    np.testing.assert_allclose(ref_lloyd_step(X, centers, np.ones(len(X))), centers, atol=1e-12)
+
+
+def test_lloyd_reseeds_empty_cluster(rng):
+    X = rng.normal(size=(200, 2))
+    C = np.array([[0.0, 0.0], [1e6, 1e6], [0.5, 0.5]])  # center 1 gets no rows
+    centers, labels, _, _ = K.lloyd(X, C, max_iter=1, tol=0.0)
+    assert np.all(np.abs(centers) < 100), "an empty cluster must be re-seeded at a data row"
+    assert len(np.unique(labels)) == 3
+
+
+# ---------------------------------------------------------------------- seeding
+@pytest.mark.parametrize("seed", range(5))
+def test_kmeans_plusplus_distinct_and_zero_weight_never_seeds(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(300, 3))
+    w = rng.random(300)
+    zero = rng.choice(300, size=150, replace=False)
+    w[zero] = 0.0
+    X[zero] += 50.0  # far away: D^2 sampling would love them if weight were ignored
+    idx = K.kmeans_plusplus(X, 20, np.random.default_rng(seed), sample_weight=w)
+    assert idx.dtype == np.int64 and idx.shape == (20,)
+    assert len(np.unique(idx)) == 20
+    assert np.all(w[idx] > 0)
+
+
+def test_kmeans_plusplus_distinct_with_duplicates():
+    # 6 distinct points, many copies: seeding 6 centers must give 6 distinct points.
+    X = np.repeat(np.arange(6.0)[:, None] * np.ones((1, 2)), 20, axis=0)
+    for seed in range(5):
+        idx = K.kmeans_plusplus(X, 6, np.random.default_rng(seed))
+        assert len(np.unique(X[idx], axis=0)) == 6
+
+
+def test_kmeans_plusplus_exactly_positive_rows():
+    X = np.arange(20.0).reshape(10, 2)
+    w = np.zeros(10)
+    w[[1, 4, 7]] = 1.0
+    idx = K.kmeans_plusplus(X, 3, np.random.default_rng(0), sample_weight=w)
+    assert sorted(idx.tolist()) == [1, 4, 7]
+
+
+def test_d2_sample_zero_weight_never_seeds(rng):
+    X = rng.normal(size=(400, 3))
+    w = np.ones(400)
+    w[:200] = 0.0
+    X[:200] += 100
+    idx = K.d2_sample(X, 50, np.random.default_rng(1), sample_weight=w)
+    assert len(np.unique(idx)) == len(idx)
+    assert np.all(idx >= 200)
+
+
+# ---------------------------------------------------------------------- final solve
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_kmeans_close_to_sklearn(seed):
+    X, _ = make_blobs(n_samples=2000, centers=8, n_features=4, cluster_std=1.5, random_state=seed)
+    w = np.random.default_rng(seed).random(len(X)) * 3
+    centers, inertia, _ = K.weighted_kmeans(X, 8, np.random.default_rng(seed), w, n_init=10)
+    ref = KMeans(8, n_init=10, random_state=seed).fit(X, sample_weight=w)
+    # our inertia is the inertia of the returned centers
+    _, d = ref_nearest(X, centers)
+    np.testing.assert_allclose(inertia, np.sum(w * d), rtol=1e-9)
+    assert inertia <= 1.01 * ref.inertia_
+
+
+def _solve_centers(X, k, w=None, seed=0):
+    centers, _, _ = K.weighted_kmeans(X, k, np.random.default_rng(seed), w, n_init=3)
+    return centers[np.lexsort(centers.T[::-1])]
+
+
+def test_weight_n_equals_n_repeated_rows(rng):
+    X = rng.normal(size=(60, 3))
+    reps = rng.integers(1, 4, size=60)
+    a = _solve_centers(X, 4, reps.astype(float))
+    b = _solve_centers(np.repeat(X, reps, axis=0), 4)
+    np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_unit_weights_equal_none(rng):
+    X = rng.normal(size=(200, 3))
+    np.testing.assert_array_equal(_solve_centers(X, 5, np.ones(200)), _solve_centers(X, 5))
+
+
+def test_scaled_weights_change_nothing(rng):
+    X = rng.normal(size=(200, 3))
+    w = rng.random(200) + 0.5
+    np.testing.assert_allclose(
+        _solve_centers(X, 5, w), _solve_centers(X, 5, 8.0 * w), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_zero_weight_rows_do_not_move_centers(rng):
+    X = rng.normal(size=(200, 2))
+    w = np.ones(200)
+    w[:20] = 0.0
+    X[:20] = 1000.0  # would grab a center if seeded or counted
+    centers = _solve_centers(X, 3, w)
+    assert np.all(np.abs(centers) < 10)
+    np.testing.assert_allclose(centers, _solve_centers(X[20:], 3), atol=1e-10)
+
+
+# ---------------------------------------------------------------------- summarizer weights
+@pytest.mark.parametrize("method", ["lloyd", "stream"])
+def test_summarizer_unit_weights_equal_none(rng, method):
+    X = rng.normal(size=(3000, 4))
+    a = summarize(X, 64, method=method, seed=3, mini_batch_size=500)
+    b = summarize(X, 64, method=method, sample_weight=np.ones(3000), seed=3, mini_batch_size=500)
+    np.testing.assert_allclose(a.weights, b.weights)
+    np.testing.assert_allclose(a.linear_sums, b.linear_sums)
+
+
+@pytest.mark.parametrize("method", ["lloyd", "stream"])
+def test_summarizer_scaled_weights_scale_summary(rng, method):
+    X = rng.normal(size=(3000, 4))
+    w = rng.random(3000) + 0.5
+    a = summarize(X, 64, method=method, sample_weight=w, seed=3, mini_batch_size=500)
+    b = summarize(X, 64, method=method, sample_weight=4.0 * w, seed=3, mini_batch_size=500)
+    np.testing.assert_allclose(4.0 * a.weights, b.weights, rtol=1e-9)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["lloyd", "stream"])
+def test_summarizer_zero_weight_never_seeds(rng, method):
+    X = rng.normal(size=(3000, 3))
+    w = np.ones(3000)
+    w[:300] = 0.0
+    X[:300] += 1000.0
+    s = summarize(X, 50, method=method, sample_weight=w, seed=0, mini_batch_size=500)
+    assert np.all(np.abs(s.centroids) < 100)
+    np.testing.assert_allclose(s.total_weight, 2700.0)
+    assert s.n_seen == 3000
+
+
+@pytest.mark.parametrize("method", ["lloyd", "stream"])
+def test_summarizer_weight_n_close_to_n_repeated_rows(rng, method):
+    # Summaries are randomized, so weighted and repeated data only agree in quality:
+    # the solved cost of both on the repeated data stays within a few percent.
+    X, _ = make_blobs(n_samples=1500, centers=5, n_features=3, random_state=1)
+    reps = rng.integers(1, 4, size=len(X))
+    Xr = np.repeat(X, reps, axis=0)
+    sw = summarize(X, 60, method=method, sample_weight=reps.astype(float), seed=0)
+    sr = summarize(Xr, 60, method=method, seed=0)
+    np.testing.assert_allclose(sw.total_weight, sr.total_weight)
+    costs = []
+    for s in (sw, sr):
+        centers, _, _ = s.solve(5, n_init=3, seed=0)
+        costs.append(ref_nearest(Xr, centers)[1].sum())
+    assert max(costs) <= 1.02 * min(costs)
+
+
+def test_summary_from_points_weight_n_equals_repeated_rows(rng):
+    X = rng.normal(size=(30, 3))
+    reps = rng.integers(1, 4, size=30)
+    labels = np.repeat(np.arange(30) % 7, 1)
+    a = Summary.from_points(X, reps.astype(float), labels=labels, n_groups=7)
+    b = Summary.from_points(np.repeat(X, reps, axis=0), labels=np.repeat(labels, reps), n_groups=7)
+    np.testing.assert_allclose(a.weights, b.weights)
+    np.testing.assert_allclose(a.linear_sums, b.linear_sums, atol=1e-12)
+    np.testing.assert_allclose(a.square_sums, b.square_sums, atol=1e-12)
