@@ -5,8 +5,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from dask_streamkm import _kernels as K
 from dask_streamkm import Summary
+from dask_streamkm import _kernels as K
 from dask_streamkm._summarize import summarize
 
 
