@@ -1,0 +1,117 @@
+"""Per-chunk summarizers: mass conservation, exact small chunks, quality against the oracle."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from dask_streamkm._summarize import METHODS, summarize
+from dask_streamkm.summary import Summary
+
+
+def true_cost(X, centers, w=None):
+    d = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+    return float(np.sum(d if w is None else w * d))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n,size", [(1, 5), (50, 10), (257, 256), (1000, 7), (4000, 100)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_total_weight_conserved(method, n, size, weighted):
+    rng = np.random.default_rng(n + size)
+    X = rng.normal(size=(n, 3)) * rng.uniform(0.1, 10, size=3)
+    w = rng.random(n) * 5 if weighted else None
+    s = summarize(X, size, method=method, sample_weight=w, mini_batch_size=512, seed=1)
+    total = n if w is None else w.sum()
+    np.testing.assert_allclose(s.total_weight, total, rtol=1e-12)
+    ww = np.ones(n) if w is None else w
+    np.testing.assert_allclose(s.linear_sums.sum(0), (ww[:, None] * X).sum(0), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(
+        s.square_sums.sum(), (ww * (X**2).sum(1)).sum(), rtol=1e-12, atol=1e-9
+    )
+    assert s.n_groups <= size
+    assert s.n_seen == n
+    assert np.all(s.weights > 0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_input_conserves(method):
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(3000, 4)) * 1000 + 1e4).astype(np.float32)
+    s = summarize(X, 50, method=method, seed=0, mini_batch_size=500)
+    assert s.weights.dtype == np.float64
+    np.testing.assert_allclose(s.total_weight, 3000)
+    np.testing.assert_allclose(s.linear_sums.sum(0), X.astype(np.float64).sum(0), rtol=1e-12)
+    assert np.all(s.group_sse >= 0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n", [1, 9, 10])
+def test_small_chunk_comes_back_exactly(method, n):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 4))
+    w = rng.random(n) + 0.1
+    s = summarize(X, 10, method=method, sample_weight=w, seed=0)
+    assert s.n_groups == n
+    np.testing.assert_array_equal(s.weights, w)
+    np.testing.assert_allclose(s.centroids, X, rtol=1e-12)
+    np.testing.assert_allclose(s.group_sse, 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_small_chunk_counts_positive_weight_rows_only(method):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    w = np.zeros(40)
+    w[::4] = 1.0  # 10 rows of positive weight, size 10: exact
+    s = summarize(X, 10, method=method, sample_weight=w, seed=0)
+    assert s.n_groups == 10 and s.n_seen == 40
+    np.testing.assert_allclose(s.centroids, X[::4])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_chunk(method):
+    s = summarize(np.zeros((0, 3)), 10, method=method, seed=0)
+    assert s.n_groups == 0 and s.n_features == 3 and s.n_seen == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_summary(method):
+    X = np.random.default_rng(0).normal(size=(3000, 3))
+    a = summarize(X, 40, method=method, seed=np.random.SeedSequence(5, spawn_key=(0, 1)))
+    b = summarize(X, 40, method=method, seed=np.random.SeedSequence(5, spawn_key=(0, 1)))
+    np.testing.assert_array_equal(a.linear_sums, b.linear_sums)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_duplicated_points_fewer_than_size(method):
+    # 5 distinct points repeated: the summary must not invent or lose mass.
+    X = np.repeat(np.eye(5) * 10, 200, axis=0)
+    s = summarize(X, 20, method=method, seed=0, mini_batch_size=128)
+    np.testing.assert_allclose(s.total_weight, 1000)
+    cost = s.cost_bound(np.eye(5) * 10)
+    assert cost < 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_summary_quality_on_blobs(method):
+    # A solve on the summary is within a few percent of a solve on all rows.
+    X, _ = make_blobs(n_samples=4000, centers=10, n_features=5, random_state=0)
+    s = summarize(X, 100, method=method, seed=0, mini_batch_size=1000)
+    full = Summary.from_points(X)
+    c_sum, bound, _ = s.solve(10, n_init=3, seed=0)
+    c_full, _, _ = full.solve(10, n_init=3, seed=0)
+    cost_sum = true_cost(X, c_sum)
+    assert bound >= cost_sum * (1 - 1e-12)
+    assert cost_sum <= 1.03 * true_cost(X, c_full)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sorted_chunk_keeps_tiny_far_cluster(method):
+    # 20 far rows at the end of a sorted chunk must keep their own group(s).
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(3980, 2)), rng.normal(size=(20, 2)) * 0.1 + 1000])
+    s = summarize(X, 50, method=method, seed=0, mini_batch_size=500)
+    far = s.centroids[:, 0] > 500
+    assert far.any()
+    np.testing.assert_allclose(s.weights[far].sum(), 20)
+    np.testing.assert_allclose(s.centroids[far][:, 0] @ s.weights[far] / 20, X[-20:, 0].mean())
