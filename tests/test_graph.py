@@ -1,0 +1,125 @@
+"""Graph layer: the same summary totals over chunkings and split_every values."""
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from dask_streamkm import StreamingKMeans, _graph
+
+N, D = 2000, 3
+
+CHUNKINGS = {
+    "one block": (N,),
+    "uneven": (700, 13, 900, 387),
+    "tiny block": (1, 1999),
+    "empty block": (600, 0, 1400),
+    "empty first and last": (0, 1000, 1000, 0),
+    "many blocks": (100,) * 20,
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D)) + rng.integers(0, 5, size=(N, 1)) * 10
+    w = rng.random(N) * 2
+    return X, w
+
+
+def run_graph(X, w, chunks, split_every, budget=10_000, size=64, method="stream"):
+    Xd = da.from_array(X, chunks=(chunks, D))
+    wd = None if w is None else da.from_array(w, chunks=(chunks,))
+    g = _graph.summary_graph(
+        Xd,
+        wd,
+        size=size,
+        method=method,
+        mini_batch_size=256,
+        split_every=split_every,
+        budget=budget,
+        entropy=0,
+    )
+    (s,) = dask.compute(g, scheduler="sync")
+    return s
+
+
+@pytest.mark.parametrize("chunks", list(CHUNKINGS.values()), ids=list(CHUNKINGS))
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_totals_over_chunkings(data, chunks, split_every, weighted):
+    X, w = data
+    w = w if weighted else None
+    s = run_graph(X, w, chunks, split_every)
+    total = N if w is None else w.sum()
+    ww = np.ones(N) if w is None else w
+    assert s.n_seen == N
+    np.testing.assert_allclose(s.total_weight, total, rtol=1e-12)
+    np.testing.assert_allclose(s.linear_sums.sum(0), ww @ X, rtol=1e-10)
+    np.testing.assert_allclose(s.square_sums.sum(), ww @ (X**2).sum(1), rtol=1e-12)
+    n_leaves = sum(1 for c in chunks if c)
+    assert s.n_groups <= 64 * n_leaves
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_budget_reduces_and_conserves(data, split_every):
+    X, _ = data
+    s = run_graph(X, None, CHUNKINGS["many blocks"], split_every, budget=100, size=64)
+    assert s.n_groups <= 100
+    assert s.n_seen == N
+    np.testing.assert_allclose(s.total_weight, N)
+    np.testing.assert_allclose(s.linear_sums.sum(0), X.sum(0), rtol=1e-10)
+
+
+def test_tree_fan_in(monkeypatch):
+    nodes = [dask.delayed(i) for i in range(10)]
+    seen = []
+
+    def spy(*children, **kw):
+        seen.append((kw["level"], kw["index"], len(children)))
+        return children[0]
+
+    monkeypatch.setattr(_graph, "merge", spy)
+    out = _graph.tree(nodes, split_every=3, budget=10, entropy=0)
+    dask.compute(out, scheduler="sync")
+    # 10 leaves -> 4 nodes (3, 3, 3, 1) -> 2 nodes (3, 1) -> 1 node (2)
+    assert sorted(seen) == [
+        (1, 0, 3),
+        (1, 1, 3),
+        (1, 2, 3),
+        (1, 3, 1),
+        (2, 0, 3),
+        (2, 1, 1),
+        (3, 0, 2),
+    ]
+
+
+def test_task_seeds_differ_by_position():
+    a = _graph.task_seed(0, 0, 1).generate_state(2)
+    b = _graph.task_seed(0, 0, 2).generate_state(2)
+    c = _graph.task_seed(0, 1, 1).generate_state(2)
+    d = _graph.task_seed(1, 0, 1).generate_state(2)
+    assert len({tuple(x) for x in (a, b, c, d)}) == 4
+    np.testing.assert_array_equal(a, _graph.task_seed(0, 0, 1).generate_state(2))
+
+
+@pytest.mark.parametrize("chunks", list(CHUNKINGS.values()), ids=list(CHUNKINGS))
+def test_estimator_over_chunkings(data, chunks):
+    X, w = data
+    Xd = da.from_array(X, chunks=(chunks, D))
+    km = StreamingKMeans(5, random_state=0, summary_size=64).fit(Xd, sample_weight=w)
+    assert km.n_rows_seen_ == N
+    np.testing.assert_allclose(km.summary_.total_weight, w.sum(), rtol=1e-12)
+    labels = km.labels_.compute()
+    assert labels.shape == (N,)
+    # five well-separated bands at 0, 10, ..., 40 in every feature
+    got = np.sort(km.cluster_centers_.mean(axis=1))
+    np.testing.assert_allclose(got, np.arange(5) * 10, atol=0.5)
+
+
+def test_nan_in_chunk_is_reported_with_its_index(data):
+    X, _ = data
+    X = X.copy()
+    X[1500, 1] = np.nan
+    with pytest.raises(ValueError, match=r"chunk 2 \(rows 1300 to 2000\)"):
+        run_graph(X, None, (700, 600, 700), 8)
