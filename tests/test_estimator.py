@@ -1,0 +1,298 @@
+"""StreamingKMeans on numpy, dask and zarr input: fit, partial_fit, refit, predict, score."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from dask_streamkm import StreamingKMeans, Summary
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    centers = np.array([[0, 0, 0], [20, 0, 0], [0, 20, 0], [0, 0, 20]], dtype=float)
+    X, y = make_blobs(n_samples=3000, centers=centers, cluster_std=1.0, random_state=0)
+    return X, y, centers
+
+
+def sq_dist(X, C):
+    return ((X[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+
+
+def exact_inertia(X, C, w=None):
+    d = sq_dist(X, C).min(axis=1)
+    return float(np.sum(d if w is None else w * d))
+
+
+def assert_same_centers(got, expected, atol):
+    """Centers equal up to order (each expected center matched to a distinct found one)."""
+    from scipy.optimize import linear_sum_assignment
+
+    got = np.asarray(got)
+    rows, cols = linear_sum_assignment(sq_dist(expected, got))
+    assert len(rows) == len(expected)
+    np.testing.assert_allclose(got[cols], expected[rows], atol=atol)
+
+
+def as_zarr(X, path, chunk_rows=700):
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(
+        store=str(path), shape=X.shape, chunks=(chunk_rows, X.shape[1]), dtype=X.dtype
+    )
+    z[:] = X
+    return zarr.open(str(path), mode="r")
+
+
+def make_input(kind, X, tmp_path):
+    if kind == "numpy":
+        return X
+    if kind == "dask":
+        return da.from_array(X, chunks=(700, -1))
+    return as_zarr(X, tmp_path / "x.zarr")
+
+
+# ---------------------------------------------------------------------- input types
+@pytest.mark.parametrize("kind", ["numpy", "dask", "zarr"])
+def test_fit_predict_transform_score(blobs, kind, tmp_path):
+    X, y, true_centers = blobs
+    Xin = make_input(kind, X, tmp_path)
+    km = StreamingKMeans(K, random_state=0)
+    assert km.fit(Xin) is km
+    assert km.cluster_centers_.shape == (K, 3) and km.cluster_centers_.dtype == np.float64
+    assert km.n_features_in_ == 3 and km.n_rows_seen_ == 3000 and km.n_iter_ >= 1
+    assert isinstance(km.summary_, Summary)
+    assert_same_centers(km.cluster_centers_, true_centers, atol=0.2)
+
+    lazy = kind != "numpy"
+    labels = km.predict(Xin)
+    assert isinstance(labels, da.Array) == lazy
+    labels = np.asarray(labels)
+    expected = sq_dist(X, km.cluster_centers_).argmin(axis=1)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(np.asarray(km.labels_), expected)
+
+    dist = km.transform(Xin)
+    assert isinstance(dist, da.Array) == lazy
+    np.testing.assert_allclose(
+        np.asarray(dist), np.sqrt(sq_dist(X, km.cluster_centers_)), rtol=1e-6, atol=1e-6
+    )
+
+    score = km.score(Xin)
+    np.testing.assert_allclose(score, -exact_inertia(X, km.cluster_centers_), rtol=1e-9)
+    assert km.inertia_ >= -score * (1 - 1e-12)
+
+    fp = StreamingKMeans(K, random_state=0).fit_predict(Xin)
+    assert isinstance(fp, da.Array) == lazy
+    np.testing.assert_array_equal(np.asarray(fp), expected)
+
+
+def test_zarr_and_dask_same_chunks_same_centers(blobs, tmp_path):
+    X = blobs[0]
+    a = StreamingKMeans(K, random_state=3).fit(as_zarr(X, tmp_path / "a.zarr", 700))
+    b = StreamingKMeans(K, random_state=3).fit(da.from_array(X, chunks=(700, -1)))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_numpy_and_single_block_dask_same_centers(blobs):
+    X = blobs[0]
+    a = StreamingKMeans(K, random_state=3).fit(X)
+    b = StreamingKMeans(K, random_state=3).fit(da.from_array(X, chunks=(-1, -1)))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_float32_input(blobs):
+    X = blobs[0].astype(np.float32)
+    km = StreamingKMeans(K, random_state=0).fit(da.from_array(X, chunks=(1000, -1)))
+    assert km.cluster_centers_.dtype == np.float64
+    assert_same_centers(km.cluster_centers_, blobs[2], atol=0.2)
+    labels = km.predict(da.from_array(X, chunks=(1000, -1))).compute()
+    assert labels.dtype == np.int64
+
+
+# ---------------------------------------------------------------------- sample_weight
+@pytest.mark.parametrize("form", ["numpy", "dask same chunks", "dask other chunks"])
+def test_sample_weight_forms(blobs, form):
+    X = blobs[0]
+    w = np.random.default_rng(0).random(len(X)) * 3
+    Xd = da.from_array(X, chunks=(700, -1))
+    wd = {
+        "numpy": w,
+        "dask same chunks": da.from_array(w, chunks=700),
+        "dask other chunks": da.from_array(w, chunks=1100),
+    }[form]
+    km = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=wd)
+    ref = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=w)
+    np.testing.assert_allclose(km.summary_.total_weight, w.sum(), rtol=1e-12)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_allclose(
+        km.score(Xd, sample_weight=wd), -exact_inertia(X, km.cluster_centers_, w), rtol=1e-9
+    )
+
+
+def test_sample_weight_moves_centers():
+    # two points; weight decides where the single center goes
+    X = np.array([[0.0], [1.0]])
+    km = StreamingKMeans(1, random_state=0).fit(X, sample_weight=[3.0, 1.0])
+    np.testing.assert_allclose(km.cluster_centers_, [[0.25]])
+    np.testing.assert_allclose(km.inertia_, 3 * 0.25**2 + 0.75**2)
+
+
+def test_scalar_sample_weight(blobs):
+    X = blobs[0]
+    a = StreamingKMeans(K, random_state=0).fit(X, sample_weight=2.0)
+    b = StreamingKMeans(K, random_state=0).fit(X)
+    np.testing.assert_allclose(a.summary_.total_weight, 2 * len(X))
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------------- refit
+class CountingArray:
+    """An array-like that counts reads (for da.from_array)."""
+
+    def __init__(self, X):
+        self.X = X
+        self.shape = X.shape
+        self.dtype = X.dtype
+        self.ndim = X.ndim
+        self.reads = 0
+
+    def __getitem__(self, key):
+        out = self.X[key]
+        if out.size:  # dask slices zero rows to learn the meta; that reads nothing
+            self.reads += 1
+        return out
+
+
+def test_refit_does_not_read_X(blobs):
+    X = blobs[0]
+    counting = CountingArray(X)
+    Xd = da.from_array(counting, chunks=(700, -1), asarray=True)
+    km = StreamingKMeans(K, random_state=0).fit(Xd)
+    reads = counting.reads
+    assert reads == len(Xd.chunks[0]), "fit reads each chunk once"
+    assert km.refit(n_clusters=2) is km
+    assert counting.reads == reads
+    assert km.n_clusters == 2 and km.cluster_centers_.shape == (2, 3)
+    np.testing.assert_allclose(km.inertia_, km.summary_.cost_bound(km.cluster_centers_), rtol=1e-9)
+    km.refit(n_clusters=K, n_init=3)
+    assert counting.reads == reads
+    assert_same_centers(km.cluster_centers_, blobs[2], atol=0.2)
+
+
+def test_refit_same_params_same_centers(blobs):
+    km = StreamingKMeans(K, random_state=0).fit(blobs[0])
+    c = km.cluster_centers_.copy()
+    np.testing.assert_array_equal(km.refit().cluster_centers_, c)
+
+
+def test_refit_rejects_unknown_parameter(blobs):
+    km = StreamingKMeans(K, random_state=0).fit(blobs[0])
+    with pytest.raises(ValueError, match=r"refit\(\) got \['method'\]"):
+        km.refit(method="lloyd")
+
+
+def test_refit_too_many_clusters():
+    X = np.arange(20.0).reshape(10, 2)
+    km = StreamingKMeans(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"n_clusters=11 .*use n_clusters <= 10"):
+        km.refit(n_clusters=11)
+
+
+def test_refit_before_fit():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        StreamingKMeans(2).refit(n_clusters=3)
+
+
+# ---------------------------------------------------------------------- partial_fit
+def test_partial_fit_three_batches_close_to_fit(blobs):
+    X = blobs[0]
+    perm = np.random.default_rng(0).permutation(len(X))
+    X = X[perm]
+    km = StreamingKMeans(K, random_state=0)
+    for batch in np.array_split(X, 3):
+        assert km.partial_fit(da.from_array(batch, chunks=(500, -1))) is km
+    full = StreamingKMeans(K, random_state=0).fit(X)
+    assert km.n_rows_seen_ == len(X)
+    np.testing.assert_allclose(km.summary_.total_weight, len(X))
+    assert exact_inertia(X, km.cluster_centers_) <= 1.01 * exact_inertia(X, full.cluster_centers_)
+
+
+def test_partial_fit_harder_data_close_to_kmeans():
+    X, _ = make_blobs(n_samples=4000, centers=15, n_features=4, cluster_std=3.0, random_state=2)
+    km = StreamingKMeans(15, random_state=0)
+    for batch in np.array_split(X, 3):
+        km.partial_fit(batch)
+    ref = KMeans(15, n_init=3, random_state=0).fit(X)
+    assert exact_inertia(X, km.cluster_centers_) <= 1.03 * ref.inertia_
+
+
+@pytest.mark.parametrize("half_life", [500.0, 2000.0])
+def test_half_life_decay(half_life):
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(n, 2)) for n in (300, 200, 100)]
+    km = StreamingKMeans(2, random_state=0, half_life=half_life)
+    for b in batches:
+        km.partial_fit(b)
+    # the first batch decayed by the rows after it, the second by the third's
+    n1, n2, n3 = (len(b) for b in batches)
+    expected = n1 * 2 ** (-(n2 + n3) / half_life) + n2 * 2 ** (-n3 / half_life) + n3
+    np.testing.assert_allclose(km.summary_.total_weight, expected, rtol=1e-12)
+    assert km.n_rows_seen_ == n1 + n2 + n3
+
+
+def test_half_life_tracks_drift():
+    rng = np.random.default_rng(0)
+    km = StreamingKMeans(1, random_state=0, half_life=100.0)
+    km.partial_fit(rng.normal(size=(1000, 1)))
+    km.partial_fit(rng.normal(size=(1000, 1)) + 10)
+    # old data weighs 2^-10 of the new: the center sits at the new data
+    assert abs(km.cluster_centers_[0, 0] - 10) < 0.2
+
+
+def test_partial_fit_then_fit_restarts(blobs):
+    X = blobs[0]
+    km = StreamingKMeans(K, random_state=0).partial_fit(X[:100])
+    km.fit(X)
+    assert km.n_rows_seen_ == len(X)
+
+
+# ---------------------------------------------------------------------- quality
+def test_recovers_well_separated_centers():
+    rng = np.random.default_rng(1)
+    centers = rng.uniform(-100, 100, size=(8, 5))
+    X, _ = make_blobs(n_samples=5000, centers=centers, cluster_std=1.0, random_state=1)
+    Xd = da.from_array(X, chunks=(800, -1))
+    km = StreamingKMeans(8, random_state=0).fit(Xd)
+    assert_same_centers(km.cluster_centers_, centers, atol=0.2)
+
+
+@pytest.mark.parametrize("method", ["stream", "lloyd"])
+def test_quality_against_kmeans(method):
+    X, _ = make_blobs(n_samples=5000, centers=20, n_features=6, cluster_std=4.0, random_state=3)
+    Xd = da.from_array(X, chunks=(1000, -1))
+    km = StreamingKMeans(20, random_state=0, method=method).fit(Xd)
+    ref = KMeans(20, n_init=3, random_state=0).fit(X)
+    ours = exact_inertia(X, km.cluster_centers_)
+    assert ours <= 1.03 * ref.inertia_
+    assert km.inertia_ >= ours * (1 - 1e-12)
+
+
+def test_sorted_stream_quality():
+    # rows sorted by cluster: each chunk sees only one or two clusters
+    X, y = make_blobs(n_samples=4000, centers=8, n_features=3, cluster_std=2.0, random_state=4)
+    X = X[np.argsort(y, kind="stable")]
+    km = StreamingKMeans(8, random_state=0).fit(da.from_array(X, chunks=(500, -1)))
+    ref = KMeans(8, n_init=3, random_state=0).fit(X)
+    assert exact_inertia(X, km.cluster_centers_) <= 1.02 * ref.inertia_
+
+
+def test_params_not_overwritten(blobs):
+    km = StreamingKMeans(K, random_state=0)
+    before = km.get_params()
+    km.fit(blobs[0])
+    assert km.get_params() == before
