@@ -1,0 +1,281 @@
+"""Model files for StreamingKMeans (npz + JSON metadata, no pickle) and export to scikit-learn.
+
+A model file is an ordinary ``.npz`` archive (``numpy.load(path, allow_pickle=False)`` reads it)
+holding:
+
+- ``metadata``: a 0-d unicode array with a JSON object: ``format`` (always
+  ``"dask_streamkm.StreamingKMeans"``), ``format_version``, the library version that wrote it,
+  the estimator's ``params``, and its scalar fitted attributes (``n_features_in_``, ``inertia_``,
+  ``n_iter_``, ``n_rows_seen_``, ``feature_names_in_`` when present, the seed of the final
+  solve);
+- ``cluster_centers_``: float64 (n_clusters, n_features);
+- ``summary_weights``, ``summary_linear_sums``, ``summary_square_sums``: the merged summary, so
+  ``refit`` and ``partial_fit`` work after loading.
+
+``labels_`` (one label per training row, possibly a lazy dask array) is not stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+
+import numpy as np
+
+from ._array import to_host
+from .summary import Summary
+
+#: What the ``format`` field of the metadata says.
+MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
+#: Version of the model file layout written by this library; readers accept this or older.
+MODEL_FORMAT_VERSION = 1
+
+_METADATA = "metadata"
+_ARRAYS = ("cluster_centers_", "summary_weights", "summary_linear_sums", "summary_square_sums")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be read as a StreamingKMeans model (see the message for the fix)."""
+
+
+# ---------------------------------------------------------------------- save
+def _json_param(name, value):
+    """A parameter value as JSON; random_state objects are recorded as None."""
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if name == "random_state":
+        # A RandomState / Generator cannot be stored without pickle; the seed of the final
+        # solve is stored separately, so refit and partial_fit stay reproducible.
+        return None
+    raise TypeError(
+        f"{name}={value!r} cannot be written to a model file; model files store parameters "
+        "that are None, bool, int, float or str."
+    )
+
+
+def save_model(model, path):
+    """Write a fitted StreamingKMeans to ``path`` (npz + JSON metadata). Returns the path."""
+    from sklearn.utils.validation import check_is_fitted
+
+    from . import __version__
+
+    check_is_fitted(model, ["cluster_centers_", "summary_"])
+    params = {k: _json_param(k, v) for k, v in model.get_params(deep=False).items()}
+    attributes = {
+        "n_features_in_": int(model.n_features_in_),
+        "inertia_": float(model.inertia_),
+        "n_iter_": int(model.n_iter_),
+        "n_rows_seen_": int(model.n_rows_seen_),
+    }
+    if hasattr(model, "feature_names_in_"):
+        attributes["feature_names_in_"] = [str(f) for f in model.feature_names_in_]
+    entropy = getattr(model, "_entropy_", None)
+    metadata = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "library_version": __version__,
+        "params": params,
+        "attributes": attributes,
+        # SeedSequence entropy of the fit (an int, or [int, int] after partial_fit).
+        "entropy": _entropy_json(entropy),
+    }
+    summary = model.summary_
+    path = os.fspath(path)
+    with open(path, "wb") as fh:
+        np.savez(
+            fh,
+            metadata=np.array(json.dumps(metadata)),
+            cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
+            summary_weights=to_host(summary.weights),
+            summary_linear_sums=to_host(summary.linear_sums),
+            summary_square_sums=to_host(summary.square_sums),
+            summary_n_seen=np.int64(summary.n_seen),
+        )
+    return path
+
+
+def _entropy_json(entropy):
+    if entropy is None:
+        return None
+    if isinstance(entropy, (list, tuple)):
+        return [int(e) for e in entropy]
+    return int(entropy)
+
+
+# ---------------------------------------------------------------------- load
+def _read_npz(path):
+    """Metadata dict and arrays of a model file, or a ModelFileError saying what is wrong."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot open model file {path!r}: {exc}") from exc
+    if head != _ZIP_MAGIC:
+        raise ModelFileError(
+            f"{path!r} is not a dask_streamkm model file: it is not an .npz archive (it starts "
+            f"with {head!r}). Write model files with StreamingKMeans.save(path)."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.files)
+            if _METADATA not in names:
+                hint = (
+                    " It looks like a Summary file: read it with Summary.load(path)."
+                    if {"weights", "linear_sums", "square_sums"} <= names
+                    else ""
+                )
+                raise ModelFileError(
+                    f"{path!r} is an .npz archive but not a dask_streamkm model file: it has no "
+                    f"{_METADATA!r} entry (entries: {sorted(names)}).{hint}"
+                )
+            raw = data[_METADATA]
+            if raw.dtype.kind != "U" or raw.ndim != 0:
+                raise ModelFileError(
+                    f"{path!r} is not a dask_streamkm model file: its {_METADATA!r} entry is "
+                    f"not a JSON string (dtype {raw.dtype}, shape {raw.shape})."
+                )
+            try:
+                metadata = json.loads(str(raw))
+            except json.JSONDecodeError as exc:
+                raise ModelFileError(
+                    f"{path!r} is not a dask_streamkm model file: its metadata is not valid "
+                    f"JSON ({exc})."
+                ) from exc
+            _check_metadata(path, metadata)
+            missing = [name for name in _ARRAYS if name not in names]
+            if missing:
+                raise ModelFileError(
+                    f"{path!r} is a damaged dask_streamkm model file: the arrays {missing} are "
+                    "missing. Save the model again with StreamingKMeans.save(path)."
+                )
+            arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
+            arrays["summary_n_seen"] = int(data["summary_n_seen"]) if (
+                "summary_n_seen" in names
+            ) else int(metadata["attributes"].get("n_rows_seen_", 0))
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path!r} is a truncated or corrupted model file ({type(exc).__name__}: {exc}). "
+            "Copy the file again or save the model again with StreamingKMeans.save(path)."
+        ) from exc
+    return metadata, arrays
+
+
+def _check_metadata(path, metadata):
+    if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise ModelFileError(
+            f"{path!r} is not a dask_streamkm model file: its metadata format is {found!r}, "
+            f"expected {MODEL_FORMAT!r}."
+        )
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(
+            f"{path!r} has an invalid format_version={version!r}; expected an integer >= 1."
+        )
+    if version > MODEL_FORMAT_VERSION:
+        writer = metadata.get("library_version", "a newer version")
+        raise ModelFileError(
+            f"{path!r} is a model file of format version {version} (written by dask_streamkm "
+            f"{writer}); this version of dask_streamkm reads format versions up to "
+            f"{MODEL_FORMAT_VERSION}. Upgrade with `pip install -U dask-streamkm`."
+        )
+    for key in ("params", "attributes"):
+        if not isinstance(metadata.get(key), dict):
+            raise ModelFileError(
+                f"{path!r} is a damaged dask_streamkm model file: its metadata has no {key!r} "
+                "object."
+            )
+
+
+def load_model(cls, path):
+    """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`."""
+    path = os.fspath(path)
+    metadata, arrays = _read_npz(path)
+    params = metadata["params"]
+    valid = set(cls().get_params(deep=False))
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ModelFileError(
+            f"{path!r} stores parameters {unknown} that this version of {cls.__name__} does not "
+            f"know. Upgrade with `pip install -U dask-streamkm`."
+        )
+    model = cls(**params)
+    attrs = metadata["attributes"]
+    centers = np.asarray(arrays["cluster_centers_"], dtype=np.float64)
+    summary = Summary(
+        np.asarray(arrays["summary_weights"], dtype=np.float64),
+        np.asarray(arrays["summary_linear_sums"], dtype=np.float64),
+        np.asarray(arrays["summary_square_sums"], dtype=np.float64),
+        int(arrays["summary_n_seen"]),
+    )
+    n_features = int(attrs["n_features_in_"])
+    if centers.ndim != 2 or centers.shape[1] != n_features or summary.n_features != n_features:
+        raise ModelFileError(
+            f"{path!r} is a damaged dask_streamkm model file: cluster_centers_ has shape "
+            f"{centers.shape} and the summary {summary.n_features} features, while "
+            f"n_features_in_={n_features}."
+        )
+    model.cluster_centers_ = centers
+    model.summary_ = summary
+    model.n_features_in_ = n_features
+    model.inertia_ = float(attrs["inertia_"])
+    model.n_iter_ = int(attrs["n_iter_"])
+    model.n_rows_seen_ = int(attrs["n_rows_seen_"])
+    if "feature_names_in_" in attrs:
+        model.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
+    entropy = metadata.get("entropy")
+    if entropy is None:
+        entropy = int(np.random.SeedSequence().entropy)
+    model._entropy_ = [int(e) for e in entropy] if isinstance(entropy, list) else int(entropy)
+    return model
+
+
+# ---------------------------------------------------------------------- scikit-learn
+def to_sklearn(model):
+    """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
+
+    The KMeans is fitted on the centers themselves with ``init=centers``, ``n_init=1`` and
+    ``max_iter=1`` (which sets every attribute ``predict`` and ``transform`` need, such as the
+    thread count, through sklearn's own ``fit``); then the exact centers and the fitted
+    attributes of ``model`` are written over the result.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(model, "cluster_centers_")
+    centers = np.ascontiguousarray(to_host(model.cluster_centers_), dtype=np.float64)
+    n_clusters = centers.shape[0]
+    km = KMeans(
+        n_clusters=n_clusters,
+        init=centers,
+        n_init=1,
+        max_iter=1,
+        tol=float(model.tol),
+        random_state=model.random_state if isinstance(model.random_state, int) else None,
+    )
+    with warnings.catch_warnings():
+        # Duplicate centers make "fewer distinct clusters than n_clusters" warnings.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km.fit(centers)
+    km.set_params(max_iter=int(model.max_iter))
+    km.cluster_centers_ = centers.copy()
+    km.inertia_ = float(model.inertia_)
+    km.n_iter_ = int(model.n_iter_)
+    labels = getattr(model, "labels_", None)
+    if isinstance(labels, np.ndarray):
+        km.labels_ = labels.astype(np.int32, copy=True)
+    else:
+        # No in-memory labels of the training rows (dask input or a loaded model): the labels
+        # of the points KMeans saw, i.e. each center's own index.
+        km.labels_ = np.arange(n_clusters, dtype=np.int32)
+    if hasattr(model, "feature_names_in_"):
+        km.feature_names_in_ = np.asarray(model.feature_names_in_, dtype=object)
+    return km
