@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels as K
-from ._array import device, namespace, segment_sum, to_host
+from ._array import device, from_host, namespace, segment_sum, to_host
 
 FORMAT_VERSION = 1
 
@@ -56,10 +56,13 @@ class Summary:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_points(cls, X, sample_weight=None, labels=None, n_groups=None):
-        """Summary of rows of X: one group per row, or one per label if ``labels`` is given.
+        """Summary of rows of X: one group per distinct row, or one per label if ``labels`` given.
 
         Rows of zero weight carry no mass and are dropped from the groups (they still
-        count in ``n_seen``). Empty label groups are dropped.
+        count in ``n_seen``). Empty label groups are dropped. Without labels, identical
+        rows share one group and the groups come in sorted row order, so the summary does
+        not depend on the order of the rows and a row of weight N gives the same summary
+        as N copies of it (each group's sums are its weight times the row: exact).
         """
         xp = namespace(X)
         n = X.shape[0]
@@ -69,14 +72,21 @@ class Summary:
             if sample_weight is None
             else xp.astype(sample_weight, xp.float64)
         )
-        sq = xp.sum(Xf * Xf, axis=1)
         if labels is None:
             keep = xp.nonzero(w > 0)[0]
-            if keep.shape[0] == n:
-                return cls(w, Xf * w[:, None], w * sq, int(n))
             w_k = xp.take(w, keep, axis=0)
             X_k = xp.take(Xf, keep, axis=0)
-            return cls(w_k, X_k * w_k[:, None], w_k * xp.take(sq, keep, axis=0), int(n))
+            if X_k.shape[0] > 1:
+                # Distinct rows in sorted order, found on the host (small blocks only).
+                _, first, inverse = np.unique(
+                    to_host(X_k), axis=0, return_index=True, return_inverse=True
+                )
+                n_distinct = int(first.shape[0])
+                w_k = segment_sum(w_k, from_host(inverse.reshape(-1), w_k), n_distinct)
+                X_k = xp.take(X_k, from_host(first, w_k), axis=0)
+            sq_k = xp.sum(X_k * X_k, axis=1)
+            return cls(w_k, X_k * w_k[:, None], w_k * sq_k, int(n))
+        sq = xp.sum(Xf * Xf, axis=1)
         if n_groups is None:
             n_groups = int(xp.max(labels)) + 1 if n else 0
         weights = segment_sum(w, labels, n_groups)

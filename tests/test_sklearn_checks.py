@@ -1,0 +1,17 @@
+"""scikit-learn's estimator checks on numpy input, every exemption listed with its reason."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dask_streamkm import StreamingKMeans
+
+#: Checks expected to fail, each with its reason. Keep empty unless a convention truly
+#: cannot hold for a one-pass summary-based estimator.
+EXPECTED_FAILED_CHECKS = {}
+
+
+@parametrize_with_checks(
+    [StreamingKMeans(n_clusters=3, random_state=0, n_init=2)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
