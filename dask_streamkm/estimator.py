@@ -482,10 +482,13 @@ def _like(summary, ref):
     )
 
 
-def _block_op(block, centers, what):
+def _block_op(block, centers, what, block_info=None):
     xp = namespace(block)
-    if not xp.isdtype(block.dtype, "real floating"):
-        block = xp.astype(block, xp.float64)
+    index, row_start = 0, 0
+    if block_info and 0 in block_info:  # name the chunk in the NaN / inf error
+        index = block_info[0]["chunk-location"][0]
+        row_start = block_info[0]["array-location"][0][0]
+    block = _graph.check_block(block, None, index, row_start)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     if what == "distances":
         from ._kernels import sq_distances
