@@ -1,0 +1,161 @@
+"""Checkpoints of a fit: summaries of finished chunk ranges saved as ``.npz`` as the fit goes.
+
+The tree of :mod:`._graph` first merges the leaves ``split_every`` at a time; each such merge
+node covers a range of whole chunks. Here each first-level node also writes its summary to
+``DIR/summary-<key>-<start>-<stop>.npz`` (written to a temporary name, then renamed, so a killed
+run never leaves half a file). ``key`` hashes the data's dask name, shape, dtype and row chunks,
+the summary parameters and the seed, so files of another run or of other data are never picked
+up. A restarted fit loads the files of finished ranges and leaves their chunks out of the graph
+(they are not read again); the nodes above are the same as in an uninterrupted fit, with the same
+seeds, so the result is bit-identical.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import uuid
+
+import dask
+import numpy as np
+from dask.base import tokenize
+
+from . import _graph
+from .summary import Summary
+
+
+def check_directory(checkpoint, random_state):
+    """Validate the ``checkpoint`` parameter; returns the directory as a str (created)."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ValueError(
+            f"checkpoint={checkpoint!r} should be None or a directory path (str or os.PathLike)."
+        )
+    if not isinstance(random_state, numbers.Integral) or isinstance(random_state, bool):
+        raise ValueError(
+            f"checkpoint={os.fspath(checkpoint)!r} needs an integer random_state (got "
+            f"random_state={random_state!r}), so that a restarted fit draws the same seeds and "
+            "finds its files; pass e.g. random_state=0."
+        )
+    directory = os.fspath(checkpoint)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"checkpoint={directory!r} is a file; it should be a directory.")
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
+def run_key(X, sample_weight, **params):
+    """Hash of everything a chunk range's summary depends on, except the range itself."""
+    entropy = params.get("entropy")
+    if isinstance(entropy, (list, tuple)):
+        params["entropy"] = [int(e) for e in entropy]
+    weight = None if sample_weight is None else sample_weight.name
+    return tokenize(X.name, X.shape, X.dtype.str, X.chunks[0], weight, sorted(params.items()))[:20]
+
+
+def range_path(directory, key, start, stop):
+    """File of the summary of chunks ``start`` (included) to ``stop`` (excluded)."""
+    return os.path.join(directory, f"summary-{key}-{start:06d}-{stop:06d}.npz")
+
+
+def _save(summary, path):
+    """Write atomically: a temporary file in the same directory, then a rename."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        summary.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def merge_and_save(*children, path, budget, level, index, entropy):
+    """The first-level merge of :func:`._graph.tree`, saved to ``path`` (a task)."""
+    out = _graph.merge(*children, budget=budget, level=level, index=index, entropy=entropy)
+    _save(out, path)
+    return out
+
+
+def leaf_and_save(leaf, path):
+    """A lone leaf (the whole data is one chunk), saved to ``path`` (a task)."""
+    _save(leaf, path)
+    return leaf
+
+
+def _load(path, n_features):
+    """The saved summary, or None when the file is missing or unreadable (it is recomputed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        summary = Summary.load(path)
+    except ValueError:
+        return None
+    return summary if summary.n_features == n_features else None
+
+
+def summary_graph(
+    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+):
+    """:func:`._graph.summary_graph` with first-level summaries saved to and loaded from files.
+
+    Returns ``(graph, n_loaded, n_ranges)``: the delayed summary, the number of chunk ranges
+    loaded from ``directory`` and the number of ranges.
+    """
+    split_every = max(2, int(split_every))
+    key = run_key(
+        X,
+        sample_weight,
+        size=int(size),
+        method=method,
+        mini_batch_size=int(mini_batch_size),
+        split_every=split_every,
+        budget=int(budget),
+        entropy=entropy,
+    )
+    n_blocks = X.numblocks[0]
+    blocks = X.to_delayed()[:, 0]
+    weights = [None] * n_blocks if sample_weight is None else list(sample_weight.to_delayed())
+    starts = np.concatenate([[0], np.cumsum(X.chunks[0])])
+
+    def leaf(i):
+        return dask.delayed(_graph.leaf, pure=True)(
+            blocks[i],
+            weights[i],
+            index=i,
+            row_start=int(starts[i]),
+            size=size,
+            method=method,
+            mini_batch_size=mini_batch_size,
+            entropy=entropy,
+        )
+
+    if n_blocks == 1:
+        path = range_path(directory, key, 0, 1)
+        done = _load(path, X.shape[1])
+        if done is not None:
+            return done, 1, 1
+        return dask.delayed(leaf_and_save, pure=True)(leaf(0), path), 0, 1
+
+    nodes, n_loaded = [], 0
+    for index, start in enumerate(range(0, n_blocks, split_every)):
+        stop = min(start + split_every, n_blocks)
+        path = range_path(directory, key, start, stop)
+        done = _load(path, X.shape[1])
+        if done is not None:
+            nodes.append(done)
+            n_loaded += 1
+            continue
+        nodes.append(
+            dask.delayed(merge_and_save, pure=True)(
+                *[leaf(i) for i in range(start, stop)],
+                path=path,
+                budget=budget,
+                level=1,
+                index=index,
+                entropy=entropy,
+            )
+        )
+    n_ranges = len(nodes)
+    if n_ranges == 1:
+        return nodes[0], n_loaded, n_ranges
+    graph = _graph.tree(nodes, split_every=split_every, budget=budget, entropy=entropy, level=2)
+    return graph, n_loaded, n_ranges

@@ -1,0 +1,490 @@
+"""``dask-streamkm``: make data, fit, predict and score from the command line.
+
+A thin layer: every fit flag maps to a :class:`~dask_streamkm.StreamingKMeans` parameter,
+:func:`dask_streamkm.io.open_array` turns the input path into a dask array, and the scheduler
+flag picks where the tasks run. User errors print one line to stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+
+import dask
+
+PROG = "dask-streamkm"
+#: Task names counted by the progress bar (one task per chunk; a part of a fused task's name).
+FIT_TASKS = ("leaf",)
+BLOCK_TASKS = ("block_op",)
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed as one line, no traceback."""
+
+
+# ---------------------------------------------------------------------- progress
+def _bar(done, total, started, label):
+    width = 30
+    frac = done / total if total else 1.0
+    filled = int(width * frac)
+    return (
+        f"\r{label} [{'#' * filled}{' ' * (width - filled)}] {done}/{total} chunks "
+        f"| {time.perf_counter() - started:5.1f} s"
+    )
+
+
+def _is_chunk_task(key, prefixes):
+    from dask.utils import key_split
+
+    return any(part in prefixes for part in key_split(key).split("-"))
+
+
+class _ChunkBar(dask.callbacks.Callback):
+    """Local schedulers: a text bar over the per-chunk tasks (keys named ``prefix-...``)."""
+
+    def __init__(self, prefixes, label, stream=None, min_interval=0.2):
+        super().__init__()
+        self.prefixes, self.label = prefixes, label
+        self.stream = stream or sys.stderr
+        self.min_interval = min_interval
+        self.total = self.done = 0
+        self._last = 0.0
+
+    def _is_chunk_task(self, key):
+        return _is_chunk_task(key, self.prefixes)
+
+    def _start(self, dsk):
+        self.started = time.perf_counter()
+        self.total += sum(1 for k in dsk if self._is_chunk_task(k))
+        self._draw(force=True)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if self._is_chunk_task(key):
+            self.done += 1
+            self._draw()
+
+    def _finish(self, dsk, state, errored):
+        self._draw(force=True)
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self, force=False):
+        now = time.perf_counter()
+        if force or now - self._last >= self.min_interval:
+            self._last = now
+            self.stream.write(_bar(self.done, self.total, self.started, self.label))
+            self.stream.flush()
+
+
+try:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    SchedulerPlugin = object
+
+
+class _ChunkCounter(SchedulerPlugin):
+    """Cluster side of the progress bar: per-chunk task keys seen and finished."""
+
+    name = "dask-streamkm-chunk-counter"
+
+    def __init__(self, prefixes):
+        self.prefixes = tuple(prefixes)
+        self.seen, self.done = set(), set()
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if _is_chunk_task(key, self.prefixes):
+            self.seen.add(key)
+            if finish == "memory":
+                self.done.add(key)
+
+
+def _chunk_counts(dask_scheduler=None):
+    plugin = dask_scheduler.plugins.get(_ChunkCounter.name)
+    return (0, 0) if plugin is None else (len(plugin.done), len(plugin.seen))
+
+
+@contextlib.contextmanager
+def _cluster_bar(client, prefixes, label, stream=None):
+    """A cluster: a text bar polled from a scheduler plugin; silent if it cannot be installed."""
+    stream = stream or sys.stderr
+    try:
+        client.register_plugin(_ChunkCounter(prefixes), name=_ChunkCounter.name)
+    except Exception:  # noqa: BLE001 - a scheduler without dask_streamkm: run without a bar
+        yield None
+        return
+    stop = threading.Event()
+    started = time.perf_counter()
+    counts = {"done": 0, "total": 0}
+
+    def poll():
+        while not stop.wait(0.5):
+            with contextlib.suppress(Exception):
+                counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
+                stream.write(_bar(counts["done"], counts["total"], started, label))
+                stream.flush()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception):
+            counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
+            stream.write(_bar(counts["done"], counts["total"], started, label) + "\n")
+        with contextlib.suppress(Exception):
+            client.unregister_scheduler_plugin(_ChunkCounter.name)
+
+
+@contextlib.contextmanager
+def _progress(client, prefixes, label, quiet):
+    """Yields a dict whose ``done`` / ``total`` give the chunk tasks run, once finished."""
+    counts = {"done": 0, "total": 0}
+    if quiet:
+        yield counts
+    elif client is None:
+        bar = _ChunkBar(prefixes, label)
+        with bar:
+            yield counts
+        counts["done"], counts["total"] = bar.done, bar.total
+    else:
+        with _cluster_bar(client, prefixes, label) as cluster_counts:
+            yield counts
+        if cluster_counts:
+            counts.update(cluster_counts)
+
+
+# ---------------------------------------------------------------------- schedulers
+@contextlib.contextmanager
+def _scheduler(spec, n_workers=None, connect_timeout=10.0):
+    """Run the block's dask computations on ``spec``; yields a Client or None (local)."""
+    if spec in LOCAL_SCHEDULERS:
+        config = {"scheduler": spec}
+        if n_workers:
+            config["num_workers"] = int(n_workers)
+        with dask.config.set(config):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if spec == "local-cluster":
+        cluster = LocalCluster(
+            n_workers=int(n_workers or 2),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        with cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(spec, timeout=connect_timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--scheduler {spec}: could not connect to a Dask scheduler within "
+            f"{connect_timeout:g} s ({first}). Check the address (tcp://HOST:PORT), or use "
+            "--scheduler threads|processes|sync|local-cluster."
+        ) from None
+    with client:
+        yield client
+
+
+# ---------------------------------------------------------------------- commands
+def _open(args):
+    from .io import open_array
+
+    columns = args.columns.split(",") if getattr(args, "columns", None) else None
+    return open_array(args.store, columns=columns, chunks=getattr(args, "chunks", None))
+
+
+def _model_params(args):
+    """StreamingKMeans parameters from the fit flags (one flag, one parameter)."""
+    params = {
+        "n_clusters": args.k,
+        "method": args.method,
+        "summary_size": args.summary_size,
+        "split_every": args.split_every,
+        "mini_batch_size": args.mini_batch_size,
+        "merge_budget": args.merge_budget,
+        "n_init": args.n_init,
+        "max_iter": args.max_iter,
+        "tol": args.tol,
+        "random_state": args.random_state,
+        "checkpoint": args.checkpoint,
+    }
+    return params
+
+
+def _report(lines, stream=None):
+    stream = stream or sys.stdout
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        stream.write(f"{key:<{width}}  {value}\n")
+    stream.flush()
+
+
+def _fit(X, args, client, label="fit"):
+    from . import StreamingKMeans
+
+    if args.k > X.shape[0]:
+        raise UserError(
+            f"--k {args.k} is larger than the {X.shape[0]} rows of the data; "
+            f"use --k <= {X.shape[0]}."
+        )
+    model = StreamingKMeans(**_model_params(args))
+    start = time.perf_counter()
+    with _progress(client, FIT_TASKS, label, args.quiet) as counts:
+        model.fit(X)
+    seconds = time.perf_counter() - start
+    n_rows = int(X.shape[0])
+    read = f", {counts['done']} read" if args.checkpoint and counts["total"] else ""
+    _report(
+        [
+            ("rows", f"{n_rows:,} x {X.shape[1]} ({X.dtype})"),
+            ("chunks", f"{X.numblocks[0]}{read}"),
+            ("time", f"{seconds:.2f} s"),
+            ("rows/s", f"{n_rows / max(seconds, 1e-9):,.0f}"),
+            ("summary size", f"{model.summary_.n_groups:,} groups"),
+            ("cost bound", f"{model.inertia_:.6g} (mean {model.inertia_ / n_rows:.6g} per row)"),
+        ]
+    )
+    return model
+
+
+def cmd_make_data(args):
+    from dask.diagnostics import ProgressBar
+
+    from .datasets import make_mixture
+
+    if os.path.exists(args.store) and not args.overwrite:
+        raise UserError(f"{args.store!r} already exists; remove it or pass --overwrite.")
+    for flag in ("rows", "features", "components", "chunks"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} {getattr(args, flag)} should be >= 1.")
+    X = make_mixture(
+        args.rows,
+        args.features,
+        args.components,
+        chunks=args.chunks,
+        random_state=args.seed,
+        sorted_by_component=args.sorted,
+    )
+    import dask.array as da
+
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if not args.quiet:
+            stack.enter_context(ProgressBar(out=sys.stderr))
+        # One task per chunk, each generating and writing its rows: never the whole array.
+        da.to_zarr(X, args.store, overwrite=args.overwrite)
+    seconds = time.perf_counter() - start
+    _report(
+        [
+            ("store", args.store),
+            ("rows", f"{args.rows:,} x {args.features} (float32)"),
+            ("chunks", f"{X.numblocks[0]} of {args.chunks:,} rows"),
+            ("time", f"{seconds:.2f} s"),
+        ]
+    )
+    return 0
+
+
+def cmd_fit(args):
+    X = _open(args)
+    with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
+        model = _fit(X, args, client)
+    model.save(args.out)
+    print(f"model written to {args.out}")
+    return 0
+
+
+def _load_model(path):
+    from . import StreamingKMeans
+
+    return StreamingKMeans.load(path)
+
+
+def cmd_predict(args):
+    from .io import write_labels
+
+    model = _load_model(args.model)
+    X = _open(args)
+    with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
+        labels = model.predict(X)
+        with _progress(client, BLOCK_TASKS, "predict", args.quiet):
+            write_labels(labels, args.out, overwrite=args.overwrite)
+    print(f"labels of {X.shape[0]:,} rows written to {args.out}")
+    return 0
+
+
+def cmd_score(args):
+    model = _load_model(args.model)
+    X = _open(args)
+    with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
+        with _progress(client, BLOCK_TASKS, "score", args.quiet):
+            inertia = -model.score(X)
+    _report(
+        [
+            ("rows", f"{X.shape[0]:,}"),
+            ("inertia", f"{inertia:.6g}"),
+            ("mean squared distance", f"{inertia / X.shape[0]:.6g}"),
+        ]
+    )
+    return 0
+
+
+def cmd_demo(args):
+    from .datasets import make_mixture
+
+    X = make_mixture(
+        args.rows, args.features, args.components, chunks=args.chunks, random_state=args.seed
+    )
+    print(
+        f"demo: {args.rows:,} x {args.features} float32 Gaussian mixture of {args.components} "
+        f"components, generated chunk by chunk (nothing on disk), k={args.k}"
+    )
+    with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
+        model = _fit(X, args, client)
+    if args.out:
+        model.save(args.out)
+        print(f"model written to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} should be >= 1")
+    return value
+
+
+def _int_or_auto(text):
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _add_scheduler(p):
+    p.add_argument(
+        "--scheduler",
+        default="threads",
+        help="threads (default), processes, sync, local-cluster (a distributed LocalCluster of "
+        "--n-workers processes) or the address of a running scheduler (tcp://HOST:PORT)",
+    )
+    p.add_argument("--n-workers", type=_positive_int, default=None,
+                   help="worker threads / processes (default: one per core; 2 for local-cluster)")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds to wait for a scheduler address (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_fit_params(p, k=None):
+    p.add_argument("--k", type=_positive_int, required=k is None, default=k,
+                   help="number of clusters (n_clusters)")
+    p.add_argument("--method", choices=("stream", "lloyd"), default="stream",
+                   help="per-chunk summarizer (method)")
+    p.add_argument("--summary-size", type=_int_or_auto, default="auto",
+                   help="groups kept per chunk (summary_size)")
+    p.add_argument("--split-every", type=_positive_int, default=8,
+                   help="merge fan-in (split_every)")
+    p.add_argument("--mini-batch-size", type=_positive_int, default=4096,
+                   help="rows per mini-batch (mini_batch_size)")
+    p.add_argument("--merge-budget", type=_int_or_auto, default="auto",
+                   help="groups kept up the tree (merge_budget)")
+    p.add_argument("--n-init", type=_positive_int, default=10, help="final restarts (n_init)")
+    p.add_argument("--max-iter", type=_positive_int, default=300, help="final Lloyd iterations")
+    p.add_argument("--tol", type=float, default=1e-4, help="final Lloyd tolerance (tol)")
+    p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="save finished chunk ranges to DIR; a restarted fit skips them")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="One-pass core-set k-means over zarr, .npy and Parquet data."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    store_help = ("path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a "
+                  "directory of .npy files, or a Parquet file or directory")
+
+    p = sub.add_parser("make-data", help="write a seeded Gaussian mixture to a zarr store")
+    p.add_argument("store", metavar="STORE", help="zarr store to create")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--features", type=int, required=True)
+    p.add_argument("--components", type=int, default=100, help="mixture components (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sorted", action="store_true", help="rows ordered by component")
+    p.add_argument("--chunks", type=int, default=100_000, help="rows per chunk (default 100000)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_make_data)
+
+    p = sub.add_parser("fit", help="fit StreamingKMeans in one pass and write the model")
+    p.add_argument("store", metavar="STORE", help=store_help)
+    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS",
+                   help="rows per chunk (default: the input's own chunks)")
+    p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+    p.add_argument("--out", default="model.npz", metavar="MODEL",
+                   help="model file to write (default model.npz)")
+    _add_fit_params(p)
+    _add_scheduler(p)
+    p.set_defaults(func=cmd_fit)
+
+    for name, func, text in (
+        ("predict", cmd_predict, "write the nearest center of every row to a zarr store"),
+        ("score", cmd_score, "exact inertia and mean squared distance of the data (one pass)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("store", metavar="STORE", help=store_help)
+        p.add_argument("model", metavar="MODEL", help="model file written by fit")
+        p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS")
+        p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+        if name == "predict":
+            p.add_argument("--out", required=True, metavar="LABELS", help="zarr store for labels")
+            p.add_argument("--overwrite", action="store_true")
+        _add_scheduler(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="fit a lazily generated mixture (no disk, no download)")
+    p.add_argument("--rows", type=_positive_int, default=2_000_000)
+    p.add_argument("--features", type=_positive_int, default=32)
+    p.add_argument("--components", type=_positive_int, default=20)
+    p.add_argument("--chunks", type=_positive_int, default=200_000, help="rows per chunk")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data")
+    p.add_argument("--out", default=None, metavar="MODEL", help="also write the model")
+    _add_fit_params(p, k=20)
+    _add_scheduler(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``dask-streamkm`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .io import InputError
+
+    try:
+        return args.func(args)
+    except (UserError, InputError) as exc:
+        message = str(exc)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

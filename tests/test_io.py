@@ -1,0 +1,166 @@
+"""Paths to lazy dask arrays (zarr, zarr groups, .npy directories, Parquet); one read per chunk."""
+
+import threading
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.io import InputError, open_array, write_labels
+
+
+def _data(rng, n=1000, d=4):
+    return rng.standard_normal((n, d)).astype(np.float32)
+
+
+class CountingArray:
+    """An array-like over a zarr array that counts the reads of each row block."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.reads = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        if isinstance(rows, slice) and (rows.stop or 0) > (rows.start or 0):
+            with self._lock:
+                self.reads[rows.start or 0] = self.reads.get(rows.start or 0, 0) + 1
+        return self.array[key]
+
+
+def counting_like(X, array):
+    """The dask array X read through a CountingArray (same name, so same checkpoint key)."""
+    counter = CountingArray(array)
+    return da.from_array(counter, chunks=X.chunks, name=X.name, asarray=True), counter
+
+
+# ---------------------------------------------------------------------- zarr
+def test_zarr_array_keeps_store_chunks(tmp_path, rng):
+    data = _data(rng)
+    zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
+    X = open_array(tmp_path / "x.zarr")
+    assert X.chunks[0] == (100,) * 10 and X.numblocks[1] == 1
+    np.testing.assert_array_equal(X.compute(), data)
+
+
+def test_zarr_chunks_rounded_to_whole_stored_chunks(tmp_path, rng):
+    zarr.create_array(tmp_path / "x.zarr", data=_data(rng), chunks=(100, 2))
+    assert open_array(tmp_path / "x.zarr", chunks=250).chunks == ((300, 300, 300, 100), (4,))
+    assert open_array(tmp_path / "x.zarr", chunks=30).chunks[0] == (100,) * 10
+
+
+def test_zarr_group_named_array(tmp_path, rng):
+    data = _data(rng)
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("features", data=data, chunks=(250, 4))
+    group.create_array("other", data=data[:, :2], chunks=(250, 2))
+    X = open_array(f"{tmp_path / 'g.zarr'}:features")
+    np.testing.assert_array_equal(X.compute(), data)
+    with pytest.raises(InputError, match=r"holding the arrays \['features', 'other'\]; name one"):
+        open_array(tmp_path / "g.zarr")
+    with pytest.raises(InputError, match="has no array 'missing'"):
+        open_array(f"{tmp_path / 'g.zarr'}:missing")
+
+
+def test_zarr_group_with_one_array_needs_no_name(tmp_path, rng):
+    data = _data(rng)
+    zarr.open_group(tmp_path / "g.zarr", mode="w").create_array("a", data=data, chunks=(500, 4))
+    np.testing.assert_array_equal(open_array(tmp_path / "g.zarr").compute(), data)
+
+
+def test_errors_name_the_path_and_the_fix(tmp_path, rng):
+    with pytest.raises(InputError, match="no such file or directory"):
+        open_array(tmp_path / "missing.zarr")
+    zarr.create_array(tmp_path / "v.zarr", data=np.arange(10.0))
+    with pytest.raises(InputError, match=r"shape \(10,\); expected 2-D"):
+        open_array(tmp_path / "v.zarr")
+    zarr.create_array(tmp_path / "x.zarr", data=_data(rng))
+    with pytest.raises(InputError, match="is a zarr array, not a group"):
+        open_array(f"{tmp_path / 'x.zarr'}:a")
+    with pytest.raises(InputError, match="applies to Parquet input only"):
+        open_array(tmp_path / "x.zarr", columns=["a"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is not a zarr store, a .npy file"):
+        open_array(tmp_path / "empty")
+
+
+def test_name_is_stable_and_changes_when_the_store_is_rewritten(tmp_path, rng):
+    zarr.create_array(tmp_path / "x.zarr", data=_data(rng), chunks=(100, 4))
+    name = open_array(tmp_path / "x.zarr").name
+    assert open_array(tmp_path / "x.zarr").name == name
+    time.sleep(0.01)
+    zarr.create_array(tmp_path / "x.zarr", data=_data(rng), chunks=(100, 4), overwrite=True)
+    assert open_array(tmp_path / "x.zarr").name != name
+
+
+# ---------------------------------------------------------------------- npy
+def test_npy_directory_is_memory_mapped_one_chunk_per_file(tmp_path, rng):
+    parts = [_data(rng, n) for n in (300, 200, 500)]
+    for i, part in enumerate(parts):
+        np.save(tmp_path / f"part-{i:02d}.npy", part)
+    X = open_array(tmp_path)
+    assert X.chunks[0] == (300, 200, 500)
+    np.testing.assert_array_equal(X.compute(), np.concatenate(parts))
+    # Nothing is read or copied when opening: a change to a file shows in the computed array.
+    mm = np.load(tmp_path / "part-01.npy", mmap_mode="r+")
+    mm[0, 0] = 1234.0
+    mm.flush()
+    del mm
+    assert X[300, 0].compute() == 1234.0
+    assert open_array(tmp_path, chunks=150).chunks[0] == (150, 150, 150, 50, 150, 150, 150, 50)
+
+
+def test_npy_single_file_and_mismatch(tmp_path, rng):
+    np.save(tmp_path / "a.npy", _data(rng, 50, 3))
+    assert open_array(tmp_path / "a.npy").shape == (50, 3)
+    np.save(tmp_path / "b.npy", _data(rng, 50, 2))
+    with pytest.raises(InputError, match="same number of columns and dtype"):
+        open_array(tmp_path)
+
+
+# ---------------------------------------------------------------------- parquet
+def test_parquet_numeric_columns(tmp_path, rng):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    data = _data(rng, 400, 3).astype(np.float64)
+    frame = pd.DataFrame(data, columns=["a", "b", "c"])
+    frame["label"] = ["x"] * 400
+    (tmp_path / "pq").mkdir()
+    frame.iloc[:250].to_parquet(tmp_path / "pq" / "part-0.parquet")
+    frame.iloc[250:].to_parquet(tmp_path / "pq" / "part-1.parquet")
+    X = open_array(tmp_path / "pq", columns=["a", "c"])
+    assert X.shape == (400, 2) and not any(np.isnan(c) for c in X.chunks[0])
+    np.testing.assert_array_equal(X.compute(), data[:, [0, 2]])
+    with pytest.raises(InputError, match=r"non-numeric columns \['label'\]; choose numeric"):
+        open_array(tmp_path / "pq")
+    assert open_array(tmp_path / "pq", columns=["a"], chunks=100).chunks[0] == (100,) * 4
+
+
+# ---------------------------------------------------------------------- labels out
+def test_write_labels_uneven_chunks(tmp_path):
+    labels = da.from_array(np.arange(10), chunks=((3, 2, 5),))
+    write_labels(labels, tmp_path / "l.zarr")
+    np.testing.assert_array_equal(zarr.open(tmp_path / "l.zarr", mode="r")[:], np.arange(10))
+    with pytest.raises(InputError, match="already exists"):
+        write_labels(labels, tmp_path / "l.zarr")
+
+
+# ---------------------------------------------------------------------- one read
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_fit_reads_every_chunk_exactly_once(tmp_path, rng, scheduler):
+    data = _data(rng, 6000, 5)
+    zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(500, 5))
+    X = open_array(tmp_path / "x.zarr")
+    Xc, counter = counting_like(X, zarr.open(tmp_path / "x.zarr", mode="r"))
+    with dask.config.set(scheduler=scheduler):
+        km = StreamingKMeans(3, random_state=0, split_every=3).fit(Xc)
+    assert counter.reads == {start: 1 for start in range(0, 6000, 500)}
+    ref = StreamingKMeans(3, random_state=0, split_every=3).fit(X)
+    assert km.n_rows_seen_ == 6000
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
