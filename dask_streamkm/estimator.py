@@ -79,6 +79,14 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     merge_budget : int or "auto", default="auto"
         Groups the merged summary may hold before a merge reduces it; "auto" is
         tens of thousands, bounded by 256 MiB of memory.
+    checkpoint : str, os.PathLike or None, default=None
+        Directory where the summaries of finished chunk ranges (each group of
+        ``split_every`` chunks) are saved as ``.npz`` files as the fit goes. A fit that is
+        interrupted and started again with the same data, parameters and ``random_state``
+        (an int, required with a checkpoint) loads those files instead of reading their
+        chunks again, and ends with the same centers as an uninterrupted fit. Files are
+        named by a hash of the data's dask name, shape and chunks, the summary parameters
+        and the seed, so other runs never pick them up.
 
     Attributes
     ----------
@@ -131,6 +139,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         half_life=None,
         random_state=None,
         merge_budget="auto",
+        checkpoint=None,
     ):
         self.n_clusters = n_clusters
         self.summary_size = summary_size
@@ -143,6 +152,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.half_life = half_life
         self.random_state = random_state
         self.merge_budget = merge_budget
+        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
@@ -285,9 +295,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy):
         size, budget = self._sizes(X.shape[1])
-        graph = _graph.summary_graph(
-            X,
-            sample_weight,
+        params = dict(
             size=size,
             method=self.method,
             mini_batch_size=int(self.mini_batch_size),
@@ -295,6 +303,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             budget=budget,
             entropy=entropy,
         )
+        if self.checkpoint is None:
+            graph = _graph.summary_graph(X, sample_weight, **params)
+        else:
+            from . import _checkpoint
+
+            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
+            graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
         n_threads = _scheduler_threads()
         with threadpool_limits(max(1, (os.cpu_count() or 1) // n_threads)):
             (summary,) = dask.compute(graph)
