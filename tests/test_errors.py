@@ -260,3 +260,12 @@ def test_predict_before_fit(X):
 
     with pytest.raises(NotFittedError):
         StreamingKMeans(2).predict(X)
+
+
+def test_few_distinct_rows_in_a_large_chunk():
+    X = np.repeat(np.eye(5) * 10, 400, axis=0)  # 2000 rows, 5 distinct: beyond one summary
+    km = StreamingKMeans(5, random_state=0).fit(X)
+    np.testing.assert_allclose(np.sort(km.cluster_centers_.max(axis=1)), [10.0] * 5)
+    assert km.inertia_ < 1e-9
+    with pytest.raises(ValueError, match=r"n_clusters=6 is larger than the 5 distinct rows"):
+        StreamingKMeans(6, random_state=0).fit(X)

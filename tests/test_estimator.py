@@ -296,3 +296,38 @@ def test_params_not_overwritten(blobs):
     before = km.get_params()
     km.fit(blobs[0])
     assert km.get_params() == before
+
+
+def test_partial_fit_zarr_batches(blobs, tmp_path):
+    X = blobs[0]
+    z = as_zarr(X, tmp_path / "p.zarr", chunk_rows=500)
+    km = StreamingKMeans(K, random_state=0)
+    for start in range(0, len(X), 1000):
+        km.partial_fit(da.from_array(z, chunks=(500, -1))[start : start + 1000])
+    assert km.n_rows_seen_ == len(X)
+    assert_same_centers(km.cluster_centers_, blobs[2], atol=0.2)
+    assert isinstance(km.predict(z), da.Array)
+
+
+def test_partial_fit_later_batch_smaller_than_n_clusters(blobs):
+    X = blobs[0]
+    km = StreamingKMeans(K, random_state=0).partial_fit(X[:1000])
+    km.partial_fit(X[1000:1002])  # two rows: fine after the first batch
+    assert km.n_rows_seen_ == 1002
+
+
+def test_scaled_sample_weight_same_centers(blobs):
+    X = blobs[0]
+    w = np.random.default_rng(1).random(len(X)) + 0.5
+    Xd = da.from_array(X, chunks=(700, -1))
+    a = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=w)
+    b = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=7.0 * w)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(7.0 * a.inertia_, b.inertia_, rtol=1e-9)
+
+
+def test_unit_sample_weight_equals_none(blobs):
+    Xd = da.from_array(blobs[0], chunks=(700, -1))
+    a = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=np.ones(len(blobs[0])))
+    b = StreamingKMeans(K, random_state=0).fit(Xd)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-12, atol=1e-12)
