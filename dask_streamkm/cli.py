@@ -47,9 +47,9 @@ def _is_chunk_task(key, prefixes):
 class _ChunkBar(dask.callbacks.Callback):
     """Local schedulers: a text bar over the per-chunk tasks (keys named ``prefix-...``)."""
 
-    def __init__(self, prefixes, label, stream=None, min_interval=0.2):
+    def __init__(self, prefixes, label, stream=None, min_interval=0.2, quiet=False):
         super().__init__()
-        self.prefixes, self.label = prefixes, label
+        self.prefixes, self.label, self.quiet = prefixes, label, quiet
         self.stream = stream or sys.stderr
         self.min_interval = min_interval
         self.total = self.done = 0
@@ -70,10 +70,13 @@ class _ChunkBar(dask.callbacks.Callback):
 
     def _finish(self, dsk, state, errored):
         self._draw(force=True)
-        self.stream.write("\n")
-        self.stream.flush()
+        if not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
 
     def _draw(self, force=False):
+        if self.quiet:
+            return
         now = time.perf_counter()
         if force or now - self._last >= self.min_interval:
             self._last = now
@@ -146,13 +149,14 @@ def _cluster_bar(client, prefixes, label, stream=None):
 def _progress(client, prefixes, label, quiet):
     """Yields a dict whose ``done`` / ``total`` give the chunk tasks run, once finished."""
     counts = {"done": 0, "total": 0}
-    if quiet:
-        yield counts
-    elif client is None:
-        bar = _ChunkBar(prefixes, label)
+    if client is None:
+        # Quiet or not, count the chunk tasks: the report says how many chunks were read.
+        bar = _ChunkBar(prefixes, label, quiet=quiet)
         with bar:
             yield counts
         counts["done"], counts["total"] = bar.done, bar.total
+    elif quiet:
+        yield counts
     else:
         with _cluster_bar(client, prefixes, label) as cluster_counts:
             yield counts
