@@ -1,0 +1,94 @@
+"""A distributed cluster gives the threaded scheduler's centers, also when a worker dies mid-fit."""
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import numpy as np
+import pytest
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.cli import _chunk_counts, _ChunkCounter
+from dask_streamkm.cli import main as cli_main
+from dask_streamkm.datasets import make_mixture
+
+distributed = pytest.importorskip("distributed")
+
+
+def _slow(block, delay):
+    time.sleep(delay)
+    return block
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _threaded(X, **params):
+    with dask.config.set(scheduler="threads"):
+        return StreamingKMeans(**params).fit(X)
+
+
+def test_local_cluster_gives_the_threaded_centers(client):
+    X = make_mixture(40_000, 8, 30, chunks=2_500, random_state=1)
+    params = dict(n_clusters=7, random_state=0, split_every=4)
+    ref = _threaded(X, **params)
+    km = StreamingKMeans(**params).fit(X)  # the client is the default scheduler
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+
+
+def test_killing_a_worker_mid_fit_gives_the_same_centers(client):
+    n_chunks = 24
+    X = make_mixture(n_chunks * 2_000, 8, 30, chunks=2_000, random_state=2)
+    params = dict(n_clusters=6, random_state=0, split_every=4)
+    ref = _threaded(X, **params)
+    slow = X.map_blocks(_slow, 0.25, dtype=X.dtype)
+    client.register_plugin(_ChunkCounter(("leaf",)), name=_ChunkCounter.name)
+    result = {}
+
+    def fit():
+        try:
+            result["model"] = StreamingKMeans(**params).fit(slow)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=fit)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(_chunk_counts)[0] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done_before, _ = client.run_on_scheduler(_chunk_counts)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    assert thread.is_alive(), "the fit ended before a worker could be killed"
+    thread.join(60)
+    client.unregister_scheduler_plugin(_ChunkCounter.name)
+    assert "error" not in result, result.get("error")
+    assert 4 <= done_before < n_chunks
+    np.testing.assert_array_equal(result["model"].cluster_centers_, ref.cluster_centers_)
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
+    X = make_mixture(20_000, 5, 10, chunks=2_000, random_state=3)
+    X.to_zarr(str(tmp_path / "x.zarr"))
+    address = client.scheduler.address
+    rc = cli_main(["fit", str(tmp_path / "x.zarr"), "--k", "4", "--scheduler", address,
+                   "--out", str(tmp_path / "m.npz")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "10/10 chunks" in captured.err
+    model = StreamingKMeans.load(tmp_path / "m.npz")
+    from dask_streamkm.io import open_array
+
+    ref = _threaded(open_array(tmp_path / "x.zarr"), n_clusters=4, random_state=0)
+    np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
