@@ -1,0 +1,297 @@
+"""The dask-streamkm command line: make-data, fit, predict, score, demo, and one-line errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.cli import build_parser, main
+from dask_streamkm.datasets import make_mixture
+from dask_streamkm.io import open_array
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *args):
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture
+def store(tmp_path, capsys):
+    path = tmp_path / "x.zarr"
+    rc, out, err = run(
+        capsys,
+        "make-data",
+        path,
+        "--rows",
+        12_000,
+        "--features",
+        5,
+        "--components",
+        8,
+        "--seed",
+        1,
+        "--chunks",
+        1_500,
+    )
+    assert rc == 0, err
+    return path
+
+
+def test_make_data_writes_the_mixture_chunk_by_chunk(store, capsys):
+    z = zarr.open(store, mode="r")
+    assert z.shape == (12_000, 5) and z.chunks == (1_500, 5) and z.dtype == np.float32
+    expected = make_mixture(12_000, 5, 8, chunks=1_500, random_state=1).compute()
+    np.testing.assert_array_equal(z[:], expected)
+    rc, _, err = run(capsys, "make-data", store, "--rows", 10, "--features", 2)
+    assert rc == 1 and "already exists; remove it or pass --overwrite" in err
+
+
+def test_make_data_sorted(tmp_path, capsys):
+    rc, _, err = run(
+        capsys,
+        "make-data",
+        tmp_path / "s.zarr",
+        "--rows",
+        1000,
+        "--features",
+        2,
+        "--components",
+        3,
+        "--sorted",
+        "--chunks",
+        500,
+        "--quiet",
+    )
+    assert rc == 0, err
+    expected = make_mixture(1000, 2, 3, chunks=500, random_state=0, sorted_by_component=True)
+    np.testing.assert_array_equal(zarr.open(tmp_path / "s.zarr", mode="r")[:], expected.compute())
+
+
+def test_fit_predict_score_round_trip(store, tmp_path, capsys):
+    model_path = tmp_path / "m.npz"
+    rc, out, err = run(
+        capsys,
+        "fit",
+        store,
+        "--k",
+        4,
+        "--out",
+        model_path,
+        "--random-state",
+        3,
+        "--summary-size",
+        64,
+        "--method",
+        "lloyd",
+        "--split-every",
+        3,
+    )
+    assert rc == 0, err
+    for word in (
+        "rows          12,000 x 5",
+        "chunks        8",
+        "rows/s",
+        "summary size",
+        "cost bound",
+        f"model written to {model_path}",
+    ):
+        assert word in out
+    assert "8/8 chunks" in err  # the progress bar
+    X = open_array(store)
+    ref = StreamingKMeans(4, random_state=3, summary_size=64, method="lloyd", split_every=3).fit(X)
+    model = StreamingKMeans.load(model_path)
+    np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
+    assert f"{ref.inertia_:.6g}" in out
+
+    rc, out, err = run(capsys, "score", store, model_path)
+    assert rc == 0, err
+    inertia = -ref.score(X)
+    assert f"inertia                {inertia:.6g}" in out
+    assert f"mean squared distance  {inertia / 12_000:.6g}" in out
+
+    rc, out, err = run(capsys, "predict", store, model_path, "--out", tmp_path / "labels.zarr")
+    assert rc == 0, err
+    labels = zarr.open(tmp_path / "labels.zarr", mode="r")[:]
+    np.testing.assert_array_equal(labels, ref.predict(X).compute())
+
+
+def test_fit_chunks_and_schedulers_give_the_same_centers(store, tmp_path, capsys):
+    centers = []
+    for scheduler in ("threads", "sync", "processes"):
+        out_path = tmp_path / f"{scheduler}.npz"
+        rc, _, err = run(
+            capsys,
+            "fit",
+            store,
+            "--k",
+            3,
+            "--chunks",
+            3000,
+            "--scheduler",
+            scheduler,
+            "--n-workers",
+            2,
+            "--out",
+            out_path,
+            "--quiet",
+        )
+        assert rc == 0, err
+        assert err == ""
+        centers.append(StreamingKMeans.load(out_path).cluster_centers_)
+    np.testing.assert_array_equal(centers[0], centers[1])
+    np.testing.assert_array_equal(centers[0], centers[2])
+
+
+def test_other_inputs(tmp_path, capsys, rng):
+    pd = pytest.importorskip("pandas")
+    data = rng.standard_normal((3000, 3))
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("features", data=data, chunks=(1000, 3))
+    group.create_array("ids", data=np.arange(3000), chunks=(1000,))
+    (tmp_path / "npy").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "npy" / f"part-{i}.npy", data[i * 1000 : (i + 1) * 1000])
+    frame = pd.DataFrame(data, columns=["a", "b", "c"]).assign(name="x")
+    (tmp_path / "pq").mkdir()
+    for i in range(3):
+        frame.iloc[i * 1000 : (i + 1) * 1000].to_parquet(tmp_path / "pq" / f"part-{i}.parquet")
+    models = {}
+    for spec, extra in (
+        (f"{tmp_path / 'g.zarr'}:features", ()),
+        (tmp_path / "npy", ()),
+        (tmp_path / "pq", ("--columns", "a,b,c")),
+    ):
+        out_path = tmp_path / f"m{len(models)}.npz"
+        rc, out, err = run(capsys, "fit", spec, "--k", 3, "--out", out_path, *extra)
+        assert rc == 0, err
+        assert "rows          3,000 x 3" in out and "chunks        3" in out
+        models[str(spec)] = StreamingKMeans.load(out_path).cluster_centers_
+    ref = StreamingKMeans(3, random_state=0).fit(open_array(tmp_path / "npy"))
+    for centers in models.values():
+        np.testing.assert_allclose(centers, ref.cluster_centers_, rtol=1e-12, atol=1e-12)
+    rc, _, err = run(capsys, "fit", tmp_path / "pq", "--k", 3, "--out", tmp_path / "x.npz")
+    assert rc == 1 and "non-numeric columns ['name']; choose numeric ones with --columns" in err
+
+
+def test_demo_runs_on_a_lazy_mixture(capsys):
+    rc, out, err = run(capsys, "demo", "--rows", 40_000, "--chunks", 10_000, "--k", 5, "--quiet")
+    assert rc == 0, err
+    assert "demo: 40,000 x 32 float32 Gaussian mixture of 20 components" in out
+    assert "chunks        4" in out and "cost bound" in out
+
+
+def _one_line_error(rc, err, match):
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]
+
+
+def test_user_errors_print_one_line(store, tmp_path, capsys):
+    model_path = tmp_path / "m.npz"
+    assert run(capsys, "fit", store, "--k", 3, "--out", model_path, "--quiet")[0] == 0
+    zarr.create_array(tmp_path / "v.zarr", data=np.arange(10.0))
+    cases = [
+        (("fit", tmp_path / "missing.zarr", "--k", 3), "no such file or directory"),
+        (("fit", tmp_path / "v.zarr", "--k", 3), "holds an array of shape (10,); expected 2-D"),
+        (("fit", store, "--k", 20_000), "--k 20000 is larger than the 12000 rows of the data"),
+        (
+            ("fit", store, "--k", 3, "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", 1),
+            "--scheduler tcp://127.0.0.1:1: could not connect to a Dask scheduler within 1 s",
+        ),
+        (("fit", store, "--k", 3, "--summary-size", 2), "summary_size=2 should be an integer >= 3"),
+        (("score", store, tmp_path / "missing.npz"), "missing.npz"),
+        (
+            ("predict", tmp_path / "v.zarr", model_path, "--out", tmp_path / "l.zarr"),
+            "expected 2-D",
+        ),
+        (("score", f"{store}:a", model_path), "is a zarr array, not a group"),
+    ]
+    for args, match in cases:
+        rc, _, err = run(capsys, *args)
+        _one_line_error(rc, err, match)
+
+
+def test_k_larger_than_distinct_rows(tmp_path, capsys):
+    zarr.create_array(tmp_path / "c.zarr", data=np.ones((100, 2)), chunks=(50, 2))
+    rc, _, err = run(capsys, "fit", tmp_path / "c.zarr", "--k", 5, "--quiet")
+    _one_line_error(rc, err, "n_clusters=5 is larger than the")
+    assert "distinct rows" in err
+
+
+def test_console_script_process_exit_status(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "dask_streamkm.cli",
+        "fit",
+        str(tmp_path / "nope.zarr"),
+        "--k",
+        "2",
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"dask-streamkm fit: error: no such file or directory: '{tmp_path / 'nope.zarr'}'."
+    )
+
+
+def test_each_fit_flag_maps_to_a_parameter():
+    args = build_parser().parse_args(
+        [
+            "fit",
+            "s.zarr",
+            "--k",
+            "5",
+            "--method",
+            "lloyd",
+            "--summary-size",
+            "100",
+            "--split-every",
+            "4",
+            "--mini-batch-size",
+            "512",
+            "--merge-budget",
+            "1000",
+            "--n-init",
+            "3",
+            "--max-iter",
+            "50",
+            "--tol",
+            "0.01",
+            "--random-state",
+            "7",
+            "--checkpoint",
+            "ck",
+        ]
+    )
+    from dask_streamkm.cli import _model_params
+
+    params = _model_params(args)
+    assert StreamingKMeans(**params).get_params() == {
+        **StreamingKMeans().get_params(),
+        "n_clusters": 5,
+        "method": "lloyd",
+        "summary_size": 100,
+        "split_every": 4,
+        "mini_batch_size": 512,
+        "merge_budget": 1000,
+        "n_init": 3,
+        "max_iter": 50,
+        "tol": 0.01,
+        "random_state": 7,
+        "checkpoint": "ck",
+    }
