@@ -1,0 +1,87 @@
+"""Every example runs end to end at small size (``--small``), in a fresh interpreter."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(name, *args, cwd):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["MPLBACKEND"] = "Agg"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--small", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_examples_have_a_title_and_cells():
+    for path in sorted(EXAMPLES.glob("*.py")):
+        text = path.read_text()
+        assert text.startswith('"""\n'), path.name
+        title, underline = text.splitlines()[1:3]
+        assert set(underline) == {"="} and len(underline) == len(title), path.name
+        assert "# %%" in text, path.name
+
+
+def test_quickstart(tmp_path):
+    out = run_example("quickstart.py", cwd=tmp_path)
+    assert "loaded model and sklearn KMeans predict the same labels: True" in out
+    assert "exact ssd" in out and "k=10: cost bound" in out
+
+
+def test_out_of_core_zarr(tmp_path):
+    out = run_example("out_of_core_zarr.py", "--dir", tmp_path / "stores", cwd=tmp_path)
+    assert "after partial_fit: 50,000 rows seen" in out
+    assert (tmp_path / "stores" / "day1_labels.zarr").exists()
+    assert (tmp_path / "stores" / "model.npz").exists()
+
+
+def test_gdelt_workflow_generated(tmp_path):
+    png = tmp_path / "gdelt.png"
+    out = run_example("gdelt_workflow.py", "--out", png, cwd=tmp_path)
+    assert "generated 20,000 synthetic events" in out
+    assert "x 26 features" in out
+    assert "suggested k =" in out and "'msd'" in out and "'ssd'" in out
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_gdelt_workflow_on_a_given_file(tmp_path):
+    from test_gdelt import ROWS, event_row
+
+    events = tmp_path / "events.csv"
+    # Enough rows for k = 12: the sample rows with jittered tones.
+    lines = [
+        event_row(i, code, articles + i % 7, tone + i / 100, a1, a2)
+        for i in range(40)
+        for code, articles, tone, a1, a2 in ROWS
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    out = run_example("gdelt_workflow.py", events, "--out", tmp_path / "g.png", cwd=tmp_path)
+    assert "generated" not in out
+    assert "240 events kept x 10 features" in out  # 6 of 9 sample rows kept, 4 codes
+
+
+def mnist_cached():
+    from dask_streamkm.datasets import cache_dir
+
+    return (cache_dir() / "mnist.npz").exists()
+
+
+@pytest.mark.skipif(not mnist_cached(), reason="MNIST is not cached (run "
+                    "dask_streamkm.datasets.load_mnist() once, with pip able to download)")
+def test_choose_k_mnist(tmp_path):
+    png = tmp_path / "mnist.png"
+    out = run_example("choose_k_mnist.py", "--out", png, cwd=tmp_path)
+    assert "MNIST: 3,000 images x 784 pixels" in out
+    assert "adjusted Rand index" in out
+    assert png.read_bytes()[:8] == PNG_MAGIC
