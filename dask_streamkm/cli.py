@@ -362,6 +362,34 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_elbow(args):
+    from .elbow import PLOT_HINT, elbow, parse_k_range
+
+    try:
+        ks = parse_k_range(args.k)
+    except ValueError as exc:
+        raise UserError(f"--k {args.k!r}: {exc}") from None
+    if args.plot:
+        try:  # before the pass, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError(
+                f"--plot needs matplotlib, which is not installed: {PLOT_HINT}"
+            ) from None
+    X = _open(args)
+    with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
+        with _progress(client, FIT_TASKS, "elbow", args.quiet):
+            result = elbow(
+                X, ks, random_state=args.random_state, n_init=args.n_init,
+                summary_size=args.summary_size, method=args.method,
+            )
+    print(result.to_string())
+    if args.plot:
+        result.plot(args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def _positive_int(text):
     try:
@@ -468,6 +496,23 @@ def build_parser():
     _add_fit_params(p, k=20)
     _add_scheduler(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("elbow", help="cost for every k from one pass, the knee marked")
+    p.add_argument("store", metavar="STORE", help=store_help)
+    p.add_argument("--k", default="2:12", metavar="RANGE",
+                   help="values of k: START:STOP (both included), START:STOP:STEP or a,b,c "
+                   "(default 2:12)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also save the curve (matplotlib)")
+    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS")
+    p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+    p.add_argument("--method", choices=("stream", "lloyd"), default="stream",
+                   help="per-chunk summarizer (method)")
+    p.add_argument("--summary-size", type=_int_or_auto, default="auto",
+                   help="groups kept per chunk (summary_size; auto sizes it for the largest k)")
+    p.add_argument("--n-init", type=_positive_int, default=10, help="restarts per k (n_init)")
+    p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
+    _add_scheduler(p)
+    p.set_defaults(func=cmd_elbow)
     return parser
 
 

@@ -162,3 +162,7 @@ def load_mnist(cache=True, wheel_dir=None):
         target.parent.mkdir(parents=True, exist_ok=True)
         np.savez(target, X=X, y=y)
     return X, y
+
+
+# ---------------------------------------------------------------------- GDELT events (files you have)
+from ._gdelt import GDELT_COLUMNS, gdelt_features, read_gdelt_events  # noqa: E402

@@ -452,6 +452,60 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
+    # ------------------------------------------------------------------ files, export, SageMaker
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz`` + JSON metadata, no pickle).
+
+        The file holds the parameters, the fitted attributes (except ``labels_``), a format
+        version and the summary, so ``refit`` and ``partial_fit`` work after :meth:`load`.
+        Returns the path.
+        """
+        from ._model_io import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """A fitted model read from a file written by :meth:`save`.
+
+        Raises ``ModelFileError`` (a ``ValueError``) for a file of a newer format version, a
+        truncated file or a file that is not a model.
+        """
+        from ._model_io import load_model
+
+        return load_model(cls, path)
+
+    def to_sklearn(self):
+        """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
+
+        Built with public scikit-learn API only (see ``dask_streamkm._model_io.to_sklearn``).
+        Like any KMeans fitted on float64 data, it predicts float64 input.
+        """
+        from ._model_io import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sagemaker(cls, hyperparameters):
+        """A model configured from SageMaker k-means hyperparameters (a dict of strings).
+
+        See :mod:`dask_streamkm.sagemaker` for the mapping; unknown names raise ``ValueError``
+        and values with no equivalent warn with ``SageMakerCompatibilityWarning``.
+        """
+        from .sagemaker import from_sagemaker
+
+        return from_sagemaker(cls, hyperparameters)
+
+    def evaluate(self, X, metrics=("msd", "ssd"), sample_weight=None):
+        """SageMaker's test metrics on X, exact, in one pass: a dict with ``msd`` and ``ssd``.
+
+        ``ssd`` is the sum of (weighted) squared distances of the rows to their nearest
+        center and ``msd`` that sum divided by the total weight (the number of rows).
+        """
+        from .sagemaker import evaluate
+
+        return evaluate(self, X, metrics=metrics, sample_weight=sample_weight)
+
 
 # ---------------------------------------------------------------------- module helpers
 def _scheduler_threads():

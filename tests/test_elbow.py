@@ -195,3 +195,29 @@ def test_serial_and_parallel_solves_agree(blobs, monkeypatch):
     np.testing.assert_array_equal(parallel.cost_bound, serial.cost_bound)
     for k in range(2, 7):
         np.testing.assert_array_equal(parallel.centers[k], serial.centers[k])
+
+
+# ---------------------------------------------------------------------- command line
+def test_cli_elbow_prints_table_and_writes_plot(blobs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from dask_streamkm.cli import main
+
+    store = str(tmp_path / "blobs.zarr")
+    da.from_array(blobs, chunks=(500, -1)).to_zarr(store)
+    png = tmp_path / "elbow.png"
+    assert main(["elbow", store, "--k", "2:6", "--plot", str(png), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [2, 3, 4, 5, 6]
+    assert "suggested k = 4" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Same numbers as the Python API with the CLI's defaults (random_state=0).
+    ref = elbow(da.from_zarr(store), range(2, 7), random_state=0)
+    assert [float(r[1]) for r in rows] == pytest.approx(ref.cost_bound.tolist(), rel=1e-5)
+
+
+def test_cli_elbow_bad_range(tmp_path, capsys):
+    from dask_streamkm.cli import main
+
+    assert main(["elbow", str(tmp_path / "x.zarr"), "--k", "12:2"]) == 1
+    assert "--k '12:2'" in capsys.readouterr().err
