@@ -25,7 +25,7 @@ def _slow(block, delay):
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     with cluster, distributed.Client(cluster) as c:
         yield c
@@ -91,4 +91,19 @@ def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
     from dask_streamkm.io import open_array
 
     ref = _threaded(open_array(tmp_path / "x.zarr"), n_clusters=4, random_state=0)
+    np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
+
+
+def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
+    X = make_mixture(8_000, 4, 6, chunks=2_000, random_state=4)
+    X.to_zarr(str(tmp_path / "x.zarr"))
+    rc = cli_main(["fit", str(tmp_path / "x.zarr"), "--k", "3", "--scheduler", "local-cluster",
+                   "--n-workers", "1", "--out", str(tmp_path / "m.npz")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "4/4 chunks" in captured.err
+    from dask_streamkm.io import open_array
+
+    ref = _threaded(open_array(tmp_path / "x.zarr"), n_clusters=3, random_state=0)
+    model = StreamingKMeans.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
