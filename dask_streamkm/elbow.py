@@ -145,7 +145,8 @@ class ElbowResult:
     total_weight : float
         Total weight (number of rows, without sample weights) in the summary.
     summary_seconds : float
-        Seconds spent building the summary (the one read of the data); 0 for a fitted model.
+        Seconds of the fit that built the summary (the one read of the data, plus that fit's
+        own solve for the largest k); 0 when a fitted model or a Summary was given.
     centers : dict of int to ndarray
         The centers found for each k.
     model : StreamingKMeans or None
