@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 
-from ._array import device, namespace, segment_sum
+from ._array import device, is_cupy, namespace, segment_sum
 
 #: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
 BLOCK_ELEMENTS = 1 << 18
+#: The same on a GPU (128 MiB of float32): large blocks keep the GEMMs big and the launches few.
+DEVICE_BLOCK_ELEMENTS = 1 << 25
 
 
 def row_norms_sq(X):
@@ -22,9 +24,9 @@ def row_norms_sq(X):
     return xp.sum(X * X, axis=1)
 
 
-def block_rows(n_centers: int, n_rows: int) -> int:
-    """Rows per distance block so that the block stays cache-sized."""
-    return int(max(256, min(n_rows, BLOCK_ELEMENTS // max(int(n_centers), 1))))
+def block_rows(n_centers: int, n_rows: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Rows per distance block so that the block stays cache-sized (``elements`` at most)."""
+    return int(max(256, min(n_rows, elements // max(int(n_centers), 1))))
 
 
 def sq_distances(X, centers, x_sq=None, centers_sq=None):
@@ -41,11 +43,14 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
 def nearest(X, centers, x_sq=None, centers_sq=None):
     """Index of and squared distance to the nearest center for each row of X.
 
-    Distances come from one GEMM per row block (never an n x m matrix at once), in the
-    common dtype of X and centers. Returns (labels int64 (n,), sq_dist (n,) float64).
+    One GEMM per cache-sized row block (never an n x m matrix at once), in the common dtype
+    of X and centers: the rows are augmented with a 1 and the centers with -||c||^2 / 2, so
+    the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest center and no other
+    pass over the block is needed. Returns (labels int64 (n,), sq_dist (n,) float64).
     """
     xp = namespace(X, centers)
     n = X.shape[0]
+    dev = device(X)
     if centers.dtype != X.dtype:
         centers = xp.astype(centers, X.dtype)
         centers_sq = None
@@ -53,18 +58,18 @@ def nearest(X, centers, x_sq=None, centers_sq=None):
         x_sq = row_norms_sq(X)
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
-    step = block_rows(centers.shape[0], n)
-    dev = device(X)
+    ones = xp.ones((n, 1), dtype=X.dtype, device=dev)
+    X_aug = xp.concat([X, ones], axis=1)
+    centers_aug_t = xp.concat([centers, -0.5 * xp.astype(centers_sq, X.dtype)[:, None]], axis=1).T
+    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
+    step = block_rows(centers.shape[0], n, elements)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     dists = xp.empty((n,), dtype=xp.float64, device=dev)
-    centers_t = centers.T
     for start in range(0, n, step):
         stop = min(start + step, n)
-        block = xp.matmul(X[start:stop, ...], centers_t)
-        block = centers_sq[None, :] - 2.0 * block
-        lab = xp.argmin(block, axis=1)
-        best = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0] + x_sq[start:stop]
-        labels[start:stop] = xp.astype(lab, xp.int64)
+        block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+        labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)
+        best = x_sq[start:stop] - 2.0 * xp.max(block, axis=1)
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
 
@@ -101,8 +106,13 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
         weighted = w * closest
         if pot <= 0.0:
             # All remaining mass sits on chosen points: pick unchosen positive-weight rows.
-            weighted = xp.astype(w > 0, xp.float64)
-            weighted[xp.asarray(chosen, device=dev)] = 0.0
+            # Zero the chosen rows with a segment sum (array-API arrays have no index assignment).
+            hits = segment_sum(
+                xp.ones((len(chosen),), dtype=xp.float64, device=dev),
+                xp.asarray(chosen, dtype=xp.int64, device=dev),
+                n,
+            )
+            weighted = xp.where(hits > 0, 0.0, xp.astype(w > 0, xp.float64))
             if float(xp.sum(weighted)) <= 0.0:
                 weighted = xp.ones((n,), dtype=xp.float64, device=dev)
         cand = _weighted_choice(xp, xp.cumulative_sum(weighted), rng, n_local_trials)
@@ -199,7 +209,9 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
         empty = xp.nonzero(mass <= 0)[0]
         if empty.shape[0] > 0:
             far = xp.argsort(-(w * dist))[: empty.shape[0]]
-            new_centers[empty, ...] = Xf[far, ...]
+            # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
+            fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
+            new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
         labels, dist = nearest(X, centers, x_sq)

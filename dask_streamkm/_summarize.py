@@ -152,6 +152,9 @@ def _merge_light(summary):
     heavy = xp.nonzero(summary.weights >= threshold)[0]
     cents = summary.centroids
     target, _ = K.nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
-    labels = xp.arange(m, dtype=xp.int64, device=device(cents))
-    labels[light] = xp.take(heavy, target, axis=0)
+    # labels[light] = heavy[target], as a permutation (array-API arrays have no index assignment):
+    # heavy and light together list every group once.
+    positions = xp.concat([heavy, light])
+    values = xp.concat([heavy, xp.take(heavy, target, axis=0)])
+    labels = xp.take(values, xp.argsort(positions), axis=0)
     return summary.group_by(labels, m)
