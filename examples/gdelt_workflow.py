@@ -110,7 +110,7 @@ if not files:
 # of the 20 most frequent codes whose actors both have a location.
 df = read_gdelt_events(files)
 X, names = gdelt_features(df, top_events=20, return_names=True)
-print(f"{X.shape[0]:,} events kept x {X.shape[1]} features in {X.numblocks[0]} chunks")
+print(f"{X.shape[0]:,} events kept x {X.shape[1]} features in {X.numblocks[0]} chunk(s)")
 print("features:", ", ".join(names[:6]), "+ 20 EventCode columns")
 
 # %%
@@ -145,7 +145,10 @@ print(f"k={k}: {km.evaluate(X)}")
 # What the clusters are about
 # ---------------------------
 # Each center is the mean of its events: the share of each event code, the mean tone and the
-# mean coordinates of the two actors.
+# mean coordinates of the two actors. The features are not scaled (nor were they in the
+# tutorial), so the coordinates, which span hundreds of degrees, decide most of the clusters;
+# scale the columns first (e.g. divide each by its standard deviation) to give the tone and
+# the event codes a say.
 sizes = np.bincount(km.labels_.compute(), minlength=k)
 for j in np.argsort(-sizes):
     c = km.cluster_centers_[j]
