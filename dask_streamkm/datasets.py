@@ -164,5 +164,5 @@ def load_mnist(cache=True, wheel_dir=None):
     return X, y
 
 
-# ---------------------------------------------------------------------- GDELT events (files you have)
-from ._gdelt import GDELT_COLUMNS, gdelt_features, read_gdelt_events  # noqa: E402
+# ---------------------------------------------------------------------- GDELT event files
+from ._gdelt import GDELT_COLUMNS, gdelt_features, read_gdelt_events  # noqa: E402, F401
