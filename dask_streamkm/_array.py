@@ -67,14 +67,14 @@ def segment_sum(values, labels, n_segments: int):
     if is_numpy(xp):
         if values.ndim == 1:
             return np.bincount(labels, weights=values, minlength=n_segments)
-        out = np.zeros((n_segments, values.shape[1]), dtype=values.dtype)
-        if values.shape[0] == 0:
-            return out
-        order = np.argsort(labels, kind="stable")
-        sorted_labels = labels[order]
-        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-        out[sorted_labels[starts]] = np.add.reduceat(values[order], starts, axis=0)
-        return out
+        # A sparse (segments x rows) indicator times the rows: one pass, in row order.
+        from scipy import sparse
+
+        n = values.shape[0]
+        indicator = sparse.csr_matrix(
+            (np.ones(n, dtype=values.dtype), (labels, np.arange(n))), shape=(n_segments, n)
+        )
+        return np.asarray(indicator @ values)
     if is_cupy(xp):
         import cupyx
 

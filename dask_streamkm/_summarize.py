@@ -81,7 +81,9 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
     # Seed about half the groups by D^2 sampling on the first rows (at least 2 per center).
     n_seed_rows = min(n, max(batch_size, 4 * size))
     first = Xs[:n_seed_rows, ...]
-    idx = K.d2_sample(first, max(1, size // 2), rng, sample_weight=ws[:n_seed_rows])
+    # When the seeding rows are the whole chunk no batch follows to open the other half.
+    n_seeds = size if n_seed_rows == n else max(1, size // 2)
+    idx = K.d2_sample(first, n_seeds, rng, sample_weight=ws[:n_seed_rows])
     centers = xp.astype(xp.take(first, idx, axis=0), xp.float64)
     labels, _ = K.nearest(first, centers)
     counts = segment_sum(ws[:n_seed_rows], labels, centers.shape[0])
@@ -115,17 +117,37 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         if new_idx.shape[0] > 0:
             centers = xp.concat([centers, xp.astype(xp.take(batch, new_idx, axis=0), xp.float64)])
             counts = xp.concat([counts, xp.take(wb, new_idx, axis=0)])
-        if centers.shape[0] > size:
-            centers, counts = _merge_lightest(centers, counts, centers.shape[0] - size)
+        while centers.shape[0] > size:
+            centers, counts = _merge_cheapest(centers, counts, centers.shape[0] - size)
     return centers
 
 
-def _merge_lightest(centers, counts, n_merge):
-    """Merge the ``n_merge`` lightest centers into their nearest heavier neighbour (mass kept)."""
+def _merge_cheapest(centers, counts, n_merge):
+    """Merge up to ``n_merge`` centers whose merge costs least into a nearest neighbour.
+
+    The cost of merging center i into its nearest neighbour j is Ward's increase of the
+    squared error, ``w_i w_j / (w_i + w_j) ||c_i - c_j||^2``: redundant centers inside dense
+    regions go first, while a far, light center (a small cluster or an outlier) stays. Mass
+    is kept: every merged center's weight moves to its nearest unmerged center. When two
+    centers would merge into each other only one of them goes, so a call may merge fewer.
+    """
     xp = namespace(centers)
-    order = xp.argsort(counts)
-    light = order[:n_merge]
-    heavy = order[n_merge:]
+    m = centers.shape[0]
+    dev = device(centers)
+    index = xp.arange(m, device=dev)
+    dist = K.sq_distances(centers, centers)
+    dist = xp.where(index[:, None] == index[None, :], xp.inf, dist)
+    nn = xp.argmin(dist, axis=1)
+    d_nn = xp.min(dist, axis=1)
+    w_nn = xp.take(counts, nn, axis=0)
+    cost = counts * w_nn / xp.maximum(counts + w_nn, 1e-300) * d_nn
+    chosen = xp.argsort(cost)[:n_merge]
+    is_chosen = segment_sum(xp.ones((n_merge,), dtype=xp.float64, device=dev), chosen, m) > 0
+    # Of two chosen centers that are each other's nearest neighbour, the lower index stays.
+    mutual = (xp.take(nn, nn, axis=0) == index) & xp.take(is_chosen, nn, axis=0) & (index < nn)
+    is_chosen = is_chosen & xp.logical_not(mutual)
+    light = xp.nonzero(is_chosen)[0]
+    heavy = xp.nonzero(xp.logical_not(is_chosen))[0]
     c_heavy = xp.take(centers, heavy, axis=0)
     c_light = xp.take(centers, light, axis=0)
     target, _ = K.nearest(c_light, c_heavy)

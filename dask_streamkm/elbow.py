@@ -313,7 +313,7 @@ def elbow(
         model's values, or 10, 300 and 1e-4 otherwise (the StreamingKMeans defaults).
     summary_size : int or "auto", default="auto"
         Groups per chunk of the summary built from X. ``"auto"`` sizes it for the LARGEST k:
-        ``max(20 * max(k_range), 256)`` groups per chunk (what ``StreamingKMeans(n_clusters=
+        ``max(20 * max(k_range), 256, chunk rows / 32)`` groups per chunk (what ``StreamingKMeans(n_clusters=
         max(k_range))`` uses), so every k in the range is solved from a summary at least as
         large as a separate fit at that k would build; the merged summary keeps the union of
         the chunks' groups up to the merge budget.

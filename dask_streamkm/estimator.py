@@ -25,9 +25,17 @@ DEFAULT_CHUNK_ROWS = 100_000
 MERGE_BUDGET_BYTES = 256 * 2**20
 
 
-def _auto_summary_size(n_clusters):
-    """Groups per leaf for summary_size="auto"."""
-    return int(max(20 * n_clusters, 256))
+#: With summary_size="auto" a leaf keeps at least one group per this many rows of its chunk.
+AUTO_ROWS_PER_GROUP = 32
+
+
+def _auto_summary_size(n_clusters, chunk_rows=0):
+    """Groups per leaf for summary_size="auto": ``max(20 k, 256, chunk_rows / 32)``.
+
+    20 groups per cluster keep the pass cheap for small k; one group per 32 rows keeps the
+    summary fine when a few large chunks would otherwise give only a few groups each.
+    """
+    return int(max(20 * n_clusters, 256, -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP)))
 
 
 def _auto_merge_budget(n_clusters, n_features, summary_size):
@@ -58,7 +66,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of clusters.
     summary_size : int or "auto", default="auto"
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
-        ``max(20 * n_clusters, 256)``.
+        ``max(20 * n_clusters, 256, rows of the largest chunk / 32)``.
     method : {"stream", "lloyd"}, default="stream"
         Per-chunk summarizer: streaming mini-batches with facility-location opening
         (SageMaker-like) or D^2 seeding plus an exact Lloyd pass.
@@ -181,9 +189,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ):
             raise ValueError(f"half_life={self.half_life!r} should be None or a number > 0.")
 
-    def _sizes(self, n_features):
+    def _sizes(self, n_features, chunk_rows=0):
         size = (
-            _auto_summary_size(self.n_clusters)
+            _auto_summary_size(self.n_clusters, chunk_rows)
             if self.summary_size == "auto"
             else int(self.summary_size)
         )
@@ -294,7 +302,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy):
-        size, budget = self._sizes(X.shape[1])
+        size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
         params = dict(
             size=size,
             method=self.method,
@@ -392,9 +400,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             if self.half_life is not None:
                 old = old.scaled(2.0 ** (-X.shape[0] / float(self.half_life)))
             summary = old.merge(_like(new, old))
-            _, budget = self._sizes(X.shape[1])
+            _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
             if summary.n_groups > budget:
-                summary = summary.reduce(budget // 2, seed=_graph.task_seed(batch_entropy, _graph.PARTIAL_LEVEL, 0))
+                seed = _graph.task_seed(batch_entropy, _graph.PARTIAL_LEVEL, 0)
+                summary = summary.reduce(budget // 2, seed=seed)
         return self._solve(summary, self.n_clusters, entropy)
 
     def refit(self, n_clusters=None, **params):

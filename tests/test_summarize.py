@@ -138,19 +138,12 @@ def test_sorted_chunk_keeps_tiny_far_cluster(method):
     np.testing.assert_allclose(s.centroids[far][:, 0] @ s.weights[far] / 20, X[-20:, 0].mean())
 
 
-_HALF_USED = pytest.mark.xfail(
-    reason="stream seeds size // 2 groups and opens none when the chunk fits in one "
-    "mini-batch (n <= max(mini_batch_size, 4 * size)): half the summary unused",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "method,n",
     [
         ("lloyd", 1000),
         ("lloyd", 5000),
-        pytest.param("stream", 1000, marks=_HALF_USED),
+        ("stream", 1000),
         ("stream", 5000),
     ],
 )
