@@ -66,32 +66,52 @@ class Summary:
         """
         xp = namespace(X)
         n = X.shape[0]
-        Xf = xp.astype(X, xp.float64)
         w = (
             xp.ones((n,), dtype=xp.float64, device=device(X))
             if sample_weight is None
             else xp.astype(sample_weight, xp.float64)
         )
-        if labels is None:
-            keep = xp.nonzero(w > 0)[0]
-            w_k = xp.take(w, keep, axis=0)
-            X_k = xp.take(Xf, keep, axis=0)
-            if X_k.shape[0] > 1:
-                # Distinct rows in sorted order, found on the host (small blocks only).
-                _, first, inverse = np.unique(
-                    to_host(X_k), axis=0, return_index=True, return_inverse=True
-                )
-                n_distinct = int(first.shape[0])
-                w_k = segment_sum(w_k, from_host(inverse.reshape(-1), w_k), n_distinct)
-                X_k = xp.take(X_k, from_host(first, w_k), axis=0)
-            sq_k = xp.sum(X_k * X_k, axis=1)
-            return cls(w_k, X_k * w_k[:, None], w_k * sq_k, int(n))
-        sq = xp.sum(Xf * Xf, axis=1)
-        if n_groups is None:
-            n_groups = int(xp.max(labels)) + 1 if n else 0
+        if labels is not None:
+            if n_groups is None:
+                n_groups = int(xp.max(labels)) + 1 if n else 0
+            return cls._from_labels(X, w, labels, int(n_groups), sample_weight is None)
+        keep = xp.nonzero(w > 0)[0]
+        w_k = xp.take(w, keep, axis=0)
+        X_k = xp.take(xp.astype(X, xp.float64), keep, axis=0)
+        if X_k.shape[0] > 1:
+            # Distinct rows in sorted order, found on the host (small blocks only).
+            _, first, inverse = np.unique(
+                to_host(X_k), axis=0, return_index=True, return_inverse=True
+            )
+            n_distinct = int(first.shape[0])
+            w_k = segment_sum(w_k, from_host(inverse.reshape(-1), w_k), n_distinct)
+            X_k = xp.take(X_k, from_host(first, w_k), axis=0)
+        sq_k = xp.sum(X_k * X_k, axis=1)
+        return cls(w_k, X_k * w_k[:, None], w_k * sq_k, int(n))
+
+    @classmethod
+    def _from_labels(cls, X, w, labels, n_groups, unit_weights, block=16384):
+        """Clustering features of the rows of X summed by label, in float64 row blocks.
+
+        Blocks keep the float64 working copy small (a chunk is never copied whole).
+        """
+        xp = namespace(X)
+        n, d = X.shape
+        dev = device(X)
+        sums = xp.zeros((n_groups, d), dtype=xp.float64, device=dev)
+        squares = xp.zeros((n_groups,), dtype=xp.float64, device=dev)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            Xb = xp.astype(X[start:stop, ...], xp.float64)
+            lb = labels[start:stop]
+            wb = w[start:stop]
+            sq = xp.sum(Xb * Xb, axis=1)
+            if not unit_weights:
+                Xb = Xb * wb[:, None]
+                sq = sq * wb
+            sums = sums + segment_sum(Xb, lb, n_groups)
+            squares = squares + segment_sum(sq, lb, n_groups)
         weights = segment_sum(w, labels, n_groups)
-        sums = segment_sum(Xf * w[:, None], labels, n_groups)
-        squares = segment_sum(w * sq, labels, n_groups)
         return cls(weights, sums, squares, int(n)).drop_empty()
 
     @classmethod
