@@ -50,6 +50,14 @@ def from_host(x: np.ndarray, like):
     return xp.asarray(x, device=device(like))
 
 
+def as_weights(sample_weight, X):
+    """Row weights as float64 on X's device: ``sample_weight``, or ones when it is None."""
+    xp = namespace(X)
+    if sample_weight is None:
+        return xp.ones((X.shape[0],), dtype=xp.float64, device=device(X))
+    return xp.astype(sample_weight, xp.float64)
+
+
 def float_dtype(xp, dtype):
     """float32 stays float32; everything else (ints, float64, bools) computes in float64."""
     if dtype == xp.float32:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels as K
-from ._array import device, from_host, namespace, segment_sum, to_host
+from ._array import as_weights, device, from_host, namespace, segment_sum, to_host
 
 FORMAT_VERSION = 1
 
@@ -66,11 +66,7 @@ class Summary:
         """
         xp = namespace(X)
         n = X.shape[0]
-        w = (
-            xp.ones((n,), dtype=xp.float64, device=device(X))
-            if sample_weight is None
-            else xp.astype(sample_weight, xp.float64)
-        )
+        w = as_weights(sample_weight, X)
         if labels is not None:
             if n_groups is None:
                 n_groups = int(xp.max(labels)) + 1 if n else 0
