@@ -238,6 +238,32 @@ def nearest2(X, centers, x_sq=None):
     return labels, d1, d2
 
 
+def nearest_other(centers):
+    """For each center, the index of and squared distance to its nearest OTHER center.
+
+    Blocked like :func:`nearest` (never an m x m matrix at once). Precondition: m >= 2.
+    """
+    xp = namespace(centers)
+    m = centers.shape[0]
+    dev = device(centers)
+    c_sq = row_norms_sq(centers)
+    c_aug = xp.concat([centers, xp.ones((m, 1), dtype=centers.dtype, device=dev)], axis=1)
+    c_aug_t = xp.concat([centers, -0.5 * c_sq[:, None]], axis=1).T
+    step = block_rows(m, m)
+    columns = xp.arange(m, device=dev)[None, :]
+    labels = xp.empty((m,), dtype=xp.int64, device=dev)
+    dists = xp.empty((m,), dtype=xp.float64, device=dev)
+    for start in range(0, m, step):
+        stop = min(start + step, m)
+        block = xp.matmul(c_aug[start:stop, ...], c_aug_t)
+        rows = xp.arange(start, stop, device=dev)[:, None]
+        block = xp.where(columns == rows, -xp.inf, block)
+        labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)
+        best = c_sq[start:stop] - 2.0 * xp.max(block, axis=1)
+        dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists
+
+
 def local_search(X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, lloyd_steps=0):
     """Swap local search on weighted k-means (LocalSearch++, Lattanzi & Sohler, ICML 2019).
 
@@ -350,5 +376,6 @@ __all__ = [
     "weighted_kmeans",
     "centers_from_labels",
     "nearest2",
+    "nearest_other",
     "local_search",
 ]

@@ -135,10 +135,7 @@ def _merge_cheapest(centers, counts, n_merge):
     m = centers.shape[0]
     dev = device(centers)
     index = xp.arange(m, device=dev)
-    dist = K.sq_distances(centers, centers)
-    dist = xp.where(index[:, None] == index[None, :], xp.inf, dist)
-    nn = xp.argmin(dist, axis=1)
-    d_nn = xp.min(dist, axis=1)
+    nn, d_nn = K.nearest_other(centers)
     w_nn = xp.take(counts, nn, axis=0)
     cost = counts * w_nn / xp.maximum(counts + w_nn, 1e-300) * d_nn
     chosen = xp.argsort(cost)[:n_merge]

@@ -278,3 +278,51 @@ def test_summary_from_points_weight_n_equals_repeated_rows(rng):
     np.testing.assert_allclose(a.weights, b.weights)
     np.testing.assert_allclose(a.linear_sums, b.linear_sums, atol=1e-12)
     np.testing.assert_allclose(a.square_sums, b.square_sums, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- neighbours and local search
+def _reference_sq_dist(X, C):
+    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("m", [2, 7, 3000])
+def test_nearest_other_matches_reference(rng, m):
+    C = rng.normal(size=(m, 5))
+    labels, dist = K.nearest_other(C)
+    D = _reference_sq_dist(C, C)
+    np.fill_diagonal(D, np.inf)
+    np.testing.assert_array_equal(labels, D.argmin(1))
+    np.testing.assert_allclose(dist, D.min(1), rtol=1e-9, atol=1e-9)
+
+
+def test_nearest2_matches_reference(rng):
+    X = rng.normal(size=(500, 4))
+    C = rng.normal(size=(9, 4))
+    labels, d1, d2 = K.nearest2(X, C)
+    D = np.sort(_reference_sq_dist(X, C), axis=1)
+    np.testing.assert_array_equal(labels, _reference_sq_dist(X, C).argmin(1))
+    np.testing.assert_allclose(d1, D[:, 0], atol=1e-9)
+    np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
+
+
+def test_local_search_moves_a_center_off_a_shared_blob():
+    # Four tight blobs, k=4, but the start puts two centers on blob 0 and one between blobs 2, 3.
+    gen = np.random.default_rng(1)
+    means = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    X = np.concatenate([m + 0.1 * gen.normal(size=(50, 2)) for m in means])
+    start = np.array([[-0.05, 0.0], [0.05, 0.0], [20.0, 0.0], [10.0, 20.0]])
+    before = _reference_sq_dist(X, start).min(1).sum()
+    centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=50)
+    after = _reference_sq_dist(X, centers).min(1).sum()
+    assert accepted >= 1
+    assert after < 0.2 * before
+
+
+def test_local_search_never_raises_the_cost(rng):
+    X = rng.normal(size=(400, 3))
+    w = rng.uniform(0.0, 2.0, size=400)
+    start = X[:6]
+    before = (w * _reference_sq_dist(X, start).min(1)).sum()
+    centers, _ = K.local_search(X, start, np.random.default_rng(3), sample_weight=w, n_steps=30)
+    after = (w * _reference_sq_dist(X, centers).min(1)).sum()
+    assert after <= before * (1 + 1e-12)
