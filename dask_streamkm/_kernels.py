@@ -68,8 +68,10 @@ def nearest(X, centers, x_sq=None, centers_sq=None):
     for start in range(0, n, step):
         stop = min(start + step, n)
         block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
-        labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)
-        best = x_sq[start:stop] - 2.0 * xp.max(block, axis=1)
+        lab = xp.argmax(block, axis=1)
+        labels[start:stop] = xp.astype(lab, xp.int64)
+        # A gather at the argmax is cheaper than a second reduction over the block.
+        best = x_sq[start:stop] - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
 

@@ -313,7 +313,8 @@ def elbow(
         model's values, or 10, 300 and 1e-4 otherwise (the StreamingKMeans defaults).
     summary_size : int or "auto", default="auto"
         Groups per chunk of the summary built from X. ``"auto"`` sizes it for the LARGEST k:
-        ``max(20 * max(k_range), 256, chunk rows / 32)`` groups per chunk (what ``StreamingKMeans(n_clusters=
+        ``max(20 k, 256, min(chunk rows / 32, 100 k))`` groups per chunk for ``k = max(k_range)``
+        (what ``StreamingKMeans(n_clusters=
         max(k_range))`` uses), so every k in the range is solved from a summary at least as
         large as a separate fit at that k would build; the merged summary keeps the union of
         the chunks' groups up to the merge budget.
@@ -356,6 +357,7 @@ def elbow(
         tol = 1e-4 if tol is None else tol
     k_max = ks[-1]
     summary_seconds = 0.0
+    fitted_model, fitted_solve_s = None, 0.0
     model = None
     if isinstance(X_or_model, Summary):
         _only_with_data(params, sample_weight, "a Summary")
@@ -411,6 +413,7 @@ def elbow(
         summary_seconds = time.perf_counter() - t0
         summary = model.summary_
         entropy = model._entropy_
+        fitted_model, fitted_solve_s = model, model.solve_seconds_
     if summary.n_groups < k_max:
         raise ValueError(
             f"max(k_range)={k_max} is larger than the {summary.n_groups} groups of the summary "
@@ -421,8 +424,14 @@ def elbow(
         raise ValueError("The summary has zero total weight; there is nothing to cluster.")
     seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
     bounds, seconds, centers = [], [], {}
+    # The fit above already solved the largest k with this seed and these settings.
+    solved_here = {} if fitted_model is None else {
+        k_max: (fitted_model.cluster_centers_, float(fitted_model.inertia_), fitted_solve_s)
+    }
 
     def solve(k):
+        if k in solved_here:
+            return solved_here[k]
         t0 = time.perf_counter()
         c, bound, _ = summary.solve(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
         return c, float(bound), time.perf_counter() - t0
@@ -433,8 +442,10 @@ def elbow(
     workers = min(len(ks), os.cpu_count() or 1) if blas_threads == 1 else 1
     with threadpool_limits(blas_threads):
         if workers > 1:
+            # Largest k first (they take longest), so the cores finish together.
             with ThreadPoolExecutor(workers) as pool:
-                solved = list(pool.map(solve, ks))
+                by_k = dict(zip(ks[::-1], pool.map(solve, ks[::-1]), strict=True))
+            solved = [by_k[k] for k in ks]
         else:
             solved = [solve(k) for k in ks]
     for k, (c, bound, sec) in zip(ks, solved, strict=True):

@@ -25,17 +25,20 @@ DEFAULT_CHUNK_ROWS = 100_000
 MERGE_BUDGET_BYTES = 256 * 2**20
 
 
-#: With summary_size="auto" a leaf keeps at least one group per this many rows of its chunk.
+#: With summary_size="auto" a leaf keeps up to one group per this many rows of its chunk...
 AUTO_ROWS_PER_GROUP = 32
+#: ...but no more than this many groups per cluster (the pass costs about m / k floors).
+AUTO_MAX_GROUPS_PER_CLUSTER = 100
 
 
 def _auto_summary_size(n_clusters, chunk_rows=0):
-    """Groups per leaf for summary_size="auto": ``max(20 k, 256, chunk_rows / 32)``.
+    """Groups per leaf for summary_size="auto": ``max(20 k, 256, min(chunk_rows / 32, 100 k))``.
 
-    20 groups per cluster keep the pass cheap for small k; one group per 32 rows keeps the
-    summary fine when a few large chunks would otherwise give only a few groups each.
+    20 groups per cluster keep the pass cheap; one group per 32 rows (up to 100 per cluster)
+    keeps the summary fine when a few large chunks would otherwise give few groups in all.
     """
-    return int(max(20 * n_clusters, 256, -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP)))
+    by_rows = min(-(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters)
+    return int(max(20 * n_clusters, 256, by_rows))
 
 
 def _auto_merge_budget(n_clusters, n_features, summary_size):
@@ -66,7 +69,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of clusters.
     summary_size : int or "auto", default="auto"
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
-        ``max(20 * n_clusters, 256, rows of the largest chunk / 32)``.
+        ``max(20 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
     method : {"stream", "lloyd"}, default="stream"
         Per-chunk summarizer: streaming mini-batches with facility-location opening
         (SageMaker-like) or D^2 seeding plus an exact Lloyd pass.
@@ -334,6 +337,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 f"positive weight in the data; use n_clusters <= {summary.n_groups}."
             )
         seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
+        t0 = time.perf_counter()
         centers, bound, n_iter = summary.solve(
             n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
         )
@@ -342,6 +346,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.cluster_centers_ = _centers_out(centers)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
+        self.solve_seconds_ = time.perf_counter() - t0
         self.n_rows_seen_ = int(summary.n_seen)
         return self
 

@@ -196,27 +196,31 @@ class Summary:
             self.n_seen,
         ).drop_empty()
 
-    def reduce(self, size, seed=None, n_iter=3):
+    def reduce(self, size, seed=None, n_iter=1):
         """A summary of at most ``size`` groups whose CF rows sum those of this one.
 
         Weighted D^2 seeding of ``size`` centers over the centroids, ``n_iter`` weighted
-        Lloyd iterations, then every group joins its nearest center and the rows are summed.
-        Returns self when it already has at most ``size`` groups.
+        Lloyd iterations, then every group joins its nearest center and the rows are summed
+        (exact: only the grouping is approximate). Distances are computed on centered float32
+        centroids, which only decides the grouping. Returns self when it already has at most
+        ``size`` groups.
         """
         if self.n_groups <= size:
             return self
         rng = np.random.default_rng(seed)
         cents = self.centroids
         xp = namespace(cents)
-        x_sq = K.row_norms_sq(cents)
-        idx = K.d2_sample(cents, int(size), rng, sample_weight=self.weights, x_sq=x_sq)
-        centers = xp.take(cents, idx, axis=0)
+        mean = xp.sum(self.linear_sums, axis=0) / xp.sum(self.weights)
+        points = xp.astype(cents - mean, xp.float32)
+        x_sq = K.row_norms_sq(points)
+        idx = K.d2_sample(points, int(size), rng, sample_weight=self.weights, x_sq=x_sq)
+        centers = xp.take(points, idx, axis=0)
         if n_iter > 0:
             centers, labels, _, _ = K.lloyd(
-                cents, centers, self.weights, max_iter=n_iter, tol=0.0, x_sq=x_sq
+                points, centers, self.weights, max_iter=n_iter, tol=0.0, x_sq=x_sq
             )
         else:
-            labels, _ = K.nearest(cents, centers, x_sq)
+            labels, _ = K.nearest(points, centers, x_sq)
         return self.group_by(labels, centers.shape[0])
 
     # ------------------------------------------------------------------ costs
