@@ -278,6 +278,10 @@ def _leaf_size(model):
     return _auto_summary_size(model.n_clusters) if size == "auto" else int(size)
 
 
+#: Restarts per k when elbow() builds its own summary (see the n_init parameter).
+SCAN_N_INIT = 5
+
+
 def elbow(
     X_or_model,
     k_range,
@@ -310,7 +314,10 @@ def elbow(
         own seed, so each k gives what ``model.refit(n_clusters=k)`` would.
     n_init, max_iter, tol : int, int, float, optional
         Restarts, Lloyd iterations and tolerance of each final solve; None means the fitted
-        model's values, or 10, 300 and 1e-4 otherwise (the StreamingKMeans defaults).
+        model's values, or ``SCAN_N_INIT = 5``, 300 and 1e-4 otherwise. Five restarts (each
+        polished by the swap search) keep the scan over k cheap: the curve needs each k's cost,
+        not its last fraction of a percent. For the model at the chosen k, solve again with
+        full restarts: ``result.model.refit(n_clusters=k, n_init=10)`` (no read of the data).
     summary_size : int or "auto", default="auto"
         Groups per chunk of the summary built from X. ``"auto"`` sizes it for the LARGEST k:
         ``max(20 k, 256, min(chunk rows / 32, 100 k))`` groups per chunk for ``k = max(k_range)``
@@ -352,7 +359,7 @@ def elbow(
 
     ks = _check_k_values(k_range)
     if not isinstance(X_or_model, StreamingKMeans):
-        n_init = 10 if n_init is None else n_init
+        n_init = SCAN_N_INIT if n_init is None else n_init
         max_iter = 300 if max_iter is None else max_iter
         tol = 1e-4 if tol is None else tol
     k_max = ks[-1]
