@@ -40,6 +40,19 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
     return xp.clip(d, 0.0, None) if hasattr(xp, "clip") else xp.maximum(d, 0.0)
 
 
+def _augmented(X, centers, centers_sq):
+    """Rows with a trailing 1 and the transposed centers with a trailing -||c||^2 / 2.
+
+    Their product ``x.c - ||c||^2 / 2`` is largest for the nearest center, and
+    ``||x||^2 - 2 * max`` is the squared distance to it. Precondition: same dtype.
+    """
+    xp = namespace(X, centers)
+    ones = xp.ones((X.shape[0], 1), dtype=X.dtype, device=device(X))
+    X_aug = xp.concat([X, ones], axis=1)
+    half_sq = -0.5 * xp.astype(centers_sq, X.dtype)
+    return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
+
+
 def nearest(X, centers, x_sq=None, centers_sq=None):
     """Index of and squared distance to the nearest center for each row of X.
 
@@ -58,9 +71,7 @@ def nearest(X, centers, x_sq=None, centers_sq=None):
         x_sq = row_norms_sq(X)
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
-    ones = xp.ones((n, 1), dtype=X.dtype, device=dev)
-    X_aug = xp.concat([X, ones], axis=1)
-    centers_aug_t = xp.concat([centers, -0.5 * xp.astype(centers_sq, X.dtype)[:, None]], axis=1).T
+    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
     elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
     step = block_rows(centers.shape[0], n, elements)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
@@ -221,8 +232,7 @@ def nearest2(X, centers, x_sq=None):
     if x_sq is None:
         x_sq = row_norms_sq(X)
     centers_sq = row_norms_sq(centers)
-    X_aug = xp.concat([X, xp.ones((n, 1), dtype=X.dtype, device=dev)], axis=1)
-    centers_aug_t = xp.concat([centers, -0.5 * centers_sq[:, None]], axis=1).T
+    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
     step = block_rows(k, n)
     columns = xp.arange(k, device=dev)[None, :]
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
@@ -249,8 +259,7 @@ def nearest_other(centers):
     m = centers.shape[0]
     dev = device(centers)
     c_sq = row_norms_sq(centers)
-    c_aug = xp.concat([centers, xp.ones((m, 1), dtype=centers.dtype, device=dev)], axis=1)
-    c_aug_t = xp.concat([centers, -0.5 * c_sq[:, None]], axis=1).T
+    c_aug, c_aug_t = _augmented(centers, centers, c_sq)
     step = block_rows(m, m)
     columns = xp.arange(m, device=dev)[None, :]
     labels = xp.empty((m,), dtype=xp.int64, device=dev)
