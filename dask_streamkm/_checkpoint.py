@@ -17,7 +17,6 @@ import os
 import uuid
 
 import dask
-import numpy as np
 from dask.base import tokenize
 
 from . import _graph
@@ -112,28 +111,17 @@ def summary_graph(
         entropy=entropy,
     )
     n_blocks = X.numblocks[0]
-    blocks = X.to_delayed()[:, 0]
-    weights = [None] * n_blocks if sample_weight is None else list(sample_weight.to_delayed())
-    starts = np.concatenate([[0], np.cumsum(X.chunks[0])])
-
-    def leaf(i):
-        return dask.delayed(_graph.leaf, pure=True)(
-            blocks[i],
-            weights[i],
-            index=i,
-            row_start=int(starts[i]),
-            size=size,
-            method=method,
-            mini_batch_size=mini_batch_size,
-            entropy=entropy,
-        )
+    leaves = _graph.leaf_tasks(
+        X, sample_weight, size=size, method=method, mini_batch_size=mini_batch_size,
+        entropy=entropy,
+    )
 
     if n_blocks == 1:
         path = range_path(directory, key, 0, 1)
         done = _load(path, X.shape[1])
         if done is not None:
             return done, 1, 1
-        return dask.delayed(leaf_and_save, pure=True)(leaf(0), path), 0, 1
+        return dask.delayed(leaf_and_save, pure=True)(leaves[0], path), 0, 1
 
     nodes, n_loaded = [], 0
     for index, start in enumerate(range(0, n_blocks, split_every)):
@@ -146,7 +134,7 @@ def summary_graph(
             continue
         nodes.append(
             dask.delayed(merge_and_save, pure=True)(
-                *[leaf(i) for i in range(start, stop)],
+                *leaves[start:stop],
                 path=path,
                 budget=budget,
                 level=1,

@@ -108,15 +108,12 @@ def tree(nodes, *, split_every, budget, entropy, level=1):
     return nodes[0]
 
 
-def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
-    """A delayed Summary of the dask array X (row blocks, one column block).
-
-    ``sample_weight`` is None or a 1-D dask array with X's row chunks.
-    """
+def leaf_tasks(X, sample_weight, *, size, method, mini_batch_size, entropy):
+    """One delayed summarize task per row block of X (nothing runs until computed)."""
     blocks = X.to_delayed()[:, 0]
     weights = [None] * len(blocks) if sample_weight is None else list(sample_weight.to_delayed())
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])])
-    leaves = [
+    return [
         dask.delayed(leaf, pure=True)(
             block,
             weight,
@@ -127,6 +124,17 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
             mini_batch_size=mini_batch_size,
             entropy=entropy,
         )
-        for i, (block, weight) in enumerate(zip(blocks, weights))
+        for i, (block, weight) in enumerate(zip(blocks, weights, strict=True))
     ]
+
+
+def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+    """A delayed Summary of the dask array X (row blocks, one column block).
+
+    ``sample_weight`` is None or a 1-D dask array with X's row chunks.
+    """
+    leaves = leaf_tasks(
+        X, sample_weight, size=size, method=method, mini_batch_size=mini_batch_size,
+        entropy=entropy,
+    )
     return tree(leaves, split_every=split_every, budget=budget, entropy=entropy)
