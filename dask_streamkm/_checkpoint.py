@@ -67,9 +67,9 @@ def _save(summary, path):
             os.remove(tmp)
 
 
-def merge_and_save(*children, path, budget, level, index, entropy):
+def merge_and_save(*children, path, cap, level, index, entropy):
     """The first-level merge of :func:`._graph.tree`, saved to ``path`` (a task)."""
-    out = _graph.merge(*children, budget=budget, level=level, index=index, entropy=entropy)
+    out = _graph.merge(*children, cap=cap, level=level, index=index, entropy=entropy)
     _save(out, path)
     return out
 
@@ -123,9 +123,10 @@ def summary_graph(
             return done, 1, 1
         return dask.delayed(leaf_and_save, pure=True)(leaves[0], path), 0, 1
 
-    nodes, n_loaded = [], 0
+    nodes, covered, n_loaded = [], [], 0
     for index, start in enumerate(range(0, n_blocks, split_every)):
         stop = min(start + split_every, n_blocks)
+        covered.append(stop - start)
         path = range_path(directory, key, start, stop)
         done = _load(path, X.shape[1])
         if done is not None:
@@ -136,7 +137,7 @@ def summary_graph(
             dask.delayed(merge_and_save, pure=True)(
                 *leaves[start:stop],
                 path=path,
-                budget=budget,
+                cap=_graph.node_cap(budget, stop - start, n_blocks, size),
                 level=1,
                 index=index,
                 entropy=entropy,
@@ -145,5 +146,8 @@ def summary_graph(
     n_ranges = len(nodes)
     if n_ranges == 1:
         return nodes[0], n_loaded, n_ranges
-    graph = _graph.tree(nodes, split_every=split_every, budget=budget, entropy=entropy, level=2)
+    graph = _graph.tree(
+        nodes, split_every=split_every, budget=budget, size=size, entropy=entropy, level=2,
+        covered=covered,
+    )
     return graph, n_loaded, n_ranges

@@ -81,29 +81,51 @@ def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size
     )
 
 
-def merge(*children, budget, level, index, entropy):
-    """Union of children's summaries, reduced only when it holds more than ``budget`` groups."""
+def node_cap(budget, covered, n_leaves, size):
+    """Groups a tree node over ``covered`` of the ``n_leaves`` leaves may keep.
+
+    Its share of the budget (``budget * covered / n_leaves``), but never less than one
+    leaf's ``size``. Every node's union of children then holds at most about ``budget``
+    groups (memory does not grow with the number of chunks), the root keeps at most
+    ``budget``, and each reduce shrinks a union by the fan-in at most, so the merges cost a
+    small, fixed fraction of the leaves' work however many chunks there are.
+    """
+    share = -(-int(budget) * int(covered) // max(int(n_leaves), 1))
+    return int(max(share, int(size)))
+
+
+def merge(*children, cap, level, index, entropy):
+    """Union of children's summaries, reduced to ``cap`` groups when it holds more."""
     limit_blas_in_worker()
     union = Summary.merge(*children)
-    if union.n_groups > budget:
-        union = union.reduce(budget // 2, seed=task_seed(entropy, level, index))
+    if union.n_groups > cap:
+        union = union.reduce(cap, seed=task_seed(entropy, level, index))
     return union
 
 
-def tree(nodes, *, split_every, budget, entropy, level=1):
-    """Merge delayed summaries ``split_every`` at a time until one is left."""
+def tree(nodes, *, split_every, budget, size, entropy, level=1, covered=None):
+    """Merge delayed summaries ``split_every`` at a time until one is left.
+
+    ``covered[i]`` is the number of leaves under ``nodes[i]`` (1 each by default); each
+    merge keeps at most :func:`node_cap` groups.
+    """
     split_every = max(2, int(split_every))
+    covered = [1] * len(nodes) if covered is None else list(covered)
+    n_leaves = sum(covered)
     while len(nodes) > 1:
+        groups = range(0, len(nodes), split_every)
+        next_covered = [sum(covered[i : i + split_every]) for i in groups]
         nodes = [
             dask.delayed(merge, pure=True)(
                 *nodes[i : i + split_every],
-                budget=budget,
+                cap=node_cap(budget, c, n_leaves, size),
                 level=level,
                 index=i // split_every,
                 entropy=entropy,
             )
-            for i in range(0, len(nodes), split_every)
+            for i, c in zip(groups, next_covered, strict=True)
         ]
+        covered = next_covered
         level += 1
     return nodes[0]
 
@@ -137,4 +159,4 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
         X, sample_weight, size=size, method=method, mini_batch_size=mini_batch_size,
         entropy=entropy,
     )
-    return tree(leaves, split_every=split_every, budget=budget, entropy=entropy)
+    return tree(leaves, split_every=split_every, budget=budget, size=size, entropy=entropy)

@@ -37,7 +37,7 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
     d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
-    return xp.clip(d, 0.0, None) if hasattr(xp, "clip") else xp.maximum(d, 0.0)
+    return xp.maximum(d, 0.0)
 
 
 def _augmented(X, centers, centers_sq):
@@ -93,7 +93,7 @@ def _weighted_choice(xp, cumulative, rng, size=1):
     u = rng.random(size) * total
     u = xp.asarray(u, dtype=cumulative.dtype, device=device(cumulative))
     idx = xp.searchsorted(cumulative, u, side="right")
-    return xp.clip(idx, 0, cumulative.shape[0] - 1) if hasattr(xp, "clip") else idx
+    return xp.minimum(idx, cumulative.shape[0] - 1)
 
 
 def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_trials=None):
@@ -275,13 +275,17 @@ def nearest_other(centers):
     return labels, dists
 
 
-def local_search(X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, lloyd_steps=0):
+def local_search(
+    X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, lloyd_steps=0, n_trials=1
+):
     """Swap local search on weighted k-means (LocalSearch++, Lattanzi & Sohler, ICML 2019).
 
-    Each step draws a row by D^2 sampling and swaps it with the center whose replacement
-    lowers the weighted cost most, if any does; the cost of every possible swap comes from
-    the nearest and second-nearest distances in one O(n) pass. Lloyd's local optima put one
-    center on two groups and two on one; a swap moves such a center in one step.
+    Each step draws ``n_trials`` rows by D^2 sampling and makes the one swap (candidate row
+    in, center out) that lowers the weighted cost most, if any does; the cost of every
+    possible swap comes from the nearest and second-nearest distances in one O(n) pass (one
+    small GEMM and one segment sum for all the candidates together). Lloyd's local optima put
+    one center on two groups and two on one; a swap moves such a center in one step.
+    ``n_steps`` counts steps (each ``n_trials`` candidates); default ``2 k``.
     Returns (centers float64, number of accepted swaps).
     """
     xp = namespace(X)
@@ -295,6 +299,7 @@ def local_search(X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, l
         x_sq = row_norms_sq(X)
     if n_steps is None:
         n_steps = 2 * k
+    n_trials = max(1, int(n_trials))
     centers = xp.astype(centers, xp.float64)
     labels, d1, d2 = nearest2(X, centers, x_sq)
     cost = float(xp.sum(w * d1))
@@ -302,17 +307,19 @@ def local_search(X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, l
     for _ in range(int(n_steps)):
         if cost <= 0.0:
             break
-        p = int(_weighted_choice(xp, xp.cumulative_sum(w * d1), rng, 1)[0])
-        candidate = X[p : p + 1, ...]
-        dp = xp.astype(sq_distances(X, candidate, x_sq)[:, 0], xp.float64)
-        g1 = xp.minimum(d1, dp)
-        gain = float(xp.sum(w * (g1 - d1)))
-        # Extra cost of dropping center i once p is added: its rows fall back to min(d2, dp).
-        loss = segment_sum(w * (xp.minimum(d2, dp) - g1), labels, k)
-        i = int(xp.argmin(loss))
-        delta = gain + float(loss[i])
-        if delta < -1e-9 * cost:
-            new_row = xp.astype(candidate, xp.float64)
+        cand = _weighted_choice(xp, xp.cumulative_sum(w * d1), rng, n_trials)
+        dp = xp.astype(sq_distances(X, xp.take(X, cand, axis=0), x_sq), xp.float64)
+        g1 = xp.minimum(d1[:, None], dp)
+        gain = xp.sum(w[:, None] * (g1 - d1[:, None]), axis=0)
+        # Extra cost of dropping center i once candidate t is added: the rows of i fall back
+        # to min(d2, dp_t); loss[i, t] sums that over the rows of i.
+        loss = segment_sum(w[:, None] * (xp.minimum(d2[:, None], dp) - g1), labels, k)
+        delta = loss + gain[None, :]
+        flat = int(xp.argmin(xp.reshape(delta, (-1,))))
+        i, t = divmod(flat, n_trials)
+        if float(delta[i, t]) < -1e-9 * cost:
+            p = int(cand[t])
+            new_row = xp.astype(X[p : p + 1, ...], xp.float64)
             centers = xp.where(xp.arange(k, device=dev)[:, None] == i, new_row, centers)
             if lloyd_steps:
                 centers, _, _, _ = lloyd(X, centers, w, max_iter=lloyd_steps, tol=0.0, x_sq=x_sq)
@@ -320,6 +327,30 @@ def local_search(X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, l
             cost = float(xp.sum(w * d1))
             accepted += 1
     return centers, accepted
+
+
+#: The restarts run on a coarse summary of at most this many points per cluster.
+COARSE_POINTS_PER_CLUSTER = 20
+#: Candidates per swap step of the local search.
+SWAP_TRIALS = 16
+
+
+def coarsen(X, n_points, rng, sample_weight=None, x_sq=None):
+    """At most ``n_points`` weighted points standing for the weighted rows of X.
+
+    D^2 seeding of ``n_points`` centers and one Lloyd iteration group the rows; each group
+    becomes its weighted mean with the group's weight. Returns (points float64, weights).
+    """
+    xp = namespace(X)
+    w = as_weights(sample_weight, X)
+    if x_sq is None:
+        x_sq = row_norms_sq(X)
+    idx = d2_sample(X, int(n_points), rng, sample_weight=w, x_sq=x_sq)
+    _, labels, _, _ = lloyd(X, xp.take(X, idx, axis=0), w, max_iter=1, tol=0.0, x_sq=x_sq)
+    sums, mass = centers_from_labels(X, labels, idx.shape[0], w)
+    keep = xp.nonzero(mass > 0)[0]
+    mass = xp.take(mass, keep, axis=0)
+    return xp.take(sums, keep, axis=0) / mass[:, None], mass
 
 
 def weighted_kmeans(
@@ -331,19 +362,29 @@ def weighted_kmeans(
     max_iter=300,
     tol=1e-4,
     n_swaps=None,
-    n_polish=3,
+    n_polish=1,
     n_local_trials=None,
+    coarse_points=None,
+    refine_swaps=0,
+    n_refine=1,
 ):
-    """Best of ``n_init`` weighted greedy k-means++ + Lloyd runs, polished by swap local search.
+    """Weighted k-means of the rows of X: restarts on a coarse copy, then Lloyd on all rows.
+
+    Two levels, because the restarts are where the time goes and they only need to find the
+    right basin:
+
+    1. When X has more than ``coarse_points`` rows (default
+       ``COARSE_POINTS_PER_CLUSTER * k``), it is coarsened to that many weighted points
+       (:func:`coarsen`); otherwise the rows are used as they are.
+    2. On those points: ``n_init`` runs of greedy k-means++ (``n_local_trials`` candidates
+       per step, default ``2 * (2 + ln k)``, twice scikit-learn's) + Lloyd; the ``n_polish``
+       best runs are improved by :func:`local_search` (``n_swaps`` candidate swaps, default
+       ``10 * k``, in steps of ``SWAP_TRIALS``; 0 turns it off) and Lloyd again.
+    3. The best centers go through Lloyd to convergence on all rows of X.
 
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
-    fast; the center updates still sum in float64). Seeding is greedy k-means++ with
-    ``n_local_trials`` candidates per step (default ``2 * (2 + ln k)``, twice scikit-learn's:
-    the summary is small, and better seeds avoid Lloyd's worst local optima). The
-    ``n_polish`` best runs are each improved by :func:`local_search` (``n_swaps`` steps,
-    default ``10 * n_clusters``; 0 turns it off) with two Lloyd iterations after each
-    accepted swap, then Lloyd to convergence; the lowest weighted cost wins.
-    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the best run).
+    fast; the center updates still sum in float64).
+    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the last Lloyd).
     """
     xp = namespace(X)
     Xf = xp.astype(X, xp.float64)
@@ -352,12 +393,23 @@ def weighted_kmeans(
     Xc = xp.astype(Xf - mean, xp.float32)
     x_sq = row_norms_sq(Xc)
     if n_local_trials is None:
-        n_local_trials = 2 * (2 + int(math.log(n_clusters)))
+        n_local_trials = 4 * (2 + int(math.log(n_clusters)))
+    if coarse_points is None:
+        coarse_points = COARSE_POINTS_PER_CLUSTER * n_clusters
+    coarse_points = max(int(coarse_points), n_clusters)
+    if X.shape[0] > coarse_points:
+        P, wp = coarsen(Xc, coarse_points, rng, w, x_sq)
+        P = xp.astype(P, xp.float32)
+        p_sq = row_norms_sq(P)
+    else:
+        P, wp, p_sq = Xc, w, x_sq
+    if P.shape[0] < n_clusters:  # coarsening merged identical rows: use them all
+        P, wp, p_sq = Xc, w, x_sq
     runs = []
     for _ in range(n_init):
-        idx = kmeans_plusplus(Xc, n_clusters, rng, w, x_sq, n_local_trials)
+        idx = kmeans_plusplus(P, n_clusters, rng, wp, p_sq, n_local_trials)
         centers, _, inertia, n_iter = lloyd(
-            Xc, xp.take(Xc, idx, axis=0), w, max_iter=max_iter, tol=tol, x_sq=x_sq
+            P, xp.take(P, idx, axis=0), wp, max_iter=max_iter, tol=tol, x_sq=p_sq
         )
         runs.append((inertia, n_iter, centers))
     runs.sort(key=lambda run: run[0])
@@ -365,16 +417,36 @@ def weighted_kmeans(
     if n_swaps is None:
         n_swaps = 10 * n_clusters
     if n_swaps > 0:
+        n_steps = -(-int(n_swaps) // SWAP_TRIALS)
         for inertia, n_iter, centers in runs[:n_polish]:
-            swapped, accepted = local_search(Xc, centers, rng, w, n_swaps, x_sq, lloyd_steps=2)
+            swapped, accepted = local_search(
+                P, centers, rng, wp, n_steps, p_sq, lloyd_steps=2, n_trials=SWAP_TRIALS
+            )
             if not accepted:
                 continue
-            polished, _, cost, more = lloyd(Xc, swapped, w, max_iter=max_iter, tol=tol, x_sq=x_sq)
+            polished, _, cost, more = lloyd(P, swapped, wp, max_iter=max_iter, tol=tol, x_sq=p_sq)
             if cost < best[0]:
                 best = (cost, n_iter + more, polished)
-    centers = best[2] + mean
+    if P is not Xc:
+        # Lloyd on all rows from the best coarse runs; the lowest full cost wins.
+        polished = [best] + [run for run in runs if run is not best]
+        fine = []
+        for _, _, start in polished[: max(1, int(n_refine))]:
+            c, _, cost, it = lloyd(Xc, start, w, max_iter=max_iter, tol=tol, x_sq=x_sq)
+            fine.append((cost, it, c))
+        best = min(fine, key=lambda run: run[0])
+        if refine_swaps > 0:
+            swapped, accepted = local_search(
+                Xc, best[2], rng, w, -(-int(refine_swaps) // SWAP_TRIALS), x_sq,
+                lloyd_steps=2, n_trials=SWAP_TRIALS,
+            )
+            if accepted:
+                c, _, cost, more = lloyd(Xc, swapped, w, max_iter=max_iter, tol=tol, x_sq=x_sq)
+                best = (cost, best[1] + more, c)
+    centers, n_iter = best[2], best[1]
+    centers = centers + mean
     _, dist = nearest(Xf, centers)
-    return centers, float(xp.sum(w * dist)), best[1]
+    return centers, float(xp.sum(w * dist)), n_iter
 
 
 __all__ = [
@@ -385,6 +457,7 @@ __all__ = [
     "d2_sample",
     "lloyd",
     "weighted_kmeans",
+    "coarsen",
     "centers_from_labels",
     "nearest2",
     "nearest_other",

@@ -432,7 +432,8 @@ def _add_fit_params(p, k=None):
                    help="rows per mini-batch (mini_batch_size)")
     p.add_argument("--merge-budget", type=_int_or_auto, default="auto",
                    help="groups kept up the tree (merge_budget)")
-    p.add_argument("--n-init", type=_positive_int, default=10, help="final restarts (n_init)")
+    p.add_argument("--n-init", type=_int_or_auto, default="auto",
+                   help="final restarts (n_init; auto: 10 up to k=100, then 1000/k, at least 3)")
     p.add_argument("--max-iter", type=_positive_int, default=300, help="final Lloyd iterations")
     p.add_argument("--tol", type=float, default=1e-4, help="final Lloyd tolerance (tol)")
     p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
@@ -509,7 +510,8 @@ def build_parser():
                    help="per-chunk summarizer (method)")
     p.add_argument("--summary-size", type=_int_or_auto, default="auto",
                    help="groups kept per chunk (summary_size; auto sizes it for the largest k)")
-    p.add_argument("--n-init", type=_positive_int, default=10, help="restarts per k (n_init)")
+    p.add_argument("--n-init", type=_int_or_auto, default=None,
+                   help="restarts per k (n_init; default: elbow's, 5)")
     p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
     _add_scheduler(p)
     p.set_defaults(func=cmd_elbow)

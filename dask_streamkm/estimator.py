@@ -31,14 +31,34 @@ AUTO_ROWS_PER_GROUP = 32
 AUTO_MAX_GROUPS_PER_CLUSTER = 100
 
 
-def _auto_summary_size(n_clusters, chunk_rows=0):
-    """Groups per leaf for summary_size="auto": ``max(20 k, 256, min(chunk_rows / 32, 100 k))``.
+#: ...and at least this many groups per cluster, however small the chunks.
+AUTO_MIN_GROUPS_PER_CLUSTER = 5
+#: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
+AUTO_MAX_RESTARTS = 10
+#: ...then AUTO_RESTART_WORK / k of them (at least AUTO_MIN_RESTARTS).
+AUTO_RESTART_WORK = 1000
+AUTO_MIN_RESTARTS = 3
 
-    20 groups per cluster keep the pass cheap; one group per 32 rows (up to 100 per cluster)
-    keeps the summary fine when a few large chunks would otherwise give few groups in all.
+
+def _auto_summary_size(n_clusters, chunk_rows=0):
+    """Groups per leaf for summary_size="auto": ``max(5 k, 256, min(chunk_rows / 32, 100 k))``.
+
+    One group per 32 rows (up to 100 per cluster) keeps the summary fine; at least 5 groups
+    per cluster keep small chunks from being summarized too coarsely. The pass costs about
+    m / k times one pass of distances to k centers, so m is not allowed to grow further.
     """
     by_rows = min(-(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters)
-    return int(max(20 * n_clusters, 256, by_rows))
+    return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
+
+
+def auto_n_init(n_clusters):
+    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
+
+    Each restart of the final solve costs about k^2 (k-means++ and Lloyd on ~20 k points),
+    so a fixed number of restarts makes the solve cubic in k; this keeps it about linear.
+    """
+    by_work = AUTO_RESTART_WORK // max(int(n_clusters), 1)
+    return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
 
 
 def _auto_merge_budget(n_clusters, n_features, summary_size):
@@ -69,7 +89,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of clusters.
     summary_size : int or "auto", default="auto"
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
-        ``max(20 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
+        ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
     method : {"stream", "lloyd"}, default="stream"
         Per-chunk summarizer: streaming mini-batches with facility-location opening
         (SageMaker-like) or D^2 seeding plus an exact Lloyd pass.
@@ -77,8 +97,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Rows per mini-batch of the streaming summarizer.
     split_every : int, default=8
         Fan-in of the tree that merges chunk summaries.
-    n_init : int, default=10
-        Restarts of the final weighted k-means++ + Lloyd on the summary.
+    n_init : int or "auto", default="auto"
+        Restarts of the final weighted k-means++ + Lloyd on the summary; "auto" is 10 up to
+        ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
+        about ``n_clusters**2``).
     max_iter : int, default=300
         Lloyd iterations per restart of the final solve.
     tol : float, default=1e-4
@@ -88,8 +110,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seed of every chunk summary, merge and the final solve.
     merge_budget : int or "auto", default="auto"
-        Groups the merged summary may hold before a merge reduces it; "auto" is
-        tens of thousands, bounded by 256 MiB of memory.
+        Groups the merged summary may hold. Each merge in the tree keeps its share,
+        ``merge_budget * its chunks / all chunks`` (at least ``summary_size``), and reduces
+        its union to that when it holds more, so memory stays flat and the merges stay
+        cheap however many chunks there are; "auto" is ``max(50,000, 4 * summary_size)``,
+        bounded by 256 MiB of memory.
     checkpoint : str, os.PathLike or None, default=None
         Directory where the summaries of finished chunk ranges (each group of
         ``split_every`` chunks) are saved as ``.npz`` files as the fit goes. A fit that is
@@ -144,7 +169,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         method="stream",
         mini_batch_size=4096,
         split_every=8,
-        n_init=10,
+        n_init="auto",
         max_iter=300,
         tol=1e-4,
         half_life=None,
@@ -167,22 +192,21 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
-        def positive_int(name, minimum=1):
+        def positive_int(name, minimum=1, auto=False):
             value = getattr(self, name)
+            if auto and isinstance(value, str) and value == "auto":
+                return
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-                raise ValueError(
-                    f"{name}={value!r} should be an integer >= {minimum}."
-                )
+                rule = ('"auto" or ' if auto else "") + f"an integer >= {minimum}"
+                raise ValueError(f"{name}={value!r} should be {rule}.")
 
         positive_int("n_clusters")
         positive_int("mini_batch_size")
         positive_int("split_every", 2)
-        positive_int("n_init")
+        positive_int("n_init", auto=True)
         positive_int("max_iter")
-        for name in ("summary_size", "merge_budget"):
-            value = getattr(self, name)
-            if value != "auto":
-                positive_int(name, self.n_clusters if name == "summary_size" else 2)
+        positive_int("summary_size", self.n_clusters, auto=True)
+        positive_int("merge_budget", 2, auto=True)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} should be one of {METHODS}.")
         if not isinstance(self.tol, numbers.Real) or self.tol < 0:
@@ -204,6 +228,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             else int(self.merge_budget)
         )
         return size, max(budget, size + 1)
+
+    def _n_init(self, n_clusters):
+        return auto_n_init(n_clusters) if self.n_init == "auto" else int(self.n_init)
 
     def _entropy(self):
         rs = self.random_state
@@ -339,7 +366,8 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
         t0 = time.perf_counter()
         centers, bound, n_iter = summary.solve(
-            n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
+            n_clusters, n_init=self._n_init(n_clusters), max_iter=self.max_iter, tol=self.tol,
+            seed=seed,
         )
         self.summary_ = summary
         self._entropy_ = entropy

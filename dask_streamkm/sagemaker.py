@@ -20,7 +20,7 @@ SageMaker hyperparameter    StreamingKMeans          note
                                                      (k-means++) sampling; ``random`` warns
 ``local_lloyd_max_iter``    ``max_iter``
 ``local_lloyd_tol``         ``tol``
-``local_lloyd_num_trials``  ``n_init``               ``auto`` is 10
+``local_lloyd_num_trials``  ``n_init``               ``auto`` keeps ``"auto"``
 ``local_lloyd_init_method`` (none)                   the final solve is always k-means++;
                                                      ``random`` warns
 ``half_life_time_size``     ``half_life``            ``0`` is no decay (``None``); decay is
@@ -40,9 +40,6 @@ __all__ = ["SageMakerCompatibilityWarning", "evaluate", "params_from_sagemaker"]
 
 #: The test metrics SageMaker's k-means reports.
 METRICS = ("msd", "ssd")
-#: n_init for local_lloyd_num_trials="auto".
-AUTO_NUM_TRIALS = 10
-
 KNOWN = (
     "k",
     "feature_dim",
@@ -231,7 +228,7 @@ def _map_hyperparameters(hyperparameters):
         params["tol"] = _float("local_lloyd_tol", hp["local_lloyd_tol"], 0.0, 1.0)
     if "local_lloyd_num_trials" in hp:
         trials = _int("local_lloyd_num_trials", hp["local_lloyd_num_trials"], 1, allow_auto=True)
-        params["n_init"] = AUTO_NUM_TRIALS if trials == "auto" else trials
+        params["n_init"] = trials
     if "local_lloyd_init_method" in hp:
         method = _choice(
             "local_lloyd_init_method", hp["local_lloyd_init_method"], ("random", "kmeans++")

@@ -81,9 +81,9 @@ def test_numpy_input_and_reproducible(blobs):
 
 
 def test_summary_sized_for_max_k(blobs):
-    out = elbow(da.from_array(blobs, chunks=1000), [2, 30], random_state=0, n_init=1)
-    assert out.model.n_clusters == 30
-    # 20 * 30 = 600 groups per chunk of 1000 rows, two chunks.
+    out = elbow(da.from_array(blobs, chunks=1000), [2, 80], random_state=0, n_init=1)
+    assert out.model.n_clusters == 80
+    # 5 * 80 = 400 groups per chunk of 1000 rows, two chunks (k=2 alone would give 256).
     assert out.model.summary_.n_groups > 2 * 256
 
 

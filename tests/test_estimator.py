@@ -331,3 +331,24 @@ def test_unit_sample_weight_equals_none(blobs):
     a = StreamingKMeans(K, random_state=0).fit(Xd, sample_weight=np.ones(len(blobs[0])))
     b = StreamingKMeans(K, random_state=0).fit(Xd)
     np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)])
+def test_auto_n_init(k, expected):
+    from dask_streamkm.estimator import auto_n_init
+
+    assert auto_n_init(k) == expected
+
+
+@pytest.mark.parametrize("n_init, expected", [("auto", 10), (4, 4)])
+def test_n_init_reaches_the_solve(blobs, monkeypatch, n_init, expected):
+    seen = []
+    solve = Summary.solve
+
+    def spy(self, n_clusters, n_init=10, **kw):
+        seen.append(n_init)
+        return solve(self, n_clusters, n_init=n_init, **kw)
+
+    monkeypatch.setattr(Summary, "solve", spy)
+    StreamingKMeans(n_clusters=5, n_init=n_init, random_state=0).fit(blobs[0])
+    assert seen == [expected]

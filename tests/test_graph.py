@@ -76,22 +76,51 @@ def test_tree_fan_in(monkeypatch):
     seen = []
 
     def spy(*children, **kw):
-        seen.append((kw["level"], kw["index"], len(children)))
+        seen.append((kw["level"], kw["index"], len(children), kw["cap"]))
         return children[0]
 
     monkeypatch.setattr(_graph, "merge", spy)
-    out = _graph.tree(nodes, split_every=3, budget=10, entropy=0)
+    out = _graph.tree(nodes, split_every=3, budget=100, size=4, entropy=0)
     dask.compute(out, scheduler="sync")
-    # 10 leaves -> 4 nodes (3, 3, 3, 1) -> 2 nodes (3, 1) -> 1 node (2)
+    # 10 leaves -> 4 nodes (3, 3, 3, 1) -> 2 nodes (3, 1) -> 1 node (2); each node's cap is
+    # its share of the budget (100 * leaves / 10), at least one leaf's size (4).
     assert sorted(seen) == [
-        (1, 0, 3),
-        (1, 1, 3),
-        (1, 2, 3),
-        (1, 3, 1),
-        (2, 0, 3),
-        (2, 1, 1),
-        (3, 0, 2),
+        (1, 0, 3, 30),
+        (1, 1, 3, 30),
+        (1, 2, 3, 30),
+        (1, 3, 1, 10),
+        (2, 0, 3, 90),
+        (2, 1, 1, 10),
+        (3, 0, 2, 100),
     ]
+
+
+def test_node_cap():
+    assert _graph.node_cap(50_000, 8, 160, 3125) == 3125  # share 2,500 < one leaf
+    assert _graph.node_cap(50_000, 64, 160, 3125) == 20_000
+    assert _graph.node_cap(50_000, 160, 160, 3125) == 50_000
+    assert _graph.node_cap(10, 1, 3, 1) == 4  # rounds up
+
+
+def test_merges_stay_bounded_with_many_chunks(monkeypatch):
+    # 64 chunks of 100 rows, 64 groups each, budget 400: no union may grow with the number
+    # of chunks (at most max(budget, split_every * size) groups), the root keeps <= budget.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(6400, 3))
+    unions = []
+    merge = _graph.merge
+
+    def spy(*children, **kw):
+        unions.append(sum(c.n_groups for c in children))
+        return merge(*children, **kw)
+
+    monkeypatch.setattr(_graph, "merge", spy)
+    s = run_graph(X, None, (100,) * 64, 4, budget=400, size=64)
+    assert len(unions) == 16 + 4 + 1
+    assert max(unions) <= max(400, 4 * 64)
+    assert s.n_groups <= 400
+    np.testing.assert_allclose(s.total_weight, 6400)
+    np.testing.assert_allclose(s.linear_sums.sum(0), X.sum(0), rtol=1e-10)
 
 
 def test_task_seeds_differ_by_position():

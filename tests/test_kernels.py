@@ -305,24 +305,66 @@ def test_nearest2_matches_reference(rng):
     np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
 
 
-def test_local_search_moves_a_center_off_a_shared_blob():
+@pytest.mark.parametrize("n_trials", [1, 16])
+def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     # Four tight blobs, k=4, but the start puts two centers on blob 0 and one between blobs 2, 3.
     gen = np.random.default_rng(1)
     means = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
     X = np.concatenate([m + 0.1 * gen.normal(size=(50, 2)) for m in means])
     start = np.array([[-0.05, 0.0], [0.05, 0.0], [20.0, 0.0], [10.0, 20.0]])
     before = _reference_sq_dist(X, start).min(1).sum()
-    centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=50)
+    centers, accepted = K.local_search(
+        X, start, np.random.default_rng(0), n_steps=50, n_trials=n_trials
+    )
     after = _reference_sq_dist(X, centers).min(1).sum()
     assert accepted >= 1
     assert after < 0.2 * before
 
 
-def test_local_search_never_raises_the_cost(rng):
+@pytest.mark.parametrize("n_trials", [1, 8])
+def test_local_search_never_raises_the_cost(rng, n_trials):
     X = rng.normal(size=(400, 3))
     w = rng.uniform(0.0, 2.0, size=400)
     start = X[:6]
     before = (w * _reference_sq_dist(X, start).min(1)).sum()
-    centers, _ = K.local_search(X, start, np.random.default_rng(3), sample_weight=w, n_steps=30)
+    centers, _ = K.local_search(
+        X, start, np.random.default_rng(3), sample_weight=w, n_steps=30, n_trials=n_trials
+    )
     after = (w * _reference_sq_dist(X, centers).min(1)).sum()
     assert after <= before * (1 + 1e-12)
+
+
+def test_local_search_trials_find_the_best_swap_of_the_step():
+    # One step with every row a candidate must make the single best swap there is.
+    gen = np.random.default_rng(5)
+    X = gen.normal(size=(60, 2))
+    start = X[:3].copy()
+    centers, accepted = K.local_search(
+        X, start, np.random.default_rng(0), n_steps=1, n_trials=2000
+    )
+    best = min(
+        _reference_sq_dist(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
+        for p in range(60) for i in range(3)
+    )
+    assert accepted == 1
+    np.testing.assert_allclose(_reference_sq_dist(X, centers).min(1).sum(), best, rtol=1e-9)
+
+
+def test_coarsen_keeps_weight_and_mean(rng):
+    X = rng.normal(size=(3000, 4))
+    w = rng.uniform(0.0, 2.0, size=3000)
+    P, wp = K.coarsen(X, 200, np.random.default_rng(0), w)
+    assert P.shape[0] <= 200 and P.shape == (wp.shape[0], 4)
+    assert np.all(wp > 0)
+    np.testing.assert_allclose(wp.sum(), w.sum(), rtol=1e-12)
+    np.testing.assert_allclose(wp @ P, w @ X, rtol=1e-9, atol=1e-9)
+
+
+def test_weighted_kmeans_coarse_level_close_to_sklearn():
+    # 20 * k is far below the rows, so the restarts run on coarse points and Lloyd finishes
+    # on every row; the result must match a full multi-restart k-means.
+    X, _ = make_blobs(n_samples=20_000, centers=30, n_features=5, cluster_std=2.0, random_state=4)
+    w = np.random.default_rng(4).random(len(X)) + 0.5
+    centers, inertia, _ = K.weighted_kmeans(X, 25, np.random.default_rng(0), w, n_init=5)
+    ref = KMeans(25, n_init=10, random_state=0).fit(X, sample_weight=w)
+    assert inertia <= 1.01 * ref.inertia_

@@ -49,7 +49,7 @@ def test_defaults_and_auto_values():
          "local_lloyd_num_trials": "auto", "half_life_time_size": "0"}
     )
     assert km.summary_size == "auto"
-    assert km.n_init == 10
+    assert km.n_init == "auto"
     assert km.half_life is None
     _, extras = params_from_sagemaker({"k": "3", "feature_dim": "2"})
     assert extras["eval_metrics"] == ("msd",)  # SageMaker's default
