@@ -13,10 +13,10 @@ memory so that generation is not timed), it measures
     python benchmarks/elbow.py --rows 200000   # quicker look
     python benchmarks/elbow.py --k 2:30 --check-k 2,12,20,30 --no-exact --repeat 1
 
-With ``summary_size="auto"`` (``max(20 k, 256)`` groups per chunk) every k <= 12 gets the same
-256-group chunk summaries as the elbow sized for k = 12, and the same seeds, so k = 2..12 gives
-exactly the separate fits' costs; a range up to k = 30 shows the effect of a summary sized for a
-larger k than the one solved.
+With ``summary_size="auto"`` (``max(5 k, 256, min(chunk rows / 32, 100 k))`` groups per chunk)
+the elbow's summary is sized for k = 12 (1,200 groups per 100,000-row chunk), at least as fine
+as a separate fit at a smaller k uses; a range up to k = 30 shows the effect of a summary sized
+for a larger k than the one solved.
 """
 
 from __future__ import annotations

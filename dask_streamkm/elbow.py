@@ -320,7 +320,7 @@ def elbow(
         full restarts: ``result.model.refit(n_clusters=k, n_init=10)`` (no read of the data).
     summary_size : int or "auto", default="auto"
         Groups per chunk of the summary built from X. ``"auto"`` sizes it for the LARGEST k:
-        ``max(20 k, 256, min(chunk rows / 32, 100 k))`` groups per chunk for ``k = max(k_range)``
+        ``max(5 k, 256, min(chunk rows / 32, 100 k))`` groups per chunk for ``k = max(k_range)``
         (what ``StreamingKMeans(n_clusters=
         max(k_range))`` uses), so every k in the range is solved from a summary at least as
         large as a separate fit at that k would build; the merged summary keeps the union of
