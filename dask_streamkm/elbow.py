@@ -354,7 +354,7 @@ def elbow(
     True
     """
     from . import _graph
-    from .estimator import StreamingKMeans, auto_n_init
+    from .estimator import StreamingKMeans
     from .summary import Summary
 
     ks = _check_k_values(k_range)
@@ -440,8 +440,7 @@ def elbow(
         if k in solved_here:
             return solved_here[k]
         t0 = time.perf_counter()
-        restarts = auto_n_init(k) if n_init == "auto" else n_init
-        c, bound, _ = summary.solve(k, n_init=restarts, max_iter=max_iter, tol=tol, seed=seed)
+        c, bound, _ = summary.solve(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
         return c, float(bound), time.perf_counter() - t0
 
     blas_threads = _solve_threads(summary)

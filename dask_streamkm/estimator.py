@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _graph
 from ._array import from_host, namespace, to_host
-from ._kernels import nearest
+from ._kernels import auto_n_init, nearest
 from ._summarize import METHODS
 from .summary import Summary
 
@@ -33,11 +33,6 @@ AUTO_MAX_GROUPS_PER_CLUSTER = 100
 
 #: ...and at least this many groups per cluster, however small the chunks.
 AUTO_MIN_GROUPS_PER_CLUSTER = 5
-#: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
-AUTO_MAX_RESTARTS = 10
-#: ...then AUTO_RESTART_WORK / k of them (at least AUTO_MIN_RESTARTS).
-AUTO_RESTART_WORK = 1000
-AUTO_MIN_RESTARTS = 3
 
 
 def _auto_summary_size(n_clusters, chunk_rows=0):
@@ -51,14 +46,6 @@ def _auto_summary_size(n_clusters, chunk_rows=0):
     return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
 
 
-def auto_n_init(n_clusters):
-    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
-
-    Each restart of the final solve costs about k^2 (k-means++ and Lloyd on ~20 k points),
-    so a fixed number of restarts makes the solve cubic in k; this keeps it about linear.
-    """
-    by_work = AUTO_RESTART_WORK // max(int(n_clusters), 1)
-    return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
 
 
 def _auto_merge_budget(n_clusters, n_features, summary_size):

@@ -237,8 +237,11 @@ class Summary:
         _, dist = K.nearest(self.centroids, centers)
         return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
 
-    def solve(self, n_clusters, n_init=10, max_iter=300, tol=1e-4, seed=None):
-        """Weighted k-means on the group centroids: best of ``n_init`` k-means++ + Lloyd.
+    def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None):
+        """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
+
+        ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
+        least 3).
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device.
         Precondition: ``n_groups >= n_clusters``.

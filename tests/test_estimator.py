@@ -335,7 +335,7 @@ def test_unit_sample_weight_equals_none(blobs):
 
 @pytest.mark.parametrize("k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)])
 def test_auto_n_init(k, expected):
-    from dask_streamkm.estimator import auto_n_init
+    from dask_streamkm._kernels import auto_n_init
 
     assert auto_n_init(k) == expected
 
