@@ -50,6 +50,15 @@ def check_block(X, sample_weight, index, row_start):
     return X
 
 
+def limit_blas_in_process(n_threads, user_initializer=None):
+    """Worker-process initializer of the processes scheduler: cap BLAS at ``n_threads``."""
+    if user_initializer is not None:
+        user_initializer()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(n_threads))
+
+
 def limit_blas_in_worker():
     """Inside a distributed worker, cap BLAS threads at cores // worker threads (once)."""
     try:

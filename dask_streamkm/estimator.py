@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import numbers
 import os
 import time
@@ -335,8 +337,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
             graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
-        n_threads = _scheduler_threads()
-        with threadpool_limits(max(1, (os.cpu_count() or 1) // n_threads)):
+        with _blas_limits():
             (summary,) = dask.compute(graph)
         return summary
 
@@ -555,8 +556,31 @@ def _scheduler_threads():
     return int(num or os.cpu_count() or 1)
 
 
+@contextlib.contextmanager
+def _blas_limits():
+    """BLAS threads x task threads <= cores for the compute inside, whatever the scheduler.
+
+    Threads and the synchronous scheduler: a limit in this process. The processes scheduler:
+    an initializer that sets the limit in each worker process it starts (after any
+    initializer the user configured). Distributed workers limit themselves
+    (:func:`._graph.limit_blas_in_worker`).
+    """
+    cores = os.cpu_count() or 1
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler in ("processes", "multiprocessing"):
+        workers = int(dask.config.get("num_workers", None) or cores)
+        user = dask.config.get("multiprocessing.initializer", None)
+        init = functools.partial(_graph.limit_blas_in_process, max(1, cores // workers), user)
+        with dask.config.set({"multiprocessing.initializer": init}):
+            yield
+        return
+    with threadpool_limits(max(1, cores // _scheduler_threads())):
+        yield
+
+
 def _compute(x):
-    (out,) = dask.compute(x)
+    with _blas_limits():
+        (out,) = dask.compute(x)
     return to_host(out) if isinstance(out, np.ndarray) or not hasattr(out, "__len__") else out
 
 

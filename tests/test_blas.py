@@ -1,0 +1,59 @@
+"""BLAS threads x task threads never exceed the cores, under every scheduler."""
+
+import os
+
+import dask
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.estimator import _blas_limits
+
+CORES = os.cpu_count() or 1
+
+
+def _blas_threads(info):
+    return sorted({lib["num_threads"] for lib in info if lib["user_api"] == "blas"})
+
+
+def _info_after_numpy(_array):
+    return threadpool_info()
+
+
+def _in_task():
+    # The numpy argument makes sure BLAS is loaded in the worker before it is inspected.
+    task = dask.delayed(_info_after_numpy, pure=False)(np.ones(2))
+    (info,) = dask.compute(task)
+    return _blas_threads(info)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_tasks_see_cores_over_workers_blas_threads(scheduler):
+    # As many task threads/processes as cores: each task may use one BLAS thread.
+    with dask.config.set(scheduler=scheduler, num_workers=CORES):
+        with _blas_limits():
+            inside = _in_task()
+    assert inside == [1]
+
+
+def test_threaded_limit_is_lifted_after_the_compute():
+    before = _blas_threads(threadpool_info())
+    with dask.config.set(scheduler="threads", num_workers=CORES):
+        with _blas_limits():
+            pass
+    assert _blas_threads(threadpool_info()) == before
+
+
+def test_distributed_worker_limits_itself():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=CORES, processes=True, dashboard_address=":0"
+    )
+    with cluster, distributed.Client(cluster) as client:
+        X = np.random.default_rng(0).normal(size=(2_000, 3))
+        StreamingKMeans(n_clusters=3, random_state=0, summary_size=50).fit(
+            dask.array.from_array(X, chunks=(500, 3))
+        )
+        (info,) = client.run(threadpool_info).values()
+    assert _blas_threads(info) == [1]
