@@ -31,8 +31,6 @@ MERGE_BUDGET_BYTES = 256 * 2**20
 AUTO_ROWS_PER_GROUP = 32
 #: ...but no more than this many groups per cluster (the pass costs about m / k floors).
 AUTO_MAX_GROUPS_PER_CLUSTER = 100
-
-
 #: ...and at least this many groups per cluster, however small the chunks.
 AUTO_MIN_GROUPS_PER_CLUSTER = 5
 
@@ -46,8 +44,6 @@ def _auto_summary_size(n_clusters, chunk_rows=0):
     """
     by_rows = min(-(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters)
     return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
-
-
 
 
 def _auto_merge_budget(n_clusters, n_features, summary_size):
@@ -543,8 +539,6 @@ def _scheduler_threads():
     scheduler = dask.config.get("scheduler", None)
     if scheduler in ("sync", "synchronous", "single-threaded"):
         return 1
-    if scheduler in ("processes", "multiprocessing"):
-        return 1  # each process task runs alone in its process
     try:
         from distributed import default_client
 
