@@ -352,19 +352,35 @@ def auto_n_init(n_clusters):
     return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
 
 
-def coarsen(X, n_points, rng, sample_weight=None, x_sq=None):
-    """At most ``n_points`` weighted points standing for the weighted rows of X.
+def group_labels(X, n_groups, rng, sample_weight=None, x_sq=None, n_iter=1):
+    """Group the weighted rows of X into at most ``n_groups`` groups.
 
-    D^2 seeding of ``n_points`` centers and one Lloyd iteration group the rows; each group
-    becomes its weighted mean with the group's weight. Returns (points float64, weights).
+    Weighted D^2 seeding of ``n_groups`` centers, ``n_iter`` weighted Lloyd iterations, then
+    each row's nearest center. Returns (labels int64 (n,), number of labels).
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
     if x_sq is None:
         x_sq = row_norms_sq(X)
-    idx = d2_sample(X, int(n_points), rng, sample_weight=w, x_sq=x_sq)
-    _, labels, _, _ = lloyd(X, xp.take(X, idx, axis=0), w, max_iter=1, tol=0.0, x_sq=x_sq)
-    sums, mass = centers_from_labels(X, labels, idx.shape[0], w)
+    idx = d2_sample(X, int(n_groups), rng, sample_weight=w, x_sq=x_sq)
+    centers = xp.take(X, idx, axis=0)
+    if n_iter > 0:
+        _, labels, _, _ = lloyd(X, centers, w, max_iter=n_iter, tol=0.0, x_sq=x_sq)
+    else:
+        labels, _ = nearest(X, centers, x_sq)
+    return labels, int(idx.shape[0])
+
+
+def coarsen(X, n_points, rng, sample_weight=None, x_sq=None):
+    """At most ``n_points`` weighted points standing for the weighted rows of X.
+
+    The rows are grouped by :func:`group_labels` (D^2 seeding + one Lloyd iteration); each
+    group becomes its weighted mean with the group's weight. Returns (points float64, weights).
+    """
+    xp = namespace(X)
+    w = as_weights(sample_weight, X)
+    labels, n_labels = group_labels(X, n_points, rng, w, x_sq)
+    sums, mass = centers_from_labels(X, labels, n_labels, w)
     keep = xp.nonzero(mass > 0)[0]
     mass = xp.take(mass, keep, axis=0)
     return xp.take(sums, keep, axis=0) / mass[:, None], mass
@@ -464,6 +480,7 @@ __all__ = [
     "lloyd",
     "weighted_kmeans",
     "coarsen",
+    "group_labels",
     "auto_n_init",
     "centers_from_labels",
     "nearest2",

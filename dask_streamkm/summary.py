@@ -212,16 +212,8 @@ class Summary:
         xp = namespace(cents)
         mean = xp.sum(self.linear_sums, axis=0) / xp.sum(self.weights)
         points = xp.astype(cents - mean, xp.float32)
-        x_sq = K.row_norms_sq(points)
-        idx = K.d2_sample(points, int(size), rng, sample_weight=self.weights, x_sq=x_sq)
-        centers = xp.take(points, idx, axis=0)
-        if n_iter > 0:
-            centers, labels, _, _ = K.lloyd(
-                points, centers, self.weights, max_iter=n_iter, tol=0.0, x_sq=x_sq
-            )
-        else:
-            labels, _ = K.nearest(points, centers, x_sq)
-        return self.group_by(labels, centers.shape[0])
+        labels, n_labels = K.group_labels(points, size, rng, self.weights, n_iter=n_iter)
+        return self.group_by(labels, n_labels)
 
     # ------------------------------------------------------------------ costs
     def cost_bound(self, centers):
