@@ -54,21 +54,31 @@ def main(argv=None):
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--components", type=int, default=1000)
     parser.add_argument("--k", default="2:12", help="START:STOP, both included")
-    parser.add_argument("--check-k", default=None,
-                        help="values of k that get a separate fit, comma-separated (default: all)")
+    parser.add_argument(
+        "--check-k",
+        default=None,
+        help="values of k that get a separate fit, comma-separated (default: all)",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of fit and elbow")
-    parser.add_argument("--no-exact", dest="exact", action="store_false",
-                        help="skip the true costs (one extra pass per k and method)")
+    parser.add_argument(
+        "--no-exact",
+        dest="exact",
+        action="store_false",
+        help="skip the true costs (one extra pass per k and method)",
+    )
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.k.split(":"))
     ks = list(range(start, stop + 1))
 
-    X = make_mixture(args.rows, args.features, args.components, chunks=CHUNK_ROWS,
-                     random_state=0).compute()
+    X = make_mixture(
+        args.rows, args.features, args.components, chunks=CHUNK_ROWS, random_state=0
+    ).compute()
     X = da.from_array(X, chunks=(CHUNK_ROWS, -1))
-    print(f"data: synthetic {args.rows:,} x {args.features} Zipf mixture, {args.components} "
-          f"components, {X.numblocks[0]} chunks; {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.machine()}, dask {dask.__version__}")
+    print(
+        f"data: synthetic {args.rows:,} x {args.features} Zipf mixture, {args.components} "
+        f"components, {X.numblocks[0]} chunks; {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, dask {dask.__version__}"
+    )
 
     fit_times, elbow_times, results = [], [], []
     for _ in range(args.repeat):
@@ -123,16 +133,24 @@ def main(argv=None):
         print(line)
     sum_fits = sum(r["fit_s"] for r in rows)
     print()
-    print(f"one fit at k={ks[-1]}: {t_fit[0]:.2f} s wall, {t_fit[1]:.2f} s CPU   "
-          f"elbow k={ks[0]}..{ks[-1]}: {t_elbow[0]:.2f} s wall, {t_elbow[1]:.2f} s CPU   "
-          f"[best of {args.repeat}]")
-    print(f"elbow / fit: {t_elbow[0] / t_fit[0]:.2f} wall, {t_elbow[1] / t_fit[1]:.2f} CPU "
-          "(target <= 2)")
-    print(f"summary of the elbow: {result.model.summary_.n_groups} groups, built in "
-          f"{result.summary_seconds:.2f} s; solves for all k: {result.seconds.sum():.2f} s")
+    print(
+        f"one fit at k={ks[-1]}: {t_fit[0]:.2f} s wall, {t_fit[1]:.2f} s CPU   "
+        f"elbow k={ks[0]}..{ks[-1]}: {t_elbow[0]:.2f} s wall, {t_elbow[1]:.2f} s CPU   "
+        f"[best of {args.repeat}]"
+    )
+    print(
+        f"elbow / fit: {t_elbow[0] / t_fit[0]:.2f} wall, {t_elbow[1] / t_fit[1]:.2f} CPU "
+        "(target <= 2)"
+    )
+    print(
+        f"summary of the elbow: {result.model.summary_.n_groups} groups, built in "
+        f"{result.summary_seconds:.2f} s; solves for all k: {result.seconds.sum():.2f} s"
+    )
     if len(rows) == len(ks):
-        print(f"{len(ks)} separate fits: {sum_fits:.1f} s wall ({sum_fits / t_elbow[0]:.1f}x the "
-              "elbow)")
+        print(
+            f"{len(ks)} separate fits: {sum_fits:.1f} s wall ({sum_fits / t_elbow[0]:.1f}x the "
+            "elbow)"
+        )
     else:
         print(f"separate fits at k = {', '.join(str(r['k']) for r in rows)}: {sum_fits:.1f} s wall")
     print(f"worst cost ratio elbow / separate fit: {worst:.4f} (target <= 1.02)")

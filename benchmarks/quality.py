@@ -40,9 +40,11 @@ CHUNK_ROWS = 100_000
 
 def mixture_case(sorted_rows):
     def load():
-        X = make_mixture(1_000_000, 32, 1000, chunks=CHUNK_ROWS, random_state=0,
-                         sorted_by_component=sorted_rows)
+        X = make_mixture(
+            1_000_000, 32, 1000, chunks=CHUNK_ROWS, random_state=0, sorted_by_component=sorted_rows
+        )
         return X.compute()
+
     return load
 
 
@@ -52,7 +54,11 @@ def mnist_case():
 
 
 CASES = {
-    "mixture-shuffled": ("1M x 32 Zipf mixture, 1000 components, shuffled", mixture_case(False), 100),
+    "mixture-shuffled": (
+        "1M x 32 Zipf mixture, 1000 components, shuffled",
+        mixture_case(False),
+        100,
+    ),
     "mixture-sorted": ("1M x 32 Zipf mixture, rows sorted by component", mixture_case(True), 100),
     "mnist-k10": ("MNIST 70,000 x 784", mnist_case, 10),
     "mnist-k50": ("MNIST 70,000 x 784", mnist_case, 50),
@@ -65,7 +71,7 @@ def inertia(X, centers, chunk=65536):
     c_sq = (centers**2).sum(1)
     total = 0.0
     for start in range(0, X.shape[0], chunk):
-        block = np.asarray(X[start:start + chunk], dtype=np.float64)
+        block = np.asarray(X[start : start + chunk], dtype=np.float64)
         d = (block**2).sum(1)[:, None] - 2 * block @ centers.T + c_sq[None, :]
         total += float(np.maximum(d.min(1), 0).sum())
     return total
@@ -79,8 +85,12 @@ def reference(name, X, k, reuse):
         return out
     t0 = time.perf_counter()
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(X)
-    out = {"inertia": inertia(X, km.cluster_centers_), "seconds": time.perf_counter() - t0,
-           "cached": False, "date": date.today().isoformat()}
+    out = {
+        "inertia": inertia(X, km.cluster_centers_),
+        "seconds": time.perf_counter() - t0,
+        "cached": False,
+        "date": date.today().isoformat(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return out
@@ -101,8 +111,7 @@ def run_case(name, reuse, seed=0):
     m = ours.summary_.n_groups
 
     t0 = time.perf_counter()
-    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1,
-                          random_state=seed).fit(X)
+    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1, random_state=seed).fit(X)
     t_mbk = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
     sample = X[rng.choice(n, size=min(m, n), replace=False)]
@@ -110,47 +119,71 @@ def run_case(name, reuse, seed=0):
     uni = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
     t_uni = time.perf_counter() - t0
     return {
-        "case": name, "title": title, "n": n, "d": d, "k": k, "summary_groups": m,
-        "ours": ours_inertia / ref["inertia"], "ours_bound": ours.inertia_ / ref["inertia"],
+        "case": name,
+        "title": title,
+        "n": n,
+        "d": d,
+        "k": k,
+        "summary_groups": m,
+        "ours": ours_inertia / ref["inertia"],
+        "ours_bound": ours.inertia_ / ref["inertia"],
         "mbk": inertia(X, mbk.cluster_centers_) / ref["inertia"],
         "sample": inertia(X, uni.cluster_centers_) / ref["inertia"],
-        "t_ours": t_ours, "t_ref": ref["seconds"], "t_mbk": t_mbk, "t_sample": t_uni,
+        "t_ours": t_ours,
+        "t_ref": ref["seconds"],
+        "t_mbk": t_mbk,
+        "t_sample": t_uni,
         "ref_cached": ref["cached"],
     }
 
 
 def print_table(rows):
-    head = ("| case | n | d | k | ours | ours (bound) | MiniBatchKMeans 1 epoch | uniform sample "
-            "(size) | ours s | KMeans(n_init=10) s | MBK s |")
+    head = (
+        "| case | n | d | k | ours | ours (bound) | MiniBatchKMeans 1 epoch | uniform sample "
+        "(size) | ours s | KMeans(n_init=10) s | MBK s |"
+    )
     print(head)
     print("|---" * 11 + "|")
     for r in rows:
         ref_s = f"{r['t_ref']:.1f}" + (" (cached)" if r["ref_cached"] else "")
-        print(f"| {r['case']} | {r['n']:,} | {r['d']} | {r['k']} | {r['ours']:.4f} | "
-              f"{r['ours_bound']:.4f} | {r['mbk']:.4f} | {r['sample']:.4f} ({r['summary_groups']:,})"
-              f" | {r['t_ours']:.1f} | {ref_s} | {r['t_mbk']:.1f} |")
+        print(
+            f"| {r['case']} | {r['n']:,} | {r['d']} | {r['k']} | {r['ours']:.4f} | "
+            f"{r['ours_bound']:.4f} | {r['mbk']:.4f} | {r['sample']:.4f} ({r['summary_groups']:,})"
+            f" | {r['t_ours']:.1f} | {ref_s} | {r['t_mbk']:.1f} |"
+        )
     ratios = [r["ours"] for r in rows]
-    print(f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
-          f"better than MiniBatchKMeans on every case: "
-          f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform sample "
-          f"on every case: {all(r['ours'] < r['sample'] for r in rows)}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()},"
-          f" sklearn {sklearn.__version__}, date {date.today().isoformat()}")
+    print(
+        f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
+        f"better than MiniBatchKMeans on every case: "
+        f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform sample "
+        f"on every case: {all(r['ours'] < r['sample'] for r in rows)}"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, sklearn {sklearn.__version__}, "
+        f"date {date.today().isoformat()}"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--reuse-reference", action="store_true",
-                        help="reuse cached sklearn KMeans(n_init=10) results (marked cached)")
+    parser.add_argument(
+        "--reuse-reference",
+        action="store_true",
+        help="reuse cached sklearn KMeans(n_init=10) results (marked cached)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     rows = []
     for name in args.cases:
         rows.append(run_case(name, args.reuse_reference, args.seed))
-        print(f"done {name}: ours {rows[-1]['ours']:.4f} in {rows[-1]['t_ours']:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"done {name}: ours {rows[-1]['ours']:.4f} in {rows[-1]['t_ours']:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     print_table(rows)
     if args.json:
         with open(args.json, "w") as fh:

@@ -83,6 +83,7 @@ QUICK_SCALING_ROWS = (10_000, 40_000, 160_000)
 
 # --------------------------------------------------------------------------- measuring
 
+
 def _trim_heap():
     """Give freed heap pages back to the OS (glibc only), so one method's garbage does not
     sit in the next method's baseline."""
@@ -132,7 +133,7 @@ def exact_inertia(X, centers, block=65536):
     centers_sq = np.einsum("ij,ij->i", centers, centers)
     total = 0.0
     for start in range(0, X.shape[0], block):
-        rows = np.asarray(X[start:start + block], dtype=np.float64)
+        rows = np.asarray(X[start : start + block], dtype=np.float64)
         d2 = np.einsum("ij,ij->i", rows, rows)[:, None] - 2.0 * (rows @ centers.T)
         d2 += centers_sq[None, :]
         total += float(np.maximum(d2.min(axis=1), 0.0).sum())
@@ -154,11 +155,13 @@ def floor_seconds(X, k, repeat=3, seed=0):
 
 # --------------------------------------------------------------------------- the methods
 
+
 def _streaming(preset):
     def fit(X, Xd, k):
         params = {"summary_size": 4 * k, "n_init": 1} if preset else {}
         with dask.config.set(scheduler="threads", num_workers=CORES):
             return StreamingKMeans(n_clusters=k, random_state=0, **params).fit(Xd).cluster_centers_
+
     return fit
 
 
@@ -167,6 +170,7 @@ def _sklearn_kmeans(n_init):
         from sklearn.cluster import KMeans
 
         return KMeans(n_clusters=k, n_init=n_init, random_state=0).fit(X).cluster_centers_
+
     return fit
 
 
@@ -191,6 +195,7 @@ def _faiss(every_row):
         km = faiss.Kmeans(X.shape[1], k, niter=25, seed=0, **extra)
         km.train(np.ascontiguousarray(X, dtype=np.float32))
         return km.centroids
+
     return fit
 
 
@@ -198,12 +203,22 @@ def methods(ref_n_init, skip_reference):
     """(key, label, module needed or None, fit function) in the order they run."""
     rows = [
         ("ours", "StreamingKMeans (defaults)", None, _streaming(False)),
-        ("ours_fast", "StreamingKMeans preset fast (summary_size=4k, n_init=1)", None,
-         _streaming(True)),
+        (
+            "ours_fast",
+            "StreamingKMeans preset fast (summary_size=4k, n_init=1)",
+            None,
+            _streaming(True),
+        ),
     ]
     if not skip_reference:
-        rows.append(("reference", f"sklearn KMeans(n_init={ref_n_init}) [reference]", None,
-                     _sklearn_kmeans(ref_n_init)))
+        rows.append(
+            (
+                "reference",
+                f"sklearn KMeans(n_init={ref_n_init}) [reference]",
+                None,
+                _sklearn_kmeans(ref_n_init),
+            )
+        )
     rows += [
         ("minibatch", "sklearn MiniBatchKMeans(batch_size=4096)", None, _minibatch),
         ("dask_ml", "dask_ml.cluster.KMeans", "dask_ml", _dask_ml),
@@ -242,8 +257,11 @@ def run_case(name, *, quick, skip_reference, chunk_rows):
             continue
         row["peak_mib"] = mem.increase / MIB
         row["inertia"] = exact_inertia(X, centers)
-        print(f"[{name}] {label}: {row['seconds']:.2f} s, inertia {row['inertia']:.6g}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{name}] {label}: {row['seconds']:.2f} s, inertia {row['inertia']:.6g}",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(row)
     done = [r for r in rows if "inertia" in r]
     ref = next((r for r in done if r["key"] == "reference"), None)
@@ -251,9 +269,17 @@ def run_case(name, *, quick, skip_reference, chunk_rows):
     for r in done:
         r["ratio"] = r["inertia"] / base
         r["floor_multiple"] = r["seconds"] / floor
-    return {"case": name, "title": title, "n": n, "d": d, "k": k, "chunk_rows": chunk_rows,
-            "reference": f"KMeans(n_init={ref_n_init})" if ref else "best inertia in this run",
-            "floor_seconds": floor, "rows": rows}
+    return {
+        "case": name,
+        "title": title,
+        "n": n,
+        "d": d,
+        "k": k,
+        "chunk_rows": chunk_rows,
+        "reference": f"KMeans(n_init={ref_n_init})" if ref else "best inertia in this run",
+        "floor_seconds": floor,
+        "rows": rows,
+    }
 
 
 def run_scaling(rows_list, k, chunk_rows):
@@ -265,14 +291,27 @@ def run_scaling(rows_list, k, chunk_rows):
             with dask.config.set(scheduler="threads", num_workers=CORES):
                 StreamingKMeans(n_clusters=k, random_state=0).fit(X)
             seconds = time.perf_counter() - t0
-        out.append({"n": n, "k": k, "seconds": seconds, "seconds_per_million": seconds / (n / 1e6),
-                    "peak_rss_mib": mem.peak / MIB, "peak_increase_mib": mem.increase / MIB})
-        print(f"[scaling] n={n:,}: {seconds:.2f} s, peak RSS {mem.peak / MIB:.0f} MiB "
-              f"(+{mem.increase / MIB:.0f})", file=sys.stderr, flush=True)
+        out.append(
+            {
+                "n": n,
+                "k": k,
+                "seconds": seconds,
+                "seconds_per_million": seconds / (n / 1e6),
+                "peak_rss_mib": mem.peak / MIB,
+                "peak_increase_mib": mem.increase / MIB,
+            }
+        )
+        print(
+            f"[scaling] n={n:,}: {seconds:.2f} s, peak RSS {mem.peak / MIB:.0f} MiB "
+            f"(+{mem.increase / MIB:.0f})",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
 # --------------------------------------------------------------------------- reporting
+
 
 def machine():
     model = platform.processor() or platform.machine()
@@ -284,9 +323,13 @@ def machine():
                     break
     except OSError:
         pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "dask": dask.__version__, "scikit-learn": sklearn.__version__,
-                "dask_streamkm": getattr(dask_streamkm, "__version__", "?")}
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "dask": dask.__version__,
+        "scikit-learn": sklearn.__version__,
+        "dask_streamkm": getattr(dask_streamkm, "__version__", "?"),
+    }
     for module in ("dask_ml", "faiss"):
         if importlib.util.find_spec(module) is not None:
             try:
@@ -295,17 +338,29 @@ def machine():
                 versions[module] = f"import failed ({type(exc).__name__})"
         else:
             versions[module] = "not installed"
-    blas = sorted({f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()
-                   if i.get("user_api") == "blas"})
-    return {"cores": CORES, "ram_gib": psutil.virtual_memory().total / (1 << 30), "cpu": model,
-            "versions": versions, "blas": blas,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes")}
+    blas = sorted(
+        {
+            f"{i.get('internal_api')} {i.get('version')}"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        }
+    )
+    return {
+        "cores": CORES,
+        "ram_gib": psutil.virtual_memory().total / (1 << 30),
+        "cpu": model,
+        "versions": versions,
+        "blas": blas,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+    }
 
 
 def machine_line(m):
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return (f"Machine: {m['cores']} cores, {m['ram_gib']:.1f} GiB RAM, {m['cpu']}; "
-            f"BLAS: {', '.join(m['blas']) or '?'}; {libs}; date {m['date']}.")
+    return (
+        f"Machine: {m['cores']} cores, {m['ram_gib']:.1f} GiB RAM, {m['cpu']}; "
+        f"BLAS: {', '.join(m['blas']) or '?'}; {libs}; date {m['date']}."
+    )
 
 
 def _secs(seconds):
@@ -321,38 +376,49 @@ def _speedup(rows, fast, slow):
 
 def print_case(case, m):
     print(f"\n### {case['case']}: {case['title']}, k={case['k']}\n")
-    print(f"Data: {case['n']:,} x {case['d']} float32 in memory; dask array of "
-          f"{case['chunk_rows']:,}-row chunks, threaded scheduler, {CORES} workers. "
-          f"Reference for the ratio: {case['reference']}.")
-    print(f"Floor: one blocked pass of distances to k={case['k']} centers with argmin "
-          f"(`_kernels.nearest`, float32, {CORES} BLAS threads, best of 3): "
-          f"{case['floor_seconds']:.3f} s.\n")
+    print(
+        f"Data: {case['n']:,} x {case['d']} float32 in memory; dask array of "
+        f"{case['chunk_rows']:,}-row chunks, threaded scheduler, {CORES} workers. "
+        f"Reference for the ratio: {case['reference']}."
+    )
+    print(
+        f"Floor: one blocked pass of distances to k={case['k']} centers with argmin "
+        f"(`_kernels.nearest`, float32, {CORES} BLAS threads, best of 3): "
+        f"{case['floor_seconds']:.3f} s.\n"
+    )
     print("| method | wall s | x floor | peak memory MiB | inertia | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in case["rows"]:
         if "inertia" not in r:
             why = r.get("skipped") or r.get("failed")
-            print(f"| {r['method']} | {'skipped' if 'skipped' in r else 'failed'}: {why} "
-                  "| | | | |")
+            print(f"| {r['method']} | {'skipped' if 'skipped' in r else 'failed'}: {why} | | | | |")
             continue
-        print(f"| {r['method']} | {_secs(r['seconds'])} | {r['floor_multiple']:.1f} | "
-              f"{r['peak_mib']:.0f} | {r['inertia']:.6g} | {r['ratio']:.4f} |")
-    print("\nPeak memory: highest RSS of this process (psutil, sampled every 10 ms by a "
-          "background thread) minus its RSS just before the method started; the input array "
-          "is already in memory and not counted.")
+        print(
+            f"| {r['method']} | {_secs(r['seconds'])} | {r['floor_multiple']:.1f} | "
+            f"{r['peak_mib']:.0f} | {r['inertia']:.6g} | {r['ratio']:.4f} |"
+        )
+    print(
+        "\nPeak memory: highest RSS of this process (psutil, sampled every 10 ms by a "
+        "background thread) minus its RSS just before the method started; the input array "
+        "is already in memory and not counted."
+    )
     by_key = {r["key"]: r for r in case["rows"]}
     ref_label = case["reference"]
     lines = []
     for key, label in (("ours", "defaults"), ("ours_fast", "preset fast")):
-        for peer, peer_label in (("reference", f"sklearn {ref_label}"),
-                                 ("dask_ml", "dask-ml KMeans")):
+        for peer, peer_label in (
+            ("reference", f"sklearn {ref_label}"),
+            ("dask_ml", "dask-ml KMeans"),
+        ):
             s = _speedup(by_key, key, peer)
             if s is not None:
                 lines.append(f"StreamingKMeans {label} vs {peer_label}: {s:.1f}x faster")
     ours = by_key.get("ours", {})
     if "ratio" in ours:
-        lines.append(f"StreamingKMeans defaults: ratio {ours['ratio']:.4f} (target <= 1.01), "
-                     f"{ours['floor_multiple']:.1f}x the floor (aim <= 10x)")
+        lines.append(
+            f"StreamingKMeans defaults: ratio {ours['ratio']:.4f} (target <= 1.01), "
+            f"{ours['floor_multiple']:.1f}x the floor (aim <= 10x)"
+        )
     s_ref, s_dml = _speedup(by_key, "ours", "reference"), _speedup(by_key, "ours", "dask_ml")
     if s_ref is not None:
         lines.append(f"target 15x vs sklearn reference: {'met' if s_ref >= 15 else 'NOT met'}")
@@ -362,12 +428,18 @@ def print_case(case, m):
         p = by_key.get(peer, {})
         if "inertia" not in p:
             continue
-        winners = [label for key, label in (("ours", "defaults"), ("ours_fast", "preset fast"))
-                   if "inertia" in by_key.get(key, {})
-                   and by_key[key]["seconds"] < p["seconds"]
-                   and by_key[key]["inertia"] <= p["inertia"]]
-        verdict = (f"beaten (faster and at least as accurate) by {' and '.join(winners)}"
-                   if winners else "NOT beaten on both time and accuracy by either setting")
+        winners = [
+            label
+            for key, label in (("ours", "defaults"), ("ours_fast", "preset fast"))
+            if "inertia" in by_key.get(key, {})
+            and by_key[key]["seconds"] < p["seconds"]
+            and by_key[key]["inertia"] <= p["inertia"]
+        ]
+        verdict = (
+            f"beaten (faster and at least as accurate) by {' and '.join(winners)}"
+            if winners
+            else "NOT beaten on both time and accuracy by either setting"
+        )
         lines.append(f"{p['method']}: {verdict}")
     print()
     for line in lines:
@@ -376,41 +448,69 @@ def print_case(case, m):
 
 
 def print_scaling(rows, m, chunk_rows):
-    print(f"\n### scaling: StreamingKMeans(n_clusters={rows[0]['k']}, random_state=0) on "
-          f"make_mixture(n, 32, 1000, chunks={chunk_rows:,}) left lazy\n")
+    print(
+        f"\n### scaling: StreamingKMeans(n_clusters={rows[0]['k']}, random_state=0) on "
+        f"make_mixture(n, 32, 1000, chunks={chunk_rows:,}) left lazy\n"
+    )
     print("| n | wall s | s per 1M rows | peak RSS MiB | peak RSS above start MiB |")
     print("|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['seconds']:.2f} | {r['seconds_per_million']:.2f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['peak_increase_mib']:.0f} |")
+        print(
+            f"| {r['n']:,} | {r['seconds']:.2f} | {r['seconds_per_million']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['peak_increase_mib']:.0f} |"
+        )
     first, last = rows[0], rows[-1]
     factor = last["n"] / first["n"]
     t_ratio = last["seconds"] / (factor * first["seconds"])
     rss_ratio = last["peak_rss_mib"] / first["peak_rss_mib"]
     inc_ratio = last["peak_increase_mib"] / max(first["peak_increase_mib"], 1e-9)
-    print(f"\n- time: n={last['n']:,} took {t_ratio:.2f}x of {factor:g} x the n={first['n']:,} "
-          f"time: {'within' if t_ratio <= 1.3 else 'NOT within'} 1.3x")
-    print(f"- memory: peak RSS at n={last['n']:,} is {rss_ratio:.2f}x that at n={first['n']:,}: "
-          f"{'within' if rss_ratio <= 1.2 else 'NOT within'} 1.2x (above the RSS at the start "
-          f"of each fit: {inc_ratio:.2f}x, {'within' if inc_ratio <= 1.2 else 'NOT within'} 1.2x)")
-    print("- Peak RSS: highest RSS of this process (psutil, sampled every 10 ms) during the fit; "
-          "the data are generated inside the fit, chunk by chunk.")
+    print(
+        f"\n- time: n={last['n']:,} took {t_ratio:.2f}x of {factor:g} x the n={first['n']:,} "
+        f"time: {'within' if t_ratio <= 1.3 else 'NOT within'} 1.3x"
+    )
+    print(
+        f"- memory: peak RSS at n={last['n']:,} is {rss_ratio:.2f}x that at n={first['n']:,}: "
+        f"{'within' if rss_ratio <= 1.2 else 'NOT within'} 1.2x (above the RSS at the start "
+        f"of each fit: {inc_ratio:.2f}x, {'within' if inc_ratio <= 1.2 else 'NOT within'} 1.2x)"
+    )
+    print(
+        "- Peak RSS: highest RSS of this process (psutil, sampled every 10 ms) during the fit; "
+        "the data are generated inside the fit, chunk by chunk."
+    )
     print(f"\n{machine_line(m)}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES),
-                        help="side-by-side cases to run (none: only the scaling table)")
-    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the scaling table (default: yes)")
-    parser.add_argument("--scaling-rows", default=None,
-                        help="comma-separated n for the scaling table (default 1M,4M,16M)")
-    parser.add_argument("--skip-reference", action="store_true",
-                        help="no sklearn KMeans; ratios are to the best inertia in the run")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_ROWS:,} rows, k={QUICK_K}, {QUICK_CHUNK:,}-row chunks, every "
-                             "peer; scaling on 10k/40k/160k rows: checks the script, not speed")
+    parser.add_argument(
+        "--cases",
+        nargs="*",
+        default=list(CASES),
+        choices=list(CASES),
+        help="side-by-side cases to run (none: only the scaling table)",
+    )
+    parser.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the scaling table (default: yes)",
+    )
+    parser.add_argument(
+        "--scaling-rows",
+        default=None,
+        help="comma-separated n for the scaling table (default 1M,4M,16M)",
+    )
+    parser.add_argument(
+        "--skip-reference",
+        action="store_true",
+        help="no sklearn KMeans; ratios are to the best inertia in the run",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_ROWS:,} rows, k={QUICK_K}, {QUICK_CHUNK:,}-row chunks, every "
+        "peer; scaling on 10k/40k/160k rows: checks the script, not speed",
+    )
     parser.add_argument("--json", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
 
@@ -422,8 +522,11 @@ def main(argv=None):
     m = machine()
     for module in ("dask_ml", "faiss"):
         if importlib.util.find_spec(module) is None:
-            print(f"{module} is not installed: its rows are skipped "
-                  "(pip install 'dask-streamkm[bench]')", flush=True)
+            print(
+                f"{module} is not installed: its rows are skipped "
+                "(pip install 'dask-streamkm[bench]')",
+                flush=True,
+            )
     result = {"machine": m, "quick": args.quick, "cases": [], "scaling": None}
 
     def save():
@@ -433,8 +536,9 @@ def main(argv=None):
 
     print(f"\n## Speed: StreamingKMeans and CPU peers, one process\n\n{machine_line(m)}")
     for name in args.cases:
-        case = run_case(name, quick=args.quick, skip_reference=args.skip_reference,
-                        chunk_rows=chunk_rows)
+        case = run_case(
+            name, quick=args.quick, skip_reference=args.skip_reference, chunk_rows=chunk_rows
+        )
         result["cases"].append(case)
         save()
         print_case(case, m)

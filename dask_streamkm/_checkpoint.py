@@ -112,7 +112,11 @@ def summary_graph(
     )
     n_blocks = X.numblocks[0]
     leaves = _graph.leaf_tasks(
-        X, sample_weight, size=size, method=method, mini_batch_size=mini_batch_size,
+        X,
+        sample_weight,
+        size=size,
+        method=method,
+        mini_batch_size=mini_batch_size,
         entropy=entropy,
     )
 
@@ -147,7 +151,12 @@ def summary_graph(
     if n_ranges == 1:
         return nodes[0], n_loaded, n_ranges
     graph = _graph.tree(
-        nodes, split_every=split_every, budget=budget, size=size, entropy=entropy, level=2,
+        nodes,
+        split_every=split_every,
+        budget=budget,
+        size=size,
+        entropy=entropy,
+        level=2,
         covered=covered,
     )
     return graph, n_loaded, n_ranges

@@ -10,8 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 _ACTOR = (
-    "Code", "Name", "CountryCode", "KnownGroupCode", "EthnicCode", "Religion1Code",
-    "Religion2Code", "Type1Code", "Type2Code", "Type3Code",
+    "Code",
+    "Name",
+    "CountryCode",
+    "KnownGroupCode",
+    "EthnicCode",
+    "Religion1Code",
+    "Religion2Code",
+    "Type1Code",
+    "Type2Code",
+    "Type3Code",
 )
 _GEO = ("Type", "FullName", "CountryCode", "ADM1Code", "Lat", "Long", "FeatureID")
 
@@ -21,8 +29,16 @@ GDELT_COLUMNS = (
     + tuple(f"Actor1{f}" for f in _ACTOR)
     + tuple(f"Actor2{f}" for f in _ACTOR)
     + (
-        "IsRootEvent", "EventCode", "EventBaseCode", "EventRootCode", "QuadClass",
-        "GoldsteinScale", "NumMentions", "NumSources", "NumArticles", "AvgTone",
+        "IsRootEvent",
+        "EventCode",
+        "EventBaseCode",
+        "EventRootCode",
+        "QuadClass",
+        "GoldsteinScale",
+        "NumMentions",
+        "NumSources",
+        "NumArticles",
+        "AvgTone",
     )
     + tuple(f"Actor1Geo_{f}" for f in _GEO)
     + tuple(f"Actor2Geo_{f}" for f in _GEO)
@@ -33,17 +49,39 @@ GDELT_COLUMNS = (
 SOURCE_URL = "SOURCEURL"
 
 _INT = {
-    "GLOBALEVENTID", "SQLDATE", "MonthYear", "Year", "IsRootEvent", "QuadClass", "NumMentions",
-    "NumSources", "NumArticles", "Actor1Geo_Type", "Actor2Geo_Type", "ActionGeo_Type",
+    "GLOBALEVENTID",
+    "SQLDATE",
+    "MonthYear",
+    "Year",
+    "IsRootEvent",
+    "QuadClass",
+    "NumMentions",
+    "NumSources",
+    "NumArticles",
+    "Actor1Geo_Type",
+    "Actor2Geo_Type",
+    "ActionGeo_Type",
     "DATEADDED",
 }
 _FLOAT = {
-    "FractionDate", "GoldsteinScale", "AvgTone", "Actor1Geo_Lat", "Actor1Geo_Long",
-    "Actor2Geo_Lat", "Actor2Geo_Long", "ActionGeo_Lat", "ActionGeo_Long",
+    "FractionDate",
+    "GoldsteinScale",
+    "AvgTone",
+    "Actor1Geo_Lat",
+    "Actor1Geo_Long",
+    "Actor2Geo_Lat",
+    "Actor2Geo_Long",
+    "ActionGeo_Lat",
+    "ActionGeo_Long",
 }
 #: Numeric columns of the tutorial's features, after the EventCode one-hot columns.
 NUMERIC_FEATURES = (
-    "NumArticles", "AvgTone", "Actor1Geo_Lat", "Actor1Geo_Long", "Actor2Geo_Lat", "Actor2Geo_Long",
+    "NumArticles",
+    "AvgTone",
+    "Actor1Geo_Lat",
+    "Actor1Geo_Long",
+    "Actor2Geo_Lat",
+    "Actor2Geo_Long",
 )
 
 
@@ -135,17 +173,16 @@ def _feature_block(part, codes, dtype):
     code_index = {c: i for i, c in enumerate(codes)}
     event = part["EventCode"].astype("object")
     idx = event.map(code_index)
-    numeric = np.column_stack(
-        [part[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in NUMERIC_FEATURES]
-    ) if len(part) else np.zeros((0, len(NUMERIC_FEATURES)))
+    numeric = (
+        np.column_stack(
+            [part[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in NUMERIC_FEATURES]
+        )
+        if len(part)
+        else np.zeros((0, len(NUMERIC_FEATURES)))
+    )
     a1_origin = (numeric[:, 2] == 0) & (numeric[:, 3] == 0)
     a2_origin = (numeric[:, 4] == 0) & (numeric[:, 5] == 0)
-    keep = (
-        idx.notna().to_numpy()
-        & ~a1_origin
-        & ~a2_origin
-        & np.all(np.isfinite(numeric), axis=1)
-    )
+    keep = idx.notna().to_numpy() & ~a1_origin & ~a2_origin & np.all(np.isfinite(numeric), axis=1)
     rows = numeric[keep]
     onehot = np.zeros((rows.shape[0], len(codes)), dtype=dtype)
     onehot[np.arange(rows.shape[0]), idx.to_numpy()[keep].astype(np.int64)] = 1

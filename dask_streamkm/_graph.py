@@ -165,7 +165,11 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
     ``sample_weight`` is None or a 1-D dask array with X's row chunks.
     """
     leaves = leaf_tasks(
-        X, sample_weight, size=size, method=method, mini_batch_size=mini_batch_size,
+        X,
+        sample_weight,
+        size=size,
+        method=method,
+        mini_batch_size=mini_batch_size,
         entropy=entropy,
     )
     return tree(leaves, split_every=split_every, budget=budget, size=size, entropy=entropy)

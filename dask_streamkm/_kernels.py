@@ -200,7 +200,7 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
     n_iter = 0
     labels, dist = nearest(X, centers, x_sq)
     Xw = Xf * w[:, None]
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
         sums = segment_sum(Xw, labels, k)
         mass = segment_sum(w, labels, k)
         new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
@@ -454,7 +454,7 @@ def weighted_kmeans(
         n_swaps = 10 * n_clusters
     if n_swaps > 0:
         n_steps = -(-int(n_swaps) // SWAP_TRIALS)
-        for inertia, n_iter, centers in runs[:n_polish]:
+        for _inertia, n_iter, centers in runs[:n_polish]:
             swapped, accepted = local_search(
                 P, centers, rng, wp, n_steps, p_sq, lloyd_steps=2, n_trials=SWAP_TRIALS
             )

@@ -154,9 +154,11 @@ def _read_npz(path):
                     "missing. Save the model again with StreamingKMeans.save(path)."
                 )
             arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
-            arrays["summary_n_seen"] = int(data["summary_n_seen"]) if (
-                "summary_n_seen" in names
-            ) else int(metadata["attributes"].get("n_rows_seen_", 0))
+            arrays["summary_n_seen"] = (
+                int(data["summary_n_seen"])
+                if ("summary_n_seen" in names)
+                else int(metadata["attributes"].get("n_rows_seen_", 0))
+            )
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:

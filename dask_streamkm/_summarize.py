@@ -59,9 +59,7 @@ def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
     idx = K.d2_sample(X, size, rng, sample_weight=sample_weight, x_sq=x_sq)
     centers = xp.take(X, idx, axis=0)
     if n_passes > 0:
-        centers, _, _, _ = K.lloyd(
-            X, centers, sample_weight, max_iter=n_passes, tol=0.0, x_sq=x_sq
-        )
+        centers, _, _, _ = K.lloyd(X, centers, sample_weight, max_iter=n_passes, tol=0.0, x_sq=x_sq)
     return centers
 
 
@@ -159,7 +157,7 @@ def _merge_cheapest(centers, counts, n_merge):
 
 
 def _merge_light(summary):
-    """Merge groups lighter than LIGHT_FRACTION of the mean group weight into their nearest group."""
+    """Merge groups lighter than LIGHT_FRACTION of the mean group weight into their nearest one."""
     m = summary.n_groups
     if m < 2:
         return summary

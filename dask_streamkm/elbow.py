@@ -234,8 +234,12 @@ class ElbowResult:
             i = int(np.flatnonzero(self.k == self.suggested_k)[0])
             ax.axvline(self.suggested_k, color="C3", linestyle="--", linewidth=1)
             ax.plot(
-                [self.suggested_k], [self.mean_squared_distance[i]], "o", color="C3",
-                markersize=10, label=f"suggested k = {self.suggested_k}",
+                [self.suggested_k],
+                [self.mean_squared_distance[i]],
+                "o",
+                color="C3",
+                markersize=10,
+                label=f"suggested k = {self.suggested_k}",
             )
         ax.set_xlabel("k (number of clusters)")
         ax.set_ylabel("mean squared distance to the nearest center")
@@ -383,7 +387,8 @@ def elbow(
         tol = model.tol if tol is None else tol
         summary = model.summary_
         entropy = (
-            model._entropy_ if random_state is None
+            model._entropy_
+            if random_state is None
             else StreamingKMeans(random_state=random_state)._entropy()
         )
         from .estimator import _auto_summary_size
@@ -432,9 +437,11 @@ def elbow(
     seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
     bounds, seconds, centers = [], [], {}
     # The fit above already solved the largest k with this seed and these settings.
-    solved_here = {} if fitted_model is None else {
-        k_max: (fitted_model.cluster_centers_, float(fitted_model.inertia_), fitted_solve_s)
-    }
+    solved_here = (
+        {}
+        if fitted_model is None
+        else {k_max: (fitted_model.cluster_centers_, float(fitted_model.inertia_), fitted_solve_s)}
+    )
 
     def solve(k):
         if k in solved_here:

@@ -42,7 +42,9 @@ def _auto_summary_size(n_clusters, chunk_rows=0):
     per cluster keep small chunks from being summarized too coarsely. The pass costs about
     m / k times one pass of distances to k centers, so m is not allowed to grow further.
     """
-    by_rows = min(-(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters)
+    by_rows = min(
+        -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters
+    )
     return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
 
 
@@ -181,7 +183,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             value = getattr(self, name)
             if auto and isinstance(value, str) and value == "auto":
                 return
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+            if (
+                not isinstance(value, numbers.Integral)
+                or isinstance(value, bool)
+                or value < minimum
+            ):
                 rule = ('"auto" or ' if auto else "") + f"an integer >= {minimum}"
                 raise ValueError(f"{name}={value!r} should be {rule}.")
 
@@ -276,8 +282,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         kind = namespace(X) if hasattr(X, "__array_namespace__") else None
         if kind is not None and not isinstance(X, np.ndarray):
             # An in-memory array of another namespace (cupy...): wrap it as it is.
-            return self._as_dask(da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
-                                 reset=reset, what=what)
+            return self._as_dask(
+                da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
+                reset=reset,
+                what=what,
+            )
         X = validate_data(
             self,
             X,
@@ -305,10 +314,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             sw = np.full(X.shape[0], float(sw))
         if sw.shape != (X.shape[0],):
             raise ValueError(
-                f"sample_weight.shape={sw.shape} should be ({X.shape[0]},), one weight per row of X."
+                f"sample_weight.shape={sw.shape} should be ({X.shape[0]},), "
+                "one weight per row of X."
             )
         if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-            raise ValueError("sample_weight has negative, NaN or infinite values; it should be >= 0.")
+            raise ValueError(
+                "sample_weight has negative, NaN or infinite values; it should be >= 0."
+            )
         if not np.any(sw > 0):
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
@@ -350,7 +362,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
         t0 = time.perf_counter()
         centers, bound, n_iter = summary.solve(
-            n_clusters, n_init=self._n_init(n_clusters), max_iter=self.max_iter, tol=self.tol,
+            n_clusters,
+            n_init=self._n_init(n_clusters),
+            max_iter=self.max_iter,
+            tol=self.tol,
             seed=seed,
         )
         self.summary_ = summary
@@ -433,7 +448,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         allowed = {"n_init", "max_iter", "tol", "random_state"}
         unknown = set(params) - allowed
         if unknown:
-            raise ValueError(f"refit() got {sorted(unknown)}; it accepts n_clusters and {sorted(allowed)}.")
+            raise ValueError(
+                f"refit() got {sorted(unknown)}; it accepts n_clusters and {sorted(allowed)}."
+            )
         if n_clusters is not None:
             params["n_clusters"] = n_clusters
         self.set_params(**params)

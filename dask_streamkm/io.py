@@ -164,8 +164,13 @@ def _open_parquet(path, columns, chunks):
     # and then count fewer lengths than ``npartitions``, which that call rejects.
     lengths = tuple(int(n) for n in df.map_partitions(len).compute())
     if len(lengths) == X.numblocks[0]:
-        X = da.Array(X.dask, X.name, (lengths, (X.shape[1],)), dtype=X.dtype,
-                     meta=np.empty((0, 0), dtype=X.dtype))
+        X = da.Array(
+            X.dask,
+            X.name,
+            (lengths, (X.shape[1],)),
+            dtype=X.dtype,
+            meta=np.empty((0, 0), dtype=X.dtype),
+        )
     else:
         X = X.compute_chunk_sizes()
     if chunks is not None:
@@ -203,8 +208,10 @@ def open_array(spec, columns=None, chunks=None):
     if not path.exists():
         raise InputError(f"no such file or directory: {str(path)!r}.")
     if columns and not _is_parquet(path):
-        raise InputError(f"columns={list(columns)} applies to Parquet input only; {str(path)!r} "
-                         "is not a Parquet file or directory.")
+        raise InputError(
+            f"columns={list(columns)} applies to Parquet input only; {str(path)!r} "
+            "is not a Parquet file or directory."
+        )
     if _is_zarr(path):
         return _open_zarr(path, name, chunks)
     if name is not None:

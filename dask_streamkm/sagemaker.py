@@ -78,7 +78,7 @@ def _int(name, value, minimum, allow_auto=False):
         rule = f"an integer >= {minimum}" + (' or "auto"' if allow_auto else "")
         raise ValueError(
             f"SageMaker hyperparameter {name}={value!r} should be {rule} (given as a string, "
-            f"e.g. {name}=\"{max(minimum, 1)}\")."
+            f'e.g. {name}="{max(minimum, 1)}").'
         )
     return out
 
@@ -91,7 +91,7 @@ def _float(name, value, low, high):
     if out is None or not (low <= out <= high):
         raise ValueError(
             f"SageMaker hyperparameter {name}={value!r} should be a number in [{low}, {high}] "
-            f"(given as a string, e.g. {name}=\"0.0001\")."
+            f'(given as a string, e.g. {name}="0.0001").'
         )
     return out
 
@@ -219,7 +219,8 @@ def _map_hyperparameters(hyperparameters):
     if "init_method" in hp:
         if _choice("init_method", hp["init_method"], ("random", "kmeans++")) == "random":
             ignored(
-                "init_method", hp["init_method"],
+                "init_method",
+                hp["init_method"],
                 "every chunk is seeded by D^2 (k-means++) sampling. Drop it or use 'kmeans++'.",
             )
     if "local_lloyd_max_iter" in hp:
@@ -235,7 +236,8 @@ def _map_hyperparameters(hyperparameters):
         )
         if method == "random":
             ignored(
-                "local_lloyd_init_method", hp["local_lloyd_init_method"],
+                "local_lloyd_init_method",
+                hp["local_lloyd_init_method"],
                 "the final solve always seeds by weighted greedy k-means++. Drop it or use "
                 "'kmeans++'.",
             )
@@ -246,7 +248,8 @@ def _map_hyperparameters(hyperparameters):
         epochs = _int("epochs", hp["epochs"], 1)
         if epochs > 1:
             ignored(
-                "epochs", hp["epochs"],
+                "epochs",
+                hp["epochs"],
                 "StreamingKMeans reads the data once (one pass); a larger summary_size "
                 "(extra_center_factor) is the way to buy quality. Drop it or use epochs='1'.",
             )

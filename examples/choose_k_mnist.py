@@ -48,9 +48,11 @@ print(f"MNIST: {X.shape[0]:,} images x {X.shape[1]} pixels in {X.numblocks[0]} c
 # estimator's "auto" is 10 at these k) keep the whole curve to a few minutes on a laptop.
 start = time.perf_counter()
 result = elbow(X, k_range, random_state=0, n_init=3)
-print(f"elbow for k = {k_range.start}..{k_range.stop - 1}: {time.perf_counter() - start:.1f} s "
-      f"(one read: {result.summary_seconds:.1f} s, {len(result.k)} solves: "
-      f"{result.seconds.sum():.1f} s)")
+print(
+    f"elbow for k = {k_range.start}..{k_range.stop - 1}: {time.perf_counter() - start:.1f} s "
+    f"(one read: {result.summary_seconds:.1f} s, {len(result.k)} solves: "
+    f"{result.seconds.sum():.1f} s)"
+)
 print(result.to_string())
 
 # %%
@@ -72,7 +74,9 @@ print(f"plot saved to {args.out}")
 for k in sorted({min(10, k_range.stop - 1), result.suggested_k or 10}):
     model = result.model.refit(n_clusters=k, n_init=3)
     labels = model.predict(X).compute()
-    print(f"k={k:>2}: adjusted Rand index against the digit labels = "
-          f"{adjusted_rand_score(y, labels):.3f}")
+    print(
+        f"k={k:>2}: adjusted Rand index against the digit labels = "
+        f"{adjusted_rand_score(y, labels):.3f}"
+    )
     sizes = np.bincount(labels, minlength=k)
     print(f"       cluster sizes {sizes.min():,} to {sizes.max():,}")

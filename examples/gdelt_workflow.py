@@ -50,17 +50,58 @@ args, _ = parser.parse_known_args()
 # (GDELT writes 0, 0 or leaves the fields blank), which the features drop.
 def write_synthetic_events(path, n_events, seed=0):
     rng = np.random.default_rng(seed)
-    codes = np.array([
-        "010", "020", "036", "040", "042", "043", "046", "051", "057", "060", "070", "080",
-        "090", "100", "110", "111", "112", "120", "130", "141", "173", "190", "193", "0211",
-        "0233", "0311", "0331", "0841", "1011", "1122",
-    ])
+    codes = np.array(
+        [
+            "010",
+            "020",
+            "036",
+            "040",
+            "042",
+            "043",
+            "046",
+            "051",
+            "057",
+            "060",
+            "070",
+            "080",
+            "090",
+            "100",
+            "110",
+            "111",
+            "112",
+            "120",
+            "130",
+            "141",
+            "173",
+            "190",
+            "193",
+            "0211",
+            "0233",
+            "0311",
+            "0331",
+            "0841",
+            "1011",
+            "1122",
+        ]
+    )
     freq = 1.0 / np.arange(1, len(codes) + 1)
     code = rng.choice(len(codes), size=n_events, p=freq / freq.sum())
-    cities = np.array([
-        (38.9, -77.0), (51.5, -0.1), (48.9, 2.4), (55.8, 37.6), (39.9, 116.4), (35.7, 139.7),
-        (28.6, 77.2), (30.0, 31.2), (-1.3, 36.8), (-23.5, -46.6), (19.4, -99.1), (33.3, 44.4),
-    ])
+    cities = np.array(
+        [
+            (38.9, -77.0),
+            (51.5, -0.1),
+            (48.9, 2.4),
+            (55.8, 37.6),
+            (39.9, 116.4),
+            (35.7, 139.7),
+            (28.6, 77.2),
+            (30.0, 31.2),
+            (-1.3, 36.8),
+            (-23.5, -46.6),
+            (19.4, -99.1),
+            (33.3, 44.4),
+        ]
+    )
     home = rng.integers(len(cities), size=n_events)
     away = np.where(rng.random(n_events) < 0.6, home, rng.integers(len(cities), size=n_events))
     a1 = cities[home] + rng.normal(0, 0.5, size=(n_events, 2))
@@ -77,16 +118,28 @@ def write_synthetic_events(path, n_events, seed=0):
             row = [""] * len(GDELT_COLUMNS)
             c = codes[code[i]]
             values = {
-                "GLOBALEVENTID": str(i + 1), "SQLDATE": "19790101", "MonthYear": "197901",
-                "Year": "1979", "FractionDate": "1979.0027", "IsRootEvent": "1",
-                "EventCode": c, "EventBaseCode": c[:3], "EventRootCode": c[:2],
+                "GLOBALEVENTID": str(i + 1),
+                "SQLDATE": "19790101",
+                "MonthYear": "197901",
+                "Year": "1979",
+                "FractionDate": "1979.0027",
+                "IsRootEvent": "1",
+                "EventCode": c,
+                "EventBaseCode": c[:3],
+                "EventRootCode": c[:2],
                 "QuadClass": "4" if root[code[i]] >= 13 else "1",
-                "NumMentions": str(articles[i]), "NumSources": "1",
-                "NumArticles": str(articles[i]), "AvgTone": f"{tone[i]:.4f}",
-                "Actor1Geo_Type": "4", "Actor1Geo_Lat": f"{a1[i, 0]:.4f}",
-                "Actor1Geo_Long": f"{a1[i, 1]:.4f}", "Actor2Geo_Type": "4",
-                "Actor2Geo_Lat": f"{a2[i, 0]:.4f}", "Actor2Geo_Long": f"{a2[i, 1]:.4f}",
-                "ActionGeo_Type": "0", "DATEADDED": "20130203",
+                "NumMentions": str(articles[i]),
+                "NumSources": "1",
+                "NumArticles": str(articles[i]),
+                "AvgTone": f"{tone[i]:.4f}",
+                "Actor1Geo_Type": "4",
+                "Actor1Geo_Lat": f"{a1[i, 0]:.4f}",
+                "Actor1Geo_Long": f"{a1[i, 1]:.4f}",
+                "Actor2Geo_Type": "4",
+                "Actor2Geo_Lat": f"{a2[i, 0]:.4f}",
+                "Actor2Geo_Long": f"{a2[i, 1]:.4f}",
+                "ActionGeo_Type": "0",
+                "DATEADDED": "20130203",
             }
             for name, value in values.items():
                 row[index[name]] = value
@@ -130,14 +183,16 @@ print(f"plot saved to {args.out}")
 # ``from_sagemaker`` takes the same string-to-string map as a SageMaker training job and
 # ``evaluate`` returns the test metrics SageMaker reports (msd, ssd), exactly, in one pass.
 k = result.suggested_k or 7
-km = StreamingKMeans.from_sagemaker({
-    "k": str(k),
-    "feature_dim": str(X.shape[1]),
-    "mini_batch_size": "500",
-    "extra_center_factor": "auto",
-    "local_lloyd_num_trials": "auto",
-    "eval_metrics": '["msd", "ssd"]',
-})
+km = StreamingKMeans.from_sagemaker(
+    {
+        "k": str(k),
+        "feature_dim": str(X.shape[1]),
+        "mini_batch_size": "500",
+        "extra_center_factor": "auto",
+        "local_lloyd_num_trials": "auto",
+        "eval_metrics": '["msd", "ssd"]',
+    }
+)
 km.set_params(random_state=0).fit(X)
 print(f"k={k}: {km.evaluate(X)}")
 
@@ -153,9 +208,11 @@ sizes = np.bincount(km.labels_.compute(), minlength=k)
 for j in np.argsort(-sizes):
     c = km.cluster_centers_[j]
     top = np.argmax(c[6:])
-    print(f"cluster {j}: {sizes[j]:>7,} events, tone {c[1]:+5.2f}, actor 1 at "
-          f"({c[2]:6.1f}, {c[3]:6.1f}), actor 2 at ({c[4]:6.1f}, {c[5]:6.1f}), most often "
-          f"{names[6 + top]} ({c[6 + top]:.0%})")
+    print(
+        f"cluster {j}: {sizes[j]:>7,} events, tone {c[1]:+5.2f}, actor 1 at "
+        f"({c[2]:6.1f}, {c[3]:6.1f}), actor 2 at ({c[4]:6.1f}, {c[5]:6.1f}), most often "
+        f"{names[6 + top]} ({c[6 + top]:.0%})"
+    )
 
 if tmp is not None:
     tmp.cleanup()

@@ -44,8 +44,10 @@ store = os.path.join(folder, "day1.zarr")
 X_lazy = make_mixture(n_rows, 32, k, chunks=chunk_rows, random_state=0)
 start = time.perf_counter()
 da.to_zarr(X_lazy, store, overwrite=True)
-print(f"wrote {n_rows:,} x 32 float32 to {os.path.basename(store)} "
-      f"in {time.perf_counter() - start:.1f} s")
+print(
+    f"wrote {n_rows:,} x 32 float32 to {os.path.basename(store)} "
+    f"in {time.perf_counter() - start:.1f} s"
+)
 
 # %%
 # Fit in one pass over the store
@@ -55,8 +57,10 @@ X = da.from_zarr(store)
 start = time.perf_counter()
 km = StreamingKMeans(n_clusters=k, random_state=0).fit(X)
 seconds = time.perf_counter() - start
-print(f"fit: {seconds:.1f} s ({n_rows / seconds:,.0f} rows/s), "
-      f"cost bound per row {km.inertia_ / n_rows:.4f}")
+print(
+    f"fit: {seconds:.1f} s ({n_rows / seconds:,.0f} rows/s), "
+    f"cost bound per row {km.inertia_ / n_rows:.4f}"
+)
 
 # %%
 # Labels back to disk
@@ -76,11 +80,13 @@ print(f"labels written; largest cluster {sizes.max():,} rows, smallest {sizes.mi
 # summaries and solves again. The new batch here comes from another mixture (as when the
 # data drifts); ``half_life`` would let the older data fade.
 store2 = os.path.join(folder, "day2.zarr")
-da.to_zarr(make_mixture(n_rows // 4, 32, k, chunks=chunk_rows, random_state=1), store2,
-           overwrite=True)
+da.to_zarr(
+    make_mixture(n_rows // 4, 32, k, chunks=chunk_rows, random_state=1), store2, overwrite=True
+)
 km.partial_fit(da.from_zarr(store2))
-print(f"after partial_fit: {km.n_rows_seen_:,} rows seen, summary of {km.summary_.n_groups:,} "
-      "groups")
+print(
+    f"after partial_fit: {km.n_rows_seen_:,} rows seen, summary of {km.summary_.n_groups:,} groups"
+)
 
 # %%
 # Save the model next to the data

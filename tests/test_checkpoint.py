@@ -136,8 +136,19 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
     store = tmp_path / "x.zarr"
     X.to_zarr(str(store))
     ck = tmp_path / "ck"
-    fit = ["fit", store, "--k", 6, "--split-every", split, "--scheduler", "sync", "--quiet",
-           "--checkpoint", ck]
+    fit = [
+        "fit",
+        store,
+        "--k",
+        6,
+        "--split-every",
+        split,
+        "--scheduler",
+        "sync",
+        "--quiet",
+        "--checkpoint",
+        ck,
+    ]
     cmd, env = _cli(*fit, "--out", tmp_path / "killed.npz")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -156,8 +167,9 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
     Xs = open_array(store)
     Xc, counter = counting_like(Xs, zarr.open(store, mode="r"))
     with dask.config.set(scheduler="sync"):
-        resumed = StreamingKMeans(6, random_state=0, split_every=split,
-                                  checkpoint=tmp_path / "ck-copy").fit(Xc)
+        resumed = StreamingKMeans(
+            6, random_state=0, split_every=split, checkpoint=tmp_path / "ck-copy"
+        ).fit(Xc)
     finished = {c * rows for a, b in done for c in range(a, b)}
     assert counter.reads == {r: 1 for r in range(0, n_chunks * rows, rows) if r not in finished}
 

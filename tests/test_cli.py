@@ -208,7 +208,10 @@ def test_user_errors_print_one_line(store, tmp_path, capsys):
             ("fit", store, "--k", 3, "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", 1),
             "--scheduler tcp://127.0.0.1:1: could not connect to a Dask scheduler within 1 s",
         ),
-        (("fit", store, "--k", 3, "--summary-size", 2), "summary_size=2 should be \"auto\" or an integer >= 3"),
+        (
+            ("fit", store, "--k", 3, "--summary-size", 2),
+            'summary_size=2 should be "auto" or an integer >= 3',
+        ),
         (("score", store, tmp_path / "missing.npz"), "missing.npz"),
         (
             ("predict", tmp_path / "v.zarr", model_path, "--out", tmp_path / "l.zarr"),

@@ -82,8 +82,18 @@ def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
     X = make_mixture(20_000, 5, 10, chunks=2_000, random_state=3)
     X.to_zarr(str(tmp_path / "x.zarr"))
     address = client.scheduler.address
-    rc = cli_main(["fit", str(tmp_path / "x.zarr"), "--k", "4", "--scheduler", address,
-                   "--out", str(tmp_path / "m.npz")])
+    rc = cli_main(
+        [
+            "fit",
+            str(tmp_path / "x.zarr"),
+            "--k",
+            "4",
+            "--scheduler",
+            address,
+            "--out",
+            str(tmp_path / "m.npz"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "10/10 chunks" in captured.err
@@ -97,8 +107,20 @@ def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
 def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
     X = make_mixture(8_000, 4, 6, chunks=2_000, random_state=4)
     X.to_zarr(str(tmp_path / "x.zarr"))
-    rc = cli_main(["fit", str(tmp_path / "x.zarr"), "--k", "3", "--scheduler", "local-cluster",
-                   "--n-workers", "1", "--out", str(tmp_path / "m.npz")])
+    rc = cli_main(
+        [
+            "fit",
+            str(tmp_path / "x.zarr"),
+            "--k",
+            "3",
+            "--scheduler",
+            "local-cluster",
+            "--n-workers",
+            "1",
+            "--out",
+            str(tmp_path / "m.npz"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "4/4 chunks" in captured.err

@@ -89,8 +89,11 @@ def test_summary_sized_for_max_k(blobs):
 
 def test_small_model_summary_warns(blobs):
     model = StreamingKMeans(n_clusters=2, summary_size=40, random_state=0).fit(blobs)
-    with pytest.warns(ElbowSummaryWarning, match=r"40 groups per chunk .* fewer than the 256 .* "
-                      r"Fit StreamingKMeans\(n_clusters=12\)") as record:
+    with pytest.warns(
+        ElbowSummaryWarning,
+        match=r"40 groups per chunk .* fewer than the 256 .* "
+        r"Fit StreamingKMeans\(n_clusters=12\)",
+    ) as record:
         elbow(model, range(2, 13))
     assert record[0].filename == __file__
 
@@ -111,11 +114,14 @@ def test_errors(blobs):
         elbow(blobs, "2-5")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2:12", list(range(2, 13))),
-    ("2:10:4", [2, 6, 10]),
-    ("3, 5,8", [3, 5, 8]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2:12", list(range(2, 13))),
+        ("2:10:4", [2, 6, 10]),
+        ("3, 5,8", [3, 5, 8]),
+    ],
+)
 def test_parse_k_range(text, expected):
     assert parse_k_range(text) == expected
 
@@ -135,7 +141,7 @@ def test_knee_point_rule():
     # The linear-scale rule (log=False) is the plain Kneedle difference curve.
     assert knee_point(k, [100, 30, 5, 4.5, 4.2, 4.0, 3.9, 3.8], log=False) == 3
     # Exponential decay is a straight line on a log scale: no knee.
-    assert knee_point(k, 2.0 ** -k) is None
+    assert knee_point(k, 2.0**-k) is None
     assert knee_point([2, 3], [5.0, 4.0]) is None
     assert knee_point(k, np.ones(8)) is None
     assert knee_point(k, [3, 2, 1, 0, 0, 0, 0, 0]) is None  # log of 0

@@ -333,7 +333,9 @@ def test_unit_sample_weight_equals_none(blobs):
     np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)])
+@pytest.mark.parametrize(
+    "k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)]
+)
 def test_auto_n_init(k, expected):
     from dask_streamkm._kernels import auto_n_init
 

@@ -18,7 +18,11 @@ def run_example(name, *args, cwd):
     env["MPLBACKEND"] = "Agg"
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), "--small", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -77,8 +81,11 @@ def mnist_cached():
     return (cache_dir() / "mnist.npz").exists()
 
 
-@pytest.mark.skipif(not mnist_cached(), reason="MNIST is not cached (run "
-                    "dask_streamkm.datasets.load_mnist() once, with pip able to download)")
+@pytest.mark.skipif(
+    not mnist_cached(),
+    reason="MNIST is not cached (run "
+    "dask_streamkm.datasets.load_mnist() once, with pip able to download)",
+)
 def test_choose_k_mnist(tmp_path):
     png = tmp_path / "mnist.png"
     out = run_example("choose_k_mnist.py", "--out", png, cwd=tmp_path)

@@ -11,13 +11,31 @@ def event_row(i, code, articles, tone, a1=(10.5, 20.25), a2=(-5.0, 30.0), source
     """One tab-separated GDELT 1.0 event line (57 fields, 58 with a source URL)."""
     f = dict.fromkeys(GDELT_COLUMNS, "")
     f.update(
-        GLOBALEVENTID=str(1000 + i), SQLDATE="19790101", MonthYear="197901", Year="1979",
-        FractionDate="1979.0027", Actor1Code="USA", Actor1Name="UNITED STATES",
-        Actor1CountryCode="USA", Actor2Code="NA", Actor2Name="NAMIBIA", IsRootEvent="1",
-        EventCode=code, EventBaseCode=code[:3], EventRootCode=code[:2], QuadClass="1",
-        GoldsteinScale="1.5", NumMentions="3", NumSources="1", NumArticles=str(articles),
-        AvgTone=str(tone), Actor1Geo_Type="4", Actor1Geo_FullName="Somewhere, a place",
-        Actor2Geo_Type="1", ActionGeo_Type="0", DATEADDED="20130203",
+        GLOBALEVENTID=str(1000 + i),
+        SQLDATE="19790101",
+        MonthYear="197901",
+        Year="1979",
+        FractionDate="1979.0027",
+        Actor1Code="USA",
+        Actor1Name="UNITED STATES",
+        Actor1CountryCode="USA",
+        Actor2Code="NA",
+        Actor2Name="NAMIBIA",
+        IsRootEvent="1",
+        EventCode=code,
+        EventBaseCode=code[:3],
+        EventRootCode=code[:2],
+        QuadClass="1",
+        GoldsteinScale="1.5",
+        NumMentions="3",
+        NumSources="1",
+        NumArticles=str(articles),
+        AvgTone=str(tone),
+        Actor1Geo_Type="4",
+        Actor1Geo_FullName="Somewhere, a place",
+        Actor2Geo_Type="1",
+        ActionGeo_Type="0",
+        DATEADDED="20130203",
     )
     f["Actor1Geo_Lat"], f["Actor1Geo_Long"] = (str(v) for v in a1)
     f["Actor2Geo_Lat"], f["Actor2Geo_Long"] = (str(v) for v in a2)

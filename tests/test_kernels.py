@@ -339,12 +339,11 @@ def test_local_search_trials_find_the_best_swap_of_the_step():
     gen = np.random.default_rng(5)
     X = gen.normal(size=(60, 2))
     start = X[:3].copy()
-    centers, accepted = K.local_search(
-        X, start, np.random.default_rng(0), n_steps=1, n_trials=2000
-    )
+    centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=1, n_trials=2000)
     best = min(
         _reference_sq_dist(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
-        for p in range(60) for i in range(3)
+        for p in range(60)
+        for i in range(3)
     )
     assert accepted == 1
     np.testing.assert_allclose(_reference_sq_dist(X, centers).min(1).sum(), best, rtol=1e-9)

@@ -103,8 +103,11 @@ def rewrite(path, out, **changes):
 def test_newer_format_version_is_a_clear_error(fitted, tmp_path):
     path = fitted.save(tmp_path / "m.npz")
     newer = rewrite(path, tmp_path / "newer.npz", format_version=MODEL_FORMAT_VERSION + 1)
-    with pytest.raises(ModelFileError, match=r"format version 2.*reads format versions up to 1"
-                       r".*pip install -U dask-streamkm"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"format version 2.*reads format versions up to 1"
+        r".*pip install -U dask-streamkm",
+    ):
         StreamingKMeans.load(newer)
 
 

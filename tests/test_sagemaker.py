@@ -29,15 +29,18 @@ def test_every_hyperparameter_maps():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         km = StreamingKMeans.from_sagemaker(FULL)
-    assert km.get_params() == StreamingKMeans(
-        n_clusters=10,
-        mini_batch_size=5000,
-        summary_size=40,
-        max_iter=100,
-        tol=0.001,
-        n_init=5,
-        half_life=50000,
-    ).get_params()
+    assert (
+        km.get_params()
+        == StreamingKMeans(
+            n_clusters=10,
+            mini_batch_size=5000,
+            summary_size=40,
+            max_iter=100,
+            tol=0.001,
+            n_init=5,
+            half_life=50000,
+        ).get_params()
+    )
     params, extras = params_from_sagemaker(FULL)
     assert extras == {"feature_dim": 32, "eval_metrics": ("msd", "ssd")}
     assert params["summary_size"] == 40
@@ -45,8 +48,13 @@ def test_every_hyperparameter_maps():
 
 def test_defaults_and_auto_values():
     km = StreamingKMeans.from_sagemaker(
-        {"k": "3", "feature_dim": "2", "extra_center_factor": "auto",
-         "local_lloyd_num_trials": "auto", "half_life_time_size": "0"}
+        {
+            "k": "3",
+            "feature_dim": "2",
+            "extra_center_factor": "auto",
+            "local_lloyd_num_trials": "auto",
+            "half_life_time_size": "0",
+        }
     )
     assert km.summary_size == "auto"
     assert km.n_init == "auto"
@@ -60,19 +68,25 @@ def test_numbers_accepted_as_well_as_strings():
     assert (km.n_clusters, km.tol) == (4, 1e-3)
 
 
-@pytest.mark.parametrize("metrics, expected", [
-    ('["ssd"]', ("ssd",)),
-    ('[\\"msd\\",\\"ssd\\"]', ("msd", "ssd")),  # as SageMaker's docs print it
-    ("msd", ("msd",)),
-])
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [
+        ('["ssd"]', ("ssd",)),
+        ('[\\"msd\\",\\"ssd\\"]', ("msd", "ssd")),  # as SageMaker's docs print it
+        ("msd", ("msd",)),
+    ],
+)
 def test_eval_metrics_forms(metrics, expected):
     _, extras = params_from_sagemaker({"k": "2", "feature_dim": "2", "eval_metrics": metrics})
     assert extras["eval_metrics"] == expected
 
 
 def test_unknown_name_is_an_error():
-    with pytest.raises(ValueError, match=r"Unknown SageMaker k-means hyperparameter\(s\) "
-                       r"\['num_clusters'\]; the known names are"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown SageMaker k-means hyperparameter\(s\) "
+        r"\['num_clusters'\]; the known names are",
+    ):
         StreamingKMeans.from_sagemaker({"k": "2", "feature_dim": "2", "num_clusters": "3"})
 
 
@@ -81,30 +95,50 @@ def test_missing_required_is_an_error():
         StreamingKMeans.from_sagemaker({"k": "2"})
 
 
-@pytest.mark.parametrize("name, value, match", [
-    ("k", "zero", r"k='zero' should be an integer >= 1"),
-    ("k", "0", r"k='0' should be an integer >= 1"),
-    ("mini_batch_size", "-5", r"mini_batch_size='-5' should be an integer >= 1"),
-    ("extra_center_factor", "many", r"extra_center_factor='many' should be an integer >= 1 or "
-                                    r"\"auto\""),
-    ("local_lloyd_tol", "2", r"local_lloyd_tol='2' should be a number in \[0.0, 1.0\]"),
-    ("init_method", "forgy", r"init_method='forgy' should be one of \['random', 'kmeans\+\+'\]"),
-    ("half_life_time_size", "-1", r"half_life_time_size='-1' should be an integer >= 0"),
-    ("eval_metrics", '["mse"]', r"eval_metrics contains 'mse'; the metrics are \['msd', 'ssd'\]"),
-])
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("k", "zero", r"k='zero' should be an integer >= 1"),
+        ("k", "0", r"k='0' should be an integer >= 1"),
+        ("mini_batch_size", "-5", r"mini_batch_size='-5' should be an integer >= 1"),
+        (
+            "extra_center_factor",
+            "many",
+            r"extra_center_factor='many' should be an integer >= 1 or "
+            r"\"auto\"",
+        ),
+        ("local_lloyd_tol", "2", r"local_lloyd_tol='2' should be a number in \[0.0, 1.0\]"),
+        (
+            "init_method",
+            "forgy",
+            r"init_method='forgy' should be one of \['random', 'kmeans\+\+'\]",
+        ),
+        ("half_life_time_size", "-1", r"half_life_time_size='-1' should be an integer >= 0"),
+        (
+            "eval_metrics",
+            '["mse"]',
+            r"eval_metrics contains 'mse'; the metrics are \['msd', 'ssd'\]",
+        ),
+    ],
+)
 def test_invalid_values_are_errors(name, value, match):
     with pytest.raises(ValueError, match=match):
         StreamingKMeans.from_sagemaker({"k": "2", "feature_dim": "2", name: value})
 
 
-@pytest.mark.parametrize("name, value", [
-    ("init_method", "random"),
-    ("local_lloyd_init_method", "random"),
-    ("epochs", "3"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("init_method", "random"),
+        ("local_lloyd_init_method", "random"),
+        ("epochs", "3"),
+    ],
+)
 def test_values_without_equivalent_warn_at_the_caller(name, value):
-    with pytest.warns(SageMakerCompatibilityWarning, match=f"{name}='{value}' has no "
-                      "equivalent in StreamingKMeans and is ignored") as record:
+    with pytest.warns(
+        SageMakerCompatibilityWarning,
+        match=f"{name}='{value}' has no equivalent in StreamingKMeans and is ignored",
+    ) as record:
         km = StreamingKMeans.from_sagemaker({"k": "2", "feature_dim": "2", name: value})
     assert record[0].filename == __file__
     assert km.n_clusters == 2
