@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from dask_streamkm import StreamingKMeans
-from dask_streamkm.estimator import _blas_limits
+from dask_streamkm._threads import blas_limits as _blas_limits
 
 CORES = os.cpu_count() or 1
 
