@@ -86,9 +86,10 @@ FEW = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 1.0]]), 40, axis=0)
 
 
 @pytest.mark.parametrize(
-    "form", ["numpy", "dask one chunk", "dask chunks of 7", "dask chunks of 60", "partial_fit"]
+    "form",
+    ["numpy", "dask one chunk", "dask chunks of 7", "dask chunks of 60", "zarr", "partial_fit"],
 )
-def test_3_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form):
+def test_3_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form, tmp_path):
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\)"):
         KMeans(5, n_init=1, random_state=0).fit(FEW)  # the behaviour to follow
     km = StreamingKMeans(5, random_state=0)
@@ -97,6 +98,9 @@ def test_3_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form):
             km.fit(FEW)
         elif form == "partial_fit":
             km.partial_fit(FEW[::2]).partial_fit(FEW[1::2])
+        elif form == "zarr":
+            zarr = pytest.importorskip("zarr")
+            km.fit(zarr.create_array(tmp_path / "few.zarr", data=FEW, chunks=(25, 2)))
         else:
             rows = {"dask one chunk": -1, "dask chunks of 7": 7, "dask chunks of 60": 60}[form]
             km.fit(da.from_array(FEW, chunks=(rows, -1)))
