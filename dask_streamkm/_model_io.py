@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 
 from ._array import to_host
+from ._seeds import entropy_from_json, entropy_to_json
 from .summary import Summary
 
 #: What the ``format`` field of the metadata says.
@@ -82,7 +83,7 @@ def save_model(model, path):
         "params": params,
         "attributes": attributes,
         # SeedSequence entropy of the fit (an int, or [int, int] after partial_fit).
-        "entropy": _entropy_json(entropy),
+        "entropy": entropy_to_json(entropy),
     }
     summary = model.summary_
     path = os.fspath(path)
@@ -97,14 +98,6 @@ def save_model(model, path):
             summary_n_seen=np.int64(summary.n_seen),
         )
     return path
-
-
-def _entropy_json(entropy):
-    if entropy is None:
-        return None
-    if isinstance(entropy, (list, tuple)):
-        return [int(e) for e in entropy]
-    return int(entropy)
 
 
 # ---------------------------------------------------------------------- load
@@ -232,14 +225,15 @@ def load_model(cls, path):
     model.n_rows_seen_ = int(attrs["n_rows_seen_"])
     if "feature_names_in_" in attrs:
         model.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
-    entropy = metadata.get("entropy")
-    if entropy is None:
-        entropy = int(np.random.SeedSequence().entropy)
-    model._entropy_ = [int(e) for e in entropy] if isinstance(entropy, list) else int(entropy)
+    model._entropy_ = entropy_from_json(metadata.get("entropy"))
     return model
 
 
 # ---------------------------------------------------------------------- scikit-learn
+def _float_dtype(centers):
+    return np.float32 if centers.dtype == np.float32 else np.float64
+
+
 def to_sklearn(model):
     """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
 
@@ -253,7 +247,9 @@ def to_sklearn(model):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model, "cluster_centers_")
-    centers = np.ascontiguousarray(to_host(model.cluster_centers_), dtype=np.float64)
+    centers = to_host(model.cluster_centers_)
+    # The model's dtype (float32 or float64), so the KMeans predicts input of that dtype.
+    centers = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
     n_clusters = centers.shape[0]
     km = KMeans(
         n_clusters=n_clusters,
