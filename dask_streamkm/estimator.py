@@ -496,7 +496,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ files, export, SageMaker
-    def save(self, path):
+    def save(self, path, storage_options=None):
         """Write the fitted model to ``path`` (``.npz`` + JSON metadata, no pickle).
 
         The file holds the parameters, the fitted attributes (except ``labels_``), a format
@@ -505,10 +505,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         from ._model_io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, storage_options=None):
         """A fitted model read from a file written by :meth:`save`.
 
         Raises ``ModelFileError`` (a ``ValueError``) for a file of a newer format version, a
@@ -516,7 +516,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         from ._model_io import load_model
 
-        return load_model(cls, path)
+        return load_model(cls, path, storage_options)
 
     def to_sklearn(self):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
