@@ -154,6 +154,7 @@ def _local_fingerprint(root):
 def _listing_fingerprint(fs, path):
     """Sizes and version fields of every object below ``path``, from one listing."""
     path = path.rstrip("/")
+    fs.invalidate_cache(path)  # a listing cached by an earlier call would hide a rewrite
     if fs.isfile(path):
         infos = {path: fs.info(path)}
     else:

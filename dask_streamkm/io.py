@@ -37,6 +37,7 @@ class _Location:
         if _remote.is_url(spec):
             self.url = spec.rstrip("/")
             self.fs, self.path = _remote.filesystem(self.url, self.storage_options)
+            self.fs.invalidate_cache(self.path)
             self.local = None
         else:
             self.url = _remote.local_path(spec)
@@ -140,7 +141,7 @@ def _zarr_node(where):
             where.url, storage_options=where.storage_options, read_only=True
         )
         return zarr.open(store=store, mode="r")
-    except Exception as exc:
+    except (KeyError, ValueError, TypeError) as exc:  # zarr's errors on damaged metadata
         meta = next(
             (where.child(n) for n in ("zarr.json", ".zarray", ".zgroup") if where.exists(n)),
             where.url,
@@ -426,7 +427,7 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
         return _open(path, name, columns, chunks, storage_options)
     except InputError:
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # network, permission and library errors: one line, no secrets
         raise _fail(
             f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check the "
             "URL, that the bucket exists and the credentials (storage_options or the "
@@ -438,6 +439,13 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
 def _open(path, name, columns, chunks, storage_options):
     where = _Location(path, storage_options)
     if not where.exists():
+        if where.local is None:
+            root = where.path.split("/", 1)[0]
+            if root and not where.fs.exists(root):
+                raise InputError(
+                    f"{where.shown!r}: the bucket (or container) {root!r} does not exist or "
+                    "these credentials cannot see it; check the URL and the credentials."
+                )
         raise InputError(f"no such file or directory: {where.shown!r}.")
     if columns and not _is_parquet(where):
         raise InputError(
