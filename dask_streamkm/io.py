@@ -336,23 +336,27 @@ def _bad_parquet_file(where):
 
 
 def _open_parquet(where, columns, chunks):
-    import dask.dataframe as dd
-
+    """:func:`_read_parquet`, whose errors name the damaged file of the dataset."""
     try:
-        df = dd.read_parquet(where.url, storage_options=where.storage_options or None)
+        return _read_parquet(where, columns, chunks)
+    except InputError:
+        raise
     except Exception as exc:
         bad = _bad_parquet_file(where)
         if bad is None:
-            raise _fail(
-                f"cannot read the Parquet dataset {where.shown!r} ({type(exc).__name__}: {exc})",
-                where.storage_options,
-            ) from exc
+            raise
         raise _fail(
             f"{_remote.display(bad[0])!r} is not a readable Parquet file "
             f"({type(bad[1]).__name__}: {bad[1]}); remove it from {where.shown!r} or write it "
             "again.",
             where.storage_options,
         ) from exc
+
+
+def _read_parquet(where, columns, chunks):
+    import dask.dataframe as dd
+
+    df = dd.read_parquet(where.url, storage_options=where.storage_options or None)
     if columns:
         missing = [c for c in columns if c not in df.columns]
         if missing:
@@ -436,10 +440,15 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
         ) from exc
 
 
+# Filesystems whose first path component is a bucket or container.
+_BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
+
+
 def _open(path, name, columns, chunks, storage_options):
     where = _Location(path, storage_options)
     if not where.exists():
-        if where.local is None:
+        protocols = where.fs.protocol if where.local is None else ()
+        if set([protocols] if isinstance(protocols, str) else protocols) & _BUCKET_STORES:
             root = where.path.split("/", 1)[0]
             if root and not where.fs.exists(root):
                 raise InputError(
