@@ -245,3 +245,22 @@ def test_secrets_never_in_messages_model_files_or_checkpoint_names(s3_server, s3
     with pytest.raises(ValueError) as info:
         StreamingKMeans.load(f"{s3_bucket}/bad.npz", storage_options=options)
     assert S3_SECRET not in str(info.value)
+
+
+# ---------------------------------------------------------------------- example
+def test_example_cluster_object_store(s3_server, s3_bucket, tmp_path):
+    from test_examples import run_example
+
+    bucket = s3_bucket.removeprefix("s3://")
+    out = run_example(
+        "cluster_object_store.py",
+        "--endpoint-url",
+        s3_server["endpoint_url"],
+        "--bucket",
+        bucket,
+        cwd=tmp_path,
+    )
+    assert "cluster: 2 workers" in out and "cost (sum of squared distances):" in out
+    assert "checkpoint files: 1" in out  # 8 chunks, split_every=8: one range
+    fs = _fs(s3_server)
+    assert fs.exists(f"{bucket}/labels.zarr/zarr.json") and fs.exists(f"{bucket}/model.npz")
