@@ -1,6 +1,6 @@
 """
 Object storage: k-means over an s3 zarr store on a Dask cluster, checkpoint and labels on s3
-===========================================================================================
+============================================================================================
 
 The data of a large run lives in object storage, and the fit runs on a Dask cluster. This
 example connects to a scheduler (``--scheduler tcp://HOST:8786``) or starts a ``LocalCluster``,
