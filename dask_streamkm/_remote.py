@@ -158,7 +158,17 @@ def _listing_fingerprint(fs, path):
     if fs.isfile(path):
         infos = {path: fs.info(path)}
     else:
-        infos = fs.find(path, detail=True)
+        try:
+            infos = fs.find(path, detail=True)
+        except Exception:  # filesystems that cannot list (plain HTTP servers)
+            infos = {}
+        if not infos:  # then only the metadata files' own tags can be seen
+            infos = {}
+            for name in ("zarr.json", ".zarray", ".zgroup"):
+                try:
+                    infos[f"{path}/{name}"] = fs.info(f"{path}/{name}")
+                except Exception:
+                    continue
     out = []
     for name in sorted(infos):
         info = infos[name]

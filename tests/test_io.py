@@ -292,3 +292,24 @@ def test_array_name_after_a_url(spec, expected):
     from dask_streamkm.io import _split_spec
 
     assert _split_spec(spec) == expected
+
+
+def test_zarr_over_plain_http(tmp_path, rng):
+    import functools
+    import http.server
+
+    pytest.importorskip("aiohttp")
+    data = _data(rng, 400)
+    zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x.zarr"
+        X = open_array(url)
+        assert X.chunks[0] == (100,) * 4
+        np.testing.assert_array_equal(X.compute(), data)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -112,6 +112,7 @@ def test_s3_parquet_and_npy_directory(s3_server, s3_bucket, rng):
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.score(N) == pytest.approx(ref.score(data), rel=1e-9)
     assert elbow(P, range(2, 5), random_state=0).k.tolist() == [2, 3, 4]
+    assert elbow(N, range(2, 7), random_state=0).suggested_k == 4
     with pytest.raises(InputError, match=r"no column 'zz'; its columns are \['a', 'b', 'c'\]"):
         open_array(f"{s3_bucket}/pq", columns=["a", "zz"], storage_options=options)
 
