@@ -265,3 +265,35 @@ def test_example_cluster_object_store(s3_server, s3_bucket, tmp_path):
     assert "checkpoint files: 1" in out  # 8 chunks, split_every=8: one range
     fs = _fs(s3_server)
     assert fs.exists(f"{bucket}/labels.zarr/zarr.json") and fs.exists(f"{bucket}/model.npz")
+
+
+# ---------------------------------------------------------------------- command line
+def _cli_has_storage_option():
+    from dask_streamkm import cli
+
+    try:
+        cli.build_parser().parse_args(["fit", "x.zarr", "--k", "3", "--storage-option", "a=b"])
+    except SystemExit:
+        return False
+    return True
+
+
+def test_cli_missing_bucket_and_key_exit_1_without_secrets(s3_server, s3_bucket, tmp_path, capsys):
+    from dask_streamkm import cli
+
+    if not _cli_has_storage_option():
+        pytest.skip("the CLI has no --storage-option flag in this tree")
+    endpoint = s3_server["endpoint_url"]
+    options = [
+        "--storage-option",
+        f'client_kwargs={{"endpoint_url": "{endpoint}"}}',
+        "--storage-option",
+        "key=testing",
+        "--storage-option",
+        f"secret={S3_SECRET}",
+    ]
+    for url in ("s3://no-such-bucket-cli/x.zarr", f"{s3_bucket}/missing.zarr"):
+        rc = cli.main(["fit", url, "--k", "3", "--out", str(tmp_path / "m.npz"), *options])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and url in err and len(err.splitlines()) == 1, err
+        assert S3_SECRET not in err
