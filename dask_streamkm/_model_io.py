@@ -17,6 +17,7 @@ holding:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -24,6 +25,7 @@ import zipfile
 
 import numpy as np
 
+from . import _remote
 from ._array import to_host
 from ._seeds import entropy_from_json, entropy_to_json
 from .summary import Summary
@@ -59,8 +61,12 @@ def _json_param(name, value):
     )
 
 
-def save_model(model, path):
-    """Write a fitted StreamingKMeans to ``path`` (npz + JSON metadata). Returns the path."""
+def save_model(model, path, storage_options=None):
+    """Write a fitted StreamingKMeans to ``path`` (npz + JSON metadata). Returns the path.
+
+    ``path`` is a local path or an fsspec URL; the file is written whole and atomically
+    (locally a temporary name, then a rename). ``storage_options`` are never written into it.
+    """
     from sklearn.utils.validation import check_is_fitted
 
     from . import __version__
@@ -87,34 +93,37 @@ def save_model(model, path):
     }
     summary = model.summary_
     path = os.fspath(path)
-    with open(path, "wb") as fh:
-        np.savez(
-            fh,
-            metadata=np.array(json.dumps(metadata)),
-            cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
-            summary_weights=to_host(summary.weights),
-            summary_linear_sums=to_host(summary.linear_sums),
-            summary_square_sums=to_host(summary.square_sums),
-            summary_n_seen=np.int64(summary.n_seen),
-        )
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        metadata=np.array(json.dumps(metadata)),
+        cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
+        summary_weights=to_host(summary.weights),
+        summary_linear_sums=to_host(summary.linear_sums),
+        summary_square_sums=to_host(summary.square_sums),
+        summary_n_seen=np.int64(summary.n_seen),
+    )
+    _remote.write_bytes(path, buffer.getvalue(), storage_options)
     return path
 
 
 # ---------------------------------------------------------------------- load
-def _read_npz(path):
+def _read_npz(path, storage_options=None):
     """Metadata dict and arrays of a model file, or a ModelFileError saying what is wrong."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
+        content = _remote.read_bytes(path, storage_options)
     except OSError as exc:
-        raise ModelFileError(f"cannot open model file {path!r}: {exc}") from exc
+        raise ModelFileError(
+            _remote.redact(f"cannot open model file {path!r}: {exc}", storage_options)
+        ) from exc
+    head = content[:4]
     if head != _ZIP_MAGIC:
         raise ModelFileError(
             f"{path!r} is not a dask_streamkm model file: it is not an .npz archive (it starts "
             f"with {head!r}). Write model files with StreamingKMeans.save(path)."
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
             names = set(data.files)
             if _METADATA not in names:
                 hint = (
@@ -189,10 +198,10 @@ def _check_metadata(path, metadata):
             )
 
 
-def load_model(cls, path):
+def load_model(cls, path, storage_options=None):
     """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`."""
     path = os.fspath(path)
-    metadata, arrays = _read_npz(path)
+    metadata, arrays = _read_npz(path, storage_options)
     params = metadata["params"]
     valid = set(cls().get_params(deep=False))
     unknown = sorted(set(params) - valid)

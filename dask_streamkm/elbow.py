@@ -201,7 +201,7 @@ class ElbowResult:
     def __str__(self):
         return self.to_string()
 
-    def plot(self, path=None, *, ax=None, title=None):
+    def plot(self, path=None, *, ax=None, title=None, storage_options=None):
         """Plot the mean squared distance against k, the suggested k marked.
 
         Parameters
@@ -212,6 +212,8 @@ class ElbowResult:
             Axes to draw on; a new figure is made when None.
         title : str, optional
             Title of the axes.
+        storage_options : dict, optional
+            Options of the fsspec filesystem when ``path`` is a URL (``s3://...``).
 
         Returns
         -------
@@ -250,7 +252,14 @@ class ElbowResult:
         ax.grid(alpha=0.3)
         ax.legend()
         if path is not None:
-            ax.figure.savefig(path, dpi=120)
+            import io
+
+            from . import _remote
+
+            buffer = io.BytesIO()
+            fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or None
+            ax.figure.savefig(buffer, dpi=120, format=fmt)
+            _remote.write_bytes(os.fspath(path), buffer.getvalue(), storage_options)
         return ax
 
 

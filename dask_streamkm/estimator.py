@@ -777,7 +777,7 @@ class StreamingKMeans(
         return tags
 
     # ------------------------------------------------------------------ files, export, SageMaker
-    def save(self, path):
+    def save(self, path, storage_options=None):
         """Write the fitted model to a file (``.npz`` + JSON metadata, no pickle).
 
         The file holds the parameters, the fitted attributes (except ``labels_``), a format
@@ -786,7 +786,9 @@ class StreamingKMeans(
         Parameters
         ----------
         path : str or os.PathLike
-            Destination file.
+            Destination file: a local path or an fsspec URL (``s3://bucket/model.npz``...).
+        storage_options : dict, optional
+            Options of the URL's filesystem (credentials, endpoint), as for fsspec.
 
         Returns
         -------
@@ -795,16 +797,18 @@ class StreamingKMeans(
         """
         from ._model_io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, storage_options=None):
         """A fitted model read from a file written by :meth:`save`.
 
         Parameters
         ----------
         path : str or os.PathLike
-            A model file.
+            A model file: a local path or an fsspec URL.
+        storage_options : dict, optional
+            Options of the URL's filesystem (credentials, endpoint), as for fsspec.
 
         Returns
         -------
@@ -819,7 +823,7 @@ class StreamingKMeans(
         """
         from ._model_io import load_model
 
-        return load_model(cls, path)
+        return load_model(cls, path, storage_options)
 
     def to_sklearn(self):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
