@@ -15,12 +15,14 @@ import threading
 import time
 
 import dask
+from dask.callbacks import Callback
 
 PROG = "dask-streamkm"
 #: Task names counted by the progress bar (one task per chunk; a part of a fused task's name).
 FIT_TASKS = ("leaf",)
 BLOCK_TASKS = ("block_op",)
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+BAR_FORMAT = "{desc} {bar:30} {n}/{total} chunks | {elapsed}"
 
 
 class UserError(Exception):
@@ -28,140 +30,114 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------- progress
-def _bar(done, total, started, label):
-    width = 30
-    frac = done / total if total else 1.0
-    filled = int(width * frac)
-    return (
-        f"\r{label} [{'#' * filled}{' ' * (width - filled)}] {done}/{total} chunks "
-        f"| {time.perf_counter() - started:5.1f} s"
-    )
-
-
-def _is_chunk_task(key, prefixes):
+def _is_chunk_task(name, prefixes):
+    """A task (key or prefix name) of one chunk: ``leaf-...``, or fused as ``...-leaf-...``."""
     from dask.utils import key_split
 
-    return any(part in prefixes for part in key_split(key).split("-"))
+    return any(part in prefixes for part in key_split(name).split("-"))
 
 
-class _ChunkBar(dask.callbacks.Callback):
-    """Local schedulers: a text bar over the per-chunk tasks (keys named ``prefix-...``)."""
+class _LocalChunks(Callback):
+    """Local schedulers: counts the chunk tasks of every compute run inside the block."""
 
-    def __init__(self, prefixes, label, stream=None, min_interval=0.2, quiet=False):
+    def __init__(self, prefixes, show):
         super().__init__()
-        self.prefixes, self.label, self.quiet = prefixes, label, quiet
-        self.stream = stream or sys.stderr
-        self.min_interval = min_interval
-        self.total = self.done = 0
-        self._last = 0.0
-
-    def _is_chunk_task(self, key):
-        return _is_chunk_task(key, self.prefixes)
+        self.prefixes, self.show = prefixes, show
+        self.done = self.total = 0
 
     def _start(self, dsk):
-        self.started = time.perf_counter()
-        self.total += sum(1 for k in dsk if self._is_chunk_task(k))
-        self._draw(force=True)
+        self.total += sum(1 for key in dsk if _is_chunk_task(key, self.prefixes))
+        self.show(self.done, self.total)
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if self._is_chunk_task(key):
-            self.done += 1
-            self._draw()
-
-    def _finish(self, dsk, state, errored):
-        self._draw(force=True)
-        if not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self, force=False):
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        if force or now - self._last >= self.min_interval:
-            self._last = now
-            self.stream.write(_bar(self.done, self.total, self.started, self.label))
-            self.stream.flush()
-
-
-try:
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object
-
-
-class _ChunkCounter(SchedulerPlugin):
-    """Cluster side of the progress bar: per-chunk task keys seen and finished."""
-
-    name = "dask-streamkm-chunk-counter"
-
-    def __init__(self, prefixes):
-        self.prefixes = tuple(prefixes)
-        self.seen, self.done = set(), set()
-
-    def transition(self, key, start, finish, *args, **kwargs):
         if _is_chunk_task(key, self.prefixes):
-            self.seen.add(key)
-            if finish == "memory":
-                self.done.add(key)
+            self.done += 1
+            self.show(self.done, self.total)
 
 
-def _chunk_counts(dask_scheduler=None):
-    plugin = dask_scheduler.plugins.get(_ChunkCounter.name)
-    return (0, 0) if plugin is None else (len(plugin.done), len(plugin.seen))
+def scheduler_chunk_counts(client, prefixes):
+    """``(finished, submitted)`` chunk tasks since the scheduler started, from its task prefixes.
+
+    Reads the scheduler's own cumulative per-prefix state counts, so computes that ended (and
+    whose tasks were forgotten) still count. Defined inline so that it pickles by value and a
+    scheduler without this package can run it.
+    """
+    prefixes = tuple(prefixes)
+
+    def counts(dask_scheduler):
+        done = total = 0
+        for name, prefix in dask_scheduler.task_prefixes.items():
+            if any(part in prefixes for part in name.split("-")):
+                done += prefix.state_counts.get("memory", 0)
+                total += prefix.state_counts.get("waiting", 0)
+        return done, total
+
+    return tuple(client.run_on_scheduler(counts))
 
 
 @contextlib.contextmanager
-def _cluster_bar(client, prefixes, label, stream=None):
-    """A cluster: a text bar polled from a scheduler plugin; silent if it cannot be installed."""
-    stream = stream or sys.stderr
+def _cluster_chunks(client, prefixes, show, interval=0.5):
+    """A distributed client: polls :func:`scheduler_chunk_counts`; counts from the block's start."""
     try:
-        client.register_plugin(_ChunkCounter(prefixes), name=_ChunkCounter.name)
-    except Exception:  # noqa: BLE001 - a scheduler without dask_streamkm: run without a bar
-        yield None
+        base = scheduler_chunk_counts(client, prefixes)
+    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: no bar
+        yield
         return
-    stop = threading.Event()
-    started = time.perf_counter()
-    counts = {"done": 0, "total": 0}
 
     def poll():
-        while not stop.wait(0.5):
-            with contextlib.suppress(Exception):
-                counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
-                stream.write(_bar(counts["done"], counts["total"], started, label))
-                stream.flush()
+        with contextlib.suppress(Exception):
+            done, total = scheduler_chunk_counts(client, prefixes)
+            show(done - base[0], total - base[1])
 
-    thread = threading.Thread(target=poll, daemon=True)
+    def loop():
+        while not stop.wait(interval):
+            poll()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        yield counts
+        yield
     finally:
         stop.set()
         thread.join()
-        with contextlib.suppress(Exception):
-            counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
-            stream.write(_bar(counts["done"], counts["total"], started, label) + "\n")
-        with contextlib.suppress(Exception):
-            client.unregister_scheduler_plugin(_ChunkCounter.name)
+        poll()
 
 
 @contextlib.contextmanager
 def _progress(client, prefixes, label, quiet):
-    """Yields a dict whose ``done`` / ``total`` give the chunk tasks run, once finished."""
+    """A tqdm bar of the chunk tasks run in the block, summed over all its computes.
+
+    Yields a dict whose ``done`` / ``total`` hold the chunk tasks run (counted even when quiet:
+    the fit report says how many chunks were read).
+    """
+    from tqdm import tqdm
+
     counts = {"done": 0, "total": 0}
-    if client is None:
-        # Quiet or not, count the chunk tasks: the report says how many chunks were read.
-        bar = _ChunkBar(prefixes, label, quiet=quiet)
-        with bar:
-            yield counts
-        counts["done"], counts["total"] = bar.done, bar.total
-    elif quiet:
-        yield counts
-    else:
-        with _cluster_bar(client, prefixes, label) as cluster_counts:
-            yield counts
-        if cluster_counts:
-            counts.update(cluster_counts)
+    bars = []  # drawn from the first compute on, so that an early error prints one line only
+
+    def show(done, total):
+        counts.update(done=done, total=total)
+        if quiet or not total:
+            return
+        if not bars:
+            bars.append(tqdm(total=total, desc=label, file=sys.stderr, bar_format=BAR_FORMAT))
+        bars[0].total = max(total, done)
+        bars[0].update(done - bars[0].n)
+
+    ok = False
+    try:
+        if client is None:
+            with _LocalChunks(prefixes, show):
+                yield counts
+        else:
+            with _cluster_chunks(client, prefixes, show):
+                yield counts
+        ok = True
+    finally:
+        for bar in bars:
+            bar.leave = ok  # an error clears the bar: its message is the only line left
+            bar.close()
 
 
 # ---------------------------------------------------------------------- schedulers

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -298,3 +299,20 @@ def test_each_fit_flag_maps_to_a_parameter():
         "random_state": 7,
         "checkpoint": "ck",
     }
+
+
+def test_progress_bar_adds_up_over_several_computes(capsys):
+    import dask.array as da
+
+    from dask_streamkm.cli import _progress
+
+    X = da.ones((40, 2), chunks=(10, 2))
+    with dask.config.set(scheduler="sync"), _progress(None, ("part",), "fit", False) as counts:
+        for wave in range(3):  # three computes, as a fit in waves makes
+            X.map_blocks(np.add, wave, name=f"part-{wave}").compute()
+    assert counts == {"done": 12, "total": 12}
+    assert "12/12 chunks" in capsys.readouterr().err
+    with dask.config.set(scheduler="sync"), _progress(None, ("part",), "fit", True) as counts:
+        X.map_blocks(lambda b: b, name="part-q").compute()
+    assert counts == {"done": 4, "total": 4}
+    assert capsys.readouterr().err == ""
