@@ -418,7 +418,10 @@ def _write_then_rename(spec, write, args):
             if fs.isdir(tmp_path):
                 if fs.exists(path):
                     fs.rm(path, recursive=True)
-                fs.mv(tmp_path, path, recursive=True)
+                # Object by object: a recursive mv trips on the prefixes some stores list as
+                # directories, and on object stores it is a copy anyway.
+                for name in fs.find(tmp_path):
+                    fs.copy(name, path.rstrip("/") + name[len(tmp_path.rstrip("/")) :])
             else:
                 fs.mv(tmp_path, path)
         finally:
