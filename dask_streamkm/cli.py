@@ -250,7 +250,8 @@ def _options_for(spec, args):
 
 
 def _redact(text, options):
-    """``text`` with every string value of the storage options replaced by ``***``."""
+    """``text`` with every string value of the storage options replaced by ``***``, and any
+    ``user:password@`` part of a URL dropped."""
     secrets, stack = [], [options or {}]
     while stack:
         item = stack.pop()
@@ -262,7 +263,7 @@ def _redact(text, options):
             secrets.append(item)
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1", text)
+    return re.sub(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", r"\1", text)  # user:pass@
 
 
 def _is_url(spec):

@@ -349,6 +349,9 @@ def test_storage_options_are_parsed_as_json_when_they_parse_and_never_printed(tm
     assert _storage_options(build_parser().parse_args(["fit", "x.zarr", "--k", "2"])) is None
     text = _redact("denied for key AKIDEXAMPLE with secret wJalrXUtnFEMI", _storage_options(args))
     assert text == "denied for key *** with secret ***"
+    assert _redact("cannot open 'https://user:pw@host/x.zarr'", None) == (
+        "cannot open 'https://host/x.zarr'"
+    )
     # every command that reads or writes a path takes the flag
     for command in (
         ["make-data", "s.zarr", "--rows", "1", "--features", "1"],
