@@ -3,6 +3,12 @@
 A thin layer: every fit flag maps to a :class:`~dask_streamkm.StreamingKMeans` parameter,
 :func:`dask_streamkm.io.open_array` turns the input path into a dask array, and the scheduler
 flag picks where the tasks run. User errors print one line to stderr and exit with status 1.
+
+Paths may be fsspec URLs; ``--storage-option KEY=VALUE`` gives their filesystem's options,
+which are never printed. Outputs are checked before any data is read (an existing one needs
+``--overwrite``; one that is or holds an input is refused), written to a temporary name and
+renamed into place; a model that cannot be written after the pass is kept at a fallback path.
+The progress bar is tqdm's, counting chunk tasks over every compute of the command.
 """
 
 from __future__ import annotations
