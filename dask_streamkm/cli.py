@@ -3,24 +3,38 @@
 A thin layer: every fit flag maps to a :class:`~dask_streamkm.StreamingKMeans` parameter,
 :func:`dask_streamkm.io.open_array` turns the input path into a dask array, and the scheduler
 flag picks where the tasks run. User errors print one line to stderr and exit with status 1.
+
+Paths may be fsspec URLs; ``--storage-option KEY=VALUE`` gives their filesystem's options,
+which are never printed. Outputs are checked before any data is read (an existing one needs
+``--overwrite``; one that is or holds an input is refused), written to a temporary name and
+renamed into place; a model that cannot be written after the pass is kept at a fallback path.
+The progress bar is tqdm's, counting chunk tasks over every compute of the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
+import uuid
 
 import dask
+from dask.callbacks import Callback
 
 PROG = "dask-streamkm"
 #: Task names counted by the progress bar (one task per chunk; a part of a fused task's name).
 FIT_TASKS = ("leaf",)
-BLOCK_TASKS = ("block_op",)
+BLOCK_TASKS = ("predict_block",)
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+BAR_FORMAT = "{desc} {bar:30} {n}/{total} chunks | {elapsed}"
 
 
 class UserError(Exception):
@@ -28,143 +42,165 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------- progress
-def _bar(done, total, started, label):
-    width = 30
-    frac = done / total if total else 1.0
-    filled = int(width * frac)
-    return (
-        f"\r{label} [{'#' * filled}{' ' * (width - filled)}] {done}/{total} chunks "
-        f"| {time.perf_counter() - started:5.1f} s"
-    )
-
-
-def _is_chunk_task(key, prefixes):
+def _is_chunk_task(name, prefixes):
+    """A task (key or prefix name) of one chunk: ``leaf-...``, or fused as ``...-leaf-...``."""
     from dask.utils import key_split
 
-    return any(part in prefixes for part in key_split(key).split("-"))
+    return any(part in prefixes for part in key_split(name).split("-"))
 
 
-class _ChunkBar(dask.callbacks.Callback):
-    """Local schedulers: a text bar over the per-chunk tasks (keys named ``prefix-...``)."""
+class _LocalChunks(Callback):
+    """Local schedulers: counts the chunk tasks of every compute run inside the block."""
 
-    def __init__(self, prefixes, label, stream=None, min_interval=0.2, quiet=False):
+    def __init__(self, prefixes, show):
         super().__init__()
-        self.prefixes, self.label, self.quiet = prefixes, label, quiet
-        self.stream = stream or sys.stderr
-        self.min_interval = min_interval
-        self.total = self.done = 0
-        self._last = 0.0
-
-    def _is_chunk_task(self, key):
-        return _is_chunk_task(key, self.prefixes)
+        self.prefixes, self.show = prefixes, show
+        self.done = self.total = 0
 
     def _start(self, dsk):
-        self.started = time.perf_counter()
-        self.total += sum(1 for k in dsk if self._is_chunk_task(k))
-        self._draw(force=True)
+        self.total += sum(1 for key in dsk if _is_chunk_task(key, self.prefixes))
+        self.show(self.done, self.total)
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if self._is_chunk_task(key):
-            self.done += 1
-            self._draw()
-
-    def _finish(self, dsk, state, errored):
-        self._draw(force=True)
-        if not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self, force=False):
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        if force or now - self._last >= self.min_interval:
-            self._last = now
-            self.stream.write(_bar(self.done, self.total, self.started, self.label))
-            self.stream.flush()
-
-
-try:
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object
-
-
-class _ChunkCounter(SchedulerPlugin):
-    """Cluster side of the progress bar: per-chunk task keys seen and finished."""
-
-    name = "dask-streamkm-chunk-counter"
-
-    def __init__(self, prefixes):
-        self.prefixes = tuple(prefixes)
-        self.seen, self.done = set(), set()
-
-    def transition(self, key, start, finish, *args, **kwargs):
         if _is_chunk_task(key, self.prefixes):
-            self.seen.add(key)
-            if finish == "memory":
-                self.done.add(key)
+            self.done += 1
+            self.show(self.done, self.total)
 
 
-def _chunk_counts(dask_scheduler=None):
-    plugin = dask_scheduler.plugins.get(_ChunkCounter.name)
-    return (0, 0) if plugin is None else (len(plugin.done), len(plugin.seen))
+def scheduler_chunk_counts(client, prefixes):
+    """``(finished, submitted)`` chunk tasks since the scheduler started, from its task prefixes.
+
+    Reads the scheduler's own cumulative per-prefix state counts, so computes that ended (and
+    whose tasks were forgotten) still count. Defined inline so that it pickles by value and a
+    scheduler without this package can run it.
+    """
+    prefixes = tuple(prefixes)
+
+    def counts(dask_scheduler):
+        done = total = 0
+        for name, prefix in dask_scheduler.task_prefixes.items():
+            if any(part in prefixes for part in name.split("-")):
+                done += prefix.state_counts.get("memory", 0)
+                total += prefix.state_counts.get("waiting", 0)
+        return done, total
+
+    return tuple(client.run_on_scheduler(counts))
 
 
 @contextlib.contextmanager
-def _cluster_bar(client, prefixes, label, stream=None):
-    """A cluster: a text bar polled from a scheduler plugin; silent if it cannot be installed."""
-    stream = stream or sys.stderr
+def _cluster_chunks(client, prefixes, show, interval=0.5):
+    """A distributed client: polls :func:`scheduler_chunk_counts`; counts from the block's start."""
     try:
-        client.register_plugin(_ChunkCounter(prefixes), name=_ChunkCounter.name)
-    except Exception:  # noqa: BLE001 - a scheduler without dask_streamkm: run without a bar
-        yield None
+        base = scheduler_chunk_counts(client, prefixes)
+    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: no bar
+        yield
         return
-    stop = threading.Event()
-    started = time.perf_counter()
-    counts = {"done": 0, "total": 0}
 
     def poll():
-        while not stop.wait(0.5):
-            with contextlib.suppress(Exception):
-                counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
-                stream.write(_bar(counts["done"], counts["total"], started, label))
-                stream.flush()
+        with contextlib.suppress(Exception):
+            done, total = scheduler_chunk_counts(client, prefixes)
+            show(done - base[0], total - base[1])
 
-    thread = threading.Thread(target=poll, daemon=True)
+    def loop():
+        while not stop.wait(interval):
+            poll()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        yield counts
+        yield
     finally:
         stop.set()
         thread.join()
-        with contextlib.suppress(Exception):
-            counts["done"], counts["total"] = client.run_on_scheduler(_chunk_counts)
-            stream.write(_bar(counts["done"], counts["total"], started, label) + "\n")
-        with contextlib.suppress(Exception):
-            client.unregister_scheduler_plugin(_ChunkCounter.name)
+        poll()
 
 
 @contextlib.contextmanager
 def _progress(client, prefixes, label, quiet):
-    """Yields a dict whose ``done`` / ``total`` give the chunk tasks run, once finished."""
+    """A tqdm bar of the chunk tasks run in the block, summed over all its computes.
+
+    Yields a dict whose ``done`` / ``total`` hold the chunk tasks run (counted even when quiet:
+    the fit report says how many chunks were read).
+    """
+    from tqdm import tqdm
+
     counts = {"done": 0, "total": 0}
-    if client is None:
-        # Quiet or not, count the chunk tasks: the report says how many chunks were read.
-        bar = _ChunkBar(prefixes, label, quiet=quiet)
-        with bar:
-            yield counts
-        counts["done"], counts["total"] = bar.done, bar.total
-    elif quiet:
-        yield counts
-    else:
-        with _cluster_bar(client, prefixes, label) as cluster_counts:
-            yield counts
-        if cluster_counts:
-            counts.update(cluster_counts)
+    bars = []  # drawn from the first compute on, so that an early error prints one line only
+
+    def show(done, total):
+        counts.update(done=done, total=total)
+        if quiet or not total:
+            return
+        if not bars:
+            bars.append(tqdm(total=total, desc=label, file=sys.stderr, bar_format=BAR_FORMAT))
+        bars[0].total = max(total, done)
+        bars[0].update(done - bars[0].n)
+
+    ok = False
+    try:
+        if client is None:
+            with _LocalChunks(prefixes, show):
+                yield counts
+        else:
+            with _cluster_chunks(client, prefixes, show):
+                yield counts
+        ok = True
+    finally:
+        for bar in bars:
+            bar.leave = ok  # an error clears the bar: its message is the only line left
+            bar.close()
 
 
 # ---------------------------------------------------------------------- schedulers
+def _handshake(spec, timeout):
+    """Raise UserError unless a Dask scheduler answers at ``spec`` within ``timeout`` seconds.
+
+    ``Client(address, timeout=...)`` can wait past its timeout when something other than a
+    scheduler accepts the connection (an HTTP server, a silent listener): this asks for the
+    scheduler's identity under one overall deadline first.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    connection_args = {}
+    if spec.startswith("tls://"):
+        connection_args = Security().get_connection_args("client")
+        if connection_args.get("ssl_context") is None:
+            raise UserError(
+                f"--scheduler {spec}: a tls:// address needs a client certificate; set "
+                "distributed.comm.tls.ca-file, .client.cert and .client.key in the Dask config "
+                "(e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE=...)."
+            )
+
+    async def identity():
+        comm = await connect(spec, timeout=timeout, **connection_args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def fail(reason):
+        return UserError(
+            f"--scheduler {spec}: could not connect to a Dask scheduler within {timeout:g} s "
+            f"({reason}). "
+            "Check the address (tcp://HOST:PORT), or use "
+            "--scheduler threads|processes|sync|local-cluster."
+        )
+
+    try:
+        reply = asyncio.run(asyncio.wait_for(identity(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise fail("no handshake") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the peer did, one line
+        raise fail(_first_line(exc)) from None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise fail("the server that answered is not a Dask scheduler")
+
+
 @contextlib.contextmanager
 def _scheduler(spec, n_workers=None, connect_timeout=10.0):
     """Run the block's dask computations on ``spec``; yields a Client or None (local)."""
@@ -187,17 +223,263 @@ def _scheduler(spec, n_workers=None, connect_timeout=10.0):
         with cluster, Client(cluster) as client:
             yield client
         return
+    _handshake(spec, connect_timeout)
     try:
         client = Client(spec, timeout=connect_timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
         raise UserError(
             f"--scheduler {spec}: could not connect to a Dask scheduler within "
-            f"{connect_timeout:g} s ({first}). Check the address (tcp://HOST:PORT), or use "
-            "--scheduler threads|processes|sync|local-cluster."
+            f"{connect_timeout:g} s ({_first_line(exc)}). Check the address (tcp://HOST:PORT), "
+            "or use --scheduler threads|processes|sync|local-cluster."
         ) from None
     with client:
         yield client
+
+
+# ---------------------------------------------------------------------- paths
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _storage_options(args):
+    """The ``--storage-option`` pairs as a dict, or None when none were given."""
+    pairs = getattr(args, "storage_options", None)
+    return dict(pairs) if pairs else None
+
+
+def _options_for(spec, args):
+    """``storage_options=...`` for a URL when the user gave some; nothing otherwise (so that
+    local paths and today's signatures see the same call as before)."""
+    options = _storage_options(args)
+    return {"storage_options": options} if options and _is_url(spec) else {}
+
+
+def _redact(text, options):
+    """``text`` with every string value of the storage options replaced by ``***``, and any
+    ``user:password@`` part of a URL dropped."""
+    secrets, stack = [], [options or {}]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) >= 3:
+            secrets.append(item)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return re.sub(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", r"\1", text)  # user:pass@
+
+
+def _is_url(spec):
+    return bool(_URL.match(os.fspath(spec))) and not os.fspath(spec).startswith("file://")
+
+
+def _local(spec):
+    spec = os.fspath(spec)
+    return spec[len("file://") :] if spec.startswith("file://") else spec
+
+
+def _input_path(spec):
+    """The path of an input spec without its ``:ARRAY`` suffix (a zarr group's array)."""
+    spec = os.fspath(spec)
+    head, sep, name = spec.rpartition(":")
+    if sep and name and "/" not in name and not os.path.exists(_local(spec)):
+        return head
+    return spec
+
+
+def _location(spec, args):
+    """``(protocol, normalized path)``: two specs that name the same place compare equal."""
+    if not _is_url(spec):
+        return "file", os.path.realpath(os.path.abspath(_local(spec)))
+    import fsspec.core
+
+    fs, path = fsspec.core.url_to_fs(os.fspath(spec), **(_storage_options(args) or {}))
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, "/" + path.strip("/")
+
+
+def _overlap(a, b):
+    """One location is, or lies inside, the other."""
+    if a[0] != b[0]:
+        return False
+    sep = os.sep if a[0] == "file" else "/"
+    x, y = a[1].rstrip(sep) or sep, b[1].rstrip(sep) or sep
+    return x == y or x.startswith(y.rstrip(sep) + sep) or y.startswith(x.rstrip(sep) + sep)
+
+
+def _exists(spec, args):
+    if not _is_url(spec):
+        return os.path.lexists(_local(spec))
+    import fsspec.core
+
+    fs, path = fsspec.core.url_to_fs(os.fspath(spec), **(_storage_options(args) or {}))
+    return fs.exists(path)
+
+
+def _check_outputs(args, outputs, inputs):
+    """Check every destination before any data is read.
+
+    ``outputs``: ``(flag, spec, kind)`` with kind ``"file"`` (a model, a plot), ``"store"`` (a
+    zarr store) or ``"checkpoint"`` (a directory kept between runs); ``inputs``: ``(what,
+    spec)``. An output that is an input, lies inside one or holds one is refused even with
+    ``--overwrite``; an existing file or store needs ``--overwrite``; a local destination needs
+    an existing parent directory; a checkpoint directory must take a file.
+    """
+    overwrite = getattr(args, "overwrite", False)
+    sources = [(what, spec, _location(_input_path(spec), args)) for what, spec in inputs if spec]
+    for flag, spec, kind in outputs:
+        if not spec:
+            continue
+        spec = os.fspath(spec)
+        where = _location(spec, args)
+        for what, source, place in sources:
+            if _overlap(where, place):
+                raise UserError(
+                    f"{flag} {spec!r} is, contains or lies inside the {what} "
+                    f"{os.fspath(source)!r}; writing there would destroy the input, so it is "
+                    "refused even with --overwrite. Choose another path."
+                )
+        if kind == "checkpoint":
+            _check_checkpoint(flag, spec, args)
+            continue
+        if _is_url(spec):
+            if _exists(spec, args) and not overwrite:
+                raise UserError(f"{flag} {spec!r} already exists; remove it or pass --overwrite.")
+            continue  # object stores have no directories to check
+        path = _local(spec)
+        parent = os.path.dirname(os.path.abspath(path))
+        if kind == "file" and os.path.isdir(path):
+            raise UserError(
+                f"{flag} {spec!r} is a directory; give a file path such as {spec.rstrip('/')}"
+                f"/{'model.npz' if flag == '--out' else 'elbow.png'}."
+            )
+        if kind == "store" and os.path.isfile(path):
+            raise UserError(f"{flag} {spec!r} is a file; a zarr store is a directory.")
+        if os.path.lexists(path) and not overwrite:
+            raise UserError(f"{flag} {spec!r} already exists; remove it or pass --overwrite.")
+        if not os.path.isdir(parent):
+            raise UserError(
+                f"{flag} {spec!r}: the directory {parent!r} does not exist; create it first."
+            )
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"{flag} {spec!r}: the directory {parent!r} is not writable.")
+
+
+def _check_checkpoint(flag, spec, args):
+    """The checkpoint directory exists (created) and takes a file: a probe written, removed."""
+    name = f".dask-streamkm-probe-{uuid.uuid4().hex}"
+    try:
+        if _is_url(spec):
+            import fsspec.core
+
+            fs, path = fsspec.core.url_to_fs(spec, **(_storage_options(args) or {}))
+            fs.makedirs(path, exist_ok=True)
+            fs.pipe_file(f"{path.rstrip('/')}/{name}", b"")
+            fs.rm_file(f"{path.rstrip('/')}/{name}")
+            return
+        path = _local(spec)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UserError(f"{flag} {spec!r} is a file; it should be a directory.")
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, name)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise UserError(
+            f"{flag} {spec!r} is not a writable directory ({_first_line(exc)}); "
+            "choose a directory you can write to."
+        ) from None
+
+
+def _temporary(spec):
+    """A fresh name next to ``spec`` (same directory, same extension), for write-then-rename."""
+    spec = os.fspath(spec).rstrip("/")
+    if _is_url(spec):
+        head, _, name = spec.rpartition("/")
+    else:
+        head, name = os.path.split(os.path.abspath(_local(spec)))
+    stem, ext = os.path.splitext(name)
+    name = f".{stem}.{uuid.uuid4().hex}.tmp{ext}"
+    return f"{head}/{name}" if _is_url(spec) else os.path.join(head, name)
+
+
+def _write_then_rename(spec, write, args):
+    """``write(tmp)`` to a temporary name next to ``spec``, then rename it into place.
+
+    A file replaces the old one atomically (``os.replace``); a store directory replaces the old
+    one by two renames (the old store is removed only once the new one is in place). On object
+    stores a file is one whole-object write (atomic), a store is written aside and moved.
+    """
+    tmp = _temporary(spec)
+    if _is_url(spec):
+        import fsspec.core
+
+        fs, path = fsspec.core.url_to_fs(os.fspath(spec), **(_storage_options(args) or {}))
+        _, tmp_path = fsspec.core.url_to_fs(tmp, **(_storage_options(args) or {}))
+        try:
+            write(tmp)
+            if fs.isdir(tmp_path):
+                if fs.exists(path):
+                    fs.rm(path, recursive=True)
+                # Object by object: a recursive mv trips on the prefixes some stores list as
+                # directories, and on object stores it is a copy anyway.
+                for name in fs.find(tmp_path):
+                    fs.copy(name, path.rstrip("/") + name[len(tmp_path.rstrip("/")) :])
+            else:
+                fs.mv(tmp_path, path)
+        finally:
+            if fs.exists(tmp_path):
+                fs.rm(tmp_path, recursive=True)
+        return
+    path = os.path.abspath(_local(spec))
+    old = None
+    try:
+        write(tmp)
+        if os.path.isdir(tmp) and os.path.lexists(path):
+            old = _temporary(path)
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old:
+                os.replace(old, path)
+                old = None
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover and os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover and os.path.lexists(leftover):
+                os.remove(leftover)
+
+
+def _fallback_path(kind, ext):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(tempfile.gettempdir(), f"dask-streamkm-{kind}-{stamp}-{os.getpid()}{ext}")
+
+
+def _save_or_fallback(flag, spec, write, args, kind, ext):
+    """Write an output computed by a whole pass; if that fails, keep it at a fallback path."""
+    try:
+        _write_then_rename(spec, lambda tmp: write(tmp, _options_for(spec, args)), args)
+    except Exception as exc:  # noqa: BLE001 - any failure: the result must survive
+        reason = _first_line(exc)
+        fallback = _fallback_path(kind, ext)
+        try:
+            write(fallback, {})
+        except Exception as again:  # noqa: BLE001
+            raise UserError(
+                f"{flag} {spec!r}: could not write the {kind} ({reason}), nor to {fallback!r} "
+                f"({_first_line(again)})."
+            ) from None
+        raise UserError(
+            f"{flag} {spec!r}: could not write the {kind} ({reason}); it was saved to "
+            f"{fallback!r} instead."
+        ) from None
 
 
 # ---------------------------------------------------------------------- commands
@@ -205,7 +487,41 @@ def _open(args):
     from .io import open_array
 
     columns = args.columns.split(",") if getattr(args, "columns", None) else None
-    return open_array(args.store, columns=columns, chunks=getattr(args, "chunks", None))
+    try:
+        X = open_array(
+            args.store,
+            columns=columns,
+            chunks=getattr(args, "chunks", None),
+            **_options_for(_input_path(args.store), args),
+        )
+    except KeyError as exc:
+        if not columns:
+            raise
+        raise UserError(_missing_columns(args, columns, exc)) from None
+    return X
+
+
+def _missing_columns(args, columns, exc):
+    """The one-line message for ``--columns`` naming a column the Parquet data does not have."""
+    try:
+        import dask.dataframe as dd
+
+        existing = list(dd.read_parquet(args.store, **_options_for(args.store, args)).columns)
+    except Exception:  # noqa: BLE001 - the columns could not be listed: name the missing one
+        return f"--columns {','.join(columns)}: the Parquet data has no column {exc}."
+    missing = [c for c in columns if c not in existing]
+    return (
+        f"--columns {','.join(columns)}: {args.store!r} has no column "
+        f"{', '.join(map(repr, missing or [str(exc)]))}; its columns are {existing}."
+    )
+
+
+def _check_rows(X, args):
+    if X.shape[0] == 0:
+        raise UserError(
+            f"{args.store!r} holds no rows (shape {tuple(X.shape)}); there is nothing to "
+            f"{args.command}. Write rows to it first."
+        )
 
 
 def _model_params(args):
@@ -226,6 +542,33 @@ def _model_params(args):
     return params
 
 
+@contextlib.contextmanager
+def _checkpoint_options(args):
+    """Storage options for a checkpoint URL: the estimator's own parameter when it has one,
+    else fsspec's per-protocol defaults for the duration of the fit."""
+    options = _storage_options(args)
+    if not (args.checkpoint and options and _is_url(args.checkpoint)):
+        yield {}
+        return
+    from . import StreamingKMeans
+
+    if "storage_options" in StreamingKMeans().get_params():
+        yield {"storage_options": options}
+        return
+    import fsspec.config
+
+    protocol = _location(args.checkpoint, args)[0]
+    saved = fsspec.config.conf.get(protocol)
+    fsspec.config.conf[protocol] = {**(saved or {}), **options}
+    try:
+        yield {}
+    finally:
+        if saved is None:
+            fsspec.config.conf.pop(protocol, None)
+        else:
+            fsspec.config.conf[protocol] = saved
+
+
 def _report(lines, stream=None):
     stream = stream or sys.stdout
     width = max(len(k) for k, _ in lines)
@@ -242,10 +585,20 @@ def _fit(X, args, client, label="fit"):
             f"--k {args.k} is larger than the {X.shape[0]} rows of the data; "
             f"use --k <= {X.shape[0]}."
         )
-    model = StreamingKMeans(**_model_params(args))
     start = time.perf_counter()
-    with _progress(client, FIT_TASKS, label, args.quiet) as counts:
-        model.fit(X)
+    with _checkpoint_options(args) as extra:
+        model = StreamingKMeans(**_model_params(args), **extra)
+        with _progress(client, FIT_TASKS, label, args.quiet) as counts:
+            try:
+                model.fit(X)
+            except OSError as exc:
+                if not args.checkpoint:
+                    raise
+                raise UserError(
+                    f"--checkpoint {args.checkpoint!r}: could not save a finished chunk range "
+                    f"({_first_line(exc)}); the ranges saved so far are kept there and a rerun "
+                    "with the same arguments resumes from them."
+                ) from None
     seconds = time.perf_counter() - start
     n_rows = int(X.shape[0])
     read = f", {counts['done']} read" if args.checkpoint and counts["total"] else ""
@@ -262,16 +615,23 @@ def _fit(X, args, client, label="fit"):
     return model
 
 
+def _save_model(model, args):
+    _save_or_fallback(
+        "--out", args.out, lambda path, kw: model.save(path, **kw), args, "model", ".npz"
+    )
+    print(f"model written to {args.out}")
+
+
 def cmd_make_data(args):
+    import dask.array as da
     from dask.diagnostics import ProgressBar
 
     from .datasets import make_mixture
 
-    if os.path.exists(args.store) and not args.overwrite:
-        raise UserError(f"{args.store!r} already exists; remove it or pass --overwrite.")
     for flag in ("rows", "features", "components", "chunks"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} {getattr(args, flag)} should be >= 1.")
+    _check_outputs(args, [("STORE", args.store, "store")], [])
     X = make_mixture(
         args.rows,
         args.features,
@@ -280,14 +640,16 @@ def cmd_make_data(args):
         random_state=args.seed,
         sorted_by_component=args.sorted,
     )
-    import dask.array as da
+
+    def write(path):
+        with contextlib.ExitStack() as stack:
+            if not args.quiet:
+                stack.enter_context(ProgressBar(out=sys.stderr))
+            # One task per chunk, each generating and writing its rows: never the whole array.
+            da.to_zarr(X, path, **_options_for(path, args))
 
     start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if not args.quiet:
-            stack.enter_context(ProgressBar(out=sys.stderr))
-        # One task per chunk, each generating and writing its rows: never the whole array.
-        da.to_zarr(X, args.store, overwrite=args.overwrite)
+    _write_then_rename(args.store, write, args)
     seconds = time.perf_counter() - start
     _report(
         [
@@ -301,36 +663,47 @@ def cmd_make_data(args):
 
 
 def cmd_fit(args):
+    _check_outputs(
+        args,
+        [("--out", args.out, "file"), ("--checkpoint", args.checkpoint, "checkpoint")],
+        [("input", args.store)],
+    )
     X = _open(args)
+    _check_rows(X, args)
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         model = _fit(X, args, client)
-    model.save(args.out)
-    print(f"model written to {args.out}")
+    _save_model(model, args)
     return 0
 
 
-def _load_model(path):
+def _load_model(args):
     from . import StreamingKMeans
 
-    return StreamingKMeans.load(path)
+    return StreamingKMeans.load(args.model, **_options_for(args.model, args))
 
 
 def cmd_predict(args):
     from .io import write_labels
 
-    model = _load_model(args.model)
+    _check_outputs(
+        args, [("--out", args.out, "store")], [("input", args.store), ("model", args.model)]
+    )
+    model = _load_model(args)
     X = _open(args)
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         labels = model.predict(X)
         with _progress(client, BLOCK_TASKS, "predict", args.quiet):
-            write_labels(labels, args.out, overwrite=args.overwrite)
+            _write_then_rename(
+                args.out, lambda path: write_labels(labels, path, **_options_for(path, args)), args
+            )
     print(f"labels of {X.shape[0]:,} rows written to {args.out}")
     return 0
 
 
 def cmd_score(args):
-    model = _load_model(args.model)
+    model = _load_model(args)
     X = _open(args)
+    _check_rows(X, args)
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         with _progress(client, BLOCK_TASKS, "score", args.quiet):
             inertia = -model.score(X)
@@ -347,6 +720,9 @@ def cmd_score(args):
 def cmd_demo(args):
     from .datasets import make_mixture
 
+    _check_outputs(
+        args, [("--out", args.out, "file"), ("--checkpoint", args.checkpoint, "checkpoint")], []
+    )
     X = make_mixture(
         args.rows, args.features, args.components, chunks=args.chunks, random_state=args.seed
     )
@@ -357,8 +733,7 @@ def cmd_demo(args):
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         model = _fit(X, args, client)
     if args.out:
-        model.save(args.out)
-        print(f"model written to {args.out}")
+        _save_model(model, args)
     return 0
 
 
@@ -376,7 +751,9 @@ def cmd_elbow(args):
             raise UserError(
                 f"--plot needs matplotlib, which is not installed: {PLOT_HINT}"
             ) from None
+    _check_outputs(args, [("--plot", args.plot, "file")], [("input", args.store)])
     X = _open(args)
+    _check_rows(X, args)
     with _scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         with _progress(client, FIT_TASKS, "elbow", args.quiet):
             result = elbow(
@@ -389,7 +766,10 @@ def cmd_elbow(args):
             )
     print(result.to_string())
     if args.plot:
-        result.plot(args.plot)
+        ext = os.path.splitext(args.plot)[1] or ".png"
+        _save_or_fallback(
+            "--plot", args.plot, lambda path, kw: result.plot(path, **kw), args, "plot", ext
+        )
         print(f"plot written to {args.plot}")
     return 0
 
@@ -407,6 +787,33 @@ def _positive_int(text):
 
 def _int_or_auto(text):
     return "auto" if text == "auto" else _positive_int(text)
+
+
+def _storage_option(text):
+    """``KEY=VALUE``; the value is parsed as JSON when it parses, else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        # The text is not echoed: it may hold a credential.
+        raise argparse.ArgumentTypeError("expected KEY=VALUE (the text given is not shown)")
+    try:
+        value = json.loads(value)
+    except ValueError:
+        pass
+    return key.strip(), value
+
+
+def _add_storage_options(p):
+    p.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        action="append",
+        type=_storage_option,
+        default=None,
+        metavar="KEY=VALUE",
+        help="an option of the fsspec filesystem of URL paths (s3://..., gs://...), repeatable; "
+        'VALUE is parsed as JSON when it parses (e.g. client_kwargs=\'{"endpoint_url": '
+        '"http://..."}\'). Never printed.',
+    )
 
 
 def _add_scheduler(p):
@@ -501,8 +908,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sorted", action="store_true", help="rows ordered by component")
     p.add_argument("--chunks", type=int, default=100_000, help="rows per chunk (default 100000)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_options(p)
     p.set_defaults(func=cmd_make_data)
 
     p = sub.add_parser("fit", help="fit StreamingKMeans in one pass and write the model")
@@ -521,8 +929,10 @@ def build_parser():
         metavar="MODEL",
         help="model file to write (default model.npz)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL file")
     _add_fit_params(p)
     _add_scheduler(p)
+    _add_storage_options(p)
     p.set_defaults(func=cmd_fit)
 
     for name, func, text in (
@@ -536,8 +946,9 @@ def build_parser():
         p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
         if name == "predict":
             p.add_argument("--out", required=True, metavar="LABELS", help="zarr store for labels")
-            p.add_argument("--overwrite", action="store_true")
+            p.add_argument("--overwrite", action="store_true", help="replace an existing store")
         _add_scheduler(p)
+        _add_storage_options(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="fit a lazily generated mixture (no disk, no download)")
@@ -547,8 +958,10 @@ def build_parser():
     p.add_argument("--chunks", type=_positive_int, default=200_000, help="rows per chunk")
     p.add_argument("--seed", type=int, default=0, help="seed of the data")
     p.add_argument("--out", default=None, metavar="MODEL", help="also write the model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL file")
     _add_fit_params(p, k=20)
     _add_scheduler(p)
+    _add_storage_options(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("elbow", help="cost for every k from one pass, the knee marked")
@@ -581,7 +994,9 @@ def build_parser():
         help="restarts per k (n_init; default: elbow's, 5)",
     )
     p.add_argument("--random-state", type=int, default=0, help="seed (random_state, default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG file")
     _add_scheduler(p)
+    _add_storage_options(p)
     p.set_defaults(func=cmd_elbow)
     return parser
 
@@ -614,11 +1029,12 @@ def main(argv=None):
         return args.func(args)
     except (UserError, InputError) as exc:
         message = str(exc)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    except (ValueError, OSError) as exc:
+        message = _first_line(exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    message = _redact(message, _storage_options(args))
     print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
     return 1
 

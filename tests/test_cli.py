@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -299,3 +300,86 @@ def test_each_fit_flag_maps_to_a_parameter():
         "random_state": 7,
         "checkpoint": "ck",
     }
+
+
+def test_progress_bar_adds_up_over_several_computes(capsys):
+    import dask.array as da
+
+    from dask_streamkm.cli import _progress
+
+    X = da.ones((40, 2), chunks=(10, 2))
+    with dask.config.set(scheduler="sync"), _progress(None, ("part",), "fit", False) as counts:
+        for wave in range(3):  # three computes, as a fit in waves makes
+            X.map_blocks(np.add, wave, name=f"part-{wave}").compute()
+    assert counts == {"done": 12, "total": 12}
+    assert "12/12 chunks" in capsys.readouterr().err
+    with dask.config.set(scheduler="sync"), _progress(None, ("part",), "fit", True) as counts:
+        X.map_blocks(lambda b: b, name="part-q").compute()
+    assert counts == {"done": 4, "total": 4}
+    assert capsys.readouterr().err == ""
+
+
+def test_storage_options_are_parsed_as_json_when_they_parse_and_never_printed(tmp_path, capsys):
+    from dask_streamkm.cli import _redact, _storage_options
+
+    args = build_parser().parse_args(
+        [
+            "fit",
+            "s3://bucket/x.zarr",
+            "--k",
+            "2",
+            "--storage-option",
+            "key=AKIDEXAMPLE",
+            "--storage-option",
+            "secret=wJalrXUtnFEMI",
+            "--storage-option",
+            'client_kwargs={"endpoint_url": "http://127.0.0.1:9"}',
+            "--storage-option",
+            "anon=false",
+            "--storage-option",
+            "default_block_size=1024",
+        ]
+    )
+    assert _storage_options(args) == {
+        "key": "AKIDEXAMPLE",
+        "secret": "wJalrXUtnFEMI",
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
+        "anon": False,
+        "default_block_size": 1024,
+    }
+    assert _storage_options(build_parser().parse_args(["fit", "x.zarr", "--k", "2"])) is None
+    text = _redact("denied for key AKIDEXAMPLE with secret wJalrXUtnFEMI", _storage_options(args))
+    assert text == "denied for key *** with secret ***"
+    assert _redact("cannot open 'https://user:pw@host/x.zarr'", None) == (
+        "cannot open 'https://host/x.zarr'"
+    )
+    # every command that reads or writes a path takes the flag
+    for command in (
+        ["make-data", "s.zarr", "--rows", "1", "--features", "1"],
+        ["fit", "s.zarr", "--k", "2"],
+        ["predict", "s.zarr", "m.npz", "--out", "l.zarr"],
+        ["score", "s.zarr", "m.npz"],
+        ["elbow", "s.zarr"],
+        ["demo"],
+    ):
+        args = build_parser().parse_args([*command, "--storage-option", "token=abc"])
+        assert _storage_options(args) == {"token": "abc"}
+    # a malformed pair is refused without echoing it (it may hold a credential)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["fit", "s.zarr", "--k", "2", "--storage-option", "hunter2secret"]
+        )
+    err = capsys.readouterr().err
+    assert "expected KEY=VALUE" in err and "hunter2secret" not in err
+
+
+def test_a_failing_command_never_prints_its_storage_options(store, tmp_path, capsys):
+    rc, out, err = run(
+        capsys,
+        "score",
+        store,
+        tmp_path / "AKIDSECRETVALUE.npz",
+        "--storage-option",
+        "key=AKIDSECRETVALUE",
+    )
+    assert rc == 1 and "AKIDSECRETVALUE" not in out + err and "***" in err

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dask_streamkm import StreamingKMeans
-from dask_streamkm.cli import _chunk_counts, _ChunkCounter
 from dask_streamkm.cli import main as cli_main
+from dask_streamkm.cli import scheduler_chunk_counts
 from dask_streamkm.datasets import make_mixture
 
 distributed = pytest.importorskip("distributed")
@@ -51,7 +51,7 @@ def test_killing_a_worker_mid_fit_gives_the_same_centers(client):
     params = dict(n_clusters=6, random_state=0, split_every=4)
     ref = _threaded(X, **params)
     slow = X.map_blocks(_slow, 0.25, dtype=X.dtype)
-    client.register_plugin(_ChunkCounter(("leaf",)), name=_ChunkCounter.name)
+    base, _ = scheduler_chunk_counts(client, ("leaf",))
     result = {}
 
     def fit():
@@ -63,15 +63,14 @@ def test_killing_a_worker_mid_fit_gives_the_same_centers(client):
     thread = threading.Thread(target=fit)
     thread.start()
     deadline = time.monotonic() + 30
-    while client.run_on_scheduler(_chunk_counts)[0] < 4 and time.monotonic() < deadline:
+    while scheduler_chunk_counts(client, ("leaf",))[0] - base < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
-    done_before, _ = client.run_on_scheduler(_chunk_counts)
+    done_before = scheduler_chunk_counts(client, ("leaf",))[0] - base
     victim = sorted(client.scheduler_info()["workers"])[0]
     pid = client.run(os.getpid, workers=[victim])[victim]
     os.kill(pid, signal.SIGKILL)
     assert thread.is_alive(), "the fit ended before a worker could be killed"
     thread.join(60)
-    client.unregister_scheduler_plugin(_ChunkCounter.name)
     assert "error" not in result, result.get("error")
     assert 4 <= done_before < n_chunks
     np.testing.assert_array_equal(result["model"].cluster_centers_, ref.cluster_centers_)
