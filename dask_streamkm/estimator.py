@@ -814,8 +814,16 @@ class StreamingKMeans(
         Raises
         ------
         ModelFileError
-            (a ``ValueError``) for a file of a newer format version, a truncated file or a
-            file that is not a model.
+            (a ``ValueError``) for a file of a newer format version, a truncated file, a
+            file that is not a model, or a field of the wrong type, shape or range (centers
+            that disagree with ``n_clusters`` or ``n_features_in_``, summary arrays of
+            different lengths, NaN values, invalid parameters); the message names the file.
+
+        Notes
+        -----
+        Loading creates and reads nothing besides the file: a stored ``checkpoint``
+        directory is used only when the loaded model is fitted again. Centers keep the
+        dtype they were fitted in (float32 or float64).
         """
         from ._model_io import load_model
 
