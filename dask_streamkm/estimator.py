@@ -18,7 +18,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _seeds, _threads
+from . import _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import auto_n_init
 from ._summarize import METHODS
@@ -432,7 +432,8 @@ class StreamingKMeans(
 
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
             graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
-        with _threads.blas_limits():
+        # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
+        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
             (summary,) = dask.compute(graph)
         return summary
 

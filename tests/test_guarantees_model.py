@@ -8,7 +8,9 @@ naming the chunk size and the fix, quickly, instead of restarting the worker for
 
 import json
 import pathlib
+import time
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -152,3 +154,61 @@ def test_12_11_float32_model_stays_float32(data, tmp_path, lazy):
     assert StreamingKMeans.load(km64.save(tmp_path / "m64.npz")).cluster_centers_.dtype == (
         np.float64
     )
+
+
+# ---------------------------------------------------------------------- item 12
+def _hog(block, nbytes):
+    """A block task that holds ``nbytes`` of memory for a while (more than its worker has)."""
+    hog = np.ones(nbytes // 8)
+    time.sleep(5)
+    return block + hog[:1]
+
+
+@pytest.fixture
+def small_worker():
+    distributed = pytest.importorskip("distributed")
+    # One failure is enough to end a task: the backstop test needs one worker death, not four.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="200MB",
+            dashboard_address=":0",
+        )
+        with cluster, distributed.Client(cluster) as client:
+            yield client
+
+
+def test_12_12_chunk_larger_than_a_worker_is_a_clear_error(small_worker):
+    from dask_streamkm._memory import WorkerMemoryError, check_worker_memory
+
+    # One chunk of 1,000,000 x 32 float64 (256 MB): more than the worker's 200 MB.
+    X = da.random.default_rng(0).random((1_000_000, 32), chunks=(1_000_000, 32))
+    t0 = time.perf_counter()
+    with pytest.raises(
+        WorkerMemoryError,
+        match=r"1,000,000 rows x 32 features \(256\.0 MB as float64\).*memory_limit is 200 MB"
+        r".*X\.rechunk\(\{0: \d+\}\).*--chunks \d+.*larger memory_limit",
+    ):
+        StreamingKMeans(n_clusters=4, random_state=0).fit(X)
+    assert time.perf_counter() - t0 < 30
+    # Chunks that fit pass the check (the existing distributed tests fit with it).
+    small = da.random.default_rng(0).random((1_000_000, 32), chunks=(50_000, 32))
+    assert check_worker_memory(small, "stream") == 200 * 10**6
+    assert check_worker_memory(small, "lloyd") == 200 * 10**6
+
+
+def test_12_12_killed_worker_names_the_chunk_and_the_fix(small_worker):
+    from dask_streamkm._memory import WorkerMemoryError
+
+    # Chunks that look small (the check lets them through) but whose task needs 400 MB.
+    X = da.random.default_rng(0).random((4_000, 4), chunks=(2_000, 4))
+    X = X.map_blocks(_hog, 400 * 10**6, dtype=X.dtype)
+    t0 = time.perf_counter()
+    with pytest.raises(
+        WorkerMemoryError,
+        match=r"workers died.*2,000 rows x 4 features.*memory_limit is 200 MB.*rechunk",
+    ):
+        StreamingKMeans(n_clusters=4, random_state=0).fit(X)
+    assert time.perf_counter() - t0 < 60
