@@ -45,7 +45,9 @@ def task_peak_bytes(X, method):
     rows, nbytes = largest_chunk(X)
     per_item, per_value, per_row = WORKING_BYTES.get(method, WORKING_BYTES["lloyd"])
     values = rows * int(X.shape[1])
-    return int(nbytes * (1 + per_item) + per_value * values + per_row * rows)
+    # Integer chunks are converted to a float copy first (check_block): a float64's itemsize.
+    itemsize = X.dtype.itemsize if X.dtype.kind == "f" else 8
+    return int(nbytes + values * (itemsize * per_item + per_value) + per_row * rows)
 
 
 def _distributed_client():
