@@ -8,7 +8,7 @@ holding:
   the estimator's ``params``, and its scalar fitted attributes (``n_features_in_``, ``inertia_``,
   ``n_iter_``, ``n_rows_seen_``, ``feature_names_in_`` when present, the seed of the final
   solve);
-- ``cluster_centers_``: float64 (n_clusters, n_features);
+- ``cluster_centers_``: (n_clusters, n_features), in the model's dtype (float32 or float64);
 - ``summary_weights``, ``summary_linear_sums``, ``summary_square_sums``: the merged summary, so
   ``refit`` and ``partial_fit`` work after loading.
 
@@ -45,12 +45,21 @@ class ModelFileError(ValueError):
 
 
 # ---------------------------------------------------------------------- save
+def _centers_to_save(centers):
+    """The centers as written to a file: host numpy in their dtype (float32 or float64)."""
+    centers = to_host(centers)
+    return np.asarray(centers, dtype=_float_dtype(np.asarray(centers)))
+
+
 def _json_param(name, value):
     """A parameter value as JSON; random_state objects are recorded as None."""
     if isinstance(value, (np.integer, np.floating)):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, os.PathLike):
+        # checkpoint=pathlib.Path(...): stored as its str, which the estimator accepts too.
+        return os.fspath(value)
     if name == "random_state":
         # A RandomState / Generator cannot be stored without pickle; the seed of the final
         # solve is stored separately, so refit and partial_fit stay reproducible.
@@ -97,7 +106,7 @@ def save_model(model, path, storage_options=None):
     np.savez(
         buffer,
         metadata=np.array(json.dumps(metadata)),
-        cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
+        cluster_centers_=_centers_to_save(model.cluster_centers_),
         summary_weights=to_host(summary.weights),
         summary_linear_sums=to_host(summary.linear_sums),
         summary_square_sums=to_host(summary.square_sums),
@@ -198,10 +207,137 @@ def _check_metadata(path, metadata):
             )
 
 
+def _damaged(path, what):
+    """The ModelFileError of a model file whose content breaks a rule (``what`` says which)."""
+    return ModelFileError(
+        f"{path!r} is a damaged or hand-edited dask_streamkm model file: {what}. Save the "
+        "model again with StreamingKMeans.save(path)."
+    )
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_attributes(path, attrs):
+    """Types and ranges of the scalar fitted attributes of the metadata."""
+    for name, minimum in (("n_features_in_", 1), ("n_iter_", 0), ("n_rows_seen_", 1)):
+        if name not in attrs:
+            raise _damaged(path, f"its metadata has no attribute {name!r}")
+        value = attrs[name]
+        if not _is_int(value) or value < minimum:
+            raise _damaged(path, f"{name}={value!r} should be an integer >= {minimum}")
+    if "inertia_" not in attrs:
+        raise _damaged(path, "its metadata has no attribute 'inertia_'")
+    inertia = attrs["inertia_"]
+    if not _is_number(inertia) or not (np.isfinite(inertia) and inertia >= 0):
+        raise _damaged(path, f"inertia_={inertia!r} should be a finite number >= 0")
+    if "feature_names_in_" in attrs:
+        names = attrs["feature_names_in_"]
+        if (
+            not isinstance(names, list)
+            or len(names) != attrs["n_features_in_"]
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise _damaged(
+                path,
+                f"feature_names_in_={names!r} should be a list of "
+                f"n_features_in_={attrs['n_features_in_']} strings",
+            )
+
+
+def _check_entropy(path, entropy):
+    """The stored seed: None, an int >= 0 or a list of ints >= 0."""
+    values = entropy if isinstance(entropy, list) else [entropy]
+    if entropy is not None and (not values or not all(_is_int(v) and v >= 0 for v in values)):
+        raise _damaged(
+            path, f"entropy={entropy!r} should be null, an integer >= 0 or a list of them"
+        )
+
+
+def _check_params(path, model):
+    """The stored parameters through the estimator's own checks (without acting on them)."""
+    try:
+        model._check_params()
+    except (ValueError, TypeError) as exc:
+        raise _damaged(path, f"its parameters are invalid ({exc})") from exc
+    rs = model.random_state
+    if rs is not None and (not _is_int(rs) or rs < 0):
+        raise _damaged(path, f"random_state={rs!r} should be null or an integer >= 0")
+    if model.checkpoint is not None and not isinstance(model.checkpoint, str):
+        raise _damaged(path, f"checkpoint={model.checkpoint!r} should be null or a path string")
+
+
+def _check_array(path, name, array, ndim, dtypes=(np.float64,)):
+    """A stored array of ``ndim`` dimensions, one of ``dtypes``, finite, not empty."""
+    if array.ndim != ndim or array.dtype not in dtypes:
+        raise _damaged(
+            path,
+            f"{name} has dtype {array.dtype} and shape {array.shape}; it should be a "
+            f"{ndim}-D array of {' or '.join(np.dtype(d).name for d in dtypes)}",
+        )
+    if array.shape[0] == 0:
+        raise _damaged(path, f"{name} has shape {array.shape}: it holds no rows")
+    if not np.all(np.isfinite(array)):
+        raise _damaged(path, f"{name} holds NaN or infinite values")
+
+
+def _check_arrays(path, params, attrs, arrays):
+    """Shapes, dtypes, finiteness and ranges of the arrays, against the metadata."""
+    n_clusters, n_features = params.get("n_clusters", 8), attrs["n_features_in_"]
+    centers = arrays["cluster_centers_"]
+    _check_array(path, "cluster_centers_", centers, 2, (np.float32, np.float64))
+    if centers.shape != (n_clusters, n_features):
+        raise _damaged(
+            path,
+            f"cluster_centers_ has shape {centers.shape} while n_clusters={n_clusters} and "
+            f"n_features_in_={n_features} (it should be {(n_clusters, n_features)})",
+        )
+    weights = arrays["summary_weights"]
+    linear_sums = arrays["summary_linear_sums"]
+    square_sums = arrays["summary_square_sums"]
+    _check_array(path, "summary_weights", weights, 1)
+    _check_array(path, "summary_linear_sums", linear_sums, 2)
+    _check_array(path, "summary_square_sums", square_sums, 1)
+    m = weights.shape[0]
+    if linear_sums.shape != (m, n_features) or square_sums.shape != (m,):
+        raise _damaged(
+            path,
+            f"the summary arrays disagree: summary_weights has shape {weights.shape}, "
+            f"summary_linear_sums {linear_sums.shape} and summary_square_sums "
+            f"{square_sums.shape} (they should be ({m},), {(m, n_features)} and ({m},) for "
+            f"n_features_in_={n_features})",
+        )
+    if np.any(weights < 0) or np.any(square_sums < 0) or not np.sum(weights) > 0:
+        raise _damaged(
+            path,
+            "summary_weights and summary_square_sums should be >= 0, with a positive total weight",
+        )
+    n_seen = arrays["summary_n_seen"]
+    if n_seen != attrs["n_rows_seen_"]:
+        raise _damaged(
+            path,
+            f"summary_n_seen={n_seen} differs from n_rows_seen_={attrs['n_rows_seen_']}",
+        )
+
+
 def load_model(cls, path, storage_options=None):
-    """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`."""
+    """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`.
+
+    Every field is checked (types, shapes, finiteness, ranges, and the parameters through the
+    estimator's own check); a failure is a :class:`ModelFileError` naming the file. Nothing
+    is created or read besides the file: a stored ``checkpoint`` directory is used only when
+    the loaded model is fitted again.
+    """
     path = os.fspath(path)
-    metadata, arrays = _read_npz(path, storage_options)
+    try:
+        metadata, arrays = _read_npz(path, storage_options)
+    except TypeError as exc:  # e.g. a summary_n_seen that is not a scalar
+        raise _damaged(path, f"an entry has the wrong type ({exc})") from exc
     params = metadata["params"]
     valid = set(cls().get_params(deep=False))
     unknown = sorted(set(params) - valid)
@@ -211,24 +347,20 @@ def load_model(cls, path, storage_options=None):
             f"know. Upgrade with `pip install -U dask-streamkm`."
         )
     model = cls(**params)
+    _check_params(path, model)
     attrs = metadata["attributes"]
-    centers = np.asarray(arrays["cluster_centers_"], dtype=np.float64)
-    summary = Summary(
+    _check_attributes(path, attrs)
+    _check_entropy(path, metadata.get("entropy"))
+    _check_arrays(path, model.get_params(deep=False), attrs, arrays)
+    centers = arrays["cluster_centers_"]
+    model.cluster_centers_ = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
+    model.summary_ = Summary(
         np.asarray(arrays["summary_weights"], dtype=np.float64),
         np.asarray(arrays["summary_linear_sums"], dtype=np.float64),
         np.asarray(arrays["summary_square_sums"], dtype=np.float64),
         int(arrays["summary_n_seen"]),
     )
-    n_features = int(attrs["n_features_in_"])
-    if centers.ndim != 2 or centers.shape[1] != n_features or summary.n_features != n_features:
-        raise ModelFileError(
-            f"{path!r} is a damaged dask_streamkm model file: cluster_centers_ has shape "
-            f"{centers.shape} and the summary {summary.n_features} features, while "
-            f"n_features_in_={n_features}."
-        )
-    model.cluster_centers_ = centers
-    model.summary_ = summary
-    model.n_features_in_ = n_features
+    model.n_features_in_ = int(attrs["n_features_in_"])
     model.inertia_ = float(attrs["inertia_"])
     model.n_iter_ = int(attrs["n_iter_"])
     model.n_rows_seen_ = int(attrs["n_rows_seen_"])

@@ -18,7 +18,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _seeds, _threads
+from . import _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import auto_n_init
 from ._summarize import METHODS
@@ -432,7 +432,8 @@ class StreamingKMeans(
 
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
             graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
-        with _threads.blas_limits():
+        # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
+        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
             (summary,) = dask.compute(graph)
         return summary
 
@@ -818,8 +819,16 @@ class StreamingKMeans(
         Raises
         ------
         ModelFileError
-            (a ``ValueError``) for a file of a newer format version, a truncated file or a
-            file that is not a model.
+            (a ``ValueError``) for a file of a newer format version, a truncated file, a
+            file that is not a model, or a field of the wrong type, shape or range (centers
+            that disagree with ``n_clusters`` or ``n_features_in_``, summary arrays of
+            different lengths, NaN values, invalid parameters); the message names the file.
+
+        Notes
+        -----
+        Loading creates and reads nothing besides the file: a stored ``checkpoint``
+        directory is used only when the loaded model is fitted again. Centers keep the
+        dtype they were fitted in (float32 or float64).
         """
         from ._model_io import load_model
 

@@ -76,7 +76,9 @@ print(f"msd: {metrics['msd']:.4f}")
 with tempfile.TemporaryDirectory() as tmp:
     path = km.save(os.path.join(tmp, "model.npz"))
     loaded = StreamingKMeans.load(path)
-sample = X[:5000].compute().astype(np.float64)
+# The model keeps X's dtype (float32) through the file, and so does the KMeans: it predicts
+# rows of that dtype, like a KMeans fitted on float32 data.
+sample = X[:5000].compute()
 sk = loaded.to_sklearn()
 same = np.array_equal(sk.predict(sample), km.predict(sample))
 print(f"loaded model and sklearn KMeans predict the same labels: {same}")
