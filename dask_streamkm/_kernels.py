@@ -178,13 +178,16 @@ def centers_from_labels(X, labels, n_centers, sample_weight=None):
     return sums, mass
 
 
-def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng=None):
+def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, keep_best=False):
     """Weighted Lloyd iterations from ``centers``.
 
     ``tol`` is relative: iteration stops when the total squared center shift is below
     ``tol`` times the mean weighted per-feature variance of X (as scikit-learn does).
     Empty clusters are re-seeded at the rows with the largest weighted distance.
-    Returns (centers float64, labels, inertia of X to the centers, n_iter).
+    With ``keep_best``, the centers of lowest cost seen (the starting ones included) are
+    returned, so that more iterations never give a higher cost for the same start, whatever
+    rounding or a re-seed does. Returns (centers float64, labels, inertia of X to the
+    returned centers, n_iter: the iterations run, at most ``max_iter``).
     """
     xp = namespace(X)
     k = centers.shape[0]
@@ -199,6 +202,8 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
     labels, dist = nearest(X, centers, x_sq)
+    inertia = float(xp.sum(w * dist))
+    best = (inertia, centers, labels)
     Xw = Xf * w[:, None]
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
         sums = segment_sum(Xw, labels, k)
@@ -213,9 +218,12 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
         labels, dist = nearest(X, centers, x_sq)
+        inertia = float(xp.sum(w * dist))
+        if not keep_best or inertia < best[0]:
+            best = (inertia, centers, labels)
         if shift <= threshold and empty.shape[0] == 0:
             break
-    inertia = float(xp.sum(w * dist))
+    inertia, centers, labels = best
     return centers, labels, inertia, n_iter
 
 
@@ -333,6 +341,9 @@ def local_search(
 COARSE_POINTS_PER_CLUSTER = 20
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
+#: Lloyd iterations of each restart and polish on the coarse copy (``max_iter`` bounds only
+#: the final Lloyd on all rows, so that it alone decides the result of a larger ``max_iter``).
+RESTART_MAX_ITER = 300
 
 
 #: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
@@ -413,12 +424,17 @@ def weighted_kmeans(
        there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
        (``n_swaps`` candidate swaps, default ``10 * k``, in steps of ``SWAP_TRIALS``; 0
        turns it off) and Lloyd again.
-    3. The best centers go through Lloyd to convergence on all rows of X (refining the
-       best few coarse runs instead of one never changed the winner in the benchmarks).
+    3. The best centers go through at most ``max_iter`` Lloyd iterations on all rows of X
+       (refining the best few coarse runs instead of one never changed the winner in the
+       benchmarks); it keeps the centers of lowest cost it saw, so for one ``rng`` state a
+       larger ``max_iter`` never gives a higher cost.
 
+    ``max_iter`` bounds only step 3, and the returned ``n_iter`` counts the iterations of
+    step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
+    their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
     fast; the center updates still sum in float64).
-    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the last Lloyd).
+    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the final Lloyd).
     """
     xp = namespace(X)
     Xf = xp.astype(X, xp.float64)
@@ -444,28 +460,30 @@ def weighted_kmeans(
     runs = []
     for _ in range(n_init):
         idx = kmeans_plusplus(P, n_clusters, rng, wp, p_sq, n_local_trials)
-        centers, _, inertia, n_iter = lloyd(
-            P, xp.take(P, idx, axis=0), wp, max_iter=max_iter, tol=tol, x_sq=p_sq
+        centers, _, inertia, _ = lloyd(
+            P, xp.take(P, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol, x_sq=p_sq
         )
-        runs.append((inertia, n_iter, centers))
+        runs.append((inertia, centers))
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:
         n_swaps = 10 * n_clusters
     if n_swaps > 0:
         n_steps = -(-int(n_swaps) // SWAP_TRIALS)
-        for _inertia, n_iter, centers in runs[:n_polish]:
+        for _inertia, centers in runs[:n_polish]:
             swapped, accepted = local_search(
                 P, centers, rng, wp, n_steps, p_sq, lloyd_steps=2, n_trials=SWAP_TRIALS
             )
             if not accepted:
                 continue
-            polished, _, cost, more = lloyd(P, swapped, wp, max_iter=max_iter, tol=tol, x_sq=p_sq)
+            polished, _, cost, _ = lloyd(
+                P, swapped, wp, max_iter=RESTART_MAX_ITER, tol=tol, x_sq=p_sq
+            )
             if cost < best[0]:
-                best = (cost, n_iter + more, polished)
-    centers, n_iter = best[2], best[1]
-    if P is not Xc:
-        centers, _, _, n_iter = lloyd(Xc, centers, w, max_iter=max_iter, tol=tol, x_sq=x_sq)
+                best = (cost, polished)
+    centers, _, _, n_iter = lloyd(
+        Xc, best[1], w, max_iter=max_iter, tol=tol, x_sq=x_sq, keep_best=True
+    )
     centers = centers + mean
     _, dist = nearest(Xf, centers)
     return centers, float(xp.sum(w * dist)), n_iter

@@ -130,6 +130,28 @@ def test_lloyd_reseeds_empty_cluster(rng):
     assert len(np.unique(labels)) == 3
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_lloyd_keep_best_never_costs_more_with_more_iterations(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(150, 3)).astype(np.float32)
+    w = rng.random(len(X)) + 0.1
+    # duplicated and far starting centers: empty clusters are re-seeded on the way
+    C = np.concatenate([X[:3], X[:3], np.full((2, 3), 50.0)]).astype(np.float64)
+    costs = []
+    for max_iter in range(1, 12):
+        centers, labels, inertia, n_iter = K.lloyd(
+            X, C, w, max_iter=max_iter, tol=0.0, keep_best=True
+        )
+        assert n_iter <= max_iter
+        _, ref_dist = ref_nearest(X, centers)
+        np.testing.assert_allclose(inertia, np.sum(w * ref_dist), rtol=1e-5)
+        np.testing.assert_array_equal(labels, ref_nearest(X, centers)[0])
+        costs.append(inertia)
+    assert np.all(np.diff(costs) <= 0), costs
+    _, start_dist = ref_nearest(X, C)
+    assert costs[0] <= np.sum(w * start_dist)
+
+
 # ---------------------------------------------------------------------- seeding
 @pytest.mark.parametrize("seed", range(5))
 def test_kmeans_plusplus_distinct_and_zero_weight_never_seeds(seed):
