@@ -53,13 +53,33 @@ def _augmented(X, centers, centers_sq):
     return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
 
 
+def _score_blocks(X, centers, centers_sq):
+    """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
+
+    The one blocked-GEMM loop of the kernels: yields ``(start, stop, block)`` with ``block``
+    of shape (stop - start, m) in X's dtype, one cache-sized block at a time (never n x m at
+    once); the row step comes from :func:`block_rows` with the namespace's block size
+    (``DEVICE_BLOCK_ELEMENTS`` for cupy, ``BLOCK_ELEMENTS`` otherwise), chosen here only.
+    The squared distance to the center of score ``s`` is ``||x||^2 - 2 s``.
+    Precondition: X and centers of the same dtype, centers_sq the centers' squared norms.
+    """
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
+    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
+    step = block_rows(centers.shape[0], n, elements)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        yield start, stop, xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+
+
 def nearest(X, centers, x_sq=None, centers_sq=None):
     """Index of and squared distance to the nearest center for each row of X.
 
-    One GEMM per cache-sized row block (never an n x m matrix at once), in the common dtype
-    of X and centers: the rows are augmented with a 1 and the centers with -||c||^2 / 2, so
-    the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest center and no other
-    pass over the block is needed. Returns (labels int64 (n,), sq_dist (n,) float64).
+    One GEMM per cache-sized row block (:func:`_score_blocks`), in the common dtype of X
+    and centers: the rows are augmented with a 1 and the centers with -||c||^2 / 2, so the
+    block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest center and no other pass
+    over the block is needed. Returns (labels int64 (n,), sq_dist (n,) float64).
     """
     xp = namespace(X, centers)
     n = X.shape[0]
@@ -71,14 +91,9 @@ def nearest(X, centers, x_sq=None, centers_sq=None):
         x_sq = row_norms_sq(X)
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
-    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
-    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
-    step = block_rows(centers.shape[0], n, elements)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     dists = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+    for start, stop, block in _score_blocks(X, centers, centers_sq):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
@@ -239,16 +254,11 @@ def nearest2(X, centers, x_sq=None):
     centers = xp.astype(centers, X.dtype)
     if x_sq is None:
         x_sq = row_norms_sq(X)
-    centers_sq = row_norms_sq(centers)
-    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
-    step = block_rows(k, n)
     columns = xp.arange(k, device=dev)[None, :]
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     d1 = xp.empty((n,), dtype=xp.float64, device=dev)
     d2 = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+    for start, stop, block in _score_blocks(X, centers, row_norms_sq(centers)):
         lab = xp.argmax(block, axis=1)
         first = xp.max(block, axis=1)
         second = xp.max(xp.where(columns == lab[:, None], -xp.inf, block), axis=1)
@@ -267,14 +277,10 @@ def nearest_other(centers):
     m = centers.shape[0]
     dev = device(centers)
     c_sq = row_norms_sq(centers)
-    c_aug, c_aug_t = _augmented(centers, centers, c_sq)
-    step = block_rows(m, m)
     columns = xp.arange(m, device=dev)[None, :]
     labels = xp.empty((m,), dtype=xp.int64, device=dev)
     dists = xp.empty((m,), dtype=xp.float64, device=dev)
-    for start in range(0, m, step):
-        stop = min(start + step, m)
-        block = xp.matmul(c_aug[start:stop, ...], c_aug_t)
+    for start, stop, block in _score_blocks(centers, centers, c_sq):
         rows = xp.arange(start, stop, device=dev)[:, None]
         block = xp.where(columns == rows, -xp.inf, block)
         labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)

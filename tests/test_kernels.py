@@ -327,6 +327,36 @@ def test_nearest2_matches_reference(rng):
     np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
 
 
+def test_score_blocks_tile_the_rows_with_one_block_size(rng, monkeypatch):
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
+    X = rng.normal(size=(700, 3))
+    C = X[::70]
+    c_sq = (C**2).sum(1)
+    blocks = list(K._score_blocks(X, C, c_sq))
+    assert [(a, b) for a, b, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
+    scores = np.concatenate([blk for _, _, blk in blocks])
+    np.testing.assert_allclose(scores, X @ C.T - 0.5 * c_sq[None, :], atol=1e-12)
+
+
+def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
+    X = rng.normal(size=(700, 3))
+    C = X[::70]
+    D = np.sort(_reference_sq_dist(X, C), axis=1)
+    labels, dist = K.nearest(X, C)
+    np.testing.assert_array_equal(labels, _reference_sq_dist(X, C).argmin(1))
+    np.testing.assert_allclose(dist, D[:, 0], atol=1e-9)
+    labels2, d1, d2 = K.nearest2(X, C)
+    np.testing.assert_array_equal(labels2, labels)
+    np.testing.assert_allclose(d1, D[:, 0], atol=1e-9)
+    np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
+    M = X[:600]
+    other, d_other = K.nearest_other(M)
+    ref = _reference_sq_dist(M, M) + np.diag(np.full(len(M), np.inf))
+    np.testing.assert_array_equal(other, ref.argmin(1))
+    np.testing.assert_allclose(d_other, ref.min(1), atol=1e-9)
+
+
 @pytest.mark.parametrize("n_trials", [1, 16])
 def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     # Four tight blobs, k=4, but the start puts two centers on blob 0 and one between blobs 2, 3.
