@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from test_io import counting_like
+from _helpers import counting_like
 
 from dask_streamkm import StreamingKMeans
 from dask_streamkm.datasets import make_mixture

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from _helpers import nearest as ref_nearest
+from _helpers import sq_distances as ref_sq_distances
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
@@ -11,16 +13,6 @@ from dask_streamkm._summarize import summarize
 
 
 # ---------------------------------------------------------------------- numpy references
-def ref_sq_distances(X, C):
-    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(axis=2)
-
-
-def ref_nearest(X, C):
-    d = ref_sq_distances(X, C)
-    labels = d.argmin(axis=1)
-    return labels, d[np.arange(len(X)), labels]
-
-
 def ref_centers_from_labels(X, labels, k, w):
     sums = np.zeros((k, X.shape[1]))
     mass = np.zeros(k)
@@ -303,15 +295,11 @@ def test_summary_from_points_weight_n_equals_repeated_rows(rng):
 
 
 # ---------------------------------------------------------------------- neighbours and local search
-def _reference_sq_dist(X, C):
-    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(-1)
-
-
 @pytest.mark.parametrize("m", [2, 7, 3000])
 def test_nearest_other_matches_reference(rng, m):
     C = rng.normal(size=(m, 5))
     labels, dist = K.nearest_other(C)
-    D = _reference_sq_dist(C, C)
+    D = ref_sq_distances(C, C)
     np.fill_diagonal(D, np.inf)
     np.testing.assert_array_equal(labels, D.argmin(1))
     np.testing.assert_allclose(dist, D.min(1), rtol=1e-9, atol=1e-9)
@@ -321,8 +309,8 @@ def test_nearest2_matches_reference(rng):
     X = rng.normal(size=(500, 4))
     C = rng.normal(size=(9, 4))
     labels, d1, d2 = K.nearest2(X, C)
-    D = np.sort(_reference_sq_dist(X, C), axis=1)
-    np.testing.assert_array_equal(labels, _reference_sq_dist(X, C).argmin(1))
+    D = np.sort(ref_sq_distances(X, C), axis=1)
+    np.testing.assert_array_equal(labels, ref_sq_distances(X, C).argmin(1))
     np.testing.assert_allclose(d1, D[:, 0], atol=1e-9)
     np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
 
@@ -342,9 +330,9 @@ def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
     monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
     X = rng.normal(size=(700, 3))
     C = X[::70]
-    D = np.sort(_reference_sq_dist(X, C), axis=1)
+    D = np.sort(ref_sq_distances(X, C), axis=1)
     labels, dist = K.nearest(X, C)
-    np.testing.assert_array_equal(labels, _reference_sq_dist(X, C).argmin(1))
+    np.testing.assert_array_equal(labels, ref_sq_distances(X, C).argmin(1))
     np.testing.assert_allclose(dist, D[:, 0], atol=1e-9)
     labels2, d1, d2 = K.nearest2(X, C)
     np.testing.assert_array_equal(labels2, labels)
@@ -352,7 +340,7 @@ def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
     np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
     M = X[:600]
     other, d_other = K.nearest_other(M)
-    ref = _reference_sq_dist(M, M) + np.diag(np.full(len(M), np.inf))
+    ref = ref_sq_distances(M, M) + np.diag(np.full(len(M), np.inf))
     np.testing.assert_array_equal(other, ref.argmin(1))
     np.testing.assert_allclose(d_other, ref.min(1), atol=1e-9)
 
@@ -364,11 +352,11 @@ def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     means = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
     X = np.concatenate([m + 0.1 * gen.normal(size=(50, 2)) for m in means])
     start = np.array([[-0.05, 0.0], [0.05, 0.0], [20.0, 0.0], [10.0, 20.0]])
-    before = _reference_sq_dist(X, start).min(1).sum()
+    before = ref_sq_distances(X, start).min(1).sum()
     centers, accepted = K.local_search(
         X, start, np.random.default_rng(0), n_steps=50, n_trials=n_trials
     )
-    after = _reference_sq_dist(X, centers).min(1).sum()
+    after = ref_sq_distances(X, centers).min(1).sum()
     assert accepted >= 1
     assert after < 0.2 * before
 
@@ -378,11 +366,11 @@ def test_local_search_never_raises_the_cost(rng, n_trials):
     X = rng.normal(size=(400, 3))
     w = rng.uniform(0.0, 2.0, size=400)
     start = X[:6]
-    before = (w * _reference_sq_dist(X, start).min(1)).sum()
+    before = (w * ref_sq_distances(X, start).min(1)).sum()
     centers, _ = K.local_search(
         X, start, np.random.default_rng(3), sample_weight=w, n_steps=30, n_trials=n_trials
     )
-    after = (w * _reference_sq_dist(X, centers).min(1)).sum()
+    after = (w * ref_sq_distances(X, centers).min(1)).sum()
     assert after <= before * (1 + 1e-12)
 
 
@@ -393,12 +381,12 @@ def test_local_search_trials_find_the_best_swap_of_the_step():
     start = X[:3].copy()
     centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=1, n_trials=2000)
     best = min(
-        _reference_sq_dist(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
+        ref_sq_distances(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
         for p in range(60)
         for i in range(3)
     )
     assert accepted == 1
-    np.testing.assert_allclose(_reference_sq_dist(X, centers).min(1).sum(), best, rtol=1e-9)
+    np.testing.assert_allclose(ref_sq_distances(X, centers).min(1).sum(), best, rtol=1e-9)
 
 
 def test_coarsen_keeps_weight_and_mean(rng):

@@ -2,21 +2,11 @@
 
 import numpy as np
 import pytest
+from _helpers import by_row, true_cost
 from sklearn.datasets import make_blobs
 
 from dask_streamkm._summarize import METHODS, summarize
 from dask_streamkm.summary import Summary
-
-
-def by_row(A, *others):
-    """A (and arrays aligned with it) in sorted row order: compare groups order-free."""
-    order = np.lexsort(np.asarray(A).T[::-1])
-    return (A[order], *(o[order] for o in others))
-
-
-def true_cost(X, centers, w=None):
-    d = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
-    return float(np.sum(d if w is None else w * d))
 
 
 @pytest.mark.parametrize("method", METHODS)

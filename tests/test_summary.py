@@ -4,20 +4,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from _helpers import by_row, true_cost
 
 from dask_streamkm import Summary
 from dask_streamkm import summary as summary_module
-
-
-def true_cost(X, centers, w=None):
-    d = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
-    return float(np.sum(d if w is None else w * d))
-
-
-def by_row(A, *others):
-    """A (and arrays aligned with it) in sorted row order: compare groups order-free."""
-    order = np.lexsort(np.asarray(A).T[::-1])
-    return (A[order], *(o[order] for o in others))
 
 
 def grouped(rng, n=400, d=3, n_groups=20, weighted=True):
