@@ -143,3 +143,16 @@ def test_uses_the_summary_size(method, n):
     X = np.random.default_rng(0).normal(size=(n, 6))
     s = summarize(X, 200, method=method, seed=0)
     assert s.n_groups >= 0.9 * 200
+
+
+def test_stream_centers_follow_their_rows():
+    # The Sculley (2010) per-center update moves each center to the running mean of its rows,
+    # so a stream summary's own squared error is below that of one Lloyd pass from D^2 seeds
+    # (measured: 0.98-0.99 of it; 1.06-1.07 without the update, centers left on the seed rows).
+    X = np.random.default_rng(0).normal(size=(10_000, 4))
+    ratios = []
+    for seed in range(3):
+        stream = summarize(X, 50, method="stream", seed=seed, mini_batch_size=1024)
+        lloyd = summarize(X, 50, method="lloyd", seed=seed, mini_batch_size=1024)
+        ratios.append(stream.group_sse.sum() / lloyd.group_sse.sum())
+    assert np.mean(ratios) < 1.02, ratios
