@@ -319,11 +319,14 @@ def test_score_blocks_tile_the_rows_with_one_block_size(rng, monkeypatch):
     monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
     X = rng.normal(size=(700, 3))
     C = X[::70]
-    c_sq = (C**2).sum(1)
-    blocks = list(K._score_blocks(X, C, c_sq))
-    assert [(a, b) for a, b, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
-    scores = np.concatenate([blk for _, _, blk in blocks])
-    np.testing.assert_allclose(scores, X @ C.T - 0.5 * c_sq[None, :], atol=1e-12)
+    blocks = list(K._score_blocks(X, C))
+    assert [(a, b) for a, b, _, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
+    # scores and row norms on coordinates relative to the centers' mean
+    Xs, Cs = X - C.mean(0), C - C.mean(0)
+    scores = np.concatenate([blk for _, _, blk, _ in blocks])
+    np.testing.assert_allclose(scores, Xs @ Cs.T - 0.5 * (Cs**2).sum(1)[None, :], atol=1e-12)
+    x_sq = np.concatenate([sq for _, _, _, sq in blocks])
+    np.testing.assert_allclose(x_sq, (Xs**2).sum(1), atol=1e-12)
 
 
 def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
@@ -407,3 +410,47 @@ def test_weighted_kmeans_coarse_level_close_to_sklearn():
     centers, inertia, _ = K.weighted_kmeans(X, 25, np.random.default_rng(0), w, n_init=5)
     ref = KMeans(25, n_init=10, random_state=0).fit(X, sample_weight=w)
     assert inertia <= 1.01 * ref.inertia_
+
+
+# ---------------------------------------------------------------------- float32 far from the origin
+def _far_blobs(shift, n=2000, d=4, seed=0):
+    """Five blobs (spread ~20, noise 1) shifted by ``shift``, as float32, and their means."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-20, 20, size=(5, d))
+    X = (means[rng.integers(0, 5, n)] + rng.normal(size=(n, d)) + shift).astype(np.float32)
+    return X, means + shift
+
+
+@pytest.mark.parametrize("shift", [1e4, 1e5, 1e6])
+def test_nearest_kernels_on_float32_far_from_the_origin(shift):
+    # float32 rows 1e5 from the origin: ||x||^2 ~ 4e10, whose float32 rounding (~2e3) is larger
+    # than the distances; on coordinates relative to the centers the results are float64's.
+    X, means = _far_blobs(shift)
+    C = means + np.random.default_rng(1).normal(scale=0.5, size=means.shape)
+    ref = np.sort(ref_sq_distances(X, C), axis=1)
+    labels, dist = K.nearest(X, C)
+    np.testing.assert_array_equal(labels, ref_sq_distances(X, C).argmin(1))
+    np.testing.assert_allclose(dist.sum(), ref[:, 0].sum(), rtol=1e-5)
+    labels2, d1, d2 = K.nearest2(X, C)
+    np.testing.assert_array_equal(labels2, labels)
+    np.testing.assert_allclose(d1.sum(), ref[:, 0].sum(), rtol=1e-5)
+    np.testing.assert_allclose(d2.sum(), ref[:, 1].sum(), rtol=1e-5)
+    full = K.sq_distances(X, C)
+    np.testing.assert_allclose(full.sum(0), ref_sq_distances(X, C).sum(0), rtol=1e-5)
+    C32 = C.astype(np.float32)
+    other, d_other = K.nearest_other(C32)
+    ref_other = ref_sq_distances(C32, C32) + np.diag(np.full(len(C32), np.inf))
+    np.testing.assert_array_equal(other, ref_other.argmin(1))
+    np.testing.assert_allclose(d_other, ref_other.min(1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e6])
+def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
+    X, _ = _far_blobs(shift)
+    centered = X.astype(np.float64) - shift
+    rng = np.random.default_rng(0)
+    centers, cost, _ = K.weighted_kmeans(X, 5, rng, n_init=3)
+    ref_centers, ref_cost, _ = K.weighted_kmeans(centered, 5, np.random.default_rng(0), n_init=3)
+    true = ref_nearest(X, centers)[1].sum()
+    assert cost == pytest.approx(true, rel=1e-4)
+    assert true <= 1.01 * ref_cost

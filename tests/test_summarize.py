@@ -156,3 +156,20 @@ def test_stream_centers_follow_their_rows():
         lloyd = summarize(X, 50, method="lloyd", seed=seed, mini_batch_size=1024)
         ratios.append(stream.group_sse.sum() / lloyd.group_sse.sum())
     assert np.mean(ratios) < 1.02, ratios
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_chunk_far_from_the_origin_summarizes_like_the_centered_one(method):
+    # Five blobs (spread ~20, noise 1) 1e5 from the origin, as float32: the summary solves
+    # within 1% of the same rows centered, and its cost bound is the true cost.
+    rng = np.random.default_rng(0)
+    means = rng.uniform(-20, 20, size=(5, 4))
+    X = (means[rng.integers(0, 5, 6000)] + rng.normal(size=(6000, 4)) + 1e5).astype(np.float32)
+    centered = X.astype(np.float64) - 1e5
+    far = summarize(X, 60, method=method, seed=0, mini_batch_size=1000)
+    near = summarize(centered, 60, method=method, seed=0, mini_batch_size=1000)
+    c_far, bound, _ = far.solve(5, n_init=3, seed=0)
+    c_near, _, _ = near.solve(5, n_init=3, seed=0)
+    cost_far = true_cost(X.astype(np.float64), c_far)
+    assert cost_far <= 1.01 * true_cost(centered, c_near)
+    assert bound == pytest.approx(cost_far, rel=1e-4)
