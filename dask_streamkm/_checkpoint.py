@@ -14,54 +14,99 @@ from __future__ import annotations
 
 import numbers
 import os
-import uuid
 
 import dask
 from dask.base import tokenize
 
-from . import _graph
+from . import _graph, _remote
 from .summary import Summary
 
 
-def check_directory(checkpoint, random_state):
-    """Validate the ``checkpoint`` parameter; returns the directory as a str (created)."""
+def check_directory(checkpoint, random_state, storage_options=None):
+    """Validate the ``checkpoint`` parameter; returns the directory as a str (created).
+
+    ``checkpoint`` is a local directory or a URL of any fsspec filesystem (``s3://bucket/ckpt``);
+    ``storage_options`` are that filesystem's options (the usual chain applies without them).
+    """
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise ValueError(
             f"checkpoint={checkpoint!r} should be None or a directory path (str or os.PathLike)."
         )
+    shown = _remote.display(os.fspath(checkpoint))
     if not isinstance(random_state, numbers.Integral) or isinstance(random_state, bool):
         raise ValueError(
-            f"checkpoint={os.fspath(checkpoint)!r} needs an integer random_state (got "
+            f"checkpoint={shown!r} needs an integer random_state (got "
             f"random_state={random_state!r}), so that a restarted fit draws the same seeds and "
             "finds its files; pass e.g. random_state=0."
         )
-    directory = os.fspath(checkpoint)
+    if _remote.is_url(checkpoint):
+        directory = str(checkpoint).rstrip("/")
+        try:
+            fs, path = _remote.filesystem(directory, storage_options)
+            if fs.isfile(path):
+                raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
+            fs.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                _remote.redact(
+                    f"checkpoint={shown!r} cannot be used ({type(exc).__name__}: {exc}); check "
+                    "the URL, that the bucket exists and the credentials.",
+                    storage_options,
+                )
+            ) from exc
+        return directory
+    directory = _remote.local_path(checkpoint)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"checkpoint={directory!r} is a file; it should be a directory.")
     os.makedirs(directory, exist_ok=True)
     return directory
 
 
+def _zarr_sources(X):
+    """``zarr.Array`` objects X reads from directly (``da.from_zarr``), found in small layers."""
+    try:
+        import zarr
+    except ImportError:
+        return []
+    found = []
+    for layer in X.__dask_graph__().layers.values():
+        mapping = getattr(layer, "mapping", None)
+        if not isinstance(mapping, dict) or len(mapping) > 8:
+            continue
+        found.extend(v for v in mapping.values() if isinstance(v, zarr.Array))
+    return found
+
+
 def run_key(X, sample_weight, **params):
-    """Hash of everything a chunk range's summary depends on, except the range itself."""
+    """Hash of everything a chunk range's summary depends on, except the range itself.
+
+    Arrays opened by :func:`dask_streamkm.io.open_array` carry a fingerprint of every chunk
+    file or object in their name. An array made by ``da.from_zarr`` does not (its name hashes
+    the store's path only), so the fingerprint of each zarr store X reads is folded in here:
+    per-chunk size and mtime locally, per-object ETag/version from one listing remotely.
+    """
     entropy = params.get("entropy")
     if isinstance(entropy, (list, tuple)):
         params["entropy"] = [int(e) for e in entropy]
     weight = None if sample_weight is None else sample_weight.name
-    return tokenize(X.name, X.shape, X.dtype.str, X.chunks[0], weight, sorted(params.items()))[:20]
+    stores = [_remote.zarr_store_fingerprint(a) for a in _zarr_sources(X)]
+    return tokenize(
+        X.name, X.shape, X.dtype.str, X.chunks[0], weight, sorted(params.items()), stores
+    )[:20]
 
 
 def range_path(directory, key, start, stop):
     """File of the summary of chunks ``start`` (included) to ``stop`` (excluded)."""
-    return os.path.join(directory, f"summary-{key}-{start:06d}-{stop:06d}.npz")
+    return _remote.join(directory, f"summary-{key}-{start:06d}-{stop:06d}.npz")
 
 
-def _save(summary, path):
-    """Write atomically: a temporary file in the same directory, then a rename."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+def _save(summary, path, storage_options=None):
+    """Write atomically: locally a temporary file in the same directory, then a rename; on an
+    object store one whole-object upload (atomic per object)."""
+    tmp = _remote.local_temp(path, ".npz")
     try:
         summary.save(tmp)
-        os.replace(tmp, path)
+        _remote.put_file(tmp, path, storage_options)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -80,14 +125,30 @@ def leaf_and_save(leaf, path):
     return leaf
 
 
-def _load(path, n_features):
+def _load(path, n_features, storage_options=None):
     """The saved summary, or None when the file is missing or unreadable (it is recomputed)."""
-    if not os.path.exists(path):
-        return None
+    if not _remote.is_url(path):
+        if not os.path.exists(path):
+            return None
+        try:
+            summary = Summary.load(path)
+        except ValueError:
+            return None
+        return summary if summary.n_features == n_features else None
     try:
-        summary = Summary.load(path)
+        data = _remote.read_bytes(path, storage_options)
+    except FileNotFoundError:
+        return None
+    tmp = _remote.local_temp(path, ".npz")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        summary = Summary.load(tmp)
     except ValueError:
         return None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return summary if summary.n_features == n_features else None
 
 

@@ -8,25 +8,16 @@ does not depend on the scheduler or on the order in which tasks run.
 
 from __future__ import annotations
 
-import os
-
 import dask
+import dask.array
 import numpy as np
 
-from ._array import float_dtype, namespace
+from ._array import float_dtype, from_host, namespace, to_host
+from ._kernels import nearest, sq_distances
+from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
+from ._threads import limit_blas_in_worker
 from .summary import Summary
-
-#: spawn_key level used for leaves; merge levels count up from 1.
-LEAF_LEVEL = 0
-#: spawn_key levels of the final solve and of the reduction after a partial_fit merge.
-SOLVE_LEVEL = 2**32 - 1
-PARTIAL_LEVEL = 2**32 - 2
-
-
-def task_seed(entropy, level, index):
-    """The seed of the task at ``(level, index)`` of the tree."""
-    return np.random.SeedSequence(entropy, spawn_key=(int(level), int(index)))
 
 
 def check_block(X, sample_weight, index, row_start):
@@ -48,32 +39,6 @@ def check_block(X, sample_weight, index, row_start):
                 "sample_weight should be finite and >= 0."
             )
     return X
-
-
-def limit_blas_in_process(n_threads, user_initializer=None):
-    """Worker-process initializer of the processes scheduler: cap BLAS at ``n_threads``."""
-    if user_initializer is not None:
-        user_initializer()
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(int(n_threads))
-
-
-def limit_blas_in_worker():
-    """Inside a distributed worker, cap BLAS threads at cores // worker threads (once)."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    if getattr(worker, "_dask_streamkm_blas_limited", False):
-        return
-    from threadpoolctl import threadpool_limits
-
-    n_threads = max(1, int(getattr(worker.state, "nthreads", 1)))
-    threadpool_limits(max(1, (os.cpu_count() or 1) // n_threads))
-    worker._dask_streamkm_blas_limited = True
 
 
 def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size, entropy):
@@ -173,3 +138,81 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
         entropy=entropy,
     )
     return tree(leaves, split_every=split_every, budget=budget, size=size, entropy=entropy)
+
+
+# ---------------------------------------------------------------------- predict side
+# Labels, distances and the weighted squared-distance sum of rows to fitted centers: one
+# map_blocks layer over X each (X's array type kept through ``meta``), computed by the caller.
+
+
+def predict_block(block, weights, centers, what, block_info=None):
+    """What :func:`nearest_blocks` computes, for one block (a task); errors name the chunk.
+
+    ``weights`` is None or the block's sample weights as a column (only for
+    ``"weighted_sq_distances"``); they are checked like the fit's.
+    """
+    xp = namespace(block)
+    index, row_start = 0, 0
+    if block_info and 0 in block_info:  # name the chunk in the NaN / inf error
+        index = block_info[0]["chunk-location"][0]
+        row_start = block_info[0]["array-location"][0][0]
+    weights = None if weights is None else weights[:, 0]
+    block = check_block(block, weights, index, row_start)
+    c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    if what == "distances":
+        return xp.sqrt(sq_distances(block, xp.astype(c, block.dtype)))
+    labels, dist = nearest(block, c)
+    if what == "labels":
+        return xp.astype(labels, xp.int32)
+    if weights is not None:
+        return dist * xp.astype(weights, xp.float64)
+    return dist
+
+
+def nearest_blocks(X, centers, what, sample_weight=None):
+    """Per-block results for the rows of X and ``centers``, as a lazy dask array.
+
+    ``what`` is ``"labels"`` (int32, as scikit-learn's), ``"distances"`` to every center (X's
+    float dtype), ``"sq_distances"`` to the nearest center (float64) or
+    ``"weighted_sq_distances"`` (the same times ``sample_weight``, a 1-D dask array with X's
+    row chunks).
+    """
+    # The output keeps X's array type (numpy, cupy...) through ``meta``.
+    meta = X._meta
+    if what == "distances":
+        dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
+        return X.map_blocks(
+            predict_block,
+            None,
+            centers,
+            what,
+            chunks=(X.chunks[0], (centers.shape[0],)),
+            dtype=dtype,
+            meta=meta.astype(dtype).reshape((0, 0)),
+        )
+    dtype = np.int32 if what == "labels" else np.float64
+    arrays = [X] if sample_weight is None else [X, sample_weight[:, None]]
+    return dask.array.map_blocks(
+        predict_block,
+        *arrays,
+        *([None] if sample_weight is None else []),
+        centers,
+        what,
+        drop_axis=1,
+        chunks=(X.chunks[0],),
+        dtype=dtype,
+        meta=meta.astype(dtype).reshape((0,)),
+    )
+
+
+def weighted_sq_distance_sum(X, centers, sample_weight=None):
+    """Lazy ``(sum of weighted squared distances to the nearest center, total weight)``.
+
+    ``sample_weight`` is None or a 1-D dask array with X's row chunks (each chunk checked in
+    its task: finite and >= 0). Computed together, both sums share one read of X. ``score``
+    and SageMaker's ``evaluate`` use this.
+    """
+    if sample_weight is None:
+        return nearest_blocks(X, centers, "sq_distances").sum(), X.shape[0]
+    weighted = nearest_blocks(X, centers, "weighted_sq_distances", sample_weight)
+    return weighted.sum(), sample_weight.sum()

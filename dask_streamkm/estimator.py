@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import numbers
-import os
 import time
+import warnings
 
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
-from . import _graph
+from . import _graph, _seeds, _threads
 from ._array import from_host, namespace, to_host
-from ._kernels import auto_n_init, nearest
+from ._kernels import auto_n_init
 from ._summarize import METHODS
 from .summary import Summary
 
@@ -35,7 +38,7 @@ AUTO_MAX_GROUPS_PER_CLUSTER = 100
 AUTO_MIN_GROUPS_PER_CLUSTER = 5
 
 
-def _auto_summary_size(n_clusters, chunk_rows=0):
+def auto_summary_size(n_clusters, chunk_rows=0):
     """Groups per leaf for summary_size="auto": ``max(5 k, 256, min(chunk_rows / 32, 100 k))``.
 
     One group per 32 rows (up to 100 per cluster) keeps the summary fine; at least 5 groups
@@ -62,7 +65,78 @@ def _is_zarr(X):
     return type(X).__module__.startswith("zarr")
 
 
-class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+def is_lazy_input(X):
+    """True for input whose labels and transforms stay lazy (dask and zarr arrays)."""
+    return _is_dask(X) or _is_zarr(X)
+
+
+class HalfLifeDecayWarning(UserWarning):
+    """Groups of an older summary decayed below what float64 holds and were dropped."""
+
+
+#: Decayed groups lighter than this are dropped: below it float64 loses digits (subnormals)
+#: and the centroids ``linear_sums / weights`` turn into noise or NaN.
+MIN_DECAYED_WEIGHT = np.finfo(np.float64).tiny / np.finfo(np.float64).eps
+
+
+def decay(summary, n_new_rows, half_life):
+    """``summary`` decayed by ``2 ** (-n_new_rows / half_life)``: (summary, groups dropped).
+
+    A factor below the smallest normal float64 is applied as two equal halves, so it does not
+    vanish. Groups whose decayed weight falls
+    below :data:`MIN_DECAYED_WEIGHT` (decided in log space) are dropped rather than kept as
+    noise: their mass is negligible next to any batch of rows.
+    """
+    xp = namespace(summary.weights)
+    log2_factor = -float(n_new_rows) / float(half_life)
+    if log2_factor >= np.log2(np.finfo(np.float64).tiny):
+        scaled = summary.scaled(2.0**log2_factor)
+    else:
+        half = 2.0 ** (log2_factor / 2.0)
+        scaled = summary.scaled(half).scaled(half)
+    with np.errstate(divide="ignore"):
+        keep = xp.log2(summary.weights) + log2_factor >= np.log2(MIN_DECAYED_WEIGHT)
+    dropped = summary.n_groups - int(xp.sum(xp.astype(keep, xp.int64)))
+    if not dropped:
+        return scaled, 0
+    kept = Summary(
+        xp.where(keep, scaled.weights, 0.0),
+        xp.where(keep[:, None], scaled.linear_sums, 0.0),
+        xp.where(keep, scaled.square_sums, 0.0),
+        summary.n_seen,
+    )
+    return kept.drop_empty(), dropped
+
+
+def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed):
+    """The final solve on a summary: ``(centers, cost_bound, n_iter)`` (a pure function).
+
+    Weighted greedy k-means++ and Lloyd on the group centroids, best of ``n_init`` restarts
+    (:meth:`Summary.solve`). When the summary holds fewer groups than ``n_clusters`` (fewer
+    distinct rows than clusters), it is solved for as many clusters as it has groups and the
+    centers are repeated, as scikit-learn's KMeans returns duplicate centers. Preconditions:
+    ``summary.total_weight > 0``; the parameters are valid.
+    """
+    n_clusters = int(n_clusters)
+    n_solve = min(n_clusters, summary.n_groups)
+    centers, bound, n_iter = summary.solve(
+        n_solve, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    )
+    if n_solve < n_clusters:
+        xp = namespace(centers)
+        repeat = xp.asarray(np.arange(n_clusters) % n_solve)
+        centers = xp.take(centers, repeat, axis=0)
+    return centers, bound, n_iter
+
+
+def n_distinct_rows(centers):
+    """Number of distinct rows of a small (k, d) array of centers."""
+    return int(np.unique(to_host(centers), axis=0).shape[0])
+
+
+class StreamingKMeans(
+    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+):
     """One-pass k-means for data larger than memory (core-set summary + weighted k-means).
 
     Each chunk of rows is summarized once into weighted groups (their weights, linear
@@ -89,13 +163,18 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
         about ``n_clusters**2``).
     max_iter : int, default=300
-        Lloyd iterations per restart of the final solve.
+        Maximum number of Lloyd iterations of the final run of the solve, on all groups of
+        the summary (``n_iter_ <= max_iter``). The restarts and the swap search, which run
+        on a coarse copy of the summary, do not depend on ``max_iter``.
     tol : float, default=1e-4
-        Relative tolerance on the center shift for the final Lloyd.
+        Relative tolerance on the center shift for the final Lloyd (a number >= 0).
     half_life : float or None, default=None
-        Rows after which an older summary's weight halves across ``partial_fit`` calls.
+        Rows after which an older summary's weight halves across ``partial_fit`` calls (a
+        number > 0). Groups decayed below what float64 holds are dropped with a
+        :class:`HalfLifeDecayWarning`.
     random_state : int, RandomState instance or None, default=None
-        Seed of every chunk summary, merge and the final solve.
+        Seed of every chunk summary, merge and the final solve (an int >= 0 for a
+        reproducible fit).
     merge_budget : int or "auto", default="auto"
         Groups the merged summary may hold. Each merge in the tree keeps its share,
         ``merge_budget * its chunks / all chunks`` (at least ``summary_size``), and reduces
@@ -114,21 +193,34 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
-        Cluster centers (numpy, or the input's array type for cupy-backed input).
+        Cluster centers (numpy, or the input's array type for cupy-backed input), float32
+        for float32 input and float64 otherwise (the summary's sums stay float64). With
+        fewer distinct rows than ``n_clusters``, some centers are duplicates and a
+        ``ConvergenceWarning`` is raised, as in scikit-learn.
     inertia_ : float
         Upper bound on the sum of squared distances of the fitted rows to their nearest
         center, computed from the summary without another pass (``score`` gives the exact
         value).
     summary_ : Summary
         The merged summary of all rows seen.
-    labels_ : ndarray or dask array
-        Labels of the fitted rows; a lazy dask array (no read) for dask input.
+    labels_ : ndarray of shape (n_samples,), int32, or dask array
+        Labels of the rows of the last ``fit`` or of the batch of the last ``partial_fit``
+        (as ``MiniBatchKMeans``); a lazy dask array (no read) for dask or zarr input.
     n_features_in_ : int
         Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during ``fit``, when X has string column names.
     n_iter_ : int
-        Lloyd iterations of the best final restart.
+        Lloyd iterations of the final run of the solve on all groups of the summary
+        (at most ``max_iter``).
     n_rows_seen_ : int
         Rows summarized so far.
+    fit_seconds_ : float
+        Wall seconds of the last ``fit`` (the pass over the data, the solve and the
+        labels); not set by ``partial_fit`` or ``refit``.
+    solve_seconds_ : float
+        Wall seconds of the last final solve on the summary (``fit``, ``partial_fit`` or
+        ``refit``).
 
     See Also
     --------
@@ -200,16 +292,20 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         positive_int("merge_budget", 2, auto=True)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} should be one of {METHODS}.")
-        if not isinstance(self.tol, numbers.Real) or self.tol < 0:
-            raise ValueError(f"tol={self.tol!r} should be a number >= 0.")
+        # "not (x >= 0)" also rejects NaN, for which every comparison is False.
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol={self.tol!r} should be a number >= 0, e.g. tol=1e-4.")
         if self.half_life is not None and (
-            not isinstance(self.half_life, numbers.Real) or self.half_life <= 0
+            not isinstance(self.half_life, numbers.Real) or not self.half_life > 0
         ):
-            raise ValueError(f"half_life={self.half_life!r} should be None or a number > 0.")
+            raise ValueError(
+                f"half_life={self.half_life!r} should be None or a number > 0 (None: no "
+                "decay; a number: the rows after which older data weighs half)."
+            )
 
     def _sizes(self, n_features, chunk_rows=0):
         size = (
-            _auto_summary_size(self.n_clusters, chunk_rows)
+            auto_summary_size(self.n_clusters, chunk_rows)
             if self.summary_size == "auto"
             else int(self.summary_size)
         )
@@ -222,20 +318,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _n_init(self, n_clusters):
         return auto_n_init(n_clusters) if self.n_init == "auto" else int(self.n_init)
-
-    def _entropy(self):
-        rs = self.random_state
-        if rs is None:
-            return int(np.random.SeedSequence().entropy)
-        if isinstance(rs, numbers.Integral):
-            return int(rs)
-        if isinstance(rs, np.random.RandomState):
-            return int(rs.randint(np.iinfo(np.int32).max))
-        if isinstance(rs, np.random.Generator):
-            return int(rs.integers(np.iinfo(np.int64).max))
-        raise ValueError(
-            f"random_state={rs!r} should be None, an int, a numpy RandomState or Generator."
-        )
 
     def _as_dask(self, X, *, reset, what="X"):
         """X as a 2-D float dask array with one column chunk and known row chunks."""
@@ -306,10 +388,15 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                     f"sample_weight.shape={sample_weight.shape} should be ({X.shape[0]},), "
                     "one weight per row of X."
                 )
+            if sample_weight.dtype.kind not in "fiub":
+                raise ValueError(_weight_dtype_message(sample_weight.dtype))
             if sample_weight.chunks[0] != X.chunks[0]:
                 sample_weight = sample_weight.rechunk((X.chunks[0],))
             return sample_weight
-        sw = np.asarray(to_host(sample_weight), dtype=np.float64)
+        sw = np.asarray(to_host(sample_weight))
+        if sw.dtype.kind not in "fiub":
+            raise ValueError(_weight_dtype_message(sw.dtype))
+        sw = sw.astype(np.float64, copy=False)
         if sw.ndim == 0:
             sw = np.full(X.shape[0], float(sw))
         if sw.shape != (X.shape[0],):
@@ -345,32 +432,36 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
             graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
-        with _blas_limits():
+        with _threads.blas_limits():
             (summary,) = dask.compute(graph)
         return summary
 
-    def _solve(self, summary, n_clusters, entropy):
+    def _solve(self, summary, entropy, dtype):
+        """Solve ``summary`` for ``n_clusters`` and set the fitted attributes; returns self."""
         if summary.total_weight <= 0:
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
-        if summary.n_groups < n_clusters:
-            raise ValueError(
-                f"n_clusters={n_clusters} is larger than the {summary.n_groups} distinct rows of "
-                f"positive weight in the data; use n_clusters <= {summary.n_groups}."
-            )
-        seed = _graph.task_seed(entropy, _graph.SOLVE_LEVEL, 0)
         t0 = time.perf_counter()
-        centers, bound, n_iter = summary.solve(
-            n_clusters,
-            n_init=self._n_init(n_clusters),
+        centers, bound, n_iter = solve_summary(
+            summary,
+            self.n_clusters,
+            n_init=self._n_init(self.n_clusters),
             max_iter=self.max_iter,
             tol=self.tol,
-            seed=seed,
+            seed=_seeds.solve_seed(entropy),
         )
+        distinct = n_distinct_rows(centers)
+        if distinct < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than "
+                f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         self.summary_ = summary
         self._entropy_ = entropy
-        self.cluster_centers_ = _centers_out(centers)
+        self.cluster_centers_ = _centers_out(centers, dtype)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0
@@ -391,58 +482,136 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like, dask array or zarr array of shape (n_samples, n_features)
-        y : ignored
+            Training rows. Dask and zarr arrays are read chunk by chunk, once; they must
+            hold whole rows in each chunk.
+        y : None
+            Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Weight of each row (finite, >= 0, not all zero); None gives every row weight 1.
 
         Returns
         -------
-        self
+        self : StreamingKMeans
+            The fitted estimator.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> from dask_streamkm import StreamingKMeans
+        >>> X = da.random.default_rng(0).normal(size=(1_000, 3), chunks=250)
+        >>> km = StreamingKMeans(n_clusters=4, random_state=0).fit(X)
+        >>> km.cluster_centers_.shape, km.n_rows_seen_
+        ((4, 3), 1000)
         """
         self._check_params()
         t0 = time.perf_counter()
-        in_dask = _is_dask(X) or _is_zarr(X)
+        lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=True)
         self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
-        entropy = self._entropy()
+        entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
-        self._solve(summary, self.n_clusters, entropy)
-        labels = _nearest_blocks(X, self.cluster_centers_, "labels")
-        self.labels_ = labels if in_dask else _compute(labels)
+        self._solve(summary, entropy, _out_dtype(X.dtype))
+        self.labels_ = self._labels(X, lazy)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """Merge the summary of X into ``summary_`` (decayed by ``half_life``) and re-solve."""
+        """Merge the summary of the batch X into ``summary_`` and solve again.
+
+        The older summary is decayed by ``half_life`` first (when set). The parameters are
+        checked on every call, so a ``set_params`` between calls is validated.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            The batch of rows.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Weight of each row of the batch.
+
+        Returns
+        -------
+        self : StreamingKMeans
+            The updated estimator; ``labels_`` holds the labels of this batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_streamkm import StreamingKMeans
+        >>> rng = np.random.default_rng(0)
+        >>> km = StreamingKMeans(n_clusters=2, random_state=0)
+        >>> for _ in range(3):
+        ...     km = km.partial_fit(rng.normal(size=(100, 2)))
+        >>> km.n_rows_seen_, km.labels_.shape
+        (300, (100,))
+        """
+        self._check_params()
         first = not hasattr(self, "summary_")
-        if first:
-            self._check_params()
+        lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=first)
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
-        entropy = self._entropy() if first else self._entropy_
-        # A new batch gets its own seeds: shift the entropy by the number of rows seen so far.
-        batch_entropy = [entropy, 0 if first else self.n_rows_seen_]
-        new = self._summarize(X, sw, batch_entropy)
+        if first:
+            entropy = _seeds.entropy_from(self.random_state)
+            # A new batch gets its own seeds: shift the entropy by the rows seen so far.
+            batch = _seeds.batch_entropy(entropy, 0)
+            dtype = _out_dtype(X.dtype)
+        else:
+            entropy, dtype = self._entropy_, self.cluster_centers_.dtype
+            batch = _seeds.batch_entropy(entropy, self.n_rows_seen_)
+        new = self._summarize(X, sw, batch)
         if first:
             summary = new
         else:
             old = self.summary_
             if self.half_life is not None:
-                old = old.scaled(2.0 ** (-X.shape[0] / float(self.half_life)))
+                old, dropped = decay(old, X.shape[0], self.half_life)
+                if dropped:
+                    warnings.warn(
+                        f"half_life={self.half_life!r}: {dropped} group(s) of the older "
+                        f"summary decayed by 2 ** (-{X.shape[0]} / {self.half_life!r}) below "
+                        "what float64 holds and were dropped; their weight was negligible "
+                        "next to this batch. Use a larger half_life to keep older data.",
+                        HalfLifeDecayWarning,
+                        stacklevel=2,
+                    )
             summary = old.merge(_like(new, old))
             _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
             if summary.n_groups > budget:
-                seed = _graph.task_seed(batch_entropy, _graph.PARTIAL_LEVEL, 0)
+                seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
                 summary = summary.reduce(budget // 2, seed=seed)
-        return self._solve(summary, self.n_clusters, entropy)
+        self._solve(summary, entropy, dtype)
+        self.labels_ = self._labels(X, lazy)
+        return self
 
     def refit(self, n_clusters=None, **params):
-        """Solve again from ``summary_`` (no read of the data); returns self.
+        """Solve again from ``summary_`` for other solve parameters, without reading data.
 
-        ``n_clusters`` and the final-solve parameters (``n_init``, ``max_iter``, ``tol``)
-        may be changed.
+        Parameters
+        ----------
+        n_clusters : int, optional
+            New number of clusters; the current one when None.
+        **params
+            New values of ``n_init``, ``max_iter``, ``tol`` or ``random_state``. A rejected
+            value raises ``ValueError`` and leaves every parameter as it was.
+
+        Returns
+        -------
+        self : StreamingKMeans
+            The estimator with new centers (``labels_`` is removed: it belonged to the old
+            centers).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_streamkm import StreamingKMeans
+        >>> X = np.random.default_rng(0).normal(size=(500, 2))
+        >>> km = StreamingKMeans(n_clusters=8, random_state=0).fit(X)
+        >>> km.refit(n_clusters=3).cluster_centers_.shape
+        (3, 2)
         """
         check_is_fitted(self, "summary_")
         allowed = {"n_init", "max_iter", "tol", "random_state"}
@@ -453,41 +622,153 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         if n_clusters is not None:
             params["n_clusters"] = n_clusters
+        before = {name: getattr(self, name) for name in params}
         self.set_params(**params)
-        self._check_params()
-        entropy = self._entropy() if "random_state" in params else self._entropy_
-        return self._solve(self.summary_, self.n_clusters, entropy)
+        try:
+            self._check_params()
+            entropy = (
+                _seeds.entropy_from(self.random_state)
+                if "random_state" in params
+                else self._entropy_
+            )
+        except ValueError:
+            self.set_params(**before)
+            raise
+        self._solve(self.summary_, entropy, self.cluster_centers_.dtype)
+        if hasattr(self, "labels_"):
+            del self.labels_
+        return self
+
+    def _labels(self, X, lazy):
+        labels = _graph.nearest_blocks(X, self.cluster_centers_, "labels")
+        return labels if lazy else _threads.compute(labels)
 
     def _predict_input(self, X):
         check_is_fitted(self, "cluster_centers_")
-        lazy = _is_dask(X) or _is_zarr(X)
+        lazy = is_lazy_input(X)
         return self._as_dask(X, reset=False), lazy
 
     def predict(self, X):
-        """Index of the nearest center for each row (a lazy dask array for dask input)."""
+        """Index of the nearest center for each row.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            Rows to label.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32, or dask array
+            Index of the nearest center; a lazy dask array for dask or zarr input.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_streamkm import StreamingKMeans
+        >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.1, 10.0]])
+        >>> km = StreamingKMeans(n_clusters=2, random_state=0).fit(X)
+        >>> bool(km.predict([[0.0, 0.1]])[0] == km.labels_[0])
+        True
+        """
         Xd, lazy = self._predict_input(X)
-        labels = _nearest_blocks(Xd, self.cluster_centers_, "labels")
-        return labels if lazy else _compute(labels)
+        return self._labels(Xd, lazy)
 
     def transform(self, X):
-        """Euclidean distances of each row to every center (lazy for dask input)."""
+        """Euclidean distances of each row to every center.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            Rows to transform.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_clusters) or dask array
+            Distances in X's float dtype (float32 stays float32); a lazy dask array for dask
+            or zarr input. ``set_output(transform="pandas")`` gives a DataFrame whose
+            columns are :meth:`get_feature_names_out`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_streamkm import StreamingKMeans
+        >>> km = StreamingKMeans(n_clusters=1).fit(np.array([[0.0, 0.0], [6.0, 8.0]]))
+        >>> km.transform(np.array([[3.0, 4.0], [3.0, 5.0]], dtype=np.float32))
+        array([[0.],
+               [1.]], dtype=float32)
+        """
         Xd, lazy = self._predict_input(X)
-        out = _nearest_blocks(Xd, self.cluster_centers_, "distances")
-        return out if lazy else _compute(out)
+        out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances")
+        return out if lazy else _threads.compute(out)
 
     def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the labels of X (computed for in-memory input, lazy for dask)."""
-        self.fit(X, sample_weight=sample_weight)
-        labels = self.labels_
-        return labels if (_is_dask(X) or _is_zarr(X)) else _compute(labels)
+        """Fit, then return the labels of the rows of X.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            Training rows.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Weight of each row.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32, or dask array
+            ``labels_``: computed for in-memory input, lazy for dask or zarr input.
+        """
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def _sq_distance_sum(self, X, sample_weight=None):
+        """(sum of weighted squared distances of X to the centers, total weight), one pass.
+
+        Weights are checked by the same rules for numpy and dask input (dask chunks in
+        their tasks); an all-zero weight raises ``ValueError``.
+        """
+        Xd, _ = self._predict_input(X)
+        sw = self._as_dask_weight(sample_weight, Xd)
+        total, weight = _threads.compute(
+            *_graph.weighted_sq_distance_sum(Xd, self.cluster_centers_, sw)
+        )
+        if not float(weight) > 0:
+            raise ValueError(
+                "sample_weight is zero for every row; at least one row needs a positive weight."
+            )
+        return float(total), float(weight)
 
     def score(self, X, y=None, sample_weight=None):
-        """Minus the exact sum of (weighted) squared distances of X to the centers (one pass)."""
-        Xd, _ = self._predict_input(X)
-        dist = _nearest_blocks(Xd, self.cluster_centers_, "sq_distances")
-        sw = self._as_dask_weight(sample_weight, Xd)
-        total = (dist * sw).sum() if sw is not None else dist.sum()
-        return -float(_compute(total))
+        """Minus the exact sum of (weighted) squared distances of X to the nearest center.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            Rows to score (read once).
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Weight of each row (finite, >= 0, not all zero).
+
+        Returns
+        -------
+        score : float
+            Minus the cost of X under the centers (larger is better, as in scikit-learn).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dask_streamkm import StreamingKMeans
+        >>> X = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
+        >>> km = StreamingKMeans(n_clusters=2, random_state=0).fit(X)
+        >>> km.score(X)
+        -4.0
+        """
+        return -self._sq_distance_sum(X, sample_weight)[0]
+
+    @property
+    def _n_features_out(self):
+        """Number of transformed output features (one distance per center)."""
+        return self.cluster_centers_.shape[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -496,33 +777,65 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ files, export, SageMaker
-    def save(self, path):
-        """Write the fitted model to ``path`` (``.npz`` + JSON metadata, no pickle).
+    def save(self, path, storage_options=None):
+        """Write the fitted model to a file (``.npz`` + JSON metadata, no pickle).
 
         The file holds the parameters, the fitted attributes (except ``labels_``), a format
         version and the summary, so ``refit`` and ``partial_fit`` work after :meth:`load`.
-        Returns the path.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file: a local path or an fsspec URL (``s3://bucket/model.npz``...).
+        storage_options : dict, optional
+            Options of the URL's filesystem (credentials, endpoint), as for fsspec.
+
+        Returns
+        -------
+        path : str
+            The path written.
         """
         from ._model_io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, storage_options=None):
         """A fitted model read from a file written by :meth:`save`.
 
-        Raises ``ModelFileError`` (a ``ValueError``) for a file of a newer format version, a
-        truncated file or a file that is not a model.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A model file: a local path or an fsspec URL.
+        storage_options : dict, optional
+            Options of the URL's filesystem (credentials, endpoint), as for fsspec.
+
+        Returns
+        -------
+        model : StreamingKMeans
+            The fitted model.
+
+        Raises
+        ------
+        ModelFileError
+            (a ``ValueError``) for a file of a newer format version, a truncated file or a
+            file that is not a model.
         """
         from ._model_io import load_model
 
-        return load_model(cls, path)
+        return load_model(cls, path, storage_options)
 
     def to_sklearn(self):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
 
         Built with public scikit-learn API only (see ``dask_streamkm._model_io.to_sklearn``).
-        Like any KMeans fitted on float64 data, it predicts float64 input.
+        Its centers keep this model's dtype, so, like a KMeans fitted on data of that dtype,
+        a float32 model predicts float32 input and a float64 model float64 input.
+
+        Returns
+        -------
+        kmeans : sklearn.cluster.KMeans
+            A fitted KMeans.
         """
         from ._model_io import to_sklearn
 
@@ -530,77 +843,103 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_sagemaker(cls, hyperparameters):
-        """A model configured from SageMaker k-means hyperparameters (a dict of strings).
+        """A model configured from SageMaker k-means hyperparameters.
 
-        See :mod:`dask_streamkm.sagemaker` for the mapping; unknown names raise ``ValueError``
-        and values with no equivalent warn with ``SageMakerCompatibilityWarning``.
+        See :mod:`dask_streamkm.sagemaker` for the mapping.
+
+        Parameters
+        ----------
+        hyperparameters : mapping of str to str
+            SageMaker k-means hyperparameters (``k`` and ``feature_dim`` required).
+
+        Returns
+        -------
+        model : StreamingKMeans
+            An unfitted model with the mapped parameters.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name or an invalid value.
+
+        Warns
+        -----
+        SageMakerCompatibilityWarning
+            For a value with no equivalent here (it is ignored).
+
+        Examples
+        --------
+        >>> from dask_streamkm import StreamingKMeans
+        >>> StreamingKMeans.from_sagemaker({"k": "10", "feature_dim": "32"}).n_clusters
+        10
         """
         from .sagemaker import from_sagemaker
 
         return from_sagemaker(cls, hyperparameters)
 
     def evaluate(self, X, metrics=("msd", "ssd"), sample_weight=None):
-        """SageMaker's test metrics on X, exact, in one pass: a dict with ``msd`` and ``ssd``.
+        """SageMaker's test metrics on X, exact, in one pass.
 
-        ``ssd`` is the sum of (weighted) squared distances of the rows to their nearest
-        center and ``msd`` that sum divided by the total weight (the number of rows).
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array of shape (n_samples, n_features)
+            Test rows.
+        metrics : sequence of {"msd", "ssd"} or str, default=("msd", "ssd")
+            Metrics to report (a JSON list string as SageMaker takes it is accepted).
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Weight of each row (same rules as :meth:`score`).
+
+        Returns
+        -------
+        metrics : dict of str to float
+            ``ssd``: the sum of (weighted) squared distances of the rows to their nearest
+            center; ``msd``: that sum divided by the total weight (the number of rows).
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> from dask_streamkm import StreamingKMeans
+        >>> X = da.from_array([[1.0], [3.0], [21.0], [23.0]], chunks=2)
+        >>> StreamingKMeans(n_clusters=2, random_state=0).fit(X).evaluate(X)
+        {'msd': 1.0, 'ssd': 4.0}
         """
         from .sagemaker import evaluate
 
         return evaluate(self, X, metrics=metrics, sample_weight=sample_weight)
 
 
+# ---------------------------------------------------------------------- for elbow() and others
+def fitted_solve_seed(model):
+    """The seed of a fitted model's final solve (what ``model.refit`` uses for any k)."""
+    check_is_fitted(model, "summary_")
+    return _seeds.solve_seed(model._entropy_)
+
+
+def as_dask_input(model, X):
+    """X checked and wrapped as ``model.fit`` would (a dask array); sets the input checks'
+    attributes (``n_features_in_``, ``feature_names_in_``) on ``model``."""
+    return model._as_dask(X, reset=True)
+
+
 # ---------------------------------------------------------------------- module helpers
-def _scheduler_threads():
-    """Threads the active local scheduler runs tasks on (1 for the synchronous one)."""
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler in ("sync", "synchronous", "single-threaded"):
-        return 1
-    try:
-        from distributed import default_client
-
-        default_client()
-        return 1  # workers limit their own BLAS threads (see _graph.limit_blas_in_worker)
-    except (ImportError, ValueError):
-        pass
-    num = dask.config.get("num_workers", None)
-    return int(num or os.cpu_count() or 1)
+def _weight_dtype_message(dtype):
+    return (
+        f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "
+        "first, e.g. sample_weight.astype(float)."
+    )
 
 
-@contextlib.contextmanager
-def _blas_limits():
-    """BLAS threads x task threads <= cores for the compute inside, whatever the scheduler.
-
-    Threads and the synchronous scheduler: a limit in this process. The processes scheduler:
-    an initializer that sets the limit in each worker process it starts (after any
-    initializer the user configured). Distributed workers limit themselves
-    (:func:`._graph.limit_blas_in_worker`).
-    """
-    cores = os.cpu_count() or 1
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler in ("processes", "multiprocessing"):
-        workers = int(dask.config.get("num_workers", None) or cores)
-        user = dask.config.get("multiprocessing.initializer", None)
-        init = functools.partial(_graph.limit_blas_in_process, max(1, cores // workers), user)
-        with dask.config.set({"multiprocessing.initializer": init}):
-            yield
-        return
-    with threadpool_limits(max(1, cores // _scheduler_threads())):
-        yield
+def _out_dtype(dtype):
+    """Dtype of the centers and distances for input of ``dtype``: float32 stays float32."""
+    return np.dtype(np.float32 if dtype == np.float32 else np.float64)
 
 
-def _compute(x):
-    with _blas_limits():
-        (out,) = dask.compute(x)
-    return to_host(out) if isinstance(out, np.ndarray) or not hasattr(out, "__len__") else out
-
-
-def _centers_out(centers):
-    """Final centers as float64; numpy on the host unless they live on another device."""
+def _centers_out(centers, dtype):
+    """Final centers in ``dtype``; numpy on the host unless they live on another device."""
     xp = namespace(centers)
     if xp.__name__.endswith("numpy") or isinstance(centers, np.ndarray):
-        return np.asarray(centers, dtype=np.float64)
-    return centers
+        return np.asarray(centers, dtype=dtype)
+    return xp.astype(centers, xp.float32 if dtype == np.float32 else xp.float64)
 
 
 def _like(summary, ref):
@@ -612,47 +951,4 @@ def _like(summary, ref):
         from_host(to_host(summary.linear_sums), ref.weights),
         from_host(to_host(summary.square_sums), ref.weights),
         summary.n_seen,
-    )
-
-
-def _block_op(block, centers, what, block_info=None):
-    xp = namespace(block)
-    index, row_start = 0, 0
-    if block_info and 0 in block_info:  # name the chunk in the NaN / inf error
-        index = block_info[0]["chunk-location"][0]
-        row_start = block_info[0]["array-location"][0][0]
-    block = _graph.check_block(block, None, index, row_start)
-    c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
-    if what == "distances":
-        from ._kernels import sq_distances
-
-        return xp.sqrt(xp.astype(sq_distances(block, xp.astype(c, block.dtype)), xp.float64))
-    labels, dist = nearest(block, c)
-    if what == "labels":
-        return labels
-    return dist
-
-
-def _nearest_blocks(X, centers, what):
-    """Per-block labels, squared distances or distances to ``centers`` as a lazy dask array."""
-    # The output keeps X's array type (numpy, cupy...) through ``meta``.
-    meta = X._meta
-    if what == "distances":
-        return X.map_blocks(
-            _block_op,
-            centers,
-            what,
-            chunks=(X.chunks[0], (centers.shape[0],)),
-            dtype=np.float64,
-            meta=meta.astype(np.float64).reshape((0, 0)),
-        )
-    dtype = np.int64 if what == "labels" else np.float64
-    return X.map_blocks(
-        _block_op,
-        centers,
-        what,
-        drop_axis=1,
-        chunks=(X.chunks[0],),
-        dtype=dtype,
-        meta=meta.astype(dtype).reshape((0,)),
     )

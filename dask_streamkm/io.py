@@ -1,9 +1,14 @@
-"""Paths to dask arrays and back: zarr stores, directories of ``.npy`` files, Parquet datasets.
+"""Paths and URLs to dask arrays and back: zarr stores, ``.npy`` files, Parquet datasets.
 
-Nothing here reads data: every function returns a lazy dask array whose chunks are read by the
-tasks that use them. Each array gets a name derived from the paths, the layout and the files'
-modification times, so the same unchanged input opened in another process has the same name
-(checkpoints rely on this) and a rewritten input does not.
+Every input and output may be a local path or a URL of any fsspec filesystem (``s3://``,
+``gs://``, ``az://``, ``https://``, ``memory://``, ``file://``) with ``storage_options``; zarr's
+own store classes, fsspec and dask's readers do the reading. Nothing here reads data: every
+function returns a lazy dask array whose chunks are read by the tasks that use them. Each array
+gets a name derived from the URL, the layout and a fingerprint of EVERY file or object of the
+input (local: size and ``st_mtime_ns`` of each file; object stores: size and ETag, version or
+modification time of each object, from one listing; see :mod:`._remote`), so the same unchanged
+input opened in another process has the same name (checkpoints rely on this) and an input with
+any chunk rewritten does not.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from . import _remote
+
 __all__ = ["InputError", "open_array", "write_labels"]
 
 
@@ -22,29 +29,78 @@ class InputError(ValueError):
     """An input path that cannot be read as a 2-D array (the message says why and the fix)."""
 
 
-def _mtimes(paths):
-    return [(os.fspath(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths]
+class _Location:
+    """Where an input lives: ``fs`` and ``path`` for fsspec, ``url`` as the user wrote it."""
+
+    def __init__(self, spec, storage_options):
+        self.storage_options = storage_options or {}
+        if _remote.is_url(spec):
+            self.url = spec.rstrip("/")
+            self.fs, self.path = _remote.filesystem(self.url, self.storage_options)
+            self.fs.invalidate_cache(self.path)
+            self.local = None
+        else:
+            self.url = _remote.local_path(spec)
+            self.fs, self.path, self.local = None, None, Path(self.url)
+        self.shown = _remote.display(self.url)
+
+    def child(self, name):
+        return _remote.join(self.url, name)
+
+    def exists(self, name=None):
+        if self.local is not None:
+            return (self.local / name if name else self.local).exists()
+        return self.fs.exists(f"{self.path}/{name}" if name else self.path)
+
+    def isdir(self):
+        return self.local.is_dir() if self.local is not None else self.fs.isdir(self.path)
+
+    def isfile(self):
+        return self.local.is_file() if self.local is not None else self.fs.isfile(self.path)
+
+    def files(self, suffix, recursive=False):
+        """Files below the location (one level, or all levels) ending in ``suffix``, sorted."""
+        if self.local is not None:
+            found = self.local.rglob(f"*{suffix}") if recursive else self.local.glob(f"*{suffix}")
+            return sorted(str(p) for p in found if p.is_file())
+        found = self.fs.find(self.path, maxdepth=None if recursive else 1)
+        return sorted(self.fs.unstrip_protocol(p) for p in found if p.endswith(suffix))
+
+    def fingerprint(self, url=None):
+        return _remote.fingerprint(url or self.url, self.storage_options)
 
 
-def _is_zarr(path):
-    return path.is_dir() and any(
-        (path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")
-    )
+def _fail(message, storage_options):
+    return InputError(_remote.redact(message, storage_options))
 
 
-def _is_parquet(path):
-    if path.is_file():
-        return path.suffix in (".parquet", ".pq")
-    return path.is_dir() and any(path.rglob("*.parquet"))
+def _is_zarr(where):
+    return any(where.exists(name) for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _is_parquet(where):
+    if where.isfile():
+        return where.url.endswith((".parquet", ".pq"))
+    return where.isdir() and bool(where.files(".parquet", recursive=True))
 
 
 def _split_spec(spec):
-    """``path`` or ``path:array_name`` (a named array inside a zarr group)."""
+    """``path`` or ``path:array_name`` (a named array inside a zarr group).
+
+    In a URL the scheme's colon (``s3://``) and a host's port (``host:8080/``) are not array
+    names: only a last ``:name`` without a ``/`` after it is.
+    """
     spec = os.fspath(spec)
+    if _remote.is_url(spec) or spec.startswith("file://"):
+        scheme, rest = spec.split("://", 1)
+        head, sep, tail = rest.rpartition(":")
+        if not sep or "/" in tail or not head:
+            return spec, None
+        return f"{scheme}://{head}", tail or None
     if os.path.exists(spec) or ":" not in spec:
-        return Path(spec), None
+        return spec, None
     path, name = spec.rsplit(":", 1)
-    return Path(path), name or None
+    return path, name or None
 
 
 def _row_chunks(chunks, default):
@@ -55,39 +111,93 @@ def _row_chunks(chunks, default):
     return int(chunks)
 
 
-def _open_zarr(path, name, chunks):
+class _Rows:
+    """A zarr array whose read errors name the input (network faults, missing objects)."""
+
+    def __init__(self, array, shown, storage_options):
+        self.array, self.shown, self.storage_options = array, shown, storage_options
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except Exception as exc:
+            rows = key[0] if isinstance(key, tuple) else key
+            raise _fail(
+                f"reading rows {rows.start}:{rows.stop} of {self.shown!r} failed "
+                f"({type(exc).__name__}: {exc}); check that the store is reachable and "
+                "rerun (a fit with a checkpoint resumes where it stopped).",
+                self.storage_options,
+            ) from exc
+
+
+def _zarr_node(where):
     import zarr
 
-    node = zarr.open(str(path), mode="r")
+    try:
+        if where.local is not None:
+            return zarr.open(str(where.local), mode="r")
+        store = zarr.storage.FsspecStore.from_url(
+            where.url, storage_options=where.storage_options, read_only=True
+        )
+        return zarr.open(store=store, mode="r")
+    except (KeyError, ValueError, TypeError) as exc:  # zarr's errors on damaged metadata
+        meta = next(
+            (where.child(n) for n in ("zarr.json", ".zarray", ".zgroup") if where.exists(n)),
+            where.url,
+        )
+        raise _fail(
+            f"{_remote.display(meta)!r} is not valid zarr metadata ({type(exc).__name__}: "
+            f"{exc}); restore the file or write the store again (zarr.create_array, "
+            "da.to_zarr).",
+            where.storage_options,
+        ) from exc
+
+
+def _open_zarr(where, name, chunks):
+    import zarr
+
+    node = _zarr_node(where)
+    shown = where.shown
     if isinstance(node, zarr.Group):
         arrays = sorted(node.array_keys())
         if name is None:
             if len(arrays) != 1:
                 raise InputError(
-                    f"{str(path)!r} is a zarr group holding the arrays {arrays}; name one as "
-                    f"'{path}:ARRAY'."
+                    f"{shown!r} is a zarr group holding the arrays {arrays}; name one as "
+                    f"'{shown}:ARRAY'."
                 )
             name = arrays[0]
         if name not in arrays:
             raise InputError(
-                f"the zarr group {str(path)!r} has no array {name!r}; its arrays are {arrays}."
+                f"the zarr group {shown!r} has no array {name!r}; its arrays are {arrays}."
             )
         node = node[name]
-        meta = path / name
+        array_url = where.child(name)
     elif name is not None:
-        raise InputError(
-            f"{str(path)!r} is a zarr array, not a group; drop ':{name}' from the path."
-        )
+        raise InputError(f"{shown!r} is a zarr array, not a group; drop ':{name}' from the path.")
     else:
-        meta = path
-    _check_2d(node.shape, f"{path}" + (f":{name}" if name else ""))
+        array_url = where.url
+    what = shown + (f":{name}" if name else "")
+    _check_2d(node.shape, what)
     store_rows = int(node.chunks[0])
     rows = _row_chunks(chunks, store_rows)
     # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once.
     rows = max(store_rows, -(-rows // store_rows) * store_rows)
-    files = [p for p in (meta / "zarr.json", meta / ".zarray") if p.exists()]
-    token = tokenize(os.path.abspath(path), name, node.shape, node.dtype.str, rows, _mtimes(files))
-    return da.from_array(node, chunks=(rows, -1), name=f"zarr-{token}")
+    token = tokenize(
+        os.path.abspath(where.url) if where.local is not None else where.url,
+        name,
+        node.shape,
+        node.dtype.str,
+        rows,
+        where.fingerprint(array_url),
+    )
+    return da.from_array(
+        _Rows(node, what, where.storage_options),
+        chunks=(rows, -1),
+        name=f"zarr-{token}",
+        meta=np.empty((0, 0), dtype=node.dtype),
+    )
 
 
 def _check_2d(shape, what):
@@ -98,47 +208,106 @@ def _check_2d(shape, what):
         )
 
 
-def _open_npy(path, chunks):
-    files = [path] if path.is_file() else sorted(path.glob("*.npy"))
+def _npy_header(url, storage_options):
+    """``(shape, fortran_order, dtype, data_offset)`` of a .npy file, from its header only."""
+    fmt = np.lib.format
+    try:
+        if _remote.is_url(url):
+            fs, path = _remote.filesystem(url, storage_options)
+            fh = fs.open(path, "rb", block_size=2**16)
+        else:
+            fh = open(url, "rb")
+        with fh:
+            version = fmt.read_magic(fh)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran_order, dtype = read(fh)
+            offset = fh.tell()
+    except (ValueError, EOFError) as exc:
+        raise _fail(
+            f"{_remote.display(url)!r} is not a .npy file ({exc}); write it with numpy.save "
+            "or remove it from the input.",
+            storage_options,
+        ) from exc
+    if dtype.hasobject:
+        raise _fail(
+            f"{_remote.display(url)!r} holds Python objects (dtype {dtype}), not numbers; "
+            "write a numeric array with numpy.save.",
+            storage_options,
+        )
+    return shape, fortran_order, dtype, offset
+
+
+def _open_npy(where, chunks):
+    files = [where.url] if where.isfile() else where.files(".npy")
     if not files:
-        raise InputError(f"the directory {str(path)!r} holds no .npy files.")
-    blocks = []
+        raise InputError(f"the directory {where.shown!r} holds no .npy files.")
+    headers = []
     for f in files:
-        try:
-            arr = np.load(f, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"{str(f)!r} is not a readable .npy file: {exc}") from exc
-        _check_2d(arr.shape, str(f))
-        if blocks and (arr.shape[1], arr.dtype) != (blocks[0].shape[1], blocks[0].dtype):
+        shape, fortran_order, dtype, offset = _npy_header(f, where.storage_options)
+        _check_2d(shape, _remote.display(f))
+        if headers and (shape[1], dtype) != (headers[0][0][1], headers[0][2]):
             raise InputError(
-                f"{str(f)!r} has shape {arr.shape} and dtype {arr.dtype} but {str(files[0])!r} "
-                f"has {blocks[0].shape[1]} columns of {blocks[0].dtype}; every .npy file of a "
-                "directory must have the same number of columns and dtype."
+                f"{_remote.display(f)!r} has shape {shape} and dtype {dtype} but "
+                f"{_remote.display(files[0])!r} has {headers[0][0][1]} columns of "
+                f"{headers[0][2]}; every .npy file of a directory must have the same number "
+                "of columns and dtype."
             )
-        blocks.append(arr)
+        if fortran_order and where.local is None:
+            raise InputError(
+                f"{_remote.display(f)!r} is stored in Fortran (column) order, so its rows are "
+                "not contiguous byte ranges; save it with numpy.save(np.ascontiguousarray(x))."
+            )
+        headers.append((shape, fortran_order, dtype, offset))
+    fingerprints = where.fingerprint() if where.local is None else None
     parts = []
-    for f, arr in zip(files, blocks, strict=True):
-        rows = _row_chunks(chunks, max(arr.shape[0], 1))
-        token = tokenize(_mtimes([f]), arr.shape, arr.dtype.str, rows)
+    for f, (shape, _, dtype, offset) in zip(files, headers, strict=True):
+        rows = _row_chunks(chunks, max(shape[0], 1))
+        stamp = _remote.fingerprint(f) if where.local is not None else fingerprints
+        token = tokenize(
+            f if where.local is None else os.path.abspath(f), stamp, shape, dtype.str, rows
+        )
         # Tasks hold the path, not the memory map: da.from_array would copy a memmap (it copies
         # array-likes with a copy method) and pickling one to a worker would send its data.
+        # Remote files: each task reads only its rows' byte range (the header is parsed once).
+        remote = {}
+        if where.local is None:
+            remote = dict(
+                url=f, storage_options=where.storage_options, offset=offset, n_cols=shape[1]
+            )
         parts.append(
             da.map_blocks(
                 _npy_block,
-                chunks=da.core.normalize_chunks((rows, -1), arr.shape),
-                dtype=arr.dtype,
-                meta=np.empty((0, 0), dtype=arr.dtype),
+                chunks=da.core.normalize_chunks((rows, -1), shape),
+                dtype=dtype,
+                meta=np.empty((0, 0), dtype=dtype),
                 name=f"npy-{token}",
                 path=os.fspath(f),
+                dtype_str=dtype.str,
+                **remote,
             )
         )
     return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
 
 
-def _npy_block(block_info=None, *, path):
-    """Rows of one chunk of a .npy file, read through a memory map (a task)."""
+def _npy_block(
+    block_info=None, *, path, dtype_str, url=None, storage_options=None, offset=0, n_cols=0
+):
+    """Rows of one chunk of a .npy file: a memory map locally, one byte range remotely (a task)."""
     start, stop = block_info[None]["array-location"][0]
-    return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
+    if url is None:
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
+    dtype = np.dtype(dtype_str)
+    row_bytes = dtype.itemsize * n_cols
+    try:
+        fs, fpath = _remote.filesystem(url, storage_options)
+        data = fs.cat_file(fpath, start=offset + start * row_bytes, end=offset + stop * row_bytes)
+    except Exception as exc:
+        raise _fail(
+            f"reading rows {start}:{stop} of {_remote.display(url)!r} failed "
+            f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
+            storage_options,
+        ) from exc
+    return np.frombuffer(data, dtype=dtype).reshape(stop - start, n_cols).copy()
 
 
 def _numeric(dtype):
@@ -148,14 +317,58 @@ def _numeric(dtype):
         return False
 
 
-def _open_parquet(path, columns, chunks):
+def _bad_parquet_file(where):
+    """The first file of a Parquet dataset whose footer pyarrow cannot read, or None."""
+    import pyarrow.parquet as pq
+
+    files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
+    for f in files:
+        try:
+            if _remote.is_url(f):
+                fs, path = _remote.filesystem(f, where.storage_options)
+                with fs.open(path, "rb") as fh:
+                    pq.read_metadata(fh)
+            else:
+                pq.read_metadata(f)
+        except Exception as exc:
+            return f, exc
+    return None
+
+
+def _open_parquet(where, columns, chunks):
+    """:func:`_read_parquet`, whose errors name the damaged file of the dataset."""
+    try:
+        return _read_parquet(where, columns, chunks)
+    except InputError:
+        raise
+    except Exception as exc:
+        bad = _bad_parquet_file(where)
+        if bad is None:
+            raise
+        raise _fail(
+            f"{_remote.display(bad[0])!r} is not a readable Parquet file "
+            f"({type(bad[1]).__name__}: {bad[1]}); remove it from {where.shown!r} or write it "
+            "again.",
+            where.storage_options,
+        ) from exc
+
+
+def _read_parquet(where, columns, chunks):
     import dask.dataframe as dd
 
-    df = dd.read_parquet(str(path), columns=list(columns) if columns else None)
+    df = dd.read_parquet(where.url, storage_options=where.storage_options or None)
+    if columns:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"columns={list(columns)}: the Parquet dataset {where.shown!r} has no column "
+                f"{missing[0]!r}; its columns are {list(df.columns)}."
+            )
+        df = df[list(columns)]
     bad = [c for c, t in df.dtypes.items() if not _numeric(t)]
     if bad:
         raise InputError(
-            f"the Parquet dataset {str(path)!r} has non-numeric columns {bad}; choose numeric "
+            f"the Parquet dataset {where.shown!r} has non-numeric columns {bad}; choose numeric "
             "ones with --columns (columns=[...])."
         )
     X = df.to_dask_array()
@@ -178,64 +391,112 @@ def _open_parquet(path, columns, chunks):
     return X
 
 
-def open_array(spec, columns=None, chunks=None):
-    """A lazy 2-D dask array for a path; nothing is read until it is computed.
+def open_array(spec, columns=None, chunks=None, storage_options=None):
+    """A lazy 2-D dask array for a path or URL; nothing is read until it is computed.
 
     Parameters
     ----------
     spec : str or path
         ``path.zarr`` (a zarr array, or a group holding one array), ``path.zarr:name`` (the
         array ``name`` of a zarr group), a ``.npy`` file or a directory of ``.npy`` files
-        (memory-mapped, one chunk per file, stacked by sorted file name), or a Parquet file or
-        directory (read through dask.dataframe).
+        (one chunk per file, stacked by sorted file name), or a Parquet file or directory
+        (read through dask.dataframe). Each may be a local path or a URL of any fsspec
+        filesystem: ``s3://bucket/x.zarr``, ``s3://bucket/g.zarr:features``, ``gs://``,
+        ``az://``, ``https://``, ``memory://``, ``file://``.
     columns : list of str, optional
         Parquet columns to read; all columns (which must be numeric) by default.
     chunks : int, optional
         Rows per chunk. For zarr the default is the store's row chunking, and a value is rounded
         up to whole stored chunks so every stored chunk is read once; for ``.npy`` files the
         default is one chunk per file; for Parquet one chunk per partition.
+    storage_options : dict, optional
+        Options of the fsspec filesystem of a URL (credentials, ``endpoint_url``...). Without
+        them the filesystem's usual chain applies (environment, config files). They are never
+        written into messages or array names.
 
     Returns
     -------
-    dask.array.Array of shape (n_rows, n_features), one chunk across the columns.
+    dask.array.Array of shape (n_rows, n_features), one chunk across the columns. Its name
+    hashes a fingerprint of every file or object of the input (sizes and modification times
+    locally, ETags or versions on object stores), so a rewritten input gets a new name.
 
     Raises
     ------
     InputError
-        The path does not exist, is of an unknown kind or does not hold a 2-D array.
+        The path does not exist, cannot be reached, is of an unknown kind, is damaged, or does
+        not hold a 2-D array.
     """
     path, name = _split_spec(spec)
-    if not path.exists():
-        raise InputError(f"no such file or directory: {str(path)!r}.")
-    if columns and not _is_parquet(path):
+    try:
+        return _open(path, name, columns, chunks, storage_options)
+    except InputError:
+        raise
+    except Exception as exc:  # network, permission and library errors: one line, no secrets
+        raise _fail(
+            f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check the "
+            "URL, that the bucket exists and the credentials (storage_options or the "
+            "environment).",
+            storage_options,
+        ) from exc
+
+
+# Filesystems whose first path component is a bucket or container.
+_BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
+
+
+def _open(path, name, columns, chunks, storage_options):
+    where = _Location(path, storage_options)
+    if not where.exists():
+        protocols = where.fs.protocol if where.local is None else ()
+        if set([protocols] if isinstance(protocols, str) else protocols) & _BUCKET_STORES:
+            root = where.path.split("/", 1)[0]
+            if root and not where.fs.exists(root):
+                raise InputError(
+                    f"{where.shown!r}: the bucket (or container) {root!r} does not exist or "
+                    "these credentials cannot see it; check the URL and the credentials."
+                )
+        raise InputError(f"no such file or directory: {where.shown!r}.")
+    if columns and not _is_parquet(where):
         raise InputError(
-            f"columns={list(columns)} applies to Parquet input only; {str(path)!r} "
+            f"columns={list(columns)} applies to Parquet input only; {where.shown!r} "
             "is not a Parquet file or directory."
         )
-    if _is_zarr(path):
-        return _open_zarr(path, name, chunks)
+    if _is_zarr(where):
+        return _open_zarr(where, name, chunks)
     if name is not None:
-        raise InputError(f"{str(path)!r} is not a zarr group, so ':{name}' cannot name an array.")
-    if path.suffix == ".npy" or (path.is_dir() and any(path.glob("*.npy"))):
-        return _open_npy(path, chunks)
-    if _is_parquet(path):
-        return _open_parquet(path, columns, chunks)
+        raise InputError(f"{where.shown!r} is not a zarr group, so ':{name}' cannot name an array.")
+    if where.url.endswith(".npy") or (where.isdir() and where.files(".npy")):
+        return _open_npy(where, chunks)
+    if _is_parquet(where):
+        return _open_parquet(where, columns, chunks)
     raise InputError(
-        f"{str(path)!r} is not a zarr store, a .npy file, a directory of .npy files or a Parquet "
-        "dataset."
+        f"{where.shown!r} is not a zarr store, a .npy file, a directory of .npy files or a "
+        "Parquet dataset."
     )
 
 
-def write_labels(labels, path, *, overwrite=False):
-    """Store a lazy 1-D array of labels in a zarr store at ``path`` (computes it, one pass).
+def write_labels(labels, url, overwrite=False, storage_options=None):
+    """Store a lazy 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
 
-    Uneven chunks are made regular first, as zarr requires.
+    Uneven chunks are made regular first, as zarr requires. ``storage_options`` are those of
+    the URL's fsspec filesystem. Raises InputError when the store exists and ``overwrite`` is
+    False.
     """
-    if os.path.exists(path) and not overwrite:
-        raise InputError(f"{os.fspath(path)!r} already exists; remove it or pass --overwrite.")
+    if _remote.is_url(url):
+        fs, path = _remote.filesystem(url, storage_options)
+        exists = fs.exists(path)
+    else:
+        url = _remote.local_path(url)
+        exists = os.path.exists(url)
+    if exists and not overwrite:
+        raise InputError(
+            f"{_remote.display(url)!r} already exists; remove it or pass --overwrite "
+            "(overwrite=True)."
+        )
     rows = max(labels.chunks[0]) if labels.shape[0] else 1
     if len(set(labels.chunks[0][:-1])) > 1 or (
         len(labels.chunks[0]) > 1 and labels.chunks[0][-1] > labels.chunks[0][0]
     ):
         labels = labels.rechunk(rows)
-    return da.to_zarr(labels, os.fspath(path), overwrite=overwrite)
+    options = storage_options if _remote.is_url(url) else None
+    return da.to_zarr(labels, url, overwrite=overwrite, storage_options=options)

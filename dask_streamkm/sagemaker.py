@@ -261,23 +261,26 @@ def _map_hyperparameters(hyperparameters):
 def evaluate(model, X, metrics=METRICS, sample_weight=None):
     """SageMaker's test metrics of a fitted model on X, exact, in one pass over X.
 
-    Returns a dict ``{"msd": ssd / total weight, "ssd": sum of (weighted) squared distances of
-    the rows to their nearest center}`` restricted to ``metrics``.
+    Parameters
+    ----------
+    model : StreamingKMeans
+        A fitted model.
+    X : array-like, dask array or zarr array of shape (n_samples, n_features)
+        Test rows.
+    metrics : sequence of {"msd", "ssd"} or str, default=("msd", "ssd")
+        Metrics to report; a JSON list string (``'["msd"]'``) as SageMaker takes it works too.
+    sample_weight : array-like or dask array of shape (n_samples,), default=None
+        Weight of each row: finite, >= 0 and not all zero, checked by the same rules for
+        numpy and dask weights (as ``score``).
+
+    Returns
+    -------
+    metrics : dict of str to float
+        ``{"msd": ssd / total weight, "ssd": sum of (weighted) squared distances of the rows
+        to their nearest center}``, restricted to ``metrics``.
     """
-    import dask
-
-    from .estimator import _nearest_blocks
-
     metrics = parse_eval_metrics(metrics, name="metrics")
-    Xd, _ = model._predict_input(X)
-    sq = _nearest_blocks(Xd, model.cluster_centers_, "sq_distances")
-    sw = model._as_dask_weight(sample_weight, Xd)
-    if sw is None:
-        total, weight = sq.sum(), Xd.shape[0]
-    else:
-        total, weight = (sq * sw).sum(), sw.sum()
-    # One compute: both sums share the single read of X.
-    total, weight = dask.compute(total, weight)
-    ssd, weight = float(total), float(weight)
-    out = {"msd": ssd / weight if weight > 0 else float("nan"), "ssd": ssd}
+    # One compute under the library's thread policy; both sums share the single read of X.
+    ssd, weight = model._sq_distance_sum(X, sample_weight)
+    out = {"msd": ssd / weight, "ssd": ssd}
     return {m: out[m] for m in metrics}

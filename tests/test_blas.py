@@ -3,12 +3,13 @@
 import os
 
 import dask
+import dask.callbacks
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
 from dask_streamkm import StreamingKMeans
-from dask_streamkm.estimator import _blas_limits
+from dask_streamkm._threads import blas_limits as _blas_limits
 
 CORES = os.cpu_count() or 1
 
@@ -57,3 +58,25 @@ def test_distributed_worker_limits_itself():
         )
         (info,) = client.run(threadpool_info).values()
     assert _blas_threads(info) == [1]
+
+
+class _BlasDuringTasks(dask.callbacks.Callback):
+    """Records the process's BLAS thread counts as each task starts (threads scheduler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def _pretask(self, key, dsk, state):
+        self.seen.update(_blas_threads(threadpool_info()))
+
+
+@pytest.mark.parametrize("method", ["fit", "predict", "transform", "score", "evaluate"])
+def test_every_compute_runs_under_the_limits(method):
+    X = np.random.default_rng(0).normal(size=(2_000, 3))
+    km = StreamingKMeans(n_clusters=3, random_state=0, summary_size=50).fit(X)
+    Xd = dask.array.from_array(X, chunks=(500, 3))
+    with dask.config.set(scheduler="threads", num_workers=CORES), _BlasDuringTasks() as seen:
+        result = getattr(km, method)(Xd if method in ("fit", "score", "evaluate") else X)
+    assert result is not None
+    assert seen.seen == {1}  # as many task threads as cores: one BLAS thread each

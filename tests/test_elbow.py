@@ -190,13 +190,11 @@ def test_plot_without_matplotlib_names_the_extra(result, monkeypatch):
 
 
 def test_serial_and_parallel_solves_agree(blobs, monkeypatch):
-    import sys
-
-    elbow_module = sys.modules["dask_streamkm.elbow"]  # the name elbow is the function
+    from dask_streamkm import _threads
 
     model = StreamingKMeans(n_clusters=6, random_state=0).fit(blobs)
     parallel = elbow(model, range(2, 7))
-    monkeypatch.setattr(elbow_module, "SINGLE_THREAD_VALUES", 0)  # every summary is "large"
+    monkeypatch.setattr(_threads, "SINGLE_THREAD_VALUES", 0)  # every summary is "large"
     serial = elbow(model, range(2, 7))
     np.testing.assert_array_equal(parallel.cost_bound, serial.cost_bound)
     for k in range(2, 7):

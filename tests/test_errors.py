@@ -3,6 +3,7 @@
 import dask.array as da
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from dask_streamkm import StreamingKMeans
 
@@ -114,8 +115,10 @@ def test_more_clusters_than_distinct_rows():
 def test_more_clusters_than_positive_weight_rows(X):
     w = np.zeros(len(X))
     w[:3] = 1.0
-    with pytest.raises(ValueError, match=r"n_clusters=4 is larger than the 3 .*n_clusters <= 3"):
-        StreamingKMeans(4, random_state=0).fit(X, sample_weight=w)
+    # As sklearn's KMeans: a ConvergenceWarning and duplicate centers.
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\) .* n_clusters \(4\)"):
+        km = StreamingKMeans(4, random_state=0).fit(X, sample_weight=w)
+    assert len(np.unique(km.cluster_centers_, axis=0)) == 3
 
 
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
@@ -267,5 +270,5 @@ def test_few_distinct_rows_in_a_large_chunk():
     km = StreamingKMeans(5, random_state=0).fit(X)
     np.testing.assert_allclose(np.sort(km.cluster_centers_.max(axis=1)), [10.0] * 5)
     assert km.inertia_ < 1e-9
-    with pytest.raises(ValueError, match=r"n_clusters=6 is larger than the 5 distinct rows"):
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(5\)"):
         StreamingKMeans(6, random_state=0).fit(X)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 
 from dask_streamkm import StreamingKMeans, Summary
 
@@ -106,10 +107,12 @@ def test_numpy_and_single_block_dask_same_centers(blobs):
 def test_float32_input(blobs):
     X = blobs[0].astype(np.float32)
     km = StreamingKMeans(K, random_state=0).fit(da.from_array(X, chunks=(1000, -1)))
-    assert km.cluster_centers_.dtype == np.float64
+    # As sklearn's KMeans: float32 centers and int32 labels; the summary stays float64.
+    assert km.cluster_centers_.dtype == np.float32
+    assert km.summary_.linear_sums.dtype == np.float64
     assert_same_centers(km.cluster_centers_, blobs[2], atol=0.2)
     labels = km.predict(da.from_array(X, chunks=(1000, -1))).compute()
-    assert labels.dtype == np.int64
+    assert labels.dtype == np.int32
 
 
 # ---------------------------------------------------------------------- sample_weight
@@ -197,8 +200,11 @@ def test_refit_rejects_unknown_parameter(blobs):
 def test_refit_too_many_clusters():
     X = np.arange(20.0).reshape(10, 2)
     km = StreamingKMeans(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match=r"n_clusters=11 .*use n_clusters <= 10"):
+    # More clusters than the 10 distinct rows: sklearn's ConvergenceWarning and duplicates.
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(10\)"):
         km.refit(n_clusters=11)
+    assert km.cluster_centers_.shape == (11, 2)
+    assert len(np.unique(km.cluster_centers_, axis=0)) == 10
 
 
 def test_refit_before_fit():

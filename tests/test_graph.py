@@ -123,15 +123,6 @@ def test_merges_stay_bounded_with_many_chunks(monkeypatch):
     np.testing.assert_allclose(s.linear_sums.sum(0), X.sum(0), rtol=1e-10)
 
 
-def test_task_seeds_differ_by_position():
-    a = _graph.task_seed(0, 0, 1).generate_state(2)
-    b = _graph.task_seed(0, 0, 2).generate_state(2)
-    c = _graph.task_seed(0, 1, 1).generate_state(2)
-    d = _graph.task_seed(1, 0, 1).generate_state(2)
-    assert len({tuple(x) for x in (a, b, c, d)}) == 4
-    np.testing.assert_array_equal(a, _graph.task_seed(0, 0, 1).generate_state(2))
-
-
 @pytest.mark.parametrize("chunks", list(CHUNKINGS.values()), ids=list(CHUNKINGS))
 def test_estimator_over_chunkings(data, chunks):
     X, w = data

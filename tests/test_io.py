@@ -1,5 +1,6 @@
 """Paths to lazy dask arrays (zarr, zarr groups, .npy directories, Parquet); one read per chunk."""
 
+import threading
 import time
 
 import dask
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 from _helpers import counting_like
+from fsspec.implementations.memory import MemoryFileSystem
 
 from dask_streamkm import StreamingKMeans
 from dask_streamkm.io import InputError, open_array, write_labels
@@ -141,3 +143,151 @@ def test_fit_reads_every_chunk_exactly_once(tmp_path, rng, scheduler):
     ref = StreamingKMeans(3, random_state=0, split_every=3).fit(X)
     assert km.n_rows_seen_ == 6000
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+
+
+# ---------------------------------------------------------------------- fingerprints
+def _rewrite_values(path, rng):
+    """New values, same shape: only the chunk files change (zarr.json is not rewritten)."""
+    array = zarr.open_array(path, mode="r+")
+    new = rng.standard_normal(array.shape).astype(array.dtype)
+    time.sleep(0.01)
+    array[:] = new
+    return new
+
+
+@pytest.mark.parametrize("opener", ["open_array", "da.from_zarr"])
+def test_rewritten_store_is_read_again_with_a_checkpoint(tmp_path, rng, opener):
+    path = tmp_path / "x.zarr"
+    zarr.create_array(path, data=_data(rng, 2000), chunks=(250, 4))
+    meta = (path / "zarr.json").stat().st_mtime_ns
+
+    def load():
+        return open_array(path) if opener == "open_array" else da.from_zarr(str(path))
+
+    params = dict(n_clusters=3, random_state=0, checkpoint=tmp_path / "ckpt")
+    first = StreamingKMeans(**params).fit(load())
+    new = _rewrite_values(path, rng)
+    assert (path / "zarr.json").stat().st_mtime_ns == meta
+    second = StreamingKMeans(**params).fit(load())
+    ref = StreamingKMeans(3, random_state=0).fit(da.from_array(new, chunks=(250, 4)))
+    assert not np.array_equal(first.cluster_centers_, second.cluster_centers_)
+    np.testing.assert_array_equal(second.cluster_centers_, ref.cluster_centers_)
+    # Unchanged data: the files are used, nothing is read.
+    X = load()
+    Xc, counter = counting_like(X, zarr.open(path, mode="r"))
+    third = StreamingKMeans(**params).fit(Xc if opener == "open_array" else X)
+    np.testing.assert_array_equal(third.cluster_centers_, second.cluster_centers_)
+    if opener == "open_array":
+        assert counter.reads == {}
+
+
+# ---------------------------------------------------------------------- damaged inputs
+def test_damaged_inputs_name_the_file_and_the_fix(tmp_path, rng):
+    zarr.create_array(tmp_path / "x.zarr", data=_data(rng))
+    (tmp_path / "x.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    with pytest.raises(InputError, match=r"x.zarr/zarr.json' is not valid zarr metadata") as e1:
+        open_array(tmp_path / "x.zarr")
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "a.npy", _data(rng, 10))
+    (tmp_path / "npy" / "b.npy").write_bytes(b"not a numpy file at all" * 10)
+    with pytest.raises(InputError, match=r"b.npy' is not a .npy file .*write it with numpy.save"):
+        open_array(tmp_path / "npy")
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    (tmp_path / "pq").mkdir()
+    pd.DataFrame(_data(rng, 10), columns=list("abcd")).to_parquet(tmp_path / "pq" / "p0.parquet")
+    with pytest.raises(InputError, match=r"no column 'zz'; its columns are \['a', 'b', 'c', 'd'\]"):
+        open_array(tmp_path / "pq", columns=["a", "zz"])
+    (tmp_path / "pq" / "p1.parquet").write_bytes(b"PAR1 garbage garbage garbage")
+    with pytest.raises(InputError, match=r"p1.parquet' is not a readable Parquet file") as e2:
+        open_array(tmp_path / "pq")
+    assert "\n" not in str(e1.value) + str(e2.value)
+
+
+# ---------------------------------------------------------------------- URLs
+def test_memory_and_file_urls(tmp_path, rng):
+    import fsspec
+
+    data = _data(rng, 500)
+    zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
+    np.testing.assert_array_equal(open_array(f"file://{tmp_path}/x.zarr").compute(), data)
+    da.to_zarr(da.from_array(data, chunks=(100, 4)), "memory://io-test/x.zarr", overwrite=True)
+    X = open_array("memory://io-test/x.zarr")
+    assert X.chunks[0] == (100,) * 5
+    np.testing.assert_array_equal(X.compute(), data)
+    write_labels(da.arange(500, chunks=100), "memory://io-test/l.zarr", overwrite=True)
+    with pytest.raises(InputError, match="already exists"):
+        write_labels(da.arange(500, chunks=100), "memory://io-test/l.zarr")
+    fsspec.filesystem("memory").rm("/io-test", recursive=True)
+
+
+class RangeCounting(MemoryFileSystem):
+    """The in-memory filesystem, recording the byte ranges that whole-file reads ask for."""
+
+    protocol = "countmem"
+    ranges = []
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.replace("countmem://", "memory://", 1))
+
+    def cat_file(self, path, start=None, end=None, **kwargs):
+        RangeCounting.ranges.append((start, end))
+        return super().cat_file(path, start=start, end=end, **kwargs)
+
+
+def test_remote_npy_reads_only_each_chunk_byte_range(rng):
+    import fsspec
+
+    fsspec.register_implementation("countmem", RangeCounting, clobber=True)
+    fs = fsspec.filesystem("countmem")
+    data = _data(rng, 1000)
+    with fs.open("/npy/a.npy", "wb") as fh:
+        np.save(fh, data)
+    size = fs.size("/npy/a.npy")
+    X = open_array("countmem://npy/a.npy", chunks=250)
+    RangeCounting.ranges.clear()
+    np.testing.assert_array_equal(X.compute(), data)
+    offset = size - data.nbytes
+    row = 4 * 4
+    assert sorted(RangeCounting.ranges) == [
+        (offset + i * row, offset + (i + 250) * row) for i in range(0, 1000, 250)
+    ]
+    fs.rm("/npy", recursive=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("s3://bucket/x.zarr", ("s3://bucket/x.zarr", None)),
+        ("s3://bucket/g.zarr:features", ("s3://bucket/g.zarr", "features")),
+        ("https://host:8080/x.zarr", ("https://host:8080/x.zarr", None)),
+        ("https://host:8080/g.zarr:a", ("https://host:8080/g.zarr", "a")),
+        ("memory://x.zarr", ("memory://x.zarr", None)),
+    ],
+)
+def test_array_name_after_a_url(spec, expected):
+    from dask_streamkm.io import _split_spec
+
+    assert _split_spec(spec) == expected
+
+
+def test_zarr_over_plain_http(tmp_path, rng):
+    import functools
+    import http.server
+
+    pytest.importorskip("aiohttp")
+    data = _data(rng, 400)
+    zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x.zarr"
+        X = open_array(url)
+        assert X.chunks[0] == (100,) * 4
+        np.testing.assert_array_equal(X.compute(), data)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,220 @@
+"""Local paths and fsspec URLs behind one small interface (no data maths, no dask).
+
+Every input and output of the library (data, labels, model files, checkpoint files, plots) may
+be a local path or a URL of any fsspec filesystem (``s3://``, ``gs://``, ``az://``,
+``https://``, ``memory://``, ``file://``). Credentials come from fsspec's usual chain
+(environment, config files) or from ``storage_options``; they are never put into a message,
+a file or a name: :func:`redact` removes them from any text that leaves this library.
+
+Fingerprints (:func:`fingerprint`): what a chunked store's name and a checkpoint key hash so
+that a rewritten store is noticed. Local files: every file's size and ``st_mtime_ns``.
+Object stores: every object's size and version tag (ETag, version id, generation or
+modification time, whichever the filesystem reports) from ONE recursive listing
+(``fs.find(..., detail=True)``), never one request per chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import tempfile
+import uuid
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+# Listing fields that change when an object is rewritten, across fsspec filesystems
+# (s3fs, gcsfs, adlfs, memory, local). Sizes are added separately.
+_VERSION_FIELDS = (
+    "ETag",
+    "etag",
+    "VersionId",
+    "version_id",
+    "generation",
+    "md5Hash",
+    "LastModified",
+    "last_modified",
+    "updated",
+    "mtime",
+    "created",
+)
+
+
+def is_url(spec):
+    """True for ``scheme://...`` strings other than ``file://`` (those are local paths)."""
+    return isinstance(spec, str) and bool(_URL.match(spec)) and not spec.startswith("file://")
+
+
+def local_path(spec):
+    """The local path of a path or ``file://`` URL (a str)."""
+    spec = os.fspath(spec)
+    if spec.startswith("file://"):
+        spec = spec[len("file://") :]
+    return spec
+
+
+def display(url):
+    """The URL without any ``user:password@`` part, for messages."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@", r"\1", str(url))
+
+
+def _secrets(storage_options):
+    out = []
+    stack = [storage_options or {}]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) >= 4 and not _URL.match(item):
+            out.append(item)
+    return sorted(out, key=len, reverse=True)
+
+
+def redact(text, storage_options=None):
+    """``text`` on one line, with every string value of ``storage_options`` replaced by ***."""
+    text = " ".join(str(text).split())
+    for secret in _secrets(storage_options):
+        text = text.replace(secret, "***")
+    return display(text)
+
+
+def filesystem(url, storage_options=None):
+    """``(fs, path)`` of a URL (fsspec picks the filesystem from the scheme)."""
+    import fsspec.core
+
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def join(directory, name):
+    """``directory/name`` for a local path or a URL."""
+    if is_url(directory):
+        return posixpath.join(str(directory).rstrip("/"), name)
+    return os.path.join(local_path(directory), name)
+
+
+def write_bytes(url, data, storage_options=None):
+    """Write ``data`` atomically: local files through a temporary name and a rename; object
+    stores write whole objects (atomic per object)."""
+    if is_url(url):
+        fs, path = filesystem(url, storage_options)
+        fs.pipe_file(path, data)
+        return
+    path = local_path(url)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_bytes(url, storage_options=None):
+    """The whole content of a file or object (OSError when it cannot be read)."""
+    if is_url(url):
+        fs, path = filesystem(url, storage_options)
+        return fs.cat_file(path)
+    with open(local_path(url), "rb") as fh:
+        return fh.read()
+
+
+def put_file(local, url, storage_options=None):
+    """Move the local file ``local`` to ``url`` atomically (rename, or one whole-object write)."""
+    if is_url(url):
+        fs, path = filesystem(url, storage_options)
+        fs.put_file(local, path)
+        os.remove(local)
+    else:
+        os.replace(local, local_path(url))
+
+
+def local_temp(url, suffix=""):
+    """A fresh temporary file name: next to ``url`` when it is local (so a rename is atomic),
+    in the system's temporary directory otherwise."""
+    folder = tempfile.gettempdir() if is_url(url) else os.path.dirname(local_path(url)) or "."
+    return os.path.join(folder, f".{uuid.uuid4().hex}{suffix}.tmp")
+
+
+def _local_fingerprint(root):
+    if os.path.isfile(root):
+        st = os.stat(root)
+        return [("", st.st_size, st.st_mtime_ns)]
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            st = os.stat(full)
+            out.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _listing_fingerprint(fs, path):
+    """Sizes and version fields of every object below ``path``, from one listing."""
+    path = path.rstrip("/")
+    fs.invalidate_cache(path)  # a listing cached by an earlier call would hide a rewrite
+    if fs.isfile(path):
+        infos = {path: fs.info(path)}
+    else:
+        try:
+            infos = fs.find(path, detail=True)
+        except Exception:  # filesystems that cannot list (plain HTTP servers)
+            infos = {}
+        if not infos:  # then only the metadata files' own tags can be seen
+            infos = {}
+            for name in ("zarr.json", ".zarray", ".zgroup"):
+                try:
+                    infos[f"{path}/{name}"] = fs.info(f"{path}/{name}")
+                except Exception:
+                    continue
+    out = []
+    for name in sorted(infos):
+        info = infos[name]
+        tags = tuple(str(info[f]) for f in _VERSION_FIELDS if info.get(f) is not None)
+        out.append((name[len(path) :], info.get("size"), tags))
+    return out
+
+
+def fingerprint(url, storage_options=None, fs=None):
+    """A list that changes whenever any file or object below ``url`` is rewritten.
+
+    Local: per-file relative name, size and ``st_mtime_ns``. Other filesystems: per-object
+    relative name, size and the version fields of one recursive listing. Filesystems that
+    cannot list (plain HTTP) fall back to the listing of what they can see, which is
+    documented as a limit.
+    """
+    if fs is None and not is_url(url):
+        return _local_fingerprint(local_path(url))
+    if fs is None:
+        fs, path = filesystem(url, storage_options)
+    else:
+        path = url
+    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or type(fs).__name__ in (
+        "LocalFileSystem",
+    ):
+        return _local_fingerprint(path)
+    return _listing_fingerprint(fs, path)
+
+
+def zarr_store_fingerprint(array):
+    """Fingerprint of the objects of a ``zarr.Array`` opened by the caller (``da.from_zarr``).
+
+    Returns None when the store is of a kind this does not know (then no fingerprint).
+    """
+    store = getattr(array, "store", None)
+    subpath = getattr(array, "path", "") or ""
+    root = getattr(store, "root", None)
+    if root is not None:  # zarr.storage.LocalStore
+        return _local_fingerprint(os.path.join(os.fspath(root), subpath))
+    fs = getattr(store, "fs", None)
+    if fs is None:
+        return None
+    sync_fs = getattr(fs, "sync_fs", None)  # fsspec's AsyncFileSystemWrapper
+    if sync_fs is None:
+        options = dict(getattr(fs, "storage_options", {}))
+        options["asynchronous"] = False
+        sync_fs = type(fs)(**options)
+    base = posixpath.join(str(store.path).rstrip("/"), subpath) if subpath else str(store.path)
+    return _listing_fingerprint(sync_fs, base)

@@ -1,0 +1,124 @@
+"""Guarantees of the estimator on hostile input (issue 12, items 2, 5 and parts of 10).
+
+One test per case: each failed before its fix (NaN centers, NaN scores, deep errors).
+"""
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.estimator import HalfLifeDecayWarning
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    return centers[rng.integers(0, 3, 21_000)] + rng.normal(size=(21_000, 2))
+
+
+# ---------------------------------------------------------------------- 12.2 half_life
+def test_12_2_half_life_decay_underflow_gives_finite_centers(X):
+    km = StreamingKMeans(3, half_life=10, random_state=0).partial_fit(X[:1000])
+    # 2 ** (-20000 / 10) underflows float64: the older groups are dropped with a warning.
+    with pytest.warns(HalfLifeDecayWarning, match=r"half_life=10: \d+ group\(s\)"):
+        km.partial_fit(X[1000:])
+    assert np.all(np.isfinite(km.cluster_centers_))
+    assert np.isfinite(km.inertia_)
+    assert np.all(np.isfinite(km.summary_.centroids))
+    labels = km.predict(X[1000:])
+    assert len(np.unique(labels)) == 3
+    ref = StreamingKMeans(3, random_state=0).fit(X[1000:])
+    assert km.score(X[1000:]) >= 1.01 * ref.score(X[1000:])  # scores are negative
+
+
+def test_12_2_half_life_decay_far_below_the_smallest_float_keeps_heavy_groups():
+    from dask_streamkm.estimator import decay
+    from dask_streamkm.summary import Summary
+
+    s = Summary(np.array([1e300, 1.0]), np.array([[1e300], [1.0]]), np.array([1e300, 1.0]), 2)
+    # factor 2 ** -1100 (below the smallest subnormal): 1e300 * factor is about 7e-32.
+    out, dropped = decay(s, 1100, 1.0)
+    assert dropped == 1 and out.n_groups == 1
+    np.testing.assert_allclose(out.weights, [1e300 * 2.0**-550 * 2.0**-550], rtol=1e-12)
+    np.testing.assert_allclose(out.centroids, [[1.0]], rtol=1e-12)
+
+
+def test_12_2_half_life_mild_decay_is_the_plain_factor(X):
+    km = StreamingKMeans(3, half_life=5000, random_state=0).partial_fit(X[:1000])
+    before = km.summary_.total_weight
+    km.partial_fit(X[1000:2000])
+    np.testing.assert_allclose(km.summary_.total_weight, before * 2.0 ** (-1000 / 5000) + 1000)
+
+
+@pytest.mark.parametrize("name", ["half_life", "tol"])
+def test_12_2_half_life_and_tol_nan_are_rejected(X, name):
+    with pytest.raises(ValueError, match=rf"{name}=nan should be"):
+        StreamingKMeans(3, **{name: float("nan")}).fit(X[:100])
+
+
+# ---------------------------------------------------------------------- 12.5 dask sample_weight
+def _weights(kind, n):
+    w = np.ones(n)
+    if kind == "nan":
+        w[5] = np.nan
+    elif kind == "zero":
+        w[:] = 0.0
+    elif kind == "negative":
+        w[7] = -1.0
+    elif kind == "object":
+        w = w.astype(object)
+    return w
+
+
+@pytest.mark.parametrize("method", ["score", "evaluate"])
+@pytest.mark.parametrize("kind", ["nan", "zero", "negative", "object"])
+def test_12_5_score_and_evaluate_reject_bad_dask_weights_as_numpy(X, method, kind):
+    km = StreamingKMeans(3, random_state=0).fit(X[:1000])
+    Xd = da.from_array(X[:1000], chunks=(250, -1))
+    w = _weights(kind, 1000)
+    match = {
+        "nan": r"sample_weight has negative, NaN or infinite values",
+        "negative": r"sample_weight has negative, NaN or infinite values",
+        "zero": r"sample_weight is zero for every row",
+        "object": r"sample_weight has dtype object; it should hold numbers",
+    }[kind]
+    for weights in (w, da.from_array(w, chunks=250)):
+        with pytest.raises(ValueError, match=match):
+            getattr(km, method)(Xd, sample_weight=weights)
+
+
+def test_12_5_dask_weight_errors_name_the_chunk(X):
+    km = StreamingKMeans(3, random_state=0).fit(X[:1000])
+    w = _weights("nan", 1000)
+    w[600] = np.nan
+    w[5] = 1.0
+    with pytest.raises(ValueError, match=r"chunk 2 \(rows 500 to 750\)"):
+        km.score(da.from_array(X[:1000], chunks=(250, -1)), sample_weight=da.from_array(w, 250))
+
+
+def test_12_5_good_dask_weights_match_numpy_weights(X):
+    km = StreamingKMeans(3, random_state=0).fit(X[:1000])
+    w = np.random.default_rng(1).random(1000)
+    Xd = da.from_array(X[:1000], chunks=(250, -1))
+    expected = km.score(X[:1000], sample_weight=w)
+    np.testing.assert_allclose(km.score(Xd, sample_weight=da.from_array(w, 300)), expected)
+    metrics = km.evaluate(Xd, sample_weight=da.from_array(w, 250))
+    np.testing.assert_allclose(metrics["ssd"], -expected)
+    np.testing.assert_allclose(metrics["msd"], -expected / w.sum())
+
+
+# ---------------------------------------------------------------------- 12.10 parameter messages
+def test_12_10_negative_random_state_names_the_parameter(X):
+    with pytest.raises(ValueError, match=r"random_state=-1 should be None, an int >= 0"):
+        StreamingKMeans(3, random_state=-1).fit(X[:100])
+    with pytest.raises(ValueError, match=r"random_state=-1 should be None, an int >= 0"):
+        StreamingKMeans(3, random_state=-1).partial_fit(X[:100])
+
+
+def test_12_10_partial_fit_after_set_params_n_clusters_0(X):
+    km = StreamingKMeans(3, random_state=0).partial_fit(X[:100])
+    km.set_params(n_clusters=0)
+    with pytest.raises(ValueError, match=r"n_clusters=0 should be an integer >= 1"):
+        km.partial_fit(X[100:200])
