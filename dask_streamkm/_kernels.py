@@ -30,14 +30,44 @@ def block_rows(n_centers: int, n_rows: int, elements: int = BLOCK_ELEMENTS) -> i
 
 
 def sq_distances(X, centers, x_sq=None, centers_sq=None):
-    """Full (n, m) squared distances ||x||^2 - 2 x.c + ||c||^2, clipped at 0 (small inputs only)."""
+    """Full (n, m) squared distances ||x||^2 - 2 x.c + ||c||^2, clipped at 0 (small inputs only).
+
+    Without ``x_sq`` the distances are computed on coordinates shifted to the centers' mean
+    (see :func:`_shifted`), so data far from the origin keeps its precision; ``x_sq`` (and
+    ``centers_sq``) are for callers whose rows are already centered.
+    """
     xp = namespace(X, centers)
     if x_sq is None:
-        x_sq = row_norms_sq(X)
+        X, centers = _shifted(X, centers)
+        x_sq, centers_sq = row_norms_sq(X), None
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
     d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
     return xp.maximum(d, 0.0)
+
+
+def _shifted_centers(centers, dtype):
+    """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it.
+
+    The centers are shifted in float64 and rounded to ``dtype`` after the shift.
+    """
+    xp = namespace(centers)
+    c64 = xp.astype(centers, xp.float64)
+    origin = xp.astype(xp.mean(c64, axis=0), dtype)
+    return origin, xp.astype(c64 - xp.astype(origin, xp.float64), dtype)
+
+
+def _shifted(X, centers):
+    """X and the centers (in X's dtype) relative to the centers' mean.
+
+    The distance expansion ``||x||^2 - 2 x.c + ||c||^2`` loses about ``eps * ||x||^2`` to
+    cancellation, which for float32 rows far from the origin (1e5 away, clusters 1 wide)
+    is larger than the distances themselves. Relative to an origin among the centers the
+    norms are of the size of the data's spread. X is shifted in its own dtype, by an origin
+    of that dtype, so that the difference of two close numbers is exact.
+    """
+    origin, centers = _shifted_centers(centers, X.dtype)
+    return X - origin, centers
 
 
 def _augmented(X, centers, centers_sq):
@@ -53,36 +83,50 @@ def _augmented(X, centers, centers_sq):
     return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
 
 
-def nearest(X, centers, x_sq=None, centers_sq=None):
+def _score_blocks(X, centers):
+    """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
+
+    The one blocked-GEMM loop of the kernels: yields ``(start, stop, block, x_sq)`` with
+    ``block`` of shape (stop - start, m) in X's dtype, one cache-sized block at a time (never
+    n x m at once), and ``x_sq`` the squared norms of the block's rows; the squared distance
+    to the center of score ``s`` is ``x_sq - 2 s``. Rows and centers are taken relative to
+    the centers' mean (:func:`_shifted`), one row block at a time. The row step comes from
+    :func:`block_rows` with the namespace's block size (``DEVICE_BLOCK_ELEMENTS`` for cupy,
+    ``BLOCK_ELEMENTS`` otherwise), chosen here only.
+    """
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    origin, centers = _shifted_centers(centers, X.dtype)
+    _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
+    ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
+    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
+    step = block_rows(centers.shape[0], n, elements)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        rows = X[start:stop, ...] - origin
+        rows_aug = xp.concat([rows, xp.broadcast_to(ones, (stop - start, 1))], axis=1)
+        yield start, stop, xp.matmul(rows_aug, centers_aug_t), row_norms_sq(rows)
+
+
+def nearest(X, centers):
     """Index of and squared distance to the nearest center for each row of X.
 
-    One GEMM per cache-sized row block (never an n x m matrix at once), in the common dtype
-    of X and centers: the rows are augmented with a 1 and the centers with -||c||^2 / 2, so
-    the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest center and no other
-    pass over the block is needed. Returns (labels int64 (n,), sq_dist (n,) float64).
+    One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
+    relative to the centers' mean: the rows are augmented with a 1 and the centers with
+    -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
+    center and no other pass over the block is needed.
+    Returns (labels int64 (n,), sq_dist (n,) float64).
     """
     xp = namespace(X, centers)
     n = X.shape[0]
     dev = device(X)
-    if centers.dtype != X.dtype:
-        centers = xp.astype(centers, X.dtype)
-        centers_sq = None
-    if x_sq is None:
-        x_sq = row_norms_sq(X)
-    if centers_sq is None:
-        centers_sq = row_norms_sq(centers)
-    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
-    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
-    step = block_rows(centers.shape[0], n, elements)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     dists = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+    for start, stop, block, x_sq in _score_blocks(X, centers):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
-        best = x_sq[start:stop] - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+        best = x_sq - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
 
@@ -137,7 +181,7 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     return xp.asarray(chosen, dtype=xp.int64, device=dev)
 
 
-def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, x_sq=None):
+def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5):
     """Fast D^2 seeding in a few rounds (k-means|| style oversampling, Bahmani et al. 2012).
 
     Picks about ``n_centers`` distinct rows: each round draws its share of rows with
@@ -146,11 +190,9 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, x_sq=None):
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
-    if x_sq is None:
-        x_sq = row_norms_sq(X)
     first = _weighted_choice(xp, xp.cumulative_sum(w), rng, 1)
     chosen = first
-    _, closest = nearest(X, xp.take(X, first, axis=0), x_sq)
+    _, closest = nearest(X, xp.take(X, first, axis=0))
     rounds = max(1, min(rounds, n_centers - 1))
     remaining = n_centers - 1
     for r in range(rounds):
@@ -163,7 +205,7 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, x_sq=None):
             break
         new = xp.unique_values(_weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
         chosen = xp.concat([chosen, new])
-        _, d_new = nearest(X, xp.take(X, new, axis=0), x_sq)
+        _, d_new = nearest(X, xp.take(X, new, axis=0))
         closest = xp.minimum(closest, d_new)
     return xp.unique_values(chosen)
 
@@ -178,19 +220,20 @@ def centers_from_labels(X, labels, n_centers, sample_weight=None):
     return sums, mass
 
 
-def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng=None):
+def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=False):
     """Weighted Lloyd iterations from ``centers``.
 
     ``tol`` is relative: iteration stops when the total squared center shift is below
     ``tol`` times the mean weighted per-feature variance of X (as scikit-learn does).
     Empty clusters are re-seeded at the rows with the largest weighted distance.
-    Returns (centers float64, labels, inertia of X to the centers, n_iter).
+    With ``keep_best``, the centers of lowest cost seen (the starting ones included) are
+    returned, so that more iterations never give a higher cost for the same start, whatever
+    rounding or a re-seed does. Returns (centers float64, labels, inertia of X to the
+    returned centers, n_iter: the iterations run, at most ``max_iter``).
     """
     xp = namespace(X)
     k = centers.shape[0]
     w = as_weights(sample_weight, X)
-    if x_sq is None:
-        x_sq = row_norms_sq(X)
     Xf = xp.astype(X, xp.float64)
     wsum = float(xp.sum(w))
     mean = xp.sum(Xf * w[:, None], axis=0) / wsum
@@ -198,7 +241,9 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
     threshold = tol * variance
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
-    labels, dist = nearest(X, centers, x_sq)
+    labels, dist = nearest(X, centers)
+    inertia = float(xp.sum(w * dist))
+    best = (inertia, centers, labels)
     Xw = Xf * w[:, None]
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
         sums = segment_sum(Xw, labels, k)
@@ -212,65 +257,56 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, x_sq=None, rng
             new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
-        labels, dist = nearest(X, centers, x_sq)
+        labels, dist = nearest(X, centers)
+        inertia = float(xp.sum(w * dist))
+        if not keep_best or inertia < best[0]:
+            best = (inertia, centers, labels)
         if shift <= threshold and empty.shape[0] == 0:
             break
-    inertia = float(xp.sum(w * dist))
+    inertia, centers, labels = best
     return centers, labels, inertia, n_iter
 
 
-def nearest2(X, centers, x_sq=None):
+def nearest2(X, centers):
     """Nearest and second-nearest center of each row: (labels, sq_dist1, sq_dist2), float64.
 
-    Blocked like :func:`nearest`. Precondition: at least two centers.
+    Blocked and shifted like :func:`nearest`. Precondition: at least two centers.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
     k = centers.shape[0]
     dev = device(X)
-    centers = xp.astype(centers, X.dtype)
-    if x_sq is None:
-        x_sq = row_norms_sq(X)
-    centers_sq = row_norms_sq(centers)
-    X_aug, centers_aug_t = _augmented(X, centers, centers_sq)
-    step = block_rows(k, n)
     columns = xp.arange(k, device=dev)[None, :]
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     d1 = xp.empty((n,), dtype=xp.float64, device=dev)
     d2 = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = xp.matmul(X_aug[start:stop, ...], centers_aug_t)
+    for start, stop, block, x_sq in _score_blocks(X, centers):
         lab = xp.argmax(block, axis=1)
         first = xp.max(block, axis=1)
         second = xp.max(xp.where(columns == lab[:, None], -xp.inf, block), axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
-        d1[start:stop] = xp.astype(xp.maximum(x_sq[start:stop] - 2.0 * first, 0.0), xp.float64)
-        d2[start:stop] = xp.astype(xp.maximum(x_sq[start:stop] - 2.0 * second, 0.0), xp.float64)
+        d1[start:stop] = xp.astype(xp.maximum(x_sq - 2.0 * first, 0.0), xp.float64)
+        d2[start:stop] = xp.astype(xp.maximum(x_sq - 2.0 * second, 0.0), xp.float64)
     return labels, d1, d2
 
 
 def nearest_other(centers):
     """For each center, the index of and squared distance to its nearest OTHER center.
 
-    Blocked like :func:`nearest` (never an m x m matrix at once). Precondition: m >= 2.
+    Blocked and shifted like :func:`nearest` (never an m x m matrix at once).
+    Precondition: m >= 2.
     """
     xp = namespace(centers)
     m = centers.shape[0]
     dev = device(centers)
-    c_sq = row_norms_sq(centers)
-    c_aug, c_aug_t = _augmented(centers, centers, c_sq)
-    step = block_rows(m, m)
     columns = xp.arange(m, device=dev)[None, :]
     labels = xp.empty((m,), dtype=xp.int64, device=dev)
     dists = xp.empty((m,), dtype=xp.float64, device=dev)
-    for start in range(0, m, step):
-        stop = min(start + step, m)
-        block = xp.matmul(c_aug[start:stop, ...], c_aug_t)
+    for start, stop, block, c_sq in _score_blocks(centers, centers):
         rows = xp.arange(start, stop, device=dev)[:, None]
         block = xp.where(columns == rows, -xp.inf, block)
         labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)
-        best = c_sq[start:stop] - 2.0 * xp.max(block, axis=1)
+        best = c_sq - 2.0 * xp.max(block, axis=1)
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
 
@@ -301,7 +337,7 @@ def local_search(
         n_steps = 2 * k
     n_trials = max(1, int(n_trials))
     centers = xp.astype(centers, xp.float64)
-    labels, d1, d2 = nearest2(X, centers, x_sq)
+    labels, d1, d2 = nearest2(X, centers)
     cost = float(xp.sum(w * d1))
     accepted = 0
     for _ in range(int(n_steps)):
@@ -322,8 +358,8 @@ def local_search(
             new_row = xp.astype(X[p : p + 1, ...], xp.float64)
             centers = xp.where(xp.arange(k, device=dev)[:, None] == i, new_row, centers)
             if lloyd_steps:
-                centers, _, _, _ = lloyd(X, centers, w, max_iter=lloyd_steps, tol=0.0, x_sq=x_sq)
-            labels, d1, d2 = nearest2(X, centers, x_sq)
+                centers, _, _, _ = lloyd(X, centers, w, max_iter=lloyd_steps, tol=0.0)
+            labels, d1, d2 = nearest2(X, centers)
             cost = float(xp.sum(w * d1))
             accepted += 1
     return centers, accepted
@@ -333,6 +369,9 @@ def local_search(
 COARSE_POINTS_PER_CLUSTER = 20
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
+#: Lloyd iterations of each restart and polish on the coarse copy (``max_iter`` bounds only
+#: the final Lloyd on all rows, so that it alone decides the result of a larger ``max_iter``).
+RESTART_MAX_ITER = 300
 
 
 #: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
@@ -352,7 +391,7 @@ def auto_n_init(n_clusters):
     return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
 
 
-def group_labels(X, n_groups, rng, sample_weight=None, x_sq=None, n_iter=1):
+def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     """Group the weighted rows of X into at most ``n_groups`` groups.
 
     Weighted D^2 seeding of ``n_groups`` centers, ``n_iter`` weighted Lloyd iterations, then
@@ -360,18 +399,16 @@ def group_labels(X, n_groups, rng, sample_weight=None, x_sq=None, n_iter=1):
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
-    if x_sq is None:
-        x_sq = row_norms_sq(X)
-    idx = d2_sample(X, int(n_groups), rng, sample_weight=w, x_sq=x_sq)
+    idx = d2_sample(X, int(n_groups), rng, sample_weight=w)
     centers = xp.take(X, idx, axis=0)
     if n_iter > 0:
-        _, labels, _, _ = lloyd(X, centers, w, max_iter=n_iter, tol=0.0, x_sq=x_sq)
+        _, labels, _, _ = lloyd(X, centers, w, max_iter=n_iter, tol=0.0)
     else:
-        labels, _ = nearest(X, centers, x_sq)
+        labels, _ = nearest(X, centers)
     return labels, int(idx.shape[0])
 
 
-def coarsen(X, n_points, rng, sample_weight=None, x_sq=None):
+def coarsen(X, n_points, rng, sample_weight=None):
     """At most ``n_points`` weighted points standing for the weighted rows of X.
 
     The rows are grouped by :func:`group_labels` (D^2 seeding + one Lloyd iteration); each
@@ -379,7 +416,7 @@ def coarsen(X, n_points, rng, sample_weight=None, x_sq=None):
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
-    labels, n_labels = group_labels(X, n_points, rng, w, x_sq)
+    labels, n_labels = group_labels(X, n_points, rng, w)
     sums, mass = centers_from_labels(X, labels, n_labels, w)
     keep = xp.nonzero(mass > 0)[0]
     mass = xp.take(mass, keep, axis=0)
@@ -413,12 +450,17 @@ def weighted_kmeans(
        there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
        (``n_swaps`` candidate swaps, default ``10 * k``, in steps of ``SWAP_TRIALS``; 0
        turns it off) and Lloyd again.
-    3. The best centers go through Lloyd to convergence on all rows of X (refining the
-       best few coarse runs instead of one never changed the winner in the benchmarks).
+    3. The best centers go through at most ``max_iter`` Lloyd iterations on all rows of X
+       (refining the best few coarse runs instead of one never changed the winner in the
+       benchmarks); it keeps the centers of lowest cost it saw, so for one ``rng`` state a
+       larger ``max_iter`` never gives a higher cost.
 
+    ``max_iter`` bounds only step 3, and the returned ``n_iter`` counts the iterations of
+    step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
+    their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
     fast; the center updates still sum in float64).
-    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the last Lloyd).
+    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the final Lloyd).
     """
     xp = namespace(X)
     Xf = xp.astype(X, xp.float64)
@@ -434,7 +476,7 @@ def weighted_kmeans(
         coarse_points = COARSE_POINTS_PER_CLUSTER * n_clusters
     coarse_points = max(int(coarse_points), n_clusters)
     if X.shape[0] > coarse_points:
-        P, wp = coarsen(Xc, coarse_points, rng, w, x_sq)
+        P, wp = coarsen(Xc, coarse_points, rng, w)
         P = xp.astype(P, xp.float32)
         p_sq = row_norms_sq(P)
     else:
@@ -444,28 +486,26 @@ def weighted_kmeans(
     runs = []
     for _ in range(n_init):
         idx = kmeans_plusplus(P, n_clusters, rng, wp, p_sq, n_local_trials)
-        centers, _, inertia, n_iter = lloyd(
-            P, xp.take(P, idx, axis=0), wp, max_iter=max_iter, tol=tol, x_sq=p_sq
+        centers, _, inertia, _ = lloyd(
+            P, xp.take(P, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol
         )
-        runs.append((inertia, n_iter, centers))
+        runs.append((inertia, centers))
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:
         n_swaps = 10 * n_clusters
     if n_swaps > 0:
         n_steps = -(-int(n_swaps) // SWAP_TRIALS)
-        for _inertia, n_iter, centers in runs[:n_polish]:
+        for _inertia, centers in runs[:n_polish]:
             swapped, accepted = local_search(
                 P, centers, rng, wp, n_steps, p_sq, lloyd_steps=2, n_trials=SWAP_TRIALS
             )
             if not accepted:
                 continue
-            polished, _, cost, more = lloyd(P, swapped, wp, max_iter=max_iter, tol=tol, x_sq=p_sq)
+            polished, _, cost, _ = lloyd(P, swapped, wp, max_iter=RESTART_MAX_ITER, tol=tol)
             if cost < best[0]:
-                best = (cost, n_iter + more, polished)
-    centers, n_iter = best[2], best[1]
-    if P is not Xc:
-        centers, _, _, n_iter = lloyd(Xc, centers, w, max_iter=max_iter, tol=tol, x_sq=x_sq)
+                best = (cost, polished)
+    centers, _, _, n_iter = lloyd(Xc, best[1], w, max_iter=max_iter, tol=tol, keep_best=True)
     centers = centers + mean
     _, dist = nearest(Xf, centers)
     return centers, float(xp.sum(w * dist)), n_iter

@@ -55,11 +55,10 @@ def summarize(X, size, method="stream", sample_weight=None, mini_batch_size=4096
 def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
     """D^2 seeding of ``size`` centers, then ``n_passes`` exact Lloyd updates."""
     xp = namespace(X)
-    x_sq = K.row_norms_sq(X)
-    idx = K.d2_sample(X, size, rng, sample_weight=sample_weight, x_sq=x_sq)
+    idx = K.d2_sample(X, size, rng, sample_weight=sample_weight)
     centers = xp.take(X, idx, axis=0)
     if n_passes > 0:
-        centers, _, _, _ = K.lloyd(X, centers, sample_weight, max_iter=n_passes, tol=0.0, x_sq=x_sq)
+        centers, _, _, _ = K.lloyd(X, centers, sample_weight, max_iter=n_passes, tol=0.0)
     return centers
 
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _helpers import S3_SECRET
 
 
 @pytest.fixture
@@ -11,7 +12,6 @@ def rng():
 # One moto server per test session on 127.0.0.1, reached over HTTP by s3fs (tests/test_s3.py,
 # tests/test_examples.py). The endpoint and keys are also exported through the AWS variables,
 # the usual credential chain, for writers that take no storage_options (checkpoint files).
-S3_SECRET = "s3-test-secret-4f9c1e"
 
 
 @pytest.fixture(scope="session")

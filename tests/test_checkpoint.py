@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from test_io import counting_like
+from _helpers import counting_like
 
 from dask_streamkm import StreamingKMeans
 from dask_streamkm.datasets import make_mixture
@@ -83,6 +83,29 @@ def test_other_seed_parameters_or_data_never_pick_up_the_files(store, tmp_path):
     other = make_mixture(24_000, 6, 12, chunks=1_000, random_state=4)
     StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(other)
     assert len(_files(ck)) == n + 6
+
+
+@pytest.mark.parametrize("weights_as", ["dask", "numpy"])
+def test_other_sample_weight_never_picks_up_the_files(store, tmp_path, weights_as):
+    # Same data, parameters, seed and directory; only the weights change: the second fit must
+    # summarize again (new files) and end with the centers of an uncheckpointed fit.
+    ck = tmp_path / "ck"
+    X = open_array(store)
+    n = X.shape[0]
+    ones = np.ones(n)
+    # The second weights drop every row on one side of the data: other centers.
+    other = (X[:, 0] > 0).compute().astype(float)
+    as_input = {"dask": lambda w: dask.array.from_array(w, chunks=X.chunks[0]), "numpy": np.asarray}
+    first = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck)
+    first.fit(X, sample_weight=as_input[weights_as](ones))
+    assert len(_files(ck)) == 6
+    km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck)
+    km.fit(X, sample_weight=as_input[weights_as](other))
+    ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X, sample_weight=other)
+    assert len(_files(ck)) == 12
+    np.testing.assert_allclose(km.summary_.total_weight, other.sum())
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert not np.allclose(km.cluster_centers_, first.cluster_centers_)
 
 
 def test_single_chunk_and_partial_fit(tmp_path, rng):

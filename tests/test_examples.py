@@ -1,31 +1,9 @@
 """Every example runs end to end at small size (``--small``), in a fresh interpreter."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from _helpers import EXAMPLES, ROWS, event_row, run_example
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_example(name, *args, cwd):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["MPLBACKEND"] = "Agg"
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), "--small", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def test_examples_have_a_title_and_cells():
@@ -60,8 +38,6 @@ def test_gdelt_workflow_generated(tmp_path):
 
 
 def test_gdelt_workflow_on_a_given_file(tmp_path):
-    from test_gdelt import ROWS, event_row
-
     events = tmp_path / "events.csv"
     # Enough rows for k = 12: the sample rows with jittered tones.
     lines = [

@@ -2,61 +2,10 @@
 
 import numpy as np
 import pytest
+from _helpers import ROWS, event_row
 
 from dask_streamkm._gdelt import GDELT_COLUMNS, NUMERIC_FEATURES
 from dask_streamkm.datasets import gdelt_features, read_gdelt_events
-
-
-def event_row(i, code, articles, tone, a1=(10.5, 20.25), a2=(-5.0, 30.0), source_url=None):
-    """One tab-separated GDELT 1.0 event line (57 fields, 58 with a source URL)."""
-    f = dict.fromkeys(GDELT_COLUMNS, "")
-    f.update(
-        GLOBALEVENTID=str(1000 + i),
-        SQLDATE="19790101",
-        MonthYear="197901",
-        Year="1979",
-        FractionDate="1979.0027",
-        Actor1Code="USA",
-        Actor1Name="UNITED STATES",
-        Actor1CountryCode="USA",
-        Actor2Code="NA",
-        Actor2Name="NAMIBIA",
-        IsRootEvent="1",
-        EventCode=code,
-        EventBaseCode=code[:3],
-        EventRootCode=code[:2],
-        QuadClass="1",
-        GoldsteinScale="1.5",
-        NumMentions="3",
-        NumSources="1",
-        NumArticles=str(articles),
-        AvgTone=str(tone),
-        Actor1Geo_Type="4",
-        Actor1Geo_FullName="Somewhere, a place",
-        Actor2Geo_Type="1",
-        ActionGeo_Type="0",
-        DATEADDED="20130203",
-    )
-    f["Actor1Geo_Lat"], f["Actor1Geo_Long"] = (str(v) for v in a1)
-    f["Actor2Geo_Lat"], f["Actor2Geo_Long"] = (str(v) for v in a2)
-    fields = [f[c] for c in GDELT_COLUMNS]
-    if source_url is not None:
-        fields.append(source_url)
-    return "\t".join(fields)
-
-
-# code, articles, tone, actor1 location, actor2 location
-ROWS = [
-    ("010", 2, -1.25, (10.5, 20.25), (-5.0, 30.0)),
-    ("010", 4, 3.5, (1.0, 2.0), (3.0, 4.0)),
-    ("042", 6, 0.0, (7.0, 8.0), (9.0, 10.0)),
-    ("010", 8, -2.0, (0, 0), (3.0, 4.0)),  # actor 1 at (0, 0): dropped
-    ("042", 1, 1.0, (5.0, 6.0), (0, 0)),  # actor 2 at (0, 0): dropped
-    ("190", 3, 2.0, (0, 6.0), (5.0, 0)),  # only one coordinate 0: kept
-    ("0211", 5, -3.0, (1.5, 2.5), (3.5, 4.5)),  # the rarest code
-    ("042", 7, 4.0, ("", ""), (3.0, 4.0)),  # blank location: dropped (no NaN in k-means)
-    ("010", 9, 0.5, (-1.0, -2.0), (-3.0, -4.0)),
-]
 
 
 @pytest.fixture

@@ -143,3 +143,33 @@ def test_nan_in_chunk_is_reported_with_its_index(data):
     X[1500, 1] = np.nan
     with pytest.raises(ValueError, match=r"chunk 2 \(rows 1300 to 2000\)"):
         run_graph(X, None, (700, 600, 700), 8)
+
+
+# ---------------------------------------------------------------------- seeds by position
+def _counts_of_groups(summary):
+    """How often each distinct group (weight and linear sums) occurs in a summary."""
+    rows = np.column_stack([summary.weights, summary.linear_sums])
+    return np.unique(rows, axis=0, return_counts=True)[1]
+
+
+def test_leaves_with_identical_data_get_different_seeds():
+    # Two chunks holding the same rows: with one seed for every leaf their summaries would be
+    # the same groups twice. The merge budget keeps the union, so both leaves are in summary_.
+    A = np.random.default_rng(0).normal(size=(600, 3))
+    X = da.from_array(np.concatenate([A, A]), chunks=(600, 3))
+    km = StreamingKMeans(2, summary_size=40, merge_budget=1000, random_state=0).fit(X)
+    assert km.summary_.n_groups > 40
+    assert np.any(_counts_of_groups(km.summary_) == 1), "both leaves were seeded alike"
+
+
+def test_merges_with_identical_children_get_different_seeds():
+    # Chunks of 50 rows with summary_size=64 come back exactly, whatever their seed, so the
+    # two first-level merges get the same 100 groups (A and B) and reduce them to 64; the root
+    # keeps both halves (budget 128). With one seed for every merge the halves would be equal.
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(50, 3)), rng.normal(size=(50, 3)) + 3.0
+    X = da.from_array(np.concatenate([A, B, A, B]), chunks=(50, 3))
+    km = StreamingKMeans(2, summary_size=64, merge_budget=128, split_every=2, random_state=0).fit(X)
+    assert km.summary_.n_groups > 64
+    np.testing.assert_allclose(km.summary_.total_weight, 200)
+    assert np.any(_counts_of_groups(km.summary_) == 1), "both merges were seeded alike"

@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from _helpers import counting_like
 from fsspec.implementations.memory import MemoryFileSystem
 
 from dask_streamkm import StreamingKMeans
@@ -16,29 +17,6 @@ from dask_streamkm.io import InputError, open_array, write_labels
 
 def _data(rng, n=1000, d=4):
     return rng.standard_normal((n, d)).astype(np.float32)
-
-
-class CountingArray:
-    """An array-like over a zarr array that counts the reads of each row block."""
-
-    def __init__(self, array):
-        self.array = array
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
-        self.reads = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        rows = key[0] if isinstance(key, tuple) else key
-        if isinstance(rows, slice) and (rows.stop or 0) > (rows.start or 0):
-            with self._lock:
-                self.reads[rows.start or 0] = self.reads.get(rows.start or 0, 0) + 1
-        return self.array[key]
-
-
-def counting_like(X, array):
-    """The dask array X read through a CountingArray (same name, so same checkpoint key)."""
-    counter = CountingArray(array)
-    return da.from_array(counter, chunks=X.chunks, name=X.name, asarray=True), counter
 
 
 # ---------------------------------------------------------------------- zarr

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from _helpers import nearest as ref_nearest
+from _helpers import sq_distances as ref_sq_distances
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
@@ -11,16 +13,6 @@ from dask_streamkm._summarize import summarize
 
 
 # ---------------------------------------------------------------------- numpy references
-def ref_sq_distances(X, C):
-    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(axis=2)
-
-
-def ref_nearest(X, C):
-    d = ref_sq_distances(X, C)
-    labels = d.argmin(axis=1)
-    return labels, d[np.arange(len(X)), labels]
-
-
 def ref_centers_from_labels(X, labels, k, w):
     sums = np.zeros((k, X.shape[1]))
     mass = np.zeros(k)
@@ -128,6 +120,28 @@ def test_lloyd_reseeds_empty_cluster(rng):
     centers, labels, _, _ = K.lloyd(X, C, max_iter=1, tol=0.0)
     assert np.all(np.abs(centers) < 100), "an empty cluster must be re-seeded at a data row"
     assert len(np.unique(labels)) == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lloyd_keep_best_never_costs_more_with_more_iterations(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(150, 3)).astype(np.float32)
+    w = rng.random(len(X)) + 0.1
+    # duplicated and far starting centers: empty clusters are re-seeded on the way
+    C = np.concatenate([X[:3], X[:3], np.full((2, 3), 50.0)]).astype(np.float64)
+    costs = []
+    for max_iter in range(1, 12):
+        centers, labels, inertia, n_iter = K.lloyd(
+            X, C, w, max_iter=max_iter, tol=0.0, keep_best=True
+        )
+        assert n_iter <= max_iter
+        _, ref_dist = ref_nearest(X, centers)
+        np.testing.assert_allclose(inertia, np.sum(w * ref_dist), rtol=1e-5)
+        np.testing.assert_array_equal(labels, ref_nearest(X, centers)[0])
+        costs.append(inertia)
+    assert np.all(np.diff(costs) <= 0), costs
+    _, start_dist = ref_nearest(X, C)
+    assert costs[0] <= np.sum(w * start_dist)
 
 
 # ---------------------------------------------------------------------- seeding
@@ -281,15 +295,11 @@ def test_summary_from_points_weight_n_equals_repeated_rows(rng):
 
 
 # ---------------------------------------------------------------------- neighbours and local search
-def _reference_sq_dist(X, C):
-    return ((X[:, None, :].astype(np.float64) - C[None, :, :]) ** 2).sum(-1)
-
-
 @pytest.mark.parametrize("m", [2, 7, 3000])
 def test_nearest_other_matches_reference(rng, m):
     C = rng.normal(size=(m, 5))
     labels, dist = K.nearest_other(C)
-    D = _reference_sq_dist(C, C)
+    D = ref_sq_distances(C, C)
     np.fill_diagonal(D, np.inf)
     np.testing.assert_array_equal(labels, D.argmin(1))
     np.testing.assert_allclose(dist, D.min(1), rtol=1e-9, atol=1e-9)
@@ -299,10 +309,47 @@ def test_nearest2_matches_reference(rng):
     X = rng.normal(size=(500, 4))
     C = rng.normal(size=(9, 4))
     labels, d1, d2 = K.nearest2(X, C)
-    D = np.sort(_reference_sq_dist(X, C), axis=1)
-    np.testing.assert_array_equal(labels, _reference_sq_dist(X, C).argmin(1))
+    D = np.sort(ref_sq_distances(X, C), axis=1)
+    np.testing.assert_array_equal(labels, ref_sq_distances(X, C).argmin(1))
     np.testing.assert_allclose(d1, D[:, 0], atol=1e-9)
     np.testing.assert_allclose(d2, D[:, 1], atol=1e-9)
+
+
+def test_score_blocks_tile_the_rows_with_one_block_size(rng, monkeypatch):
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
+    X = rng.normal(size=(700, 3))
+    C = X[::70]
+    blocks = list(K._score_blocks(X, C))
+    assert [(a, b) for a, b, _, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
+    # scores and row norms on coordinates relative to the centers' mean
+    Xs, Cs = X - C.mean(0), C - C.mean(0)
+    scores = np.concatenate([blk for _, _, blk, _ in blocks])
+    np.testing.assert_allclose(scores, Xs @ Cs.T - 0.5 * (Cs**2).sum(1)[None, :], atol=1e-12)
+    x_sq = np.concatenate([sq for _, _, _, sq in blocks])
+    np.testing.assert_allclose(x_sq, (Xs**2).sum(1), atol=1e-12)
+
+
+def _check_nearest_kernels(X, C, atol):
+    """nearest, nearest2 (rows of X to C) and nearest_other (rows of C) against the reference."""
+    D = ref_sq_distances(X, C)
+    first_two = np.sort(D, axis=1)[:, :2]
+    labels, dist = K.nearest(X, C)
+    np.testing.assert_array_equal(labels, D.argmin(1))
+    np.testing.assert_allclose(dist, first_two[:, 0], atol=atol)
+    labels2, d1, d2 = K.nearest2(X, C)
+    np.testing.assert_array_equal(labels2, labels)
+    np.testing.assert_allclose(np.column_stack([d1, d2]), first_two, atol=atol)
+    other, d_other = K.nearest_other(C)
+    ref = ref_sq_distances(C, C) + np.diag(np.full(len(C), np.inf))
+    np.testing.assert_array_equal(other, ref.argmin(1))
+    np.testing.assert_allclose(d_other, ref.min(1), atol=atol)
+
+
+def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
+    X = rng.normal(size=(700, 3))
+    _check_nearest_kernels(X, X[::70], atol=1e-9)
+    _check_nearest_kernels(X[:50], X[:600], atol=1e-9)  # 600 centers: blocks of 256 centers
 
 
 @pytest.mark.parametrize("n_trials", [1, 16])
@@ -312,11 +359,11 @@ def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     means = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
     X = np.concatenate([m + 0.1 * gen.normal(size=(50, 2)) for m in means])
     start = np.array([[-0.05, 0.0], [0.05, 0.0], [20.0, 0.0], [10.0, 20.0]])
-    before = _reference_sq_dist(X, start).min(1).sum()
+    before = ref_sq_distances(X, start).min(1).sum()
     centers, accepted = K.local_search(
         X, start, np.random.default_rng(0), n_steps=50, n_trials=n_trials
     )
-    after = _reference_sq_dist(X, centers).min(1).sum()
+    after = ref_sq_distances(X, centers).min(1).sum()
     assert accepted >= 1
     assert after < 0.2 * before
 
@@ -326,11 +373,11 @@ def test_local_search_never_raises_the_cost(rng, n_trials):
     X = rng.normal(size=(400, 3))
     w = rng.uniform(0.0, 2.0, size=400)
     start = X[:6]
-    before = (w * _reference_sq_dist(X, start).min(1)).sum()
+    before = (w * ref_sq_distances(X, start).min(1)).sum()
     centers, _ = K.local_search(
         X, start, np.random.default_rng(3), sample_weight=w, n_steps=30, n_trials=n_trials
     )
-    after = (w * _reference_sq_dist(X, centers).min(1)).sum()
+    after = (w * ref_sq_distances(X, centers).min(1)).sum()
     assert after <= before * (1 + 1e-12)
 
 
@@ -341,12 +388,12 @@ def test_local_search_trials_find_the_best_swap_of_the_step():
     start = X[:3].copy()
     centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=1, n_trials=2000)
     best = min(
-        _reference_sq_dist(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
+        ref_sq_distances(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
         for p in range(60)
         for i in range(3)
     )
     assert accepted == 1
-    np.testing.assert_allclose(_reference_sq_dist(X, centers).min(1).sum(), best, rtol=1e-9)
+    np.testing.assert_allclose(ref_sq_distances(X, centers).min(1).sum(), best, rtol=1e-9)
 
 
 def test_coarsen_keeps_weight_and_mean(rng):
@@ -367,3 +414,34 @@ def test_weighted_kmeans_coarse_level_close_to_sklearn():
     centers, inertia, _ = K.weighted_kmeans(X, 25, np.random.default_rng(0), w, n_init=5)
     ref = KMeans(25, n_init=10, random_state=0).fit(X, sample_weight=w)
     assert inertia <= 1.01 * ref.inertia_
+
+
+# ---------------------------------------------------------------------- float32 far from the origin
+def _far_blobs(shift, n=2000, d=4, seed=0):
+    """Five blobs (spread ~20, noise 1) shifted by ``shift``, as float32, and their means."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-20, 20, size=(5, d))
+    X = (means[rng.integers(0, 5, n)] + rng.normal(size=(n, d)) + shift).astype(np.float32)
+    return X, means + shift
+
+
+@pytest.mark.parametrize("shift", [1e4, 1e5, 1e6])
+def test_nearest_kernels_on_float32_far_from_the_origin(shift):
+    # float32 rows 1e5 from the origin: ||x||^2 ~ 4e10, whose float32 rounding (~2e3) is larger
+    # than the distances; on coordinates relative to the centers the results are float64's.
+    X, means = _far_blobs(shift)
+    C = (means + np.random.default_rng(1).normal(scale=0.5, size=means.shape)).astype(np.float32)
+    _check_nearest_kernels(X, C, atol=1e-2)  # distances are about 4 and up
+    np.testing.assert_allclose(K.sq_distances(X, C), ref_sq_distances(X, C), atol=1e-2)
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e6])
+def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
+    X, _ = _far_blobs(shift)
+    centered = X.astype(np.float64) - shift
+    rng = np.random.default_rng(0)
+    centers, cost, _ = K.weighted_kmeans(X, 5, rng, n_init=3)
+    ref_centers, ref_cost, _ = K.weighted_kmeans(centered, 5, np.random.default_rng(0), n_init=3)
+    true = ref_nearest(X, centers)[1].sum()
+    assert cost == pytest.approx(true, rel=1e-4)
+    assert true <= 1.01 * ref_cost

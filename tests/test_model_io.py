@@ -1,5 +1,6 @@
 """Model files (npz + JSON, no pickle) and export to scikit-learn."""
 
+import copy
 import json
 import zipfile
 
@@ -53,14 +54,34 @@ def test_file_is_plain_npz_without_pickle(fitted, tmp_path):
 
 
 def test_refit_and_partial_fit_after_load(fitted, data, tmp_path):
+    # A loaded model carries the seed of the ORIGINAL model: its refit and partial_fit are
+    # bit-identical to those of the model that was saved (not just to another loaded copy).
     loaded = StreamingKMeans.load(fitted.save(tmp_path / "model.npz"))
-    # refit from the stored summary and seed equals refit of the original model.
-    ref = StreamingKMeans.load(fitted.save(tmp_path / "copy.npz")).refit(n_clusters=3)
-    assert loaded.refit(n_clusters=3).inertia_ == ref.inertia_
-    assert loaded.cluster_centers_.shape == (3, 3)
-    loaded.partial_fit(data[:100])
-    assert loaded.n_rows_seen_ == data.shape[0] + 100
-    assert loaded.summary_.total_weight == pytest.approx(data.shape[0] + 100)
+    original = copy.deepcopy(fitted)
+    assert loaded._entropy_ == original._entropy_
+    a, b = copy.deepcopy(loaded), copy.deepcopy(original)
+    a.refit(n_clusters=3, n_init=1)
+    b.refit(n_clusters=3, n_init=1)
+    assert a.cluster_centers_.shape == (3, 3)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_
+    # A batch larger than summary_size: its summary depends on the seed.
+    batch = np.random.default_rng(5).normal(size=(1500, 3)) * 4
+    loaded.partial_fit(batch)
+    original.partial_fit(batch)
+    assert loaded.n_rows_seen_ == data.shape[0] + 1500
+    assert loaded.summary_.total_weight == pytest.approx(data.shape[0] + 1500)
+    np.testing.assert_array_equal(loaded.summary_.linear_sums, original.summary_.linear_sums)
+    np.testing.assert_array_equal(loaded.cluster_centers_, original.cluster_centers_)
+
+
+def test_random_state_object_model_keeps_its_seed(data, tmp_path):
+    km = StreamingKMeans(n_clusters=2, random_state=np.random.RandomState(0)).fit(data)
+    loaded = StreamingKMeans.load(km.save(tmp_path / "m.npz"))
+    batch = np.random.default_rng(6).normal(size=(1500, 3)) * 4
+    loaded.partial_fit(batch)
+    km.partial_fit(batch)
+    np.testing.assert_array_equal(loaded.summary_.linear_sums, km.summary_.linear_sums)
 
 
 def test_random_state_objects_are_not_pickled(data, tmp_path):

@@ -5,7 +5,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from conftest import S3_SECRET
+from _helpers import S3_SECRET, run_example
 from dask.callbacks import Callback
 
 from dask_streamkm import StreamingKMeans, elbow
@@ -250,8 +250,6 @@ def test_secrets_never_in_messages_model_files_or_checkpoint_names(s3_server, s3
 
 # ---------------------------------------------------------------------- example
 def test_example_cluster_object_store(s3_server, s3_bucket, tmp_path):
-    from test_examples import run_example
-
     bucket = s3_bucket.removeprefix("s3://")
     out = run_example(
         "cluster_object_store.py",

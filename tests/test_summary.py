@@ -4,20 +4,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from _helpers import by_row, true_cost
 
 from dask_streamkm import Summary
 from dask_streamkm import summary as summary_module
-
-
-def true_cost(X, centers, w=None):
-    d = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
-    return float(np.sum(d if w is None else w * d))
-
-
-def by_row(A, *others):
-    """A (and arrays aligned with it) in sorted row order: compare groups order-free."""
-    order = np.lexsort(np.asarray(A).T[::-1])
-    return (A[order], *(o[order] for o in others))
 
 
 def grouped(rng, n=400, d=3, n_groups=20, weighted=True):
@@ -195,6 +185,21 @@ def test_solve_returns_centers_and_bound(rng):
 
 
 # ---------------------------------------------------------------------- files
+@pytest.mark.parametrize("seed", range(20))
+def test_solve_max_iter_bounds_n_iter_and_more_iterations_never_cost_more(seed):
+    # max_iter bounds the final Lloyd on all groups and n_iter counts its iterations; the
+    # restarts and swap search do not depend on it, and the final Lloyd keeps its best centers.
+    X = np.random.default_rng(0).normal(size=(100, 10))
+    s = Summary.from_points(X)
+    costs = []
+    for max_iter in range(1, 21):
+        centers, bound, n_iter = s.solve(8, n_init=1, max_iter=max_iter, seed=seed)
+        assert 1 <= n_iter <= max_iter
+        assert bound == pytest.approx(((X[:, None] - centers[None]) ** 2).sum(2).min(1).sum())
+        costs.append(bound)
+    assert np.all(np.diff(costs) <= 0), costs
+
+
 def test_save_load_round_trip(rng, tmp_path):
     s = grouped(rng)[3]
     path = s.save(tmp_path / "s.npz")
