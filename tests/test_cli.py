@@ -229,8 +229,11 @@ def test_k_larger_than_distinct_rows(tmp_path, capsys):
     zarr.create_array(tmp_path / "c.zarr", data=np.ones((100, 2)), chunks=(50, 2))
     # As scikit-learn's KMeans: a ConvergenceWarning and duplicate centers, not an error.
     with pytest.warns(UserWarning, match=r"distinct clusters \(1\) found smaller than n_clusters"):
-        rc, _, _ = run(capsys, "fit", tmp_path / "c.zarr", "--k", 5, "--quiet")
+        rc, _, _ = run(
+            capsys, "fit", tmp_path / "c.zarr", "--k", 5, "--quiet", "--out", tmp_path / "m.npz"
+        )
     assert rc == 0
+    assert len(StreamingKMeans.load(tmp_path / "m.npz").cluster_centers_) == 5
 
 
 def test_console_script_process_exit_status(tmp_path):
