@@ -339,14 +339,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             entropy=entropy,
         )
         if self.checkpoint is None:
-            graph = _graph.summary_graph(X, sample_weight, **params)
-        else:
-            from . import _checkpoint
+            with _blas_limits():
+                return _graph.fit_summary(X, sample_weight, **params)
+        from . import _checkpoint
 
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
-            graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
+        directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
         with _blas_limits():
-            (summary,) = dask.compute(graph)
+            summary, _, _ = _checkpoint.fit_summary(X, sample_weight, directory=directory, **params)
         return summary
 
     def _solve(self, summary, n_clusters, entropy):
