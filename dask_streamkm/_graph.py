@@ -6,14 +6,16 @@ scheduler or on the order in which tasks run.
 
 Waves. However many chunks X has, no graph holds more than about ``2 * WAVE_CHUNKS`` tasks: the
 chunks are cut into waves of ``split_every**w <= WAVE_CHUNKS`` consecutive chunks, aligned with
-the merge tree, and each wave is computed to its subtree's root, which is the tree node
-``(w, wave index)`` with the same seed and cap as in one big graph. The roots are then merged by
-the same tree, so the result is bit-identical to a single graph. A wave's tasks refer to X's
-own chunk keys ``(X.name, i, 0)`` in one graph layer built on X's graph
+the merge tree, and each wave is computed to its subtree's root, which is the tree node ``(w,
+wave index)`` with the same seed and cap as in one big graph. The roots are then merged by the
+same tree, so the result is bit-identical to a single graph. A wave's tasks refer to X's own
+chunk keys ``(X.name, i, 0)`` in one graph layer of ``dask.task_spec`` tasks built on X's graph
 (``HighLevelGraph.from_collections``); dask culls X's layers to the wave's chunks when it
-computes. ``X.blocks[a:b]`` or ``X.to_delayed()`` would cost time in the total number of chunks
-for every wave (measured: 0.2 s per ``X.blocks`` slice at 10^5 chunks), and one Python
-``dask.delayed`` call per chunk costs far more than a task tuple.
+computes. (Tasks as plain tuples would make dask list every key of X at each cull: measured, a
+wave of 512 chunks took 1.0-2.5 s at 10^6 chunks against 0.6 s at 10^4.) ``X.blocks[a:b]`` or
+``X.to_delayed()`` would cost time in the total number of chunks for every wave (measured: 0.2 s
+per ``X.blocks`` slice at 10^5 chunks), and one Python ``dask.delayed`` call per chunk costs far
+more than one task object.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from dask.base import get_scheduler, tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import DataNode, Task, TaskRef
 
 from ._array import float_dtype, namespace
 from ._summarize import summarize
@@ -177,10 +180,6 @@ def wave_levels(n_blocks, split_every, max_chunks=None):
     return levels
 
 
-def _leaf_task(call, block, weight, index, row_start):
-    return call(block, weight, index=index, row_start=row_start)
-
-
 class Hooks:
     """What a wave saves and loads: nothing here; :mod:`._checkpoint` overrides it.
 
@@ -213,7 +212,8 @@ def _merge_node(
         entropy=entropy,
     )
     key = (name, level, index)
-    dsk[key] = (hooks.merge(level, index, start, stop, params), *children)
+    args = [TaskRef(c) if isinstance(c, tuple) else c for c in children]
+    dsk[key] = Task(key, hooks.merge(level, index, start, stop, params), *args)
     return key
 
 
@@ -258,18 +258,21 @@ def wave_graph(
     )
     leaf_name, merge_name = f"leaf-{token}", f"merge-{token}"
     layer = f"wave-{token}-{start}-{levels}"
-    call = functools.partial(
-        _leaf_task,
-        functools.partial(
-            leaf, size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy
-        ),
-    )
+    params = dict(size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy)
     dsk = {}
 
     def leaves(a, b):
         for i in range(a, b):
-            weight = None if weight_name is None else (weight_name, i)
-            dsk[(leaf_name, i)] = (call, (X.name, i, 0), weight, i, int(row_starts[i]))
+            weight = None if weight_name is None else TaskRef((weight_name, i))
+            dsk[(leaf_name, i)] = Task(
+                (leaf_name, i),
+                leaf,
+                TaskRef((X.name, i, 0)),
+                weight,
+                index=i,
+                row_start=int(row_starts[i]),
+                **params,
+            )
         return [(leaf_name, i) for i in range(a, b)]
 
     if not levels and stop - start == 1:  # one chunk: the leaf is the root
@@ -279,7 +282,7 @@ def wave_graph(
         (key,) = leaves(start, stop)
         save = hooks.lone_leaf(start, stop)
         if save is not None:
-            dsk[(merge_name, 1, 0)] = (save, key)
+            dsk[(merge_name, 1, 0)] = Task((merge_name, 1, 0), save, TaskRef(key))
             key = (merge_name, 1, 0)
         return _delayed(key, dsk, layer, X, sample_weight), len(dsk)
 
@@ -469,21 +472,20 @@ def _tree_of_values(nodes, covered, level, split_every, budget, size, entropy, n
     """The merges above computed wave roots (node ``(level - 1, i)`` is ``nodes[i]``)."""
     dsk, name = {}, f"merge-top-{tokenize(level, split_every, budget, size, entropy, n_leaves)}"
     keys = [(name, level - 1, i) for i in range(len(nodes))]
-    dsk.update(zip(keys, nodes, strict=True))
+    dsk.update((key, DataNode(key, node)) for key, node in zip(keys, nodes, strict=True))
     while len(keys) > 1:
         new_keys, new_covered = [], []
         for g in range(0, len(keys), split_every):
             c = sum(covered[g : g + split_every])
             key = (name, level, g // split_every)
-            dsk[key] = (
-                functools.partial(
-                    merge,
-                    cap=node_cap(budget, c, n_leaves, size),
-                    level=level,
-                    index=g // split_every,
-                    entropy=entropy,
-                ),
-                *keys[g : g + split_every],
+            dsk[key] = Task(
+                key,
+                merge,
+                *[TaskRef(k) for k in keys[g : g + split_every]],
+                cap=node_cap(budget, c, n_leaves, size),
+                level=level,
+                index=g // split_every,
+                entropy=entropy,
             )
             new_keys.append(key)
             new_covered.append(c)
