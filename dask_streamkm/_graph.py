@@ -4,12 +4,13 @@ No arithmetic beyond calling the summarizer and Summary methods. Every task is s
 ``SeedSequence(entropy, spawn_key=(level, index))``, so the result does not depend on the
 scheduler or on the order in which tasks run.
 
-Waves. However many chunks X has, no graph holds more than about ``2 * WAVE_CHUNKS`` tasks: the
-chunks are cut into waves of ``split_every**w <= WAVE_CHUNKS`` consecutive chunks, aligned with
-the merge tree, and each wave is computed to its subtree's root, which is the tree node ``(w,
-wave index)`` with the same seed and cap as in one big graph. The roots are then merged by the
-same tree, so the result is bit-identical to a single graph. A wave's tasks refer to X's own
-chunk keys ``(X.name, i, 0)`` in one graph layer of ``dask.task_spec`` tasks built on X's graph
+Waves. However many chunks X has, no graph holds more than about ``3 * WAVE_CHUNKS`` tasks (per
+chunk its read, its leaf and, with weights, its weights' read; then the merges): the chunks are
+cut into waves of ``split_every**w <= WAVE_CHUNKS`` consecutive chunks, aligned with the merge
+tree, and each wave is computed to its subtree's root, which is the tree node ``(w, wave
+index)`` with the same seed and cap as in one big graph. The roots are then merged by the same
+tree, so the result is bit-identical to a single graph. A wave's tasks refer to X's own chunk
+keys ``(X.name, i, 0)`` in one graph layer of ``dask.task_spec`` tasks built on X's graph
 (``HighLevelGraph.from_collections``); dask culls X's layers to the wave's chunks when it
 computes. (Tasks as plain tuples would make dask list every key of X at each cull: measured, a
 wave of 512 chunks took 1.0-2.5 s at 10^6 chunks against 0.6 s at 10^4.) ``X.blocks[a:b]`` or
