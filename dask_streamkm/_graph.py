@@ -29,7 +29,7 @@ import numpy as np
 from dask.base import get_scheduler, tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
-from dask.task_spec import DataNode, Task, TaskRef
+from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, namespace
 from ._summarize import summarize
@@ -442,7 +442,15 @@ def fit_summary(
         roots.update(_waves_on_cluster(client, pending, build))
     nodes = [roots[i] for i in range(len(roots))]
     covered = [min(wave, n_blocks - i * wave) for i in range(len(nodes))]
-    top = _tree_of_values(nodes, covered, levels + 1, split_every, budget, size, entropy, n_blocks)
+    top = tree(
+        nodes,
+        split_every=split_every,
+        budget=budget,
+        size=size,
+        entropy=entropy,
+        level=levels + 1,
+        covered=covered,
+    )
     (summary,) = dask.compute(top)
     return summary
 
@@ -467,28 +475,3 @@ def _waves_on_cluster(client, pending, build):
         if pending:
             running.add(submit())
     return out
-
-
-def _tree_of_values(nodes, covered, level, split_every, budget, size, entropy, n_leaves):
-    """The merges above computed wave roots (node ``(level - 1, i)`` is ``nodes[i]``)."""
-    dsk, name = {}, f"merge-top-{tokenize(level, split_every, budget, size, entropy, n_leaves)}"
-    keys = [(name, level - 1, i) for i in range(len(nodes))]
-    dsk.update((key, DataNode(key, node)) for key, node in zip(keys, nodes, strict=True))
-    while len(keys) > 1:
-        new_keys, new_covered = [], []
-        for g in range(0, len(keys), split_every):
-            c = sum(covered[g : g + split_every])
-            key = (name, level, g // split_every)
-            dsk[key] = Task(
-                key,
-                merge,
-                *[TaskRef(k) for k in keys[g : g + split_every]],
-                cap=node_cap(budget, c, n_leaves, size),
-                level=level,
-                index=g // split_every,
-                entropy=entropy,
-            )
-            new_keys.append(key)
-            new_covered.append(c)
-        keys, covered, level = new_keys, new_covered, level + 1
-    return Delayed(keys[0], dsk)
