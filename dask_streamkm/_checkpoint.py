@@ -8,6 +8,12 @@ the summary parameters and the seed, so files of another run or of other data ar
 up. A restarted fit loads the files of finished ranges and leaves their chunks out of the graph
 (they are not read again); the nodes above are the same as in an uninterrupted fit, with the same
 seeds, so the result is bit-identical.
+
+When the fit runs in waves (:func:`._graph.fit_summary`), each wave's root is saved the same way,
+so a restart skips a finished wave without opening its ranges' files. Every file carries what it
+covers (the run key, its chunk range and a SHA-256 of its arrays); a file that does not match
+(swapped with another range's, edited, NaN or negative weights, truncated, or written before
+these fields existed) is recomputed, never used.
 """
 
 from __future__ import annotations
