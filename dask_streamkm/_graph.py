@@ -419,12 +419,14 @@ def fit_summary(
         return summary
 
     wave = split_every**levels
-    roots, pending = {}, []
+    n_waves = -(-n_blocks // wave)
+    top = _Top(n_waves, levels, split_every, budget, size, entropy, n_blocks)
+    pending = []
     for index, start in enumerate(range(0, n_blocks, wave)):
         stop = min(start + wave, n_blocks)
         done = hooks.loaded(levels, index, start, stop)
         if done is not None:
-            roots[index] = done
+            top.add(index, done, stop - start)
         else:
             pending.append((index, start, stop))
 
@@ -437,41 +439,74 @@ def fit_summary(
     client = _distributed_client()
     if client is None:
         for index, start, stop in pending:
-            (roots[index],) = dask.compute(build(index, start, stop))
+            (root,) = dask.compute(build(index, start, stop))
+            top.add(index, root, stop - start)
     else:
-        roots.update(_waves_on_cluster(client, pending, build))
-    nodes = [roots[i] for i in range(len(roots))]
-    covered = [min(wave, n_blocks - i * wave) for i in range(len(nodes))]
-    top = tree(
-        nodes,
-        split_every=split_every,
-        budget=budget,
-        size=size,
-        entropy=entropy,
-        level=levels + 1,
-        covered=covered,
-    )
-    (summary,) = dask.compute(top)
-    return summary
+        _waves_on_cluster(client, pending, build, top)
+    return top.result()
 
 
-def _waves_on_cluster(client, pending, build):
+class _Top:
+    """The tree above the wave roots, merged here as the roots arrive.
+
+    Node ``(level, index)`` is merged as soon as all its children are in, with the cap and
+    seed :func:`tree` gives it, so the result is :func:`tree`'s, bit for bit; the client
+    holds at most ``split_every - 1`` waiting nodes per level (not one root per wave).
+    """
+
+    def __init__(self, n_roots, level, split_every, budget, size, entropy, n_leaves):
+        self.split_every, self.budget, self.size = split_every, budget, size
+        self.entropy, self.n_leaves, self.level = entropy, n_leaves, level
+        self.counts, count = {}, n_roots
+        while count > 1:
+            self.counts[level] = count
+            count, level = -(-count // split_every), level + 1
+        self.nodes = {}
+
+    def add(self, index, summary, covered):
+        """Wave root ``index`` (over ``covered`` chunks) is in; merge what it completes."""
+        level, s = self.level, self.split_every
+        self.nodes[level, index] = (summary, covered)
+        while level in self.counts:
+            group = index // s
+            siblings = range(group * s, min(group * s + s, self.counts[level]))
+            if any((level, i) not in self.nodes for i in siblings):
+                return
+            children = [self.nodes.pop((level, i)) for i in siblings]
+            covered = sum(c for _, c in children)
+            level, index = level + 1, group
+            summary = merge(
+                *[child for child, _ in children],
+                cap=node_cap(self.budget, covered, self.n_leaves, self.size),
+                level=level,
+                index=index,
+                entropy=self.entropy,
+            )
+            self.nodes[level, index] = (summary, covered)
+
+    def result(self):
+        ((summary, _),) = self.nodes.values()
+        return summary
+
+
+def _waves_on_cluster(client, pending, build, top):
     """Compute waves with at most :data:`WAVES_IN_FLIGHT` submitted at once (as_completed)."""
     from distributed import as_completed
 
     pending = list(pending)
-    out, index_of = {}, {}
+    index_of = {}
 
     def submit():
         index, start, stop = pending.pop(0)
         future = client.compute(build(index, start, stop), retries=WAVE_RETRIES)
-        index_of[future.key] = index
+        index_of[future.key] = (index, start, stop)
         return future
 
     running = as_completed([submit() for _ in range(min(WAVES_IN_FLIGHT, len(pending)))])
     for future in running:
-        out[index_of.pop(future.key)] = future.result()
+        index, start, stop = index_of.pop(future.key)
+        root = future.result()
         future.release()
         if pending:
             running.add(submit())
-    return out
+        top.add(index, root, stop - start)

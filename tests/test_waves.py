@@ -59,9 +59,9 @@ def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted
     wave = split_every ** _graph.wave_levels(100, split_every, 9)
     assert wave <= 9
     assert [(a, b) for a, b, _ in waves] == [(a, min(a + wave, 100)) for a in range(0, 100, wave)]
-    # Each graph: a wave's leaves, their chunks and weights (a getitem each), merges; or the top.
+    # Each graph: a wave's leaves, their chunks and weights (a getitem each) and merges.
     assert max(sizes.sizes) <= 4 * 9 + 2
-    assert len(sizes.sizes) == len(waves) + 1
+    assert len(sizes.sizes) == len(waves)
 
 
 def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
@@ -72,7 +72,7 @@ def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 64)
     with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
         km = StreamingKMeans(**params).fit(X)
-    assert len(sizes.sizes) == -(-3000 // 64) + 1
+    assert len(sizes.sizes) == -(-3000 // 64)
     assert max(sizes.sizes) <= 3 * 64 + 2
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
@@ -104,8 +104,8 @@ def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkey
         counts = client.run_on_scheduler(_submitted)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.inertia_ == ref.inertia_
-    # one submission per wave of 8 chunks and one for the top of the tree, none over ~4 x 8
-    assert len(counts) == -(-100 // 8) + 1
+    # one submission per wave of 8 chunks, none over ~4 x 8 tasks
+    assert len(counts) == -(-100 // 8)
     assert max(counts) <= 4 * 8 + 2
 
 
