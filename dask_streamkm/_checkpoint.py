@@ -8,18 +8,27 @@ the summary parameters and the seed, so files of another run or of other data ar
 up. A restarted fit loads the files of finished ranges and leaves their chunks out of the graph
 (they are not read again); the nodes above are the same as in an uninterrupted fit, with the same
 seeds, so the result is bit-identical.
+
+When the fit runs in waves (:func:`._graph.fit_summary`), each wave's root is saved the same way,
+so a restart skips a finished wave without opening its ranges' files. Every file carries what it
+covers (the run key, its chunk range and a SHA-256 of its arrays); a file that does not match
+(swapped with another range's, edited, NaN or negative weights, truncated, or written before
+these fields existed) is recomputed, never used.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import numbers
 import os
 
-import dask
+import numpy as np
 from dask.base import tokenize
 
 from . import _graph, _remote
-from .summary import Summary
+from ._array import to_host
+from .summary import FORMAT_VERSION, Summary
 
 
 def check_directory(checkpoint, random_state, storage_options=None):
@@ -112,29 +121,91 @@ def _save(summary, path, storage_options=None):
             os.remove(tmp)
 
 
-def merge_and_save(*children, path, cap, level, index, entropy):
-    """The first-level merge of :func:`._graph.tree`, saved to ``path`` (a task)."""
+def _checksum(summary, cover):
+    """SHA-256 of a summary's arrays, its row count and what it covers."""
+    digest = hashlib.sha256(repr((str(cover[0]), int(cover[1]), int(cover[2]))).encode())
+    for values in (summary.weights, summary.linear_sums, summary.square_sums):
+        digest.update(np.ascontiguousarray(to_host(values), dtype=np.float64).tobytes())
+    digest.update(str(int(summary.n_seen)).encode())
+    return digest.hexdigest()
+
+
+class _Covered:
+    """A summary to save with what it covers: run key, chunk range and checksum.
+
+    Duck-types :meth:`Summary.save` for :func:`_save`; :meth:`Summary.load` reads the file
+    as a plain summary (it ignores the extra fields), :func:`_covers` checks them.
+    """
+
+    def __init__(self, summary, cover):
+        self.summary, self.cover = summary, cover
+
+    def save(self, path):
+        s = self.summary
+        key, start, stop = self.cover
+        fields = dict(
+            format_version=np.int64(FORMAT_VERSION),
+            weights=to_host(s.weights),
+            linear_sums=to_host(s.linear_sums),
+            square_sums=to_host(s.square_sums),
+            n_seen=np.int64(s.n_seen),
+            run_key=np.str_(key),
+            chunk_start=np.int64(start),
+            chunk_stop=np.int64(stop),
+            checksum=np.str_(_checksum(s, self.cover)),
+        )
+        if hasattr(path, "write"):
+            np.savez(path, **fields)
+        else:
+            with open(os.fspath(path), "wb") as fh:
+                np.savez(fh, **fields)
+        return path
+
+
+def _covers(path, summary, expect):
+    """Whether the file at ``path`` says it holds ``expect = (run key, start, stop)``, its
+    checksum matches the loaded ``summary``, and the summary's numbers are sane (finite,
+    weights >= 0). A file swapped with another range's, edited, or of an older version fails.
+    """
+    key, start, stop = expect
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = (str(data["run_key"]), int(data["chunk_start"]), int(data["chunk_stop"]))
+            checksum = str(data["checksum"])
+    except Exception:  # noqa: BLE001 - any unreadable or older file is recomputed
+        return False
+    if stored != (str(key), int(start), int(stop)) or checksum != _checksum(summary, expect):
+        return False
+    weights = np.asarray(to_host(summary.weights))
+    return bool(
+        np.all(np.isfinite(weights))
+        and np.all(weights >= 0)
+        and np.all(np.isfinite(to_host(summary.linear_sums)))
+        and np.all(np.isfinite(to_host(summary.square_sums)))
+    )
+
+
+def merge_and_save(*children, path, cap, level, index, entropy, cover=None):
+    """A merge of :func:`._graph.tree`, saved to ``path`` with what it ``cover``s (a task)."""
     out = _graph.merge(*children, cap=cap, level=level, index=index, entropy=entropy)
-    _save(out, path)
+    _save(out if cover is None else _Covered(out, cover), path)
     return out
 
 
-def leaf_and_save(leaf, path):
+def leaf_and_save(leaf, path, cover=None):
     """A lone leaf (the whole data is one chunk), saved to ``path`` (a task)."""
-    _save(leaf, path)
+    _save(leaf if cover is None else _Covered(leaf, cover), path)
     return leaf
 
 
-def _load(path, n_features, storage_options=None):
-    """The saved summary, or None when the file is missing or unreadable (it is recomputed)."""
+def _load(path, n_features, expect=None, storage_options=None):
+    """The saved summary, or None when the file is missing or unreadable (it is recomputed).
+
+    ``expect``: the ``(run key, start, stop)`` the file must cover (see :func:`_covers`).
+    A remote file is read whole into a local temporary file first.
+    """
     if not _remote.is_url(path):
-        if not os.path.exists(path):
-            return None
-        try:
-            summary = Summary.load(path)
-        except ValueError:
-            return None
-        return summary if summary.n_features == n_features else None
+        return _load_local(path, n_features, expect) if os.path.exists(path) else None
     try:
         data = _remote.read_bytes(path, storage_options)
     except FileNotFoundError:
@@ -143,81 +214,130 @@ def _load(path, n_features, storage_options=None):
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-        summary = Summary.load(tmp)
-    except ValueError:
-        return None
+        return _load_local(tmp, n_features, expect)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _load_local(path, n_features, expect):
+    """:func:`_load` of a local file."""
+    try:
+        summary = Summary.load(path)
+    except ValueError:
+        return None
+    if expect is not None and not _covers(path, summary, expect):
+        return None
     return summary if summary.n_features == n_features else None
 
 
-def summary_graph(
-    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
-):
-    """:func:`._graph.summary_graph` with first-level summaries saved to and loaded from files.
+class _Files(_graph.Hooks):
+    """Checkpoint hooks of :func:`._graph.fit_summary`: first-level nodes and wave roots are
+    saved to ``range_path(directory, key, start, stop)`` and loaded from there."""
 
-    Returns ``(graph, n_loaded, n_ranges)``: the delayed summary, the number of chunk ranges
-    loaded from ``directory`` and the number of ranges.
-    """
-    split_every = max(2, int(split_every))
-    key = run_key(
+    def __init__(self, directory, key, n_features, wave_level):
+        self.directory, self.key, self.n_features = directory, key, n_features
+        self.levels = {1, wave_level} if wave_level else {1}
+        self.token = key
+        self.loaded_ranges = []
+
+    def _path(self, start, stop):
+        return range_path(self.directory, self.key, start, stop)
+
+    def loaded(self, level, index, start, stop):
+        if level not in self.levels:
+            return None
+        done = _load(self._path(start, stop), self.n_features, expect=(self.key, start, stop))
+        if done is not None:
+            self.loaded_ranges.append((start, stop))
+        return done
+
+    def merge(self, level, index, start, stop, params):
+        if level not in self.levels:
+            return super().merge(level, index, start, stop, params)
+        return functools.partial(
+            merge_and_save, path=self._path(start, stop), cover=(self.key, start, stop), **params
+        )
+
+    def lone_leaf(self, start, stop):
+        return functools.partial(
+            leaf_and_save, path=self._path(start, stop), cover=(self.key, start, stop)
+        )
+
+
+def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+    return run_key(
         X,
         sample_weight,
         size=int(size),
         method=method,
         mini_batch_size=int(mini_batch_size),
-        split_every=split_every,
+        split_every=max(2, int(split_every)),
         budget=int(budget),
         entropy=entropy,
     )
-    n_blocks = X.numblocks[0]
-    leaves = _graph.leaf_tasks(
-        X,
-        sample_weight,
+
+
+def fit_summary(
+    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+):
+    """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
+    from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
+
+    Returns ``(summary, n_loaded, n_ranges)``: the summary, the number of first-level chunk
+    ranges whose summaries came from files (directly or inside a loaded wave) and the number
+    of first-level ranges.
+    """
+    split_every = max(2, int(split_every))
+    params = dict(
         size=size,
         method=method,
         mini_batch_size=mini_batch_size,
-        entropy=entropy,
-    )
-
-    if n_blocks == 1:
-        path = range_path(directory, key, 0, 1)
-        done = _load(path, X.shape[1])
-        if done is not None:
-            return done, 1, 1
-        return dask.delayed(leaf_and_save, pure=True)(leaves[0], path), 0, 1
-
-    nodes, covered, n_loaded = [], [], 0
-    for index, start in enumerate(range(0, n_blocks, split_every)):
-        stop = min(start + split_every, n_blocks)
-        covered.append(stop - start)
-        path = range_path(directory, key, start, stop)
-        done = _load(path, X.shape[1])
-        if done is not None:
-            nodes.append(done)
-            n_loaded += 1
-            continue
-        nodes.append(
-            dask.delayed(merge_and_save, pure=True)(
-                *leaves[start:stop],
-                path=path,
-                cap=_graph.node_cap(budget, stop - start, n_blocks, size),
-                level=1,
-                index=index,
-                entropy=entropy,
-            )
-        )
-    n_ranges = len(nodes)
-    if n_ranges == 1:
-        return nodes[0], n_loaded, n_ranges
-    graph = _graph.tree(
-        nodes,
         split_every=split_every,
         budget=budget,
-        size=size,
         entropy=entropy,
-        level=2,
-        covered=covered,
     )
+    n_blocks = X.numblocks[0]
+    hooks = _Files(
+        directory,
+        _run_key(X, sample_weight, **params),
+        X.shape[1],
+        _graph.wave_levels(n_blocks, split_every),
+    )
+    summary = _graph.fit_summary(X, sample_weight, hooks=hooks, **params)
+    n_ranges = -(-n_blocks // split_every)
+    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
+    return summary, n_loaded, n_ranges
+
+
+def summary_graph(
+    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+):
+    """One graph (:func:`._graph.summary_graph`) with first-level summaries saved and loaded.
+
+    Returns ``(graph, n_loaded, n_ranges)`` as :func:`fit_summary`; for arrays of up to
+    :data:`._graph.WAVE_CHUNKS` chunks (one wave), :func:`fit_summary` computes this graph.
+    """
+    split_every = max(2, int(split_every))
+    params = dict(
+        size=size,
+        method=method,
+        mini_batch_size=mini_batch_size,
+        split_every=split_every,
+        budget=budget,
+        entropy=entropy,
+    )
+    hooks = _Files(directory, _run_key(X, sample_weight, **params), X.shape[1], 0)
+    graph, _ = _graph.wave_graph(
+        X,
+        sample_weight,
+        0,
+        X.numblocks[0],
+        levels=0,
+        row_starts=_graph.row_starts(X),
+        hooks=hooks,
+        **params,
+    )
+    n_ranges = -(-X.numblocks[0] // split_every)
+    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
     return graph, n_loaded, n_ranges

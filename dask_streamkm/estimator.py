@@ -6,7 +6,6 @@ import numbers
 import time
 import warnings
 
-import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import (
@@ -425,16 +424,14 @@ class StreamingKMeans(
             budget=budget,
             entropy=entropy,
         )
-        if self.checkpoint is None:
-            graph = _graph.summary_graph(X, sample_weight, **params)
-        else:
+        # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
+        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
+            if self.checkpoint is None:
+                return _graph.fit_summary(X, sample_weight, **params)
             from . import _checkpoint
 
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
-            graph, _, _ = _checkpoint.summary_graph(X, sample_weight, directory=directory, **params)
-        # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
-        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
-            (summary,) = dask.compute(graph)
+            summary, _, _ = _checkpoint.fit_summary(X, sample_weight, directory=directory, **params)
         return summary
 
     def _solve(self, summary, entropy, dtype):

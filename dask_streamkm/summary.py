@@ -76,9 +76,7 @@ class Summary:
         X_k = xp.take(xp.astype(X, xp.float64), keep, axis=0)
         if X_k.shape[0] > 1:
             # Distinct rows in sorted order, found on the host (small blocks only).
-            _, first, inverse = np.unique(
-                to_host(X_k), axis=0, return_index=True, return_inverse=True
-            )
+            first, inverse = _distinct_rows(to_host(X_k))
             n_distinct = int(first.shape[0])
             w_k = segment_sum(w_k, from_host(inverse.reshape(-1), w_k), n_distinct)
             X_k = xp.take(X_k, from_host(first, w_k), axis=0)
@@ -302,3 +300,20 @@ class Summary:
             f"Summary(n_groups={self.n_groups}, n_features={self.n_features}, "
             f"total_weight={self.total_weight:.6g}, n_seen={self.n_seen})"
         )
+
+
+def _distinct_rows(rows):
+    """``np.unique(rows, axis=0, return_index=True, return_inverse=True)[1:]``, faster.
+
+    Rows in lexicographic order (a stable lexsort, so ``first`` is each row's first
+    occurrence, as ``np.unique`` gives): the same indices at a fraction of the fixed cost,
+    which is most of the work of a chunk of a few rows.
+    """
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    new = np.empty(rows.shape[0], dtype=bool)
+    new[0] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=new[1:])
+    inverse = np.empty(rows.shape[0], dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse

@@ -14,7 +14,7 @@ import pytest
 import zarr
 from _helpers import counting_like
 
-from dask_streamkm import StreamingKMeans
+from dask_streamkm import StreamingKMeans, Summary, _graph
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.io import open_array
 
@@ -206,3 +206,70 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
     model = StreamingKMeans.load(tmp_path / "resumed.npz")
     np.testing.assert_array_equal(model.cluster_centers_, uninterrupted.cluster_centers_)
     np.testing.assert_array_equal(resumed.cluster_centers_, uninterrupted.cluster_centers_)
+
+
+# ---------------------------------------------------------------------- file integrity
+def _refit_reads(store, ck):
+    """Fit again from the checkpoint; returns the model and the chunk rows read."""
+    X = open_array(store)
+    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+    km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(Xc)
+    return km, counter.reads
+
+
+def test_file_swapped_with_another_ranges_is_recomputed(store, tmp_path):
+    ck = tmp_path / "ck"
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    a, b = _files(ck)[:2]
+    (ck / a).rename(ck / "swap")
+    (ck / b).rename(ck / a)
+    (ck / "swap").rename(ck / b)
+    km, reads = _refit_reads(store, ck)
+    assert reads == {r: 1 for r in range(0, 8000, 1000)}  # both ranges read again, once
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    km, reads = _refit_reads(store, ck)  # and rewritten with the right contents
+    assert reads == {}
+
+
+def test_file_with_nan_weights_or_edited_numbers_is_recomputed(store, tmp_path):
+    ck = tmp_path / "ck"
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    first, second = (ck / name for name in _files(ck)[:2])
+    for path, edit in ((first, "nan"), (second, "scaled")):
+        with np.load(path) as data:
+            fields = dict(data)
+        fields["weights"] = fields["weights"] * (np.nan if edit == "nan" else 2.0)
+        np.savez(path, **fields)
+    km, reads = _refit_reads(store, ck)
+    assert reads == {r: 1 for r in range(0, 8000, 1000)}
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+
+
+def test_truncated_or_old_format_file_is_recomputed(store, tmp_path):
+    ck = tmp_path / "ck"
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    first, second = (ck / name for name in _files(ck)[:2])
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    Summary.load(second).save(second)  # a plain summary: says nothing of what it covers
+    km, reads = _refit_reads(store, ck)
+    assert reads == {r: 1 for r in range(0, 8000, 1000)}
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+
+
+def test_waves_save_their_roots_and_resume(store, tmp_path, monkeypatch):
+    # 24 chunks in waves of 4 x 4 = 16 chunks: ranges of 4 chunks and the roots of two waves.
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 16)
+    ck = tmp_path / "ck"
+    X = open_array(store)
+    ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X)
+    km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    ranges = [(s, s + 4) for s in range(0, 24, 4)]
+    assert _ranges(ck) == sorted([*ranges, (0, 16), (16, 24)])
+    # The first wave's root is enough to skip its 16 chunks; the second wave lost a range.
+    for name in _files(ck):
+        if name.endswith(("-000000-000004.npz", "-000016-000024.npz", "-000020-000024.npz")):
+            (ck / name).unlink()
+    km, reads = _refit_reads(store, ck)
+    assert reads == {r: 1 for r in range(20_000, 24_000, 1000)}
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)

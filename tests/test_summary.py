@@ -278,3 +278,19 @@ def test_saved_file_is_plain_zip(rng, tmp_path):
     path = grouped(rng)[3].save(tmp_path / "s.npz")
     with zipfile.ZipFile(path) as z:
         assert all(name.endswith(".npy") for name in z.namelist())
+
+
+def test_distinct_rows_match_numpy_unique():
+    from dask_streamkm.summary import _distinct_rows
+
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n, d = int(rng.integers(2, 80)), int(rng.integers(1, 5))
+        X = rng.integers(-2, 3, size=(n, d)) * rng.choice([1.0, 0.5, -0.0])
+        if t % 2:
+            X = rng.normal(size=(n, d))
+            X[rng.integers(0, n, size=n // 3)] = X[0]
+        _, first, inverse = np.unique(X, axis=0, return_index=True, return_inverse=True)
+        got_first, got_inverse = _distinct_rows(X)
+        np.testing.assert_array_equal(got_first, first)
+        np.testing.assert_array_equal(got_inverse, inverse.reshape(-1))

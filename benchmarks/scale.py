@@ -1,0 +1,121 @@
+"""Scale: a fit over 10^3 to 10^6 tiny chunks against dask's own ``X.sum(axis=0)``.
+
+One run, one table. Each array is a lazily generated mixture (``make_mixture``) of chunks of
+64 rows x 4 features; for each size, in a fresh process each (so that the peak RSS is that of
+one computation): the seconds to build the array, the fit's seconds and peak client RSS,
+the seconds our own graphs took to build (all waves together), the largest graph one wave
+submitted, and dask's ``X.sum(axis=0).compute()`` on the same array with its peak RSS.
+``StreamingKMeans(n_clusters=4, summary_size=64, random_state=0)``: a chunk of 64 rows is
+returned as its rows, so the fit measures the wiring, not the maths.
+
+    python benchmarks/scale.py                       # 1e3, 1e4, 1e5 threads; 3e4 on 2 workers
+    python benchmarks/scale.py --sizes 1000 1000000 --cluster-sizes 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROWS, FEATURES = 64, 4
+
+
+def _peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one(n_chunks, what, cluster):
+    """Run one measurement in this process; print a JSON line."""
+    import dask
+
+    from dask_streamkm import StreamingKMeans, _graph
+    from dask_streamkm.datasets import make_mixture
+
+    t0 = time.perf_counter()
+    X = make_mixture(n_chunks * ROWS, FEATURES, 8, chunks=ROWS, random_state=0)
+    out = {"n_chunks": n_chunks, "what": what, "array_s": time.perf_counter() - t0}
+    client = None
+    if cluster:
+        from distributed import Client, LocalCluster
+
+        client = Client(
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        )
+    else:
+        dask.config.set(scheduler="threads")
+    base = _peak_mib()
+    t0 = time.perf_counter()
+    if what == "sum":
+        X.sum(axis=0).compute()
+    else:
+        build = {"s": 0.0, "waves": 0, "largest": 0}
+        wave_graph = _graph.wave_graph
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            graph, n_tasks = wave_graph(*args, **kwargs)
+            build["s"] += time.perf_counter() - start
+            build["waves"] += 1
+            build["largest"] = max(build["largest"], n_tasks)
+            return graph, n_tasks
+
+        _graph.wave_graph = timed
+        StreamingKMeans(n_clusters=4, summary_size=64, random_state=0).fit(X)
+        out.update(build_s=build["s"], waves=build["waves"], largest_wave_tasks=build["largest"])
+    out["seconds"] = time.perf_counter() - t0
+    out["peak_rss_mib"] = _peak_mib()
+    out["rss_before_mib"] = base
+    if client is not None:
+        client.close()
+    print(json.dumps(out), flush=True)
+
+
+def _run(n_chunks, what, cluster):
+    cmd = [sys.executable, __file__, "--one", str(n_chunks), what]
+    if cluster:
+        cmd.append("--cluster")
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[30_000])
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        _one(int(args.one[0]), args.one[1], args.cluster)
+        return
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    header = (
+        "| scheduler | chunks | array s | build s (per chunk us) | waves | largest wave "
+        "| fit s | sum s | fit / sum | fit peak RSS MiB | sum peak RSS MiB |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    runs = [(n, False) for n in args.sizes] + [(n, True) for n in args.cluster_sizes]
+    for n, cluster in runs:
+        fit = _run(n, "fit", cluster)
+        total = _run(n, "sum", cluster)
+        print(
+            f"| {'2 workers' if cluster else 'threads'} | {n:,} | {fit['array_s']:.2f} "
+            f"| {fit['build_s']:.2f} ({1e6 * fit['build_s'] / n:.0f}) | {fit['waves']} "
+            f"| {fit['largest_wave_tasks']:,} | {fit['seconds']:.1f} | {total['seconds']:.1f} "
+            f"| {fit['seconds'] / total['seconds']:.2f} | {fit['peak_rss_mib']:.0f} "
+            f"| {total['peak_rss_mib']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

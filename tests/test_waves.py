@@ -1,0 +1,131 @@
+"""Waves: a fit over many chunks never puts more than a bounded number of tasks in one graph,
+and gives the summary and centers of the one-graph tree, bit for bit, on every scheduler."""
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask.callbacks import Callback
+
+from dask_streamkm import StreamingKMeans, _graph
+
+PARAMS = dict(size=16, method="stream", mini_batch_size=64, budget=200, entropy=7)
+
+
+class _GraphSizes(Callback):
+    """Tasks of every graph a local scheduler runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def _start(self, dsk):
+        self.sizes.append(len(dsk))
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(100 * 40, 3)) + rng.integers(0, 4, size=(100 * 40, 1)) * 8
+    w = rng.random(len(X)) + 0.1
+    return da.from_array(X, chunks=(40, -1)), da.from_array(w, chunks=(40,))
+
+
+def _same(a, b):
+    for field in ("weights", "linear_sums", "square_sums"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.n_seen == b.n_seen
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted):
+    X, w = data
+    w = w if weighted else None
+    (one,) = dask.compute(
+        _graph.summary_graph(X, w, split_every=split_every, **PARAMS), scheduler="sync"
+    )
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 9)
+    waves = []
+    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+        got = _graph.fit_summary(
+            X,
+            w,
+            split_every=split_every,
+            on_wave=lambda a, b, n: waves.append((a, b, n)),
+            **PARAMS,
+        )
+    _same(got, one)
+    wave = split_every ** _graph.wave_levels(100, split_every, 9)
+    assert wave <= 9
+    assert [(a, b) for a, b, _ in waves] == [(a, min(a + wave, 100)) for a in range(0, 100, wave)]
+    # Each graph: a wave's leaves, their chunks and weights (a getitem each) and merges.
+    assert max(sizes.sizes) <= 4 * 9 + 2
+    assert len(sizes.sizes) == len(waves)
+
+
+def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
+    # 3,000 chunks of 8 rows: with waves of at most 64 chunks, no graph passes ~3 x 64 tasks.
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.normal(size=(24_000, 2)), chunks=(8, -1))
+    params = dict(n_clusters=3, summary_size=8, split_every=4, random_state=0)
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 64)
+    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+        km = StreamingKMeans(**params).fit(X)
+    assert len(sizes.sizes) == -(-3000 // 64)
+    assert max(sizes.sizes) <= 3 * 64 + 2
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
+    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+        ref = StreamingKMeans(**params).fit(X)
+    assert sizes.sizes[0] > 6000  # one graph: a task per chunk and per leaf
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+
+
+def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    X, w = data
+    params = dict(n_clusters=4, summary_size=16, merge_budget=100, split_every=2, random_state=1)
+    with dask.config.set(scheduler="sync"):
+        ref = StreamingKMeans(**params).fit(X, sample_weight=w)
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 8)
+    monkeypatch.setattr(_graph, "WAVES_IN_FLIGHT", 3)
+    with dask.config.set(scheduler="threads"):
+        threads = StreamingKMeans(**params).fit(X, sample_weight=w)
+    np.testing.assert_array_equal(threads.cluster_centers_, ref.cluster_centers_)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.register_plugin(_Submissions())
+        km = StreamingKMeans(**params).fit(X, sample_weight=w)
+        counts = client.run_on_scheduler(_submitted)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+    # one submission per wave of 8 chunks, none over ~4 x 8 tasks
+    assert len(counts) == -(-100 // 8)
+    assert max(counts) <= 4 * 8 + 2
+
+
+try:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+except ImportError:  # pragma: no cover
+    SchedulerPlugin = object
+
+
+class _Submissions(SchedulerPlugin):
+    """Tasks per graph submitted to the scheduler."""
+
+    name = "count-submissions"
+
+    def __init__(self):
+        self.seen = []
+
+    def update_graph(self, scheduler, *, keys=None, tasks=None, **kwargs):
+        self.seen.append(len(tasks or ()))
+
+
+def _submitted(dask_scheduler=None):
+    return list(dask_scheduler.plugins[_Submissions.name].seen)
