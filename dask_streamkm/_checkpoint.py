@@ -341,3 +341,163 @@ def summary_graph(
     n_ranges = -(-X.numblocks[0] // split_every)
     n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
     return graph, n_loaded, n_ranges
+
+
+# ---------------------------------------------------------------------- refinement passes
+# A refinement pass (``refine_passes``) saves the merged stats of each first-level chunk range
+# and wave root as ``refine-<key>-<start>-<stop>.npz``; the key adds the pass number and a hash
+# of the centers the pass starts from, so a pass from other centers never picks them up.
+
+
+def refine_path(directory, key, start, stop):
+    """File of a refinement pass's stats over chunks ``start`` (included) to ``stop``."""
+    return _remote.join(directory, f"refine-{key}-{start:06d}-{stop:06d}.npz")
+
+
+def _stats_checksum(stats, cover):
+    """SHA-256 of refine stats ``(sums, weights, cost)`` and what they cover."""
+    digest = hashlib.sha256(repr((str(cover[0]), int(cover[1]), int(cover[2]))).encode())
+    for values in stats:
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+class _Stats:
+    """Refine stats to save with what they cover (the ``save`` that :func:`_save` calls)."""
+
+    def __init__(self, stats, cover):
+        self.stats, self.cover = stats, cover
+
+    def save(self, path):
+        sums, weights, cost = self.stats
+        key, start, stop = self.cover
+        with open(os.fspath(path), "wb") as fh:
+            np.savez(
+                fh,
+                format_version=np.int64(FORMAT_VERSION),
+                sums=sums,
+                weights=weights,
+                cost=cost,
+                run_key=np.str_(key),
+                chunk_start=np.int64(start),
+                chunk_stop=np.int64(stop),
+                checksum=np.str_(_stats_checksum(self.stats, self.cover)),
+            )
+        return path
+
+
+def _load_stats_local(path, shape, expect):
+    """The stats saved at a local ``path`` if they cover ``expect`` and have k x d ``shape``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stats = tuple(
+                np.asarray(data[f], dtype=np.float64) for f in ("sums", "weights", "cost")
+            )
+            stored = (str(data["run_key"]), int(data["chunk_start"]), int(data["chunk_stop"]))
+            checksum = str(data["checksum"])
+    except Exception:  # noqa: BLE001 - any unreadable or older file is recomputed
+        return None
+    sums, weights, cost = stats
+    if (
+        stored != (str(expect[0]), int(expect[1]), int(expect[2]))
+        or checksum != _stats_checksum(stats, expect)
+        or sums.shape != shape
+        or weights.shape != shape[:1]
+        or cost.shape != ()
+        or not all(np.all(np.isfinite(a)) for a in stats)
+        or np.any(weights < 0)
+    ):
+        return None
+    return stats
+
+
+def _load_stats(path, shape, expect, storage_options=None):
+    """:func:`_load_stats_local` of a local or remote file; None when missing or not valid."""
+    if not _remote.is_url(path):
+        return _load_stats_local(path, shape, expect) if os.path.exists(path) else None
+    try:
+        data = _remote.read_bytes(path, storage_options)
+    except FileNotFoundError:
+        return None
+    tmp = _remote.local_temp(path, ".npz")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        return _load_stats_local(tmp, shape, expect)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def refine_merge_and_save(*children, path, cover, **params):
+    """A :func:`._graph.refine_merge`, saved to ``path`` with what it ``cover``s (a task)."""
+    out = _graph.refine_merge(*children, **params)
+    _save(_Stats(out, cover), path)
+    return out
+
+
+def refine_leaf_and_save(stats, path, cover):
+    """The stats of a lone chunk (the whole data), saved to ``path`` (a task)."""
+    _save(_Stats(stats, cover), path)
+    return stats
+
+
+class _RefineFiles(_graph.RefineHooks):
+    """Checkpoint hooks of :func:`._graph.refine_pass`: first-level nodes and wave roots are
+    saved to ``refine_path(directory, key, start, stop)`` and loaded from there."""
+
+    def __init__(self, directory, key, shape, wave_level):
+        self.directory, self.key, self.shape = directory, key, shape
+        self.levels = {1, wave_level} if wave_level else {1}
+        self.token = key
+        self.loaded_ranges = []
+
+    def _path(self, start, stop):
+        return refine_path(self.directory, self.key, start, stop)
+
+    def loaded(self, level, index, start, stop):
+        if level not in self.levels:
+            return None
+        done = _load_stats(self._path(start, stop), self.shape, (self.key, start, stop))
+        if done is not None:
+            self.loaded_ranges.append((start, stop))
+        return done
+
+    def merge(self, level, index, start, stop, params):
+        if level not in self.levels:
+            return super().merge(level, index, start, stop, params)
+        return functools.partial(
+            refine_merge_and_save,
+            path=self._path(start, stop),
+            cover=(self.key, start, stop),
+            **params,
+        )
+
+    def lone_leaf(self, start, stop):
+        return functools.partial(
+            refine_leaf_and_save, path=self._path(start, stop), cover=(self.key, start, stop)
+        )
+
+
+def refine_pass(X, sample_weight, centers, *, directory, split_every, pass_number):
+    """:func:`._graph.refine_pass` with each range's stats saved to, and loaded from, files in
+    ``directory``; the key holds the data, the weights, ``pass_number`` and the centers' hash.
+
+    Returns ``(stats, n_loaded, n_ranges)`` as :func:`fit_summary`.
+    """
+    split_every = max(2, int(split_every))
+    host = np.ascontiguousarray(to_host(centers), dtype=np.float64)
+    centers_hash = hashlib.sha256(host.tobytes() + repr(host.shape).encode()).hexdigest()
+    key = run_key(
+        X,
+        sample_weight,
+        refine_pass=int(pass_number),
+        centers=centers_hash,
+        split_every=split_every,
+    )
+    n_blocks = X.numblocks[0]
+    hooks = _RefineFiles(directory, key, host.shape, _graph.wave_levels(n_blocks, split_every))
+    stats = _graph.refine_pass(X, sample_weight, centers, split_every=split_every, hooks=hooks)
+    n_ranges = -(-n_blocks // split_every)
+    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
+    return stats, n_loaded, n_ranges

@@ -32,7 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import nearest, sq_distances
+from ._kernels import add_lloyd_stats, lloyd_step_stats, nearest, sq_distances
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
@@ -154,6 +154,8 @@ class Hooks:
     """
 
     token = None
+    #: The merge of two or more children's results (:func:`merge`'s signature).
+    combine = staticmethod(merge)
 
     def loaded(self, level, index, start, stop):
         """The saved summary of node ``(level, index)`` over chunks [start, stop), or None."""
@@ -161,7 +163,7 @@ class Hooks:
 
     def merge(self, level, index, start, stop, params):
         """The function of merge node ``(level, index)`` (``params``: :func:`merge`'s keywords)."""
-        return functools.partial(merge, **params)
+        return functools.partial(self.combine, **params)
 
     def lone_leaf(self, start, stop):
         """None, or a function applied to the lone leaf of a one-chunk array (its root)."""
@@ -199,6 +201,7 @@ def wave_graph(
     budget,
     entropy,
     hooks=None,
+    leaf_fn=None,
 ):
     """A Delayed Summary of chunks ``[start, stop)`` of X: leaves and ``levels`` merge levels.
 
@@ -207,6 +210,9 @@ def wave_graph(
     covers chunks ``[index * split_every**level, (index + 1) * split_every**level)`` exactly as
     in :func:`tree`, with the same seed and cap. ``row_starts[i]`` is chunk i's first row.
     Returns ``(delayed, n_tasks)``: the tasks of the wave's own layer.
+
+    ``leaf_fn(block, weight_block, index=, row_start=)``, when given, replaces :func:`leaf`
+    (and ``hooks.combine`` the merge): the same waves and tree compute another mergeable result.
     """
     hooks = Hooks() if hooks is None else hooks
     split_every = max(2, int(split_every))
@@ -222,10 +228,14 @@ def wave_graph(
         budget,
         entropy,
         hooks.token,
+        leaf_fn,
     )
     leaf_name, merge_name = f"leaf-{token}", f"merge-{token}"
     layer = f"wave-{token}-{start}-{levels}"
-    params = dict(size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy)
+    if leaf_fn is None:
+        leaf_fn = functools.partial(
+            leaf, size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy
+        )
     dsk = {}
 
     def leaves(a, b):
@@ -233,12 +243,11 @@ def wave_graph(
             weight = None if weight_name is None else TaskRef((weight_name, i))
             dsk[(leaf_name, i)] = Task(
                 (leaf_name, i),
-                leaf,
+                leaf_fn,
                 TaskRef((X.name, i, 0)),
                 weight,
                 index=i,
                 row_start=int(row_starts[i]),
-                **params,
             )
         return [(leaf_name, i) for i in range(a, b)]
 
@@ -356,11 +365,14 @@ def fit_summary(
     entropy,
     hooks=None,
     on_wave=None,
+    leaf_fn=None,
 ):
     """The Summary of X, computed in waves of at most :data:`WAVE_CHUNKS` chunks.
 
     Bit-identical to computing :func:`summary_graph`. ``on_wave(start, stop, n_tasks)`` is
-    called as each wave is submitted (tests count graph sizes with it).
+    called as each wave is submitted (tests count graph sizes with it). With ``leaf_fn``
+    (see :func:`wave_graph`) and ``hooks.combine``, the same waves compute another result
+    (:func:`refine_pass`).
     """
     hooks = Hooks() if hooks is None else hooks
     split_every = max(2, int(split_every))
@@ -376,6 +388,7 @@ def fit_summary(
         budget=budget,
         entropy=entropy,
         hooks=hooks,
+        leaf_fn=leaf_fn,
     )
     if not levels:
         graph, n_tasks = wave_graph(X, sample_weight, 0, n_blocks, **params)
@@ -386,7 +399,7 @@ def fit_summary(
 
     wave = split_every**levels
     n_waves = -(-n_blocks // wave)
-    top = _Top(n_waves, levels, split_every, budget, size, entropy, n_blocks)
+    top = _Top(n_waves, levels, split_every, budget, size, entropy, n_blocks, hooks.combine)
     pending = []
     for index, start in enumerate(range(0, n_blocks, wave)):
         stop = min(start + wave, n_blocks)
@@ -420,8 +433,9 @@ class _Top:
     holds at most ``split_every - 1`` waiting nodes per level (not one root per wave).
     """
 
-    def __init__(self, n_roots, level, split_every, budget, size, entropy, n_leaves):
+    def __init__(self, n_roots, level, split_every, budget, size, entropy, n_leaves, combine):
         self.split_every, self.budget, self.size = split_every, budget, size
+        self.combine = combine
         self.entropy, self.n_leaves, self.level = entropy, n_leaves, level
         self.counts, count = {}, n_roots
         while count > 1:
@@ -441,7 +455,7 @@ class _Top:
             children = [self.nodes.pop((level, i)) for i in siblings]
             covered = sum(c for _, c in children)
             level, index = level + 1, group
-            summary = merge(
+            summary = self.combine(
                 *[child for child, _ in children],
                 cap=node_cap(self.budget, covered, self.n_leaves, self.size),
                 level=level,
@@ -476,6 +490,63 @@ def _waves_on_cluster(client, pending, build, top):
         if pending:
             running.add(submit())
         top.add(index, root, stop - start)
+
+
+# ---------------------------------------------------------------------- refinement pass
+# One exact Lloyd step over all rows (``refine_passes``): per chunk the weighted sums, weights
+# and squared distances of the rows by nearest center, summed in the summary's tree and waves
+# (:func:`fit_summary` with another leaf and merge), so the order of additions is fixed and the
+# result bit-identical on every scheduler. Nothing is random: no seeds are drawn.
+
+
+def refine_leaf(block, weight_block, *, index, row_start, centers):
+    """One chunk's :func:`._kernels.lloyd_step_stats` for ``centers`` (a task), on the host.
+
+    The results are small (k x d); on the host every merge adds them in the same order.
+    """
+    limit_blas_in_worker()
+    block = check_block(block, weight_block, index, row_start)
+    c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    stats = lloyd_step_stats(block, c, weight_block)
+    return tuple(np.asarray(to_host(a), dtype=np.float64) for a in stats)
+
+
+def refine_merge(*children, cap=None, level=None, index=None, entropy=None):
+    """The sum of children's refine stats in their order (a task; :func:`merge`'s keywords
+    are accepted and unused: the sum is exact, nothing is reduced or drawn)."""
+    limit_blas_in_worker()
+    return add_lloyd_stats(*children)
+
+
+class RefineHooks(Hooks):
+    """Hooks of a refinement pass: its merge is :func:`refine_merge`; nothing is saved.
+
+    :mod:`._checkpoint` subclasses it to save and load each range's stats.
+    """
+
+    combine = staticmethod(refine_merge)
+
+
+def refine_pass(X, sample_weight, centers, *, split_every, hooks=None, on_wave=None):
+    """Merged ``(sums, weights, cost)`` of every row of X by nearest of ``centers`` (host).
+
+    One read of X in the waves and tree of :func:`fit_summary` (bounded graphs, a fixed order
+    of additions). ``centers`` is a small (k, d) array (numpy or the chunks' array type).
+    """
+    hooks = RefineHooks() if hooks is None else hooks
+    return fit_summary(
+        X,
+        sample_weight,
+        size=1,
+        method="refine",
+        mini_batch_size=1,
+        split_every=split_every,
+        budget=2,
+        entropy=0,
+        hooks=hooks,
+        on_wave=on_wave,
+        leaf_fn=functools.partial(refine_leaf, centers=centers),
+    )
 
 
 # ---------------------------------------------------------------------- predict side

@@ -511,6 +511,61 @@ def weighted_kmeans(
     return centers, float(xp.sum(w * dist)), n_iter
 
 
+# ---------------------------------------------------------------------- refinement pass
+def lloyd_step_stats(X, centers, sample_weight=None):
+    """One block's share of an exact Lloyd step from ``centers``: ``(sums, weights, cost)``.
+
+    ``sums`` (k, d) float64: the weighted sum of the rows whose nearest center is each
+    center; ``weights`` (k,) float64: their total weight; ``cost`` (0-d float64): the
+    weighted sum of the rows' squared distances to their nearest center, from
+    :func:`nearest` (relative to the centers' mean, accurate far from the origin).
+    Precondition: X and ``centers`` in one namespace and on one device.
+    """
+    xp = namespace(X, centers)
+    labels, dist = nearest(X, centers)
+    sums, weights = centers_from_labels(X, labels, centers.shape[0], sample_weight)
+    return sums, weights, xp.sum(as_weights(sample_weight, X) * dist)
+
+
+def add_lloyd_stats(*stats):
+    """Sum of :func:`lloyd_step_stats` results, added in argument order.
+
+    A fixed order of float additions gives the same bits wherever the blocks were computed.
+    """
+    sums, weights, cost = stats[0]
+    for more_sums, more_weights, more_cost in stats[1:]:
+        sums, weights, cost = sums + more_sums, weights + more_weights, cost + more_cost
+    return sums, weights, cost
+
+
+def lloyd_step_centers(sums, weights, centers, candidates, candidate_weights):
+    """Centers after a Lloyd step from merged :func:`lloyd_step_stats`; a center without rows
+    is re-seeded.
+
+    A center with weight is the weighted mean of its rows. The centers with none take, in
+    their order, the ``candidates`` (e.g. the summary's group centroids, weighted by
+    ``candidate_weights``) of largest weighted squared distance to the nearest kept center
+    (distinct, ties by index, so the choice is deterministic). Returns ``(centers float64,
+    number re-seeded)``. Precondition: ``weights`` not all zero; one namespace.
+    """
+    xp = namespace(sums)
+    centers = xp.astype(centers, xp.float64)
+    kept = weights > 0
+    new = xp.where(kept[:, None], sums / xp.maximum(weights, 1e-300)[:, None], centers)
+    empty = xp.nonzero(~kept)[0]
+    n_empty = int(empty.shape[0])
+    if not n_empty:
+        return new, 0
+    heavy = candidate_weights > 0  # a weightless group has no centroid
+    cand = xp.astype(candidates[heavy, ...], xp.float64)
+    _, dist = nearest(cand, new[kept, ...])
+    score = xp.astype(candidate_weights[heavy], xp.float64) * dist
+    order = xp.argsort(-score, stable=True)
+    picks = xp.take(order, xp.arange(n_empty, device=device(order)) % order.shape[0])
+    fill = segment_sum(xp.take(cand, picks, axis=0), empty, centers.shape[0])
+    return xp.where(kept[:, None], new, fill), n_empty
+
+
 __all__ = [
     "row_norms_sq",
     "sq_distances",
@@ -526,4 +581,7 @@ __all__ = [
     "nearest2",
     "nearest_other",
     "local_search",
+    "lloyd_step_stats",
+    "add_lloyd_stats",
+    "lloyd_step_centers",
 ]

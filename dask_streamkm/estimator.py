@@ -187,7 +187,18 @@ class StreamingKMeans(
         (an int, required with a checkpoint) loads those files instead of reading their
         chunks again, and ends with the same centers as an uninterrupted fit. Files are
         named by a hash of the data's dask name, shape and chunks, the summary parameters
-        and the seed, so other runs never pick them up.
+        and the seed, so other runs never pick them up. Refinement passes save their
+        ranges' results there too (``refine-*.npz``, keyed also by the pass number and the
+        centers the pass starts from).
+    refine_passes : int, default=0
+        Extra reads of the data after the one pass (an int >= 0). Each takes one exact
+        Lloyd step over all rows from the current centers: every row is assigned to its
+        nearest center and each center moves to the weighted mean of its rows (a center
+        left with no rows is re-seeded at the summary group of largest weighted squared
+        distance to the other centers). A Lloyd step never raises the cost. The per-chunk
+        sums are added in the summary's merge tree, in a fixed order, so the result is the
+        same on every scheduler. ``partial_fit`` does not refine (it sees one batch, not
+        the data): it ignores this parameter.
 
     Attributes
     ----------
@@ -199,7 +210,14 @@ class StreamingKMeans(
     inertia_ : float
         Upper bound on the sum of squared distances of the fitted rows to their nearest
         center, computed from the summary without another pass (``score`` gives the exact
-        value).
+        value). With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
+        last refinement pass started from, measured in that pass: an upper bound for the
+        final centers, since a Lloyd step never raises the cost.
+    cluster_sizes_ : ndarray of shape (n_clusters,), float64
+        Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
+        nearest each center at the start of the last refinement pass, i.e. the rows whose
+        mean each final center is (0 for a re-seeded center). Removed by ``partial_fit`` and
+        ``refit``, which change the centers without reading the rows.
     summary_ : Summary
         The merged summary of all rows seen.
     labels_ : ndarray of shape (n_samples,), int32, or dask array
@@ -254,6 +272,7 @@ class StreamingKMeans(
         random_state=None,
         merge_budget="auto",
         checkpoint=None,
+        refine_passes=0,
     ):
         self.n_clusters = n_clusters
         self.summary_size = summary_size
@@ -267,6 +286,7 @@ class StreamingKMeans(
         self.random_state = random_state
         self.merge_budget = merge_budget
         self.checkpoint = checkpoint
+        self.refine_passes = refine_passes
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
@@ -289,6 +309,7 @@ class StreamingKMeans(
         positive_int("max_iter")
         positive_int("summary_size", self.n_clusters, auto=True)
         positive_int("merge_budget", 2, auto=True)
+        positive_int("refine_passes", 0)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} should be one of {METHODS}.")
         # "not (x >= 0)" also rejects NaN, for which every comparison is False.
@@ -459,12 +480,55 @@ class StreamingKMeans(
             )
         self.summary_ = summary
         self._entropy_ = entropy
+        self.__dict__.pop("cluster_sizes_", None)  # sizes of earlier centers
         self.cluster_centers_ = _centers_out(centers, dtype)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0
         self.n_rows_seen_ = int(summary.n_seen)
         return self
+
+    def _refine(self, X, sample_weight):
+        """``refine_passes`` exact Lloyd steps over X from ``cluster_centers_`` (one read
+        each); sets the centers, ``inertia_`` and ``cluster_sizes_``."""
+        from ._kernels import lloyd_step_centers
+
+        start = self.cluster_centers_
+        centers = np.asarray(to_host(start), dtype=np.float64)
+        candidates = np.asarray(to_host(self.summary_.centroids), dtype=np.float64)
+        candidate_weights = np.asarray(to_host(self.summary_.weights), dtype=np.float64)
+        directory = None
+        if self.checkpoint is not None:
+            from . import _checkpoint
+
+            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
+        with _threads.blas_limits():
+            for number in range(int(self.refine_passes)):
+                if directory is None:
+                    stats = _graph.refine_pass(
+                        X, sample_weight, centers, split_every=int(self.split_every)
+                    )
+                else:
+                    stats, _, _ = _checkpoint.refine_pass(
+                        X,
+                        sample_weight,
+                        centers,
+                        directory=directory,
+                        split_every=int(self.split_every),
+                        pass_number=number,
+                    )
+                sums, weights, cost = stats
+                centers, _ = lloyd_step_centers(
+                    sums, weights, centers, candidates, candidate_weights
+                )
+        dtype = _out_dtype(start.dtype)
+        self.cluster_centers_ = (
+            _centers_out(centers, dtype)
+            if isinstance(start, np.ndarray)
+            else _centers_out(from_host(centers, start), dtype)
+        )
+        self.inertia_ = float(cost)
+        self.cluster_sizes_ = weights
 
     def _check_n_clusters(self, X):
         if self.n_clusters > X.shape[0]:
@@ -510,6 +574,8 @@ class StreamingKMeans(
         entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
         self._solve(summary, entropy, _out_dtype(X.dtype))
+        if self.refine_passes:
+            self._refine(X, sw)
         self.labels_ = self._labels(X, lazy)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
