@@ -408,7 +408,7 @@ def _load_stats_local(path, shape, expect):
         or np.any(weights < 0)
     ):
         return None
-    return stats
+    return _graph.RefineStats(*stats)
 
 
 def _load_stats(path, shape, expect, storage_options=None):

@@ -499,6 +499,21 @@ def _waves_on_cluster(client, pending, build, top):
 # result bit-identical on every scheduler. Nothing is random: no seeds are drawn.
 
 
+class RefineStats:
+    """``(sums, weights, cost)`` of a refinement pass over some chunks, on the host.
+
+    Unpacks like a tuple, but is not one: in a wave's graph a tuple is a task key.
+    """
+
+    __slots__ = ("sums", "weights", "cost")
+
+    def __init__(self, sums, weights, cost):
+        self.sums, self.weights, self.cost = sums, weights, cost
+
+    def __iter__(self):
+        return iter((self.sums, self.weights, self.cost))
+
+
 def refine_leaf(block, weight_block, *, index, row_start, centers):
     """One chunk's :func:`._kernels.lloyd_step_stats` for ``centers`` (a task), on the host.
 
@@ -508,14 +523,14 @@ def refine_leaf(block, weight_block, *, index, row_start, centers):
     block = check_block(block, weight_block, index, row_start)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     stats = lloyd_step_stats(block, c, weight_block)
-    return tuple(np.asarray(to_host(a), dtype=np.float64) for a in stats)
+    return RefineStats(*(np.asarray(to_host(a), dtype=np.float64) for a in stats))
 
 
 def refine_merge(*children, cap=None, level=None, index=None, entropy=None):
     """The sum of children's refine stats in their order (a task; :func:`merge`'s keywords
     are accepted and unused: the sum is exact, nothing is reduced or drawn)."""
     limit_blas_in_worker()
-    return add_lloyd_stats(*children)
+    return RefineStats(*add_lloyd_stats(*children))
 
 
 class RefineHooks(Hooks):

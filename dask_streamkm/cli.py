@@ -538,6 +538,7 @@ def _model_params(args):
         "tol": args.tol,
         "random_state": args.random_state,
         "checkpoint": args.checkpoint,
+        "refine_passes": args.refine_passes,
     }
     return params
 
@@ -785,6 +786,10 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
 def _int_or_auto(text):
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -887,6 +892,12 @@ def _add_fit_params(p, k=None):
         default=None,
         metavar="DIR",
         help="save finished chunk ranges to DIR; a restarted fit skips them",
+    )
+    p.add_argument(
+        "--refine-passes",
+        type=_non_negative_int,
+        default=0,
+        help="extra reads of the data, each one exact Lloyd step over all rows (refine_passes)",
     )
 
 

@@ -1,0 +1,281 @@
+"""Refinement passes: exact Lloyd steps over all rows after the one pass (``refine_passes``)."""
+
+import json
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from _helpers import counting_like, nearest, true_cost
+
+from dask_streamkm import StreamingKMeans, Summary, _graph
+from dask_streamkm._kernels import lloyd_step_centers, lloyd_step_stats
+from dask_streamkm._model_io import ModelFileError
+from dask_streamkm.cli import main
+from dask_streamkm.datasets import make_mixture
+from dask_streamkm.io import open_array
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Float64 rows far from the origin, uneven chunks, integer-like weights."""
+    X = make_mixture(9_000, 5, 20, chunks=1_000, random_state=2, dtype=np.float64).compute()
+    X += 1e4
+    w = np.random.default_rng(0).integers(0, 4, size=X.shape[0]).astype(np.float64)
+    chunks = ((1_000, 2_500, 500, 3_000, 2_000),)
+    return da.from_array(X, chunks=chunks + ((5,),)), da.from_array(w, chunks=chunks), X, w
+
+
+def lloyd_step(X, centers, w):
+    """One weighted Lloyd step in plain numpy: (new centers, cost of ``centers``, sizes)."""
+    labels = nearest(X, centers)[0]
+    sizes = np.bincount(labels, weights=w, minlength=centers.shape[0])
+    sums = np.zeros_like(centers)
+    np.add.at(sums, labels, X * w[:, None])
+    new = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1e-300)[:, None], centers)
+    return new, true_cost(X, centers, w), sizes
+
+
+def fit(Xd, wd, passes, **params):
+    params = dict(dict(random_state=0, split_every=2), **params)
+    return StreamingKMeans(6, refine_passes=passes, **params).fit(Xd, sample_weight=wd)
+
+
+def test_one_pass_is_one_exact_weighted_lloyd_step(data):
+    Xd, wd, X, w = data
+    start = fit(Xd, wd, 0)
+    one = fit(Xd, wd, 1)
+    expected, cost, sizes = lloyd_step(X, start.cluster_centers_, w)
+    np.testing.assert_allclose(one.cluster_centers_, expected, rtol=1e-12, atol=0)
+    # inertia_ is the exact weighted cost of the centers the pass started from.
+    assert one.inertia_ == pytest.approx(cost, rel=1e-9)
+    np.testing.assert_allclose(one.cluster_sizes_, sizes, rtol=1e-12)
+    assert not hasattr(start, "cluster_sizes_")
+    assert one.summary_ is not start.summary_ and np.array_equal(
+        one.summary_.weights, start.summary_.weights
+    )
+
+
+def test_second_pass_starts_from_the_first_and_never_raises_the_cost(data):
+    Xd, wd, X, w = data
+    costs = [true_cost(X, fit(Xd, wd, p).cluster_centers_, w) for p in (0, 1, 2)]
+    one, two = fit(Xd, wd, 1), fit(Xd, wd, 2)
+    assert two.inertia_ == pytest.approx(true_cost(X, one.cluster_centers_, w), rel=1e-9)
+    np.testing.assert_allclose(
+        two.cluster_centers_, lloyd_step(X, one.cluster_centers_, w)[0], rtol=1e-12
+    )
+    assert costs[0] >= costs[1] >= costs[2]
+    assert two.inertia_ >= costs[2]  # an upper bound for the final centers
+
+
+def test_unweighted_and_float32(data):
+    _, _, X, _ = data
+    X32 = (X - 1e4).astype(np.float32)
+    start = StreamingKMeans(6, random_state=0).fit(X32)
+    one = StreamingKMeans(6, random_state=0, refine_passes=1).fit(X32)
+    assert one.cluster_centers_.dtype == np.float32
+    expected, cost, sizes = lloyd_step(
+        X32.astype(np.float64), start.cluster_centers_.astype(np.float64), np.ones(len(X32))
+    )
+    np.testing.assert_allclose(one.cluster_centers_, expected, rtol=1e-5)
+    assert one.inertia_ == pytest.approx(cost, rel=1e-5)
+    np.testing.assert_array_equal(one.cluster_sizes_, sizes)  # counts: exact
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_bit_identical_on_local_schedulers_and_in_waves(data, scheduler, monkeypatch):
+    Xd, wd, _, _ = data
+    with dask.config.set(scheduler="synchronous"):
+        ref = fit(Xd, wd, 2)
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 2)  # 5 chunks: waves of 2, a tree above
+    with dask.config.set(scheduler=scheduler):
+        km = fit(Xd, wd, 2)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+    np.testing.assert_array_equal(km.cluster_sizes_, ref.cluster_sizes_)
+
+
+def test_bit_identical_on_a_local_cluster(data):
+    distributed = pytest.importorskip("distributed")
+    Xd, wd, _, _ = data
+    with dask.config.set(scheduler="synchronous"):
+        ref = fit(Xd, wd, 2)
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        km = fit(Xd, wd, 2)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+
+
+def test_empty_center_is_reseeded_at_the_farthest_heavy_group(data):
+    _, _, X, _ = data
+    X = X - 1e4
+    Xd = da.from_array(X, chunks=(2_000, -1))
+    summary = Summary.from_points(X[:500])
+    centers = np.vstack([X[:3], np.full((1, X.shape[1]), 1e6)])  # the last one gets no row
+    sums, weights, cost = _graph.refine_pass(Xd, None, centers, split_every=2)
+    assert weights[3] == 0 and weights.sum() == X.shape[0]
+    new, n_reseeded = lloyd_step_centers(sums, weights, centers, summary.centroids, summary.weights)
+    assert n_reseeded == 1
+    kept = sums[:3] / weights[:3, None]
+    np.testing.assert_allclose(new[:3], kept, rtol=1e-12)
+    far = np.argmax(summary.weights * true_cost_rows(summary.centroids, kept))
+    np.testing.assert_array_equal(new[3], summary.centroids[far])
+    assert true_cost(X, new) < cost
+
+
+def true_cost_rows(P, C):
+    return ((P[:, None, :] - C[None, :, :]) ** 2).sum(-1).min(1)
+
+
+def test_reseed_skips_weightless_groups_and_takes_distinct_groups():
+    sums = np.array([[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    weights = np.array([2.0, 0.0, 0.0])
+    candidates = np.array([[100.0, 0.0], [np.nan, np.nan], [5.0, 0.0], [50.0, 0.0]])
+    cw = np.array([1.0, 0.0, 1.0, 1.0])
+    new, n = lloyd_step_centers(sums, weights, np.zeros((3, 2)), candidates, cw)
+    assert n == 2
+    np.testing.assert_array_equal(new, [[2.0, 0.0], [100.0, 0.0], [50.0, 0.0]])
+
+
+def test_kernel_on_array_api_strict():
+    xp = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(3)
+    X, C, w = rng.normal(size=(50, 3)), rng.normal(size=(4, 3)), rng.random(50)
+    sums, weights, cost = lloyd_step_stats(xp.asarray(X), xp.asarray(C), xp.asarray(w))
+    labels = nearest(X, C)[0]
+    np.testing.assert_allclose(np.asarray(weights), np.bincount(labels, w, minlength=4))
+    assert float(cost) == pytest.approx(true_cost(X, C, w), rel=1e-12)
+    ref = np.zeros((4, 3))
+    np.add.at(ref, labels, X * w[:, None])
+    np.testing.assert_allclose(np.asarray(sums), ref, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- checkpoints
+@pytest.fixture
+def store(tmp_path):
+    X = make_mixture(16_000, 6, 12, chunks=1_000, random_state=3)
+    path = tmp_path / "x.zarr"
+    X.to_zarr(str(path))
+    return path
+
+
+def _refine_files(ck):
+    return sorted(Path(ck).glob("refine-*.npz"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(store, tmp_path):
+    X = open_array(store)
+    params = dict(random_state=0, split_every=4, refine_passes=2)
+    ref = StreamingKMeans(4, **params).fit(X)
+    ck = tmp_path / "ck"
+    first = StreamingKMeans(4, checkpoint=ck, **params).fit(X)
+    np.testing.assert_array_equal(first.cluster_centers_, ref.cluster_centers_)
+    assert first.inertia_ == ref.inertia_
+    files = _refine_files(ck)
+    keys = {p.name.split("-")[1] for p in files}
+    assert len(files) == 8 and len(keys) == 2  # 4 ranges per pass, a key per pass
+    # As if the second pass had been interrupted after two of its four ranges.
+    second = [p for p in files if p.name.split("-")[1] == files[-1].name.split("-")[1]]
+    lost = sorted(second, key=lambda p: p.name)[2:]
+    for p in lost:
+        p.unlink()
+    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+    km = StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
+    assert counter.reads == {r: 1 for r in range(8_000, 16_000, 1_000)}
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+    StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
+    assert counter.reads == {}
+
+
+def test_edited_refine_file_is_recomputed(store, tmp_path):
+    X = open_array(store)
+    ck = tmp_path / "ck"
+    params = dict(random_state=0, split_every=4, refine_passes=1, checkpoint=ck)
+    ref = StreamingKMeans(4, **params).fit(X)
+    path = _refine_files(ck)[0]
+    with np.load(path) as f:
+        fields = {k: f[k] for k in f.files}
+    fields["cost"] = fields["cost"] * 2
+    np.savez(path, **fields)
+    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+    km = StreamingKMeans(4, **params).fit(Xc)
+    assert counter.n_reads == 4
+    assert km.inertia_ == ref.inertia_
+
+
+def test_each_pass_reads_every_chunk_once(store):
+    X = open_array(store)
+    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+    StreamingKMeans(4, random_state=0, refine_passes=2).fit(Xc)
+    assert counter.reads == {r: 3 for r in range(0, 16_000, 1_000)}
+
+
+# ---------------------------------------------------------------------- API edges
+def test_partial_fit_ignores_refine_passes(data):
+    _, _, X, _ = data
+    a = StreamingKMeans(4, random_state=0)
+    b = StreamingKMeans(4, random_state=0, refine_passes=2)
+    for batch in (X[:3000], X[3000:]):
+        a.partial_fit(batch)
+        b.partial_fit(batch)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_ and not hasattr(b, "cluster_sizes_")
+
+
+def test_refit_and_partial_fit_drop_the_cluster_sizes(data):
+    Xd, wd, X, _ = data
+    km = fit(Xd, wd, 1)
+    assert km.cluster_sizes_.shape == (6,)
+    km.refit(n_clusters=3)
+    assert not hasattr(km, "cluster_sizes_")
+    km = fit(Xd, wd, 1).partial_fit(X[:100])
+    assert not hasattr(km, "cluster_sizes_")
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "1", None])
+def test_invalid_refine_passes(value):
+    with pytest.raises(ValueError, match=r"refine_passes=.* should be an integer >= 0"):
+        StreamingKMeans(2, refine_passes=value).fit(np.zeros((4, 2)))
+
+
+def test_model_file_keeps_and_validates_refine_passes(data, tmp_path):
+    Xd, wd, _, _ = data
+    km = fit(Xd, wd, 2)
+    loaded = StreamingKMeans.load(km.save(tmp_path / "m.npz"))
+    assert loaded.refine_passes == 2
+    np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
+    assert loaded.inertia_ == km.inertia_
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    meta = json.loads(str(arrays["metadata"]))
+    meta["params"]["refine_passes"] = -1
+    arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelFileError, match="refine_passes=-1 should be an integer >= 0"):
+        StreamingKMeans.load(tmp_path / "bad.npz")
+
+
+def test_cli_refine_passes(store, tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    args = ["fit", store, "--k", "4", "--out", out, "--quiet", "--scheduler", "sync"]
+    assert main([str(a) for a in args + ["--refine-passes", "1"]]) == 0
+    model = StreamingKMeans.load(out)
+    assert model.refine_passes == 1
+    ref = StreamingKMeans(4, random_state=0, refine_passes=1).fit(open_array(store))
+    np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
+    with pytest.raises(SystemExit):
+        main([str(a) for a in args + ["--refine-passes", "-1"]])
+    assert "--refine-passes" in capsys.readouterr().err
