@@ -204,8 +204,16 @@ def _load(path, n_features, expect=None, storage_options=None):
     ``expect``: the ``(run key, start, stop)`` the file must cover (see :func:`_covers`).
     A remote file is read whole into a local temporary file first.
     """
+    return _read(path, lambda local: _load_local(local, n_features, expect), storage_options)
+
+
+def _read(path, load_local, storage_options=None):
+    """``load_local(a local path)`` of the file at ``path``, or None when it is missing.
+
+    A remote file is read whole into a local temporary file first.
+    """
     if not _remote.is_url(path):
-        return _load_local(path, n_features, expect) if os.path.exists(path) else None
+        return load_local(path) if os.path.exists(path) else None
     try:
         data = _remote.read_bytes(path, storage_options)
     except FileNotFoundError:
@@ -214,7 +222,7 @@ def _load(path, n_features, expect=None, storage_options=None):
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-        return _load_local(tmp, n_features, expect)
+        return load_local(tmp)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -233,7 +241,15 @@ def _load_local(path, n_features, expect):
 
 class _Files(_graph.Hooks):
     """Checkpoint hooks of :func:`._graph.fit_summary`: first-level nodes and wave roots are
-    saved to ``range_path(directory, key, start, stop)`` and loaded from there."""
+    saved to ``range_path(directory, key, start, stop)`` and loaded from there.
+
+    The class attributes name the file of a range and the saving tasks (a merge, a lone
+    leaf); :class:`_RefineFiles` swaps them for a refinement pass's.
+    """
+
+    path_of = staticmethod(range_path)
+    save_merge = staticmethod(merge_and_save)
+    save_leaf = staticmethod(leaf_and_save)
 
     def __init__(self, directory, key, n_features, wave_level):
         self.directory, self.key, self.n_features = directory, key, n_features
@@ -242,12 +258,15 @@ class _Files(_graph.Hooks):
         self.loaded_ranges = []
 
     def _path(self, start, stop):
-        return range_path(self.directory, self.key, start, stop)
+        return self.path_of(self.directory, self.key, start, stop)
+
+    def _load_file(self, path, expect):
+        return _load(path, self.n_features, expect=expect)
 
     def loaded(self, level, index, start, stop):
         if level not in self.levels:
             return None
-        done = _load(self._path(start, stop), self.n_features, expect=(self.key, start, stop))
+        done = self._load_file(self._path(start, stop), (self.key, start, stop))
         if done is not None:
             self.loaded_ranges.append((start, stop))
         return done
@@ -256,12 +275,12 @@ class _Files(_graph.Hooks):
         if level not in self.levels:
             return super().merge(level, index, start, stop, params)
         return functools.partial(
-            merge_and_save, path=self._path(start, stop), cover=(self.key, start, stop), **params
+            self.save_merge, path=self._path(start, stop), cover=(self.key, start, stop), **params
         )
 
     def lone_leaf(self, start, stop):
         return functools.partial(
-            leaf_and_save, path=self._path(start, stop), cover=(self.key, start, stop)
+            self.save_leaf, path=self._path(start, stop), cover=(self.key, start, stop)
         )
 
 
@@ -413,20 +432,7 @@ def _load_stats_local(path, shape, expect):
 
 def _load_stats(path, shape, expect, storage_options=None):
     """:func:`_load_stats_local` of a local or remote file; None when missing or not valid."""
-    if not _remote.is_url(path):
-        return _load_stats_local(path, shape, expect) if os.path.exists(path) else None
-    try:
-        data = _remote.read_bytes(path, storage_options)
-    except FileNotFoundError:
-        return None
-    tmp = _remote.local_temp(path, ".npz")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        return _load_stats_local(tmp, shape, expect)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return _read(path, lambda local: _load_stats_local(local, shape, expect), storage_options)
 
 
 def refine_merge_and_save(*children, path, cover, **params):
@@ -442,41 +448,18 @@ def refine_leaf_and_save(stats, path, cover):
     return stats
 
 
-class _RefineFiles(_graph.RefineHooks):
-    """Checkpoint hooks of :func:`._graph.refine_pass`: first-level nodes and wave roots are
-    saved to ``refine_path(directory, key, start, stop)`` and loaded from there."""
+class _RefineFiles(_Files):
+    """Checkpoint hooks of :func:`._graph.refine_pass`: :class:`_Files` with the stats of
+    each range saved to ``refine_path(directory, key, start, stop)``; its ``n_features``
+    argument is the centers' shape (k, d), which the stats must have."""
 
-    def __init__(self, directory, key, shape, wave_level):
-        self.directory, self.key, self.shape = directory, key, shape
-        self.levels = {1, wave_level} if wave_level else {1}
-        self.token = key
-        self.loaded_ranges = []
+    combine = staticmethod(_graph.refine_merge)
+    path_of = staticmethod(refine_path)
+    save_merge = staticmethod(refine_merge_and_save)
+    save_leaf = staticmethod(refine_leaf_and_save)
 
-    def _path(self, start, stop):
-        return refine_path(self.directory, self.key, start, stop)
-
-    def loaded(self, level, index, start, stop):
-        if level not in self.levels:
-            return None
-        done = _load_stats(self._path(start, stop), self.shape, (self.key, start, stop))
-        if done is not None:
-            self.loaded_ranges.append((start, stop))
-        return done
-
-    def merge(self, level, index, start, stop, params):
-        if level not in self.levels:
-            return super().merge(level, index, start, stop, params)
-        return functools.partial(
-            refine_merge_and_save,
-            path=self._path(start, stop),
-            cover=(self.key, start, stop),
-            **params,
-        )
-
-    def lone_leaf(self, start, stop):
-        return functools.partial(
-            refine_leaf_and_save, path=self._path(start, stop), cover=(self.key, start, stop)
-        )
+    def _load_file(self, path, expect):
+        return _load_stats(path, self.n_features, expect)
 
 
 def refine_pass(X, sample_weight, centers, *, directory, split_every, pass_number):

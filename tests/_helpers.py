@@ -3,6 +3,7 @@
 Test files import from here, never from one another.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def counting_like(X, array):
     """The dask array X read through a CountingArray (same name, so same checkpoint key)."""
     counter = CountingArray(array)
     return da.from_array(counter, chunks=X.chunks, name=X.name, asarray=True), counter
+
+
+@contextlib.contextmanager
+def local_cluster_client():
+    """A Client of a real LocalCluster of two one-thread worker processes (no dashboards)."""
+    import distributed
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
 
 
 # ---------------------------------------------------------------------- examples

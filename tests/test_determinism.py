@@ -4,6 +4,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from _helpers import local_cluster_client
 from sklearn.datasets import make_blobs
 
 from dask_streamkm import StreamingKMeans
@@ -66,19 +67,10 @@ def test_different_seed_differs(data):
 
 
 def test_distributed_processes_identical(data):
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     X, w = data
     sync = [fit_centers(X, w, p, scheduler="synchronous") for p in PARAMS]
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_cluster_client() as client:
         assert len(client.scheduler_info()["workers"]) == 2
         dist = [fit_centers(X, w, p) for p in PARAMS]
     for a, b in zip(sync, dist, strict=True):

@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from _helpers import counting_like, nearest, true_cost
+from _helpers import counting_like, local_cluster_client, nearest, true_cost
 
 from dask_streamkm import StreamingKMeans, Summary, _graph
 from dask_streamkm._kernels import lloyd_step_centers, lloyd_step_stats
@@ -98,20 +98,11 @@ def test_bit_identical_on_local_schedulers_and_in_waves(data, scheduler, monkeyp
 
 
 def test_bit_identical_on_a_local_cluster(data):
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     Xd, wd, _, _ = data
     with dask.config.set(scheduler="synchronous"):
         ref = fit(Xd, wd, 2)
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    with local_cluster_client():
         km = fit(Xd, wd, 2)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.inertia_ == ref.inertia_
