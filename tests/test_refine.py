@@ -270,3 +270,25 @@ def test_cli_refine_passes(store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(a) for a in args + ["--refine-passes", "-1"]])
     assert "--refine-passes" in capsys.readouterr().err
+
+
+def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
+    import s3fs
+
+    options = s3_server["storage_options"]
+    url = f"{s3_bucket}/x.zarr"
+    X = make_mixture(6_000, 4, 8, chunks=1_000, random_state=5, dtype=np.float64)
+    X.to_zarr(zarr.storage.FsspecStore.from_url(url, storage_options=options))
+    ckpt = f"{s3_bucket}/ckpt"
+    params = dict(random_state=0, split_every=2, refine_passes=1)
+    ref = StreamingKMeans(4, **params).fit(X)
+    km = StreamingKMeans(4, checkpoint=ckpt, **params).fit(open_array(url, storage_options=options))
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    fs = s3fs.S3FileSystem(**options)
+    fs.invalidate_cache()
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
+    assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
+    again = StreamingKMeans(4, checkpoint=ckpt, **params).fit(
+        open_array(url, storage_options=options)
+    )
+    assert again.inertia_ == ref.inertia_
