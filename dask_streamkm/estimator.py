@@ -585,6 +585,8 @@ class StreamingKMeans(
 
         The older summary is decayed by ``half_life`` first (when set). The parameters are
         checked on every call, so a ``set_params`` between calls is validated.
+        ``refine_passes`` is not applied: a refinement pass needs every row, and a batch is
+        only some of them (refine with ``fit`` on the whole data instead).
 
         Parameters
         ----------
