@@ -55,7 +55,9 @@ def check_directory(checkpoint, random_state, storage_options=None):
             if fs.isfile(path):
                 raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
             fs.makedirs(path, exist_ok=True)
-        except OSError as exc:
+        except ValueError:
+            raise
+        except Exception as exc:  # OSError, or a client's own (missing credentials...)
             raise ValueError(
                 _remote.redact(
                     f"checkpoint={shown!r} cannot be used ({type(exc).__name__}: {exc}); check "
@@ -185,16 +187,16 @@ def _covers(path, summary, expect):
     )
 
 
-def merge_and_save(*children, path, cap, level, index, entropy, cover=None):
+def merge_and_save(*children, path, cap, level, index, entropy, cover=None, storage_options=None):
     """A merge of :func:`._graph.tree`, saved to ``path`` with what it ``cover``s (a task)."""
     out = _graph.merge(*children, cap=cap, level=level, index=index, entropy=entropy)
-    _save(out if cover is None else _Covered(out, cover), path)
+    _save(out if cover is None else _Covered(out, cover), path, storage_options)
     return out
 
 
-def leaf_and_save(leaf, path, cover=None):
+def leaf_and_save(leaf, path, cover=None, storage_options=None):
     """A lone leaf (the whole data is one chunk), saved to ``path`` (a task)."""
-    _save(leaf if cover is None else _Covered(leaf, cover), path)
+    _save(leaf if cover is None else _Covered(leaf, cover), path, storage_options)
     return leaf
 
 
@@ -251,8 +253,9 @@ class _Files(_graph.Hooks):
     save_merge = staticmethod(merge_and_save)
     save_leaf = staticmethod(leaf_and_save)
 
-    def __init__(self, directory, key, n_features, wave_level):
+    def __init__(self, directory, key, n_features, wave_level, storage_options=None):
         self.directory, self.key, self.n_features = directory, key, n_features
+        self.options = storage_options
         self.levels = {1, wave_level} if wave_level else {1}
         self.token = key
         self.loaded_ranges = []
@@ -261,7 +264,7 @@ class _Files(_graph.Hooks):
         return self.path_of(self.directory, self.key, start, stop)
 
     def _load_file(self, path, expect):
-        return _load(path, self.n_features, expect=expect)
+        return _load(path, self.n_features, expect, self.options)
 
     def loaded(self, level, index, start, stop):
         if level not in self.levels:
@@ -275,12 +278,19 @@ class _Files(_graph.Hooks):
         if level not in self.levels:
             return super().merge(level, index, start, stop, params)
         return functools.partial(
-            self.save_merge, path=self._path(start, stop), cover=(self.key, start, stop), **params
+            self.save_merge,
+            path=self._path(start, stop),
+            cover=(self.key, start, stop),
+            storage_options=self.options,
+            **params,
         )
 
     def lone_leaf(self, start, stop):
         return functools.partial(
-            self.save_leaf, path=self._path(start, stop), cover=(self.key, start, stop)
+            self.save_leaf,
+            path=self._path(start, stop),
+            cover=(self.key, start, stop),
+            storage_options=self.options,
         )
 
 
@@ -298,7 +308,17 @@ def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, bu
 
 
 def fit_summary(
-    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+    X,
+    sample_weight,
+    *,
+    directory,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    storage_options=None,
 ):
     """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
     from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
@@ -322,6 +342,7 @@ def fit_summary(
         _run_key(X, sample_weight, **params),
         X.shape[1],
         _graph.wave_levels(n_blocks, split_every),
+        storage_options,
     )
     summary = _graph.fit_summary(X, sample_weight, hooks=hooks, **params)
     n_ranges = -(-n_blocks // split_every)
@@ -435,16 +456,16 @@ def _load_stats(path, shape, expect, storage_options=None):
     return _read(path, lambda local: _load_stats_local(local, shape, expect), storage_options)
 
 
-def refine_merge_and_save(*children, path, cover, **params):
+def refine_merge_and_save(*children, path, cover, storage_options=None, **params):
     """A :func:`._graph.refine_merge`, saved to ``path`` with what it ``cover``s (a task)."""
     out = _graph.refine_merge(*children, **params)
-    _save(_Stats(out, cover), path)
+    _save(_Stats(out, cover), path, storage_options)
     return out
 
 
-def refine_leaf_and_save(stats, path, cover):
+def refine_leaf_and_save(stats, path, cover, storage_options=None):
     """The stats of a lone chunk (the whole data), saved to ``path`` (a task)."""
-    _save(_Stats(stats, cover), path)
+    _save(_Stats(stats, cover), path, storage_options)
     return stats
 
 
@@ -459,12 +480,15 @@ class _RefineFiles(_Files):
     save_leaf = staticmethod(refine_leaf_and_save)
 
     def _load_file(self, path, expect):
-        return _load_stats(path, self.n_features, expect)
+        return _load_stats(path, self.n_features, expect, self.options)
 
 
-def refine_pass(X, sample_weight, centers, *, directory, split_every, pass_number):
+def refine_pass(
+    X, sample_weight, centers, *, directory, split_every, pass_number, storage_options=None
+):
     """:func:`._graph.refine_pass` with each range's stats saved to, and loaded from, files in
     ``directory``; the key holds the data, the weights, ``pass_number`` and the centers' hash.
+    ``storage_options``: of the filesystem of a ``directory`` URL, as for :func:`fit_summary`.
 
     Returns ``(stats, n_loaded, n_ranges)`` as :func:`fit_summary`.
     """
@@ -479,7 +503,9 @@ def refine_pass(X, sample_weight, centers, *, directory, split_every, pass_numbe
         split_every=split_every,
     )
     n_blocks = X.numblocks[0]
-    hooks = _RefineFiles(directory, key, host.shape, _graph.wave_levels(n_blocks, split_every))
+    hooks = _RefineFiles(
+        directory, key, host.shape, _graph.wave_levels(n_blocks, split_every), storage_options
+    )
     stats = _graph.refine_pass(X, sample_weight, centers, split_every=split_every, hooks=hooks)
     n_ranges = -(-n_blocks // split_every)
     n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)

@@ -187,9 +187,15 @@ class StreamingKMeans(
         (an int, required with a checkpoint) loads those files instead of reading their
         chunks again, and ends with the same centers as an uninterrupted fit. Files are
         named by a hash of the data's dask name, shape and chunks, the summary parameters
-        and the seed, so other runs never pick them up. Refinement passes save their
-        ranges' results there too (``refine-*.npz``, keyed also by the pass number and the
-        centers the pass starts from).
+        and the seed, so other runs never pick them up. A URL of any fsspec filesystem
+        (``s3://bucket/ckpt``) works too; on a cluster the directory must be reachable from
+        the workers and the client. Refinement passes save their ranges' results there too
+        (``refine-*.npz``, keyed also by the pass number and the centers the pass starts
+        from).
+    storage_options : dict or None, default=None
+        Options of the fsspec filesystem of a ``checkpoint`` URL (credentials, endpoint),
+        passed to the tasks that save and load checkpoint files. Without them the usual chain
+        applies (environment, config files). Never written to model files or logged.
     refine_passes : int, default=0
         Extra reads of the data after the one pass (an int >= 0). Each takes one exact
         Lloyd step over all rows from the current centers: every row is assigned to its
@@ -272,6 +278,7 @@ class StreamingKMeans(
         random_state=None,
         merge_budget="auto",
         checkpoint=None,
+        storage_options=None,
         refine_passes=0,
     ):
         self.n_clusters = n_clusters
@@ -286,6 +293,7 @@ class StreamingKMeans(
         self.random_state = random_state
         self.merge_budget = merge_budget
         self.checkpoint = checkpoint
+        self.storage_options = storage_options
         self.refine_passes = refine_passes
 
     # ------------------------------------------------------------------ validation
@@ -451,8 +459,11 @@ class StreamingKMeans(
                 return _graph.fit_summary(X, sample_weight, **params)
             from . import _checkpoint
 
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
-            summary, _, _ = _checkpoint.fit_summary(X, sample_weight, directory=directory, **params)
+            options = self.storage_options
+            directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
+            summary, _, _ = _checkpoint.fit_summary(
+                X, sample_weight, directory=directory, storage_options=options, **params
+            )
         return summary
 
     def _solve(self, summary, entropy, dtype):
@@ -501,7 +512,8 @@ class StreamingKMeans(
         if self.checkpoint is not None:
             from . import _checkpoint
 
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
+            options = self.storage_options
+            directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
         with _threads.blas_limits():
             for number in range(int(self.refine_passes)):
                 if directory is None:
@@ -516,6 +528,7 @@ class StreamingKMeans(
                         directory=directory,
                         split_every=int(self.split_every),
                         pass_number=number,
+                        storage_options=options,
                     )
                 sums, weights, cost = stats
                 centers, _ = lloyd_step_centers(

@@ -282,13 +282,12 @@ def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
     ckpt = f"{s3_bucket}/ckpt"
     params = dict(random_state=0, split_every=2, refine_passes=1)
     ref = StreamingKMeans(4, **params).fit(X)
-    km = StreamingKMeans(4, checkpoint=ckpt, **params).fit(open_array(url, storage_options=options))
+    params.update(checkpoint=ckpt, storage_options=options)
+    km = StreamingKMeans(4, **params).fit(open_array(url, storage_options=options))
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     fs = s3fs.S3FileSystem(**options)
     fs.invalidate_cache()
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
     assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
-    again = StreamingKMeans(4, checkpoint=ckpt, **params).fit(
-        open_array(url, storage_options=options)
-    )
+    again = StreamingKMeans(4, **params).fit(open_array(url, storage_options=options))
     assert again.inertia_ == ref.inertia_
