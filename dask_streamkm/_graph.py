@@ -154,8 +154,11 @@ class Hooks:
     """
 
     token = None
-    #: The merge of two or more children's results (:func:`merge`'s signature).
-    combine = staticmethod(merge)
+
+    @staticmethod
+    def combine(*children, **params):
+        """The merge of two or more children's results: :func:`merge` (looked up when called)."""
+        return merge(*children, **params)
 
     def loaded(self, level, index, start, stop):
         """The saved summary of node ``(level, index)`` over chunks [start, stop), or None."""
