@@ -107,7 +107,10 @@ def check_outputs(outputs, inputs, overwrite=False, storage_options=None):
                 f"/{'model.npz' if flag == '--out' else 'elbow.png'}."
             )
         if kind == "store" and os.path.isfile(path):
-            raise OutputError(f"{flag} {spec!r} is a file; a zarr store is a directory.")
+            raise OutputError(
+                f"{flag} {spec!r} is a file, but a zarr store is a directory; give a new "
+                "directory path such as labels.zarr."
+            )
         if os.path.lexists(path) and not overwrite:
             raise OutputError(f"{flag} {spec!r} already exists; remove it or pass --overwrite.")
         if not os.path.isdir(parent):
@@ -115,7 +118,10 @@ def check_outputs(outputs, inputs, overwrite=False, storage_options=None):
                 f"{flag} {spec!r}: the directory {parent!r} does not exist; create it first."
             )
         if not os.access(parent, os.W_OK):
-            raise OutputError(f"{flag} {spec!r}: the directory {parent!r} is not writable.")
+            raise OutputError(
+                f"{flag} {spec!r}: the directory {parent!r} is not writable; choose a directory "
+                "you can write to."
+            )
 
 
 def check_checkpoint(flag, spec, storage_options=None):
@@ -130,7 +136,9 @@ def check_checkpoint(flag, spec, storage_options=None):
             return
         path = local_path(spec)
         if os.path.exists(path) and not os.path.isdir(path):
-            raise OutputError(f"{flag} {spec!r} is a file; it should be a directory.")
+            raise OutputError(
+                f"{flag} {spec!r} is a file; it should be a directory (a new or existing one)."
+            )
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, name)
         with open(probe, "wb"):

@@ -7,8 +7,9 @@ flag picks where the tasks run. User errors print one line to stderr and exit wi
 Paths may be fsspec URLs; ``--storage-option KEY=VALUE`` gives their filesystem's options,
 which are never printed. Outputs are checked before any data is read (an existing one needs
 ``--overwrite``; one that is or holds an input is refused), written to a temporary name and
-renamed into place; a model that cannot be written after the pass is kept at a fallback path.
-The progress bar is tqdm's, counting chunk tasks over every compute of the command.
+renamed into place; a model that cannot be written after the pass is kept at a fallback path
+(all in :mod:`._outputs`). Schedulers and their handshake are :mod:`._connect`'s. The progress
+bar is tqdm's, counting chunk tasks over every compute of the command.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 
-from dask.callbacks import Callback
-
 from . import _outputs
-from ._connect import SchedulerConnectError, scheduler
+from ._connect import SchedulerConnectError, count_chunk_tasks, scheduler
+from ._memory import return_freed_chunks_to_the_os
 from ._remote import first_line, redact
 
 PROG = "dask-streamkm"
@@ -32,6 +31,10 @@ PROG = "dask-streamkm"
 FIT_TASKS = ("leaf",)
 BLOCK_TASKS = ("predict_block",)
 BAR_FORMAT = "{desc} {bar:30} {n}/{total} chunks | {elapsed}"
+STORE_HELP = (
+    "path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a directory of .npy "
+    "files, or a Parquet file or directory; any of them may be a URL (s3://, gs://, ...)"
+)
 
 
 class UserError(Exception):
@@ -39,80 +42,6 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------- progress
-def _is_chunk_task(name, prefixes):
-    """A task (key or prefix name) of one chunk: ``leaf-...``, or fused as ``...-leaf-...``."""
-    from dask.utils import key_split
-
-    return any(part in prefixes for part in key_split(name).split("-"))
-
-
-class _LocalChunks(Callback):
-    """Local schedulers: counts the chunk tasks of every compute run inside the block."""
-
-    def __init__(self, prefixes, show):
-        super().__init__()
-        self.prefixes, self.show = prefixes, show
-        self.done = self.total = 0
-
-    def _start(self, dsk):
-        self.total += sum(1 for key in dsk if _is_chunk_task(key, self.prefixes))
-        self.show(self.done, self.total)
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        if _is_chunk_task(key, self.prefixes):
-            self.done += 1
-            self.show(self.done, self.total)
-
-
-def scheduler_chunk_counts(client, prefixes):
-    """``(finished, submitted)`` chunk tasks since the scheduler started, from its task prefixes.
-
-    Reads the scheduler's own cumulative per-prefix state counts, so computes that ended (and
-    whose tasks were forgotten) still count. Defined inline so that it pickles by value and a
-    scheduler without this package can run it.
-    """
-    prefixes = tuple(prefixes)
-
-    def counts(dask_scheduler):
-        done = total = 0
-        for name, prefix in dask_scheduler.task_prefixes.items():
-            if any(part in prefixes for part in name.split("-")):
-                done += prefix.state_counts.get("memory", 0)
-                total += prefix.state_counts.get("waiting", 0)
-        return done, total
-
-    return tuple(client.run_on_scheduler(counts))
-
-
-@contextlib.contextmanager
-def _cluster_chunks(client, prefixes, show, interval=0.5):
-    """A distributed client: polls :func:`scheduler_chunk_counts`; counts from the block's start."""
-    try:
-        base = scheduler_chunk_counts(client, prefixes)
-    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: no bar
-        yield
-        return
-
-    def poll():
-        with contextlib.suppress(Exception):
-            done, total = scheduler_chunk_counts(client, prefixes)
-            show(done - base[0], total - base[1])
-
-    def loop():
-        while not stop.wait(interval):
-            poll()
-
-    stop = threading.Event()
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        poll()
-
-
 @contextlib.contextmanager
 def _progress(client, prefixes, label, quiet):
     """A tqdm bar of the chunk tasks run in the block, summed over all its computes.
@@ -136,12 +65,8 @@ def _progress(client, prefixes, label, quiet):
 
     ok = False
     try:
-        if client is None:
-            with _LocalChunks(prefixes, show):
-                yield counts
-        else:
-            with _cluster_chunks(client, prefixes, show):
-                yield counts
+        with count_chunk_tasks(client, prefixes, show):
+            yield counts
         ok = True
     finally:
         for bar in bars:
@@ -274,14 +199,8 @@ def _fit(X, args, client, label="fit"):
 
 
 def _save_model(model, args):
-    _outputs.save_or_fallback(
-        "--out",
-        args.out,
-        lambda path, kw: model.save(path, **kw),
-        "model",
-        ".npz",
-        _storage_options(args),
-    )
+    write = lambda path, kw: model.save(path, **kw)  # noqa: E731
+    _outputs.save_or_fallback("--out", args.out, write, "model", ".npz", _storage_options(args))
     print(f"model written to {args.out}")
 
 
@@ -432,14 +351,8 @@ def cmd_elbow(args):
     print(result.to_string())
     if args.plot:
         ext = os.path.splitext(args.plot)[1] or ".png"
-        _outputs.save_or_fallback(
-            "--plot",
-            args.plot,
-            lambda path, kw: result.plot(path, **kw),
-            "plot",
-            ext,
-            _storage_options(args),
-        )
+        write = lambda path, kw: result.plot(path, **kw)  # noqa: E731
+        _outputs.save_or_fallback("--plot", args.plot, write, "plot", ext, _storage_options(args))
         print(f"plot written to {args.plot}")
     return 0
 
@@ -484,6 +397,12 @@ def _add_storage_options(p):
         'VALUE is parsed as JSON when it parses (e.g. client_kwargs=\'{"endpoint_url": '
         '"http://..."}\'). Never printed.',
     )
+
+
+def _add_input(p, chunks_help=None):
+    p.add_argument("store", metavar="STORE", help=STORE_HELP)
+    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=chunks_help)
+    p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
 
 
 def _add_scheduler(p):
@@ -565,17 +484,13 @@ def build_parser():
         prog=PROG, description="One-pass core-set k-means over zarr, .npy and Parquet data."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store_help = (
-        "path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a "
-        "directory of .npy files, or a Parquet file or directory"
-    )
 
     p = sub.add_parser("make-data", help="write a seeded Gaussian mixture to a zarr store")
     p.add_argument("store", metavar="STORE", help="zarr store to create")
-    p.add_argument("--rows", type=int, required=True)
-    p.add_argument("--features", type=int, required=True)
+    p.add_argument("--rows", type=int, required=True, help="rows to write")
+    p.add_argument("--features", type=int, required=True, help="features (columns) per row")
     p.add_argument("--components", type=int, default=100, help="mixture components (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     p.add_argument("--sorted", action="store_true", help="rows ordered by component")
     p.add_argument("--chunks", type=int, default=100_000, help="rows per chunk (default 100000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
@@ -584,15 +499,7 @@ def build_parser():
     p.set_defaults(func=cmd_make_data)
 
     p = sub.add_parser("fit", help="fit StreamingKMeans in one pass and write the model")
-    p.add_argument("store", metavar="STORE", help=store_help)
-    p.add_argument(
-        "--chunks",
-        type=_positive_int,
-        default=None,
-        metavar="ROWS",
-        help="rows per chunk (default: the input's own chunks)",
-    )
-    p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+    _add_input(p)
     p.add_argument(
         "--out",
         default="model.npz",
@@ -610,13 +517,11 @@ def build_parser():
         ("score", cmd_score, "exact inertia and mean squared distance of the data (one pass)"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("store", metavar="STORE", help=store_help)
-        p.add_argument("model", metavar="MODEL", help="model file written by fit")
-        p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS")
-        p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
+        _add_input(p)
+        p.add_argument("model", metavar="MODEL", help="model file written by fit (path or URL)")
         if name == "predict":
             p.add_argument("--out", required=True, metavar="LABELS", help="zarr store for labels")
-            p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+            p.add_argument("--overwrite", action="store_true", help="replace an existing LABELS")
         _add_scheduler(p)
         _add_storage_options(p)
         p.set_defaults(func=func)
@@ -635,7 +540,7 @@ def build_parser():
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("elbow", help="cost for every k from one pass, the knee marked")
-    p.add_argument("store", metavar="STORE", help=store_help)
+    _add_input(p)
     p.add_argument(
         "--k",
         default="2:12",
@@ -643,8 +548,6 @@ def build_parser():
         help="values of k: START:STOP (both included), START:STOP:STEP or a,b,c (default 2:12)",
     )
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the curve (matplotlib)")
-    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS")
-    p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
     p.add_argument(
         "--method",
         choices=("stream", "lloyd"),
@@ -671,28 +574,11 @@ def build_parser():
     return parser
 
 
-def _return_freed_chunks_to_the_os():
-    """glibc only: serve every allocation of 1 MiB or more by mmap, so freed chunks leave RSS.
-
-    By default glibc raises its mmap threshold each time a large block is freed (up to 32 MiB),
-    after which chunk-sized arrays come from per-thread heaps that keep their pages: measured
-    on a threaded fit of 100,000 x 64 float32 chunks, the peak RSS went from 825 to 605 MiB.
-    Same effect as ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment. No-op elsewhere.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        M_MMAP_THRESHOLD = -3
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
-
-
 def main(argv=None):
     """Entry point of the ``dask-streamkm`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _return_freed_chunks_to_the_os()
+    return_freed_chunks_to_the_os()
     from .io import InputError
 
     try:
