@@ -108,8 +108,8 @@ def check_outputs(outputs, inputs, overwrite=False, storage_options=None):
             )
         if kind == "store" and os.path.isfile(path):
             raise OutputError(
-                f"{flag} {spec!r} is a file, but a zarr store is a directory; give a new "
-                "directory path such as labels.zarr."
+                f"{flag} {spec!r} is a file; a zarr store is a directory: give a new path "
+                "such as labels.zarr, or remove the file."
             )
         if os.path.lexists(path) and not overwrite:
             raise OutputError(f"{flag} {spec!r} already exists; remove it or pass --overwrite.")
