@@ -10,7 +10,6 @@ names the flag, the path, the rule and the fix.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -242,28 +241,3 @@ def save_or_fallback(flag, spec, write, kind, ext, storage_options=None):
             f"{flag} {spec!r}: could not write the {kind} ({reason}); it was saved to "
             f"{fallback!r} instead."
         ) from None
-
-
-@contextlib.contextmanager
-def checkpoint_options(checkpoint, storage_options, estimator_params):
-    """Storage options for a checkpoint URL: ``{"storage_options": ...}`` when the estimator
-    takes that parameter (``estimator_params``: its parameter names), else fsspec's
-    per-protocol defaults for the duration of the block (yields ``{}``)."""
-    if not (checkpoint and storage_options and is_url(checkpoint)):
-        yield {}
-        return
-    if "storage_options" in estimator_params:
-        yield {"storage_options": storage_options}
-        return
-    import fsspec.config
-
-    protocol = location(checkpoint, storage_options)[0]
-    saved = fsspec.config.conf.get(protocol)
-    fsspec.config.conf[protocol] = {**(saved or {}), **storage_options}
-    try:
-        yield {}
-    finally:
-        if saved is None:
-            fsspec.config.conf.pop(protocol, None)
-        else:
-            fsspec.config.conf[protocol] = saved

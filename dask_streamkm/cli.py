@@ -168,20 +168,19 @@ def _fit(X, args, client, label="fit"):
             f"use --k <= {X.shape[0]}."
         )
     start = time.perf_counter()
-    names = StreamingKMeans().get_params()
-    with _outputs.checkpoint_options(args.checkpoint, _storage_options(args), names) as extra:
-        model = StreamingKMeans(**_model_params(args), **extra)
-        with _progress(client, FIT_TASKS, label, args.quiet) as counts:
-            try:
-                model.fit(X)
-            except OSError as exc:
-                if not args.checkpoint:
-                    raise
-                raise UserError(
-                    f"--checkpoint {args.checkpoint!r}: could not save a finished chunk range "
-                    f"({first_line(exc)}); the ranges saved so far are kept there and a rerun "
-                    "with the same arguments resumes from them."
-                ) from None
+    # --storage-option reaches a checkpoint URL's filesystem through the estimator's parameter
+    model = StreamingKMeans(**_model_params(args), **_options_for(args.checkpoint, args))
+    with _progress(client, FIT_TASKS, label, args.quiet) as counts:
+        try:
+            model.fit(X)
+        except OSError as exc:
+            if not args.checkpoint:
+                raise
+            raise UserError(
+                f"--checkpoint {args.checkpoint!r}: could not save a finished chunk range "
+                f"({first_line(exc)}); the ranges saved so far are kept there and a rerun "
+                "with the same arguments resumes from them."
+            ) from None
     seconds = time.perf_counter() - start
     n_rows = int(X.shape[0])
     read = f", {counts['done']} read" if args.checkpoint and counts["total"] else ""
