@@ -94,6 +94,11 @@ def scheduler(spec, n_workers=None, connect_timeout=10.0):
         with cluster, Client(cluster) as client:
             yield client
         return
+    if ":" not in spec:  # neither a known name nor HOST:PORT
+        raise SchedulerConnectError(
+            f"--scheduler {spec!r} is not a scheduler name or address; use {_CHOICES[12:]} "
+            "or the address of a running scheduler (tcp://HOST:PORT)."
+        )
     handshake(spec, connect_timeout)
     try:
         client = Client(spec, timeout=connect_timeout)
