@@ -265,7 +265,20 @@ class _Files(_graph.Hooks):
         )
 
 
-def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+def _run_key(
+    X,
+    sample_weight,
+    *,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    metric="euclidean",
+):
+    # A cosine run's files hold summaries of unit rows: its key differs; euclidean keys as before.
+    extra = {} if metric == "euclidean" else {"metric": metric}
     return run_key(
         X,
         sample_weight,
@@ -275,11 +288,22 @@ def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, bu
         split_every=max(2, int(split_every)),
         budget=int(budget),
         entropy=entropy,
+        **extra,
     )
 
 
 def fit_summary(
-    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+    X,
+    sample_weight,
+    *,
+    directory,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    metric="euclidean",
 ):
     """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
     from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
@@ -296,6 +320,7 @@ def fit_summary(
         split_every=split_every,
         budget=budget,
         entropy=entropy,
+        metric=metric,
     )
     n_blocks = X.numblocks[0]
     hooks = _Files(

@@ -32,15 +32,20 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import nearest, sq_distances
+from ._kernels import cosine_distances, nearest, sq_distances, unit_centers, unit_rows
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
 from .summary import Summary
 
 
-def check_block(X, sample_weight, index, row_start):
-    """Validate one block inside its task; errors name the chunk. Returns X as float."""
+def check_block(X, sample_weight, index, row_start, metric="euclidean"):
+    """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
+    where they are, inside the chunk's own task), and a row of zero norm, which has no
+    direction, is an error naming the chunk and the row.
+    """
     xp = namespace(X)
     if not xp.isdtype(X.dtype, "real floating"):
         X = xp.astype(X, float_dtype(xp, X.dtype))
@@ -57,13 +62,33 @@ def check_block(X, sample_weight, index, row_start):
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
+    if metric == "cosine" and X.shape[0]:
+        X, zero = unit_rows(X)
+        if bool(xp.any(zero)):
+            row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
+            raise ValueError(
+                f"metric='cosine': row {row} in {rows} has zero norm, so it has no "
+                "direction and no cosine. Drop all-zero rows first, e.g. "
+                "X[(X != 0).any(axis=1)], or use metric='euclidean'."
+            )
     return X
 
 
-def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size, entropy):
-    """Summarize one row block (a task)."""
+def leaf(
+    block,
+    weight_block,
+    *,
+    index,
+    row_start,
+    size,
+    method,
+    mini_batch_size,
+    entropy,
+    metric="euclidean",
+):
+    """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
     limit_blas_in_worker()
-    block = check_block(block, weight_block, index, row_start)
+    block = check_block(block, weight_block, index, row_start, metric)
     return summarize(
         block,
         size,
@@ -199,6 +224,7 @@ def wave_graph(
     budget,
     entropy,
     hooks=None,
+    metric="euclidean",
 ):
     """A Delayed Summary of chunks ``[start, stop)`` of X: leaves and ``levels`` merge levels.
 
@@ -222,10 +248,13 @@ def wave_graph(
         budget,
         entropy,
         hooks.token,
+        *([] if metric == "euclidean" else [metric]),
     )
     leaf_name, merge_name = f"leaf-{token}", f"merge-{token}"
     layer = f"wave-{token}-{start}-{levels}"
     params = dict(size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy)
+    if metric != "euclidean":
+        params["metric"] = metric
     dsk = {}
 
     def leaves(a, b):
@@ -305,7 +334,18 @@ def _delayed(key, dsk, layer, X, sample_weight):
     return Delayed(key, graph, layer=layer)
 
 
-def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+def summary_graph(
+    X,
+    sample_weight,
+    *,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    metric="euclidean",
+):
     """A delayed Summary of the dask array X (row blocks, one column block): one graph.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks. :func:`fit_summary`
@@ -324,6 +364,7 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
         split_every=split_every,
         budget=budget,
         entropy=entropy,
+        metric=metric,
     )
     return graph
 
@@ -356,6 +397,7 @@ def fit_summary(
     entropy,
     hooks=None,
     on_wave=None,
+    metric="euclidean",
 ):
     """The Summary of X, computed in waves of at most :data:`WAVE_CHUNKS` chunks.
 
@@ -376,6 +418,7 @@ def fit_summary(
         budget=budget,
         entropy=entropy,
         hooks=hooks,
+        metric=metric,
     )
     if not levels:
         graph, n_tasks = wave_graph(X, sample_weight, 0, n_blocks, **params)
@@ -483,11 +526,14 @@ def _waves_on_cluster(client, pending, build, top):
 # map_blocks layer over X each (X's array type kept through ``meta``), computed by the caller.
 
 
-def predict_block(block, weights, centers, what, block_info=None):
+def predict_block(block, weights, centers, what, metric="euclidean", block_info=None):
     """What :func:`nearest_blocks` computes, for one block (a task); errors name the chunk.
 
     ``weights`` is None or the block's sample weights as a column (only for
-    ``"weighted_sq_distances"``); they are checked like the fit's.
+    ``"weighted_sq_distances"``); they are checked like the fit's. With ``metric="cosine"``
+    (unit centers) the rows are scaled to unit length first, the nearest center is the one
+    of highest cosine, ``"distances"`` are ``1 - cos`` and the ``"sq_distances"`` are the
+    cosine distances to the nearest center (``||u - c||^2 / 2`` for unit u and c).
     """
     xp = namespace(block)
     index, row_start = 0, 0
@@ -495,25 +541,32 @@ def predict_block(block, weights, centers, what, block_info=None):
         index = block_info[0]["chunk-location"][0]
         row_start = block_info[0]["array-location"][0][0]
     weights = None if weights is None else weights[:, 0]
-    block = check_block(block, weights, index, row_start)
+    block = check_block(block, weights, index, row_start, metric)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    cosine = metric == "cosine"
+    if cosine:  # unit length in the block's dtype, as the rows
+        c = unit_centers(xp.astype(c, block.dtype), xp.astype(c, block.dtype))
     if what == "distances":
+        if cosine:
+            return cosine_distances(block, c)
         return xp.sqrt(sq_distances(block, xp.astype(c, block.dtype)))
     labels, dist = nearest(block, c)
     if what == "labels":
         return xp.astype(labels, xp.int32)
+    if cosine:
+        dist = dist / 2.0
     if weights is not None:
         return dist * xp.astype(weights, xp.float64)
     return dist
 
 
-def nearest_blocks(X, centers, what, sample_weight=None):
+def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     """Per-block results for the rows of X and ``centers``, as a lazy dask array.
 
     ``what`` is ``"labels"`` (int32, as scikit-learn's), ``"distances"`` to every center (X's
     float dtype), ``"sq_distances"`` to the nearest center (float64) or
     ``"weighted_sq_distances"`` (the same times ``sample_weight``, a 1-D dask array with X's
-    row chunks).
+    row chunks). ``metric="cosine"``: of highest cosine, cosine distances (``1 - cos``).
     """
     # The output keeps X's array type (numpy, cupy...) through ``meta``.
     meta = X._meta
@@ -524,6 +577,7 @@ def nearest_blocks(X, centers, what, sample_weight=None):
             None,
             centers,
             what,
+            metric,
             chunks=(X.chunks[0], (centers.shape[0],)),
             dtype=dtype,
             meta=meta.astype(dtype).reshape((0, 0)),
@@ -536,6 +590,7 @@ def nearest_blocks(X, centers, what, sample_weight=None):
         *([None] if sample_weight is None else []),
         centers,
         what,
+        metric,
         drop_axis=1,
         chunks=(X.chunks[0],),
         dtype=dtype,
@@ -543,14 +598,14 @@ def nearest_blocks(X, centers, what, sample_weight=None):
     )
 
 
-def weighted_sq_distance_sum(X, centers, sample_weight=None):
+def weighted_sq_distance_sum(X, centers, sample_weight=None, metric="euclidean"):
     """Lazy ``(sum of weighted squared distances to the nearest center, total weight)``.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks (each chunk checked in
     its task: finite and >= 0). Computed together, both sums share one read of X. ``score``
-    and SageMaker's ``evaluate`` use this.
+    and SageMaker's ``evaluate`` use this. ``metric="cosine"``: sums of ``1 - cos``.
     """
     if sample_weight is None:
-        return nearest_blocks(X, centers, "sq_distances").sum(), X.shape[0]
-    weighted = nearest_blocks(X, centers, "weighted_sq_distances", sample_weight)
+        return nearest_blocks(X, centers, "sq_distances", metric=metric).sum(), X.shape[0]
+    weighted = nearest_blocks(X, centers, "weighted_sq_distances", sample_weight, metric)
     return weighted.sum(), sample_weight.sum()

@@ -82,6 +82,8 @@ def save_model(model, path, storage_options=None):
 
     check_is_fitted(model, ["cluster_centers_", "summary_"])
     params = {k: _json_param(k, v) for k, v in model.get_params(deep=False).items()}
+    # The metric the summary and centers were fitted with (set_params may have changed it).
+    params["metric"] = getattr(model, "_metric_", params.get("metric", "euclidean"))
     attributes = {
         "n_features_in_": int(model.n_features_in_),
         "inertia_": float(model.inertia_),
@@ -367,6 +369,8 @@ def load_model(cls, path, storage_options=None):
     if "feature_names_in_" in attrs:
         model.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
     model._entropy_ = entropy_from_json(metadata.get("entropy"))
+    # Files written before the metric existed hold Euclidean models (the parameter's default).
+    model._metric_ = model.metric
     return model
 
 

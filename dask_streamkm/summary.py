@@ -214,20 +214,24 @@ class Summary:
         return self.group_by(labels, n_labels)
 
     # ------------------------------------------------------------------ costs
-    def cost_bound(self, centers):
+    def cost_bound(self, centers, spherical=False):
         """Upper bound on the weighted squared-distance cost of all summarized rows to ``centers``.
 
         ``sum_g SSE_g + W_g * min_c ||mu_g - c||^2``; exact when each group's rows share
-        their nearest center.
+        their nearest center. With ``spherical`` (a summary of unit vectors, unit centers)
+        the bound is on the cosine cost ``sum w (1 - cos)``: ``sum_g W_g - S_g . c_g`` with
+        ``c_g`` the center of highest cosine to the group's sum.
         """
         if self.n_groups == 0:
             return 0.0
         xp = namespace(self.weights)
         centers = xp.asarray(centers, dtype=xp.float64, device=device(self.weights))
-        _, dist = K.nearest(self.centroids, centers)
+        labels, dist = K.nearest(self.centroids, centers)
+        if spherical:
+            return K.cosine_cost(self.centroids, centers, labels, self.weights)
         return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
 
-    def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None):
+    def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None, spherical=False):
         """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
 
         ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
@@ -238,12 +242,24 @@ class Summary:
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device;
         ``n_iter`` counts the iterations of the final Lloyd run (``1 <= n_iter <= max_iter``).
+        With ``spherical`` (a summary of unit vectors) the solve is spherical k-means (unit
+        centers) and the bound is the cosine cost ``sum_g W_g - S_g . c_g``, which is exact:
+        a group's cosine cost to a unit center depends on its rows only through W and S.
         Precondition: ``n_groups >= n_clusters``.
         """
         rng = np.random.default_rng(seed)
         centers, inertia, n_iter = K.weighted_kmeans(
-            self.centroids, int(n_clusters), rng, self.weights, n_init, max_iter, tol
+            self.centroids,
+            int(n_clusters),
+            rng,
+            self.weights,
+            n_init,
+            max_iter,
+            tol,
+            spherical=spherical,
         )
+        if spherical:
+            return centers, inertia, n_iter
         xp = namespace(self.weights)
         bound = float(xp.sum(self.group_sse)) + inertia
         return centers, bound, n_iter
