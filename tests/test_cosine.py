@@ -332,3 +332,30 @@ def test_cli_metric_flag(tmp_path, capsys, rng):
         ["demo", "--rows", "4000", "--chunks", "1000", "--k", "3", "--metric", "cosine", "--quiet"]
     )
     assert rc == 0
+
+
+# ---------------------------------------------------------------------- the benchmark's reference
+def test_benchmark_reference_matches_sklearn_kmeans_on_normalized_rows(rng):
+    """The numpy spherical k-means of benchmarks/cosine_quality.py against sklearn's KMeans
+    on the normalized rows with its centers renormalized (nearly the same optimum)."""
+    import sys
+    from pathlib import Path
+
+    from sklearn.cluster import KMeans
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cosine_quality as bench
+
+    V = bench.vmf_mixture(4_000, 16, 8, seed=1)
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, atol=1e-5)
+    U = bench.normalize(V * rng.uniform(0.5, 2.0, size=(V.shape[0], 1)))
+    cost, centers = bench.spherical_kmeans(U, 8, n_init=10)
+    np.testing.assert_allclose(np.linalg.norm(centers, axis=1), 1.0, atol=1e-6)
+    assert cost == pytest.approx(cosine_cost(U, centers), rel=1e-5)
+    sk = KMeans(8, n_init=10, random_state=0).fit(U).cluster_centers_
+    sk_cost = bench.cosine_cost(U, sk)
+    assert sk_cost == pytest.approx(cosine_cost(U, unit(sk)), rel=1e-5)
+    # The spherical optimum is at least as good as Euclidean KMeans' renormalized centers,
+    # and the two are close (for unit rows ||x - c||^2 = 2 (1 - cos) when c is unit).
+    assert cost <= sk_cost * 1.001
+    assert cost >= 0.97 * sk_cost
