@@ -100,9 +100,13 @@ def spherical_kmeans(U, k, n_init=10, max_iter=100, seed=0):
             if prev is not None and np.array_equal(labels, prev):
                 break
             prev = labels
+            counts = np.bincount(labels, minlength=k)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             sums = np.zeros((k, U.shape[1]), dtype=np.float64)
-            np.add.at(sums, labels, U)
-            empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+            full = counts > 0  # segment sums of the rows sorted by label
+            rows = U[np.argsort(labels, kind="stable")].astype(np.float64)
+            sums[full] = np.add.reduceat(rows, starts[full], axis=0)
+            empty = np.flatnonzero(~full)
             far = np.argsort(cos)[: empty.size]
             sums[empty] = U[far]
             centers = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
@@ -284,7 +288,7 @@ def main(argv=None):
                 seed=args.seed,
             )
         )  # fmt: skip
-        print(f"done {name}: ours {rows[-1]['ours']:.4f}", file=sys.stderr, flush=True)
+        print(f"done {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     print_table(rows, args.ref_init)
     if args.json:
         with open(args.json, "w") as fh:
