@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
+from scipy import sparse  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
@@ -86,6 +87,7 @@ def spherical_kmeans(U, k, n_init=10, max_iter=100, seed=0):
     """
     rng = np.random.default_rng(seed)
     n = U.shape[0]
+    U64, ones, rows = U.astype(np.float64), np.ones(n), np.arange(n)
     best = (np.inf, None)
     for _ in range(n_init):
         centers = np.empty((k, U.shape[1]), dtype=np.float32)
@@ -100,13 +102,9 @@ def spherical_kmeans(U, k, n_init=10, max_iter=100, seed=0):
             if prev is not None and np.array_equal(labels, prev):
                 break
             prev = labels
-            counts = np.bincount(labels, minlength=k)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            sums = np.zeros((k, U.shape[1]), dtype=np.float64)
-            full = counts > 0  # segment sums of the rows sorted by label
-            rows = U[np.argsort(labels, kind="stable")].astype(np.float64)
-            sums[full] = np.add.reduceat(rows, starts[full], axis=0)
-            empty = np.flatnonzero(~full)
+            # Per-cluster sums in float64 as one sparse (k x n) product.
+            sums = np.asarray(sparse.csr_matrix((ones, (labels, rows)), shape=(k, n)) @ U64)
+            empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
             far = np.argsort(cos)[: empty.size]
             sums[empty] = U[far]
             centers = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
@@ -198,25 +196,25 @@ def cases(vmf_rows):
 
 
 # ---------------------------------------------------------------------- benchmark
-def reference(name, U, k, n_init, reuse):
-    path = cache_dir() / "bench" / f"spherical-ref-{name}-{U.shape[0]}-init{n_init}.json"
+def reference(name, U, k, n_init, max_iter, reuse):
+    path = cache_dir() / "bench" / f"spherical-ref-{name}-{U.shape[0]}-{n_init}-{max_iter}.json"
     if reuse and path.exists():
         out = json.loads(path.read_text())
         out["cached"] = True
         return out
     t0 = time.perf_counter()
-    cost, _ = spherical_kmeans(U, k, n_init=n_init)
+    cost, _ = spherical_kmeans(U, k, n_init=n_init, max_iter=max_iter)
     out = {"cost": cost, "seconds": time.perf_counter() - t0, "cached": False}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return out
 
 
-def run_case(name, title, load, k, *, ref_init, reuse, seed=0):
+def run_case(name, title, load, k, *, ref_init, ref_max_iter, reuse, seed=0):
     X = load()
     U = normalize(X)
     n, d = U.shape
-    ref = reference(name, U, k, ref_init, reuse)
+    ref = reference(name, U, k, ref_init, ref_max_iter, reuse)
     Xd = da.from_array(X, chunks=(CHUNK_ROWS, -1))  # the raw rows: scaled in each chunk task
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads"):
@@ -270,6 +268,9 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="*", default=None)
     parser.add_argument("--vmf-rows", type=int, default=1_000_000, help="rows of the vMF case")
     parser.add_argument("--ref-init", type=int, default=10, help="restarts of the reference")
+    parser.add_argument(
+        "--ref-max-iter", type=int, default=100, help="Lloyd iterations per reference restart"
+    )
     parser.add_argument("--reuse-reference", action="store_true", help="reuse cached references")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -284,8 +285,8 @@ def main(argv=None):
         title, load, k = table[name]
         rows.append(
             run_case(
-                name, title, load, k, ref_init=args.ref_init, reuse=args.reuse_reference,
-                seed=args.seed,
+                name, title, load, k, ref_init=args.ref_init, ref_max_iter=args.ref_max_iter,
+                reuse=args.reuse_reference, seed=args.seed,
             )
         )  # fmt: skip
         print(f"done {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
