@@ -32,24 +32,37 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import nearest, sq_distances
+from ._kernels import distance_dtype, nearest, sq_distances, value_range
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
 from .summary import Summary
 
 
-def check_block(X, sample_weight, index, row_start):
-    """Validate one block inside its task; errors name the chunk. Returns X as float."""
+def check_block(X, sample_weight, index, row_start, centers=None):
+    """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
+    with ``centers`` when given): float64 for float32 values whose squared distances overflow
+    float32; values whose squared distances overflow float64 are an error.
+    """
     xp = namespace(X)
     if not xp.isdtype(X.dtype, "real floating"):
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
-    if X.shape[0] and not bool(xp.all(xp.isfinite(X))):
-        raise ValueError(
-            f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
-            "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
-        )
+    if X.shape[0]:
+        # NaN and inf show in the per-column extremes (one read of the block for both checks).
+        bounds = value_range(X)
+        if not bool(xp.all(xp.isfinite(bounds[0]))) or not bool(xp.all(xp.isfinite(bounds[1]))):
+            raise ValueError(
+                f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+            )
+        dtype = distance_dtype(X, centers, bounds)
+        if dtype is None:
+            raise ValueError(_too_large_message(X, centers, bounds, rows))
+        if dtype != X.dtype:
+            X = xp.astype(X, dtype)
     if sample_weight is not None and sample_weight.shape[0]:
         sw = xp.astype(sample_weight, xp.float64)
         if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
@@ -60,11 +73,25 @@ def check_block(X, sample_weight, index, row_start):
     return X
 
 
+def _too_large_message(X, centers, bounds, rows):
+    """The error for values whose squared distances overflow float64, with a scale to divide by."""
+    largest = max(float(abs(float(v))) for v in (*to_host(bounds[0]), *to_host(bounds[1])))
+    if centers is not None:
+        largest = max(largest, float(np.max(np.abs(to_host(centers)))))
+    scale = 10.0 ** int(np.floor(np.log10(largest)))
+    return (
+        f"X has values too large for {X.dtype} in {rows} (up to {largest:.3g}"
+        f"{' with the centers' if centers is not None else ''}): their squared distances "
+        f"overflow float64, whose largest value is {float(np.finfo(np.float64).max):.3g}. "
+        f"Rescale X (and its centers) first, e.g. divide it by a constant such as X / {scale:.0e}."
+    )
+
+
 def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size, entropy):
     """Summarize one row block (a task)."""
     limit_blas_in_worker()
     block = check_block(block, weight_block, index, row_start)
-    return summarize(
+    summary = summarize(
         block,
         size,
         method=method,
@@ -72,6 +99,13 @@ def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size
         mini_batch_size=mini_batch_size,
         seed=task_seed(entropy, LEAF_LEVEL, index),
     )
+    if not summary.is_finite():
+        raise ValueError(
+            f"sample_weight times the squared values of X overflow float64 in chunk {index} "
+            f"(rows {row_start} to {row_start + block.shape[0]}). Rescale X or sample_weight "
+            "first, e.g. divide sample_weight by its largest value."
+        )
+    return summary
 
 
 def node_cap(budget, covered, n_leaves, size):
@@ -495,10 +529,11 @@ def predict_block(block, weights, centers, what, block_info=None):
         index = block_info[0]["chunk-location"][0]
         row_start = block_info[0]["array-location"][0][0]
     weights = None if weights is None else weights[:, 0]
-    block = check_block(block, weights, index, row_start)
+    out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    block = check_block(block, weights, index, row_start, c)
     if what == "distances":
-        return xp.sqrt(sq_distances(block, xp.astype(c, block.dtype)))
+        return xp.astype(xp.sqrt(sq_distances(block, xp.astype(c, block.dtype))), out_dtype)
     labels, dist = nearest(block, c)
     if what == "labels":
         return xp.astype(labels, xp.int32)

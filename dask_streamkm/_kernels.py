@@ -70,6 +70,62 @@ def _shifted(X, centers):
     return X - origin, centers
 
 
+#: The squared extent of the values (the largest squared distance between them) must stay
+#: below a dtype's largest value over this factor: the expansion ``||x||^2 - 2 x.c + ||c||^2``
+#: on coordinates relative to a point among them reaches about 4 x the squared extent.
+OVERFLOW_MARGIN = 16.0
+
+
+def value_range(X):
+    """Per-column minimum and maximum of the rows of X (NaN or inf in X shows in them)."""
+    xp = namespace(X)
+    return xp.min(X, axis=0), xp.max(X, axis=0)
+
+
+def squared_extent(lo, hi):
+    """Squared diagonal of the box ``[lo, hi]`` as a host float (inf when float64 overflows).
+
+    Computed on values scaled by their largest magnitude, so that nothing overflows on the
+    way and no warning is raised; the product is a Python float, which overflows to inf.
+    """
+    xp = namespace(lo, hi)
+    lo, hi = xp.astype(lo, xp.float64), xp.astype(hi, xp.float64)
+    scale = float(xp.max(xp.maximum(xp.abs(lo), xp.abs(hi)))) if lo.shape[0] else 0.0
+    if scale == 0.0:
+        return 0.0
+    ratio = float(xp.sum((hi / scale - lo / scale) ** 2))
+    return ratio * scale * scale
+
+
+def distance_dtype(X, centers=None, bounds=None, dtype=None):
+    """The float dtype in which the distance kernels handle the rows of X (and ``centers``).
+
+    ``dtype`` (default X's) when every squared distance between values in the bounding box of
+    the rows and the centers is a finite number of it (with :data:`OVERFLOW_MARGIN`) and, for
+    float32, a normal one at its precision; float64 for float32 values whose squared
+    distances would overflow or underflow float32 (exact: float64 holds their squares); None
+    when float64 overflows too. ``bounds`` are X's :func:`value_range` when already known.
+    """
+    xp = namespace(X)
+    dtype = X.dtype if dtype is None else dtype
+    lo, hi = value_range(X) if bounds is None else bounds
+    if centers is not None and centers.shape[0]:
+        c_lo, c_hi = value_range(xp.astype(centers, xp.float64))
+        lo = xp.minimum(xp.astype(lo, xp.float64), c_lo)
+        hi = xp.maximum(xp.astype(hi, xp.float64), c_hi)
+    extent = squared_extent(lo, hi)
+    if dtype == xp.float32:
+        info = xp.finfo(xp.float32)
+        small = float(info.smallest_normal) / float(info.eps)
+        if extent * OVERFLOW_MARGIN <= float(info.max) and (extent == 0.0 or extent >= small):
+            return dtype
+    elif extent * OVERFLOW_MARGIN <= float(xp.finfo(dtype).max):
+        return dtype
+    if extent * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return xp.float64
+    return None
+
+
 def _augmented(X, centers, centers_sq):
     """Rows with a trailing 1 and the transposed centers with a trailing -||c||^2 / 2.
 
@@ -459,14 +515,17 @@ def weighted_kmeans(
     step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
     their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
-    fast; the center updates still sum in float64).
+    fast; the center updates still sum in float64), or in float64 when their squared
+    distances would overflow float32 (:func:`distance_dtype`).
     Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the final Lloyd).
     """
     xp = namespace(X)
     Xf = xp.astype(X, xp.float64)
     w = as_weights(sample_weight, X)
     mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
-    Xc = xp.astype(Xf - mean, xp.float32)
+    Xc = Xf - mean
+    # float32 unless the squared distances of the centered rows overflow it (then float64).
+    Xc = xp.astype(Xc, distance_dtype(Xc, dtype=xp.float32) or xp.float64)
     x_sq = row_norms_sq(Xc)
     if n_init == "auto":
         n_init = auto_n_init(n_clusters)
@@ -477,7 +536,7 @@ def weighted_kmeans(
     coarse_points = max(int(coarse_points), n_clusters)
     if X.shape[0] > coarse_points:
         P, wp = coarsen(Xc, coarse_points, rng, w)
-        P = xp.astype(P, xp.float32)
+        P = xp.astype(P, Xc.dtype)
         p_sq = row_norms_sq(P)
     else:
         P, wp, p_sq = Xc, w, x_sq
@@ -526,4 +585,7 @@ __all__ = [
     "nearest2",
     "nearest_other",
     "local_search",
+    "value_range",
+    "squared_extent",
+    "distance_dtype",
 ]

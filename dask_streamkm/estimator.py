@@ -103,6 +103,7 @@ def decay(summary, n_new_rows, half_life):
         xp.where(keep[:, None], scaled.linear_sums, 0.0),
         xp.where(keep, scaled.square_sums, 0.0),
         summary.n_seen,
+        scaled.origin,
     )
     return kept.drop_empty(), dropped
 
@@ -460,6 +461,9 @@ class StreamingKMeans(
         self.summary_ = summary
         self._entropy_ = entropy
         self.cluster_centers_ = _centers_out(centers, dtype)
+        if self.cluster_centers_.dtype != centers.dtype:
+            # The bound for the centers as stored: float32 rounding moves centers far from zero.
+            bound = summary.cost_bound(self.cluster_centers_)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0
@@ -957,4 +961,5 @@ def _like(summary, ref):
         from_host(to_host(summary.linear_sums), ref.weights),
         from_host(to_host(summary.square_sums), ref.weights),
         summary.n_seen,
+        None if summary.origin is None else from_host(to_host(summary.origin), ref.weights),
     )
