@@ -50,6 +50,13 @@ def check_block(X, sample_weight, index, row_start, centers=None):
     if not xp.isdtype(X.dtype, "real floating"):
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
+    if sample_weight is not None and sample_weight.shape[0]:
+        sw = xp.astype(sample_weight, xp.float64)
+        if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
+            raise ValueError(
+                f"sample_weight has negative, NaN or infinite values in {rows}; "
+                "sample_weight should be finite and >= 0."
+            )
     if X.shape[0]:
         # NaN and inf show in the per-column extremes (one read of the block for both checks).
         bounds = value_range(X)
@@ -58,32 +65,34 @@ def check_block(X, sample_weight, index, row_start, centers=None):
                 f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
                 "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
             )
-        dtype = distance_dtype(X, centers, bounds)
+        weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
+        dtype = distance_dtype(X, centers, bounds, weight=weight)
         if dtype is None:
-            raise ValueError(_too_large_message(X, centers, bounds, rows))
+            raise ValueError(_too_large_message(X, centers, bounds, rows, weight))
         if dtype != X.dtype:
             X = xp.astype(X, dtype)
-    if sample_weight is not None and sample_weight.shape[0]:
-        sw = xp.astype(sample_weight, xp.float64)
-        if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
-            raise ValueError(
-                f"sample_weight has negative, NaN or infinite values in {rows}; "
-                "sample_weight should be finite and >= 0."
-            )
     return X
 
 
-def _too_large_message(X, centers, bounds, rows):
-    """The error for values whose squared distances overflow float64, with a scale to divide by."""
-    largest = max(float(abs(float(v))) for v in (*to_host(bounds[0]), *to_host(bounds[1])))
+def _too_large_message(X, centers, bounds, rows, weight):
+    """The error for squared distances (or their weighted sums) that overflow float64."""
+    largest = max(abs(float(v)) for v in (*to_host(bounds[0]), *to_host(bounds[1])))
     if centers is not None:
         largest = max(largest, float(np.max(np.abs(to_host(centers)))))
+    top = f"{float(np.finfo(np.float64).max):.3g}"
+    if distance_dtype(X, centers, bounds) is not None:
+        return (
+            f"sample_weight times the squared values of X overflow float64 in {rows} (values "
+            f"up to {largest:.3g}, total weight {weight:.3g}; float64 holds up to {top}). "
+            "Rescale X or sample_weight first, e.g. divide sample_weight by its largest value."
+        )
     scale = 10.0 ** int(np.floor(np.log10(largest)))
+    fitted = " and the fitted model" if centers is not None else ""
     return (
-        f"X has values too large for {X.dtype} in {rows} (up to {largest:.3g}"
+        f"X has values too large for float64 in {rows} (up to {largest:.3g}"
         f"{' with the centers' if centers is not None else ''}): their squared distances "
-        f"overflow float64, whose largest value is {float(np.finfo(np.float64).max):.3g}. "
-        f"Rescale X (and its centers) first, e.g. divide it by a constant such as X / {scale:.0e}."
+        f"overflow float64, whose largest value is {top}. Rescale X{fitted} first, e.g. "
+        f"divide it by a constant such as X / {scale:.0e}."
     )
 
 
@@ -99,12 +108,6 @@ def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size
         mini_batch_size=mini_batch_size,
         seed=task_seed(entropy, LEAF_LEVEL, index),
     )
-    if not summary.is_finite():
-        raise ValueError(
-            f"sample_weight times the squared values of X overflow float64 in chunk {index} "
-            f"(rows {row_start} to {row_start + block.shape[0]}). Rescale X or sample_weight "
-            "first, e.g. divide sample_weight by its largest value."
-        )
     return summary
 
 

@@ -97,14 +97,16 @@ def squared_extent(lo, hi):
     return ratio * scale * scale
 
 
-def distance_dtype(X, centers=None, bounds=None, dtype=None):
+def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
     """The float dtype in which the distance kernels handle the rows of X (and ``centers``).
 
     ``dtype`` (default X's) when every squared distance between values in the bounding box of
     the rows and the centers is a finite number of it (with :data:`OVERFLOW_MARGIN`) and, for
     float32, a normal one at its precision; float64 for float32 values whose squared
     distances would overflow or underflow float32 (exact: float64 holds their squares); None
-    when float64 overflows too. ``bounds`` are X's :func:`value_range` when already known.
+    when float64 overflows too, or when ``weight`` (the rows' total weight) times the squared
+    extent does (the float64 sums of weighted squares). ``bounds`` are X's
+    :func:`value_range` when already known.
     """
     xp = namespace(X)
     dtype = X.dtype if dtype is None else dtype
@@ -114,16 +116,17 @@ def distance_dtype(X, centers=None, bounds=None, dtype=None):
         lo = xp.minimum(xp.astype(lo, xp.float64), c_lo)
         hi = xp.maximum(xp.astype(hi, xp.float64), c_hi)
     extent = squared_extent(lo, hi)
-    if dtype == xp.float32:
-        info = xp.finfo(xp.float32)
-        small = float(info.smallest_normal) / float(info.eps)
-        if extent * OVERFLOW_MARGIN <= float(info.max) and (extent == 0.0 or extent >= small):
-            return dtype
-    elif extent * OVERFLOW_MARGIN <= float(xp.finfo(dtype).max):
+    weighted = extent * max(1.0, float(weight if weight is not None else 1.0))
+    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return None
+    info = xp.finfo(dtype)
+    if extent * OVERFLOW_MARGIN <= float(info.max) and (
+        extent == 0.0
+        or dtype == xp.float64
+        or extent >= float(info.smallest_normal) / float(info.eps)
+    ):
         return dtype
-    if extent * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
-        return xp.float64
-    return None
+    return xp.float64
 
 
 def _augmented(X, centers, centers_sq):

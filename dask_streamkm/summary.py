@@ -197,13 +197,6 @@ class Summary:
         own = self.square_sums - xp.sum(self.linear_sums**2, axis=1) / self.weights
         return xp.maximum(own, 0.0)
 
-    def is_finite(self):
-        """Whether the weights and sums are all finite (no overflow on the way)."""
-        xp = namespace(self.weights)
-        return all(
-            bool(xp.all(xp.isfinite(a))) for a in (self.weights, self.linear_sums, self.square_sums)
-        )
-
     # ------------------------------------------------------------------ algebra
     def merge(self, *others):
         """Exact union of summaries: the groups are concatenated, ``n_seen`` added.
