@@ -22,6 +22,7 @@ more than one task object.
 from __future__ import annotations
 
 import functools
+import math
 
 import dask
 import dask.array
@@ -58,9 +59,9 @@ def check_block(X, sample_weight, index, row_start, centers=None):
                 "sample_weight should be finite and >= 0."
             )
     if X.shape[0]:
-        # NaN and inf show in the per-column extremes (one read of the block for both checks).
+        # NaN and inf show in the extremes (read once for both checks).
         bounds = value_range(X)
-        if not bool(xp.all(xp.isfinite(bounds[0]))) or not bool(xp.all(xp.isfinite(bounds[1]))):
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
             raise ValueError(
                 f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
                 "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
@@ -76,7 +77,7 @@ def check_block(X, sample_weight, index, row_start, centers=None):
 
 def _too_large_message(X, centers, bounds, rows, weight):
     """The error for squared distances (or their weighted sums) that overflow float64."""
-    largest = max(abs(float(v)) for v in (*to_host(bounds[0]), *to_host(bounds[1])))
+    largest = max(abs(bounds[0]), abs(bounds[1]))
     if centers is not None:
         largest = max(largest, float(np.max(np.abs(to_host(centers)))))
     top = f"{float(np.finfo(np.float64).max):.3g}"

@@ -77,16 +77,16 @@ OVERFLOW_MARGIN = 16.0
 
 
 def value_range(X):
-    """Per-column minimum and maximum of the rows of X (NaN or inf in X shows in them)."""
+    """Smallest and largest value of X as host floats (NaN or inf in X shows in them)."""
     xp = namespace(X)
-    return xp.min(X, axis=0), xp.max(X, axis=0)
+    return float(xp.min(X)), float(xp.max(X))
 
 
 def squared_extent(lo, hi):
-    """Squared diagonal of the box ``[lo, hi]`` as a host float (inf when float64 overflows).
+    """Squared diagonal of the box between the per-column arrays ``lo`` and ``hi``.
 
-    Computed on values scaled by their largest magnitude, so that nothing overflows on the
-    way and no warning is raised; the product is a Python float, which overflows to inf.
+    A host float (inf when float64 overflows), computed on values scaled by their largest
+    magnitude, so that nothing overflows on the way and no warning is raised.
     """
     xp = namespace(lo, hi)
     lo, hi = xp.astype(lo, xp.float64), xp.astype(hi, xp.float64)
@@ -95,6 +95,21 @@ def squared_extent(lo, hi):
         return 0.0
     ratio = float(xp.sum((hi / scale - lo / scale) ** 2))
     return ratio * scale * scale
+
+
+def _fitting_dtype(xp, dtype, extent, weight):
+    """:func:`distance_dtype` for a squared extent (a host float)."""
+    weighted = extent * max(1.0, float(1.0 if weight is None else weight))
+    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return None
+    info = xp.finfo(dtype)
+    if extent * OVERFLOW_MARGIN <= float(info.max) and (
+        extent == 0.0
+        or dtype == xp.float64
+        or extent >= float(info.smallest_normal) / float(info.eps)
+    ):
+        return dtype
+    return xp.float64
 
 
 def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
@@ -107,26 +122,29 @@ def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
     when float64 overflows too, or when ``weight`` (the rows' total weight) times the squared
     extent does (the float64 sums of weighted squares). ``bounds`` are X's
     :func:`value_range` when already known.
+
+    The box is first the cube of X's smallest and largest value (two fast reductions); only
+    when that says anything but ``dtype`` are the per-column ranges read (one more pass).
     """
     xp = namespace(X)
     dtype = X.dtype if dtype is None else dtype
     lo, hi = value_range(X) if bounds is None else bounds
-    if centers is not None and centers.shape[0]:
-        c_lo, c_hi = value_range(xp.astype(centers, xp.float64))
-        lo = xp.minimum(xp.astype(lo, xp.float64), c_lo)
-        hi = xp.maximum(xp.astype(hi, xp.float64), c_hi)
-    extent = squared_extent(lo, hi)
-    weighted = extent * max(1.0, float(weight if weight is not None else 1.0))
-    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
-        return None
-    info = xp.finfo(dtype)
-    if extent * OVERFLOW_MARGIN <= float(info.max) and (
-        extent == 0.0
-        or dtype == xp.float64
-        or extent >= float(info.smallest_normal) / float(info.eps)
-    ):
-        return dtype
-    return xp.float64
+    has_centers = centers is not None and centers.shape[0] > 0
+    if has_centers:
+        lo, hi = min(lo, float(xp.min(centers))), max(hi, float(xp.max(centers)))
+    span = hi - lo  # host floats: inf on overflow, no warning
+    out = _fitting_dtype(xp, dtype, X.shape[1] * span * span, weight)
+    if out == dtype and out is not None:
+        return out
+    col_lo, col_hi = xp.min(X, axis=0), xp.max(X, axis=0)
+    if has_centers:
+        col_lo = xp.minimum(
+            xp.astype(col_lo, xp.float64), xp.astype(xp.min(centers, axis=0), xp.float64)
+        )
+        col_hi = xp.maximum(
+            xp.astype(col_hi, xp.float64), xp.astype(xp.max(centers, axis=0), xp.float64)
+        )
+    return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
 
 
 def _augmented(X, centers, centers_sq):
