@@ -55,7 +55,9 @@ def check_directory(checkpoint, random_state, storage_options=None):
             if fs.isfile(path):
                 raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
             fs.makedirs(path, exist_ok=True)
-        except OSError as exc:
+        except ValueError:
+            raise
+        except Exception as exc:  # OSError, or a client's own (missing credentials...)
             raise ValueError(
                 _remote.redact(
                     f"checkpoint={shown!r} cannot be used ({type(exc).__name__}: {exc}); check "
@@ -183,16 +185,16 @@ def _covers(path, summary, expect):
     )
 
 
-def merge_and_save(*children, path, cap, level, index, entropy, cover=None):
+def merge_and_save(*children, path, cap, level, index, entropy, cover=None, storage_options=None):
     """A merge of :func:`._graph.tree`, saved to ``path`` with what it ``cover``s (a task)."""
     out = _graph.merge(*children, cap=cap, level=level, index=index, entropy=entropy)
-    _save(out if cover is None else _Covered(out, cover), path)
+    _save(out if cover is None else _Covered(out, cover), path, storage_options)
     return out
 
 
-def leaf_and_save(leaf, path, cover=None):
+def leaf_and_save(leaf, path, cover=None, storage_options=None):
     """A lone leaf (the whole data is one chunk), saved to ``path`` (a task)."""
-    _save(leaf if cover is None else _Covered(leaf, cover), path)
+    _save(leaf if cover is None else _Covered(leaf, cover), path, storage_options)
     return leaf
 
 
@@ -233,8 +235,9 @@ class _Files(_graph.Hooks):
     """Checkpoint hooks of :func:`._graph.fit_summary`: first-level nodes and wave roots are
     saved to ``range_path(directory, key, start, stop)`` and loaded from there."""
 
-    def __init__(self, directory, key, n_features, wave_level):
+    def __init__(self, directory, key, n_features, wave_level, storage_options=None):
         self.directory, self.key, self.n_features = directory, key, n_features
+        self.options = storage_options
         self.levels = {1, wave_level} if wave_level else {1}
         self.token = key
         self.loaded_ranges = []
@@ -245,7 +248,8 @@ class _Files(_graph.Hooks):
     def loaded(self, level, index, start, stop):
         if level not in self.levels:
             return None
-        done = _load(self._path(start, stop), self.n_features, expect=(self.key, start, stop))
+        cover = (self.key, start, stop)
+        done = _load(self._path(start, stop), self.n_features, cover, self.options)
         if done is not None:
             self.loaded_ranges.append((start, stop))
         return done
@@ -254,12 +258,19 @@ class _Files(_graph.Hooks):
         if level not in self.levels:
             return super().merge(level, index, start, stop, params)
         return functools.partial(
-            merge_and_save, path=self._path(start, stop), cover=(self.key, start, stop), **params
+            merge_and_save,
+            path=self._path(start, stop),
+            cover=(self.key, start, stop),
+            storage_options=self.options,
+            **params,
         )
 
     def lone_leaf(self, start, stop):
         return functools.partial(
-            leaf_and_save, path=self._path(start, stop), cover=(self.key, start, stop)
+            leaf_and_save,
+            path=self._path(start, stop),
+            cover=(self.key, start, stop),
+            storage_options=self.options,
         )
 
 
@@ -277,7 +288,17 @@ def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, bu
 
 
 def fit_summary(
-    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
+    X,
+    sample_weight,
+    *,
+    directory,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    storage_options=None,
 ):
     """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
     from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
@@ -301,6 +322,7 @@ def fit_summary(
         _run_key(X, sample_weight, **params),
         X.shape[1],
         _graph.wave_levels(n_blocks, split_every),
+        storage_options,
     )
     summary = _graph.fit_summary(X, sample_weight, hooks=hooks, **params)
     n_ranges = -(-n_blocks // split_every)

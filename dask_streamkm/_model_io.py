@@ -83,7 +83,12 @@ def save_model(model, path, storage_options=None):
     from . import __version__
 
     check_is_fitted(model, ["cluster_centers_", "summary_"])
-    params = {k: _json_param(k, v) for k, v in model.get_params(deep=False).items()}
+    # storage_options may hold credentials: never written to a model file.
+    params = {
+        k: _json_param(k, v)
+        for k, v in model.get_params(deep=False).items()
+        if k != "storage_options"
+    }
     attributes = {
         "n_features_in_": int(model.n_features_in_),
         "inertia_": float(model.inertia_),

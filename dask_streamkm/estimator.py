@@ -188,7 +188,13 @@ class StreamingKMeans(
         (an int, required with a checkpoint) loads those files instead of reading their
         chunks again, and ends with the same centers as an uninterrupted fit. Files are
         named by a hash of the data's dask name, shape and chunks, the summary parameters
-        and the seed, so other runs never pick them up.
+        and the seed, so other runs never pick them up. A URL of any fsspec filesystem
+        (``s3://bucket/ckpt``) works too; on a cluster the directory must be reachable from
+        the workers and the client.
+    storage_options : dict or None, default=None
+        Options of the fsspec filesystem of a ``checkpoint`` URL (credentials, endpoint),
+        passed to the tasks that save and load checkpoint files. Without them the usual chain
+        applies (environment, config files). Never written to model files or logged.
 
     Attributes
     ----------
@@ -255,6 +261,7 @@ class StreamingKMeans(
         random_state=None,
         merge_budget="auto",
         checkpoint=None,
+        storage_options=None,
     ):
         self.n_clusters = n_clusters
         self.summary_size = summary_size
@@ -268,6 +275,7 @@ class StreamingKMeans(
         self.random_state = random_state
         self.merge_budget = merge_budget
         self.checkpoint = checkpoint
+        self.storage_options = storage_options
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
@@ -431,8 +439,11 @@ class StreamingKMeans(
                 return _graph.fit_summary(X, sample_weight, **params)
             from . import _checkpoint
 
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state)
-            summary, _, _ = _checkpoint.fit_summary(X, sample_weight, directory=directory, **params)
+            options = self.storage_options
+            directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
+            summary, _, _ = _checkpoint.fit_summary(
+                X, sample_weight, directory=directory, storage_options=options, **params
+            )
         return summary
 
     def _solve(self, summary, entropy, dtype):
