@@ -440,13 +440,7 @@ def fit_summary(
             on_wave(start, stop, n_tasks)
         return graph
 
-    client = _distributed_client()
-    if client is None:
-        for index, start, stop in pending:
-            (root,) = dask.compute(build(index, start, stop))
-            top.add(index, root, stop - start)
-    else:
-        _waves_on_cluster(client, pending, build, top)
+    run_waves(pending, build, lambda index, start, stop, root: top.add(index, root, stop - start))
     return top.result()
 
 
@@ -493,8 +487,20 @@ class _Top:
         return summary
 
 
-def _waves_on_cluster(client, pending, build, top):
-    """Compute waves with at most :data:`WAVES_IN_FLIGHT` submitted at once (as_completed)."""
+def run_waves(pending, build, collect):
+    """Compute the waves ``pending`` (``(index, start, stop)`` each) and hand each result on.
+
+    ``build(index, start, stop)`` gives a wave's Delayed; ``collect(index, start, stop,
+    result)`` receives its result. Local schedulers: one wave at a time, in order. A
+    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once (``as_completed``),
+    results in the order they finish (``collect`` must not depend on that order).
+    """
+    client = _distributed_client()
+    if client is None:
+        for index, start, stop in pending:
+            (result,) = dask.compute(build(index, start, stop))
+            collect(index, start, stop, result)
+        return
     from distributed import as_completed
 
     pending = list(pending)
@@ -509,16 +515,25 @@ def _waves_on_cluster(client, pending, build, top):
     running = as_completed([submit() for _ in range(min(WAVES_IN_FLIGHT, len(pending)))])
     for future in running:
         index, start, stop = index_of.pop(future.key)
-        root = future.result()
+        result = future.result()
         future.release()
         if pending:
             running.add(submit())
-        top.add(index, root, stop - start)
+        collect(index, start, stop, result)
+
+
+def block_waves(n_blocks):
+    """``(index, start, stop)`` of consecutive chunk ranges of at most :data:`WAVE_CHUNKS`."""
+    wave = max(1, int(WAVE_CHUNKS))
+    return [(i, a, min(a + wave, n_blocks)) for i, a in enumerate(range(0, n_blocks, wave))]
 
 
 # ---------------------------------------------------------------------- predict side
 # Labels, distances and the weighted squared-distance sum of rows to fitted centers: one
-# map_blocks layer over X each (X's array type kept through ``meta``), computed by the caller.
+# map_blocks layer over X each (X's array type kept through ``meta``), lazy for the caller.
+# What runs over all chunks runs in waves of at most WAVE_CHUNKS chunks, as the fit does
+# (:func:`run_waves`): the squared-distance sum (``score``, ``evaluate``) and the labels
+# written to zarr (:func:`store_in_waves`, region writes).
 
 
 def predict_block(block, weights, centers, what, block_info=None):
@@ -582,14 +597,109 @@ def nearest_blocks(X, centers, what, sample_weight=None):
     )
 
 
+def _block_info(index, row_start, n_rows):
+    """The ``block_info`` that :func:`predict_block` reads to name a chunk in its errors."""
+    return {0: {"chunk-location": (index, 0), "array-location": [(row_start, row_start + n_rows)]}}
+
+
+def sq_distance_part(block, weights, centers, *, index, row_start):
+    """``(sum of weighted squared distances to the nearest center, total weight)`` of one
+    block, as floats (a task); ``weights`` None or the block's 1-D weights."""
+    info = _block_info(index, row_start, block.shape[0])
+    if weights is None:
+        dist = predict_block(block, None, centers, "sq_distances", block_info=info)
+        return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
+    xp = namespace(weights)
+    dist = predict_block(block, weights[:, None], centers, "weighted_sq_distances", block_info=info)
+    return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
+
+
+def add_parts(*parts):
+    """Sums of the ``(total, weight)`` parts, each exactly rounded (``math.fsum``)."""
+    return math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)
+
+
+def block_wave(name, arrays, starts, start, stop, func, combine, **params):
+    """A Delayed of ``combine`` over ``func`` applied to chunks ``[start, stop)`` of ``arrays``.
+
+    ``arrays``: dask arrays with the same row chunks and one column block (or None, passed as
+    None); ``starts``: their :func:`row_starts`; ``func(*blocks, index=i, row_start=r,
+    **params)`` is one task per chunk, named ``name``. Built as the fit's waves are: one
+    layer of tasks that refer to the arrays' own chunk keys, so dask culls their graphs to
+    the wave's chunks.
+    """
+    token = tokenize(name, [None if a is None else a.name for a in arrays], func, params)
+    part, top = f"{name}-{token}", f"{name}-wave-{token}"
+    dsk = {}
+    for i in range(start, stop):
+        refs = [None if a is None else TaskRef((a.name, i) + (0,) * (a.ndim - 1)) for a in arrays]
+        row_start = int(starts[i])
+        dsk[(part, i)] = Task((part, i), func, *refs, index=i, row_start=row_start, **params)
+    dsk[(top, start)] = Task(
+        (top, start), combine, *[TaskRef((part, i)) for i in range(start, stop)]
+    )
+    deps = [a for a in arrays if a is not None]
+    graph = HighLevelGraph.from_collections(f"{top}-{start}", dsk, dependencies=deps)
+    return Delayed((top, start), graph, layer=f"{top}-{start}")
+
+
 def weighted_sq_distance_sum(X, centers, sample_weight=None):
-    """Lazy ``(sum of weighted squared distances to the nearest center, total weight)``.
+    """``(sum of weighted squared distances to the nearest center, total weight)``, computed.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks (each chunk checked in
-    its task: finite and >= 0). Computed together, both sums share one read of X. ``score``
-    and SageMaker's ``evaluate`` use this.
+    its task: finite and >= 0). Computed in waves of at most :data:`WAVE_CHUNKS` chunks (one
+    graph each, :func:`run_waves`); the per-wave sums are added in wave order, so the result
+    does not depend on the scheduler. ``score`` and SageMaker's ``evaluate`` use this.
     """
-    if sample_weight is None:
-        return nearest_blocks(X, centers, "sq_distances").sum(), X.shape[0]
-    weighted = nearest_blocks(X, centers, "weighted_sq_distances", sample_weight)
-    return weighted.sum(), sample_weight.sum()
+    parts, starts, arrays = {}, row_starts(X), [X, sample_weight]
+
+    def build(index, start, stop):
+        return block_wave(
+            "predict_block-sum",
+            arrays,
+            starts,
+            start,
+            stop,
+            sq_distance_part,
+            add_parts,
+            centers=centers,
+        )
+
+    run_waves(
+        block_waves(X.numblocks[0]),
+        build,
+        lambda index, start, stop, result: parts.__setitem__(index, result),
+    )
+    return add_parts(*(parts[i] for i in sorted(parts)))
+
+
+def store_block(block, *, index, row_start, target):
+    """Write one block to rows ``[row_start, row_start + len(block))`` of the zarr array
+    ``target`` (a task); returns the rows written."""
+    target[row_start : row_start + block.shape[0]] = to_host(block)
+    return block.shape[0]
+
+
+def store_in_waves(arr, target):
+    """Write the 1-D dask array ``arr`` into the zarr array ``target`` of the same shape, in
+    waves of at most :data:`WAVE_CHUNKS` chunks (:func:`run_waves`), each chunk a region write.
+
+    ``target``'s chunks must be ``arr``'s (all chunks of one size but the last), so no two tasks
+    write the same zarr chunk. Returns the number of rows written.
+    """
+    written, starts = [0], row_starts(arr)
+
+    def build(index, start, stop):
+        return block_wave(
+            "store_labels", [arr], starts, start, stop, store_block, _total, target=target
+        )
+
+    def collect(index, start, stop, rows):
+        written[0] += rows
+
+    run_waves(block_waves(arr.numblocks[0]), build, collect)
+    return written[0]
+
+
+def _total(*counts):
+    return sum(counts)

@@ -741,9 +741,8 @@ class StreamingKMeans(
         """
         Xd, _ = self._predict_input(X)
         sw = self._as_dask_weight(sample_weight, Xd)
-        total, weight = _threads.compute(
-            *_graph.weighted_sq_distance_sum(Xd, self.cluster_centers_, sw)
-        )
+        with _threads.blas_limits():  # in waves of bounded graphs, as the fit
+            total, weight = _graph.weighted_sq_distance_sum(Xd, self.cluster_centers_, sw)
         if not float(weight) > 0:
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
