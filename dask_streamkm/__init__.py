@@ -1,9 +1,21 @@
 """dask_streamkm: one-pass k-means for data larger than memory, on Dask."""
 
+from ._memory import WorkerMemoryError
+from ._model_io import ModelFileError
 from .elbow import elbow
-from .estimator import StreamingKMeans
+from .estimator import HalfLifeDecayWarning, StreamingKMeans
+from .io import InputError
 from .summary import Summary
 
 __version__ = "0.1.0"
 
-__all__ = ["StreamingKMeans", "Summary", "__version__", "elbow"]
+__all__ = [
+    "HalfLifeDecayWarning",
+    "InputError",
+    "ModelFileError",
+    "StreamingKMeans",
+    "Summary",
+    "WorkerMemoryError",
+    "__version__",
+    "elbow",
+]

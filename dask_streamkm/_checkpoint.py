@@ -28,7 +28,7 @@ from dask.base import tokenize
 
 from . import _graph, _remote
 from ._array import to_host
-from .summary import FORMAT_VERSION, Summary
+from .summary import Summary
 
 
 def check_directory(checkpoint, random_state, storage_options=None):
@@ -128,6 +128,8 @@ def _checksum(summary, cover):
     digest = hashlib.sha256(repr((str(cover[0]), int(cover[1]), int(cover[2]))).encode())
     for values in (summary.weights, summary.linear_sums, summary.square_sums):
         digest.update(np.ascontiguousarray(to_host(values), dtype=np.float64).tobytes())
+    if summary.origin is not None:
+        digest.update(np.ascontiguousarray(summary.host_origin()).tobytes())
     digest.update(str(int(summary.n_seen)).encode())
     return digest.hexdigest()
 
@@ -146,11 +148,7 @@ class _Covered:
         s = self.summary
         key, start, stop = self.cover
         fields = dict(
-            format_version=np.int64(FORMAT_VERSION),
-            weights=to_host(s.weights),
-            linear_sums=to_host(s.linear_sums),
-            square_sums=to_host(s.square_sums),
-            n_seen=np.int64(s.n_seen),
+            **s._file_fields(),
             run_key=np.str_(key),
             chunk_start=np.int64(start),
             chunk_stop=np.int64(stop),

@@ -22,6 +22,7 @@ more than one task object.
 from __future__ import annotations
 
 import functools
+import math
 
 import dask
 import dask.array
@@ -32,15 +33,27 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import cosine_distances, nearest, sq_distances, unit_centers, unit_rows
+from ._kernels import (
+    cosine_distances,
+    distance_dtype,
+    nearest,
+    sq_distances,
+    unit_centers,
+    unit_rows,
+    value_range,
+)
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
 from .summary import Summary
 
 
-def check_block(X, sample_weight, index, row_start, metric="euclidean"):
+def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean"):
     """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
+    with ``centers`` when given): float64 for float32 values whose squared distances overflow
+    float32; values whose squared distances overflow float64 are an error.
 
     With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
     where they are, inside the chunk's own task), and a row of zero norm, which has no
@@ -50,11 +63,6 @@ def check_block(X, sample_weight, index, row_start, metric="euclidean"):
     if not xp.isdtype(X.dtype, "real floating"):
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
-    if X.shape[0] and not bool(xp.all(xp.isfinite(X))):
-        raise ValueError(
-            f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
-            "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
-        )
     if sample_weight is not None and sample_weight.shape[0]:
         sw = xp.astype(sample_weight, xp.float64)
         if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
@@ -62,6 +70,20 @@ def check_block(X, sample_weight, index, row_start, metric="euclidean"):
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
+    if X.shape[0]:
+        # NaN and inf show in the extremes (read once for both checks).
+        bounds = value_range(X)
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+            raise ValueError(
+                f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+            )
+        weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
+        dtype = distance_dtype(X, centers, bounds, weight=weight)
+        if dtype is None:
+            raise ValueError(_too_large_message(X, centers, bounds, rows, weight))
+        if dtype != X.dtype:
+            X = xp.astype(X, dtype)
     if metric == "cosine" and X.shape[0]:
         X, zero = unit_rows(X)
         if bool(xp.any(zero)):
@@ -72,6 +94,28 @@ def check_block(X, sample_weight, index, row_start, metric="euclidean"):
                 "X[(X != 0).any(axis=1)], or use metric='euclidean'."
             )
     return X
+
+
+def _too_large_message(X, centers, bounds, rows, weight):
+    """The error for squared distances (or their weighted sums) that overflow float64."""
+    largest = max(abs(bounds[0]), abs(bounds[1]))
+    if centers is not None:
+        largest = max(largest, float(np.max(np.abs(to_host(centers)))))
+    top = f"{float(np.finfo(np.float64).max):.3g}"
+    if distance_dtype(X, centers, bounds) is not None:
+        return (
+            f"sample_weight times the squared values of X overflow float64 in {rows} (values "
+            f"up to {largest:.3g}, total weight {weight:.3g}; float64 holds up to {top}). "
+            "Rescale X or sample_weight first, e.g. divide sample_weight by its largest value."
+        )
+    scale = 10.0 ** int(np.floor(np.log10(largest)))
+    fitted = " and the fitted model" if centers is not None else ""
+    return (
+        f"X has values too large for float64 in {rows} (up to {largest:.3g}"
+        f"{' with the centers' if centers is not None else ''}): their squared distances "
+        f"overflow float64, whose largest value is {top}. Rescale X{fitted} first, e.g. "
+        f"divide it by a constant such as X / {scale:.0e}."
+    )
 
 
 def leaf(
@@ -88,8 +132,8 @@ def leaf(
 ):
     """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
     limit_blas_in_worker()
-    block = check_block(block, weight_block, index, row_start, metric)
-    return summarize(
+    block = check_block(block, weight_block, index, row_start, metric=metric)
+    summary = summarize(
         block,
         size,
         method=method,
@@ -97,6 +141,7 @@ def leaf(
         mini_batch_size=mini_batch_size,
         seed=task_seed(entropy, LEAF_LEVEL, index),
     )
+    return summary
 
 
 def node_cap(budget, covered, n_leaves, size):
@@ -445,13 +490,7 @@ def fit_summary(
             on_wave(start, stop, n_tasks)
         return graph
 
-    client = _distributed_client()
-    if client is None:
-        for index, start, stop in pending:
-            (root,) = dask.compute(build(index, start, stop))
-            top.add(index, root, stop - start)
-    else:
-        _waves_on_cluster(client, pending, build, top)
+    run_waves(pending, build, lambda index, start, stop, root: top.add(index, root, stop - start))
     return top.result()
 
 
@@ -498,8 +537,20 @@ class _Top:
         return summary
 
 
-def _waves_on_cluster(client, pending, build, top):
-    """Compute waves with at most :data:`WAVES_IN_FLIGHT` submitted at once (as_completed)."""
+def run_waves(pending, build, collect):
+    """Compute the waves ``pending`` (``(index, start, stop)`` each) and hand each result on.
+
+    ``build(index, start, stop)`` gives a wave's Delayed; ``collect(index, start, stop,
+    result)`` receives its result. Local schedulers: one wave at a time, in order. A
+    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once (``as_completed``),
+    results in the order they finish (``collect`` must not depend on that order).
+    """
+    client = _distributed_client()
+    if client is None:
+        for index, start, stop in pending:
+            (result,) = dask.compute(build(index, start, stop))
+            collect(index, start, stop, result)
+        return
     from distributed import as_completed
 
     pending = list(pending)
@@ -514,16 +565,25 @@ def _waves_on_cluster(client, pending, build, top):
     running = as_completed([submit() for _ in range(min(WAVES_IN_FLIGHT, len(pending)))])
     for future in running:
         index, start, stop = index_of.pop(future.key)
-        root = future.result()
+        result = future.result()
         future.release()
         if pending:
             running.add(submit())
-        top.add(index, root, stop - start)
+        collect(index, start, stop, result)
+
+
+def block_waves(n_blocks):
+    """``(index, start, stop)`` of consecutive chunk ranges of at most :data:`WAVE_CHUNKS`."""
+    wave = max(1, int(WAVE_CHUNKS))
+    return [(i, a, min(a + wave, n_blocks)) for i, a in enumerate(range(0, n_blocks, wave))]
 
 
 # ---------------------------------------------------------------------- predict side
 # Labels, distances and the weighted squared-distance sum of rows to fitted centers: one
-# map_blocks layer over X each (X's array type kept through ``meta``), computed by the caller.
+# map_blocks layer over X each (X's array type kept through ``meta``), lazy for the caller.
+# What runs over all chunks runs in waves of at most WAVE_CHUNKS chunks, as the fit does
+# (:func:`run_waves`): the squared-distance sum (``score``, ``evaluate``) and the labels
+# written to zarr (:func:`store_in_waves`, region writes).
 
 
 def predict_block(block, weights, centers, what, metric="euclidean", block_info=None):
@@ -541,15 +601,16 @@ def predict_block(block, weights, centers, what, metric="euclidean", block_info=
         index = block_info[0]["chunk-location"][0]
         row_start = block_info[0]["array-location"][0][0]
     weights = None if weights is None else weights[:, 0]
-    block = check_block(block, weights, index, row_start, metric)
+    out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    block = check_block(block, weights, index, row_start, c, metric)
     cosine = metric == "cosine"
     if cosine:  # unit length in the block's dtype, as the rows
         c = unit_centers(xp.astype(c, block.dtype), xp.astype(c, block.dtype))
     if what == "distances":
         if cosine:
-            return cosine_distances(block, c)
-        return xp.sqrt(sq_distances(block, xp.astype(c, block.dtype)))
+            return xp.astype(cosine_distances(block, c), out_dtype)
+        return xp.astype(xp.sqrt(sq_distances(block, xp.astype(c, block.dtype))), out_dtype)
     labels, dist = nearest(block, c)
     if what == "labels":
         return xp.astype(labels, xp.int32)
@@ -598,14 +659,114 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     )
 
 
+def _block_info(index, row_start, n_rows):
+    """The ``block_info`` that :func:`predict_block` reads to name a chunk in its errors."""
+    return {0: {"chunk-location": (index, 0), "array-location": [(row_start, row_start + n_rows)]}}
+
+
+def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
+    """``(sum of weighted squared distances to the nearest center, total weight)`` of one
+    block, as floats (a task); ``weights`` None or the block's 1-D weights. For
+    ``metric="cosine"`` the distances are ``1 - cos``."""
+    info = _block_info(index, row_start, block.shape[0])
+    if weights is None:
+        dist = predict_block(block, None, centers, "sq_distances", metric, block_info=info)
+        return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
+    xp = namespace(weights)
+    dist = predict_block(
+        block, weights[:, None], centers, "weighted_sq_distances", metric, block_info=info
+    )
+    return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
+
+
+def add_parts(*parts):
+    """Sums of the ``(total, weight)`` parts, each exactly rounded (``math.fsum``)."""
+    return math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)
+
+
+def block_wave(name, arrays, starts, start, stop, func, combine, **params):
+    """A Delayed of ``combine`` over ``func`` applied to chunks ``[start, stop)`` of ``arrays``.
+
+    ``arrays``: dask arrays with the same row chunks and one column block (or None, passed as
+    None); ``starts``: their :func:`row_starts`; ``func(*blocks, index=i, row_start=r,
+    **params)`` is one task per chunk, named ``name``. Built as the fit's waves are: one
+    layer of tasks that refer to the arrays' own chunk keys, so dask culls their graphs to
+    the wave's chunks.
+    """
+    token = tokenize(name, [None if a is None else a.name for a in arrays], func, params)
+    part, top = f"{name}-{token}", f"{name}-wave-{token}"
+    dsk = {}
+    for i in range(start, stop):
+        refs = [None if a is None else TaskRef((a.name, i) + (0,) * (a.ndim - 1)) for a in arrays]
+        row_start = int(starts[i])
+        dsk[(part, i)] = Task((part, i), func, *refs, index=i, row_start=row_start, **params)
+    dsk[(top, start)] = Task(
+        (top, start), combine, *[TaskRef((part, i)) for i in range(start, stop)]
+    )
+    deps = [a for a in arrays if a is not None]
+    graph = HighLevelGraph.from_collections(f"{top}-{start}", dsk, dependencies=deps)
+    return Delayed((top, start), graph, layer=f"{top}-{start}")
+
+
 def weighted_sq_distance_sum(X, centers, sample_weight=None, metric="euclidean"):
-    """Lazy ``(sum of weighted squared distances to the nearest center, total weight)``.
+    """``(sum of weighted squared distances to the nearest center, total weight)``, computed.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks (each chunk checked in
-    its task: finite and >= 0). Computed together, both sums share one read of X. ``score``
-    and SageMaker's ``evaluate`` use this. ``metric="cosine"``: sums of ``1 - cos``.
+    its task: finite and >= 0). Computed in waves of at most :data:`WAVE_CHUNKS` chunks (one
+    graph each, :func:`run_waves`); the per-wave sums are added in wave order, so the result
+    does not depend on the scheduler. ``score`` and SageMaker's ``evaluate`` use this.
+    ``metric="cosine"``: sums of ``1 - cos``.
     """
-    if sample_weight is None:
-        return nearest_blocks(X, centers, "sq_distances", metric=metric).sum(), X.shape[0]
-    weighted = nearest_blocks(X, centers, "weighted_sq_distances", sample_weight, metric)
-    return weighted.sum(), sample_weight.sum()
+    parts, starts, arrays = {}, row_starts(X), [X, sample_weight]
+
+    def build(index, start, stop):
+        return block_wave(
+            "predict_block-sum",
+            arrays,
+            starts,
+            start,
+            stop,
+            sq_distance_part,
+            add_parts,
+            centers=centers,
+            metric=metric,
+        )
+
+    run_waves(
+        block_waves(X.numblocks[0]),
+        build,
+        lambda index, start, stop, result: parts.__setitem__(index, result),
+    )
+    return add_parts(*(parts[i] for i in sorted(parts)))
+
+
+def store_block(block, *, index, row_start, target):
+    """Write one block to rows ``[row_start, row_start + len(block))`` of the zarr array
+    ``target`` (a task); returns the rows written."""
+    target[row_start : row_start + block.shape[0]] = to_host(block)
+    return block.shape[0]
+
+
+def store_in_waves(arr, target):
+    """Write the 1-D dask array ``arr`` into the zarr array ``target`` of the same shape, in
+    waves of at most :data:`WAVE_CHUNKS` chunks (:func:`run_waves`), each chunk a region write.
+
+    ``target``'s chunks must be ``arr``'s (all chunks of one size but the last), so no two tasks
+    write the same zarr chunk. Returns the number of rows written.
+    """
+    written, starts = [0], row_starts(arr)
+
+    def build(index, start, stop):
+        return block_wave(
+            "store_labels", [arr], starts, start, stop, store_block, _total, target=target
+        )
+
+    def collect(index, start, stop, rows):
+        written[0] += rows
+
+    run_waves(block_waves(arr.numblocks[0]), build, collect)
+    return written[0]
+
+
+def _total(*counts):
+    return sum(counts)

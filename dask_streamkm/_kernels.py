@@ -106,6 +106,83 @@ def _shifted(X, centers):
     return X - origin, centers
 
 
+#: The squared extent of the values (the largest squared distance between them) must stay
+#: below a dtype's largest value over this factor: the expansion ``||x||^2 - 2 x.c + ||c||^2``
+#: on coordinates relative to a point among them reaches about 4 x the squared extent.
+OVERFLOW_MARGIN = 16.0
+
+
+def value_range(X):
+    """Smallest and largest value of X as host floats (NaN or inf in X shows in them)."""
+    xp = namespace(X)
+    return float(xp.min(X)), float(xp.max(X))
+
+
+def squared_extent(lo, hi):
+    """Squared diagonal of the box between the per-column arrays ``lo`` and ``hi``.
+
+    A host float (inf when float64 overflows), computed on values scaled by their largest
+    magnitude, so that nothing overflows on the way and no warning is raised.
+    """
+    xp = namespace(lo, hi)
+    lo, hi = xp.astype(lo, xp.float64), xp.astype(hi, xp.float64)
+    scale = float(xp.max(xp.maximum(xp.abs(lo), xp.abs(hi)))) if lo.shape[0] else 0.0
+    if scale == 0.0:
+        return 0.0
+    ratio = float(xp.sum((hi / scale - lo / scale) ** 2))
+    return ratio * scale * scale
+
+
+def _fitting_dtype(xp, dtype, extent, weight):
+    """:func:`distance_dtype` for a squared extent (a host float)."""
+    weighted = extent * max(1.0, float(1.0 if weight is None else weight))
+    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return None
+    info = xp.finfo(dtype)
+    if extent * OVERFLOW_MARGIN <= float(info.max) and (
+        extent == 0.0
+        or dtype == xp.float64
+        or extent >= float(info.smallest_normal) / float(info.eps)
+    ):
+        return dtype
+    return xp.float64
+
+
+def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
+    """The float dtype in which the distance kernels handle the rows of X (and ``centers``).
+
+    ``dtype`` (default X's) when every squared distance between values in the bounding box of
+    the rows and the centers is a finite number of it (with :data:`OVERFLOW_MARGIN`) and, for
+    float32, a normal one at its precision; float64 for float32 values whose squared
+    distances would overflow or underflow float32 (exact: float64 holds their squares); None
+    when float64 overflows too, or when ``weight`` (the rows' total weight) times the squared
+    extent does (the float64 sums of weighted squares). ``bounds`` are X's
+    :func:`value_range` when already known.
+
+    The box is first the cube of X's smallest and largest value (two fast reductions); only
+    when that says anything but ``dtype`` are the per-column ranges read (one more pass).
+    """
+    xp = namespace(X)
+    dtype = X.dtype if dtype is None else dtype
+    lo, hi = value_range(X) if bounds is None else bounds
+    has_centers = centers is not None and centers.shape[0] > 0
+    if has_centers:
+        lo, hi = min(lo, float(xp.min(centers))), max(hi, float(xp.max(centers)))
+    span = hi - lo  # host floats: inf on overflow, no warning
+    out = _fitting_dtype(xp, dtype, X.shape[1] * span * span, weight)
+    if out == dtype and out is not None:
+        return out
+    col_lo, col_hi = xp.min(X, axis=0), xp.max(X, axis=0)
+    if has_centers:
+        col_lo = xp.minimum(
+            xp.astype(col_lo, xp.float64), xp.astype(xp.min(centers, axis=0), xp.float64)
+        )
+        col_hi = xp.maximum(
+            xp.astype(col_hi, xp.float64), xp.astype(xp.max(centers, axis=0), xp.float64)
+        )
+    return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
+
+
 def _augmented(X, centers, centers_sq):
     """Rows with a trailing 1 and the transposed centers with a trailing -||c||^2 / 2.
 
@@ -516,7 +593,8 @@ def weighted_kmeans(
     step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
     their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
-    fast; the center updates still sum in float64).
+    fast; the center updates still sum in float64), or in float64 when their squared
+    distances would overflow float32 (:func:`distance_dtype`).
 
     ``spherical=True`` is spherical k-means (cosine) of weighted points inside the unit ball,
     such as the centroids of groups of unit vectors: the centers are unit vectors, seeded by
@@ -534,7 +612,9 @@ def weighted_kmeans(
         mean = xp.zeros((X.shape[1],), dtype=xp.float64, device=device(X))
     else:
         mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
-    Xc = xp.astype(Xf - mean, xp.float32)
+    Xc = Xf - mean
+    # float32 unless the squared distances of the centered rows overflow it (then float64).
+    Xc = xp.astype(Xc, distance_dtype(Xc, dtype=xp.float32) or xp.float64)
     x_sq = row_norms_sq(Xc)
     if n_init == "auto":
         n_init = auto_n_init(n_clusters)
@@ -545,7 +625,7 @@ def weighted_kmeans(
     coarse_points = max(int(coarse_points), n_clusters)
     if X.shape[0] > coarse_points:
         P, wp = coarsen(Xc, coarse_points, rng, w)
-        P = xp.astype(P, xp.float32)
+        P = xp.astype(P, Xc.dtype)
         p_sq = row_norms_sq(P)
     else:
         P, wp, p_sq = Xc, w, x_sq
@@ -624,6 +704,9 @@ __all__ = [
     "nearest2",
     "nearest_other",
     "local_search",
+    "value_range",
+    "squared_extent",
+    "distance_dtype",
     "unit_rows",
     "unit_centers",
     "cosine_distances",

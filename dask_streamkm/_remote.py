@@ -53,8 +53,14 @@ def local_path(spec):
 
 
 def display(url):
-    """The URL without any ``user:password@`` part, for messages."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@", r"\1", str(url))
+    """The URL, or any URL in a text, without its ``user:password@`` part, for messages."""
+    return re.sub(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s'\"]*@", r"\1", str(url))
+
+
+def first_line(exc):
+    """The first line of an exception's message (its class name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _secrets(storage_options):

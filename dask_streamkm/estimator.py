@@ -103,6 +103,7 @@ def decay(summary, n_new_rows, half_life):
         xp.where(keep[:, None], scaled.linear_sums, 0.0),
         xp.where(keep, scaled.square_sums, 0.0),
         summary.n_seen,
+        scaled.origin,
     )
     return kept.drop_empty(), dropped
 
@@ -515,6 +516,9 @@ class StreamingKMeans(
         self._entropy_ = entropy
         self._metric_ = self.metric
         self.cluster_centers_ = _centers_out(centers, dtype)
+        if self.cluster_centers_.dtype != centers.dtype:
+            # The bound for the centers as stored: float32 rounding moves centers far from zero.
+            bound = summary.cost_bound(self.cluster_centers_)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0
@@ -796,9 +800,10 @@ class StreamingKMeans(
         """
         Xd, _ = self._predict_input(X)
         sw = self._as_dask_weight(sample_weight, Xd)
-        total, weight = _threads.compute(
-            *_graph.weighted_sq_distance_sum(Xd, self.cluster_centers_, sw, self.metric)
-        )
+        with _threads.blas_limits():  # in waves of bounded graphs, as the fit
+            total, weight = _graph.weighted_sq_distance_sum(
+                Xd, self.cluster_centers_, sw, self.metric
+            )
         if not float(weight) > 0:
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
@@ -1030,4 +1035,5 @@ def _like(summary, ref):
         from_host(to_host(summary.linear_sums), ref.weights),
         from_host(to_host(summary.square_sums), ref.weights),
         summary.n_seen,
+        None if summary.origin is None else from_host(to_host(summary.origin), ref.weights),
     )

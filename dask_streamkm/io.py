@@ -478,9 +478,10 @@ def _open(path, name, columns, chunks, storage_options):
 def write_labels(labels, url, overwrite=False, storage_options=None):
     """Store a lazy 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
 
-    Uneven chunks are made regular first, as zarr requires. ``storage_options`` are those of
-    the URL's fsspec filesystem. Raises InputError when the store exists and ``overwrite`` is
-    False.
+    Written in waves of at most ``_graph.WAVE_CHUNKS`` chunks, each chunk to its own region of
+    one zarr array, so the graphs stay small at any chunk count. Uneven chunks are made regular
+    first, as zarr requires. ``storage_options`` are those of the URL's fsspec filesystem.
+    Raises InputError when the store exists and ``overwrite`` is False.
     """
     if _remote.is_url(url):
         fs, path = _remote.filesystem(url, storage_options)
@@ -498,5 +499,20 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
         len(labels.chunks[0]) > 1 and labels.chunks[0][-1] > labels.chunks[0][0]
     ):
         labels = labels.rechunk(rows)
-    options = storage_options if _remote.is_url(url) else None
-    return da.to_zarr(labels, url, overwrite=overwrite, storage_options=options)
+    import zarr
+
+    from . import _graph
+
+    options = (
+        {"storage_options": storage_options} if _remote.is_url(url) and storage_options else {}
+    )
+    target = zarr.create_array(
+        store=url,
+        shape=labels.shape,
+        chunks=(rows,),
+        dtype=labels.dtype,
+        overwrite=overwrite,
+        **options,
+    )
+    # Region writes, wave by wave: no graph holds more than about WAVE_CHUNKS chunks' tasks.
+    _graph.store_in_waves(labels, target)

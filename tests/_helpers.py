@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 
 from dask_streamkm._gdelt import GDELT_COLUMNS
 
@@ -146,3 +147,15 @@ ROWS = [
     ("042", 7, 4.0, ("", ""), (3.0, 4.0)),  # blank location: dropped (no NaN in k-means)
     ("010", 9, 0.5, (-1.0, -2.0), (-3.0, -4.0)),
 ]
+
+
+# ---------------------------------------------------------------------- graph sizes
+class GraphSizes(Callback):
+    """Tasks of every graph a local scheduler runs (``sizes``, one entry per compute)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def _start(self, dsk):
+        self.sizes.append(len(dsk))

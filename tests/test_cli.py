@@ -323,7 +323,8 @@ def test_progress_bar_adds_up_over_several_computes(capsys):
 
 
 def test_storage_options_are_parsed_as_json_when_they_parse_and_never_printed(tmp_path, capsys):
-    from dask_streamkm.cli import _redact, _storage_options
+    from dask_streamkm._remote import redact
+    from dask_streamkm.cli import _storage_options
 
     args = build_parser().parse_args(
         [
@@ -351,9 +352,9 @@ def test_storage_options_are_parsed_as_json_when_they_parse_and_never_printed(tm
         "default_block_size": 1024,
     }
     assert _storage_options(build_parser().parse_args(["fit", "x.zarr", "--k", "2"])) is None
-    text = _redact("denied for key AKIDEXAMPLE with secret wJalrXUtnFEMI", _storage_options(args))
+    text = redact("denied for key AKIDEXAMPLE with secret wJalrXUtnFEMI", _storage_options(args))
     assert text == "denied for key *** with secret ***"
-    assert _redact("cannot open 'https://user:pw@host/x.zarr'", None) == (
+    assert redact("cannot open 'https://user:pw@host/x.zarr'", None) == (
         "cannot open 'https://host/x.zarr'"
     )
     # every command that reads or writes a path takes the flag

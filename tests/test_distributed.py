@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dask_streamkm import StreamingKMeans
+from dask_streamkm._connect import scheduler_chunk_counts
 from dask_streamkm.cli import main as cli_main
-from dask_streamkm.cli import scheduler_chunk_counts
 from dask_streamkm.datasets import make_mixture
 
 distributed = pytest.importorskip("distributed")

@@ -5,22 +5,11 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from dask.callbacks import Callback
+from _helpers import GraphSizes
 
 from dask_streamkm import StreamingKMeans, _graph
 
 PARAMS = dict(size=16, method="stream", mini_batch_size=64, budget=200, entropy=7)
-
-
-class _GraphSizes(Callback):
-    """Tasks of every graph a local scheduler runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes = []
-
-    def _start(self, dsk):
-        self.sizes.append(len(dsk))
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted
     )
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 9)
     waves = []
-    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+    with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         got = _graph.fit_summary(
             X,
             w,
@@ -70,12 +59,12 @@ def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
     X = da.from_array(rng.normal(size=(24_000, 2)), chunks=(8, -1))
     params = dict(n_clusters=3, summary_size=8, split_every=4, random_state=0)
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 64)
-    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+    with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km = StreamingKMeans(**params).fit(X)
     assert len(sizes.sizes) == -(-3000 // 64)
     assert max(sizes.sizes) <= 3 * 64 + 2
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
-    with dask.config.set(scheduler="sync"), _GraphSizes() as sizes:
+    with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         ref = StreamingKMeans(**params).fit(X)
     assert sizes.sizes[0] > 6000  # one graph: a task per chunk and per leaf
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
