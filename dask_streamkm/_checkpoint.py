@@ -128,6 +128,8 @@ def _checksum(summary, cover):
     digest = hashlib.sha256(repr((str(cover[0]), int(cover[1]), int(cover[2]))).encode())
     for values in (summary.weights, summary.linear_sums, summary.square_sums):
         digest.update(np.ascontiguousarray(to_host(values), dtype=np.float64).tobytes())
+    if summary.origin is not None:
+        digest.update(np.ascontiguousarray(summary.host_origin()).tobytes())
     digest.update(str(int(summary.n_seen)).encode())
     return digest.hexdigest()
 
@@ -146,11 +148,7 @@ class _Covered:
         s = self.summary
         key, start, stop = self.cover
         fields = dict(
-            format_version=np.int64(FORMAT_VERSION),
-            weights=to_host(s.weights),
-            linear_sums=to_host(s.linear_sums),
-            square_sums=to_host(s.square_sums),
-            n_seen=np.int64(s.n_seen),
+            **s._file_fields(),
             run_key=np.str_(key),
             chunk_start=np.int64(start),
             chunk_stop=np.int64(stop),
@@ -294,7 +292,20 @@ class _Files(_graph.Hooks):
         )
 
 
-def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+def _run_key(
+    X,
+    sample_weight,
+    *,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    metric="euclidean",
+):
+    # A cosine run's files hold summaries of unit rows: its key differs; euclidean keys as before.
+    extra = {} if metric == "euclidean" else {"metric": metric}
     return run_key(
         X,
         sample_weight,
@@ -304,6 +315,7 @@ def _run_key(X, sample_weight, *, size, method, mini_batch_size, split_every, bu
         split_every=max(2, int(split_every)),
         budget=int(budget),
         entropy=entropy,
+        **extra,
     )
 
 
@@ -319,6 +331,7 @@ def fit_summary(
     budget,
     entropy,
     storage_options=None,
+    metric="euclidean",
 ):
     """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
     from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
@@ -335,6 +348,7 @@ def fit_summary(
         split_every=split_every,
         budget=budget,
         entropy=entropy,
+        metric=metric,
     )
     n_blocks = X.numblocks[0]
     hooks = _Files(

@@ -33,24 +33,38 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import add_lloyd_stats, lloyd_step_stats, nearest, sq_distances
+from ._kernels import (
+    add_lloyd_stats,
+    cosine_distances,
+    distance_dtype,
+    lloyd_step_stats,
+    nearest,
+    sq_distances,
+    unit_centers,
+    unit_rows,
+    value_range,
+)
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
 from .summary import Summary
 
 
-def check_block(X, sample_weight, index, row_start):
-    """Validate one block inside its task; errors name the chunk. Returns X as float."""
+def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean"):
+    """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
+    with ``centers`` when given): float64 for float32 values whose squared distances overflow
+    float32; values whose squared distances overflow float64 are an error.
+
+    With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
+    where they are, inside the chunk's own task), and a row of zero norm, which has no
+    direction, is an error naming the chunk and the row.
+    """
     xp = namespace(X)
     if not xp.isdtype(X.dtype, "real floating"):
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
-    if X.shape[0] and not bool(xp.all(xp.isfinite(X))):
-        raise ValueError(
-            f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
-            "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
-        )
     if sample_weight is not None and sample_weight.shape[0]:
         sw = xp.astype(sample_weight, xp.float64)
         if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
@@ -58,14 +72,70 @@ def check_block(X, sample_weight, index, row_start):
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
+    if X.shape[0]:
+        # NaN and inf show in the extremes (read once for both checks).
+        bounds = value_range(X)
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+            raise ValueError(
+                f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+            )
+        weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
+        dtype = distance_dtype(X, centers, bounds, weight=weight)
+        if dtype is None:
+            raise ValueError(_too_large_message(X, centers, bounds, rows, weight))
+        if dtype != X.dtype:
+            X = xp.astype(X, dtype)
+    if metric == "cosine" and X.shape[0]:
+        X, zero = unit_rows(X)
+        if bool(xp.any(zero)):
+            row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
+            raise ValueError(
+                f"metric='cosine': row {row} in {rows} has zero norm, so it has no "
+                "direction and no cosine. Drop all-zero rows first, e.g. "
+                "X[(X != 0).any(axis=1)], or use metric='euclidean'."
+            )
     return X
 
 
-def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size, entropy):
-    """Summarize one row block (a task)."""
+def _too_large_message(X, centers, bounds, rows, weight):
+    """The error for squared distances (or their weighted sums) that overflow float64."""
+    largest = max(abs(bounds[0]), abs(bounds[1]))
+    if centers is not None:
+        largest = max(largest, float(np.max(np.abs(to_host(centers)))))
+    top = f"{float(np.finfo(np.float64).max):.3g}"
+    if distance_dtype(X, centers, bounds) is not None:
+        return (
+            f"sample_weight times the squared values of X overflow float64 in {rows} (values "
+            f"up to {largest:.3g}, total weight {weight:.3g}; float64 holds up to {top}). "
+            "Rescale X or sample_weight first, e.g. divide sample_weight by its largest value."
+        )
+    scale = 10.0 ** int(np.floor(np.log10(largest)))
+    fitted = " and the fitted model" if centers is not None else ""
+    return (
+        f"X has values too large for float64 in {rows} (up to {largest:.3g}"
+        f"{' with the centers' if centers is not None else ''}): their squared distances "
+        f"overflow float64, whose largest value is {top}. Rescale X{fitted} first, e.g. "
+        f"divide it by a constant such as X / {scale:.0e}."
+    )
+
+
+def leaf(
+    block,
+    weight_block,
+    *,
+    index,
+    row_start,
+    size,
+    method,
+    mini_batch_size,
+    entropy,
+    metric="euclidean",
+):
+    """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
     limit_blas_in_worker()
-    block = check_block(block, weight_block, index, row_start)
-    return summarize(
+    block = check_block(block, weight_block, index, row_start, metric=metric)
+    summary = summarize(
         block,
         size,
         method=method,
@@ -73,6 +143,7 @@ def leaf(block, weight_block, *, index, row_start, size, method, mini_batch_size
         mini_batch_size=mini_batch_size,
         seed=task_seed(entropy, LEAF_LEVEL, index),
     )
+    return summary
 
 
 def node_cap(budget, covered, n_leaves, size):
@@ -206,6 +277,7 @@ def wave_graph(
     entropy,
     hooks=None,
     leaf_fn=None,
+    metric="euclidean",
 ):
     """A Delayed Summary of chunks ``[start, stop)`` of X: leaves and ``levels`` merge levels.
 
@@ -233,13 +305,15 @@ def wave_graph(
         entropy,
         hooks.token,
         leaf_fn,
+        *([] if metric == "euclidean" else [metric]),
     )
     leaf_name, merge_name = f"leaf-{token}", f"merge-{token}"
     layer = f"wave-{token}-{start}-{levels}"
     if leaf_fn is None:
-        leaf_fn = functools.partial(
-            leaf, size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy
-        )
+        params = dict(size=size, method=method, mini_batch_size=mini_batch_size, entropy=entropy)
+        if metric != "euclidean":
+            params["metric"] = metric
+        leaf_fn = functools.partial(leaf, **params)
     dsk = {}
 
     def leaves(a, b):
@@ -318,7 +392,18 @@ def _delayed(key, dsk, layer, X, sample_weight):
     return Delayed(key, graph, layer=layer)
 
 
-def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_every, budget, entropy):
+def summary_graph(
+    X,
+    sample_weight,
+    *,
+    size,
+    method,
+    mini_batch_size,
+    split_every,
+    budget,
+    entropy,
+    metric="euclidean",
+):
     """A delayed Summary of the dask array X (row blocks, one column block): one graph.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks. :func:`fit_summary`
@@ -337,6 +422,7 @@ def summary_graph(X, sample_weight, *, size, method, mini_batch_size, split_ever
         split_every=split_every,
         budget=budget,
         entropy=entropy,
+        metric=metric,
     )
     return graph
 
@@ -370,6 +456,7 @@ def fit_summary(
     hooks=None,
     on_wave=None,
     leaf_fn=None,
+    metric="euclidean",
 ):
     """The Summary of X, computed in waves of at most :data:`WAVE_CHUNKS` chunks.
 
@@ -393,6 +480,7 @@ def fit_summary(
         entropy=entropy,
         hooks=hooks,
         leaf_fn=leaf_fn,
+        metric=metric,
     )
     if not levels:
         graph, n_tasks = wave_graph(X, sample_weight, 0, n_blocks, **params)
@@ -588,11 +676,14 @@ def refine_pass(X, sample_weight, centers, *, split_every, hooks=None, on_wave=N
 # written to zarr (:func:`store_in_waves`, region writes).
 
 
-def predict_block(block, weights, centers, what, block_info=None):
+def predict_block(block, weights, centers, what, metric="euclidean", block_info=None):
     """What :func:`nearest_blocks` computes, for one block (a task); errors name the chunk.
 
     ``weights`` is None or the block's sample weights as a column (only for
-    ``"weighted_sq_distances"``); they are checked like the fit's.
+    ``"weighted_sq_distances"``); they are checked like the fit's. With ``metric="cosine"``
+    (unit centers) the rows are scaled to unit length first, the nearest center is the one
+    of highest cosine, ``"distances"`` are ``1 - cos`` and the ``"sq_distances"`` are the
+    cosine distances to the nearest center (``||u - c||^2 / 2`` for unit u and c).
     """
     xp = namespace(block)
     index, row_start = 0, 0
@@ -600,25 +691,33 @@ def predict_block(block, weights, centers, what, block_info=None):
         index = block_info[0]["chunk-location"][0]
         row_start = block_info[0]["array-location"][0][0]
     weights = None if weights is None else weights[:, 0]
-    block = check_block(block, weights, index, row_start)
+    out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    block = check_block(block, weights, index, row_start, c, metric)
+    cosine = metric == "cosine"
+    if cosine:  # unit length in the block's dtype, as the rows
+        c = unit_centers(xp.astype(c, block.dtype), xp.astype(c, block.dtype))
     if what == "distances":
-        return xp.sqrt(sq_distances(block, xp.astype(c, block.dtype)))
+        if cosine:
+            return xp.astype(cosine_distances(block, c), out_dtype)
+        return xp.astype(xp.sqrt(sq_distances(block, xp.astype(c, block.dtype))), out_dtype)
     labels, dist = nearest(block, c)
     if what == "labels":
         return xp.astype(labels, xp.int32)
+    if cosine:
+        dist = dist / 2.0
     if weights is not None:
         return dist * xp.astype(weights, xp.float64)
     return dist
 
 
-def nearest_blocks(X, centers, what, sample_weight=None):
+def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     """Per-block results for the rows of X and ``centers``, as a lazy dask array.
 
     ``what`` is ``"labels"`` (int32, as scikit-learn's), ``"distances"`` to every center (X's
     float dtype), ``"sq_distances"`` to the nearest center (float64) or
     ``"weighted_sq_distances"`` (the same times ``sample_weight``, a 1-D dask array with X's
-    row chunks).
+    row chunks). ``metric="cosine"``: of highest cosine, cosine distances (``1 - cos``).
     """
     # The output keeps X's array type (numpy, cupy...) through ``meta``.
     meta = X._meta
@@ -629,6 +728,7 @@ def nearest_blocks(X, centers, what, sample_weight=None):
             None,
             centers,
             what,
+            metric,
             chunks=(X.chunks[0], (centers.shape[0],)),
             dtype=dtype,
             meta=meta.astype(dtype).reshape((0, 0)),
@@ -641,6 +741,7 @@ def nearest_blocks(X, centers, what, sample_weight=None):
         *([None] if sample_weight is None else []),
         centers,
         what,
+        metric,
         drop_axis=1,
         chunks=(X.chunks[0],),
         dtype=dtype,
@@ -653,15 +754,18 @@ def _block_info(index, row_start, n_rows):
     return {0: {"chunk-location": (index, 0), "array-location": [(row_start, row_start + n_rows)]}}
 
 
-def sq_distance_part(block, weights, centers, *, index, row_start):
+def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
     """``(sum of weighted squared distances to the nearest center, total weight)`` of one
-    block, as floats (a task); ``weights`` None or the block's 1-D weights."""
+    block, as floats (a task); ``weights`` None or the block's 1-D weights. For
+    ``metric="cosine"`` the distances are ``1 - cos``."""
     info = _block_info(index, row_start, block.shape[0])
     if weights is None:
-        dist = predict_block(block, None, centers, "sq_distances", block_info=info)
+        dist = predict_block(block, None, centers, "sq_distances", metric, block_info=info)
         return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
     xp = namespace(weights)
-    dist = predict_block(block, weights[:, None], centers, "weighted_sq_distances", block_info=info)
+    dist = predict_block(
+        block, weights[:, None], centers, "weighted_sq_distances", metric, block_info=info
+    )
     return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
 
 
@@ -694,13 +798,14 @@ def block_wave(name, arrays, starts, start, stop, func, combine, **params):
     return Delayed((top, start), graph, layer=f"{top}-{start}")
 
 
-def weighted_sq_distance_sum(X, centers, sample_weight=None):
+def weighted_sq_distance_sum(X, centers, sample_weight=None, metric="euclidean"):
     """``(sum of weighted squared distances to the nearest center, total weight)``, computed.
 
     ``sample_weight`` is None or a 1-D dask array with X's row chunks (each chunk checked in
     its task: finite and >= 0). Computed in waves of at most :data:`WAVE_CHUNKS` chunks (one
     graph each, :func:`run_waves`); the per-wave sums are added in wave order, so the result
     does not depend on the scheduler. ``score`` and SageMaker's ``evaluate`` use this.
+    ``metric="cosine"``: sums of ``1 - cos``.
     """
     parts, starts, arrays = {}, row_starts(X), [X, sample_weight]
 
@@ -714,6 +819,7 @@ def weighted_sq_distance_sum(X, centers, sample_weight=None):
             sq_distance_part,
             add_parts,
             centers=centers,
+            metric=metric,
         )
 
     run_waves(

@@ -24,6 +24,42 @@ def row_norms_sq(X):
     return xp.sum(X * X, axis=1)
 
 
+def unit_rows(X):
+    """Rows of X scaled to unit Euclidean length, and a mask of the rows of zero norm.
+
+    Each row is first divided by its largest absolute value, so that rows of tiny or huge
+    norm neither underflow nor overflow; rows of zero norm stay zero (callers decide what
+    they mean). Returns ``(unit, zero)``: X's dtype, and bool (n,).
+    """
+    xp = namespace(X)
+    scale = xp.max(xp.abs(X), axis=1)
+    zero = scale <= 0
+    scaled = X / xp.where(zero, 1.0, scale)[:, None]
+    norms = xp.sqrt(row_norms_sq(scaled))
+    return scaled / xp.where(zero, 1.0, norms)[:, None], zero
+
+
+def unit_centers(centers, previous):
+    """``centers`` scaled to unit length; a center of zero norm keeps its ``previous`` row.
+
+    The center update of spherical k-means (the direction of a cluster's weighted sum).
+    Precondition: both are (k, d) arrays of one dtype.
+    """
+    xp = namespace(centers)
+    unit, zero = unit_rows(centers)
+    return xp.where(zero[:, None], previous, unit)
+
+
+def cosine_distances(X, centers):
+    """``1 - cos`` of each row of X to every center, in [0, 2] (small inputs or one block).
+
+    Precondition: unit rows and unit centers of X's dtype; then ``1 - x.c`` is the cosine
+    distance, and ``||x - c||^2 = 2 (1 - x.c)``.
+    """
+    xp = namespace(X, centers)
+    return xp.clip(1.0 - xp.matmul(X, centers.T), 0.0, 2.0)
+
+
 def block_rows(n_centers: int, n_rows: int, elements: int = BLOCK_ELEMENTS) -> int:
     """Rows per distance block so that the block stays cache-sized (``elements`` at most)."""
     return int(max(256, min(n_rows, elements // max(int(n_centers), 1))))
@@ -68,6 +104,83 @@ def _shifted(X, centers):
     """
     origin, centers = _shifted_centers(centers, X.dtype)
     return X - origin, centers
+
+
+#: The squared extent of the values (the largest squared distance between them) must stay
+#: below a dtype's largest value over this factor: the expansion ``||x||^2 - 2 x.c + ||c||^2``
+#: on coordinates relative to a point among them reaches about 4 x the squared extent.
+OVERFLOW_MARGIN = 16.0
+
+
+def value_range(X):
+    """Smallest and largest value of X as host floats (NaN or inf in X shows in them)."""
+    xp = namespace(X)
+    return float(xp.min(X)), float(xp.max(X))
+
+
+def squared_extent(lo, hi):
+    """Squared diagonal of the box between the per-column arrays ``lo`` and ``hi``.
+
+    A host float (inf when float64 overflows), computed on values scaled by their largest
+    magnitude, so that nothing overflows on the way and no warning is raised.
+    """
+    xp = namespace(lo, hi)
+    lo, hi = xp.astype(lo, xp.float64), xp.astype(hi, xp.float64)
+    scale = float(xp.max(xp.maximum(xp.abs(lo), xp.abs(hi)))) if lo.shape[0] else 0.0
+    if scale == 0.0:
+        return 0.0
+    ratio = float(xp.sum((hi / scale - lo / scale) ** 2))
+    return ratio * scale * scale
+
+
+def _fitting_dtype(xp, dtype, extent, weight):
+    """:func:`distance_dtype` for a squared extent (a host float)."""
+    weighted = extent * max(1.0, float(1.0 if weight is None else weight))
+    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return None
+    info = xp.finfo(dtype)
+    if extent * OVERFLOW_MARGIN <= float(info.max) and (
+        extent == 0.0
+        or dtype == xp.float64
+        or extent >= float(info.smallest_normal) / float(info.eps)
+    ):
+        return dtype
+    return xp.float64
+
+
+def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
+    """The float dtype in which the distance kernels handle the rows of X (and ``centers``).
+
+    ``dtype`` (default X's) when every squared distance between values in the bounding box of
+    the rows and the centers is a finite number of it (with :data:`OVERFLOW_MARGIN`) and, for
+    float32, a normal one at its precision; float64 for float32 values whose squared
+    distances would overflow or underflow float32 (exact: float64 holds their squares); None
+    when float64 overflows too, or when ``weight`` (the rows' total weight) times the squared
+    extent does (the float64 sums of weighted squares). ``bounds`` are X's
+    :func:`value_range` when already known.
+
+    The box is first the cube of X's smallest and largest value (two fast reductions); only
+    when that says anything but ``dtype`` are the per-column ranges read (one more pass).
+    """
+    xp = namespace(X)
+    dtype = X.dtype if dtype is None else dtype
+    lo, hi = value_range(X) if bounds is None else bounds
+    has_centers = centers is not None and centers.shape[0] > 0
+    if has_centers:
+        lo, hi = min(lo, float(xp.min(centers))), max(hi, float(xp.max(centers)))
+    span = hi - lo  # host floats: inf on overflow, no warning
+    out = _fitting_dtype(xp, dtype, X.shape[1] * span * span, weight)
+    if out == dtype and out is not None:
+        return out
+    col_lo, col_hi = xp.min(X, axis=0), xp.max(X, axis=0)
+    if has_centers:
+        col_lo = xp.minimum(
+            xp.astype(col_lo, xp.float64), xp.astype(xp.min(centers, axis=0), xp.float64)
+        )
+        col_hi = xp.maximum(
+            xp.astype(col_hi, xp.float64), xp.astype(xp.max(centers, axis=0), xp.float64)
+        )
+    return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
 
 
 def _augmented(X, centers, centers_sq):
@@ -220,7 +333,7 @@ def centers_from_labels(X, labels, n_centers, sample_weight=None):
     return sums, mass
 
 
-def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=False):
+def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=False, spherical=False):
     """Weighted Lloyd iterations from ``centers``.
 
     ``tol`` is relative: iteration stops when the total squared center shift is below
@@ -228,8 +341,12 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=Fals
     Empty clusters are re-seeded at the rows with the largest weighted distance.
     With ``keep_best``, the centers of lowest cost seen (the starting ones included) are
     returned, so that more iterations never give a higher cost for the same start, whatever
-    rounding or a re-seed does. Returns (centers float64, labels, inertia of X to the
-    returned centers, n_iter: the iterations run, at most ``max_iter``).
+    rounding or a re-seed does. With ``spherical``, every update is scaled to unit length
+    (spherical k-means; the starting centers must be unit): for unit centers
+    ``||x - c||^2 = ||x||^2 + 1 - 2 x.c``, so the nearest center is the one of highest cosine
+    and the returned inertia is twice the cosine cost ``sum w (||x|| - x.c)`` up to a term
+    that does not depend on the centers. Returns (centers float64, labels, inertia of X to
+    the returned centers, n_iter: the iterations run, at most ``max_iter``).
     """
     xp = namespace(X)
     k = centers.shape[0]
@@ -255,6 +372,8 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=Fals
             # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
             fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
             new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
+        if spherical:
+            new_centers = unit_centers(new_centers, centers)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
         labels, dist = nearest(X, centers)
@@ -312,7 +431,15 @@ def nearest_other(centers):
 
 
 def local_search(
-    X, centers, rng, sample_weight=None, n_steps=None, x_sq=None, lloyd_steps=0, n_trials=1
+    X,
+    centers,
+    rng,
+    sample_weight=None,
+    n_steps=None,
+    x_sq=None,
+    lloyd_steps=0,
+    n_trials=1,
+    spherical=False,
 ):
     """Swap local search on weighted k-means (LocalSearch++, Lattanzi & Sohler, ICML 2019).
 
@@ -321,7 +448,9 @@ def local_search(
     possible swap comes from the nearest and second-nearest distances in one O(n) pass (one
     small GEMM and one segment sum for all the candidates together). Lloyd's local optima put
     one center on two groups and two on one; a swap moves such a center in one step.
-    ``n_steps`` counts steps (each ``n_trials`` candidates); default ``2 k``.
+    ``n_steps`` counts steps (each ``n_trials`` candidates); default ``2 k``. With
+    ``spherical`` the candidates are the drawn rows scaled to unit length and the Lloyd steps
+    are spherical (:func:`lloyd`), so every center stays a unit vector.
     Returns (centers float64, number of accepted swaps).
     """
     xp = namespace(X)
@@ -344,7 +473,10 @@ def local_search(
         if cost <= 0.0:
             break
         cand = _weighted_choice(xp, xp.cumulative_sum(w * d1), rng, n_trials)
-        dp = xp.astype(sq_distances(X, xp.take(X, cand, axis=0), x_sq), xp.float64)
+        cand_rows = xp.take(X, cand, axis=0)
+        if spherical:
+            cand_rows = unit_rows(cand_rows)[0]
+        dp = xp.astype(sq_distances(X, cand_rows, x_sq), xp.float64)
         g1 = xp.minimum(d1[:, None], dp)
         gain = xp.sum(w[:, None] * (g1 - d1[:, None]), axis=0)
         # Extra cost of dropping center i once candidate t is added: the rows of i fall back
@@ -354,11 +486,12 @@ def local_search(
         flat = int(xp.argmin(xp.reshape(delta, (-1,))))
         i, t = divmod(flat, n_trials)
         if float(delta[i, t]) < -1e-9 * cost:
-            p = int(cand[t])
-            new_row = xp.astype(X[p : p + 1, ...], xp.float64)
+            new_row = xp.astype(cand_rows[t : t + 1, ...], xp.float64)
             centers = xp.where(xp.arange(k, device=dev)[:, None] == i, new_row, centers)
             if lloyd_steps:
-                centers, _, _, _ = lloyd(X, centers, w, max_iter=lloyd_steps, tol=0.0)
+                centers, _, _, _ = lloyd(
+                    X, centers, w, max_iter=lloyd_steps, tol=0.0, spherical=spherical
+                )
             labels, d1, d2 = nearest2(X, centers)
             cost = float(xp.sum(w * d1))
             accepted += 1
@@ -435,6 +568,7 @@ def weighted_kmeans(
     n_polish=1,
     n_local_trials=None,
     coarse_points=None,
+    spherical=False,
 ):
     """Weighted k-means of the rows of X: restarts on a coarse copy, then Lloyd on all rows.
 
@@ -459,14 +593,28 @@ def weighted_kmeans(
     step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
     their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
-    fast; the center updates still sum in float64).
+    fast; the center updates still sum in float64), or in float64 when their squared
+    distances would overflow float32 (:func:`distance_dtype`).
+
+    ``spherical=True`` is spherical k-means (cosine) of weighted points inside the unit ball,
+    such as the centroids of groups of unit vectors: the centers are unit vectors, seeded by
+    k-means++ on the cosine distance of the points' directions and renormalized at every
+    Lloyd step (:func:`lloyd`); the swaps bring in unit candidates. The rows are not centered
+    (unit centers live in the original coordinates). The returned cost is then the cosine
+    cost ``sum w (1 - x.c)`` of each row to its center, which for the centroid of a group of
+    unit vectors of weight W and sum S is ``W - S.c``: the group's exact cosine cost.
     Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the final Lloyd).
     """
     xp = namespace(X)
     Xf = xp.astype(X, xp.float64)
     w = as_weights(sample_weight, X)
-    mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
-    Xc = xp.astype(Xf - mean, xp.float32)
+    if spherical:
+        mean = xp.zeros((X.shape[1],), dtype=xp.float64, device=device(X))
+    else:
+        mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
+    Xc = Xf - mean
+    # float32 unless the squared distances of the centered rows overflow it (then float64).
+    Xc = xp.astype(Xc, distance_dtype(Xc, dtype=xp.float32) or xp.float64)
     x_sq = row_norms_sq(Xc)
     if n_init == "auto":
         n_init = auto_n_init(n_clusters)
@@ -477,17 +625,21 @@ def weighted_kmeans(
     coarse_points = max(int(coarse_points), n_clusters)
     if X.shape[0] > coarse_points:
         P, wp = coarsen(Xc, coarse_points, rng, w)
-        P = xp.astype(P, xp.float32)
+        P = xp.astype(P, Xc.dtype)
         p_sq = row_norms_sq(P)
     else:
         P, wp, p_sq = Xc, w, x_sq
     if P.shape[0] < n_clusters:  # coarsening merged identical rows: use them all
         P, wp, p_sq = Xc, w, x_sq
+    # Seeds: the points themselves, or (spherical) their directions, whose squared distances
+    # are twice the cosine distances.
+    S = unit_rows(P)[0] if spherical else P
+    s_sq = row_norms_sq(S) if spherical else p_sq
     runs = []
     for _ in range(n_init):
-        idx = kmeans_plusplus(P, n_clusters, rng, wp, p_sq, n_local_trials)
+        idx = kmeans_plusplus(S, n_clusters, rng, wp, s_sq, n_local_trials)
         centers, _, inertia, _ = lloyd(
-            P, xp.take(P, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol
+            P, xp.take(S, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol, spherical=spherical
         )
         runs.append((inertia, centers))
     runs.sort(key=lambda run: run[0])
@@ -498,17 +650,43 @@ def weighted_kmeans(
         n_steps = -(-int(n_swaps) // SWAP_TRIALS)
         for _inertia, centers in runs[:n_polish]:
             swapped, accepted = local_search(
-                P, centers, rng, wp, n_steps, p_sq, lloyd_steps=2, n_trials=SWAP_TRIALS
+                P,
+                centers,
+                rng,
+                wp,
+                n_steps,
+                p_sq,
+                lloyd_steps=2,
+                n_trials=SWAP_TRIALS,
+                spherical=spherical,
             )
             if not accepted:
                 continue
-            polished, _, cost, _ = lloyd(P, swapped, wp, max_iter=RESTART_MAX_ITER, tol=tol)
+            polished, _, cost, _ = lloyd(
+                P, swapped, wp, max_iter=RESTART_MAX_ITER, tol=tol, spherical=spherical
+            )
             if cost < best[0]:
                 best = (cost, polished)
-    centers, _, _, n_iter = lloyd(Xc, best[1], w, max_iter=max_iter, tol=tol, keep_best=True)
+    centers, _, _, n_iter = lloyd(
+        Xc, best[1], w, max_iter=max_iter, tol=tol, keep_best=True, spherical=spherical
+    )
     centers = centers + mean
-    _, dist = nearest(Xf, centers)
+    labels, dist = nearest(Xf, centers)
+    if spherical:
+        return centers, cosine_cost(Xf, centers, labels, w), n_iter
     return centers, float(xp.sum(w * dist)), n_iter
+
+
+def cosine_cost(X, centers, labels, sample_weight=None):
+    """``sum w (1 - x.c)`` of the rows of X to the unit center of their label (at least 0).
+
+    For the centroid x of a group of unit vectors of weight W and sum S this is the group's
+    exact cosine cost ``W - S.c``. Precondition: unit centers (float64), X float64.
+    """
+    xp = namespace(X)
+    w = as_weights(sample_weight, X)
+    dots = xp.sum(X * xp.take(centers, labels, axis=0), axis=1)
+    return max(float(xp.sum(w) - xp.sum(w * dots)), 0.0)
 
 
 # ---------------------------------------------------------------------- refinement pass
@@ -581,6 +759,13 @@ __all__ = [
     "nearest2",
     "nearest_other",
     "local_search",
+    "value_range",
+    "squared_extent",
+    "distance_dtype",
+    "unit_rows",
+    "unit_centers",
+    "cosine_distances",
+    "cosine_cost",
     "lloyd_step_stats",
     "add_lloyd_stats",
     "lloyd_step_centers",

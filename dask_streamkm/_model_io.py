@@ -10,7 +10,9 @@ holding:
   solve);
 - ``cluster_centers_``: (n_clusters, n_features), in the model's dtype (float32 or float64);
 - ``summary_weights``, ``summary_linear_sums``, ``summary_square_sums``: the merged summary, so
-  ``refit`` and ``partial_fit`` work after loading.
+  ``refit`` and ``partial_fit`` work after loading;
+- ``summary_origin`` (format version 2): the point the summary's sums are relative to (zeros
+  for sums of the rows themselves); version-1 files have none and load with origin zero.
 
 ``labels_`` (one label per training row, possibly a lazy dask array) is not stored.
 """
@@ -28,12 +30,12 @@ import numpy as np
 from . import _remote
 from ._array import to_host
 from ._seeds import entropy_from_json, entropy_to_json
-from .summary import Summary
+from .summary import Summary, checked_origin
 
 #: What the ``format`` field of the metadata says.
 MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
 #: Version of the model file layout written by this library; readers accept this or older.
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 _METADATA = "metadata"
 _ARRAYS = ("cluster_centers_", "summary_weights", "summary_linear_sums", "summary_square_sums")
@@ -87,6 +89,8 @@ def save_model(model, path, storage_options=None):
         for k, v in model.get_params(deep=False).items()
         if k != "storage_options"
     }
+    # The metric the summary and centers were fitted with (set_params may have changed it).
+    params["metric"] = getattr(model, "_metric_", params.get("metric", "euclidean"))
     attributes = {
         "n_features_in_": int(model.n_features_in_),
         "inertia_": float(model.inertia_),
@@ -116,6 +120,7 @@ def save_model(model, path, storage_options=None):
         summary_linear_sums=to_host(summary.linear_sums),
         summary_square_sums=to_host(summary.square_sums),
         summary_n_seen=np.int64(summary.n_seen),
+        summary_origin=summary.host_origin(),
     )
     _remote.write_bytes(path, buffer.getvalue(), storage_options)
     return path
@@ -170,6 +175,9 @@ def _read_npz(path, storage_options=None):
                     "missing. Save the model again with StreamingKMeans.save(path)."
                 )
             arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
+            # Version 1 has no origin: its summary sums are relative to zero.
+            if "summary_origin" in names:
+                arrays["summary_origin"] = np.asarray(data["summary_origin"])
             arrays["summary_n_seen"] = (
                 int(data["summary_n_seen"])
                 if ("summary_n_seen" in names)
@@ -322,6 +330,11 @@ def _check_arrays(path, params, attrs, arrays):
             path,
             "summary_weights and summary_square_sums should be >= 0, with a positive total weight",
         )
+    if "summary_origin" in arrays:
+        try:
+            checked_origin(arrays["summary_origin"], n_features, "summary_origin")
+        except ValueError as exc:
+            raise _damaged(path, str(exc).rstrip(".")) from None
     n_seen = arrays["summary_n_seen"]
     if n_seen != attrs["n_rows_seen_"]:
         raise _damaged(
@@ -364,6 +377,9 @@ def load_model(cls, path, storage_options=None):
         np.asarray(arrays["summary_linear_sums"], dtype=np.float64),
         np.asarray(arrays["summary_square_sums"], dtype=np.float64),
         int(arrays["summary_n_seen"]),
+        checked_origin(
+            arrays.get("summary_origin"), int(attrs["n_features_in_"]), "summary_origin"
+        ),
     )
     model.n_features_in_ = int(attrs["n_features_in_"])
     model.inertia_ = float(attrs["inertia_"])
@@ -372,6 +388,8 @@ def load_model(cls, path, storage_options=None):
     if "feature_names_in_" in attrs:
         model.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
     model._entropy_ = entropy_from_json(metadata.get("entropy"))
+    # Files written before the metric existed hold Euclidean models (the parameter's default).
+    model._metric_ = model.metric
     return model
 
 

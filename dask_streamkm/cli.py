@@ -148,6 +148,7 @@ def _model_params(args):
         "random_state": args.random_state,
         "checkpoint": args.checkpoint,
         "refine_passes": args.refine_passes,
+        "metric": args.metric,
     }
     return params
 
@@ -347,6 +348,7 @@ def cmd_elbow(args):
                 n_init=args.n_init,
                 summary_size=args.summary_size,
                 method=args.method,
+                metric=args.metric,
             )
     print(result.to_string())
     if args.plot:
@@ -431,6 +433,15 @@ def _add_scheduler(p):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_metric(p):
+    p.add_argument(
+        "--metric",
+        choices=("euclidean", "cosine"),
+        default="euclidean",
+        help="euclidean, or cosine: spherical k-means of the rows' directions (metric)",
+    )
+
+
 def _add_fit_params(p, k=None):
     p.add_argument(
         "--k",
@@ -445,6 +456,7 @@ def _add_fit_params(p, k=None):
         default="stream",
         help="per-chunk summarizer (method)",
     )
+    _add_metric(p)
     p.add_argument(
         "--summary-size",
         type=_int_or_auto,
@@ -564,6 +576,7 @@ def build_parser():
         default="stream",
         help="per-chunk summarizer (method)",
     )
+    _add_metric(p)
     p.add_argument(
         "--summary-size",
         type=_int_or_auto,

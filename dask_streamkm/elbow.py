@@ -293,6 +293,7 @@ def elbow(
     max_iter=None,
     tol=None,
     summary_size="auto",
+    metric=None,
     **params,
 ):
     """Costs for every k from one read of the data: the elbow method without refitting.
@@ -326,6 +327,11 @@ def elbow(
         max(k_range))`` uses), so every k in the range is solved from a summary at least as
         large as a separate fit at that k would build; the merged summary keeps the union of
         the chunks' groups up to the merge budget.
+    metric : {"euclidean", "cosine"} or None, default=None
+        The metric of the summary and of every solve (see ``StreamingKMeans(metric=...)``);
+        the costs are then sums of ``1 - cos`` for "cosine". None: a fitted model's own
+        metric, or "euclidean" for data and a Summary. A fitted model solved with another
+        metric than its own is refused (its summary holds the rows of its metric).
     **params
         Other :class:`~dask_streamkm.StreamingKMeans` parameters for the summary
         (``method``, ``mini_batch_size``, ``split_every``, ``merge_budget``).
@@ -355,6 +361,7 @@ def elbow(
     True
     """
     from .estimator import (
+        METRICS,
         StreamingKMeans,
         as_dask_input,
         auto_summary_size,
@@ -365,6 +372,18 @@ def elbow(
     from .summary import Summary
 
     ks = _check_k_values(k_range)
+    if isinstance(X_or_model, StreamingKMeans) and hasattr(X_or_model, "summary_"):
+        fitted_metric = getattr(X_or_model, "_metric_", "euclidean")
+        if metric is not None and metric != fitted_metric:
+            raise ValueError(
+                f"elbow(metric={metric!r}) with a model fitted with metric={fitted_metric!r}: "
+                "its summary holds the rows of that metric. Pass the data X with "
+                f"metric={metric!r} instead of the model."
+            )
+        metric = fitted_metric
+    metric = "euclidean" if metric is None else metric
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric={metric!r} should be one of {METRICS} (or None).")
     if not isinstance(X_or_model, StreamingKMeans):
         n_init = SCAN_N_INIT if n_init is None else n_init
         max_iter = 300 if max_iter is None else max_iter
@@ -413,6 +432,7 @@ def elbow(
             max_iter=max_iter,
             tol=tol,
             random_state=random_state,
+            metric=metric,
             **params,
         )
         X = X_or_model
@@ -446,7 +466,7 @@ def elbow(
             return solved_here[k]
         t0 = time.perf_counter()
         c, bound, _ = solve_summary(
-            summary, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+            summary, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, metric=metric
         )
         return c, float(bound), time.perf_counter() - t0
 

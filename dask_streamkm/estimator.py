@@ -103,23 +103,35 @@ def decay(summary, n_new_rows, half_life):
         xp.where(keep[:, None], scaled.linear_sums, 0.0),
         xp.where(keep, scaled.square_sums, 0.0),
         summary.n_seen,
+        scaled.origin,
     )
     return kept.drop_empty(), dropped
 
 
-def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed):
+#: The values of ``metric``.
+METRICS = ("euclidean", "cosine")
+
+
+def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="euclidean"):
     """The final solve on a summary: ``(centers, cost_bound, n_iter)`` (a pure function).
 
     Weighted greedy k-means++ and Lloyd on the group centroids, best of ``n_init`` restarts
     (:meth:`Summary.solve`). When the summary holds fewer groups than ``n_clusters`` (fewer
     distinct rows than clusters), it is solved for as many clusters as it has groups and the
-    centers are repeated, as scikit-learn's KMeans returns duplicate centers. Preconditions:
+    centers are repeated, as scikit-learn's KMeans returns duplicate centers. With
+    ``metric="cosine"`` (a summary of unit rows) the solve is spherical: unit centers and the
+    exact cosine cost ``sum (1 - cos)`` as the bound. Preconditions:
     ``summary.total_weight > 0``; the parameters are valid.
     """
     n_clusters = int(n_clusters)
     n_solve = min(n_clusters, summary.n_groups)
     centers, bound, n_iter = summary.solve(
-        n_solve, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+        n_solve,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        spherical=metric == "cosine",
     )
     if n_solve < n_clusters:
         xp = namespace(centers)
@@ -196,6 +208,17 @@ class StreamingKMeans(
         Options of the fsspec filesystem of a ``checkpoint`` URL (credentials, endpoint),
         passed to the tasks that save and load checkpoint files. Without them the usual chain
         applies (environment, config files). Never written to model files or logged.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        "cosine" is spherical k-means, for embeddings: every row is scaled to unit length
+        inside its chunk's task (no extra pass), the summary keeps sums of unit vectors,
+        and the final solve keeps unit centers (renormalized at every Lloyd step, seeded by
+        k-means++ on the cosine distance). ``predict`` then gives the center of highest
+        cosine, ``transform`` the cosine distances ``1 - cos``, and ``score`` and
+        ``inertia_`` sums of ``1 - cos`` (``inertia_`` is exact for cosine: a group's cost
+        to a unit center depends on its rows only through its weight and sum). A row of zero
+        norm has no direction and is an error naming its chunk. The metric of a fitted
+        model is fixed: ``partial_fit``, ``predict`` and ``refit`` refuse a model whose
+        ``metric`` was changed after fitting.
     refine_passes : int, default=0
         Extra reads of the data after the one pass (an int >= 0). Each takes one exact
         Lloyd step over all rows from the current centers: every row is assigned to its
@@ -216,7 +239,8 @@ class StreamingKMeans(
     inertia_ : float
         Upper bound on the sum of squared distances of the fitted rows to their nearest
         center, computed from the summary without another pass (``score`` gives the exact
-        value). With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
+        value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
+        With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
         last refinement pass started from, measured in that pass: an upper bound for the
         final centers, since a Lloyd step never raises the cost.
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
@@ -280,6 +304,7 @@ class StreamingKMeans(
         checkpoint=None,
         storage_options=None,
         refine_passes=0,
+        metric="euclidean",
     ):
         self.n_clusters = n_clusters
         self.summary_size = summary_size
@@ -295,6 +320,7 @@ class StreamingKMeans(
         self.checkpoint = checkpoint
         self.storage_options = storage_options
         self.refine_passes = refine_passes
+        self.metric = metric
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
@@ -318,8 +344,18 @@ class StreamingKMeans(
         positive_int("summary_size", self.n_clusters, auto=True)
         positive_int("merge_budget", 2, auto=True)
         positive_int("refine_passes", 0)
+        if self.refine_passes and self.metric != "euclidean":
+            raise ValueError(
+                f"refine_passes={self.refine_passes!r} is for metric='euclidean' only (got "
+                f"metric={self.metric!r}); use refine_passes=0 with metric={self.metric!r}."
+            )
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} should be one of {METHODS}.")
+        if not isinstance(self.metric, str) or self.metric not in METRICS:
+            raise ValueError(
+                f"metric={self.metric!r} should be one of {METRICS}: 'cosine' for spherical "
+                "k-means of directions (embeddings), 'euclidean' otherwise."
+            )
         # "not (x >= 0)" also rejects NaN, for which every comparison is False.
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ValueError(f"tol={self.tol!r} should be a number >= 0, e.g. tol=1e-4.")
@@ -329,6 +365,17 @@ class StreamingKMeans(
             raise ValueError(
                 f"half_life={self.half_life!r} should be None or a number > 0 (None: no "
                 "decay; a number: the rows after which older data weighs half)."
+            )
+
+    def _check_fitted_metric(self, action):
+        """Refuse ``action`` when ``metric`` was changed after fitting (a ValueError)."""
+        fitted = getattr(self, "_metric_", "euclidean")
+        if self.metric != fitted:
+            raise ValueError(
+                f"metric={self.metric!r} but this model was fitted with metric={fitted!r}; "
+                f"{action} cannot mix metrics (its summary and centers are for "
+                f"metric={fitted!r}). Use set_params(metric={fitted!r}), or fit() again to "
+                f"start over with metric={self.metric!r}."
             )
 
     def _sizes(self, n_features, chunk_rows=0):
@@ -453,6 +500,8 @@ class StreamingKMeans(
             budget=budget,
             entropy=entropy,
         )
+        if self.metric != "euclidean":
+            params["metric"] = self.metric
         # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
         with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
             if self.checkpoint is None:
@@ -480,6 +529,7 @@ class StreamingKMeans(
             max_iter=self.max_iter,
             tol=self.tol,
             seed=_seeds.solve_seed(entropy),
+            metric=self.metric,
         )
         distinct = n_distinct_rows(centers)
         if distinct < self.n_clusters:
@@ -492,7 +542,11 @@ class StreamingKMeans(
         self.summary_ = summary
         self._entropy_ = entropy
         self.__dict__.pop("cluster_sizes_", None)  # sizes of earlier centers
+        self._metric_ = self.metric
         self.cluster_centers_ = _centers_out(centers, dtype)
+        if self.cluster_centers_.dtype != centers.dtype:
+            # The bound for the centers as stored: float32 rounding moves centers far from zero.
+            bound = summary.cost_bound(self.cluster_centers_)
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0
@@ -628,6 +682,8 @@ class StreamingKMeans(
         """
         self._check_params()
         first = not hasattr(self, "summary_")
+        if not first:
+            self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=first)
         if first:
@@ -675,7 +731,9 @@ class StreamingKMeans(
             New number of clusters; the current one when None.
         **params
             New values of ``n_init``, ``max_iter``, ``tol`` or ``random_state``. A rejected
-            value raises ``ValueError`` and leaves every parameter as it was.
+            value raises ``ValueError`` and leaves every parameter as it was. ``metric`` may
+            be given only with the fitted metric: the summary holds the rows of one metric
+            (unit rows for cosine), so another one needs ``fit``.
 
         Returns
         -------
@@ -693,6 +751,16 @@ class StreamingKMeans(
         (3, 2)
         """
         check_is_fitted(self, "summary_")
+        fitted = getattr(self, "_metric_", "euclidean")
+        if params.get("metric", fitted) != fitted:
+            raise ValueError(
+                f"refit(metric={params['metric']!r}) on a model fitted with "
+                f"metric={fitted!r}: its summary holds the rows of metric={fitted!r}, so it "
+                "cannot be solved for another metric. Call "
+                f"StreamingKMeans(metric={params['metric']!r}).fit(X) to read the data again."
+            )
+        params.pop("metric", None)
+        self._check_fitted_metric("refit")
         allowed = {"n_init", "max_iter", "tol", "random_state"}
         unknown = set(params) - allowed
         if unknown:
@@ -719,16 +787,17 @@ class StreamingKMeans(
         return self
 
     def _labels(self, X, lazy):
-        labels = _graph.nearest_blocks(X, self.cluster_centers_, "labels")
+        labels = _graph.nearest_blocks(X, self.cluster_centers_, "labels", metric=self.metric)
         return labels if lazy else _threads.compute(labels)
 
     def _predict_input(self, X):
         check_is_fitted(self, "cluster_centers_")
+        self._check_fitted_metric("predict, transform and score")
         lazy = is_lazy_input(X)
         return self._as_dask(X, reset=False), lazy
 
     def predict(self, X):
-        """Index of the nearest center for each row.
+        """Index of the nearest center for each row (of highest cosine for ``metric="cosine"``).
 
         Parameters
         ----------
@@ -753,7 +822,7 @@ class StreamingKMeans(
         return self._labels(Xd, lazy)
 
     def transform(self, X):
-        """Euclidean distances of each row to every center.
+        """Distances of each row to every center: Euclidean, or ``1 - cos`` for cosine.
 
         Parameters
         ----------
@@ -777,7 +846,7 @@ class StreamingKMeans(
                [1.]], dtype=float32)
         """
         Xd, lazy = self._predict_input(X)
-        out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances")
+        out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances", metric=self.metric)
         return out if lazy else _threads.compute(out)
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -808,7 +877,9 @@ class StreamingKMeans(
         Xd, _ = self._predict_input(X)
         sw = self._as_dask_weight(sample_weight, Xd)
         with _threads.blas_limits():  # in waves of bounded graphs, as the fit
-            total, weight = _graph.weighted_sq_distance_sum(Xd, self.cluster_centers_, sw)
+            total, weight = _graph.weighted_sq_distance_sum(
+                Xd, self.cluster_centers_, sw, self.metric
+            )
         if not float(weight) > 0:
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
@@ -817,6 +888,9 @@ class StreamingKMeans(
 
     def score(self, X, y=None, sample_weight=None):
         """Minus the exact sum of (weighted) squared distances of X to the nearest center.
+
+        For ``metric="cosine"``: minus the sum of (weighted) ``1 - cos`` to the center of
+        highest cosine.
 
         Parameters
         ----------
@@ -1037,4 +1111,5 @@ def _like(summary, ref):
         from_host(to_host(summary.linear_sums), ref.weights),
         from_host(to_host(summary.square_sums), ref.weights),
         summary.n_seen,
+        None if summary.origin is None else from_host(to_host(summary.origin), ref.weights),
     )

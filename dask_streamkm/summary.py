@@ -10,7 +10,13 @@ import numpy as np
 from . import _kernels as K
 from ._array import as_weights, device, from_host, namespace, segment_sum, to_host
 
-FORMAT_VERSION = 1
+#: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
+FORMAT_VERSION = 2
+#: A chunk whose mean lies within this many root-mean-square deviations of zero keeps the
+#: origin at zero (sums as they were; the cancellation of ``SS - ||S||^2 / W`` stays small).
+ORIGIN_NEAR = 32.0
+#: Rows (evenly spaced) from which a chunk's origin is placed.
+ORIGIN_SAMPLE_ROWS = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,9 +34,21 @@ class Summary:
         ``square_sums - ||linear_sums||^2 / weights`` (clipped at 0).
     n_seen : int
         Number of rows summarized (rows of any weight, before decay).
+    origin : array of shape (d,), float64, or None
+        The point the sums are taken relative to: ``linear_sums`` sums ``w * (x - origin)``
+        and ``square_sums`` sums ``w * ||x - origin||^2``, so the centroids are
+        ``origin + linear_sums / weights``. None means zero (sums of the rows themselves).
 
     Notes
     -----
+    The sums of rows far from zero (float32 blobs 1e6 times their spread away) make
+    ``square_sums - ||linear_sums||^2 / weights`` cancel in float64: most of its digits are
+    lost. Sums relative to an origin near the rows keep them. :meth:`from_points` places
+    the origin at the mean of the rows when it is far from zero (more than
+    ``ORIGIN_NEAR`` times their spread away) and leaves it at zero otherwise, so data near
+    zero gives the very sums it always did; :meth:`merge` re-expresses summaries of
+    different origins around a common one (exactly, up to rounding).
+
     Merging summaries concatenates their groups and loses nothing. For any set of centers C,
     ``cost_bound(C)`` bounds the weighted k-means cost of every summarized row from above
     (each row is charged its distance to its group's centroid plus the centroid's distance
@@ -52,10 +70,11 @@ class Summary:
     linear_sums: object
     square_sums: object
     n_seen: int = 0
+    origin: object = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_points(cls, X, sample_weight=None, labels=None, n_groups=None):
+    def from_points(cls, X, sample_weight=None, labels=None, n_groups=None, origin="auto"):
         """Summary of rows of X: one group per distinct row, or one per label if ``labels`` given.
 
         Rows of zero weight carry no mass and are dropped from the groups (they still
@@ -63,14 +82,20 @@ class Summary:
         rows share one group and the groups come in sorted row order, so the summary does
         not depend on the order of the rows and a row of weight N gives the same summary
         as N copies of it (each group's sums are its weight times the row: exact).
+        ``origin`` is "auto" (:func:`chunk_origin`: zero for rows near zero, else their
+        mean), None (zero) or an array of shape (d,).
         """
         xp = namespace(X)
         n = X.shape[0]
         w = as_weights(sample_weight, X)
+        if isinstance(origin, str):
+            origin = chunk_origin(X)
+        elif origin is not None:
+            origin = xp.asarray(origin, dtype=xp.float64, device=device(X))
         if labels is not None:
             if n_groups is None:
                 n_groups = int(xp.max(labels)) + 1 if n else 0
-            return cls._from_labels(X, w, labels, int(n_groups), sample_weight is None)
+            return cls._from_labels(X, w, labels, int(n_groups), sample_weight is None, origin)
         keep = xp.nonzero(w > 0)[0]
         w_k = xp.take(w, keep, axis=0)
         X_k = xp.take(xp.astype(X, xp.float64), keep, axis=0)
@@ -80,14 +105,17 @@ class Summary:
             n_distinct = int(first.shape[0])
             w_k = segment_sum(w_k, from_host(inverse.reshape(-1), w_k), n_distinct)
             X_k = xp.take(X_k, from_host(first, w_k), axis=0)
+        if origin is not None:
+            X_k = X_k - origin
         sq_k = xp.sum(X_k * X_k, axis=1)
-        return cls(w_k, X_k * w_k[:, None], w_k * sq_k, int(n))
+        return cls(w_k, X_k * w_k[:, None], w_k * sq_k, int(n), origin)
 
     @classmethod
-    def _from_labels(cls, X, w, labels, n_groups, unit_weights, block=16384):
+    def _from_labels(cls, X, w, labels, n_groups, unit_weights, origin=None, block=16384):
         """Clustering features of the rows of X summed by label, in float64 row blocks.
 
-        Blocks keep the float64 working copy small (a chunk is never copied whole).
+        Blocks keep the float64 working copy small (a chunk is never copied whole); rows are
+        taken relative to ``origin`` (None: zero) in float64.
         """
         xp = namespace(X)
         n, d = X.shape
@@ -97,6 +125,8 @@ class Summary:
         for start in range(0, n, block):
             stop = min(start + block, n)
             Xb = xp.astype(X[start:stop, ...], xp.float64)
+            if origin is not None:
+                Xb = Xb - origin
             lb = labels[start:stop]
             wb = w[start:stop]
             sq = xp.sum(Xb * Xb, axis=1)
@@ -106,7 +136,7 @@ class Summary:
             sums = sums + segment_sum(Xb, lb, n_groups)
             squares = squares + segment_sum(sq, lb, n_groups)
         weights = segment_sum(w, labels, n_groups)
-        return cls(weights, sums, squares, int(n)).drop_empty()
+        return cls(weights, sums, squares, int(n), origin).drop_empty()
 
     @classmethod
     def empty(cls, n_features, like=None):
@@ -131,6 +161,7 @@ class Summary:
             xp.take(self.linear_sums, keep, axis=0),
             xp.take(self.square_sums, keep, axis=0),
             self.n_seen,
+            self.origin,
         )
 
     # ------------------------------------------------------------------ properties
@@ -149,7 +180,14 @@ class Summary:
 
     @property
     def centroids(self):
-        """Group centroids ``linear_sums / weights`` (m, d) float64."""
+        """Group centroids ``origin + linear_sums / weights`` (m, d) float64."""
+        if self.origin is None:
+            return self._relative_centroids
+        return self.origin + self._relative_centroids
+
+    @property
+    def _relative_centroids(self):
+        """Group centroids relative to the origin, ``linear_sums / weights`` (m, d) float64."""
         return self.linear_sums / self.weights[:, None]
 
     @property
@@ -163,26 +201,57 @@ class Summary:
     def merge(self, *others):
         """Exact union of summaries: the groups are concatenated, ``n_seen`` added.
 
-        Works as ``a.merge(b, c)`` or ``Summary.merge(a, b, c)``.
+        Works as ``a.merge(b, c)`` or ``Summary.merge(a, b, c)``. Summaries of different
+        origins are first re-expressed around a common one (:meth:`rebased`): the one they
+        share, else the mean of all their rows.
         """
         parts = [self, *others]
         parts = [p for p in parts if p.n_groups > 0] or [self]
         n_seen = sum(int(p.n_seen) for p in [self, *others])
         if len(parts) == 1:
             p = parts[0]
-            return Summary(p.weights, p.linear_sums, p.square_sums, n_seen)
+            return Summary(p.weights, p.linear_sums, p.square_sums, n_seen, p.origin)
+        origin = _common_origin(parts)
+        parts = [p.rebased(origin) for p in parts]
         xp = namespace(parts[0].weights)
         return Summary(
             xp.concat([p.weights for p in parts]),
             xp.concat([p.linear_sums for p in parts]),
             xp.concat([p.square_sums for p in parts]),
             n_seen,
+            origin,
         )
+
+    def rebased(self, origin):
+        """The same groups with sums relative to ``origin`` (None: zero).
+
+        With ``delta = self.origin - origin``: ``S' = S + W delta`` and
+        ``SS' = SS + 2 delta.S + W ||delta||^2`` (exact up to rounding); the centroids and each
+        group's own squared error stay what they were.
+        """
+        if _same_origin(self.origin, origin):
+            return self
+        xp = namespace(self.weights)
+        d = self.n_features
+        zero = xp.zeros((d,), dtype=xp.float64, device=device(self.weights))
+        old = zero if self.origin is None else self.origin
+        delta = old - (zero if origin is None else origin)
+        sums = self.linear_sums + self.weights[:, None] * delta
+        squares = (
+            self.square_sums
+            + 2.0 * xp.sum(self.linear_sums * delta, axis=1)
+            + self.weights * xp.sum(delta * delta)
+        )
+        return Summary(self.weights, sums, xp.maximum(squares, 0.0), self.n_seen, origin)
 
     def scaled(self, factor: float):
         """The summary with W, S and SS multiplied by ``factor`` (decay of older data)."""
         return Summary(
-            self.weights * factor, self.linear_sums * factor, self.square_sums * factor, self.n_seen
+            self.weights * factor,
+            self.linear_sums * factor,
+            self.square_sums * factor,
+            self.n_seen,
+            self.origin,
         )
 
     def group_by(self, labels, n_groups):
@@ -192,6 +261,7 @@ class Summary:
             segment_sum(self.linear_sums, labels, n_groups),
             segment_sum(self.square_sums, labels, n_groups),
             self.n_seen,
+            self.origin,
         ).drop_empty()
 
     def reduce(self, size, seed=None, n_iter=1):
@@ -200,34 +270,42 @@ class Summary:
         Weighted D^2 seeding of ``size`` centers over the centroids, ``n_iter`` weighted
         Lloyd iterations, then every group joins its nearest center and the rows are summed
         (exact: only the grouping is approximate). Distances are computed on centered float32
-        centroids, which only decides the grouping. Returns self when it already has at most
-        ``size`` groups.
+        centroids (float64 when their squared distances overflow float32), which only decides
+        the grouping. Returns self when it already has at most ``size`` groups.
         """
         if self.n_groups <= size:
             return self
         rng = np.random.default_rng(seed)
-        cents = self.centroids
+        cents = self._relative_centroids
         xp = namespace(cents)
         mean = xp.sum(self.linear_sums, axis=0) / xp.sum(self.weights)
-        points = xp.astype(cents - mean, xp.float32)
+        points = cents - mean
+        points = xp.astype(points, K.distance_dtype(points, dtype=xp.float32) or xp.float64)
         labels, n_labels = K.group_labels(points, size, rng, self.weights, n_iter=n_iter)
         return self.group_by(labels, n_labels)
 
     # ------------------------------------------------------------------ costs
-    def cost_bound(self, centers):
+    def cost_bound(self, centers, spherical=False):
         """Upper bound on the weighted squared-distance cost of all summarized rows to ``centers``.
 
         ``sum_g SSE_g + W_g * min_c ||mu_g - c||^2``; exact when each group's rows share
-        their nearest center.
+        their nearest center. With ``spherical`` (a summary of unit vectors, unit centers)
+        the bound is on the cosine cost ``sum w (1 - cos)``: ``sum_g W_g - S_g . c_g`` with
+        ``c_g`` the center of highest cosine to the group's sum.
         """
         if self.n_groups == 0:
             return 0.0
         xp = namespace(self.weights)
         centers = xp.asarray(centers, dtype=xp.float64, device=device(self.weights))
-        _, dist = K.nearest(self.centroids, centers)
+        if spherical:  # on the centroids themselves: unit centers live there
+            labels, _ = K.nearest(self.centroids, centers)
+            return K.cosine_cost(self.centroids, centers, labels, self.weights)
+        if self.origin is not None:
+            centers = centers - self.origin
+        _, dist = K.nearest(self._relative_centroids, centers)
         return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
 
-    def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None):
+    def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None, spherical=False):
         """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
 
         ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
@@ -238,29 +316,56 @@ class Summary:
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device;
         ``n_iter`` counts the iterations of the final Lloyd run (``1 <= n_iter <= max_iter``).
-        Precondition: ``n_groups >= n_clusters``.
+        The solve runs on the centroids relative to the origin. With ``spherical`` (a
+        summary of unit vectors) the solve is spherical k-means (unit centers), on the
+        centroids themselves, and the bound is the cosine cost ``sum_g W_g - S_g . c_g``,
+        which is exact: a group's cosine cost to a unit center depends on its rows only
+        through W and S. Precondition: ``n_groups >= n_clusters``.
         """
         rng = np.random.default_rng(seed)
+        if spherical:
+            return K.weighted_kmeans(
+                self.centroids,
+                int(n_clusters),
+                rng,
+                self.weights,
+                n_init,
+                max_iter,
+                tol,
+                spherical=True,
+            )
         centers, inertia, n_iter = K.weighted_kmeans(
-            self.centroids, int(n_clusters), rng, self.weights, n_init, max_iter, tol
+            self._relative_centroids, int(n_clusters), rng, self.weights, n_init, max_iter, tol
         )
+        if self.origin is not None:
+            centers = centers + self.origin
         xp = namespace(self.weights)
         bound = float(xp.sum(self.group_sse)) + inertia
         return centers, bound, n_iter
 
     # ------------------------------------------------------------------ files
+    def _file_fields(self):
+        """The arrays a summary file holds (host numpy): what :meth:`load` reads back."""
+        return dict(
+            format_version=np.int64(FORMAT_VERSION),
+            weights=to_host(self.weights),
+            linear_sums=to_host(self.linear_sums),
+            square_sums=to_host(self.square_sums),
+            n_seen=np.int64(self.n_seen),
+            origin=self.host_origin(),
+        )
+
+    def host_origin(self):
+        """The origin as a host float64 array of shape (d,) (zeros for None)."""
+        if self.origin is None:
+            return np.zeros((self.n_features,), dtype=np.float64)
+        return np.asarray(to_host(self.origin), dtype=np.float64)
+
     def save(self, path):
-        """Write the summary to an ``.npz`` file (host arrays, no pickle)."""
+        """Write the summary to an ``.npz`` file (host arrays, no pickle; format version 2)."""
         path = os.fspath(path)
         with open(path, "wb") as fh:
-            np.savez(
-                fh,
-                format_version=np.int64(FORMAT_VERSION),
-                weights=to_host(self.weights),
-                linear_sums=to_host(self.linear_sums),
-                square_sums=to_host(self.square_sums),
-                n_seen=np.int64(self.n_seen),
-            )
+            np.savez(fh, **self._file_fields())
         return path
 
     @classmethod
@@ -275,11 +380,15 @@ class Summary:
                         f"{path!r} is a summary of format version {version}; this version of "
                         f"dask_streamkm reads up to {FORMAT_VERSION}. Upgrade dask_streamkm."
                     )
+                linear_sums = np.asarray(data["linear_sums"], dtype=np.float64)
+                # Version 1 has no origin: its sums are relative to zero.
+                origin = data["origin"] if version >= 2 else None
                 out = cls(
                     np.asarray(data["weights"], dtype=np.float64),
-                    np.asarray(data["linear_sums"], dtype=np.float64),
+                    linear_sums,
                     np.asarray(data["square_sums"], dtype=np.float64),
                     int(data["n_seen"]),
+                    checked_origin(origin, linear_sums.shape[-1], f"{path!r}: origin"),
                 )
         except (KeyError, OSError, EOFError) as exc:
             raise ValueError(f"{path!r} is not a dask_streamkm summary file: {exc}") from exc
@@ -292,7 +401,11 @@ class Summary:
     def to_numpy(self):
         """The same summary with host numpy arrays."""
         return Summary(
-            to_host(self.weights), to_host(self.linear_sums), to_host(self.square_sums), self.n_seen
+            to_host(self.weights),
+            to_host(self.linear_sums),
+            to_host(self.square_sums),
+            self.n_seen,
+            None if self.origin is None else to_host(self.origin),
         )
 
     def __repr__(self):
@@ -317,3 +430,85 @@ def _distinct_rows(rows):
     inverse = np.empty(rows.shape[0], dtype=np.intp)
     inverse[order] = np.cumsum(new) - 1
     return order[new], inverse
+
+
+def chunk_origin(X):
+    """The origin of a summary of the rows of X: None (zero) or a float64 array of shape (d,).
+
+    The mean ``mu`` and the mean squared deviation ``v`` of up to ``ORIGIN_SAMPLE_ROWS`` evenly
+    spaced rows (in float64): None when ``||mu||^2 <= ORIGIN_NEAR^2 * v`` (the rows are near
+    zero and their sums lose nothing), else ``mu``. Any point near the rows serves: sums
+    relative to it are of the size of the rows' spread. A single row has no spread to judge
+    by: None (its group's own error is zero whatever the origin).
+    """
+    xp = namespace(X)
+    n = X.shape[0]
+    if n < 2:
+        return None
+    sample = xp.astype(X[:: max(1, n // ORIGIN_SAMPLE_ROWS), ...], xp.float64)
+    mean = xp.mean(sample, axis=0)
+    spread = float(xp.sum((sample - mean) ** 2)) / sample.shape[0]
+    if float(xp.sum(mean * mean)) <= ORIGIN_NEAR**2 * spread:
+        return None
+    return mean
+
+
+def checked_origin(origin, n_features, name):
+    """``origin`` as a host float64 array of shape (n_features,), or None when it is zero.
+
+    Raises ValueError naming ``name`` when it has another shape or is not finite.
+    """
+    if origin is None:
+        return None
+    origin = np.asarray(origin)
+    if origin.dtype.kind not in "fiu" or origin.shape != (int(n_features),):
+        raise ValueError(
+            f"{name} has dtype {origin.dtype} and shape {origin.shape}; it should be a float "
+            f"array of shape ({int(n_features)},)."
+        )
+    origin = origin.astype(np.float64)
+    if not np.all(np.isfinite(origin)):
+        raise ValueError(f"{name} holds NaN or infinite values; it should be finite.")
+    return None if not np.any(origin) else origin
+
+
+def _same_origin(a, b):
+    """Whether two origins (None: zero) are the same point."""
+    if a is None or b is None:
+        return a is None and b is None
+    xp = namespace(a)
+    return bool(xp.all(a == b))
+
+
+def _common_origin(parts):
+    """An origin for the union of ``parts``: the one they share, else the mean of their rows.
+
+    The mean is ``sum_p (W_p o_p + sum S_p) / sum_p W_p``; None (zero) when it lies within
+    ``ORIGIN_NEAR`` root-mean-square deviations of zero, as :func:`chunk_origin` decides; with
+    no positive weight, the first part's origin.
+    """
+    first = parts[0].origin
+    if all(_same_origin(p.origin, first) for p in parts[1:]):
+        return first
+    xp = namespace(parts[0].weights)
+    total = 0.0
+    moment = None
+    for p in parts:
+        w = xp.sum(p.weights)
+        m = xp.sum(p.linear_sums, axis=0)
+        if p.origin is not None:
+            m = m + w * p.origin
+        moment = m if moment is None else moment + m
+        total += float(w)
+    if not total > 0.0:
+        return first
+    mean = moment / total
+    # Mean squared deviation of the rows from the mean: each group's own error plus its
+    # weight times its centroid's squared distance to the mean.
+    spread = 0.0
+    for p in parts:
+        offset = p._relative_centroids - (mean if p.origin is None else mean - p.origin)
+        spread += float(xp.sum(p.group_sse) + xp.sum(p.weights * xp.sum(offset**2, axis=1)))
+    if float(xp.sum(mean * mean)) <= ORIGIN_NEAR**2 * spread / total:
+        return None
+    return mean

@@ -68,3 +68,9 @@ def test_choose_k_mnist(tmp_path):
     assert "MNIST: 3,000 images x 784 pixels" in out
     assert "adjusted Rand index" in out
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_embeddings_dedup(tmp_path):
+    out = run_example("embeddings_dedup.py", cwd=tmp_path)
+    assert "20,000 unit vectors x 64" in out
+    assert "found: 100.0%" in out

@@ -126,8 +126,8 @@ def test_newer_format_version_is_a_clear_error(fitted, tmp_path):
     newer = rewrite(path, tmp_path / "newer.npz", format_version=MODEL_FORMAT_VERSION + 1)
     with pytest.raises(
         ModelFileError,
-        match=r"format version 2.*reads format versions up to 1"
-        r".*pip install -U dask-streamkm",
+        match=rf"format version {MODEL_FORMAT_VERSION + 1}.*reads format versions up to "
+        rf"{MODEL_FORMAT_VERSION}.*pip install -U dask-streamkm",
     ):
         StreamingKMeans.load(newer)
 

@@ -1,0 +1,210 @@
+"""Guarantees for data far from zero and data whose squares overflow (issue 12, item 1).
+
+Summaries keep their sums relative to an origin near the rows, so the bound ``inertia_`` does
+not cancel away; float32 values whose squared distances overflow float32 are computed in
+float64, and float64 values whose squared distances overflow are a clear error naming the chunk.
+"""
+
+import dask.array as da
+import numpy as np
+import pytest
+from _helpers import nearest, true_cost
+from sklearn.datasets import make_blobs
+
+from dask_streamkm import StreamingKMeans, Summary
+from dask_streamkm._model_io import ModelFileError
+from dask_streamkm.estimator import fitted_solve_seed, solve_summary
+
+SHIFTS = [1e4, 1e5, 1e6, 2e7]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Five blobs (spread about 20, noise 1), centered: float64."""
+    X, _ = make_blobs(
+        n_samples=6000,
+        centers=5,
+        n_features=4,
+        cluster_std=1.0,
+        center_box=(-20, 20),
+        random_state=0,
+    )
+    return X - X.mean(axis=0)
+
+
+def shifted(blobs, shift):
+    """The blobs shifted by ``shift`` as float32, and the same float32 rows centered exactly."""
+    X = (blobs + shift).astype(np.float32)
+    centered = (X.astype(np.float64) - np.float32(shift)).astype(np.float32)
+    # The centered copy is the same rows translated (no rounding), so costs compare exactly.
+    np.testing.assert_array_equal(centered.astype(np.float64) + np.float32(shift), X)
+    return X, centered
+
+
+def fit(X, **params):
+    return StreamingKMeans(5, random_state=0, **params).fit(da.from_array(X, chunks=(2000, -1)))
+
+
+# ---------------------------------------------------------------------- the summary
+def test_12_1_group_errors_of_far_rows_do_not_cancel(blobs):
+    X, centered = shifted(blobs, 2e7)
+    labels = nearest(centered, centered[:5])[0]
+    far = Summary.from_points(X, labels=labels, n_groups=5)
+    near = Summary.from_points(centered, labels=labels, n_groups=5)
+    assert near.origin is None and far.origin is not None
+    np.testing.assert_allclose(far.group_sse, near.group_sse, rtol=1e-9)
+    np.testing.assert_allclose(far.centroids - np.float32(2e7), near.centroids, atol=1e-6)
+    C = near.centroids[:3]
+    np.testing.assert_allclose(far.cost_bound(C + np.float32(2e7)), near.cost_bound(C), rtol=1e-9)
+
+
+def test_12_1_rows_near_zero_keep_the_zero_origin_and_their_sums(rng):
+    X = rng.normal(size=(300, 3)) + 5.0
+    s = Summary.from_points(X, labels=np.arange(300) % 7, n_groups=7)
+    assert s.origin is None
+    np.testing.assert_allclose(s.linear_sums.sum(0), X.sum(0), rtol=1e-14)
+    one = Summary.from_points(X[:1] + 1e9)  # a single row: no spread to judge by
+    assert one.origin is None
+
+
+def test_12_1_merge_rebases_summaries_of_different_origins_exactly(rng):
+    # Chunks of one data set far from zero (one origin serves rows within about 1e6 x their
+    # noise of each other; rows farther apart lose digits of their groups' own errors).
+    parts = [rng.normal(size=(200, 3)) + offset for offset in (1e7, 1e7 + 50.0, 1e7 - 30.0)]
+    labels = [rng.integers(0, 4, 200) for _ in parts]
+    summaries = [
+        Summary.from_points(p, labels=lab, n_groups=4) for p, lab in zip(parts, labels, strict=True)
+    ]
+    assert len({tuple(s.origin) for s in summaries}) == 3
+    merged = Summary.merge(*summaries)
+    np.testing.assert_allclose(
+        merged.centroids, np.concatenate([s.centroids for s in summaries]), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        merged.group_sse, np.concatenate([s.group_sse for s in summaries]), rtol=1e-6
+    )
+    X = np.concatenate(parts)
+    C = X[rng.choice(len(X), 6, replace=False)]
+    assert merged.cost_bound(C) >= true_cost(X, C) * (1 - 1e-12)
+    back = merged.rebased(None).rebased(merged.origin)
+    np.testing.assert_allclose(back.linear_sums, merged.linear_sums, atol=1e-3)
+
+
+def test_12_1_summary_file_keeps_the_origin_and_reads_version_1(rng, tmp_path):
+    X = rng.normal(size=(100, 2)) + 1e8
+    s = Summary.from_points(X, labels=np.arange(100) % 5, n_groups=5)
+    loaded = Summary.load(s.save(tmp_path / "s.npz"))
+    np.testing.assert_array_equal(loaded.origin, s.origin)
+    np.testing.assert_array_equal(loaded.centroids, s.centroids)
+    absolute = s.rebased(None)
+    np.savez(
+        tmp_path / "v1.npz",
+        format_version=np.int64(1),
+        weights=absolute.weights,
+        linear_sums=absolute.linear_sums,
+        square_sums=absolute.square_sums,
+        n_seen=np.int64(100),
+    )
+    old = Summary.load(tmp_path / "v1.npz")
+    assert old.origin is None
+    np.testing.assert_allclose(old.centroids, s.centroids, rtol=1e-15)
+
+
+def test_12_1_model_file_keeps_the_origin_and_rejects_a_bad_one(blobs, tmp_path):
+    X, _ = shifted(blobs, 1e6)
+    km = fit(X)
+    path = km.save(tmp_path / "m.npz")
+    loaded = StreamingKMeans.load(path)
+    np.testing.assert_array_equal(loaded.summary_.origin, km.summary_.origin)
+    assert loaded.refit().inertia_ == km.refit().inertia_
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays["summary_origin"] = arrays["summary_origin"][:2]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelFileError, match="summary_origin has dtype float64 and shape"):
+        StreamingKMeans.load(tmp_path / "bad.npz")
+
+
+# ---------------------------------------------------------------------- the estimator
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_12_1_far_float32_blobs_fit_predict_and_score_as_centered_data(blobs, shift):
+    X, centered = shifted(blobs, shift)
+    ref = fit(centered)
+    km = fit(X)
+    X64 = X.astype(np.float64)
+    exact = true_cost(X64, km.cluster_centers_)
+    ref_cost = true_cost(centered, ref.cluster_centers_)
+    if shift <= 1e6:
+        assert exact <= 1.01 * ref_cost
+    # At 2e7 float32 centers are 2 apart (the noise is 1): the float64 centers of the solve
+    # match the centered fit, and the float32 ones cost what the best float32 centers cost.
+    C64, _, _ = solve_summary(
+        km.summary_, 5, n_init=km._n_init(5), max_iter=300, tol=1e-4, seed=fitted_solve_seed(km)
+    )
+    assert true_cost(X64, C64) <= 1.01 * ref_cost
+    best32 = (ref.cluster_centers_.astype(np.float64) + np.float32(shift)).astype(np.float32)
+    assert exact <= 1.01 * true_cost(X64, best32)
+    # inertia_, score and evaluate against a float64 computation on the same rows and centers.
+    assert km.inertia_ == pytest.approx(exact, rel=1e-4)
+    Xd = da.from_array(X, chunks=(2000, -1))
+    assert -km.score(Xd) == pytest.approx(exact, rel=1e-4)
+    assert km.evaluate(Xd)["ssd"] == pytest.approx(exact, rel=1e-4)
+    np.testing.assert_array_equal(km.predict(Xd).compute(), nearest(X64, km.cluster_centers_)[0])
+
+
+def test_12_1_partial_fit_across_a_jump_keeps_the_bound(blobs):
+    km = StreamingKMeans(5, random_state=0)
+    first = (blobs[:3000]).astype(np.float32)
+    second = (blobs[3000:] + 1e7).astype(np.float32)
+    km.partial_fit(first).partial_fit(second)
+    X = np.concatenate([first, second]).astype(np.float64)
+    assert km.inertia_ >= true_cost(X, km.cluster_centers_) * (1 - 1e-9)
+    assert km.inertia_ <= 1.5 * true_cost(X, km.cluster_centers_)
+
+
+# ---------------------------------------------------------------------- overflow
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+def test_12_1_float32_values_whose_squares_overflow_are_handled_exactly(blobs, scale):
+    X = (blobs * (scale / 20)).astype(np.float32)
+    km = fit(X)
+    assert km.cluster_centers_.dtype == np.float32
+    assert np.all(np.isfinite(km.cluster_centers_))
+    X64 = X.astype(np.float64)
+    labels, dist = nearest(X64, km.cluster_centers_)
+    exact = float(dist.sum())
+    assert np.isfinite(exact)
+    Xd = da.from_array(X, chunks=(2000, -1))
+    np.testing.assert_array_equal(km.predict(Xd).compute(), labels)
+    assert -km.score(Xd) == pytest.approx(exact, rel=1e-4)
+    assert km.inertia_ == pytest.approx(exact, rel=1e-4)
+    # The same clustering as the data at scale 1 (the five blobs are found).
+    small = fit((blobs / 20).astype(np.float32))
+    sizes = np.bincount(small.predict((blobs / 20).astype(np.float32)), minlength=5)
+    assert sorted(np.bincount(labels, minlength=5)) == sorted(sizes)
+    expected = np.sqrt(((X64[:5, None] - km.cluster_centers_) ** 2).sum(2))
+    np.testing.assert_allclose(km.transform(X[:5]), expected, rtol=1e-5)
+
+
+def test_12_1_float64_values_whose_squares_overflow_are_a_clear_error(blobs):
+    X = blobs * 1e200
+    with pytest.raises(
+        ValueError, match=r"too large for float64 in chunk \d \(rows \d+ to \d+\)"
+    ) as e:
+        fit(X)
+    assert "Rescale X" in str(e.value) and "divide it by a constant" in str(e.value)
+    km = fit(blobs)
+    Xd = da.from_array(np.concatenate([blobs[:2000], X[2000:4000]]), chunks=(2000, -1))
+    for method in (km.predict, km.score):
+        with pytest.raises(ValueError, match=r"too large for float64 in chunk 1 \(rows 2000"):
+            out = method(Xd)
+            if hasattr(out, "compute"):
+                out.compute()
+
+
+def test_12_1_weights_times_squares_that_overflow_are_a_clear_error(blobs):
+    X = blobs * 1e150
+    w = np.full(len(X), 1e10)
+    with pytest.raises(ValueError, match=r"sample_weight times the squared values of X overflow"):
+        StreamingKMeans(5, random_state=0).fit(
+            da.from_array(X, chunks=(2000, -1)), sample_weight=da.from_array(w, chunks=2000)
+        )
