@@ -364,39 +364,6 @@ def fit_summary(
     return summary, n_loaded, n_ranges
 
 
-def summary_graph(
-    X, sample_weight, *, directory, size, method, mini_batch_size, split_every, budget, entropy
-):
-    """One graph (:func:`._graph.summary_graph`) with first-level summaries saved and loaded.
-
-    Returns ``(graph, n_loaded, n_ranges)`` as :func:`fit_summary`; for arrays of up to
-    :data:`._graph.WAVE_CHUNKS` chunks (one wave), :func:`fit_summary` computes this graph.
-    """
-    split_every = max(2, int(split_every))
-    params = dict(
-        size=size,
-        method=method,
-        mini_batch_size=mini_batch_size,
-        split_every=split_every,
-        budget=budget,
-        entropy=entropy,
-    )
-    hooks = _Files(directory, _run_key(X, sample_weight, **params), X.shape[1], 0)
-    graph, _ = _graph.wave_graph(
-        X,
-        sample_weight,
-        0,
-        X.numblocks[0],
-        levels=0,
-        row_starts=_graph.row_starts(X),
-        hooks=hooks,
-        **params,
-    )
-    n_ranges = -(-X.numblocks[0] // split_every)
-    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
-    return graph, n_loaded, n_ranges
-
-
 # ---------------------------------------------------------------------- refinement passes
 # A refinement pass (``refine_passes``) saves the merged stats of each first-level chunk range
 # and wave root as ``refine-<key>-<start>-<stop>.npz``; the key adds the pass number and a hash

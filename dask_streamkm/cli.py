@@ -433,7 +433,14 @@ def _add_scheduler(p):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_metric(p):
+def _add_method_and_metric(p):
+    """``--method`` (the per-chunk summarizer) and ``--metric``, shared by fit, demo and elbow."""
+    p.add_argument(
+        "--method",
+        choices=("stream", "lloyd"),
+        default="stream",
+        help="per-chunk summarizer (method)",
+    )
     p.add_argument(
         "--metric",
         choices=("euclidean", "cosine"),
@@ -450,13 +457,7 @@ def _add_fit_params(p, k=None):
         default=k,
         help="number of clusters (n_clusters)",
     )
-    p.add_argument(
-        "--method",
-        choices=("stream", "lloyd"),
-        default="stream",
-        help="per-chunk summarizer (method)",
-    )
-    _add_metric(p)
+    _add_method_and_metric(p)
     p.add_argument(
         "--summary-size",
         type=_int_or_auto,
@@ -570,13 +571,7 @@ def build_parser():
         help="values of k: START:STOP (both included), START:STOP:STEP or a,b,c (default 2:12)",
     )
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the curve (matplotlib)")
-    p.add_argument(
-        "--method",
-        choices=("stream", "lloyd"),
-        default="stream",
-        help="per-chunk summarizer (method)",
-    )
-    _add_metric(p)
+    _add_method_and_metric(p)
     p.add_argument(
         "--summary-size",
         type=_int_or_auto,
