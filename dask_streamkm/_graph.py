@@ -4,19 +4,19 @@ No arithmetic beyond calling the summarizer and Summary methods. Every task is s
 ``SeedSequence(entropy, spawn_key=(level, index))``, so the result does not depend on the
 scheduler or on the order in which tasks run.
 
-Waves. However many chunks X has, no graph holds more than about ``3 * WAVE_CHUNKS`` tasks (per
-chunk its read, its leaf and, with weights, its weights' read; then the merges): the chunks are
-cut into waves of ``split_every**w <= WAVE_CHUNKS`` consecutive chunks, aligned with the merge
-tree, and each wave is computed to its subtree's root, which is the tree node ``(w, wave
-index)`` with the same seed and cap as in one big graph. The roots are then merged by the same
-tree, so the result is bit-identical to a single graph. A wave's tasks refer to X's own chunk
-keys ``(X.name, i, 0)`` in one graph layer of ``dask.task_spec`` tasks built on X's graph
-(``HighLevelGraph.from_collections``); dask culls X's layers to the wave's chunks when it
-computes. (Tasks as plain tuples would make dask list every key of X at each cull: measured, a
-wave of 512 chunks took 1.0-2.5 s at 10^6 chunks against 0.6 s at 10^4.) ``X.blocks[a:b]`` or
-``X.to_delayed()`` would cost time in the total number of chunks for every wave (measured: 0.2 s
-per ``X.blocks`` slice at 10^5 chunks), and one Python ``dask.delayed`` call per chunk costs far
-more than one task object.
+Waves. However many chunks X has, no graph holds more than about ``1.2 * WAVE_CHUNKS`` tasks:
+per chunk one leaf, which reads its chunk (and weights) inside (:func:`fused_wave`), then the
+merges. The chunks are cut into waves of ``split_every**w <= WAVE_CHUNKS`` consecutive chunks,
+aligned with the merge tree, and each wave is computed to its subtree's root, which is the tree
+node ``(w, wave index)`` with the same seed and cap as in one big graph. The roots are then
+merged by the same tree, so the result is bit-identical to a single graph. A wave's tasks refer
+to X's own chunk keys ``(X.name, i, 0)``; X's graph is culled to the wave's chunks (dask culls
+each layer to given keys, whatever the number of chunks) and each chunk's read is nested in
+its leaf. (Tasks as plain tuples would make dask list every key of X at each cull: measured,
+a wave of 512 chunks took 1.0-2.5 s at 10^6 chunks against 0.6 s at 10^4.) ``X.blocks[a:b]``
+or ``X.to_delayed()`` would cost time in the total number of chunks for every wave (measured:
+0.2 s per ``X.blocks`` slice at 10^5 chunks), and one Python ``dask.delayed`` call per chunk
+costs far more than one task object.
 """
 
 from __future__ import annotations
@@ -386,10 +386,53 @@ def wave_graph(
 
 
 def _delayed(key, dsk, layer, X, sample_weight):
-    """A Delayed of ``key`` in one graph layer over X's (and the weights') graph."""
-    deps = [X] if sample_weight is None else [X, sample_weight]
-    graph = HighLevelGraph.from_collections(layer, dsk, dependencies=deps)
-    return Delayed(key, graph, layer=layer)
+    """A Delayed of ``key``: the wave's tasks with the parts of X's (and the weights') graph
+    they need (:func:`fused_wave`)."""
+    return fused_wave(key, dsk, layer, [X] if sample_weight is None else [X, sample_weight])
+
+
+def fused_wave(key, dsk, layer, arrays):
+    """A Delayed of ``key`` over the tasks ``dsk``, which read chunks of the dask ``arrays``.
+
+    The arrays' graphs are culled to the chunks ``dsk`` reads (dask culls each layer to
+    those keys, whatever the total number of chunks), and each task of ``dsk`` takes in,
+    as nested tasks, the chain of tasks that only it needs: a chunk's read (and whatever
+    only that read needs) runs inside the leaf that uses it, so a wave gives the scheduler
+    one task per chunk plus the merges, as dask's blockwise fusion does for its own
+    reductions. Shared inputs (a zarr array object, a chunk that two tasks read) stay tasks
+    of their own. The keys of ``dsk`` keep their names.
+    """
+    from collections import defaultdict
+
+    from dask._task_spec import convert_legacy_graph
+    from dask.utils import ensure_dict
+
+    reads = defaultdict(set)
+    for task in dsk.values():
+        for dep in task.dependencies:
+            if dep not in dsk:
+                reads[dep[0] if isinstance(dep, tuple) else dep].add(dep)
+    graph = {}
+    for array in arrays:
+        wanted = reads.get(array.name)
+        if wanted:
+            graph.update(ensure_dict(array.__dask_graph__().cull(wanted)))
+    graph = convert_legacy_graph(graph)
+    n_dependents = defaultdict(int)
+    for node in (*graph.values(), *dsk.values()):
+        for dep in node.dependencies:
+            n_dependents[dep] += 1
+
+    def nested(node):  # the node with its single-use inputs inlined
+        subs = {
+            dep: nested(graph.pop(dep))
+            for dep in node.dependencies
+            if dep in graph and n_dependents[dep] == 1
+        }
+        return node.substitute(subs) if subs else node
+
+    graph.update({k: nested(task) for k, task in dsk.items()})
+    return Delayed(key, HighLevelGraph.from_collections(layer, graph, dependencies=()), layer=layer)
 
 
 def summary_graph(
@@ -793,9 +836,7 @@ def block_wave(name, arrays, starts, start, stop, func, combine, **params):
     dsk[(top, start)] = Task(
         (top, start), combine, *[TaskRef((part, i)) for i in range(start, stop)]
     )
-    deps = [a for a in arrays if a is not None]
-    graph = HighLevelGraph.from_collections(f"{top}-{start}", dsk, dependencies=deps)
-    return Delayed((top, start), graph, layer=f"{top}-{start}")
+    return fused_wave((top, start), dsk, f"{top}-{start}", [a for a in arrays if a is not None])
 
 
 def weighted_sq_distance_sum(X, centers, sample_weight=None, metric="euclidean"):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-from ._array import as_weights, device, is_cupy, namespace, segment_sum
+import numpy as np
+
+from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_sum
 
 #: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
 BLOCK_ELEMENTS = 1 << 18
@@ -311,10 +313,19 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5):
     Cheaper than sequential k-means++ for the many centers of a summary.
     """
     xp = namespace(X)
-    w = as_weights(sample_weight, X)
+
+    def distances(rows):
+        return nearest(X, xp.take(X, rows, axis=0))[1]
+
+    return _d2_rounds(xp, as_weights(sample_weight, X), n_centers, rng, rounds, distances)
+
+
+def _d2_rounds(xp, w, n_centers, rng, rounds, distances):
+    """The rounds of :func:`d2_sample`; ``distances(rows)`` gives each row's squared
+    distance to the nearest of the rows ``rows`` (float64, (n,))."""
     first = _weighted_choice(xp, xp.cumulative_sum(w), rng, 1)
     chosen = first
-    _, closest = nearest(X, xp.take(X, first, axis=0))
+    closest = distances(first)
     rounds = max(1, min(rounds, n_centers - 1))
     remaining = n_centers - 1
     for r in range(rounds):
@@ -327,8 +338,7 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5):
             break
         new = xp.unique_values(_weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
         chosen = xp.concat([chosen, new])
-        _, d_new = nearest(X, xp.take(X, new, axis=0))
-        closest = xp.minimum(closest, d_new)
+        closest = xp.minimum(closest, distances(new))
     return xp.unique_values(chosen)
 
 
@@ -533,6 +543,10 @@ def auto_n_init(n_clusters):
     return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
 
 
+#: Rows up to which :func:`group_labels` takes the direct numpy path (:func:`_small_group_labels`).
+SMALL_GROUP_ROWS = 4096
+
+
 def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     """Group the weighted rows of X into at most ``n_groups`` groups.
 
@@ -541,6 +555,8 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
+    if is_numpy(xp) and X.shape[0] <= SMALL_GROUP_ROWS:
+        return _small_group_labels(X, int(n_groups), rng, w, n_iter)
     idx = d2_sample(X, int(n_groups), rng, sample_weight=w)
     centers = xp.take(X, idx, axis=0)
     if n_iter > 0:
@@ -548,6 +564,44 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     else:
         labels, _ = nearest(X, centers)
     return labels, int(idx.shape[0])
+
+
+def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
+    """:func:`group_labels` for a few numpy rows, with a handful of array calls per step.
+
+    The first-level merges of many small chunks reduce a few hundred groups each; there the
+    blocked kernels' fixed cost per call (shifts, slabs, augmented copies), not arithmetic,
+    took most of the merge. Here the rows are centered once (on their weighted mean, in
+    float64), each D^2 round and each Lloyd iteration is one small GEMM, and a center that
+    loses its rows keeps its place (it can only lose them to an identical row).
+    """
+    Xc = X.astype(np.float64)
+    Xc -= (w @ Xc) / w.sum()
+    sq = np.einsum("ij,ij->i", Xc, Xc)
+
+    def scores(centers):  # ||c||^2 - 2 x.c: the squared distance less ||x||^2
+        out = Xc @ centers.T
+        out *= -2.0
+        out += np.einsum("ij,ij->i", centers, centers)[None, :]
+        return out
+
+    def distances(rows):
+        return np.maximum(sq + scores(Xc[rows]).min(axis=1), 0.0)
+
+    idx = _d2_rounds(namespace(w), w, n_groups, rng, rounds, distances)  # sorted unique_values
+    centers = Xc[idx]
+    labels = np.argmin(scores(centers), axis=1)
+    k = idx.shape[0]
+    Xw = Xc * w[:, None]
+    for _ in range(n_iter):
+        mass = np.bincount(labels, weights=w, minlength=k)
+        sums = segment_sum(Xw, labels, k)
+        moved = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None], centers)
+        if np.array_equal(moved, centers):
+            break
+        centers = moved
+        labels = np.argmin(scores(centers), axis=1)
+    return labels.astype(np.int64), int(k)
 
 
 def coarsen(X, n_points, rng, sample_weight=None):

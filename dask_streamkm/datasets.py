@@ -23,10 +23,15 @@ def mixture_parameters(n_features, n_components, seed, zipf_exponent=1.0, spread
     return means, stds, weights / weights.sum()
 
 
-def _mixture_block(block_info=None, *, n_rows, means, stds, weights, seed, sorted_rows, out_dtype):
-    loc = block_info[None]["array-location"][0]
-    start, stop = loc
-    index = block_info[None]["chunk-location"][0]
+def _mixture_block(
+    block_id=None, *, n_rows, chunk_rows, means, stds, weights, seed, sorted_rows, out_dtype
+):
+    # ``block_id`` (not ``block_info``): dask builds block_info as a dict of one entry per
+    # chunk when the array is made (about 1.4 KB of client memory and 20 us per chunk), while
+    # block ids are generated lazily, so an array of 10^6 chunks costs next to nothing.
+    index = block_id[0]
+    start = index * chunk_rows
+    stop = min(start + chunk_rows, n_rows)
     n_features = means.shape[1]
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
     if sorted_rows:
@@ -85,6 +90,7 @@ def make_mixture(
         name=f"mixture-{n_samples}-{n_features}-{n_components}-{random_state}-"
         f"{int(sorted_by_component)}-{zipf_exponent}-{np.dtype(dtype).name}-{chunks}",
         n_rows=n_samples,
+        chunk_rows=row_chunks[0][0],
         means=means,
         stds=stds,
         weights=weights,

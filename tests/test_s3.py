@@ -28,17 +28,28 @@ def _zarr_on_s3(url, data, options, rows=200):
     da.to_zarr(da.from_array(data, chunks=(rows, -1)), url, storage_options=options)
 
 
+def _reads_of(node, name):
+    """Chunks of the dask array ``name`` a task computes: its own key, or the keys of the
+    tasks nested in it (a wave runs each chunk's read inside the leaf that uses it)."""
+    key = getattr(node, "key", None)
+    count = int(isinstance(key, tuple) and key[0] == name)
+    for arg in (*getattr(node, "args", ()), *getattr(node, "kwargs", {}).values()):
+        count += _reads_of(arg, name)
+    return count
+
+
 class Reads(Callback):
-    """Counts the tasks of the dask array named ``name`` that run (one per chunk read)."""
+    """Counts the chunks of the dask array named ``name`` that finished tasks read."""
 
     def __init__(self, name, after=None, action=None):
         super().__init__()
         self.name, self.after, self.action, self.count = name, after, action, 0
 
     def _posttask(self, key, result, dsk, state, id):
-        if isinstance(key, tuple) and key[0] == self.name:
-            self.count += 1
-            if self.count == self.after:
+        reads = _reads_of(dsk[key], self.name)
+        if reads:
+            self.count += reads
+            if self.after is not None and self.count - reads < self.after <= self.count:
                 self.action()
 
 

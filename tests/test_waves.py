@@ -48,8 +48,8 @@ def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted
     wave = split_every ** _graph.wave_levels(100, split_every, 9)
     assert wave <= 9
     assert [(a, b) for a, b, _ in waves] == [(a, min(a + wave, 100)) for a in range(0, 100, wave)]
-    # Each graph: a wave's leaves, their chunks and weights (a getitem each) and merges.
-    assert max(sizes.sizes) <= 4 * 9 + 2
+    # Each graph: a wave's leaves (each with its chunk and weights read inside) and merges.
+    assert max(sizes.sizes) <= 2 * 9 + 2
     assert len(sizes.sizes) == len(waves)
 
 
@@ -62,11 +62,12 @@ def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km = StreamingKMeans(**params).fit(X)
     assert len(sizes.sizes) == -(-3000 // 64)
-    assert max(sizes.sizes) <= 3 * 64 + 2
+    # 64 leaves, each reading its chunk inside (fused), and 16 + 4 + 1 merges.
+    assert max(sizes.sizes) == 64 + 16 + 4 + 1
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         ref = StreamingKMeans(**params).fit(X)
-    assert sizes.sizes[0] > 6000  # one graph: a task per chunk and per leaf
+    assert sizes.sizes[0] > 4000  # one graph: a leaf per chunk and the whole tree of merges
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.inertia_ == ref.inertia_
 

@@ -41,12 +41,12 @@ def test_score_runs_in_bounded_graphs_and_equals_the_one_graph_sum(fitted, monke
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         got = -km.score(X, sample_weight=w)
     assert len(sizes.sizes) == -(-300 // WAVE)  # one graph per wave
-    # per chunk: its read, its weights' read and its part; then the wave's sum
-    assert max(sizes.sizes) <= 3 * WAVE + 2
+    # per chunk one task (its part, with its reads inside); then the wave's sum
+    assert max(sizes.sizes) == WAVE + 1
     assert got == pytest.approx(expected, rel=1e-12)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         metrics = evaluate(km, X, sample_weight=w)
-    assert max(sizes.sizes) <= 3 * WAVE + 2
+    assert max(sizes.sizes) == WAVE + 1
     total_weight = 3000 if w is None else float(w.sum().compute())
     assert metrics["ssd"] == pytest.approx(expected, rel=1e-12)
     assert metrics["msd"] == pytest.approx(expected / total_weight, rel=1e-12)
@@ -58,7 +58,7 @@ def test_score_without_waves_is_one_graph_of_every_chunk(fitted, monkeypatch):
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km.score(X)
-    assert sizes.sizes == [2 * 300 + 1]
+    assert sizes.sizes == [300 + 1]
 
 
 def test_score_does_not_depend_on_the_scheduler_or_the_wave_size(fitted, monkeypatch):
