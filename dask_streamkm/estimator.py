@@ -546,7 +546,7 @@ class StreamingKMeans(
         self.cluster_centers_ = _centers_out(centers, dtype)
         if self.cluster_centers_.dtype != centers.dtype:
             # The bound for the centers as stored: float32 rounding moves centers far from zero.
-            bound = summary.cost_bound(self.cluster_centers_)
+            bound = summary.cost_bound(self.cluster_centers_, spherical=self.metric == "cosine")
         self.inertia_ = float(bound)
         self.n_iter_ = int(n_iter)
         self.solve_seconds_ = time.perf_counter() - t0

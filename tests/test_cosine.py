@@ -168,6 +168,10 @@ def test_cosine_float32_stays_float32(X):
     out = km.transform(X32[:10])
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, 1.0 - unit(X[:10]) @ km.cluster_centers_.T, atol=1e-5)
+    # inertia_ of the float32 centers is still a cosine cost (it was once their squared
+    # Euclidean bound, twice the cosine cost).
+    true = cosine_cost(X, km.cluster_centers_.astype(np.float64))
+    assert true * (1 - 1e-6) <= km.inertia_ <= 1.01 * true
 
 
 def test_cosine_partial_fit_and_sample_weight(X, rng):
