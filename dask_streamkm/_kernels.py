@@ -336,10 +336,16 @@ def _d2_rounds(xp, w, n_centers, rng, rounds, distances):
         weighted = w * closest
         if float(xp.sum(weighted)) <= 0.0:
             break
-        new = xp.unique_values(_weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
+        new = _unique(xp, _weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
         chosen = xp.concat([chosen, new])
         closest = xp.minimum(closest, distances(new))
-    return xp.unique_values(chosen)
+    return _unique(xp, chosen)
+
+
+def _unique(xp, x):
+    """Sorted distinct values: ``np.unique`` for numpy (array_api_compat's ``unique_values``
+    inspects a signature on every call, which cost a third of a small merge)."""
+    return np.unique(x) if is_numpy(xp) else xp.unique_values(x)
 
 
 def centers_from_labels(X, labels, n_centers, sample_weight=None):
@@ -588,7 +594,7 @@ def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
     def distances(rows):
         return np.maximum(sq + scores(Xc[rows]).min(axis=1), 0.0)
 
-    idx = _d2_rounds(namespace(w), w, n_groups, rng, rounds, distances)  # sorted unique_values
+    idx = _d2_rounds(namespace(w), w, n_groups, rng, rounds, distances)
     centers = Xc[idx]
     labels = np.argmin(scores(centers), axis=1)
     k = idx.shape[0]

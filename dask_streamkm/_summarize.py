@@ -42,11 +42,11 @@ def summarize(X, size, method="stream", sample_weight=None, mini_batch_size=4096
     rng = np.random.default_rng(seed)
     if method == "lloyd":
         centers = _lloyd_centers(X, size, sample_weight, rng)
-        labels, _ = K.nearest(X, xp.astype(centers, X.dtype))
     elif method == "stream":
-        centers, labels = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
+        centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
     else:  # validated by the estimator
         raise ValueError(f"method={method!r} should be one of {METHODS}.")
+    labels, _ = K.nearest(X, xp.astype(centers, X.dtype))
     summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=centers.shape[0])
     summary = _merge_light(summary)
     return summary
@@ -63,15 +63,7 @@ def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
 
 
 def _stream_centers(X, size, sample_weight, batch_size, rng):
-    """One streaming pass over the shuffled rows of X: at most ``size`` centers, and the
-    group of each row (in X's row order).
-
-    A row's group is the center it joined in the pass (its nearest then, or the center it
-    opened), followed through later merges of centers. The groups are a partition of the
-    rows, so their clustering features bound the cost as any partition's do; a second
-    assignment of every row to the final centers (as many distance computations as the
-    pass itself) gave no better costs on the quality benchmark (mixtures, MNIST).
-    """
+    """Centers of one streaming pass over the shuffled rows of X (at most ``size`` of them)."""
     xp = namespace(X)
     n, d = X.shape
     dev = device(X)
@@ -92,7 +84,6 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
     centers = xp.astype(xp.take(first, idx, axis=0), xp.float64)
     labels, _ = K.nearest(first, centers)
     counts = segment_sum(ws[:n_seed_rows], labels, centers.shape[0])
-    joined = [labels]
     starts = list(range(n_seed_rows, n, batch_size))
     for b, start in enumerate(starts):
         stop = min(start + batch_size, n)
@@ -121,18 +112,11 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         centers = centers + rate[:, None] * (means - centers)
         new_idx = xp.nonzero(is_new)[0]
         if new_idx.shape[0] > 0:
-            # A row that opens a center joins it.
-            opened = xp.cumulative_sum(xp.astype(is_new, xp.int64)) - 1 + centers.shape[0]
-            labels = xp.where(is_new, opened, labels)
             centers = xp.concat([centers, xp.astype(xp.take(batch, new_idx, axis=0), xp.float64)])
             counts = xp.concat([counts, xp.take(wb, new_idx, axis=0)])
-        joined.append(labels)
         while centers.shape[0] > size:
-            centers, counts, moved = _merge_cheapest(centers, counts, centers.shape[0] - size)
-            joined = [xp.concat([xp.take(moved, part, axis=0) for part in joined])]
-    labels = xp.concat(joined)
-    # Back to X's row order: row perm[i] of X is row i of the shuffled pass.
-    return centers, xp.take(labels, xp.argsort(perm), axis=0)
+            centers, counts = _merge_cheapest(centers, counts, centers.shape[0] - size)
+    return centers
 
 
 def _merge_cheapest(centers, counts, n_merge):
@@ -143,7 +127,6 @@ def _merge_cheapest(centers, counts, n_merge):
     regions go first, while a far, light center (a small cluster or an outlier) stays. Mass
     is kept: every merged center's weight moves to its nearest unmerged center. When two
     centers would merge into each other only one of them goes, so a call may merge fewer.
-    Returns ``(centers, weights, moved)``: ``moved[i]`` is the new index of old center i.
     """
     xp = namespace(centers)
     m = centers.shape[0]
@@ -169,11 +152,7 @@ def _merge_cheapest(centers, counts, n_merge):
     )
     mass = w_heavy + segment_sum(w_light, target, heavy.shape[0])
     new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], c_heavy)
-    # Where each old center went: heavy ones to their rank among the heavy, light ones to
-    # their target (a permutation of the concatenated values, as in _merge_light).
-    positions = xp.concat([heavy, light])
-    values = xp.concat([xp.arange(heavy.shape[0], dtype=xp.int64, device=dev), target])
-    return new_centers, mass, xp.take(values, xp.argsort(positions), axis=0)
+    return new_centers, mass
 
 
 def _merge_light(summary):
