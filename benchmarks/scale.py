@@ -11,6 +11,7 @@ returned as its rows, so the fit measures the wiring, not the maths.
     python benchmarks/scale.py                       # 1e3, 1e4, 1e5 threads; 3e4 on 2 workers
     python benchmarks/scale.py --sizes 1000 1000000 --cluster-sizes 100000
     python benchmarks/scale.py --sizes 1000 10000 --fit-only-sizes 1000000 --cluster-sizes
+    python benchmarks/scale.py --sizes 1000 10000 --cluster-sizes --repeat 3   # medians of 3
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -84,9 +86,18 @@ def _run(n_chunks, what, cluster):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _median(runs):
+    """Field by field median of the measurements of one size (its own median for each)."""
+    out = dict(runs[0])
+    for field, value in runs[0].items():
+        if isinstance(value, float):
+            out[field] = statistics.median(run[field] for run in runs)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--cluster-sizes", type=int, nargs="*", default=[30_000])
     parser.add_argument(
         "--fit-only-sizes",
@@ -95,6 +106,12 @@ def main(argv=None):
         default=[],
         help="sizes (threads) where only the fit runs: Dask's sum of 10^6 tiny chunks takes "
         "about half an hour here",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fit and sum run alternately this many times per size; the table gives medians",
     )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
@@ -118,8 +135,12 @@ def main(argv=None):
         + [(n, True, True) for n in args.cluster_sizes]
     )
     for n, cluster, with_sum in runs:
-        fit = _run(n, "fit", cluster)
-        total = _run(n, "sum", cluster) if with_sum else None
+        fits, totals = [], []
+        for _ in range(max(1, args.repeat)):
+            fits.append(_run(n, "fit", cluster))
+            if with_sum:
+                totals.append(_run(n, "sum", cluster))
+        fit, total = _median(fits), _median(totals) if totals else None
         sums = (
             f"{total['seconds']:.1f} | {fit['seconds'] / total['seconds']:.2f}"
             if total

@@ -719,21 +719,20 @@ def refine_pass(X, sample_weight, centers, *, split_every, hooks=None, on_wave=N
 # written to zarr (:func:`store_in_waves`, region writes).
 
 
-def predict_block(block, weights, centers, what, metric="euclidean", block_info=None):
+def predict_block(block, weights, centers, what, metric="euclidean", block_id=None, rows=None):
     """What :func:`nearest_blocks` computes, for one block (a task); errors name the chunk.
 
-    ``weights`` is None or the block's sample weights as a column (only for
-    ``"weighted_sq_distances"``); they are checked like the fit's. With ``metric="cosine"``
-    (unit centers) the rows are scaled to unit length first, the nearest center is the one
-    of highest cosine, ``"distances"`` are ``1 - cos`` and the ``"sq_distances"`` are the
-    cosine distances to the nearest center (``||u - c||^2 / 2`` for unit u and c).
+    ``weights`` is None or the block's sample weights (1-D; only for
+    ``"weighted_sq_distances"``); they are checked like the fit's. ``block_id`` and ``rows``
+    (the block's index and its slice of rows) only name the chunk in errors. With
+    ``metric="cosine"`` (unit centers) the rows are scaled to unit length first, the nearest
+    center is the one of highest cosine, ``"distances"`` are ``1 - cos`` and the
+    ``"sq_distances"`` are the cosine distances to the nearest center (``||u - c||^2 / 2`` for
+    unit u and c).
     """
     xp = namespace(block)
-    index, row_start = 0, 0
-    if block_info and 0 in block_info:  # name the chunk in the NaN / inf error
-        index = block_info[0]["chunk-location"][0]
-        row_start = block_info[0]["array-location"][0][0]
-    weights = None if weights is None else weights[:, 0]
+    index = 0 if block_id is None else int(block_id[0])
+    row_start = 0 if rows is None else int(rows[0].start or 0)
     out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     block = check_block(block, weights, index, row_start, c, metric)
@@ -761,54 +760,58 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     float dtype), ``"sq_distances"`` to the nearest center (float64) or
     ``"weighted_sq_distances"`` (the same times ``sample_weight``, a 1-D dask array with X's
     row chunks). ``metric="cosine"``: of highest cosine, cosine distances (``1 - cos``).
+
+    One blockwise layer over X. Each task learns its chunk's index and rows (for its error
+    messages) from dask's lazily generated block ids and slices, not from ``block_info``,
+    which dask builds as a dict with an entry per chunk when the array is made (about 1 KB
+    of client memory per chunk: 1 GB for the labels of an array of 10^6 chunks).
     """
+    from dask.layers import ArrayBlockIdDep, ArraySliceDep
+
+    row_chunks = (X.chunks[0],)
+    where = [ArrayBlockIdDep(row_chunks), "i", ArraySliceDep(row_chunks), "i"]
+    weights = [None, None] if sample_weight is None else [sample_weight, "i"]
     # The output keeps X's array type (numpy, cupy...) through ``meta``.
-    meta = X._meta
     if what == "distances":
         dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
-        return X.map_blocks(
-            predict_block,
-            None,
-            centers,
-            what,
-            metric,
-            chunks=(X.chunks[0], (centers.shape[0],)),
-            dtype=dtype,
-            meta=meta.astype(dtype).reshape((0, 0)),
-        )
-    dtype = np.int32 if what == "labels" else np.float64
-    arrays = [X] if sample_weight is None else [X, sample_weight[:, None]]
-    return dask.array.map_blocks(
-        predict_block,
-        *arrays,
-        *([None] if sample_weight is None else []),
+        out, extra, meta = "ik", {"new_axes": {"k": centers.shape[0]}}, X._meta.astype(dtype)
+    else:
+        dtype = np.dtype(np.int32 if what == "labels" else np.float64)
+        out, extra, meta = "i", {}, X._meta.astype(dtype).reshape((0,))
+    return dask.array.blockwise(
+        _predict_task,
+        out,
+        X,
+        "ij",
+        *weights,
         centers,
-        what,
-        metric,
-        drop_axis=1,
-        chunks=(X.chunks[0],),
+        None,
+        *where,
+        what=what,
+        metric=metric,
         dtype=dtype,
-        meta=meta.astype(dtype).reshape((0,)),
+        meta=meta.reshape((0,) * len(out)),
+        concatenate=True,
+        align_arrays=False,
+        token="predict_block",  # the CLI's progress bar counts tasks by this name
+        **extra,
     )
 
 
-def _block_info(index, row_start, n_rows):
-    """The ``block_info`` that :func:`predict_block` reads to name a chunk in its errors."""
-    return {0: {"chunk-location": (index, 0), "array-location": [(row_start, row_start + n_rows)]}}
+def _predict_task(block, weights, centers, block_id, rows, *, what, metric):
+    return predict_block(block, weights, centers, what, metric, block_id=block_id, rows=rows)
 
 
 def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
     """``(sum of weighted squared distances to the nearest center, total weight)`` of one
     block, as floats (a task); ``weights`` None or the block's 1-D weights. For
     ``metric="cosine"`` the distances are ``1 - cos``."""
-    info = _block_info(index, row_start, block.shape[0])
+    where = dict(block_id=(index, 0), rows=(slice(row_start, row_start + block.shape[0]),))
     if weights is None:
-        dist = predict_block(block, None, centers, "sq_distances", metric, block_info=info)
+        dist = predict_block(block, None, centers, "sq_distances", metric, **where)
         return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
     xp = namespace(weights)
-    dist = predict_block(
-        block, weights[:, None], centers, "weighted_sq_distances", metric, block_info=info
-    )
+    dist = predict_block(block, weights, centers, "weighted_sq_distances", metric, **where)
     return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
 
 

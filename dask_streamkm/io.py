@@ -274,40 +274,55 @@ def _open_npy(where, chunks):
             remote = dict(
                 url=f, storage_options=where.storage_options, offset=offset, n_cols=shape[1]
             )
+        rows_of = _NpyRows(os.fspath(f), shape, dtype.str, **remote)
         parts.append(
-            da.map_blocks(
-                _npy_block,
+            da.from_array(
+                rows_of,
                 chunks=da.core.normalize_chunks((rows, -1), shape),
-                dtype=dtype,
-                meta=np.empty((0, 0), dtype=dtype),
                 name=f"npy-{token}",
-                path=os.fspath(f),
-                dtype_str=dtype.str,
-                **remote,
+                meta=np.empty((0, 0), dtype=dtype),
+                asarray=False,
+                inline_array=True,
             )
         )
     return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
 
 
-def _npy_block(
-    block_info=None, *, path, dtype_str, url=None, storage_options=None, offset=0, n_cols=0
-):
-    """Rows of one chunk of a .npy file: a memory map locally, one byte range remotely (a task)."""
-    start, stop = block_info[None]["array-location"][0]
-    if url is None:
-        return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
-    dtype = np.dtype(dtype_str)
-    row_bytes = dtype.itemsize * n_cols
-    try:
-        fs, fpath = _remote.filesystem(url, storage_options)
-        data = fs.cat_file(fpath, start=offset + start * row_bytes, end=offset + stop * row_bytes)
-    except Exception as exc:
-        raise _fail(
-            f"reading rows {start}:{stop} of {_remote.display(url)!r} failed "
-            f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
-            storage_options,
-        ) from exc
-    return np.frombuffer(data, dtype=dtype).reshape(stop - start, n_cols).copy()
+class _NpyRows:
+    """A .npy file as an array-like that dask slices chunk by chunk (``da.from_array``).
+
+    ``rows_of[a:b, :]`` reads rows a to b: from a memory map locally, as one byte range
+    remotely. Dask generates the chunks' slices lazily (no per-chunk entry is built when the
+    array is made, unlike ``map_blocks`` with ``block_info``), and the object pickles as
+    its path and header, never its data.
+    """
+
+    def __init__(self, path, shape, dtype_str, url=None, storage_options=None, offset=0, n_cols=0):
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype_str)
+        self.ndim = len(self.shape)
+        self.url, self.storage_options = url, storage_options
+        self.offset, self.n_cols = offset, n_cols
+
+    def __getitem__(self, index):
+        rows, cols = index if isinstance(index, tuple) else (index, slice(None))
+        start, stop, _ = rows.indices(self.shape[0])
+        if self.url is None:
+            block = np.load(self.path, mmap_mode="r", allow_pickle=False)[start:stop]
+            return np.array(block[:, cols])
+        row_bytes = self.dtype.itemsize * self.n_cols
+        try:
+            fs, fpath = _remote.filesystem(self.url, self.storage_options)
+            data = fs.cat_file(
+                fpath, start=self.offset + start * row_bytes, end=self.offset + stop * row_bytes
+            )
+        except Exception as exc:
+            raise _fail(
+                f"reading rows {start}:{stop} of {_remote.display(self.url)!r} failed "
+                f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
+                self.storage_options,
+            ) from exc
+        block = np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.n_cols)
+        return block[:, cols].copy()
 
 
 def _numeric(dtype):
