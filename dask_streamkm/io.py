@@ -13,6 +13,7 @@ any chunk rewritten does not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -386,24 +387,82 @@ def _read_parquet(where, columns, chunks):
             f"the Parquet dataset {where.shown!r} has non-numeric columns {bad}; choose numeric "
             "ones with --columns (columns=[...])."
         )
-    X = df.to_dask_array()
-    # Row counts per partition (dask answers len() of Parquet from the file metadata). Not
-    # ``to_dask_array(lengths=True)``: dask may fuse the partitions of a column projection
-    # and then count fewer lengths than ``npartitions``, which that call rejects.
-    lengths = tuple(int(n) for n in df.map_partitions(len).compute())
-    if len(lengths) == X.numblocks[0]:
-        X = da.Array(
-            X.dask,
-            X.name,
-            (lengths, (X.shape[1],)),
-            dtype=X.dtype,
-            meta=np.empty((0, 0), dtype=X.dtype),
-        )
-    else:
-        X = X.compute_chunk_sizes()
+    names = [str(c) for c in df.columns]
+    dtype = np.dtype(df._meta.to_numpy().dtype)
+    # One chunk per file, read by our own tasks (the file's columns with pyarrow), so that a
+    # read that fails mid-fit (the store went away) is an error naming the file, as for zarr
+    # and .npy; dask's dataframe reader raised the raw connection error. Row counts come
+    # from the footers.
+    files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
+    lengths = [_parquet_rows(f, where.storage_options) for f in files]
+    remote = where.local is None
+    stamp = where.fingerprint() if remote else [_remote.fingerprint(f) for f in files]
+    token = tokenize(
+        files if remote else [os.path.abspath(f) for f in files], stamp, names, dtype.str, lengths
+    )
+    X = da.from_array(
+        _ParquetRows(files, lengths, names, dtype.str, where.storage_options),
+        chunks=(tuple(lengths), (len(names),)),
+        name=f"parquet-{token}",
+        meta=np.empty((0, 0), dtype=dtype),
+        asarray=False,
+        inline_array=True,
+    )
     if chunks is not None:
         X = X.rechunk({0: _row_chunks(chunks, None), 1: -1})
     return X
+
+
+def _parquet_source(f, storage_options):
+    """An open binary file for pyarrow: local path or a file object of the remote store."""
+    if not _remote.is_url(f):
+        return contextlib.nullcontext(f)
+    fs, path = _remote.filesystem(f, storage_options)
+    return fs.open(path, "rb")
+
+
+def _parquet_rows(f, storage_options):
+    import pyarrow.parquet as pq
+
+    with _parquet_source(f, storage_options) as source:
+        return int(pq.read_metadata(source).num_rows)
+
+
+class _ParquetRows:
+    """The rows of a Parquet dataset (files in order, ``columns``) as an array-like that dask
+    slices chunk by chunk (``da.from_array``); a slice reads the columns of the files it
+    covers with pyarrow. Pickles as paths and names, never data."""
+
+    def __init__(self, files, lengths, columns, dtype_str, storage_options=None):
+        self.files, self.columns = list(files), list(columns)
+        self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.dtype = np.dtype(dtype_str)
+        self.shape, self.ndim = (int(self.starts[-1]), len(self.columns)), 2
+        self.storage_options = storage_options
+
+    def __getitem__(self, index):
+        import pyarrow.parquet as pq
+
+        rows, cols = index if isinstance(index, tuple) else (index, slice(None))
+        start, stop, _ = rows.indices(self.shape[0])
+        parts = [np.empty((0, len(self.columns)), dtype=self.dtype)]
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop:
+            a, b = start - self.starts[i], min(stop, self.starts[i + 1]) - self.starts[i]
+            try:
+                with _parquet_source(self.files[i], self.storage_options) as source:
+                    table = pq.read_table(source, columns=self.columns)
+            except Exception as exc:
+                raise _fail(
+                    f"reading {_remote.display(self.files[i])!r} failed "
+                    f"({type(exc).__name__}: {exc}); check that the file is reachable and "
+                    "rerun (a fit with a checkpoint resumes where it stopped).",
+                    self.storage_options,
+                ) from exc
+            frame = table.to_pandas()[self.columns]
+            parts.append(frame.to_numpy(dtype=self.dtype, na_value=np.nan)[a:b])
+            start, i = self.starts[i + 1], i + 1
+        return np.concatenate(parts)[:, cols]
 
 
 def open_array(spec, columns=None, chunks=None, storage_options=None):

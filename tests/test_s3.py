@@ -151,15 +151,39 @@ def test_s3_rewritten_store_is_read_again_with_a_checkpoint(s3_server, s3_bucket
 
 
 # ---------------------------------------------------------------------- faults
-def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(s3_server, s3_bucket, rng):
+def _store_on_s3(kind, bucket, data, options):
+    """``data`` on the server as 12 chunks of 200 rows: a zarr store, a directory of .npy files
+    or a Parquet dataset (one file per chunk). Returns the URL and open_array's ``chunks``."""
+    if kind == "zarr":
+        url = f"{bucket}/x.zarr"
+        _zarr_on_s3(url, data, options)
+        return url, None
+    fs = s3fs.S3FileSystem(**options)
+    if kind == "npy":
+        for i, start in enumerate(range(0, len(data), 800)):
+            with fs.open(f"{bucket}/x-npy/part-{i}.npy", "wb") as fh:
+                np.save(fh, data[start : start + 800])
+        return f"{bucket}/x-npy", 200
+    import pandas as pd
+
+    for i, start in enumerate(range(0, len(data), 200)):
+        frame = pd.DataFrame(data[start : start + 200], columns=["a", "b", "c"])
+        with fs.open(f"{bucket}/x-pq/part-{i:02d}.parquet", "wb") as fh:
+            frame.to_parquet(fh)
+    return f"{bucket}/x-pq", None
+
+
+@pytest.mark.parametrize("kind", ["zarr", "npy", "parquet"])
+def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(
+    s3_server, s3_bucket, rng, kind
+):
     from moto.server import ThreadedMotoServer
 
     # A second server on the same in-process S3 state: the data is read through it and it is
     # stopped mid-fit; the checkpoint files go through the session's server (the environment).
     data = _blobs(rng)
-    url = f"{s3_bucket}/x.zarr"
-    _zarr_on_s3(url, data, s3_server["storage_options"])
-    ckpt = f"{s3_bucket}/ckpt"
+    url, chunks = _store_on_s3(kind, s3_bucket, data, s3_server["storage_options"])
+    ckpt = f"{s3_bucket}/ckpt-{kind}"
 
     def options_of(server):
         host, port = server.get_host_and_port()
@@ -172,7 +196,8 @@ def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(s3_server, s
 
     flaky = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     flaky.start()
-    X = open_array(url, storage_options=options_of(flaky))
+    X = open_array(url, chunks=chunks, storage_options=options_of(flaky))
+    assert X.numblocks[0] == 12
     params = dict(n_clusters=4, random_state=0, split_every=3, checkpoint=ckpt)
     with dask.config.set(scheduler="sync"), Reads(X.name, after=6, action=flaky.stop):
         with pytest.raises(InputError) as info:
@@ -185,8 +210,7 @@ def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(s3_server, s
     again = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     again.start()
     try:
-        X2 = open_array(url, storage_options=options_of(again))
-        assert X2.name == X.name  # credentials and endpoint are not part of the name
+        X2 = open_array(url, chunks=chunks, storage_options=options_of(again))
         with Reads(X2.name) as reads:
             km = StreamingKMeans(**params).fit(X2)
     finally:
