@@ -719,20 +719,18 @@ def refine_pass(X, sample_weight, centers, *, split_every, hooks=None, on_wave=N
 # written to zarr (:func:`store_in_waves`, region writes).
 
 
-def predict_block(block, weights, centers, what, metric="euclidean", block_id=None, rows=None):
+def predict_block(block, weights, centers, what, metric="euclidean", index=0, row_start=0):
     """What :func:`nearest_blocks` computes, for one block (a task); errors name the chunk.
 
     ``weights`` is None or the block's sample weights (1-D; only for
-    ``"weighted_sq_distances"``); they are checked like the fit's. ``block_id`` and ``rows``
-    (the block's index and its slice of rows) only name the chunk in errors. With
+    ``"weighted_sq_distances"``); they are checked like the fit's. ``index`` and
+    ``row_start`` (the chunk's index and first row) only name the chunk in errors. With
     ``metric="cosine"`` (unit centers) the rows are scaled to unit length first, the nearest
     center is the one of highest cosine, ``"distances"`` are ``1 - cos`` and the
     ``"sq_distances"`` are the cosine distances to the nearest center (``||u - c||^2 / 2`` for
     unit u and c).
     """
     xp = namespace(block)
-    index = 0 if block_id is None else int(block_id[0])
-    row_start = 0 if rows is None else int(rows[0].start or 0)
     out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     block = check_block(block, weights, index, row_start, c, metric)
@@ -799,14 +797,16 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
 
 
 def _predict_task(block, weights, centers, block_id, rows, *, what, metric):
-    return predict_block(block, weights, centers, what, metric, block_id=block_id, rows=rows)
+    """:func:`predict_block` with the chunk's index and first row from dask's block id and slice."""
+    index, row_start = int(block_id[0]), int(rows[0].start or 0)
+    return predict_block(block, weights, centers, what, metric, index, row_start)
 
 
 def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
     """``(sum of weighted squared distances to the nearest center, total weight)`` of one
     block, as floats (a task); ``weights`` None or the block's 1-D weights. For
     ``metric="cosine"`` the distances are ``1 - cos``."""
-    where = dict(block_id=(index, 0), rows=(slice(row_start, row_start + block.shape[0]),))
+    where = dict(index=index, row_start=row_start)
     if weights is None:
         dist = predict_block(block, None, centers, "sq_distances", metric, **where)
         return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])

@@ -335,17 +335,10 @@ def _numeric(dtype):
 
 def _bad_parquet_file(where):
     """The first file of a Parquet dataset whose footer pyarrow cannot read, or None."""
-    import pyarrow.parquet as pq
-
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
     for f in files:
         try:
-            if _remote.is_url(f):
-                fs, path = _remote.filesystem(f, where.storage_options)
-                with fs.open(path, "rb") as fh:
-                    pq.read_metadata(fh)
-            else:
-                pq.read_metadata(f)
+            _parquet_rows(f, where.storage_options)
         except Exception as exc:
             return f, exc
     return None

@@ -74,6 +74,15 @@ class CountingArray:
         return sum(self.reads.values())
 
 
+def mixture_store(tmp_path, n_rows):
+    """A zarr store of ``make_mixture(n_rows, 6, 12, chunks=1_000, random_state=3)``; its path."""
+    from dask_streamkm.datasets import make_mixture
+
+    path = tmp_path / "x.zarr"
+    make_mixture(n_rows, 6, 12, chunks=1_000, random_state=3).to_zarr(str(path))
+    return path
+
+
 def counting_like(X, array):
     """The dask array X read through a CountingArray (same name, so same checkpoint key)."""
     counter = CountingArray(array)

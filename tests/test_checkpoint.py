@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from _helpers import counting_like
+from _helpers import counting_like, mixture_store
 
 from dask_streamkm import StreamingKMeans, Summary, _graph
 from dask_streamkm.datasets import make_mixture
@@ -32,10 +32,7 @@ def _ranges(directory):
 
 @pytest.fixture
 def store(tmp_path):
-    X = make_mixture(24_000, 6, 12, chunks=1_000, random_state=3)
-    path = tmp_path / "x.zarr"
-    X.to_zarr(str(path))
-    return path
+    return mixture_store(tmp_path, 24_000)
 
 
 def test_checkpoint_gives_the_same_centers_and_one_file_per_range(store, tmp_path):

@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from _helpers import counting_like, local_cluster_client, nearest, true_cost
+from _helpers import counting_like, local_cluster_client, mixture_store, nearest, true_cost
 
 from dask_streamkm import StreamingKMeans, Summary, _graph
 from dask_streamkm._kernels import lloyd_step_centers, lloyd_step_stats
@@ -155,10 +155,7 @@ def test_kernel_on_array_api_strict():
 # ---------------------------------------------------------------------- checkpoints
 @pytest.fixture
 def store(tmp_path):
-    X = make_mixture(16_000, 6, 12, chunks=1_000, random_state=3)
-    path = tmp_path / "x.zarr"
-    X.to_zarr(str(path))
-    return path
+    return mixture_store(tmp_path, 16_000)
 
 
 def _refine_files(ck):
