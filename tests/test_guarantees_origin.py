@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from _helpers import nearest, true_cost
+from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from dask_streamkm import StreamingKMeans, Summary
@@ -150,6 +151,23 @@ def test_12_1_far_float32_blobs_fit_predict_and_score_as_centered_data(blobs, sh
     assert -km.score(Xd) == pytest.approx(exact, rel=1e-4)
     assert km.evaluate(Xd)["ssd"] == pytest.approx(exact, rel=1e-4)
     np.testing.assert_array_equal(km.predict(Xd).compute(), nearest(X64, km.cluster_centers_)[0])
+
+
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_12_1_cost_ratio_to_kmeans_far_from_zero_is_the_centered_datas(blobs, shift):
+    # The project's cost ratio (ours over scikit-learn's KMeans(n_init=10) on the same rows),
+    # far from zero and centered: within 1 %. At 2e7 both answers are float32 centers, and the
+    # nearest float32 value to each coordinate of a center is the best float32 center.
+    X, centered = shifted(blobs, shift)
+
+    def ratio(rows):
+        ours = fit(rows).cluster_centers_
+        theirs = KMeans(5, n_init=10, random_state=0).fit(rows).cluster_centers_
+        assert ours.dtype == theirs.dtype == np.float32
+        rows = rows.astype(np.float64)
+        return true_cost(rows, ours) / true_cost(rows, theirs)
+
+    assert ratio(X) == pytest.approx(ratio(centered), rel=0.01)
 
 
 def test_12_1_partial_fit_across_a_jump_keeps_the_bound(blobs):
