@@ -173,3 +173,29 @@ def test_merges_with_identical_children_get_different_seeds():
     assert km.summary_.n_groups > 64
     np.testing.assert_allclose(km.summary_.total_weight, 200)
     assert np.any(_counts_of_groups(km.summary_) == 1), "both merges were seeded alike"
+
+
+@pytest.mark.parametrize("was_on", [True, False])
+def test_graph_builds_pause_the_collector_and_give_it_back(was_on):
+    import gc
+
+    seen = []
+
+    @_graph.collector_paused()
+    def build(fail):
+        seen.append(gc.isenabled())
+        if fail:
+            raise RuntimeError("build failed")
+
+    # the waves' own builders are wrapped
+    assert hasattr(_graph.wave_graph, "__wrapped__") and hasattr(_graph.block_wave, "__wrapped__")
+    try:
+        gc.enable() if was_on else gc.disable()
+        build(False)
+        assert gc.isenabled() is was_on
+        with pytest.raises(RuntimeError, match="build failed"):
+            build(True)
+        assert gc.isenabled() is was_on
+    finally:
+        gc.enable()
+    assert seen == [False, False]
