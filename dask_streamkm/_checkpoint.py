@@ -28,6 +28,7 @@ from dask.base import tokenize
 
 from . import _graph, _remote
 from ._array import to_host
+from ._kernels import REFINE_TOP_LEVEL, refine_key_span
 from .summary import FORMAT_VERSION, Summary
 
 
@@ -375,11 +376,16 @@ def refine_path(directory, key, start, stop):
     return _remote.join(directory, f"refine-{key}-{start:06d}-{stop:06d}.npz")
 
 
+_STATS_ARRAYS = ("keys", "weights", "offsets", "sq")
+
+
 def _stats_checksum(stats, cover):
-    """SHA-256 of refine stats ``(sums, weights, cost)`` and what they cover."""
+    """SHA-256 of refine stats (their groups, level, k and cap) and what they cover."""
     digest = hashlib.sha256(repr((str(cover[0]), int(cover[1]), int(cover[2]))).encode())
-    for values in stats:
-        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    digest.update(repr((stats.level, stats.k, stats.cap)).encode())
+    for name, values in zip(_STATS_ARRAYS, stats.arrays, strict=True):
+        dtype = np.int64 if name == "keys" else np.float64
+        digest.update(np.ascontiguousarray(values, dtype=dtype).tobytes())
     return digest.hexdigest()
 
 
@@ -390,46 +396,65 @@ class _Stats:
         self.stats, self.cover = stats, cover
 
     def save(self, path):
-        sums, weights, cost = self.stats
         key, start, stop = self.cover
+        stats = self.stats
         with open(os.fspath(path), "wb") as fh:
             np.savez(
                 fh,
                 format_version=np.int64(FORMAT_VERSION),
-                sums=sums,
-                weights=weights,
-                cost=cost,
+                **dict(zip(_STATS_ARRAYS, stats.arrays, strict=True)),
+                level=np.int64(stats.level),
+                k=np.int64(stats.k),
+                cap=np.int64(stats.cap),
                 run_key=np.str_(key),
                 chunk_start=np.int64(start),
                 chunk_stop=np.int64(stop),
-                checksum=np.str_(_stats_checksum(self.stats, self.cover)),
+                checksum=np.str_(_stats_checksum(stats, self.cover)),
             )
         return path
 
 
 def _load_stats_local(path, shape, expect):
-    """The stats saved at a local ``path`` if they cover ``expect`` and have k x d ``shape``."""
+    """The stats saved at a local ``path`` if they cover ``expect`` and fit centers of
+    (k, d) ``shape``; None otherwise (recomputed)."""
+    k, d = shape
     try:
         with np.load(path, allow_pickle=False) as data:
-            stats = tuple(
-                np.asarray(data[f], dtype=np.float64) for f in ("sums", "weights", "cost")
+            keys = np.asarray(data["keys"], dtype=np.int64)
+            weights, offsets, sq = (
+                np.asarray(data[f], dtype=np.float64) for f in _STATS_ARRAYS[1:]
+            )
+            stats = _graph.RefineStats(
+                keys,
+                weights,
+                offsets,
+                sq,
+                level=int(data["level"]),
+                k=int(data["k"]),
+                cap=int(data["cap"]),
             )
             stored = (str(data["run_key"]), int(data["chunk_start"]), int(data["chunk_stop"]))
             checksum = str(data["checksum"])
     except Exception:  # noqa: BLE001 - any unreadable or older file is recomputed
         return None
-    sums, weights, cost = stats
+    n = keys.shape[0]
     if (
         stored != (str(expect[0]), int(expect[1]), int(expect[2]))
         or checksum != _stats_checksum(stats, expect)
-        or sums.shape != shape
-        or weights.shape != shape[:1]
-        or cost.shape != ()
-        or not all(np.all(np.isfinite(a)) for a in stats)
+        or (stats.k, stats.cap) != (k, _graph.refine_cap(k, d))
+        or not 0 <= stats.level <= REFINE_TOP_LEVEL
+        or keys.shape != (n,)
+        or weights.shape != (n,)
+        or offsets.shape != (n, d)
+        or sq.shape != (n,)
+        or (n and (keys[0] < 0 or keys[-1] >= k * refine_key_span(k)))
+        or np.any(np.diff(keys) <= 0)
+        or not all(np.all(np.isfinite(a)) for a in (weights, offsets, sq))
         or np.any(weights < 0)
+        or np.any(sq < 0)
     ):
         return None
-    return _graph.RefineStats(*stats)
+    return stats
 
 
 def _load_stats(path, shape, expect, storage_options=None):

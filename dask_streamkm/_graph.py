@@ -36,11 +36,15 @@ from dask.task_spec import Task, TaskRef
 
 from ._array import float_dtype, from_host, namespace, to_host
 from ._kernels import (
-    add_lloyd_stats,
+    REFINE_TOP_LEVEL,
+    coarsen_refine_keys,
     cosine_distances,
     distance_dtype,
-    lloyd_step_stats,
     nearest,
+    reduce_refine_groups,
+    refine_groups,
+    refine_lloyd_stats,
+    refine_points,
     sq_distances,
     unit_centers,
     unit_rows,
@@ -662,44 +666,100 @@ def block_waves(n_blocks):
 
 
 # ---------------------------------------------------------------------- refinement pass
-# One exact Lloyd step over all rows (``refine_passes``): per chunk the weighted sums, weights
-# and squared distances of the rows by nearest center, summed in the summary's tree and waves
-# (:func:`fit_summary` with another leaf and merge), so the order of additions is fixed and the
-# result bit-identical on every scheduler. Nothing is random: no seeds are drawn.
+# A refinement pass (``refine_passes``) groups every row by its nearest and second-nearest
+# center and its margin between them (:func:`._kernels.refine_groups`); the groups' sums are
+# added by key in the summary's tree and waves (:func:`fit_summary` with another leaf and
+# merge), so the order of additions is fixed and the result bit-identical on every scheduler.
+# Nothing is random: no seeds are drawn. A node with more than ``cap`` groups merges
+# neighbouring bands (a coarser level) until it has at most ``cap``; the nearest center always
+# stays in the key, so the exact Lloyd step and cost never lose anything.
 
 
 class RefineStats:
-    """``(sums, weights, cost)`` of a refinement pass over some chunks, on the host.
+    """Groups of a refinement pass over some chunks (host numpy): ``keys``, ``weights``,
+    ``offsets``, ``sq`` as :func:`._kernels.refine_groups` gives them, the coarsening
+    ``level``, the number of centers ``k`` and the most groups a node keeps, ``cap``.
 
-    Unpacks like a tuple, but is not one: in a wave's graph a tuple is a task key.
+    Not a tuple: in a wave's graph a tuple is a task key.
     """
 
-    __slots__ = ("sums", "weights", "cost")
+    __slots__ = ("keys", "weights", "offsets", "sq", "level", "k", "cap")
 
-    def __init__(self, sums, weights, cost):
-        self.sums, self.weights, self.cost = sums, weights, cost
+    def __init__(self, keys, weights, offsets, sq, *, level, k, cap):
+        self.keys, self.weights, self.offsets, self.sq = keys, weights, offsets, sq
+        self.level, self.k, self.cap = int(level), int(k), int(cap)
 
-    def __iter__(self):
-        return iter((self.sums, self.weights, self.cost))
+    @property
+    def arrays(self):
+        return self.keys, self.weights, self.offsets, self.sq
+
+    def lloyd_stats(self, centers):
+        """``(sums, weights, cost)`` of the exact Lloyd step from ``centers`` (the pass's)."""
+        return refine_lloyd_stats(*self.arrays, centers)
+
+    def points(self, centers):
+        """The groups as weighted points: :func:`._kernels.refine_points`."""
+        return refine_points(*self.arrays, centers)
+
+
+#: Most bytes of group sums one refinement node keeps (:func:`refine_cap`).
+REFINE_GROUP_BYTES = 128 << 20
+
+
+def refine_cap(k, d):
+    """Most groups a refinement node keeps: :data:`REFINE_GROUP_BYTES` of float64 offsets,
+    at least 8 per center."""
+    return max(8 * int(k), REFINE_GROUP_BYTES // (8 * max(1, int(d))))
 
 
 def refine_leaf(block, weight_block, *, index, row_start, centers):
-    """One chunk's :func:`._kernels.lloyd_step_stats` for ``centers`` (a task), on the host.
-
-    The results are small (k x d); on the host every merge adds them in the same order.
-    """
+    """One chunk's :func:`._kernels.refine_groups` for ``centers`` (a task), on the host and
+    coarsened to at most :func:`refine_cap` groups."""
     limit_blas_in_worker()
     block = check_block(block, weight_block, index, row_start)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
-    stats = lloyd_step_stats(block, c, weight_block)
-    return RefineStats(*(np.asarray(to_host(a), dtype=np.float64) for a in stats))
+    keys, weights, offsets, sq = refine_groups(block, c, weight_block)
+    k, d = centers.shape
+    stats = RefineStats(
+        np.asarray(to_host(keys), dtype=np.int64),
+        *(np.asarray(to_host(a), dtype=np.float64) for a in (weights, offsets, sq)),
+        level=0,
+        k=k,
+        cap=refine_cap(k, d),
+    )
+    return _within_cap(stats)
+
+
+def _within_cap(stats):
+    """``stats`` at coarser levels until it has at most ``stats.cap`` groups."""
+    level, arrays = stats.level, stats.arrays
+    while arrays[0].shape[0] > stats.cap and level < REFINE_TOP_LEVEL:
+        level += 1
+        arrays = reduce_refine_groups(coarsen_refine_keys(arrays[0], level, stats.k), *arrays[1:])
+    return RefineStats(*arrays, level=level, k=stats.k, cap=stats.cap)
 
 
 def refine_merge(*children, cap=None, level=None, index=None, entropy=None):
-    """The sum of children's refine stats in their order (a task; :func:`merge`'s keywords
-    are accepted and unused: the sum is exact, nothing is reduced or drawn)."""
+    """The children's groups added by key, one child at a time in their order (so a merge
+    holds at most two nodes' groups), at the coarser of the two levels and then coarser
+    until at most ``cap`` groups are left (a task; :func:`merge`'s keywords are accepted and
+    unused: nothing is drawn)."""
     limit_blas_in_worker()
-    return RefineStats(*add_lloyd_stats(*children))
+    out = children[0]
+    for child in children[1:]:
+        top = max(out.level, child.level)
+        keys = [
+            coarsen_refine_keys(c.keys, top, c.k) if top > c.level else c.keys for c in (out, child)
+        ]
+        arrays = reduce_refine_groups(
+            np.concatenate(keys),
+            *(
+                np.concatenate([a, b])
+                for a, b in zip(out.arrays[1:], child.arrays[1:], strict=True)
+            ),
+        )
+        out = _within_cap(RefineStats(*arrays, level=top, k=out.k, cap=out.cap))
+    return out
 
 
 class RefineHooks(Hooks):
@@ -712,7 +772,7 @@ class RefineHooks(Hooks):
 
 
 def refine_pass(X, sample_weight, centers, *, split_every, hooks=None, on_wave=None):
-    """Merged ``(sums, weights, cost)`` of every row of X by nearest of ``centers`` (host).
+    """The merged :class:`RefineStats` of every row of X for ``centers`` (host).
 
     One read of X in the waves and tree of :func:`fit_summary` (bounded graphs, a fixed order
     of additions). ``centers`` is a small (k, d) array (numpy or the chunks' array type).

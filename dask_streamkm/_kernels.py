@@ -759,34 +759,132 @@ def cosine_cost(X, centers, labels, sample_weight=None):
 
 
 # ---------------------------------------------------------------------- refinement pass
-def lloyd_step_stats(X, centers, sample_weight=None):
-    """One block's share of an exact Lloyd step from ``centers``: ``(sums, weights, cost)``.
+#: Bands of a row's margin between its nearest and second-nearest center (:func:`refine_groups`).
+REFINE_BANDS = 64
+#: Coarsening levels of :func:`coarsen_refine_keys`: 1 to 6 merge neighbouring bands, 7 drops
+#: the third-nearest center, :data:`REFINE_TOP_LEVEL` the second (only the nearest is left).
+REFINE_TOP_LEVEL = 8
 
-    ``sums`` (k, d) float64: the weighted sum of the rows whose nearest center is each
-    center; ``weights`` (k,) float64: their total weight; ``cost`` (0-d float64): the
-    weighted sum of the rows' squared distances to their nearest center, from
-    :func:`nearest` (relative to the centers' mean, accurate far from the origin).
-    Precondition: X and ``centers`` in one namespace and on one device.
+
+def nearest_three(X, centers):
+    """The three nearest centers of each row, nearest first: ``(labels, sq_dists)``, each a
+    list of three (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row block,
+    relative to the centers' mean), with the best scores masked in turn; with fewer than
+    three centers the last one found repeats.
     """
     xp = namespace(X, centers)
-    labels, dist = nearest(X, centers)
-    sums, weights = centers_from_labels(X, labels, centers.shape[0], sample_weight)
-    return sums, weights, xp.sum(as_weights(sample_weight, X) * dist)
+    n, m = X.shape[0], centers.shape[0]
+    dev = device(X)
+    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(3)]
+    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(3)]
+    columns = xp.arange(m, device=dev)[None, :]
+    for start, stop, block, x_sq in _score_blocks(X, centers):
+        lab = best = None
+        for j in range(3):
+            if j < m:
+                if lab is not None:
+                    block = xp.where(columns == lab[:, None], -xp.inf, block)
+                lab = xp.argmax(block, axis=1)
+                best = x_sq - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+            labels[j][start:stop] = xp.astype(lab, xp.int64)
+            dists[j][start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists
 
 
-def add_lloyd_stats(*stats):
-    """Sum of :func:`lloyd_step_stats` results, added in argument order.
+def refine_key_span(k):
+    """How many keys :func:`refine_groups` has per nearest center (``k * k * bands``)."""
+    return int(k) * int(k) * REFINE_BANDS
 
-    A fixed order of float additions gives the same bits wherever the blocks were computed.
+
+def refine_groups(X, centers, sample_weight=None):
+    """One block's share of a refinement pass from ``centers``: its rows in groups.
+
+    A row's group is its nearest center j, its second- and third-nearest l and m, and the
+    band ``floor(REFINE_BANDS * sqrt((d_l - d_j) / (d_l + d_j)))`` of its squared distances d
+    (fine near the border of j and l, coarse inside). Returns ``(keys, weights, offsets,
+    sq)``: the sorted distinct keys ``((j * k + l) * k + m) * REFINE_BANDS + band`` (int64),
+    each group's total weight, the weighted sum of its rows minus its weight times center j
+    (float64, (G, d)) and the weighted sum of its rows' squared distances to j. Added up by
+    key over blocks, they give an exact Lloyd step and the exact cost of ``centers``
+    (:func:`refine_lloyd_stats`), and the groups' centroids carry a Lloyd run on far fewer
+    points than rows (Voronoi cells are convex: a group's centroid stays nearest its center).
+    Precondition: one namespace and device;
+    ``k**3 * REFINE_BANDS < 2**63``.
     """
-    sums, weights, cost = stats[0]
-    for more_sums, more_weights, more_cost in stats[1:]:
-        sums, weights, cost = sums + more_sums, weights + more_weights, cost + more_cost
-    return sums, weights, cost
+    xp = namespace(X, centers)
+    k = centers.shape[0]
+    (labels, second, third), (d1, d2, _) = nearest_three(X, centers)
+    ratio = (d2 - d1) / xp.maximum(d2 + d1, 1e-300)
+    band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
+    band = xp.minimum(band, REFINE_BANDS - 1)
+    keys = ((labels * k + second) * k + third) * REFINE_BANDS + band
+    distinct = _unique(xp, keys)
+    if not is_numpy(xp):  # unique_values need not be sorted
+        distinct = xp.sort(distinct)
+    group = xp.searchsorted(distinct, keys)
+    w = as_weights(sample_weight, X)
+    rows = xp.astype(X, xp.float64)
+    if sample_weight is not None:
+        rows = rows * w[:, None]
+    n_groups = distinct.shape[0]
+    weights = segment_sum(w, group, n_groups)
+    # Sums of the rows less their center's share: the rows far from zero lose float64's
+    # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
+    nearest_center = xp.take(
+        xp.astype(centers, xp.float64), distinct // (k * k * REFINE_BANDS), axis=0
+    )
+    offsets = segment_sum(rows, group, n_groups) - weights[:, None] * nearest_center
+    return distinct, weights, offsets, segment_sum(w * d1, group, n_groups)
+
+
+def coarsen_refine_keys(keys, level, k):
+    """:func:`refine_groups` keys at a coarser ``level`` (host int64): levels 1 to 6 merge
+    ``2**level`` neighbouring bands, 7 drops the third-nearest center, 8 the second."""
+    if level >= REFINE_TOP_LEVEL - 1:
+        span = refine_key_span(k) // (1 if level >= REFINE_TOP_LEVEL else int(k))
+        return keys // span * span
+    band = keys % REFINE_BANDS
+    return keys - band + ((band >> level) << level)
+
+
+def reduce_refine_groups(keys, weights, offsets, sq):
+    """Groups of equal key added up, in the order given (host numpy; sorted distinct keys)."""
+    distinct, group = np.unique(keys, return_inverse=True)
+    n = distinct.shape[0]
+    return (
+        distinct,
+        segment_sum(weights, group, n),
+        segment_sum(offsets, group, n),
+        segment_sum(sq, group, n),
+    )
+
+
+def refine_lloyd_stats(keys, weights, offsets, sq, centers):
+    """``(sums, weights, cost)`` of the exact Lloyd step from ``centers`` (host numpy, the
+    centers the groups were made from): per center the weighted sum and weight of the rows
+    nearest it, and the weighted cost of all rows."""
+    k = centers.shape[0]
+    nearest_center = keys // refine_key_span(k)
+    mass = segment_sum(weights, nearest_center, k)
+    sums = segment_sum(offsets, nearest_center, k) + mass[:, None] * centers
+    return sums, mass, float(math.fsum(sq))
+
+
+def refine_points(keys, weights, offsets, sq, centers):
+    """The groups as weighted points for a Lloyd run: ``(centroids, weights, sse)`` of the
+    groups with weight (host numpy); ``sse`` is each group's own squared error, so for any
+    centers the groups' cost plus ``sse.sum()`` bounds the rows' cost from above."""
+    k = centers.shape[0]
+    heavy = weights > 0
+    keys, weights, offsets, sq = keys[heavy], weights[heavy], offsets[heavy], sq[heavy]
+    mean_offset = offsets / weights[:, None]
+    points = centers[keys // refine_key_span(k)] + mean_offset
+    sse = np.maximum(sq - np.sum(offsets * mean_offset, axis=1), 0.0)
+    return points, weights, sse
 
 
 def lloyd_step_centers(sums, weights, centers, candidates, candidate_weights):
-    """Centers after a Lloyd step from merged :func:`lloyd_step_stats`; a center without rows
+    """Centers after a Lloyd step from merged :func:`refine_lloyd_stats`; a center without rows
     is re-seeded.
 
     A center with weight is the weighted mean of its rows. The centers with none take, in
@@ -835,7 +933,12 @@ __all__ = [
     "unit_centers",
     "cosine_distances",
     "cosine_cost",
-    "lloyd_step_stats",
-    "add_lloyd_stats",
+    "nearest_three",
+    "refine_key_span",
+    "refine_groups",
+    "coarsen_refine_keys",
+    "reduce_refine_groups",
+    "refine_lloyd_stats",
+    "refine_points",
     "lloyd_step_centers",
 ]

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
-from ._kernels import auto_n_init
+from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._summarize import METHODS
 from .summary import Summary
 
@@ -220,14 +220,18 @@ class StreamingKMeans(
         model is fixed: ``partial_fit``, ``predict`` and ``refit`` refuse a model whose
         ``metric`` was changed after fitting.
     refine_passes : int, default=0
-        Extra reads of the data after the one pass (an int >= 0). Each takes one exact
-        Lloyd step over all rows from the current centers: every row is assigned to its
-        nearest center and each center moves to the weighted mean of its rows (a center
-        left with no rows is re-seeded at the summary group of largest weighted squared
-        distance to the other centers). A Lloyd step never raises the cost. The per-chunk
-        sums are added in the summary's merge tree, in a fixed order, so the result is the
-        same on every scheduler. ``partial_fit`` does not refine (it sees one batch, not
-        the data): it ignores this parameter.
+        Extra reads of the data after the one pass (an int >= 0). Each pass assigns every
+        row to its nearest center and puts it in a group by that center, its second-nearest
+        center and how close it lies to their border (fine bands near the border, coarse
+        inside; at most about 64 MiB of groups). The groups give the exact Lloyd step (each
+        center to the weighted mean of its rows; a center left with no rows is re-seeded at
+        the summary group of largest weighted squared distance to the other centers), and
+        Lloyd's iterations (``max_iter``, ``tol``) then continue from it over the groups'
+        centroids, each group moving as a whole: near the borders, where rows change
+        center, the groups are small. The result never costs more than the exact step's
+        bound. The per-chunk sums are added by group in the summary's merge tree, in a fixed
+        order, so the result is the same on every scheduler. ``partial_fit`` does not
+        refine (it sees one batch, not the data): it ignores this parameter.
 
     Attributes
     ----------
@@ -242,11 +246,11 @@ class StreamingKMeans(
         value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
         With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
         last refinement pass started from, measured in that pass: an upper bound for the
-        final centers, since a Lloyd step never raises the cost.
+        final centers (the exact step and the Lloyd run over the groups never raise it).
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
-        nearest each center at the start of the last refinement pass, i.e. the rows whose
-        mean each final center is (0 for a re-seeded center). Removed by ``partial_fit`` and
+        nearest each center at the start of the last refinement pass (the rows whose mean
+        is that pass's exact Lloyd step). Removed by ``partial_fit`` and
         ``refit``, which change the centers without reading the rows.
     summary_ : Summary
         The merged summary of all rows seen.
@@ -348,6 +352,15 @@ class StreamingKMeans(
             raise ValueError(
                 f"refine_passes={self.refine_passes!r} is for metric='euclidean' only (got "
                 f"metric={self.metric!r}); use refine_passes=0 with metric={self.metric!r}."
+            )
+        if self.refine_passes and refine_key_span(self.n_clusters) > (2**63 - 1) // self.n_clusters:
+            largest = round((2**63 / REFINE_BANDS) ** (1 / 3))
+            while largest * refine_key_span(largest) >= 2**63:
+                largest -= 1
+            raise ValueError(
+                f"refine_passes={self.refine_passes!r} supports n_clusters up to {largest:,} "
+                f"(got n_clusters={self.n_clusters!r}: a pass's group keys would overflow "
+                "int64); use refine_passes=0 or fewer clusters."
             )
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} should be one of {METHODS}.")
@@ -554,9 +567,10 @@ class StreamingKMeans(
         return self
 
     def _refine(self, X, sample_weight):
-        """``refine_passes`` exact Lloyd steps over X from ``cluster_centers_`` (one read
-        each); sets the centers, ``inertia_`` and ``cluster_sizes_``."""
-        from ._kernels import lloyd_step_centers
+        """``refine_passes`` reads of X from ``cluster_centers_``, each an exact Lloyd step
+        and a Lloyd run over the pass's groups; sets the centers, ``inertia_`` and
+        ``cluster_sizes_``."""
+        from ._kernels import lloyd, lloyd_step_centers
 
         start = self.cluster_centers_
         centers = np.asarray(to_host(start), dtype=np.float64)
@@ -584,10 +598,19 @@ class StreamingKMeans(
                         pass_number=number,
                         storage_options=options,
                     )
-                sums, weights, cost = stats
-                centers, _ = lloyd_step_centers(
-                    sums, weights, centers, candidates, candidate_weights
-                )
+                sums, weights, cost = stats.lloyd_stats(centers)
+                step, _ = lloyd_step_centers(sums, weights, centers, candidates, candidate_weights)
+                # Lloyd from the exact step over the pass's groups (each moves as a whole):
+                # never above the step's cost bound (keep_best), itself at most ``cost``.
+                points, point_weights, _ = stats.points(centers)
+                centers = lloyd(
+                    points,
+                    step,
+                    sample_weight=point_weights,
+                    max_iter=int(self.max_iter),
+                    tol=float(self.tol),
+                    keep_best=True,
+                )[0]
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)

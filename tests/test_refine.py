@@ -1,4 +1,5 @@
-"""Refinement passes: exact Lloyd steps over all rows after the one pass (``refine_passes``)."""
+"""Refinement passes (``refine_passes``): per pass the exact Lloyd step and cost over all rows,
+then Lloyd over the pass's groups of rows (nearest center, second nearest, border band)."""
 
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import zarr
 from _helpers import counting_like, local_cluster_client, mixture_store, nearest, true_cost
 
 from dask_streamkm import StreamingKMeans, Summary, _graph
-from dask_streamkm._kernels import lloyd_step_centers, lloyd_step_stats
+from dask_streamkm._kernels import lloyd_step_centers, refine_groups
 from dask_streamkm._model_io import ModelFileError
 from dask_streamkm.cli import main
 from dask_streamkm.datasets import make_mixture
@@ -43,15 +44,42 @@ def fit(Xd, wd, passes, **params):
     return StreamingKMeans(6, refine_passes=passes, **params).fit(Xd, sample_weight=wd)
 
 
-def test_one_pass_is_one_exact_weighted_lloyd_step(data):
+def group_bound(stats, start, centers):
+    """Cost bound of ``centers`` from a pass's groups made at ``start``: each group whole at
+    the center nearest its centroid, plus the groups' own squared errors."""
+    points, weights, sse = stats.points(start)
+    return true_cost(points, centers, weights) + sse.sum()
+
+
+def test_a_pass_gives_the_exact_lloyd_step_and_cost(data):
+    Xd, wd, X, w = data
+    start = fit(Xd, wd, 0).cluster_centers_
+    stats = _graph.refine_pass(Xd, wd, start, split_every=2)
+    sums, weights, cost = stats.lloyd_stats(start)
+    expected, exact_cost, sizes = lloyd_step(X, start, w)
+    np.testing.assert_allclose(sums / weights[:, None], expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(weights, sizes, rtol=1e-12)
+    assert cost == pytest.approx(exact_cost, rel=1e-9)
+    # The groups' bound is exact at the centers they were made from (a group's centroid lies
+    # in its center's Voronoi cell) and an upper bound anywhere else.
+    assert group_bound(stats, start, start) == pytest.approx(exact_cost, rel=1e-9)
+    for centers in (expected, start + 0.5, X[:6]):
+        assert group_bound(stats, start, centers) >= true_cost(X, centers, w) * (1 - 1e-12)
+
+
+def test_one_pass_ends_below_the_exact_step(data):
     Xd, wd, X, w = data
     start = fit(Xd, wd, 0)
     one = fit(Xd, wd, 1)
-    expected, cost, sizes = lloyd_step(X, start.cluster_centers_, w)
-    np.testing.assert_allclose(one.cluster_centers_, expected, rtol=1e-12, atol=0)
+    step, cost, sizes = lloyd_step(X, start.cluster_centers_, w)
     # inertia_ is the exact weighted cost of the centers the pass started from.
     assert one.inertia_ == pytest.approx(cost, rel=1e-9)
     np.testing.assert_allclose(one.cluster_sizes_, sizes, rtol=1e-12)
+    stats = _graph.refine_pass(Xd, wd, start.cluster_centers_, split_every=2)
+    final = true_cost(X, one.cluster_centers_, w)
+    assert final <= group_bound(stats, start.cluster_centers_, one.cluster_centers_) * (1 + 1e-12)
+    assert group_bound(stats, start.cluster_centers_, one.cluster_centers_) <= cost
+    assert final < true_cost(X, step, w)  # Lloyd over the groups went past the exact step
     assert not hasattr(start, "cluster_sizes_")
     assert one.summary_ is not start.summary_ and np.array_equal(
         one.summary_.weights, start.summary_.weights
@@ -63,11 +91,8 @@ def test_second_pass_starts_from_the_first_and_never_raises_the_cost(data):
     costs = [true_cost(X, fit(Xd, wd, p).cluster_centers_, w) for p in (0, 1, 2)]
     one, two = fit(Xd, wd, 1), fit(Xd, wd, 2)
     assert two.inertia_ == pytest.approx(true_cost(X, one.cluster_centers_, w), rel=1e-9)
-    np.testing.assert_allclose(
-        two.cluster_centers_, lloyd_step(X, one.cluster_centers_, w)[0], rtol=1e-12
-    )
-    assert costs[0] >= costs[1] >= costs[2]
-    assert two.inertia_ >= costs[2]  # an upper bound for the final centers
+    assert costs[0] >= costs[1] >= costs[2] * (1 - 1e-12)  # equal once converged
+    assert two.inertia_ >= costs[2] * (1 - 1e-12)  # an upper bound for the final centers
 
 
 def test_unweighted_and_float32(data):
@@ -76,12 +101,26 @@ def test_unweighted_and_float32(data):
     start = StreamingKMeans(6, random_state=0).fit(X32)
     one = StreamingKMeans(6, random_state=0, refine_passes=1).fit(X32)
     assert one.cluster_centers_.dtype == np.float32
-    expected, cost, sizes = lloyd_step(
+    _, cost, sizes = lloyd_step(
         X32.astype(np.float64), start.cluster_centers_.astype(np.float64), np.ones(len(X32))
     )
-    np.testing.assert_allclose(one.cluster_centers_, expected, rtol=1e-5)
     assert one.inertia_ == pytest.approx(cost, rel=1e-5)
     np.testing.assert_array_equal(one.cluster_sizes_, sizes)  # counts: exact
+    assert true_cost(X32.astype(np.float64), one.cluster_centers_) <= cost
+
+
+def test_nodes_over_their_cap_merge_bands_and_keep_the_exact_step(data, monkeypatch):
+    Xd, wd, X, w = data
+    start = fit(Xd, wd, 0).cluster_centers_
+    fine = _graph.refine_pass(Xd, wd, start, split_every=2)
+    monkeypatch.setattr(_graph, "refine_cap", lambda k, d: 2 * k)
+    coarse = _graph.refine_pass(Xd, wd, start, split_every=2)
+    assert fine.level == 0 and coarse.level > 0
+    assert coarse.keys.shape[0] <= 12 < fine.keys.shape[0]
+    for a, b in zip(coarse.lloyd_stats(start), fine.lloyd_stats(start), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    centers = X[:6]
+    assert group_bound(coarse, start, centers) >= group_bound(fine, start, centers) * (1 - 1e-12)
 
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
@@ -114,7 +153,7 @@ def test_empty_center_is_reseeded_at_the_farthest_heavy_group(data):
     Xd = da.from_array(X, chunks=(2_000, -1))
     summary = Summary.from_points(X[:500])
     centers = np.vstack([X[:3], np.full((1, X.shape[1]), 1e6)])  # the last one gets no row
-    sums, weights, cost = _graph.refine_pass(Xd, None, centers, split_every=2)
+    sums, weights, cost = _graph.refine_pass(Xd, None, centers, split_every=2).lloyd_stats(centers)
     assert weights[3] == 0 and weights.sum() == X.shape[0]
     new, n_reseeded = lloyd_step_centers(sums, weights, centers, summary.centroids, summary.weights)
     assert n_reseeded == 1
@@ -143,13 +182,19 @@ def test_kernel_on_array_api_strict():
     xp = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(3)
     X, C, w = rng.normal(size=(50, 3)), rng.normal(size=(4, 3)), rng.random(50)
-    sums, weights, cost = lloyd_step_stats(xp.asarray(X), xp.asarray(C), xp.asarray(w))
+    strict = refine_groups(xp.asarray(X), xp.asarray(C), xp.asarray(w))
+    plain = refine_groups(X, C, w)
+    for a, b in zip(strict, plain, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
+    sums, weights, cost = _graph.refine_merge(
+        _graph.RefineStats(*plain, level=0, k=4, cap=100)
+    ).lloyd_stats(C)
     labels = nearest(X, C)[0]
-    np.testing.assert_allclose(np.asarray(weights), np.bincount(labels, w, minlength=4))
-    assert float(cost) == pytest.approx(true_cost(X, C, w), rel=1e-12)
+    np.testing.assert_allclose(weights, np.bincount(labels, w, minlength=4))
+    assert cost == pytest.approx(true_cost(X, C, w), rel=1e-12)
     ref = np.zeros((4, 3))
     np.add.at(ref, labels, X * w[:, None])
-    np.testing.assert_allclose(np.asarray(sums), ref, atol=1e-12)
+    np.testing.assert_allclose(sums, ref, atol=1e-12)
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -196,7 +241,7 @@ def test_edited_refine_file_is_recomputed(store, tmp_path):
     path = _refine_files(ck)[0]
     with np.load(path) as f:
         fields = {k: f[k] for k in f.files}
-    fields["cost"] = fields["cost"] * 2
+    fields["sq"] = fields["sq"] * 2
     np.savez(path, **fields)
     Xc, counter = counting_like(X, zarr.open(store, mode="r"))
     km = StreamingKMeans(4, **params).fit(Xc)
@@ -237,6 +282,13 @@ def test_refit_and_partial_fit_drop_the_cluster_sizes(data):
 def test_invalid_refine_passes(value):
     with pytest.raises(ValueError, match=r"refine_passes=.* should be an integer >= 0"):
         StreamingKMeans(2, refine_passes=value).fit(np.zeros((4, 2)))
+
+
+def test_refine_passes_with_keys_past_int64_is_refused():
+    with pytest.raises(
+        ValueError, match=r"supports n_clusters up to 524,287 \(got n_clusters=600000"
+    ):
+        StreamingKMeans(600_000, refine_passes=1).fit(np.zeros((4, 2)))
 
 
 def test_model_file_keeps_and_validates_refine_passes(data, tmp_path):
