@@ -200,7 +200,7 @@ def _augmented(X, centers, centers_sq):
     return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
 
 
-def _score_blocks(X, centers):
+def _score_blocks(X, centers, prepared=None):
     """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
 
     The one blocked-GEMM loop of the kernels: yields ``(start, stop, block, x_sq)`` with
@@ -209,15 +209,32 @@ def _score_blocks(X, centers):
     to the center of score ``s`` is ``x_sq - 2 s``. Rows and centers are taken relative to
     the centers' mean (:func:`_shifted`), one row block at a time. The row step comes from
     :func:`block_rows` with the namespace's block size (``DEVICE_BLOCK_ELEMENTS`` for cupy,
-    ``BLOCK_ELEMENTS`` otherwise), chosen here only.
+    ``BLOCK_ELEMENTS`` otherwise), chosen here only. With ``prepared`` (from
+    :func:`prepared_rows`, for many calls on the same X) the rows were shifted and augmented
+    once, and the centers are taken relative to that origin.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
-    origin, centers = _shifted_centers(centers, X.dtype)
+    if prepared is None:
+        origin, centers = _shifted_centers(centers, X.dtype)
+    else:
+        origin, rows_aug, rows_sq = prepared
+        c64 = xp.astype(centers, xp.float64) - xp.astype(origin, xp.float64)
+        centers = xp.astype(c64, X.dtype)
     _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
-    ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
     elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
     step = block_rows(centers.shape[0], n, elements)
+    if prepared is not None:
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            yield (
+                start,
+                stop,
+                xp.matmul(rows_aug[start:stop, ...], centers_aug_t),
+                rows_sq[start:stop],
+            )
+        return
+    ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, SLAB_ROWS // step * step)
@@ -232,13 +249,23 @@ def _score_blocks(X, centers):
             yield start, stop, xp.matmul(rows_aug[a:b, ...], centers_aug_t), rows_sq[a:b]
 
 
-def nearest(X, centers):
+def prepared_rows(X, origin):
+    """X relative to ``origin`` (a (d,) array of X's dtype), with a trailing 1, and the squared
+    norms of the shifted rows: what :func:`_score_blocks` computes per call, once."""
+    xp = namespace(X)
+    rows = X - origin
+    ones = xp.ones((X.shape[0], 1), dtype=X.dtype, device=device(X))
+    return origin, xp.concat([rows, ones], axis=1), row_norms_sq(rows)
+
+
+def nearest(X, centers, prepared=None):
     """Index of and squared distance to the nearest center for each row of X.
 
     One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
     relative to the centers' mean: the rows are augmented with a 1 and the centers with
     -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
     center and no other pass over the block is needed.
+    ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows.
     Returns (labels int64 (n,), sq_dist (n,) float64).
     """
     xp = namespace(X, centers)
@@ -246,7 +273,7 @@ def nearest(X, centers):
     dev = device(X)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     dists = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start, stop, block, x_sq in _score_blocks(X, centers):
+    for start, stop, block, x_sq in _score_blocks(X, centers, prepared):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
@@ -358,7 +385,16 @@ def centers_from_labels(X, labels, n_centers, sample_weight=None):
     return sums, mass
 
 
-def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=False, spherical=False):
+def lloyd(
+    X,
+    centers,
+    sample_weight=None,
+    max_iter=300,
+    tol=1e-4,
+    keep_best=False,
+    spherical=False,
+    fixed_origin=False,
+):
     """Weighted Lloyd iterations from ``centers``.
 
     ``tol`` is relative: iteration stops when the total squared center shift is below
@@ -370,8 +406,11 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=Fals
     (spherical k-means; the starting centers must be unit): for unit centers
     ``||x - c||^2 = ||x||^2 + 1 - 2 x.c``, so the nearest center is the one of highest cosine
     and the returned inertia is twice the cosine cost ``sum w (||x|| - x.c)`` up to a term
-    that does not depend on the centers. Returns (centers float64, labels, inertia of X to
-    the returned centers, n_iter: the iterations run, at most ``max_iter``).
+    that does not depend on the centers. With ``fixed_origin``, X is shifted to its weighted
+    mean once (:func:`prepared_rows`) instead of to the centers' mean at every iteration:
+    for many rows of many features, where that shift dominates an iteration. Returns
+    (centers float64, labels, inertia of X to the returned centers, n_iter: the iterations
+    run, at most ``max_iter``).
     """
     xp = namespace(X)
     k = centers.shape[0]
@@ -383,7 +422,8 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=Fals
     threshold = tol * variance
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
-    labels, dist = nearest(X, centers)
+    prepared = prepared_rows(X, xp.astype(mean, X.dtype)) if fixed_origin else None
+    labels, dist = nearest(X, centers, prepared)
     inertia = float(xp.sum(w * dist))
     best = (inertia, centers, labels)
     Xw = Xf * w[:, None]
@@ -401,7 +441,7 @@ def lloyd(X, centers, sample_weight=None, max_iter=300, tol=1e-4, keep_best=Fals
             new_centers = unit_centers(new_centers, centers)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
-        labels, dist = nearest(X, centers)
+        labels, dist = nearest(X, centers, prepared)
         inertia = float(xp.sum(w * dist))
         if not keep_best or inertia < best[0]:
             best = (inertia, centers, labels)

@@ -498,7 +498,10 @@ def _add_fit_params(p, k=None):
         "--refine-passes",
         type=_non_negative_int,
         default=0,
-        help="extra reads of the data, each one exact Lloyd step over all rows (refine_passes)",
+        help=(
+            "extra reads of the data, each an exact Lloyd step and then Lloyd over the "
+            "pass's groups of rows (refine_passes)"
+        ),
     )
 
 

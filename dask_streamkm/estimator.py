@@ -610,6 +610,7 @@ class StreamingKMeans(
                     max_iter=int(self.max_iter),
                     tol=float(self.tol),
                     keep_best=True,
+                    fixed_origin=True,
                 )[0]
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (

@@ -107,6 +107,20 @@ def test_lloyd_one_iteration_matches_reference(rng):
     np.testing.assert_allclose(inertia, np.sum(w * ref_dist), rtol=1e-10)
 
 
+@pytest.mark.parametrize("shift", [0.0, 1e6])
+def test_lloyd_with_a_fixed_origin_takes_the_same_steps(rng, shift):
+    X, C = _data(rng, m=6)
+    X, C = X + shift, C + shift
+    w = rng.random(len(X)) + 0.1
+    for max_iter in (1, 20):
+        moving = K.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0)
+        fixed = K.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0, fixed_origin=True)
+        np.testing.assert_allclose(fixed[0], moving[0], rtol=1e-12, atol=1e-9)
+        np.testing.assert_array_equal(fixed[1], moving[1])
+        assert fixed[2] == pytest.approx(moving[2], rel=1e-9)
+    np.testing.assert_allclose(fixed[0] - shift, ref_lloyd_step(X, fixed[0], w) - shift, atol=1e-6)
+
+
 def test_lloyd_converges_to_fixed_point(rng):
     X, C = _data(rng, m=4)
     centers, labels, inertia, n_iter = K.lloyd(X, C, max_iter=300, tol=0.0)
