@@ -145,6 +145,19 @@ def n_distinct_rows(centers):
     return int(np.unique(to_host(centers), axis=0).shape[0])
 
 
+#: The Lloyd run over a refinement pass's groups does at most the arithmetic of this many
+#: exact assignments of all rows (groups x iterations <= this x rows; see refine_iterations).
+REFINE_LLOYD_ASSIGNMENTS = 5
+
+
+def refine_iterations(max_iter, n_groups, n_rows):
+    """Iterations of the Lloyd run over ``n_groups`` groups of ``n_rows`` rows: ``max_iter``,
+    but at most :data:`REFINE_LLOYD_ASSIGNMENTS` x rows / groups (at least 10), so that the
+    run costs at most a few assignments of the rows, whatever k and the number of groups."""
+    budget = REFINE_LLOYD_ASSIGNMENTS * int(n_rows) // max(1, int(n_groups))
+    return max(1, min(int(max_iter), max(10, budget)))
+
+
 class StreamingKMeans(
     ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
 ):
@@ -221,13 +234,14 @@ class StreamingKMeans(
         ``metric`` was changed after fitting.
     refine_passes : int, default=0
         Extra reads of the data after the one pass (an int >= 0). Each pass assigns every
-        row to its nearest center and puts it in a group by that center, its second-nearest
-        center and how close it lies to their border (fine bands near the border, coarse
-        inside; at most about 64 MiB of groups). The groups give the exact Lloyd step (each
-        center to the weighted mean of its rows; a center left with no rows is re-seeded at
-        the summary group of largest weighted squared distance to the other centers), and
-        Lloyd's iterations (``max_iter``, ``tol``) then continue from it over the groups'
-        centroids, each group moving as a whole: near the borders, where rows change
+        row to its nearest center and puts it in a group by that center, its second- and
+        third-nearest centers and how close it lies to the border of the first two (fine
+        bands near the border, coarse inside; at most 128 MiB of groups). The groups give
+        the exact Lloyd step (each center to the weighted mean of its rows; a center left
+        with no rows is re-seeded at the summary group of largest weighted squared distance
+        to the other centers), and Lloyd's iterations (``max_iter``, ``tol``, and at most
+        the arithmetic of five assignments of all rows) then continue from it over the
+        groups' centroids, each group moving as a whole: near the borders, where rows change
         center, the groups are small. The result never costs more than the exact step's
         bound. The per-chunk sums are added by group in the summary's merge tree, in a fixed
         order, so the result is the same on every scheduler. ``partial_fit`` does not
@@ -607,7 +621,7 @@ class StreamingKMeans(
                     points,
                     step,
                     sample_weight=point_weights,
-                    max_iter=int(self.max_iter),
+                    max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
                     tol=float(self.tol),
                     keep_best=True,
                     fixed_origin=True,

@@ -468,3 +468,16 @@ def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
     true = ref_nearest(X, centers)[1].sum()
     assert cost == pytest.approx(true, rel=1e-4)
     assert true <= 1.01 * ref_cost
+
+
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_nearest_three_in_order_with_the_last_repeated_for_few_centers(rng, m):
+    X = rng.normal(size=(300, 4)) + 1e5
+    C = X[rng.choice(300, m, replace=False)] + rng.normal(size=(m, 4)) * 0.1
+    (labels, dists) = K.nearest_three(X, C)
+    d = ref_sq_distances(X, C)
+    order = np.argsort(d, axis=1, kind="stable")
+    for j in range(3):
+        col = order[:, min(j, m - 1)]
+        np.testing.assert_array_equal(labels[j], col)
+        np.testing.assert_allclose(dists[j], d[np.arange(300), col], rtol=1e-6, atol=1e-6)

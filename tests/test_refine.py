@@ -284,6 +284,15 @@ def test_invalid_refine_passes(value):
         StreamingKMeans(2, refine_passes=value).fit(np.zeros((4, 2)))
 
 
+def test_the_lloyd_run_over_the_groups_costs_a_few_assignments_of_the_rows():
+    from dask_streamkm.estimator import refine_iterations
+
+    assert refine_iterations(300, 1_000, 1_000_000) == 300  # few groups: max_iter
+    assert refine_iterations(300, 200_000, 1_000_000) == 25  # groups x iterations <= 5 rows
+    assert refine_iterations(300, 60_000, 70_000) == 10  # but never fewer than 10
+    assert refine_iterations(3, 60_000, 70_000) == 3
+
+
 def test_refine_passes_with_keys_past_int64_is_refused():
     with pytest.raises(
         ValueError, match=r"supports n_clusters up to 524,287 \(got n_clusters=600000"
