@@ -822,7 +822,9 @@ def nearest_three(X, centers):
         lab = best = None
         for j in range(3):
             if j < m:
-                if lab is not None:
+                if lab is not None and is_numpy(xp):  # the block is ours: mask in place
+                    np.put_along_axis(block, lab[:, None], -np.inf, axis=1)
+                elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
                 lab = xp.argmax(block, axis=1)
                 best = x_sq - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]

@@ -596,8 +596,10 @@ class StreamingKMeans(
 
             options = self.storage_options
             directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
-        with _threads.blas_limits():
-            for number in range(int(self.refine_passes)):
+        for number in range(int(self.refine_passes)):
+            # BLAS threads limited while the pass's tasks run; the Lloyd run below (on the
+            # driver, alone) takes every core.
+            with _threads.blas_limits():
                 if directory is None:
                     stats = _graph.refine_pass(
                         X, sample_weight, centers, split_every=int(self.split_every)
@@ -612,20 +614,20 @@ class StreamingKMeans(
                         pass_number=number,
                         storage_options=options,
                     )
-                sums, weights, cost = stats.lloyd_stats(centers)
-                step, _ = lloyd_step_centers(sums, weights, centers, candidates, candidate_weights)
-                # Lloyd from the exact step over the pass's groups (each moves as a whole):
-                # never above the step's cost bound (keep_best), itself at most ``cost``.
-                points, point_weights, _ = stats.points(centers)
-                centers = lloyd(
-                    points,
-                    step,
-                    sample_weight=point_weights,
-                    max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
-                    tol=float(self.tol),
-                    keep_best=True,
-                    fixed_origin=True,
-                )[0]
+            sums, weights, cost = stats.lloyd_stats(centers)
+            step, _ = lloyd_step_centers(sums, weights, centers, candidates, candidate_weights)
+            # Lloyd from the exact step over the pass's groups (each moves as a whole):
+            # never above the step's cost bound (keep_best), itself at most ``cost``.
+            points, point_weights, _ = stats.points(centers)
+            centers = lloyd(
+                points,
+                step,
+                sample_weight=point_weights,
+                max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
+                tol=float(self.tol),
+                keep_best=True,
+                fixed_origin=True,
+            )[0]
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)
