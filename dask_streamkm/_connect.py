@@ -109,11 +109,20 @@ def scheduler(spec, n_workers=None, connect_timeout=10.0):
 
 
 # ---------------------------------------------------------------------- chunk counts
-def _is_chunk_task(name, prefixes):
-    """A task (key or prefix name) of one chunk: ``leaf-...``, or fused as ``...-leaf-...``."""
+def _chunk_count(name, prefixes):
+    """Chunks a task (key or prefix name) covers: 1 for ``leaf-...`` (or fused as
+    ``...-leaf-...``), n for ``leafxn-...`` (n small chunks summarized in one task), else 0."""
     from dask.utils import key_split
 
-    return any(part in prefixes for part in key_split(name).split("-"))
+    count = 0
+    for part in key_split(name).split("-"):
+        if part in prefixes:
+            count += 1
+        for prefix in prefixes:
+            rest = part[len(prefix) + 1 :]
+            if part.startswith(prefix + "x") and rest.isdigit():
+                count += int(rest)
+    return count
 
 
 class _LocalChunks(Callback):
@@ -125,12 +134,13 @@ class _LocalChunks(Callback):
         self.done = self.total = 0
 
     def _start(self, dsk):
-        self.total += sum(1 for key in dsk if _is_chunk_task(key, self.prefixes))
+        self.total += sum(_chunk_count(key, self.prefixes) for key in dsk)
         self.show(self.done, self.total)
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if _is_chunk_task(key, self.prefixes):
-            self.done += 1
+        count = _chunk_count(key, self.prefixes)
+        if count:
+            self.done += count
             self.show(self.done, self.total)
 
 
@@ -146,9 +156,14 @@ def scheduler_chunk_counts(client, prefixes):
     def counts(dask_scheduler):
         done = total = 0
         for name, prefix in dask_scheduler.task_prefixes.items():
-            if any(part in prefixes for part in name.split("-")):
-                done += prefix.state_counts.get("memory", 0)
-                total += prefix.state_counts.get("waiting", 0)
+            chunks = 0  # as _chunk_count: "leaf" is one chunk, "leafx8" eight
+            for part in name.split("-"):
+                chunks += part in prefixes
+                for p in prefixes:
+                    rest = part[len(p) + 1 :]
+                    chunks += int(rest) if part.startswith(p + "x") and rest.isdigit() else 0
+            done += chunks * prefix.state_counts.get("memory", 0)
+            total += chunks * prefix.state_counts.get("waiting", 0)
         return done, total
 
     return tuple(client.run_on_scheduler(counts))

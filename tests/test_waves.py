@@ -53,21 +53,26 @@ def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted
     assert len(sizes.sizes) == len(waves)
 
 
-def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch):
+@pytest.mark.parametrize("nested", [False, True])
+def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch, nested):
     # 3,000 chunks of 8 rows: with waves of at most 64 chunks, no graph passes ~3 x 64 tasks.
     rng = np.random.default_rng(0)
     X = da.from_array(rng.normal(size=(24_000, 2)), chunks=(8, -1))
     params = dict(n_clusters=3, summary_size=8, split_every=4, random_state=0)
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 64)
+    # Chunks of 128 bytes are summarized inside their first-level merge unless told otherwise.
+    monkeypatch.setattr(_graph, "NEST_LEAVES_BELOW_BYTES", 1 << 20 if nested else 0)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km = StreamingKMeans(**params).fit(X)
     assert len(sizes.sizes) == -(-3000 // 64)
-    # 64 leaves, each reading its chunk inside (fused), and 16 + 4 + 1 merges.
-    assert max(sizes.sizes) == 64 + 16 + 4 + 1
+    # 64 leaves, each reading its chunk inside (fused), and 16 + 4 + 1 merges; nested, the
+    # 16 first-level merges read and summarize their 4 chunks each.
+    assert max(sizes.sizes) == (0 if nested else 64) + 16 + 4 + 1
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         ref = StreamingKMeans(**params).fit(X)
-    assert sizes.sizes[0] > 4000  # one graph: a leaf per chunk and the whole tree of merges
+    # one graph: a leaf per chunk (nested: none) and the whole tree of merges
+    assert sizes.sizes[0] == (0 if nested else 3000) + 750 + 188 + 47 + 12 + 3 + 1
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.inertia_ == ref.inertia_
 
