@@ -692,8 +692,9 @@ def block_waves(n_blocks):
 
 
 # ---------------------------------------------------------------------- refinement pass
-# A refinement pass (``refine_passes``) groups every row by its nearest and second-nearest
-# center and its margin between them (:func:`._kernels.refine_groups`); the groups' sums are
+# A refinement pass (``refine_passes``) groups every row by its nearest, second- and
+# third-nearest center and a band of its margin between the first two
+# (:func:`._kernels.refine_groups`); the groups' sums are
 # added by key in the summary's tree and waves (:func:`fit_summary` with another leaf and
 # merge), so the order of additions is fixed and the result bit-identical on every scheduler.
 # Nothing is random: no seeds are drawn. A node with more than ``cap`` groups merges
