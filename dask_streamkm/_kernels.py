@@ -454,23 +454,9 @@ def lloyd(
 def nearest2(X, centers):
     """Nearest and second-nearest center of each row: (labels, sq_dist1, sq_dist2), float64.
 
-    Blocked and shifted like :func:`nearest`. Precondition: at least two centers.
+    :func:`nearest_top` with two. Precondition: at least two centers.
     """
-    xp = namespace(X, centers)
-    n = X.shape[0]
-    k = centers.shape[0]
-    dev = device(X)
-    columns = xp.arange(k, device=dev)[None, :]
-    labels = xp.empty((n,), dtype=xp.int64, device=dev)
-    d1 = xp.empty((n,), dtype=xp.float64, device=dev)
-    d2 = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start, stop, block, x_sq in _score_blocks(X, centers):
-        lab = xp.argmax(block, axis=1)
-        first = xp.max(block, axis=1)
-        second = xp.max(xp.where(columns == lab[:, None], -xp.inf, block), axis=1)
-        labels[start:stop] = xp.astype(lab, xp.int64)
-        d1[start:stop] = xp.astype(xp.maximum(x_sq - 2.0 * first, 0.0), xp.float64)
-        d2[start:stop] = xp.astype(xp.maximum(x_sq - 2.0 * second, 0.0), xp.float64)
+    (labels, _), (d1, d2) = nearest_top(X, centers, 2)
     return labels, d1, d2
 
 
@@ -806,23 +792,24 @@ REFINE_BANDS = 64
 REFINE_TOP_LEVEL = 8
 
 
-def nearest_three(X, centers):
-    """The three nearest centers of each row, nearest first: ``(labels, sq_dists)``, each a
-    list of three (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row block,
-    relative to the centers' mean), with the best scores masked in turn; with fewer than
-    three centers the last one found repeats.
+def nearest_top(X, centers, count):
+    """The ``count`` nearest centers of each row, nearest first: ``(labels, sq_dists)``, each
+    a list of ``count`` (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row
+    block, relative to the centers' mean), with the best scores masked in turn (in place on
+    numpy blocks, which are ours); with fewer than ``count`` centers the last one found
+    repeats.
     """
     xp = namespace(X, centers)
     n, m = X.shape[0], centers.shape[0]
     dev = device(X)
-    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(3)]
-    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(3)]
+    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
+    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
     columns = xp.arange(m, device=dev)[None, :]
     for start, stop, block, x_sq in _score_blocks(X, centers):
         lab = best = None
-        for j in range(3):
+        for j in range(count):
             if j < m:
-                if lab is not None and is_numpy(xp):  # the block is ours: mask in place
+                if lab is not None and is_numpy(xp):
                     np.put_along_axis(block, lab[:, None], -np.inf, axis=1)
                 elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
@@ -855,7 +842,7 @@ def refine_groups(X, centers, sample_weight=None):
     """
     xp = namespace(X, centers)
     k = centers.shape[0]
-    (labels, second, third), (d1, d2, _) = nearest_three(X, centers)
+    (labels, second, third), (d1, d2, _) = nearest_top(X, centers, 3)
     ratio = (d2 - d1) / xp.maximum(d2 + d1, 1e-300)
     band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
     band = xp.minimum(band, REFINE_BANDS - 1)
@@ -872,9 +859,7 @@ def refine_groups(X, centers, sample_weight=None):
     weights = segment_sum(w, group, n_groups)
     # Sums of the rows less their center's share: the rows far from zero lose float64's
     # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
-    nearest_center = xp.take(
-        xp.astype(centers, xp.float64), distinct // (k * k * REFINE_BANDS), axis=0
-    )
+    nearest_center = xp.take(xp.astype(centers, xp.float64), distinct // refine_key_span(k), axis=0)
     offsets = segment_sum(rows, group, n_groups) - weights[:, None] * nearest_center
     return distinct, weights, offsets, segment_sum(w * d1, group, n_groups)
 
@@ -975,7 +960,7 @@ __all__ = [
     "unit_centers",
     "cosine_distances",
     "cosine_cost",
-    "nearest_three",
+    "nearest_top",
     "refine_key_span",
     "refine_groups",
     "coarsen_refine_keys",

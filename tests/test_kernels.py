@@ -471,10 +471,10 @@ def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
 
 
 @pytest.mark.parametrize("m", [1, 2, 5])
-def test_nearest_three_in_order_with_the_last_repeated_for_few_centers(rng, m):
+def test_nearest_top_three_in_order_with_the_last_repeated_for_few_centers(rng, m):
     X = rng.normal(size=(300, 4)) + 1e5
     C = X[rng.choice(300, m, replace=False)] + rng.normal(size=(m, 4)) * 0.1
-    (labels, dists) = K.nearest_three(X, C)
+    (labels, dists) = K.nearest_top(X, C, 3)
     d = ref_sq_distances(X, C)
     order = np.argsort(d, axis=1, kind="stable")
     for j in range(3):
