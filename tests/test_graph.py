@@ -199,3 +199,30 @@ def test_graph_builds_pause_the_collector_and_give_it_back(was_on):
     finally:
         gc.enable()
     assert seen == [False, False]
+
+
+@pytest.mark.parametrize("n_chunks", [0, 1, 7, 4095, 4096, 4097, 9000])
+def test_row_starts_match_the_cumulative_row_counts(n_chunks, monkeypatch):
+    # A small stride too, so that chunk ranges cross several strides.
+    rng = np.random.default_rng(n_chunks)
+    chunks = tuple(int(c) for c in rng.integers(0, 9, n_chunks))
+    expected = np.concatenate([[0], np.cumsum(chunks, dtype=np.int64)])
+    for stride in (4096, 3):
+        monkeypatch.setattr(_graph.RowStarts, "STRIDE", stride)
+        starts = _graph.RowStarts(chunks)
+        order = rng.permutation(n_chunks + 1)
+        assert len(starts) == n_chunks + 1
+        assert [starts[i] for i in order] == expected[order].tolist()
+        with pytest.raises(IndexError):
+            starts[n_chunks + 1]
+
+
+def test_predict_errors_name_the_rows_of_uneven_chunks():
+    X = np.random.default_rng(0).normal(size=(1000, 3))
+    km = StreamingKMeans(3, random_state=0).fit(X)
+    bad = X.copy()
+    bad[420] = np.nan
+    Xd = da.from_array(bad, chunks=((100, 300, 50, 550), 3))
+    for lazy in (km.predict(Xd), km.transform(Xd)):
+        with pytest.raises(ValueError, match=r"chunk 2 \(rows 400 to 450\)"):
+            lazy.compute()
