@@ -12,6 +12,10 @@ returned as its rows, so the fit measures the wiring, not the maths.
     python benchmarks/scale.py --sizes 1000 1000000 --cluster-sizes 100000
     python benchmarks/scale.py --sizes 1000 10000 --fit-only-sizes 1000000 --cluster-sizes
     python benchmarks/scale.py --sizes 1000 10000 --cluster-sizes --repeat 3   # medians of 3
+    python benchmarks/scale.py --sizes --cluster-sizes --build-only-sizes 1000 1000000
+
+``--build-only-sizes``: a second table, every wave graph of a fit built and dropped (nothing
+computed), for the generated array and for an empty zarr store of as many stored chunks.
 """
 
 from __future__ import annotations
@@ -78,6 +82,59 @@ def _one(n_chunks, what, cluster):
     print(json.dumps(out), flush=True)
 
 
+class _Captured(Exception):
+    pass
+
+
+def _build_only(n_chunks, source):
+    """Build (and drop) every wave graph a fit of the array would compute; print a JSON line.
+
+    ``source="zarr"``: an empty zarr store of ``n_chunks`` stored chunks of 64 x 4 on local
+    disk (metadata only, nothing is read), opened with ``open_array``: a zarr-backed dask
+    array has a one-key layer with the zarr array besides its reads, unlike the generated one.
+    """
+    import tempfile
+
+    import zarr
+
+    from dask_streamkm import StreamingKMeans, _graph
+    from dask_streamkm.datasets import make_mixture
+    from dask_streamkm.io import open_array
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        if source == "zarr":
+            path = f"{folder}/tiny.zarr"
+            zarr.create_array(
+                path, shape=(n_chunks * ROWS, FEATURES), chunks=(ROWS, FEATURES), dtype="f4"
+            )
+            X = open_array(path)
+        else:
+            X = make_mixture(n_chunks * ROWS, FEATURES, 8, chunks=ROWS, random_state=0)
+        out = {"n_chunks": n_chunks, "what": source, "array_s": time.perf_counter() - t0}
+        wave_graph, captured = _graph.wave_graph, {}
+
+        def capture(*args, **kwargs):
+            captured.update(args=args, kwargs=kwargs)
+            raise _Captured
+
+        _graph.wave_graph = capture
+        try:
+            StreamingKMeans(n_clusters=4, summary_size=64, random_state=0).fit(X)
+        except _Captured:
+            pass
+        _graph.wave_graph = wave_graph
+        (X, weights, start, stop), kwargs = captured["args"], captured["kwargs"]
+        wave = stop - start
+        t0 = time.perf_counter()
+        for start in range(0, n_chunks, wave):
+            graph = wave_graph(X, weights, start, min(start + wave, n_chunks), **kwargs)
+            del graph
+        out.update(build_s=time.perf_counter() - t0, waves=-(-n_chunks // wave))
+        out["peak_rss_mib"] = _peak_mib()
+    print(json.dumps(out), flush=True)
+
+
 def _run(n_chunks, what, cluster):
     cmd = [sys.executable, __file__, "--one", str(n_chunks), what]
     if cluster:
@@ -113,11 +170,29 @@ def main(argv=None):
         default=1,
         help="fit and sum run alternately this many times per size; the table gives medians",
     )
+    parser.add_argument(
+        "--build-only-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes where every wave graph of a fit is built and dropped, nothing computed "
+        "(a second table: build time per chunk and client memory)",
+    )
+    parser.add_argument(
+        "--build-source",
+        choices=("mixture", "zarr"),
+        nargs="+",
+        default=["mixture", "zarr"],
+        help="arrays of the build-only table: the generated mixture and/or an empty zarr store",
+    )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        _one(int(args.one[0]), args.one[1], args.cluster)
+        if args.one[1] in ("fit", "sum"):
+            _one(int(args.one[0]), args.one[1], args.cluster)
+        else:
+            _build_only(int(args.one[0]), args.one[1])
         return
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, python "
@@ -127,13 +202,14 @@ def main(argv=None):
         "| scheduler | chunks | array s | build s (per chunk us) | waves | largest wave "
         "| fit s | sum s | fit / sum | fit peak RSS MiB | sum peak RSS MiB |"
     )
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
     runs = (
         [(n, False, True) for n in args.sizes]
         + [(n, False, False) for n in args.fit_only_sizes]
         + [(n, True, True) for n in args.cluster_sizes]
     )
+    if runs:
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
     for n, cluster, with_sum in runs:
         fits, totals = [], []
         for _ in range(max(1, args.repeat)):
@@ -154,6 +230,18 @@ def main(argv=None):
             f"| {fit['peak_rss_mib']:.0f} | {sum_rss} |",
             flush=True,
         )
+    if args.build_only_sizes:
+        print("\n| array | chunks | array s | build s (per chunk us) | waves | peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+    for source in args.build_source if args.build_only_sizes else ():
+        for n in args.build_only_sizes:
+            runs = [_run(n, source, False) for _ in range(max(1, args.repeat))]
+            one = _median(runs)
+            print(
+                f"| {source} | {n:,} | {one['array_s']:.2f} | {one['build_s']:.2f} "
+                f"({1e6 * one['build_s'] / n:.0f}) | {one['waves']} | {one['peak_rss_mib']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -226,3 +226,51 @@ def test_predict_errors_name_the_rows_of_uneven_chunks():
     for lazy in (km.predict(Xd), km.transform(Xd)):
         with pytest.raises(ValueError, match=r"chunk 2 \(rows 400 to 450\)"):
             lazy.compute()
+
+
+def _arrays_of_many_kinds(tmp_path):
+    import zarr
+
+    from dask_streamkm.io import open_array
+
+    data = np.arange(4000 * 3, dtype=float).reshape(4000, 3)
+    zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(100, 3), dtype="f8")[:] = data
+    stored = open_array(str(tmp_path / "a.zarr"))
+    inline = da.from_array(data, chunks=100)
+    return {
+        "zarr": stored,
+        "zarr, sliced and shifted": stored[::2] * 2 + 1,
+        "numpy": inline,
+        "numpy, rechunked": inline.rechunk((300, 3)),
+        "two arrays": stored + inline,
+    }
+
+
+def test_needed_tasks_are_what_dasks_cull_keeps(tmp_path):
+    from dask._task_spec import convert_legacy_graph
+    from dask.utils import ensure_dict
+
+    for name, X in _arrays_of_many_kinds(tmp_path).items():
+        graph = X.__dask_graph__()
+        keys = {(X.name, i, 0) for i in range(1, min(4, X.numblocks[0]))}
+        ours = convert_legacy_graph(_graph.needed_tasks(graph, keys))
+        dasks = convert_legacy_graph(ensure_dict(graph.cull(keys)))
+        assert set(ours) == set(dasks), name
+        assert len(ours) < len(convert_legacy_graph(ensure_dict(graph))), name
+        values = dask.get(ours, sorted(keys))
+        expected = [X.blocks[key[1]].compute() for key in sorted(keys)]
+        for got, want in zip(values, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_fit_over_a_zarr_store_does_not_list_every_key_of_its_graph(tmp_path, monkeypatch):
+    # dask's own cull keeps a set of every key of the array's graph (126 MB at 10^6 chunks)
+    # when a layer holds old-style tasks, as a zarr-backed array's does.
+    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 8)
+    X = _arrays_of_many_kinds(tmp_path)["zarr"]
+    graph = X.__dask_graph__()
+    assert any(layer.has_legacy_tasks for layer in graph.layers.values())
+    StreamingKMeans(3, random_state=0).fit(X)
+    assert not hasattr(graph, "_all_external_keys")
+    graph.cull({(X.name, 0, 0)})  # what dask's cull does
+    assert len(graph._all_external_keys) == X.numblocks[0] + 1
