@@ -1032,6 +1032,9 @@ class RowStartDep(ArrayBlockwiseDep):
     def __getitem__(self, idx):
         return self.starts[idx[0]]
 
+    def __dask_tokenize__(self):  # the chunks, not the stride cached by the last look-up
+        return type(self).__name__, self.chunks
+
 
 def _predict_task(block, weights, centers, block_id, row_start, *, what, metric):
     """:func:`predict_block` with the chunk's index from dask's block id."""
