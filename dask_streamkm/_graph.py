@@ -542,16 +542,17 @@ class _GraphKeys:
         self.layers, self.listed = list(graph.layers.values()), {}
 
     def __contains__(self, key):
+        hash(key)  # an unhashable name raises TypeError, as it would asking a set
         return any(self._in(i, layer, key) for i, layer in enumerate(self.layers))
 
     def _in(self, i, layer, key):
         if isinstance(layer, Blockwise):
             if not (isinstance(key, tuple) and key and key[0] == layer.output):
                 return False
-            index = key[1:]
+            index = tuple(_block_index(j) for j in key[1:])
             dims = [layer.dims[axis] for axis in layer.output_indices]
             if len(index) != len(dims) or not all(
-                isinstance(j, int) and 0 <= j < n for j, n in zip(index, dims, strict=True)
+                j is not None and 0 <= j < n for j, n in zip(index, dims, strict=True)
             ):
                 return False
             return layer.output_blocks is None or index in layer.output_blocks
@@ -560,6 +561,16 @@ class _GraphKeys:
         if i not in self.listed:
             self.listed[i] = set(layer.get_output_keys())
         return key in self.listed[i]
+
+
+def _block_index(j):
+    """``j`` as a block index where a set of keys would take it for one (``1``, ``1.0``,
+    ``True``, numpy integers), else None."""
+    try:
+        i = int(j.real) if isinstance(j, complex) else int(j)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return i if i == j else None
 
 
 def summary_graph(

@@ -274,3 +274,31 @@ def test_a_fit_over_a_zarr_store_does_not_list_every_key_of_its_graph(tmp_path, 
     assert not hasattr(graph, "_all_external_keys")
     graph.cull({(X.name, 0, 0)})  # what dask's cull does
     assert len(graph._all_external_keys) == X.numblocks[0] + 1
+
+
+def test_graph_keys_answer_as_a_set_of_the_graphs_keys_would(tmp_path):
+    for name, X in _arrays_of_many_kinds(tmp_path).items():
+        graph = X.__dask_graph__()
+        every = set(graph.get_all_external_keys())
+        known = _graph._GraphKeys(graph)
+        n = X.numblocks[0]
+        probes = [
+            *sorted(every, key=str)[:50],
+            (X.name, n, 0),
+            (X.name, -1, 0),
+            (X.name, 0),
+            (X.name, 0, 0, 0),
+            (X.name, np.int64(1), 0),
+            (X.name, 1.0, 0),
+            (X.name, 1.5, 0),
+            (X.name, True, 0),
+            (X.name, "1", 0),
+            (X.name, float("nan"), 0),
+            "not a key",
+            3,
+        ]
+        for probe in probes:
+            assert (probe in known) == (probe in every), (name, probe)
+        for unhashable in ([X.name, 0, 0], (np.arange(3), 0), np.arange(3)):
+            with pytest.raises(TypeError):
+                unhashable in known  # noqa: B015
