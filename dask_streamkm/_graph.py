@@ -518,18 +518,22 @@ def needed_tasks(graph, keys):
 
 
 def _layer_order(dependencies):
-    """Layer names with each after the layers it depends on."""
-    order, placed = [], set()
-
-    def place(name):
-        if name not in placed:
-            placed.add(name)
-            for dep in sorted(dependencies.get(name, ())):
-                place(dep)
-            order.append(name)
-
-    for name in dependencies:
-        place(name)
+    """Layer names with each after the layers it depends on (no recursion: an array made by
+    a long loop of operations has thousands of layers)."""
+    waiting = {name: len(deps) for name, deps in dependencies.items()}
+    users = {name: [] for name in dependencies}
+    for name, deps in dependencies.items():
+        for dep in deps:
+            users[dep].append(name)
+    ready = [name for name, count in waiting.items() if not count]
+    order = []
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for user in users[name]:
+            waiting[user] -= 1
+            if not waiting[user]:
+                ready.append(user)
     return order
 
 

@@ -302,3 +302,13 @@ def test_graph_keys_answer_as_a_set_of_the_graphs_keys_would(tmp_path):
         for unhashable in ([X.name, 0, 0], (np.arange(3), 0), np.arange(3)):
             with pytest.raises(TypeError):
                 unhashable in known  # noqa: B015
+
+
+def test_needed_tasks_of_an_array_of_thousands_of_layers():
+    X = da.ones((40, 2), chunks=10)
+    for _ in range(1500):  # more layers than Python's recursion limit
+        X = X + 1
+    keys = {(X.name, 1, 0)}
+    got = _graph.needed_tasks(X.__dask_graph__(), keys)
+    assert 1500 < len(got) < 1600  # one chunk's chain, not the four chunks'
+    np.testing.assert_array_equal(dask.get(got, (X.name, 1, 0)), np.full((10, 2), 1501.0))
