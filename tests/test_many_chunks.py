@@ -66,3 +66,25 @@ def test_npy_file_in_many_chunks(tmp_path):
     assert peak < LIMIT, f"{peak / 2**20:.0f} MiB"
     np.testing.assert_array_equal(X.blocks[12345].compute(), data[24690:24692])
     np.testing.assert_array_equal(X[-5:].compute(), data[-5:])
+
+
+def test_scale_benchmark_runs_and_prints_its_tables():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "scale.py"
+    cmd = [sys.executable, str(script), "--sizes", "300", "--cluster-sizes"]
+    out = subprocess.run(
+        [*cmd, "--build-only-sizes", "5000"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line for line in out.splitlines() if re.match(r"\| (threads|mixture|zarr) \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["threads", "mixture", "zarr"]
+    fit = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    assert fit[1] == "300" and fit[4] == "1"  # one wave: 300 chunks are under WAVE_CHUNKS
+    assert float(fit[6]) > 0 and float(fit[7]) > 0
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        assert cells[1] == "5,000" and cells[4] == "2"  # 4,096 chunks a wave
+        assert float(cells[3].split()[0]) > 0 and float(cells[5]) > 0
