@@ -109,20 +109,32 @@ def scheduler(spec, n_workers=None, connect_timeout=10.0):
 
 
 # ---------------------------------------------------------------------- chunk counts
+def _parts_counter():
+    def parts_count(parts, prefixes):
+        """Chunks a task name's ``-``-separated parts cover: 1 for a part that is a prefix
+        (``leaf``), n for the prefix with ``x<n>`` (``leafx8``: n small chunks in one task)."""
+        count = 0
+        for part in parts:
+            count += part in prefixes
+            for prefix in prefixes:
+                rest = part[len(prefix) + 1 :]
+                count += int(rest) if part.startswith(prefix + "x") and rest.isdigit() else 0
+        return count
+
+    return parts_count
+
+
+#: Made inside a function so that cloudpickle sends it by value with
+#: :func:`scheduler_chunk_counts` (a scheduler without this package runs it).
+_parts_count = _parts_counter()
+
+
 def _chunk_count(name, prefixes):
     """Chunks a task (key or prefix name) covers: 1 for ``leaf-...`` (or fused as
     ``...-leaf-...``), n for ``leafxn-...`` (n small chunks summarized in one task), else 0."""
     from dask.utils import key_split
 
-    count = 0
-    for part in key_split(name).split("-"):
-        if part in prefixes:
-            count += 1
-        for prefix in prefixes:
-            rest = part[len(prefix) + 1 :]
-            if part.startswith(prefix + "x") and rest.isdigit():
-                count += int(rest)
-    return count
+    return _parts_count(key_split(name).split("-"), prefixes)
 
 
 class _LocalChunks(Callback):
@@ -148,20 +160,18 @@ def scheduler_chunk_counts(client, prefixes):
     """``(finished, submitted)`` chunk tasks since the scheduler started, from its task prefixes.
 
     Reads the scheduler's own cumulative per-prefix state counts, so computes that ended (and
-    whose tasks were forgotten) still count. Defined inline so that it pickles by value and a
-    scheduler without this package can run it.
+    whose tasks were forgotten) still count. Defined inline (and :data:`_parts_count` made
+    inside a function) so that it pickles by value and a scheduler without this package can
+    run it.
     """
     prefixes = tuple(prefixes)
+
+    count = _parts_count
 
     def counts(dask_scheduler):
         done = total = 0
         for name, prefix in dask_scheduler.task_prefixes.items():
-            chunks = 0  # as _chunk_count: "leaf" is one chunk, "leafx8" eight
-            for part in name.split("-"):
-                chunks += part in prefixes
-                for p in prefixes:
-                    rest = part[len(p) + 1 :]
-                    chunks += int(rest) if part.startswith(p + "x") and rest.isdigit() else 0
+            chunks = count(name.split("-"), prefixes)  # prefix names are key_split already
             done += chunks * prefix.state_counts.get("memory", 0)
             total += chunks * prefix.state_counts.get("waiting", 0)
         return done, total

@@ -489,7 +489,8 @@ def fused_wave(key, dsk, layer, arrays, nest=()):
 
 
 def needed_tasks(graph, keys):
-    """The tasks of the dask graph ``graph`` that computing ``keys`` needs, as a dict.
+    """The tasks of the HighLevelGraph ``graph`` (a dask array's) that computing ``keys``
+    needs, as a dict.
 
     What ``HighLevelGraph.cull`` gives, layer by layer (dask's own ``Layer.cull``), but
     without its list of every key of the graph: dask builds that list (and keeps it with the
@@ -498,10 +499,6 @@ def needed_tasks(graph, keys):
     10^6 chunks it is 126 MB of client memory and 2 s; :class:`_GraphKeys` answers the same
     question from each layer's own shape.
     """
-    if not isinstance(graph, HighLevelGraph):
-        from dask._task_spec import convert_legacy_graph, cull
-
-        return cull(convert_legacy_graph(dict(graph)), set(keys))
     keys, out = set(keys), {}
     legacy = any(layer.has_legacy_tasks for layer in graph.layers.values())
     known = _GraphKeys(graph) if legacy else set()
