@@ -101,9 +101,13 @@ def _build_only(n_chunks, source):
     from dask_streamkm.datasets import make_mixture
     from dask_streamkm.io import open_array
 
+    if source == "zarr-dask-cull":  # for comparison: Dask's HighLevelGraph.cull in the waves
+        from dask.utils import ensure_dict
+
+        _graph.needed_tasks = lambda graph, keys: ensure_dict(graph.cull(keys))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        if source == "zarr":
+        if source.startswith("zarr"):
             path = f"{folder}/tiny.zarr"
             zarr.create_array(
                 path, shape=(n_chunks * ROWS, FEATURES), chunks=(ROWS, FEATURES), dtype="f4"
@@ -180,10 +184,12 @@ def main(argv=None):
     )
     parser.add_argument(
         "--build-source",
-        choices=("mixture", "zarr"),
+        choices=("mixture", "zarr", "zarr-dask-cull"),
         nargs="+",
         default=["mixture", "zarr"],
-        help="arrays of the build-only table: the generated mixture and/or an empty zarr store",
+        help="arrays of the build-only table: the generated mixture and/or an empty zarr store "
+        "(zarr-dask-cull: the zarr store with Dask's own HighLevelGraph.cull in each wave, "
+        "for comparison)",
     )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
