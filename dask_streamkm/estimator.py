@@ -617,17 +617,22 @@ class StreamingKMeans(
             sums, weights, cost = stats.lloyd_stats(centers)
             step, _ = lloyd_step_centers(sums, weights, centers, candidates, candidate_weights)
             # Lloyd from the exact step over the pass's groups (each moves as a whole):
-            # never above the step's cost bound (keep_best), itself at most ``cost``.
+            # never above the step's cost bound (keep_best; up to float32 rounding for float32
+            # data), itself at most ``cost``. The groups are scored in X's float type (float32
+            # GEMMs for float32 data, as in the first pass), shifted to their weighted mean in
+            # float64 first so that no digits of their spread go to their distance from zero.
             points, point_weights, _ = stats.points(centers)
-            centers = lloyd(
-                points,
-                step,
+            origin = point_weights @ points / float(np.sum(point_weights))
+            shifted = lloyd(
+                np.asarray(points - origin, dtype=_out_dtype(X.dtype)),
+                step - origin,
                 sample_weight=point_weights,
                 max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
                 tol=float(self.tol),
                 keep_best=True,
                 fixed_origin=True,
             )[0]
+            centers = shifted + origin
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)

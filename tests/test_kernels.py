@@ -375,6 +375,22 @@ def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
     _check_nearest_kernels(X[:50], X[:600], atol=1e-9)  # 600 centers: blocks of 256 centers
 
 
+@pytest.mark.parametrize("slab_elements", [1, 4 * 256 * 4 + 5])
+def test_nearest_kernels_stitch_slabs_of_blocks(rng, monkeypatch, slab_elements):
+    # Blocks of 256 rows, shifted in slabs of one block (fewer elements than a block) or of
+    # four blocks (4 features with the trailing 1); the last slab and block are shorter.
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(K, "SLAB_ELEMENTS", slab_elements)
+    X = rng.normal(size=(2_700, 3)) + 50.0  # far from zero: a slab not shifted shows
+    blocks = [(a, b) for a, b, _, _ in K._score_blocks(X, X[::90])]
+    assert blocks == [(a, min(a + 256, 2_700)) for a in range(0, 2_700, 256)]
+    _check_nearest_kernels(X, X[::90], atol=1e-9)
+    (labels, _, third), (d1, _, d3) = K.nearest_top(X, X[::90], 3)
+    D = ref_sq_distances(X, X[::90])
+    np.testing.assert_array_equal(third, np.argsort(D, axis=1, kind="stable")[:, 2])
+    np.testing.assert_allclose(d3, np.sort(D, axis=1)[:, 2], atol=1e-9)
+
+
 @pytest.mark.parametrize("n_trials", [1, 16])
 def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     # Four tight blobs, k=4, but the start puts two centers on blob 0 and one between blobs 2, 3.

@@ -95,9 +95,11 @@ def test_second_pass_starts_from_the_first_and_never_raises_the_cost(data):
     assert two.inertia_ >= costs[2] * (1 - 1e-12)  # an upper bound for the final centers
 
 
-def test_unweighted_and_float32(data):
+@pytest.mark.parametrize("offset", [-1e4, 0.0])  # near zero, and 1e4 away (float32 steps 1e-3)
+def test_unweighted_and_float32(data, offset):
+    # The Lloyd run over the groups scores them in float32 here, shifted in float64 first.
     _, _, X, _ = data
-    X32 = (X - 1e4).astype(np.float32)
+    X32 = (X + offset).astype(np.float32)
     start = StreamingKMeans(6, random_state=0).fit(X32)
     one = StreamingKMeans(6, random_state=0, refine_passes=1).fit(X32)
     assert one.cluster_centers_.dtype == np.float32
