@@ -14,6 +14,8 @@ KMeans(n_init=3) (marked in the table): n_init=10 does not fit in a working day 
 same case and sklearn version (marked "cached" in the table); the final table is run without it.
 ``--mbk-to-cost`` adds a second table: how long MiniBatchKMeans(batch_size=4096) takes to reach
 the cost of our one pass (1, 2, 4, 8 epochs, each a fresh fit), beside our one pass's time.
+``--repeat N`` fits each ``refine_passes`` setting N times (taking turns) and gives median wall
+times: the time ratios of single fits vary by 10-20 % on a shared machine.
 """
 
 from __future__ import annotations
@@ -132,19 +134,28 @@ def reference(name, X, k, reuse, n_init=10, verbose=0):
 REFINE_PASSES = (0, 1, 2)
 
 
-def run_case(name, reuse, seed=0):
+def run_case(name, reuse, seed=0, repeat=1):
     title, load, k, ref_n_init = CASES[name]
     X = load()
     n, d = X.shape
     ref = reference(name, X, k, reuse, n_init=ref_n_init)
 
     Xd = da.from_array(X, chunks=(CHUNK_ROWS, -1))
-    refined = {}
-    for passes in REFINE_PASSES:
-        t0 = time.perf_counter()
-        with dask.config.set(scheduler="threads"):
-            model = StreamingKMeans(n_clusters=k, random_state=seed, refine_passes=passes).fit(Xd)
-        refined[passes] = (model, time.perf_counter() - t0)
+    # Each setting fits ``repeat`` times, the settings taking turns so that drift in the
+    # machine's speed falls on all of them; wall times are medians, the models the first
+    # fits' (a fit is deterministic: every repeat gives the same centers).
+    models, runs = {}, {p: [] for p in REFINE_PASSES}
+    for _ in range(repeat):
+        for passes in REFINE_PASSES:
+            t0 = time.perf_counter()
+            with dask.config.set(scheduler="threads"):
+                model = StreamingKMeans(n_clusters=k, random_state=seed, refine_passes=passes)
+                model.fit(Xd)
+            runs[passes].append(time.perf_counter() - t0)
+            first = models.setdefault(passes, model)
+            if not np.array_equal(first.cluster_centers_, model.cluster_centers_):
+                raise AssertionError(f"{name}: refine_passes={passes} differs between repeats")
+    refined = {p: (models[p], statistics.median(runs[p])) for p in REFINE_PASSES}
     ours, t_ours = refined[0]
     ours_inertia = inertia(X, ours.cluster_centers_)
     m = ours.summary_.n_groups
@@ -179,6 +190,8 @@ def run_case(name, reuse, seed=0):
         "t_mbk": t_mbk,
         "t_sample": t_uni,
         "ref_cached": ref["cached"],
+        "repeat": repeat,
+        **{f"t_runs_r{p}": runs[p] for p in REFINE_PASSES},
     }
 
 
@@ -232,6 +245,9 @@ def print_table(rows):
         "| case | n | d | k | ours | ours (bound) | ours r1 | ours r2 | MiniBatchKMeans 1 epoch "
         "| uniform sample (size) | ours s | r1 s | r2 s | reference s | MBK s |"
     )
+    repeats = {r.get("repeat", 1) for r in rows}
+    if repeats != {1}:
+        print(f"(ours s, r1 s, r2 s: medians of {', '.join(map(str, sorted(repeats)))} fits)\n")
     print(head)
     print("|---" * 15 + "|")
     for r in rows:
@@ -280,10 +296,18 @@ def main(argv=None):
         action="store_true",
         help="also time MiniBatchKMeans(batch_size=4096) to our one-pass cost (1-8 epochs)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fit each refine_passes setting this many times; wall times are medians",
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
     rows = []
     for name in args.cases:
-        rows.append(run_case(name, args.reuse_reference, args.seed))
+        rows.append(run_case(name, args.reuse_reference, args.seed, args.repeat))
         print(
             f"done {name}: ours {rows[-1]['ours']:.4f} in {rows[-1]['t_ours']:.1f} s",
             file=sys.stderr,

@@ -861,8 +861,18 @@ def refine_groups(X, centers, sample_weight=None):
     weights = segment_sum(w, group, n_groups)
     # Sums of the rows less their center's share: the rows far from zero lose float64's
     # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
-    nearest_center = xp.take(xp.astype(centers, xp.float64), distinct // refine_key_span(k), axis=0)
-    offsets = segment_sum(rows, group, n_groups) - weights[:, None] * nearest_center
+    offsets = segment_sum(rows, group, n_groups)
+    nearest_of_group = distinct // refine_key_span(k)
+    centers64 = xp.astype(centers, xp.float64)
+    if is_numpy(xp):
+        # The keys are sorted, so each center's groups are one run: subtracted in place, run
+        # by run (the same numbers; two (groups x d) temporaries fewer, 200 MB for MNIST).
+        bounds = np.searchsorted(nearest_of_group, np.arange(k + 1))
+        for j in np.flatnonzero(np.diff(bounds)):
+            run = slice(bounds[j], bounds[j + 1])
+            offsets[run] -= np.multiply.outer(weights[run], centers64[j])
+    else:
+        offsets = offsets - weights[:, None] * xp.take(centers64, nearest_of_group, axis=0)
     return distinct, weights, offsets, segment_sum(w * d1, group, n_groups)
 
 
