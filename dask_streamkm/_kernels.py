@@ -19,8 +19,9 @@ BLOCK_ELEMENTS = 1 << 18
 #: The same on a GPU (128 MiB of float32): large blocks keep the GEMMs big and the launches few.
 DEVICE_BLOCK_ELEMENTS = 1 << 25
 #: Elements of the rows shifted and augmented at once by the blocked loop (2 MiB of float32:
-#: 16,384 rows of 32 features, 668 of 784). A slab much larger than this is fresh memory on
-#: every call (page faults), which cost MNIST's leaves about a third of their time.
+#: 16,384 rows of 32 features, 668 of 784), and the most rows of a host block. A slab much
+#: larger than this is fresh memory on every call (page faults): it cost MNIST's leaves about
+#: a third of their time, and its three nearest of 10 centers half.
 SLAB_ELEMENTS = 1 << 19
 
 
@@ -211,9 +212,10 @@ def _score_blocks(X, centers, prepared=None):
     to the center of score ``s`` is ``x_sq - 2 s``. Rows and centers are taken relative to
     the centers' mean (:func:`_shifted`), one row block at a time. The row step comes from
     :func:`block_rows` with the namespace's block size (``DEVICE_BLOCK_ELEMENTS`` for cupy,
-    ``BLOCK_ELEMENTS`` otherwise), chosen here only. With ``prepared`` (from
-    :func:`prepared_rows`, for many calls on the same X) the rows were shifted and augmented
-    once, and the centers are taken relative to that origin.
+    ``BLOCK_ELEMENTS`` otherwise), chosen here only; on the host it is also at most a slab
+    (:data:`SLAB_ELEMENTS`, at least 256 rows), so that few centers do not make long copies.
+    With ``prepared`` (from :func:`prepared_rows`, for many calls on the same X) the rows were
+    shifted and augmented once, and the centers are taken relative to that origin.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
@@ -226,6 +228,9 @@ def _score_blocks(X, centers, prepared=None):
     _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
     elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
     step = block_rows(centers.shape[0], n, elements)
+    if prepared is None and not is_cupy(xp):
+        # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
+        step = min(step, max(256, SLAB_ELEMENTS // (X.shape[1] + 1)))
     if prepared is not None:
         for start in range(0, n, step):
             stop = min(start + step, n)

@@ -391,6 +391,21 @@ def test_nearest_kernels_stitch_slabs_of_blocks(rng, monkeypatch, slab_elements)
     np.testing.assert_allclose(d3, np.sort(D, axis=1)[:, 2], atol=1e-9)
 
 
+def test_few_centers_and_wide_rows_make_slab_sized_blocks(rng, monkeypatch):
+    # Two centers allow blocks of all 3,000 rows; 7 features (8 with the 1) and slabs of
+    # 2,400 elements cap them at 300 rows. Rows already prepared are not copied: one block.
+    monkeypatch.setattr(K, "SLAB_ELEMENTS", 2_400)
+    X = rng.normal(size=(3_000, 7)) + 50.0
+    C = X[[0, 1]]
+    assert [(a, b) for a, b, _, _ in K._score_blocks(X, C)] == [
+        (a, a + 300) for a in range(0, 3_000, 300)
+    ]
+    _check_nearest_kernels(X, X[:2], atol=1e-9)
+    prepared = K.prepared_rows(X, X.mean(0))
+    assert [(a, b) for a, b, _, _ in K._score_blocks(X, C, prepared)] == [(0, 3_000)]
+    np.testing.assert_array_equal(K.nearest(X, C, prepared)[0], K.nearest(X, C)[0])
+
+
 @pytest.mark.parametrize("n_trials", [1, 16])
 def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     # Four tight blobs, k=4, but the start puts two centers on blob 0 and one between blobs 2, 3.
