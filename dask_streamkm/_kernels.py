@@ -228,9 +228,10 @@ def _score_blocks(X, centers, prepared=None):
     _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
     elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
     step = block_rows(centers.shape[0], n, elements)
+    slab_rows = SLAB_ELEMENTS // (X.shape[1] + 1)
     if prepared is None and not is_cupy(xp):
         # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
-        step = min(step, max(256, SLAB_ELEMENTS // (X.shape[1] + 1)))
+        step = min(step, max(256, slab_rows))
     if prepared is not None:
         for start in range(0, n, step):
             stop = min(start + step, n)
@@ -244,7 +245,7 @@ def _score_blocks(X, centers, prepared=None):
     ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
-    slab = max(step, SLAB_ELEMENTS // (X.shape[1] + 1) // step * step)
+    slab = max(step, slab_rows // step * step)
     for slab_start in range(0, n, slab):
         slab_stop = min(slab_start + slab, n)
         rows = X[slab_start:slab_stop, ...] - origin

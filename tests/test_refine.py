@@ -351,3 +351,18 @@ def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
     assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
     again = StreamingKMeans(4, **params).fit(open_array(url, storage_options=options))
     assert again.inertia_ == ref.inertia_
+
+
+def test_quality_benchmark_refuses_a_repeat_below_one():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--repeat", "0", "--cases", "mnist-k10"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert "--repeat should be at least 1 (got 0); use --repeat 3" in run.stderr
