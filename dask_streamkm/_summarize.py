@@ -5,6 +5,9 @@ mini-batches with online facility-location opening (Meyerson 2001; Liberty, Srih
 Sviridenko 2016) and Sculley (2010) per-center updates, the lightest centers merged into
 their nearest neighbour when too many are open, an exact assignment pass that fills the
 clustering features from the real rows, and light groups merged (never dropped).
+``tree`` (the default) puts the rows in coarse cells and runs k-means++ and Lloyd inside
+every cell at once (:mod:`._tree`): about ``c + m / c`` distances a row instead of ``2 m``,
+and tighter groups; on device (non-numpy) arrays it is the streaming leaf.
 ``lloyd`` is D^2 seeding plus exact Lloyd passes: simpler, and the test oracle.
 
 Preconditions for everything here: X is a 2-D float array, finite, weights >= 0.
@@ -15,16 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels as K
-from ._array import device, from_host, namespace, segment_sum
+from ._array import device, from_host, is_numpy, namespace, segment_sum
+from ._tree import tree_labels
 from .summary import Summary
 
-METHODS = ("stream", "lloyd")
+METHODS = ("tree", "stream", "lloyd")
 
 #: Groups lighter than this fraction of the mean group weight merge into their nearest group.
 LIGHT_FRACTION = 0.01
 
 
-def summarize(X, size, method="stream", sample_weight=None, mini_batch_size=4096, seed=None):
+def summarize(X, size, method="tree", sample_weight=None, mini_batch_size=4096, seed=None):
     """Summarize the rows of one block into at most ``size`` weighted groups.
 
     A block with at most ``size`` rows of positive weight comes back exactly (one group a row).
@@ -42,7 +46,11 @@ def summarize(X, size, method="stream", sample_weight=None, mini_batch_size=4096
     rng = np.random.default_rng(seed)
     if method == "lloyd":
         centers = _lloyd_centers(X, size, sample_weight, rng)
-    elif method == "stream":
+    elif method == "tree" and is_numpy(xp):
+        labels, n_groups = tree_labels(X, size, sample_weight, rng)
+        summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=n_groups)
+        return _merge_light(summary)
+    elif method in ("stream", "tree"):  # "tree" on device arrays: the streaming leaf
         centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
     else:  # validated by the estimator
         raise ValueError(f"method={method!r} should be one of {METHODS}.")

@@ -437,8 +437,8 @@ def _add_method_and_metric(p):
     """``--method`` (the per-chunk summarizer) and ``--metric``, shared by fit, demo and elbow."""
     p.add_argument(
         "--method",
-        choices=("stream", "lloyd"),
-        default="stream",
+        choices=("tree", "stream", "lloyd"),
+        default="tree",
         help="per-chunk summarizer (method)",
     )
     p.add_argument(

@@ -175,9 +175,14 @@ class StreamingKMeans(
     summary_size : int or "auto", default="auto"
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
         ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
-    method : {"stream", "lloyd"}, default="stream"
-        Per-chunk summarizer: streaming mini-batches with facility-location opening
-        (SageMaker-like) or D^2 seeding plus an exact Lloyd pass.
+    method : {"tree", "stream", "lloyd"}, default="tree"
+        Per-chunk summarizer. "tree": the rows go into about ``8 sqrt(summary_size)``
+        coarse cells, each cell gets groups in proportion to its squared error, and greedy
+        k-means++ and three Lloyd steps place them inside every cell at once (numpy chunks;
+        on device arrays it is "stream"). "stream": streaming mini-batches with
+        facility-location opening (SageMaker-like), then an exact assignment. "lloyd": D^2
+        seeding plus an exact Lloyd pass. All three keep the clustering features of a
+        partition of each chunk's rows, so the cost bound holds for each.
     mini_batch_size : int, default=4096
         Rows per mini-batch of the streaming summarizer.
     split_every : int, default=8
@@ -310,7 +315,7 @@ class StreamingKMeans(
         n_clusters=8,
         *,
         summary_size="auto",
-        method="stream",
+        method="tree",
         mini_batch_size=4096,
         split_every=8,
         n_init="auto",

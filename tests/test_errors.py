@@ -226,7 +226,7 @@ def test_string_data():
         ({"n_clusters": 0}, r"n_clusters=0 should be an integer >= 1"),
         ({"n_clusters": 2.5}, r"n_clusters=2.5 should be an integer >= 1"),
         ({"n_clusters": True}, r"n_clusters=True should be an integer"),
-        ({"method": "x"}, r"method='x' should be one of \('stream', 'lloyd'\)"),
+        ({"method": "x"}, r"method='x' should be one of \('tree', 'stream', 'lloyd'\)"),
         ({"split_every": 1}, r"split_every=1 should be an integer >= 2"),
         ({"mini_batch_size": 0}, r"mini_batch_size=0 should be an integer >= 1"),
         ({"n_init": 0}, r'n_init=0 should be "auto" or an integer >= 1'),

@@ -1,0 +1,287 @@
+"""The two-level leaf (``method="tree"``): coarse cells, then k-means inside every cell at once.
+
+A leaf of m groups compares every row with m centers twice in the streaming summarizer (the
+mini-batch pass and the exact assignment). Here the rows are first put in ``c ~ 8 sqrt(m)``
+coarse cells (D^2 seeding on a sample, a few Lloyd steps on all rows); each cell gets a share
+of the m groups in proportion to its squared error, and inside every cell greedy k-means++
+(one center per cell per step, ``2 + ln m_c`` candidates) and a few Lloyd steps place them.
+Each row is compared with c coarse centers and the few centers of its own cell, so the work
+per row is about ``c + m / c`` distances instead of ``2 m``; all cells advance together in one
+batched product per step (rows laid out cell by cell in blocks), so the Python work per step
+does not grow with the number of cells.
+
+The groups are a partition of the rows (each row in the nearest center of its cell), so the
+leaf's clustering features keep the cost bound of the summary, as the streaming leaf's do.
+Inside a cell the rows are taken relative to the cell's coarse center (computed in float64),
+so distances keep their precision far from the origin.
+
+Host (numpy) arrays only; the estimator uses the streaming leaf for other array types.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _kernels as K
+
+#: Coarse cells per square root of the leaf's groups.
+CELLS_PER_ROOT = 8.0
+#: Lloyd steps of the coarse centers on all rows.
+COARSE_ITER = 2
+#: Lloyd steps inside the cells after seeding.
+CELL_ITER = 3
+#: Rows of the sample the coarse centers are seeded on, per coarse center.
+COARSE_SAMPLE_PER_CENTER = 64
+
+
+def tree_labels(X, size, sample_weight, rng):
+    """Labels (int64, (n,)) of a partition of the rows of X into at most ``size`` groups, and
+    the number of labels. Precondition: more than ``size`` rows of positive weight."""
+    n, d = X.shape
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    size = int(size)
+    n_cells = int(min(max(2, round(CELLS_PER_ROOT * math.sqrt(size))), size))
+    cell, dist, coarse = _coarse_cells(X, n_cells, w, rng)
+    n_cells = coarse.shape[0]
+    cost = np.bincount(cell, weights=w * dist, minlength=n_cells)
+    positive_rows = np.bincount(cell[w > 0], minlength=n_cells)
+    share = _allocate(cost, positive_rows, size)
+    # Cells in order of falling share: the cells still seeding at any step are a prefix.
+    rank = np.argsort(-share, kind="stable")
+    new_id = np.empty(n_cells, dtype=np.int64)
+    new_id[rank] = np.arange(n_cells)
+    cell = new_id[cell]
+    share = share[rank]
+    layout = _Layout(X, coarse[rank], w, cell, n_cells)
+    centers, n_centers = _seed(layout, share, rng)
+    labels_sorted = _lloyd(layout, centers, n_centers, CELL_ITER)
+    offsets = np.concatenate([[0], np.cumsum(n_centers)[:-1]])
+    # Rows of cells without centers (every row of zero weight) join group 0: no mass moves.
+    labels_sorted = np.where(n_centers[layout.cell] > 0, offsets[layout.cell] + labels_sorted, 0)
+    labels = np.empty(n, dtype=np.int64)
+    labels[layout.order] = labels_sorted
+    return labels, int(n_centers.sum())
+
+
+def _coarse_cells(X, n_cells, w, rng):
+    """Coarse centers seeded by D^2 sampling on a sample of the positive rows, then
+    ``COARSE_ITER`` Lloyd steps on all rows. Returns each row's cell, its squared distance to
+    the cell's center, and the centers (float64) of the cells that kept rows."""
+    positive = np.flatnonzero(w > 0)
+    sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
+    sample.sort()
+    rows = X[sample]
+    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w[sample])
+    coarse = rows[idx].astype(np.float64)
+    for step in range(COARSE_ITER + 1):
+        cell, dist = K.nearest(X, coarse.astype(X.dtype))
+        if step == COARSE_ITER:
+            break
+        # Rows relative to their center: small numbers, so their sums keep their precision.
+        rel = X - coarse.astype(X.dtype)[cell]
+        mass = np.bincount(cell, weights=w, minlength=coarse.shape[0])
+        shift = _segment_rows(rel, w, cell, coarse.shape[0])
+        del rel
+        coarse = coarse + shift / np.maximum(mass, 1e-300)[:, None]
+    # Drop empty cells (their centers lost every row).
+    used = np.bincount(cell, minlength=coarse.shape[0]) > 0
+    remap = np.cumsum(used) - 1
+    return remap[cell], dist, coarse[used]
+
+
+def _segment_rows(rows, w, labels, n_segments, positions=None):
+    """Weighted sums of ``rows`` by label (float64), summed in the rows' float type; the
+    i-th weight and label belong to row ``positions[i]`` (default i)."""
+    from scipy import sparse
+
+    if positions is None:
+        positions = np.arange(labels.shape[0])
+    indicator = sparse.csr_matrix(
+        (w.astype(rows.dtype), (labels, positions)), shape=(n_segments, rows.shape[0])
+    )
+    return np.asarray(indicator @ rows, dtype=np.float64)
+
+
+def _allocate(cost, caps, total):
+    """Groups per cell: ``total`` shared in proportion to ``cost``, each cell with positive
+    rows at least 1 and at most ``caps`` (its rows of positive weight); the sum is at most
+    ``total`` (precondition: no more cells with positive rows than ``total``)."""
+    caps = caps.astype(np.int64)
+    if cost.sum() <= 0:  # every cell is one point repeated: weight by rows instead
+        cost = caps.astype(np.float64)
+    ideal = cost / cost.sum() * total
+    share = np.minimum(np.maximum(np.floor(ideal).astype(np.int64), caps > 0), caps)
+    while share.sum() > total:  # the cells raised to 1 took groups from the others
+        over = np.flatnonzero(share > 1)
+        excess = min(int(share.sum()) - total, over.shape[0])
+        share[over[np.argsort(ideal[over] - share[over], kind="stable")[:excess]]] -= 1
+    while share.sum() < total:
+        open_cells = np.flatnonzero(caps > share)
+        if open_cells.shape[0] == 0:
+            break
+        extra = min(total - int(share.sum()), open_cells.shape[0])
+        gain = (ideal - share)[open_cells]
+        share[open_cells[np.argsort(-gain, kind="stable")[:extra]]] += 1
+    return share
+
+
+class _Layout:
+    """Rows sorted by cell and laid out in blocks of ``rows`` rows, each block in one cell, so
+    one batched product scores every row against the centers of its own cell."""
+
+    def __init__(self, X, coarse, w, cell, n_cells):
+        n, d = X.shape
+        self.order = np.argsort(cell, kind="stable")
+        self.cell = cell[self.order]
+        self.w = w[self.order]
+        counts = np.bincount(cell, minlength=n_cells)
+        self.start = np.concatenate([[0], np.cumsum(counts)])
+        self.n_cells = n_cells
+        rows = int(max(8, -(-n // max(n_cells, 1))))
+        self.rows = rows
+        n_blocks = -(-counts // rows)
+        self.block_start = np.concatenate([[0], np.cumsum(n_blocks)])
+        self.block_cell = np.repeat(np.arange(n_cells), n_blocks)
+        local = np.arange(n) - self.start[self.cell]
+        self.flat = (self.block_start[self.cell] + local // rows) * rows + local % rows
+        # The rows relative to their cell's coarse center, in X's dtype (small numbers).
+        rel = X[self.order]
+        rel -= coarse.astype(X.dtype)[self.cell]
+        self.padded = np.zeros((int(self.block_start[-1]) * rows, d), dtype=X.dtype)
+        self.padded[self.flat] = rel
+        self.sq = np.einsum("ij,ij->i", rel, rel, dtype=np.float64)
+        del rel
+        self.blocks = self.padded.reshape(-1, rows, d)
+
+    def take(self, positions):
+        """The (relative) rows at sorted positions ``positions``."""
+        return self.padded[self.flat[positions]]
+
+    def scores(self, lo, hi, centers, c_sq):
+        """``|c|^2 - 2 x . c`` (the squared distance less ``|x|^2``) of the rows of cells
+        ``lo`` to ``hi - 1`` to each of their cell's centers: ``centers`` is (hi - lo, t, d)
+        and ``c_sq`` (hi - lo, t) their squared norms; returns (rows of those cells, t)."""
+        b0, b1 = int(self.block_start[lo]), int(self.block_start[hi])
+        r0, r1 = int(self.start[lo]), int(self.start[hi])
+        owner = self.block_cell[b0:b1] - lo
+        G = np.matmul(self.blocks[b0:b1], centers[owner].transpose(0, 2, 1))
+        G *= -2.0
+        G += c_sq[owner][:, None, :].astype(G.dtype)
+        return G.reshape((b1 - b0) * self.rows, -1)[self.flat[r0:r1] - b0 * self.rows]
+
+    def distances(self, n_cells, centers):
+        """Squared distances of the rows of the first ``n_cells`` cells to their cell's
+        centers (float64, (rows, t))."""
+        n_rows = int(self.start[n_cells])
+        c_sq = np.einsum("ctd,ctd->ct", centers, centers, dtype=np.float64)
+        D = self.scores(0, n_cells, centers, c_sq).astype(np.float64)
+        D += self.sq[:n_rows, None]
+        return np.maximum(D, 0.0, out=D)
+
+
+def _draw(cum, lo, hi, u):
+    """Rows drawn by inverse CDF inside each cell: ``cum`` is the running sum over the sorted
+    rows, ``lo``/``hi`` each cell's row range, ``u`` (cells, t) uniforms."""
+    base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+    total = cum[hi - 1] - base
+    pick = np.searchsorted(cum, base[:, None] + u * total[:, None], side="right")
+    return np.clip(pick, lo[:, None], (hi - 1)[:, None]), total
+
+
+def _seed(layout, share, rng):
+    """Greedy k-means++ inside every cell at once: at each step every cell that still needs a
+    center draws ``2 + ln(share)`` candidates by D^2 and keeps the one that lowers its cost
+    most. Returns centers (cells, max share, d) and the number of centers of each cell."""
+    n_cells = layout.n_cells
+    d = layout.padded.shape[1]
+    s_max = int(share.max())
+    centers = np.zeros((n_cells, s_max, d), dtype=layout.padded.dtype)
+    n_centers = np.zeros(n_cells, dtype=np.int64)
+    alive = share > 0
+    active = int(np.count_nonzero(alive))  # a prefix: cells are sorted by falling share
+    lo, hi = layout.start[:active], layout.start[1 : active + 1]
+    first, _ = _draw(np.cumsum(layout.w), lo, hi, rng.random((active, 1)))
+    centers[:active, 0] = layout.take(first[:, 0])
+    n_centers[:active] = 1
+    n_rows = int(layout.start[active])
+    closest = layout.distances(active, centers[:active, :1])[:, 0]
+    trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
+    for step in range(1, s_max):
+        active = int(np.count_nonzero(share > step))
+        if active == 0:
+            break
+        n_rows = int(layout.start[active])
+        lo, hi = layout.start[:active], layout.start[1 : active + 1]
+        t = int(trials[0])
+        cum = np.cumsum(layout.w[:n_rows] * closest[:n_rows])
+        cand, total = _draw(cum, lo, hi, rng.random((active, t)))
+        cands = layout.take(cand)
+        D = layout.distances(active, cands)
+        np.minimum(D, closest[:n_rows, None], out=D)
+        pots = np.add.reduceat(layout.w[:n_rows, None] * D, lo, axis=0)
+        # A cell with fewer trials than the first ignores the extra candidates.
+        narrow = trials[:active] < t
+        if narrow.any():
+            cols = np.arange(t)[None, :] >= trials[:active, None]
+            pots[cols] = np.inf
+        best = np.argmin(pots, axis=1)
+        grow = alive[:active] & (total > 0)
+        alive[:active] &= total > 0
+        rows_best = best[layout.cell[:n_rows]]
+        take = grow[layout.cell[:n_rows]]
+        closest[:n_rows] = np.where(take, D[np.arange(n_rows), rows_best], closest[:n_rows])
+        idx = np.flatnonzero(grow)
+        centers[idx, n_centers[idx]] = cands[idx, best[idx]]
+        n_centers[idx] += 1
+    return centers, n_centers
+
+
+def _lloyd(layout, centers, n_centers, n_iter):
+    """``n_iter`` Lloyd steps inside every cell, then each row's center in its cell.
+
+    The cells are scored in bands of similar center counts (cells come sorted by falling
+    share), each band padded only to its own largest count."""
+    n_cells, s_max, _ = centers.shape
+    cell = layout.cell
+    bands = _bands(n_centers)
+    n_groups = int(n_centers.sum())
+    offsets = np.cumsum(n_centers) - n_centers
+    owner = np.repeat(np.arange(n_cells), n_centers)
+    slot = np.arange(n_groups) - offsets[owner]
+    for step in range(n_iter + 1):
+        labels = np.zeros(cell.shape[0], dtype=np.int64)
+        for lo, hi, t in bands:
+            band = centers[lo:hi, :t]
+            c_sq = np.einsum("ctd,ctd->ct", band, band)
+            c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
+            S = layout.scores(lo, hi, band, c_sq)
+            labels[layout.start[lo] : layout.start[hi]] = np.argmin(S, axis=1)
+        if step == n_iter:
+            return labels
+        # Sums by group (the cells' centers numbered in a row), moved back to their slots.
+        # (A cell without centers has only rows of zero weight: they count nowhere.)
+        group = np.minimum(offsets[cell] + labels, n_groups - 1)
+        mass = np.bincount(group, weights=layout.w, minlength=n_groups)
+        sums = _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat)
+        moved = mass > 0
+        centers[owner[moved], slot[moved]] = (sums[moved] / mass[moved][:, None]).astype(
+            centers.dtype
+        )
+
+
+def _bands(n_centers):
+    """Ranges ``(lo, hi, t)`` of consecutive cells whose center counts round up to the same
+    power of two (``t`` the band's largest count); cells without centers are left out.
+    Cells come sorted by falling share and a cell has at most its share of centers (fewer
+    only when its rows ran out), so the bands are few and little padded."""
+    level = np.ceil(np.log2(np.maximum(n_centers, 1))).astype(np.int64)
+    level[n_centers == 0] = -1
+    edges = np.flatnonzero(np.diff(level)) + 1
+    bounds = np.concatenate([[0], edges, [len(n_centers)]])
+    return [
+        (int(lo), int(hi), int(n_centers[lo:hi].max()))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        if n_centers[lo:hi].max() > 0
+    ]
