@@ -156,9 +156,9 @@ def floor_seconds(X, k, repeat=3, seed=0):
 # --------------------------------------------------------------------------- the methods
 
 
-def _streaming(preset):
+def _streaming(preset, **extra):
     def fit(X, Xd, k):
-        params = {"summary_size": 4 * k, "n_init": 1} if preset else {}
+        params = {"summary_size": 4 * k, "n_init": 1} if preset else dict(extra)
         with dask.config.set(scheduler="threads", num_workers=CORES):
             return StreamingKMeans(n_clusters=k, random_state=0, **params).fit(Xd).cluster_centers_
 
@@ -209,6 +209,12 @@ def methods(ref_n_init, skip_reference):
             None,
             _streaming(True),
         ),
+        (
+            "ours_stream",
+            'StreamingKMeans method="stream" (the streaming leaf, the default before 2026-11-29)',
+            None,
+            _streaming(False, method="stream"),
+        ),
     ]
     if not skip_reference:
         rows.append(
@@ -228,7 +234,7 @@ def methods(ref_n_init, skip_reference):
     return rows
 
 
-def run_case(name, *, quick, skip_reference, chunk_rows):
+def run_case(name, *, quick, skip_reference, chunk_rows, only=None, repeat=1):
     title, n, d, seed, k, ref_n_init = CASES[name]
     if quick:
         n, k = QUICK_ROWS, QUICK_K
@@ -238,7 +244,17 @@ def run_case(name, *, quick, skip_reference, chunk_rows):
     floor = floor_seconds(X, k)
     print(f"[{name}] {n:,} x {d}, k={k}: floor {floor:.3f} s", file=sys.stderr, flush=True)
     rows = []
-    for key, label, module, fit in methods(ref_n_init, skip_reference):
+    chosen = [m for m in methods(ref_n_init, skip_reference) if only is None or m[0] in only]
+    # Repeats take turns (one fit of each method, then again), so a slow spell of a shared
+    # machine falls on every method; the wall time is the median.
+    times = {key: [] for key, *_ in chosen}
+    for _ in range(repeat - 1):
+        for key, _label, module, fit in chosen:
+            if module is None or importlib.util.find_spec(module) is not None:
+                t0 = time.perf_counter()
+                fit(X, Xd, k)
+                times[key].append(time.perf_counter() - t0)
+    for key, label, module, fit in chosen:
         row = {"key": key, "method": label}
         if module is not None and importlib.util.find_spec(module) is None:
             row["skipped"] = f"{module} is not installed"
@@ -249,7 +265,9 @@ def run_case(name, *, quick, skip_reference, chunk_rows):
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 centers = fit(X, Xd, k)
-                row["seconds"] = time.perf_counter() - t0
+                times[key].append(time.perf_counter() - t0)
+                row["seconds"] = float(np.median(times[key]))
+                row["repeats"] = len(times[key])
         except Exception as exc:  # a peer broken by a version clash must not end the run
             row["failed"] = f"{type(exc).__name__}: {exc}"[:200]
             print(f"[{name}] {label} failed: {row['failed']}", flush=True)
@@ -393,8 +411,11 @@ def print_case(case, m):
             why = r.get("skipped") or r.get("failed")
             print(f"| {r['method']} | {'skipped' if 'skipped' in r else 'failed'}: {why} | | | | |")
             continue
+        wall = _secs(r["seconds"])
+        if r.get("repeats", 1) > 1:
+            wall += f" (median of {r['repeats']})"
         print(
-            f"| {r['method']} | {_secs(r['seconds'])} | {r['floor_multiple']:.1f} | "
+            f"| {r['method']} | {wall} | {r['floor_multiple']:.1f} | "
             f"{r['peak_mib']:.0f} | {r['inertia']:.6g} | {r['ratio']:.4f} |"
         )
     print(
@@ -418,6 +439,13 @@ def print_case(case, m):
         lines.append(
             f"StreamingKMeans defaults: ratio {ours['ratio']:.4f} (target <= 1.01), "
             f"{ours['floor_multiple']:.1f}x the floor (aim <= 10x)"
+        )
+    old = by_key.get("ours_stream", {})
+    if "ratio" in ours and "ratio" in old:
+        lines.append(
+            f'defaults (tree leaf) against method="stream": '
+            f"{old['seconds'] / ours['seconds']:.2f}x as fast, "
+            f"ratio {ours['ratio']:.4f} against {old['ratio']:.4f}"
         )
     s_ref, s_dml = _speedup(by_key, "ours", "reference"), _speedup(by_key, "ours", "dask_ml")
     if s_ref is not None:
@@ -511,8 +539,23 @@ def main(argv=None):
         help=f"{QUICK_ROWS:,} rows, k={QUICK_K}, {QUICK_CHUNK:,}-row chunks, every "
         "peer; scaling on 10k/40k/160k rows: checks the script, not speed",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        choices=[key for key, *_ in methods(3, False)],
+        help="only these rows of the side-by-side table (default: all)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="fit each method this many times, taking turns; wall times are medians",
+    )
     parser.add_argument("--json", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat {args.repeat} should be at least 1 (fits per method)")
 
     chunk_rows = QUICK_CHUNK if args.quick else CHUNK_ROWS
     if args.scaling_rows:
@@ -537,7 +580,12 @@ def main(argv=None):
     print(f"\n## Speed: StreamingKMeans and CPU peers, one process\n\n{machine_line(m)}")
     for name in args.cases:
         case = run_case(
-            name, quick=args.quick, skip_reference=args.skip_reference, chunk_rows=chunk_rows
+            name,
+            quick=args.quick,
+            skip_reference=args.skip_reference,
+            chunk_rows=chunk_rows,
+            only=args.methods,
+            repeat=args.repeat,
         )
         result["cases"].append(case)
         save()

@@ -6,8 +6,8 @@ Sviridenko 2016) and Sculley (2010) per-center updates, the lightest centers mer
 their nearest neighbour when too many are open, an exact assignment pass that fills the
 clustering features from the real rows, and light groups merged (never dropped).
 ``tree`` (the default) puts the rows in coarse cells and runs k-means++ and Lloyd inside
-every cell at once (:mod:`._tree`): about ``c + m / c`` distances a row instead of ``2 m``,
-and tighter groups; on device (non-numpy) arrays it is the streaming leaf.
+every cell at once (:mod:`._tree`): a few hundred distances a row instead of ``2 m``, and
+tighter groups; on device (non-numpy) arrays it is the streaming leaf.
 ``lloyd`` is D^2 seeding plus exact Lloyd passes: simpler, and the test oracle.
 
 Preconditions for everything here: X is a 2-D float array, finite, weights >= 0.
