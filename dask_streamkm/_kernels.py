@@ -85,6 +85,13 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
         x_sq, centers_sq = row_norms_sq(X), None
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
+    if is_numpy(xp):  # the same arithmetic in place: one temporary, not four
+        d = np.matmul(X, centers.T)
+        d = d.astype(np.result_type(d, x_sq, centers_sq), copy=False)
+        d *= -2.0
+        d += x_sq[:, None]
+        d += centers_sq[None, :]
+        return np.maximum(d, 0.0, out=d)
     d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
     return xp.maximum(d, 0.0)
 
@@ -330,9 +337,9 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
             if float(xp.sum(weighted)) <= 0.0:
                 weighted = xp.ones((n,), dtype=xp.float64, device=dev)
         cand = _weighted_choice(xp, xp.cumulative_sum(weighted), rng, n_local_trials)
-        d_cand = xp.astype(sq_distances(X, xp.take(X, cand, axis=0), x_sq), xp.float64)
-        d_cand = xp.minimum(d_cand, closest[:, None])
-        pots = xp.sum(w[:, None] * d_cand, axis=0)
+        # One pass to the float64 minimum, and the potentials as one matrix-vector product.
+        d_cand = xp.minimum(sq_distances(X, xp.take(X, cand, axis=0), x_sq), closest[:, None])
+        pots = xp.matmul(w, d_cand)
         best = int(xp.argmin(pots))
         chosen.append(int(cand[best]))
         closest = d_cand[:, best]
