@@ -535,6 +535,8 @@ def local_search(
     labels, d1, d2 = nearest2(X, centers)
     cost = float(xp.sum(w * d1))
     accepted = 0
+    # numpy: the rows' weights by center as one sparse matrix, made again only after a swap.
+    by_center = _weighted_indicator(labels, w, k) if is_numpy(xp) else None
     for _ in range(int(n_steps)):
         if cost <= 0.0:
             break
@@ -542,12 +544,17 @@ def local_search(
         cand_rows = xp.take(X, cand, axis=0)
         if spherical:
             cand_rows = unit_rows(cand_rows)[0]
-        dp = xp.astype(sq_distances(X, cand_rows, x_sq), xp.float64)
-        g1 = xp.minimum(d1[:, None], dp)
-        gain = xp.sum(w[:, None] * (g1 - d1[:, None]), axis=0)
+        dp = sq_distances(X, cand_rows, x_sq)
+        g1 = xp.minimum(d1[:, None], dp)  # float64, as d1
         # Extra cost of dropping center i once candidate t is added: the rows of i fall back
         # to min(d2, dp_t); loss[i, t] sums that over the rows of i.
-        loss = segment_sum(w[:, None] * (xp.minimum(d2[:, None], dp) - g1), labels, k)
+        fallback = xp.minimum(d2[:, None], dp) - g1
+        if by_center is not None:
+            gain = w @ (g1 - d1[:, None])
+            loss = np.asarray(by_center @ fallback)
+        else:
+            gain = xp.sum(w[:, None] * (g1 - d1[:, None]), axis=0)
+            loss = segment_sum(w[:, None] * fallback, labels, k)
         delta = loss + gain[None, :]
         flat = int(xp.argmin(xp.reshape(delta, (-1,))))
         i, t = divmod(flat, n_trials)
@@ -560,8 +567,19 @@ def local_search(
                 )
             labels, d1, d2 = nearest2(X, centers)
             cost = float(xp.sum(w * d1))
+            if by_center is not None:
+                by_center = _weighted_indicator(labels, w, k)
             accepted += 1
     return centers, accepted
+
+
+def _weighted_indicator(labels, w, k):
+    """The (k, n) sparse matrix with w_i at (labels_i, i): its product with an (n, t) array
+    sums the weighted rows by label (numpy)."""
+    from scipy import sparse
+
+    n = labels.shape[0]
+    return sparse.csr_matrix((w, (labels, np.arange(n))), shape=(k, n))
 
 
 #: The restarts run on a coarse summary of at most this many points per cluster.
