@@ -9,6 +9,7 @@ the same seed make the same choices.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -763,13 +764,19 @@ def weighted_kmeans(
     # are twice the cosine distances.
     S = unit_rows(P)[0] if spherical else P
     s_sq = row_norms_sq(S) if spherical else p_sq
-    runs = []
-    for _ in range(n_init):
-        idx = kmeans_plusplus(S, n_clusters, rng, wp, s_sq, n_local_trials)
+
+    def restart(seed):
+        run_rng = np.random.default_rng(seed)
+        idx = kmeans_plusplus(S, n_clusters, run_rng, wp, s_sq, n_local_trials)
         centers, _, inertia, _ = lloyd(
             P, xp.take(S, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol, spherical=spherical
         )
-        runs.append((inertia, centers))
+        return inertia, centers
+
+    # Each restart has its own generator, so they can run side by side (numpy releases the
+    # GIL in its loops and BLAS) and give the same runs in any order.
+    seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
+    runs = _map_restarts(restart, seeds, parallel=is_numpy(xp))
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:
@@ -803,6 +810,24 @@ def weighted_kmeans(
     if spherical:
         return centers, cosine_cost(Xf, centers, labels, w), n_iter
     return centers, float(xp.sum(w * dist)), n_iter
+
+
+def _map_restarts(restart, seeds, parallel):
+    """``[restart(s) for s in seeds]``, on up to one thread per core when ``parallel``, each
+    with one BLAS thread (restarts side by side use the cores better than BLAS threads on
+    their small products). Only from the main thread: a solve that already runs beside
+    others (the elbow's, or one inside a task) keeps its restarts in turn."""
+    import threading
+
+    workers = min(len(seeds), os.cpu_count() or 1)
+    if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
+        return [restart(s) for s in seeds]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(restart, seeds))
 
 
 def cosine_cost(X, centers, labels, sample_weight=None):

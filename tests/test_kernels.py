@@ -512,3 +512,24 @@ def test_nearest_top_three_in_order_with_the_last_repeated_for_few_centers(rng, 
         col = order[:, min(j, m - 1)]
         np.testing.assert_array_equal(labels[j], col)
         np.testing.assert_allclose(dists[j], d[np.arange(300), col], rtol=1e-6, atol=1e-6)
+
+
+def test_restarts_side_by_side_give_the_runs_in_turn():
+    """From the main thread the restarts run on several threads; from any other thread in
+    turn. Each has its own generator, so both give the same centers bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6)) + rng.integers(0, 8, size=(3000, 1)) * 3.0
+    w = rng.random(3000) + 0.5
+
+    def solve():
+        return K.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
+
+    main = solve()
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(solve).result()
+    np.testing.assert_array_equal(main[0], other[0])
+    assert main[1] == other[1]
+    # A different seed gives other restarts (the seed reaches them).
+    assert not np.array_equal(main[0], K.weighted_kmeans(X, 12, np.random.default_rng(6), w)[0])
