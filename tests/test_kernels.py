@@ -514,7 +514,7 @@ def test_nearest_top_three_in_order_with_the_last_repeated_for_few_centers(rng, 
         np.testing.assert_allclose(dists[j], d[np.arange(300), col], rtol=1e-6, atol=1e-6)
 
 
-def test_restarts_side_by_side_give_the_runs_in_turn():
+def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     """From the main thread the restarts run on several threads; from any other thread in
     turn. Each has its own generator, so both give the same centers bit for bit."""
     from concurrent.futures import ThreadPoolExecutor
@@ -525,6 +525,9 @@ def test_restarts_side_by_side_give_the_runs_in_turn():
 
     def solve():
         return K.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
+
+    assert X.shape[0] * 12 < K.PARALLEL_RESTART_WORK  # small: lower the bar to run side by side
+    monkeypatch.setattr(K, "PARALLEL_RESTART_WORK", 1)
 
     main = solve()
     with ThreadPoolExecutor(1) as pool:
