@@ -591,7 +591,7 @@ COARSE_POINTS_PER_CLUSTER = 20
 MIN_COARSE_POINTS = 2000
 #: Restarts run side by side when points x clusters reaches this (below, threads cost more
 #: than they save).
-PARALLEL_RESTART_WORK = 2**20
+PARALLEL_RESTART_WORK = 2**17
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
 #: Lloyd iterations of each restart and polish on the coarse copy (``max_iter`` bounds only
