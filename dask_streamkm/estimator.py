@@ -184,7 +184,8 @@ class StreamingKMeans(
         seeding plus an exact Lloyd pass. All three keep the clustering features of a
         partition of each chunk's rows, so the cost bound holds for each.
     mini_batch_size : int, default=4096
-        Rows per mini-batch of the streaming summarizer.
+        Rows per mini-batch of the streaming summarizer (``method="stream"``, and "tree" on
+        device arrays); the tree leaf on numpy chunks does not use it.
     split_every : int, default=8
         Fan-in of the tree that merges chunk summaries.
     n_init : int or "auto", default="auto"

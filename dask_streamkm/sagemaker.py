@@ -13,7 +13,9 @@ SageMaker hyperparameter    StreamingKMeans          note
 ``k``                       ``n_clusters``           required
 ``feature_dim``             (checked)                required; the features are read from the
                                                      data at ``fit`` (``n_features_in_``)
-``mini_batch_size``         ``mini_batch_size``
+``mini_batch_size``         ``mini_batch_size``      used by ``method="stream"``, SageMaker's
+                                                     per-chunk pass; the default leaf
+                                                     (``"tree"``) has no mini-batches
 ``extra_center_factor``     ``summary_size``         ``factor * k`` groups per chunk; ``auto``
                                                      keeps ``"auto"``
 ``init_method``             (none)                   chunks are always seeded by D^2
