@@ -51,7 +51,7 @@ def test_same_seed_same_labels_other_seed_other_labels():
 
 def test_groups_as_tight_as_the_streaming_leafs():
     """Same chunk, same number of groups: the tree's squared error within groups is no more
-    than 3 % above the streaming leaf's (measured: 1 % below on this chunk, 0-2 % below on
+    than 3 % above the streaming leaf's (measured: 2 % below on this chunk, 1-2 % below on
     the benchmark chunks)."""
     X = _mixture(n=40_000, d=32, components=300)
     tree = [float(summarize(X, 1250, method="tree", seed=s).group_sse.sum()) for s in (0, 1)]
