@@ -537,7 +537,7 @@ def local_search(
     cost = float(xp.sum(w * d1))
     accepted = 0
     # numpy: the rows' weights by center as one sparse matrix, made again only after a swap.
-    by_center = _weighted_indicator(labels, w, k) if is_numpy(xp) else None
+    by_center = weighted_indicator(labels, w, k) if is_numpy(xp) else None
     for _ in range(int(n_steps)):
         if cost <= 0.0:
             break
@@ -569,18 +569,21 @@ def local_search(
             labels, d1, d2 = nearest2(X, centers)
             cost = float(xp.sum(w * d1))
             if by_center is not None:
-                by_center = _weighted_indicator(labels, w, k)
+                by_center = weighted_indicator(labels, w, k)
             accepted += 1
     return centers, accepted
 
 
-def _weighted_indicator(labels, w, k):
-    """The (k, n) sparse matrix with w_i at (labels_i, i): its product with an (n, t) array
-    sums the weighted rows by label (numpy)."""
+def weighted_indicator(labels, w, k, positions=None, n_rows=None):
+    """The (k, n_rows) sparse matrix with w_i at (labels_i, positions_i) (default i, and
+    n_rows the number of labels): its product with an (n_rows, t) array sums the weighted
+    rows by label, in the array's float type (numpy)."""
     from scipy import sparse
 
-    n = labels.shape[0]
-    return sparse.csr_matrix((w, (labels, np.arange(n))), shape=(k, n))
+    if positions is None:
+        positions = np.arange(labels.shape[0])
+    n_rows = labels.shape[0] if n_rows is None else int(n_rows)
+    return sparse.csr_matrix((w, (labels, positions)), shape=(k, n_rows))
 
 
 #: The restarts run on a coarse summary of at most this many points per cluster.

@@ -40,7 +40,7 @@ COARSE_SAMPLE_PER_CENTER = 64
 def tree_labels(X, size, sample_weight, rng):
     """Labels (int64, (n,)) of a partition of the rows of X into at most ``size`` groups, and
     the number of labels. Precondition: more than ``size`` rows of positive weight."""
-    n, d = X.shape
+    n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     size = int(size)
     n_cells = int(min(max(2, round(CELLS_PER_ROOT * math.sqrt(size))), size))
@@ -58,9 +58,6 @@ def tree_labels(X, size, sample_weight, rng):
     layout = _Layout(X, coarse[rank], w, cell, n_cells)
     centers, n_centers = _seed(layout, share, rng)
     labels_sorted = _lloyd(layout, centers, n_centers, CELL_ITER)
-    offsets = np.concatenate([[0], np.cumsum(n_centers)[:-1]])
-    # Rows of cells without centers (every row of zero weight) join group 0: no mass moves.
-    labels_sorted = np.where(n_centers[layout.cell] > 0, offsets[layout.cell] + labels_sorted, 0)
     labels = np.empty(n, dtype=np.int64)
     labels[layout.order] = labels_sorted
     return labels, int(n_centers.sum())
@@ -74,10 +71,9 @@ def _coarse_cells(X, n_cells, w, rng):
     positive = np.flatnonzero(w > 0)
     sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
     sample.sort()
-    rows = X[sample]
-    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w[sample])
+    rows, w_sample = X[sample], w[sample]
+    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w_sample)
     coarse = rows[idx].astype(np.float64)
-    w_sample = w[sample]
     for _ in range(COARSE_ITER):
         cell, _ = K.nearest(rows, coarse.astype(X.dtype))
         # Rows relative to their center: small numbers, so their sums keep their precision.
@@ -96,12 +92,8 @@ def _coarse_cells(X, n_cells, w, rng):
 def _segment_rows(rows, w, labels, n_segments, positions=None):
     """Weighted sums of ``rows`` by label (float64), summed in the rows' float type; the
     i-th weight and label belong to row ``positions[i]`` (default i)."""
-    from scipy import sparse
-
-    if positions is None:
-        positions = np.arange(labels.shape[0])
-    indicator = sparse.csr_matrix(
-        (w.astype(rows.dtype), (labels, positions)), shape=(n_segments, rows.shape[0])
+    indicator = K.weighted_indicator(
+        labels, w.astype(rows.dtype), n_segments, positions, rows.shape[0]
     )
     return np.asarray(indicator @ rows, dtype=np.float64)
 
@@ -207,7 +199,6 @@ def _seed(layout, share, rng):
     first, _ = _draw(np.cumsum(layout.w), lo, hi, rng.random((active, 1)))
     centers[:active, 0] = layout.take(first[:, 0])
     n_centers[:active] = 1
-    n_rows = int(layout.start[active])
     closest = layout.distances(active, centers[:active, :1])[:, 0]
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
     for step in range(1, s_max):
@@ -241,7 +232,9 @@ def _seed(layout, share, rng):
 
 
 def _lloyd(layout, centers, n_centers, n_iter):
-    """``n_iter`` Lloyd steps inside every cell, then each row's center in its cell.
+    """``n_iter`` Lloyd steps inside every cell, then each row's group (its center in its
+    cell, the cells' centers numbered in a row) in sorted order. Rows of cells without
+    centers (every row of zero weight) join group 0: no mass moves.
 
     The cells are scored in bands of similar center counts (cells come sorted by falling
     share), each band padded only to its own largest count."""
@@ -260,11 +253,10 @@ def _lloyd(layout, centers, n_centers, n_iter):
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
             S = layout.scores(lo, hi, band, c_sq)
             labels[layout.start[lo] : layout.start[hi]] = np.argmin(S, axis=1)
+        group = np.where(n_centers[cell] > 0, offsets[cell] + labels, 0)
         if step == n_iter:
-            return labels
-        # Sums by group (the cells' centers numbered in a row), moved back to their slots.
-        # (A cell without centers has only rows of zero weight: they count nowhere.)
-        group = np.minimum(offsets[cell] + labels, n_groups - 1)
+            return group
+        # Sums by group, moved back to the centers' slots.
         mass = np.bincount(group, weights=layout.w, minlength=n_groups)
         sums = _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat)
         moved = mass > 0
