@@ -558,7 +558,7 @@ def main(argv=None):
     parser.add_argument("--json", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
     if args.repeat < 1:
-        parser.error(f"--repeat {args.repeat} should be at least 1 (fits per method)")
+        parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
 
     chunk_rows = QUICK_CHUNK if args.quick else CHUNK_ROWS
     if args.scaling_rows:

@@ -355,14 +355,16 @@ def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
     assert again.inertia_ == ref.inertia_
 
 
-def test_quality_benchmark_refuses_a_repeat_below_one():
+@pytest.mark.parametrize(
+    "script, case", [("quality.py", "mnist-k10"), ("speed.py", "1m32")], ids=["quality", "speed"]
+)
+def test_benchmarks_refuse_a_repeat_below_one(script, case):
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    script = Path(__file__).parents[1] / "benchmarks" / script
     run = subprocess.run(
-        [sys.executable, str(script), "--repeat", "0", "--cases", "mnist-k10"],
+        [sys.executable, str(script), "--repeat", "0", "--cases", case],
         capture_output=True,
         text=True,
     )
