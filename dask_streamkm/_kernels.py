@@ -321,8 +321,12 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
         n_local_trials = 2 + int(math.log(n_clusters))
     if x_sq is None:
         x_sq = row_norms_sq(X)
+    # The distances stay in X's dtype (float32 halves the passes over the n x trials block);
+    # the draws sum in float64, the potentials in X's dtype (they only rank the candidates).
+    x_sq = xp.astype(x_sq, X.dtype)
+    w_x = xp.astype(w, X.dtype)
     chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
-    closest = xp.astype(sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0], xp.float64)
+    closest = sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0]
     pot = float(xp.sum(w * closest))
     for _ in range(1, n_clusters):
         weighted = w * closest
@@ -338,9 +342,13 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
             if float(xp.sum(weighted)) <= 0.0:
                 weighted = xp.ones((n,), dtype=xp.float64, device=dev)
         cand = _weighted_choice(xp, xp.cumulative_sum(weighted), rng, n_local_trials)
-        # One pass to the float64 minimum, and the potentials as one matrix-vector product.
-        d_cand = xp.minimum(sq_distances(X, xp.take(X, cand, axis=0), x_sq), closest[:, None])
-        pots = xp.matmul(w, d_cand)
+        # One pass to the minimum, and the potentials as one matrix-vector product.
+        d_cand = sq_distances(X, xp.take(X, cand, axis=0), x_sq)
+        if is_numpy(xp):
+            np.minimum(d_cand, closest[:, None], out=d_cand)
+        else:
+            d_cand = xp.minimum(d_cand, closest[:, None])
+        pots = xp.matmul(w_x, d_cand)
         best = int(xp.argmin(pots))
         chosen.append(int(cand[best]))
         closest = d_cand[:, best]
@@ -348,27 +356,32 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     return xp.asarray(chosen, dtype=xp.int64, device=dev)
 
 
-def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5):
+def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, return_labels=False):
     """Fast D^2 seeding in a few rounds (k-means|| style oversampling, Bahmani et al. 2012).
 
     Picks about ``n_centers`` distinct rows: each round draws its share of rows with
     probability proportional to weight x squared distance to the rows chosen so far.
-    Cheaper than sequential k-means++ for the many centers of a summary.
+    Cheaper than sequential k-means++ for the many centers of a summary. With
+    ``return_labels`` also each row's nearest chosen row (an index into the returned
+    rows), found on the way: the rounds' distances are one pass over X in all.
     """
     xp = namespace(X)
 
-    def distances(rows):
-        return nearest(X, xp.take(X, rows, axis=0))[1]
+    def nearest_of(rows):
+        return nearest(X, xp.take(X, rows, axis=0))
 
-    return _d2_rounds(xp, as_weights(sample_weight, X), n_centers, rng, rounds, distances)
+    idx, labels = _d2_rounds(xp, as_weights(sample_weight, X), n_centers, rng, rounds, nearest_of)
+    return (idx, labels) if return_labels else idx
 
 
-def _d2_rounds(xp, w, n_centers, rng, rounds, distances):
-    """The rounds of :func:`d2_sample`; ``distances(rows)`` gives each row's squared
-    distance to the nearest of the rows ``rows`` (float64, (n,))."""
+def _d2_rounds(xp, w, n_centers, rng, rounds, nearest_of):
+    """The rounds of :func:`d2_sample`; ``nearest_of(rows)`` gives each row's nearest among the
+    rows ``rows`` (an index into ``rows``) and its squared distance to it (float64, (n,)).
+    Returns the distinct chosen rows (sorted) and each row's nearest of them (an index into
+    them; the first of equally near ones)."""
     first = _weighted_choice(xp, xp.cumulative_sum(w), rng, 1)
     chosen = first
-    closest = distances(first)
+    labels, closest = nearest_of(first)
     rounds = max(1, min(rounds, n_centers - 1))
     remaining = n_centers - 1
     for r in range(rounds):
@@ -380,9 +393,13 @@ def _d2_rounds(xp, w, n_centers, rng, rounds, distances):
         if float(xp.sum(weighted)) <= 0.0:
             break
         new = _unique(xp, _weighted_choice(xp, xp.cumulative_sum(weighted), rng, take))
+        new_labels, new_closest = nearest_of(new)
+        nearer = new_closest < closest
+        labels = xp.where(nearer, new_labels + chosen.shape[0], labels)
+        closest = xp.where(nearer, new_closest, closest)
         chosen = xp.concat([chosen, new])
-        closest = xp.minimum(closest, distances(new))
-    return _unique(xp, chosen)
+    idx = _unique(xp, chosen)
+    return idx, xp.searchsorted(idx, xp.take(chosen, labels, axis=0))
 
 
 def _unique(xp, x):
@@ -429,7 +446,6 @@ def lloyd(
     run, at most ``max_iter``).
     """
     xp = namespace(X)
-    k = centers.shape[0]
     w = as_weights(sample_weight, X)
     Xf = xp.astype(X, xp.float64)
     wsum = float(xp.sum(w))
@@ -444,27 +460,39 @@ def lloyd(
     best = (inertia, centers, labels)
     Xw = Xf * w[:, None]
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
-        sums = segment_sum(Xw, labels, k)
-        mass = segment_sum(w, labels, k)
-        new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
-        empty = xp.nonzero(mass <= 0)[0]
-        if empty.shape[0] > 0:
-            far = xp.argsort(-(w * dist))[: empty.shape[0]]
-            # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
-            fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
-            new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
-        if spherical:
-            new_centers = unit_centers(new_centers, centers)
+        new_centers, n_empty = _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
         labels, dist = nearest(X, centers, prepared)
         inertia = float(xp.sum(w * dist))
         if not keep_best or inertia < best[0]:
             best = (inertia, centers, labels)
-        if shift <= threshold and empty.shape[0] == 0:
+        if shift <= threshold and n_empty == 0:
             break
     inertia, centers, labels = best
     return centers, labels, inertia, n_iter
+
+
+def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False):
+    """One Lloyd update: each center moves to the weighted mean of its rows (``Xf`` float64
+    rows, ``Xw`` the same times their weights ``w``; ``labels``/``dist`` each row's center and
+    squared distance to it). An empty center goes to one of the rows of largest weighted
+    distance; ``spherical`` scales the centers to unit length. Returns (centers float64,
+    number of empty centers)."""
+    xp = namespace(Xf)
+    k = centers.shape[0]
+    sums = segment_sum(Xw, labels, k)
+    mass = segment_sum(w, labels, k)
+    new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
+    empty = xp.nonzero(mass <= 0)[0]
+    if empty.shape[0] > 0:
+        far = xp.argsort(-(w * dist))[: empty.shape[0]]
+        # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
+        fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
+        new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
+    if spherical:
+        new_centers = unit_centers(new_centers, centers)
+    return new_centers, int(empty.shape[0])
 
 
 def nearest2(X, centers):
@@ -538,6 +566,7 @@ def local_search(
     accepted = 0
     # numpy: the rows' weights by center as one sparse matrix, made again only after a swap.
     by_center = weighted_indicator(labels, w, k) if is_numpy(xp) else None
+    Xf = Xw = None  # float64 rows (and weighted) for the Lloyd updates, made at the first swap
     for _ in range(int(n_steps)):
         if cost <= 0.0:
             break
@@ -562,10 +591,14 @@ def local_search(
         if float(delta[i, t]) < -1e-9 * cost:
             new_row = xp.astype(cand_rows[t : t + 1, ...], xp.float64)
             centers = xp.where(xp.arange(k, device=dev)[:, None] == i, new_row, centers)
-            if lloyd_steps:
-                centers, _, _, _ = lloyd(
-                    X, centers, w, max_iter=lloyd_steps, tol=0.0, spherical=spherical
-                )
+            # ``lloyd_steps`` Lloyd updates (as ``lloyd(max_iter=lloyd_steps, tol=0)``, without
+            # its last assignment: the one below also gives the second-nearest distances).
+            for _step in range(int(lloyd_steps)):
+                if Xw is None:
+                    Xf = xp.astype(X, xp.float64)
+                    Xw = Xf * w[:, None]
+                step_labels, step_dist = nearest(X, centers)
+                centers, _ = _lloyd_update(Xf, Xw, w, step_labels, step_dist, centers, spherical)
             labels, d1, d2 = nearest2(X, centers)
             cost = float(xp.sum(w * d1))
             if by_center is not None:
@@ -633,12 +666,9 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     w = as_weights(sample_weight, X)
     if is_numpy(xp) and X.shape[0] <= SMALL_GROUP_ROWS:
         return _small_group_labels(X, int(n_groups), rng, w, n_iter)
-    idx = d2_sample(X, int(n_groups), rng, sample_weight=w)
-    centers = xp.take(X, idx, axis=0)
+    idx, labels = d2_sample(X, int(n_groups), rng, sample_weight=w, return_labels=True)
     if n_iter > 0:
-        _, labels, _, _ = lloyd(X, centers, w, max_iter=n_iter, tol=0.0)
-    else:
-        labels, _ = nearest(X, centers)
+        _, labels, _, _ = lloyd(X, xp.take(X, idx, axis=0), w, max_iter=n_iter, tol=0.0)
     return labels, int(idx.shape[0])
 
 
@@ -661,10 +691,12 @@ def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
         out += np.einsum("ij,ij->i", centers, centers)[None, :]
         return out
 
-    def distances(rows):
-        return np.maximum(sq + scores(Xc[rows]).min(axis=1), 0.0)
+    def nearest_of(rows):
+        S = scores(Xc[rows])
+        labels = np.argmin(S, axis=1)
+        return labels, np.maximum(sq + S[np.arange(S.shape[0]), labels], 0.0)
 
-    idx = _d2_rounds(namespace(w), w, n_groups, rng, rounds, distances)
+    idx, _ = _d2_rounds(namespace(w), w, n_groups, rng, rounds, nearest_of)
     centers = Xc[idx]
     labels = np.argmin(scores(centers), axis=1)
     k = idx.shape[0]
@@ -680,15 +712,20 @@ def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
     return labels.astype(np.int64), int(k)
 
 
+#: Lloyd iterations of :func:`coarsen`'s groups after their D^2 seeding.
+COARSEN_ITER = 0
+
+
 def coarsen(X, n_points, rng, sample_weight=None):
     """At most ``n_points`` weighted points standing for the weighted rows of X.
 
-    The rows are grouped by :func:`group_labels` (D^2 seeding + one Lloyd iteration); each
-    group becomes its weighted mean with the group's weight. Returns (points float64, weights).
+    The rows are grouped by :func:`group_labels` (D^2 seeding, ``COARSEN_ITER`` Lloyd
+    iterations); each group becomes its weighted mean with the group's weight.
+    Returns (points float64, weights).
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
-    labels, n_labels = group_labels(X, n_points, rng, w)
+    labels, n_labels = group_labels(X, n_points, rng, w, n_iter=COARSEN_ITER)
     sums, mass = centers_from_labels(X, labels, n_labels, w)
     keep = xp.nonzero(mass > 0)[0]
     mass = xp.take(mass, keep, axis=0)
@@ -814,8 +851,16 @@ def weighted_kmeans(
             )
             if cost < best[0]:
                 best = (cost, polished)
+    # Xc is centered: its rows are shifted (and augmented) once, not at every iteration.
     centers, _, _, n_iter = lloyd(
-        Xc, best[1], w, max_iter=max_iter, tol=tol, keep_best=True, spherical=spherical
+        Xc,
+        best[1],
+        w,
+        max_iter=max_iter,
+        tol=tol,
+        keep_best=True,
+        spherical=spherical,
+        fixed_origin=True,
     )
     centers = centers + mean
     labels, dist = nearest(Xf, centers)

@@ -28,13 +28,15 @@ import numpy as np
 from . import _kernels as K
 
 #: Coarse cells per square root of the leaf's groups.
-CELLS_PER_ROOT = 8.0
+CELLS_PER_ROOT = 6.0
 #: Lloyd steps of the coarse centers on their sample (then one assignment of all rows).
 COARSE_ITER = 3
 #: Lloyd steps inside the cells after seeding.
 CELL_ITER = 3
 #: Rows of the sample the coarse centers are seeded on, per coarse center.
 COARSE_SAMPLE_PER_CENTER = 64
+#: Blocks of the batched products per cell, on average (fewer: more padding).
+BLOCKS_PER_CELL = 4
 
 
 def tree_labels(X, size, sample_weight, rng):
@@ -123,7 +125,12 @@ def _allocate(cost, caps, total):
 
 class _Layout:
     """Rows sorted by cell and laid out in blocks of ``rows`` rows, each block in one cell, so
-    one batched product scores every row against the centers of its own cell."""
+    one batched product scores every row against the centers of its own cell.
+
+    The seeding and the Lloyd steps work on the padded rows ("slots"): a cell's slots are
+    ``slot_start[c]`` to ``slot_start[c + 1] - 1``, its real rows first within each block,
+    the padding slots of weight 0 (never drawn, never summed); only the final labels are
+    gathered back to the rows."""
 
     def __init__(self, X, coarse, w, cell, n_cells):
         n, d = X.shape
@@ -131,57 +138,64 @@ class _Layout:
         self.cell = cell[self.order]
         self.w = w[self.order]
         counts = np.bincount(cell, minlength=n_cells)
-        self.start = np.concatenate([[0], np.cumsum(counts)])
+        start = np.concatenate([[0], np.cumsum(counts)])
         self.n_cells = n_cells
-        rows = int(max(8, -(-n // max(n_cells, 1))))
+        # Blocks of about a quarter of a mean cell: little padding, few enough products.
+        rows = int(max(8, -(-n // max(BLOCKS_PER_CELL * n_cells, 1))))
         self.rows = rows
         n_blocks = -(-counts // rows)
         self.block_start = np.concatenate([[0], np.cumsum(n_blocks)])
         self.block_cell = np.repeat(np.arange(n_cells), n_blocks)
-        local = np.arange(n) - self.start[self.cell]
-        self.flat = (self.block_start[self.cell] + local // rows) * rows + local % rows
-        # The rows relative to their cell's coarse center, in X's dtype (small numbers).
-        rel = X[self.order]
-        rel -= coarse.astype(X.dtype)[self.cell]
-        self.padded = np.zeros((int(self.block_start[-1]) * rows, d), dtype=X.dtype)
-        self.padded[self.flat] = rel
-        self.sq = np.einsum("ij,ij->i", rel, rel, dtype=np.float64)
-        del rel
+        self.slot_start = self.block_start * rows
+        local = np.arange(n) - start[self.cell]
+        self.flat = self.slot_start[self.cell] + local
+        # Each cell's last real row, in slots.
+        self.slot_last = self.slot_start[:-1] + np.maximum(counts, 1) - 1
+        n_slots = int(self.slot_start[-1])
+        self.slot_cell = np.repeat(self.block_cell, rows)
+        self.slot_w = np.zeros(n_slots)
+        self.slot_w[self.flat] = self.w
+        # The rows relative to their cell's coarse center, in X's dtype (small numbers): each
+        # row copied once to its slot, then every block shifted by its cell's center (the
+        # padding slots too: finite, and of weight 0).
+        self.padded = np.zeros((n_slots, d), dtype=X.dtype)
+        place = np.empty(n, dtype=np.int64)
+        place[self.order] = self.flat
+        self.padded[place] = X
+        del place
         self.blocks = self.padded.reshape(-1, rows, d)
-
-    def take(self, positions):
-        """The (relative) rows at sorted positions ``positions``."""
-        return self.padded[self.flat[positions]]
+        self.blocks -= coarse.astype(X.dtype)[self.block_cell][:, None, :]
+        self.slot_sq = np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64).astype(
+            X.dtype
+        )
 
     def scores(self, lo, hi, centers, c_sq):
-        """``|c|^2 - 2 x . c`` (the squared distance less ``|x|^2``) of the rows of cells
+        """``|c|^2 - 2 x . c`` (the squared distance less ``|x|^2``) of the slots of cells
         ``lo`` to ``hi - 1`` to each of their cell's centers: ``centers`` is (hi - lo, t, d)
-        and ``c_sq`` (hi - lo, t) their squared norms; returns (rows of those cells, t)."""
+        and ``c_sq`` (hi - lo, t) their squared norms; returns (slots of those cells, t)."""
         b0, b1 = int(self.block_start[lo]), int(self.block_start[hi])
-        r0, r1 = int(self.start[lo]), int(self.start[hi])
         owner = self.block_cell[b0:b1] - lo
         G = np.matmul(self.blocks[b0:b1], centers[owner].transpose(0, 2, 1))
         G *= -2.0
         G += c_sq[owner][:, None, :].astype(G.dtype)
-        return G.reshape((b1 - b0) * self.rows, -1)[self.flat[r0:r1] - b0 * self.rows]
+        return G.reshape((b1 - b0) * self.rows, -1)
 
     def distances(self, n_cells, centers):
-        """Squared distances of the rows of the first ``n_cells`` cells to their cell's
-        centers (float64, (rows, t))."""
-        n_rows = int(self.start[n_cells])
+        """Squared distances (X's dtype, (slots, t)) of the slots of the first ``n_cells``
+        cells to their cell's centers."""
         c_sq = np.einsum("ctd,ctd->ct", centers, centers, dtype=np.float64)
-        D = self.scores(0, n_cells, centers, c_sq).astype(np.float64)
-        D += self.sq[:n_rows, None]
+        D = self.scores(0, n_cells, centers, c_sq)
+        D += self.slot_sq[: D.shape[0], None]
         return np.maximum(D, 0.0, out=D)
 
 
-def _draw(cum, lo, hi, u):
-    """Rows drawn by inverse CDF inside each cell: ``cum`` is the running sum over the sorted
-    rows, ``lo``/``hi`` each cell's row range, ``u`` (cells, t) uniforms."""
+def _draw(cum, lo, last, u):
+    """Slots drawn by inverse CDF inside each cell: ``cum`` is the running sum over the slots,
+    ``lo``/``last`` each cell's first slot and last real row, ``u`` (cells, t) uniforms."""
     base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
-    total = cum[hi - 1] - base
+    total = cum[last] - base
     pick = np.searchsorted(cum, base[:, None] + u * total[:, None], side="right")
-    return np.clip(pick, lo[:, None], (hi - 1)[:, None]), total
+    return np.clip(pick, lo[:, None], last[:, None]), total
 
 
 def _seed(layout, share, rng):
@@ -195,9 +209,10 @@ def _seed(layout, share, rng):
     n_centers = np.zeros(n_cells, dtype=np.int64)
     alive = share > 0
     active = int(np.count_nonzero(alive))  # a prefix: cells are sorted by falling share
-    lo, hi = layout.start[:active], layout.start[1 : active + 1]
-    first, _ = _draw(np.cumsum(layout.w), lo, hi, rng.random((active, 1)))
-    centers[:active, 0] = layout.take(first[:, 0])
+    w = layout.slot_w
+    lo, last = layout.slot_start[:active], layout.slot_last[:active]
+    first, _ = _draw(np.cumsum(w), lo, last, rng.random((active, 1)))
+    centers[:active, 0] = layout.padded[first[:, 0]]
     n_centers[:active] = 1
     closest = layout.distances(active, centers[:active, :1])[:, 0]
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
@@ -205,15 +220,15 @@ def _seed(layout, share, rng):
         active = int(np.count_nonzero(share > step))
         if active == 0:
             break
-        n_rows = int(layout.start[active])
-        lo, hi = layout.start[:active], layout.start[1 : active + 1]
+        n_slots = int(layout.slot_start[active])
+        lo, last = layout.slot_start[:active], layout.slot_last[:active]
         t = int(trials[0])
-        cum = np.cumsum(layout.w[:n_rows] * closest[:n_rows])
-        cand, total = _draw(cum, lo, hi, rng.random((active, t)))
-        cands = layout.take(cand)
+        cum = np.cumsum(w[:n_slots] * closest[:n_slots])
+        cand, total = _draw(cum, lo, last, rng.random((active, t)))
+        cands = layout.padded[cand]
         D = layout.distances(active, cands)
-        np.minimum(D, closest[:n_rows, None], out=D)
-        pots = np.add.reduceat(layout.w[:n_rows, None] * D, lo, axis=0)
+        np.minimum(D, closest[:n_slots, None], out=D)
+        pots = np.add.reduceat(w[:n_slots, None] * D, lo, axis=0)
         # A cell with fewer trials than the first ignores the extra candidates.
         narrow = trials[:active] < t
         if narrow.any():
@@ -222,9 +237,9 @@ def _seed(layout, share, rng):
         best = np.argmin(pots, axis=1)
         grow = alive[:active] & (total > 0)
         alive[:active] &= total > 0
-        rows_best = best[layout.cell[:n_rows]]
-        take = grow[layout.cell[:n_rows]]
-        closest[:n_rows] = np.where(take, D[np.arange(n_rows), rows_best], closest[:n_rows])
+        slot_cell = layout.slot_cell[:n_slots]
+        chosen = D[np.arange(n_slots), best[slot_cell]]
+        closest[:n_slots] = np.where(grow[slot_cell], chosen, closest[:n_slots])
         idx = np.flatnonzero(grow)
         centers[idx, n_centers[idx]] = cands[idx, best[idx]]
         n_centers[idx] += 1
@@ -245,14 +260,15 @@ def _lloyd(layout, centers, n_centers, n_iter):
     offsets = np.cumsum(n_centers) - n_centers
     owner = np.repeat(np.arange(n_cells), n_centers)
     slot = np.arange(n_groups) - offsets[owner]
+    nearest = np.zeros(layout.slot_w.shape[0], dtype=np.int64)
     for step in range(n_iter + 1):
-        labels = np.zeros(cell.shape[0], dtype=np.int64)
         for lo, hi, t in bands:
             band = centers[lo:hi, :t]
             c_sq = np.einsum("ctd,ctd->ct", band, band)
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
             S = layout.scores(lo, hi, band, c_sq)
-            labels[layout.start[lo] : layout.start[hi]] = np.argmin(S, axis=1)
+            nearest[layout.slot_start[lo] : layout.slot_start[hi]] = np.argmin(S, axis=1)
+        labels = nearest[layout.flat]
         group = np.where(n_centers[cell] > 0, offsets[cell] + labels, 0)
         if step == n_iter:
             return group
