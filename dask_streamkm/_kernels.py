@@ -29,6 +29,8 @@ SLAB_ELEMENTS = 1 << 19
 def row_norms_sq(X):
     """Squared Euclidean norm of each row of a 2-D array, in X's dtype."""
     xp = namespace(X)
+    if is_numpy(xp):  # no (n, d) temporary
+        return np.einsum("ij,ij->i", X, X)
     return xp.sum(X * X, axis=1)
 
 
@@ -251,18 +253,28 @@ def _score_blocks(X, centers, prepared=None):
             )
         return
     ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
+    # Fewer centers than features: a copy of the rows with a column of ones costs more than
+    # subtracting the centers' half norms from the (narrower) block.
+    augment = centers.shape[0] > X.shape[1]
+    centers_t, half_sq = centers_aug_t[:-1, ...], centers_aug_t[-1, ...]
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, slab_rows // step * step)
     for slab_start in range(0, n, slab):
         slab_stop = min(slab_start + slab, n)
         rows = X[slab_start:slab_stop, ...] - origin
-        rows_aug = xp.concat([rows, xp.broadcast_to(ones, (slab_stop - slab_start, 1))], axis=1)
+        if augment:
+            ones_col = xp.broadcast_to(ones, (slab_stop - slab_start, 1))
+            rows_aug = xp.concat([rows, ones_col], axis=1)
         rows_sq = row_norms_sq(rows)
         for start in range(slab_start, slab_stop, step):
             stop = min(start + step, slab_stop)
             a, b = start - slab_start, stop - slab_start
-            yield start, stop, xp.matmul(rows_aug[a:b, ...], centers_aug_t), rows_sq[a:b]
+            if augment:
+                block = xp.matmul(rows_aug[a:b, ...], centers_aug_t)
+            else:
+                block = xp.matmul(rows[a:b, ...], centers_t) + half_sq[None, :]
+            yield start, stop, block, rows_sq[a:b]
 
 
 def prepared_rows(X, origin):
@@ -449,8 +461,9 @@ def lloyd(
     w = as_weights(sample_weight, X)
     Xf = xp.astype(X, xp.float64)
     wsum = float(xp.sum(w))
-    mean = xp.sum(Xf * w[:, None], axis=0) / wsum
-    variance = float(xp.sum(w[:, None] * (Xf - mean) ** 2)) / wsum / X.shape[1]
+    Xw = Xf * w[:, None]
+    mean = xp.sum(Xw, axis=0) / wsum
+    variance = _weighted_variance(Xf, w, mean) / wsum / X.shape[1]
     threshold = tol * variance
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
@@ -458,7 +471,6 @@ def lloyd(
     labels, dist = nearest(X, centers, prepared)
     inertia = float(xp.sum(w * dist))
     best = (inertia, centers, labels)
-    Xw = Xf * w[:, None]
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
         new_centers, n_empty = _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical)
         shift = float(xp.sum((new_centers - centers) ** 2))
@@ -471,6 +483,20 @@ def lloyd(
             break
     inertia, centers, labels = best
     return centers, labels, inertia, n_iter
+
+
+def _weighted_variance(Xf, w, mean):
+    """``sum_i w_i ||x_i - mean||^2`` of float64 rows (numpy: a row block at a time, no
+    temporary as large as the rows)."""
+    xp = namespace(Xf)
+    if not is_numpy(xp):
+        return float(xp.sum(w[:, None] * (Xf - mean) ** 2))
+    step = max(256, GROUP_SUM_ELEMENTS // max(Xf.shape[1], 1))
+    total = 0.0
+    for start in range(0, Xf.shape[0], step):
+        Z = Xf[start : start + step] - mean
+        total += float(w[start : start + step] @ np.einsum("ij,ij->i", Z, Z))
+    return total
 
 
 def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False):
@@ -967,14 +993,17 @@ def refine_groups(X, centers, sample_weight=None):
         distinct = xp.sort(distinct)
     group = xp.searchsorted(distinct, keys)
     w = as_weights(sample_weight, X)
-    rows = xp.astype(X, xp.float64)
-    if sample_weight is not None:
-        rows = rows * w[:, None]
     n_groups = distinct.shape[0]
     weights = segment_sum(w, group, n_groups)
     # Sums of the rows less their center's share: the rows far from zero lose float64's
     # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
-    offsets = segment_sum(rows, group, n_groups)
+    if is_numpy(xp):
+        offsets = _group_sums(X, None if sample_weight is None else w, group, n_groups)
+    else:
+        rows = xp.astype(X, xp.float64)
+        if sample_weight is not None:
+            rows = rows * w[:, None]
+        offsets = segment_sum(rows, group, n_groups)
     nearest_of_group = distinct // refine_key_span(k)
     centers64 = xp.astype(centers, xp.float64)
     if is_numpy(xp):
@@ -987,6 +1016,41 @@ def refine_groups(X, centers, sample_weight=None):
     else:
         offsets = offsets - weights[:, None] * xp.take(centers64, nearest_of_group, axis=0)
     return distinct, weights, offsets, segment_sum(w * d1, group, n_groups)
+
+
+#: Values (rows x features) of the float64 block :func:`_group_sums` converts at a time.
+GROUP_SUM_ELEMENTS = 1 << 18
+
+
+def _group_sums(X, w, group, n_groups):
+    """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``.
+
+    The rows go in order of group, a cache-sized block at a time: each block is taken to
+    float64 and added into its (contiguous) range of groups by a sparse indicator, so no
+    float64 copy of X is made (for MNIST one would be 440 MB, and its allocation took most
+    of a refinement leaf).
+    """
+    from scipy import sparse
+
+    n, d = X.shape
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    out = np.zeros((int(n_groups), d))
+    step = max(256, GROUP_SUM_ELEMENTS // max(d, 1))
+    for start in range(0, n, step):
+        idx = order[start : start + step]
+        block = X[idx].astype(np.float64)
+        g = sorted_group[start : start + step]
+        # The block's groups are one range: a (range x block) indicator adds them in order.
+        local = g - g[0]
+        span = int(local[-1]) + 1
+        data = np.ones(idx.shape[0]) if w is None else w[idx]
+        indptr = np.searchsorted(local, np.arange(span + 1))
+        indicator = sparse.csr_matrix(
+            (data, np.arange(idx.shape[0]), indptr), shape=(span, idx.shape[0])
+        )
+        out[g[0] : g[0] + span] += indicator @ block
+    return out
 
 
 def coarsen_refine_keys(keys, level, k):
@@ -1030,8 +1094,9 @@ def refine_points(keys, weights, offsets, sq, centers):
     heavy = weights > 0
     keys, weights, offsets, sq = keys[heavy], weights[heavy], offsets[heavy], sq[heavy]
     mean_offset = offsets / weights[:, None]
-    points = centers[keys // refine_key_span(k)] + mean_offset
-    sse = np.maximum(sq - np.sum(offsets * mean_offset, axis=1), 0.0)
+    sse = np.maximum(sq - np.einsum("ij,ij->i", offsets, mean_offset), 0.0)
+    points = centers[keys // refine_key_span(k)]
+    points += mean_offset
     return points, weights, sse
 
 

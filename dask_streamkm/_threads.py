@@ -60,24 +60,30 @@ def limit_blas_in_worker():
 
 
 @contextlib.contextmanager
-def blas_limits():
+def blas_limits(tasks=None):
     """BLAS threads x task threads <= cores for the compute inside, whatever the scheduler.
 
     Threads and the synchronous scheduler: a limit in this process. The processes scheduler:
     an initializer that sets the limit in each worker process it starts (after any
     initializer the user configured). Distributed workers limit themselves
-    (:func:`limit_blas_in_worker`).
+    (:func:`limit_blas_in_worker`). ``tasks``: how many tasks can run at once at most (the
+    chunks of a pass); fewer than the task threads leave the idle threads' cores to BLAS
+    (one chunk: its leaf's products take every core).
     """
     cores = os.cpu_count() or 1
     scheduler = dask.config.get("scheduler", None)
+    at_once = max(1, int(tasks)) if tasks is not None else None
     if scheduler in ("processes", "multiprocessing"):
         workers = int(dask.config.get("num_workers", None) or cores)
+        workers = workers if at_once is None else min(workers, at_once)
         user = dask.config.get("multiprocessing.initializer", None)
         init = functools.partial(limit_blas_in_process, max(1, cores // workers), user)
         with dask.config.set({"multiprocessing.initializer": init}):
             yield
         return
-    with threadpool_limits(max(1, cores // scheduler_threads())):
+    threads = scheduler_threads()
+    threads = threads if at_once is None else min(threads, at_once)
+    with threadpool_limits(max(1, cores // threads)):
         yield
 
 

@@ -147,7 +147,7 @@ def n_distinct_rows(centers):
 
 #: The Lloyd run over a refinement pass's groups does at most the arithmetic of this many
 #: exact assignments of all rows (groups x iterations <= this x rows; see refine_iterations).
-REFINE_LLOYD_ASSIGNMENTS = 4
+REFINE_LLOYD_ASSIGNMENTS = 3
 
 
 def refine_iterations(max_iter, n_groups, n_rows):
@@ -246,7 +246,7 @@ class StreamingKMeans(
         the exact Lloyd step (each center to the weighted mean of its rows; a center left
         with no rows is re-seeded at the summary group of largest weighted squared distance
         to the other centers), and Lloyd's iterations (``max_iter``, ``tol``, and at most
-        the arithmetic of four assignments of all rows) then continue from it over the
+        the arithmetic of three assignments of all rows) then continue from it over the
         groups' centroids, each group moving as a whole: near the borders, where rows change
         center, the groups are small. The result never costs more than the exact step's
         bound. The per-chunk sums are added by group in the summary's merge tree, in a fixed
@@ -536,7 +536,8 @@ class StreamingKMeans(
         if self.metric != "euclidean":
             params["metric"] = self.metric
         # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
-        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits():
+        chunks = X.numblocks[0]
+        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits(chunks):
             if self.checkpoint is None:
                 return _graph.fit_summary(X, sample_weight, **params)
             from . import _checkpoint
@@ -605,7 +606,7 @@ class StreamingKMeans(
         for number in range(int(self.refine_passes)):
             # BLAS threads limited while the pass's tasks run; the Lloyd run below (on the
             # driver, alone) takes every core.
-            with _threads.blas_limits():
+            with _threads.blas_limits(X.numblocks[0]):
                 if directory is None:
                     stats = _graph.refine_pass(
                         X, sample_weight, centers, split_every=int(self.split_every)

@@ -80,3 +80,15 @@ def test_every_compute_runs_under_the_limits(method):
         result = getattr(km, method)(Xd if method in ("fit", "score", "evaluate") else X)
     assert result is not None
     assert seen.seen == {1}  # as many task threads as cores: one BLAS thread each
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_fewer_tasks_than_workers_leave_their_cores_to_blas(scheduler):
+    # One chunk in a pass: its task runs alone and may use every core's BLAS thread.
+    with dask.config.set(scheduler=scheduler, num_workers=CORES):
+        with _blas_limits(tasks=1):
+            alone = _in_task()
+        with _blas_limits(tasks=CORES):
+            side_by_side = _in_task()
+    assert alone == [CORES]
+    assert side_by_side == [1]

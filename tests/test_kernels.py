@@ -64,6 +64,40 @@ def test_nearest_matches_reference(rng, dtype, n):
     np.testing.assert_allclose(dist, ref_dist, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("m", [5, 60, 200])  # fewer centers than features: not augmented
+def test_nearest_with_more_features_than_centers_matches_reference(rng, m):
+    X = rng.normal(size=(3_000, 100)) + 50.0
+    C = X[rng.choice(3_000, m, replace=False)] + rng.normal(size=(m, 100)) * 0.1
+    labels, dist = K.nearest(X, C)
+    ref_labels, ref_dist = ref_nearest(X, C)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("d", [3, 40, 3_000])  # 3,000 features: a block of 256 rows
+def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
+    X = (rng.normal(size=(5_000, d)) * 1e3 + 1e5).astype(np.float32)
+    group = rng.integers(0, 700, size=5_000)
+    w = rng.random(5_000) if weighted else None
+    rows = X.astype(np.float64) * (1.0 if w is None else w[:, None])
+    ref = np.zeros((700, d))
+    np.add.at(ref, group, rows)
+    got = K._group_sums(X, w, group, 700)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-6)
+
+
+def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
+    X = rng.normal(size=(4_000, 6))
+    w = rng.random(4_000)
+    idx, labels = K.d2_sample(X, 300, np.random.default_rng(1), sample_weight=w, return_labels=True)
+    np.testing.assert_array_equal(idx, K.d2_sample(X, 300, np.random.default_rng(1), w))
+    ref_labels, ref_dist = ref_nearest(X, X[idx])
+    d_chosen = ref_sq_distances(X, X[idx])[np.arange(4_000), labels]
+    np.testing.assert_allclose(d_chosen, ref_dist, rtol=1e-9, atol=1e-9)
+    assert np.mean(labels == ref_labels) > 0.999
+
+
 def test_nearest_exact_point_is_zero_distance(rng):
     C = rng.normal(size=(10, 3)) * 100
     labels, dist = K.nearest(C, C)
