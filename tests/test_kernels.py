@@ -90,11 +90,14 @@ def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
 def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
     X = rng.normal(size=(4_000, 6))
     w = rng.random(4_000)
-    idx, labels = K.d2_sample(X, 300, np.random.default_rng(1), sample_weight=w, return_labels=True)
+    idx, labels, dist = K.d2_sample(
+        X, 300, np.random.default_rng(1), sample_weight=w, return_labels=True
+    )
     np.testing.assert_array_equal(idx, K.d2_sample(X, 300, np.random.default_rng(1), w))
     ref_labels, ref_dist = ref_nearest(X, X[idx])
     d_chosen = ref_sq_distances(X, X[idx])[np.arange(4_000), labels]
     np.testing.assert_allclose(d_chosen, ref_dist, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
     assert np.mean(labels == ref_labels) > 0.999
 
 
