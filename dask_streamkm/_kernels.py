@@ -260,10 +260,17 @@ def _score_blocks(X, centers, prepared=None):
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, slab_rows // step * step)
+    d = X.shape[1]
     for slab_start in range(0, n, slab):
         slab_stop = min(slab_start + slab, n)
-        rows = X[slab_start:slab_stop, ...] - origin
-        if augment:
+        if augment and is_numpy(xp):  # shifted straight into the augmented copy
+            rows_aug = np.empty((slab_stop - slab_start, d + 1), dtype=X.dtype)
+            rows = rows_aug[:, :d]
+            np.subtract(X[slab_start:slab_stop], origin, out=rows)
+            rows_aug[:, d] = 1
+        else:
+            rows = X[slab_start:slab_stop, ...] - origin
+        if augment and not is_numpy(xp):
             ones_col = xp.broadcast_to(ones, (slab_stop - slab_start, 1))
             rows_aug = xp.concat([rows, ones_col], axis=1)
         rows_sq = row_norms_sq(rows)
@@ -304,8 +311,13 @@ def nearest(X, centers, prepared=None):
     for start, stop, block, x_sq in _score_blocks(X, centers, prepared):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
-        # A gather at the argmax is cheaper than a second reduction over the block.
-        best = x_sq - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+        # A gather at the argmax is cheaper than a second reduction over the block (numpy:
+        # from the flat block, cheaper than take_along_axis).
+        if is_numpy(xp):
+            top = block.reshape(-1)[np.arange(stop - start) * block.shape[1] + lab]
+        else:
+            top = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+        best = x_sq - 2.0 * top
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
 
@@ -965,7 +977,11 @@ def nearest_top(X, centers, count):
                 elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
                 lab = xp.argmax(block, axis=1)
-                best = x_sq - 2.0 * xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+                if is_numpy(xp):
+                    top = block.reshape(-1)[np.arange(stop - start) * block.shape[1] + lab]
+                else:
+                    top = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
+                best = x_sq - 2.0 * top
             labels[j][start:stop] = xp.astype(lab, xp.int64)
             dists[j][start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists

@@ -129,12 +129,12 @@ class Summary:
                 Xb = Xb - origin
             lb = labels[start:stop]
             wb = w[start:stop]
-            sq = xp.sum(Xb * Xb, axis=1)
+            sq = K.row_norms_sq(Xb)
             if not unit_weights:
                 Xb = Xb * wb[:, None]
                 sq = sq * wb
-            sums = sums + segment_sum(Xb, lb, n_groups)
-            squares = squares + segment_sum(sq, lb, n_groups)
+            sums += segment_sum(Xb, lb, n_groups)
+            squares += segment_sum(sq, lb, n_groups)
         weights = segment_sum(w, labels, n_groups)
         return cls(weights, sums, squares, int(n), origin).drop_empty()
 
