@@ -178,7 +178,7 @@ class StreamingKMeans(
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
         ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
     method : {"tree", "stream", "lloyd"}, default="tree"
-        Per-chunk summarizer. "tree": the rows go into about ``8 sqrt(summary_size)``
+        Per-chunk summarizer. "tree": the rows go into about ``6 sqrt(summary_size)``
         coarse cells, each cell gets groups in proportion to its squared error, and greedy
         k-means++ and three Lloyd steps place them inside every cell at once (numpy chunks;
         on device arrays it is "stream"). "stream": streaming mini-batches with
