@@ -237,7 +237,7 @@ def _seed(layout, share, rng):
         cands = layout.padded[cand]
         D = layout.distances(active, cands)
         np.minimum(D, closest[:n_slots, None], out=D)
-        pots = np.add.reduceat(w[:n_slots, None] * D, lo, axis=0)
+        pots = _cell_sums(layout, active, D)
         # A cell that needs fewer candidates ignores the extra ones.
         narrow = trials[:active] < t
         if narrow.any():
@@ -253,6 +253,18 @@ def _seed(layout, share, rng):
         centers[idx, n_centers[idx]] = cands[idx, best[idx]]
         n_centers[idx] += 1
     return centers, n_centers
+
+
+def _cell_sums(layout, n_cells, D):
+    """``sum w D`` over the slots of each of the first ``n_cells`` cells, (n_cells, t): one
+    batched product per block (it releases the GIL, where a ``reduceat`` over the slots held
+    it), then the few block sums added by cell."""
+    rows = layout.rows
+    nb = int(layout.block_start[n_cells])
+    blocks = D.reshape(nb, rows, -1)
+    w = layout.slot_w[: nb * rows].reshape(nb, 1, rows).astype(D.dtype)
+    per_block = np.matmul(w, blocks)[:, 0, :].astype(np.float64)
+    return np.add.reduceat(per_block, layout.block_start[:n_cells], axis=0)
 
 
 def _lloyd(layout, centers, n_centers, n_iter):
