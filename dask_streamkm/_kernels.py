@@ -346,9 +346,10 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     if x_sq is None:
         x_sq = row_norms_sq(X)
     # The distances stay in X's dtype (float32 halves the passes over the n x trials block);
-    # the draws sum in float64, the potentials in X's dtype (they only rank the candidates).
+    # the draws sum in float64, the potentials in X's dtype (they only rank the candidates,
+    # so the weights are scaled to at most 1 first: no overflow or underflow in float32).
     x_sq = xp.astype(x_sq, X.dtype)
-    w_x = xp.astype(w, X.dtype)
+    w_x = xp.astype(w / max(float(xp.max(w)), 1e-300), X.dtype)
     chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
     closest = sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0]
     pot = float(xp.sum(w * closest))

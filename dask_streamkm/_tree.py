@@ -98,11 +98,14 @@ def _coarse_cells(X, n_cells, w, rng):
 
 def _segment_rows(rows, w, labels, n_segments, positions=None):
     """Weighted sums of ``rows`` by label (float64), summed in the rows' float type; the
-    i-th weight and label belong to row ``positions[i]`` (default i)."""
+    i-th weight and label belong to row ``positions[i]`` (default i). The weights are scaled
+    to at most 1 for the sum and the sums scaled back, so weights beyond float32's range
+    neither vanish nor overflow."""
+    scale = max(float(np.max(w)), 1e-300) if w.shape[0] else 1.0
     indicator = K.weighted_indicator(
-        labels, w.astype(rows.dtype), n_segments, positions, rows.shape[0]
+        labels, (w / scale).astype(rows.dtype), n_segments, positions, rows.shape[0]
     )
-    return np.asarray(indicator @ rows, dtype=np.float64)
+    return np.asarray(indicator @ rows, dtype=np.float64) * scale
 
 
 def _allocate(cost, caps, total):
@@ -262,7 +265,10 @@ def _cell_sums(layout, n_cells, D):
     rows = layout.rows
     nb = int(layout.block_start[n_cells])
     blocks = D.reshape(nb, rows, -1)
-    w = layout.slot_w[: nb * rows].reshape(nb, 1, rows).astype(D.dtype)
+    # The weights scaled to at most 1 (the sums only rank a cell's candidates): no overflow
+    # or underflow in D's float type.
+    w = layout.slot_w[: nb * rows] / max(float(layout.slot_w.max()), 1e-300)
+    w = w.reshape(nb, 1, rows).astype(D.dtype)
     per_block = np.matmul(w, blocks)[:, 0, :].astype(np.float64)
     return np.add.reduceat(per_block, layout.block_start[:n_cells], axis=0)
 

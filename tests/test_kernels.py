@@ -1,5 +1,7 @@
 """Kernels against ten-line numpy references, and the weight properties of the final solve."""
 
+import warnings
+
 import numpy as np
 import pytest
 from _helpers import nearest as ref_nearest
@@ -99,6 +101,19 @@ def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
     np.testing.assert_allclose(d_chosen, ref_dist, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
     assert np.mean(labels == ref_labels) > 0.999
+
+
+@pytest.mark.parametrize("scale", [1e-60, 1e40])
+def test_kmeans_plusplus_picks_the_same_rows_for_weights_of_any_scale(rng, scale):
+    # The candidates' potentials are summed in the rows' float32: weights beyond its range
+    # must neither vanish nor overflow there.
+    X = rng.normal(size=(3_000, 8)).astype(np.float32)
+    w = rng.random(3_000) + 0.5
+    ref = K.kmeans_plusplus(X, 40, np.random.default_rng(3), w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = K.kmeans_plusplus(X, 40, np.random.default_rng(3), w * scale)
+    np.testing.assert_array_equal(got, ref)
 
 
 def test_nearest_exact_point_is_zero_distance(rng):

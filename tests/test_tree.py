@@ -2,6 +2,8 @@
 weights, repeated rows, rows far from the origin, and group quality against the streaming
 leaf on the same chunk."""
 
+import warnings
+
 import numpy as np
 import pytest
 from _helpers import true_cost
@@ -38,6 +40,23 @@ def test_summary_bounds_the_cost_of_any_centers():
         exact = true_cost(X, C)
         assert s.cost_bound(C) >= exact * (1 - 1e-9)
         assert s.cost_bound(C) <= exact * 1.5  # and not loosely: the groups are tight
+
+
+@pytest.mark.parametrize("scale", [1e-60, 1e40])
+def test_weights_of_any_scale_give_groups_as_tight(scale):
+    """The seeding ranks its candidates by weighted sums in float32; weights far below or above
+    float32's range must neither vanish nor overflow there (no warning, no looser groups)."""
+    X = _mixture(n=10_000)
+    w = np.random.default_rng(2).random(X.shape[0]) + 0.5
+
+    def sse(weights):
+        labels, n = _tree.tree_labels(X, 300, weights, np.random.default_rng(0))
+        return float(Summary.from_points(X, w, labels=labels, n_groups=n).group_sse.sum())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = sse(w * scale)
+    assert scaled <= 1.02 * sse(w)
 
 
 def test_same_seed_same_labels_other_seed_other_labels():
