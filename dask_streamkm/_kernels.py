@@ -252,7 +252,6 @@ def _score_blocks(X, centers, prepared=None):
                 rows_sq[start:stop],
             )
         return
-    ones = xp.ones((1, 1), dtype=X.dtype, device=device(X))
     # Fewer centers than features: a copy of the rows with a column of ones costs more than
     # subtracting the centers' half norms from the (narrower) block.
     augment = centers.shape[0] > X.shape[1]
@@ -260,19 +259,12 @@ def _score_blocks(X, centers, prepared=None):
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, slab_rows // step * step)
-    d = X.shape[1]
     for slab_start in range(0, n, slab):
         slab_stop = min(slab_start + slab, n)
-        if augment and is_numpy(xp):  # shifted straight into the augmented copy
-            rows_aug = np.empty((slab_stop - slab_start, d + 1), dtype=X.dtype)
-            rows = rows_aug[:, :d]
-            np.subtract(X[slab_start:slab_stop], origin, out=rows)
-            rows_aug[:, d] = 1
+        if augment:
+            rows, rows_aug = _shifted_augmented(X[slab_start:slab_stop, ...], origin)
         else:
             rows = X[slab_start:slab_stop, ...] - origin
-        if augment and not is_numpy(xp):
-            ones_col = xp.broadcast_to(ones, (slab_stop - slab_start, 1))
-            rows_aug = xp.concat([rows, ones_col], axis=1)
         rows_sq = row_norms_sq(rows)
         for start in range(slab_start, slab_stop, step):
             stop = min(start + step, slab_stop)
@@ -284,13 +276,28 @@ def _score_blocks(X, centers, prepared=None):
             yield start, stop, block, rows_sq[a:b]
 
 
+def _shifted_augmented(X, origin):
+    """X relative to ``origin`` (in X's dtype) and the same rows with a trailing 1:
+    ``(rows, rows_aug)``, ``rows`` a view of ``rows_aug`` on numpy (one copy, shifted in
+    place)."""
+    xp = namespace(X)
+    n, d = X.shape
+    if is_numpy(xp):
+        rows_aug = np.empty((n, d + 1), dtype=X.dtype)
+        rows = rows_aug[:, :d]
+        np.subtract(X, origin, out=rows)
+        rows_aug[:, d] = 1
+        return rows, rows_aug
+    rows = X - origin
+    ones = xp.ones((n, 1), dtype=X.dtype, device=device(X))
+    return rows, xp.concat([rows, ones], axis=1)
+
+
 def prepared_rows(X, origin):
     """X relative to ``origin`` (a (d,) array of X's dtype), with a trailing 1, and the squared
     norms of the shifted rows: what :func:`_score_blocks` computes per call, once."""
-    xp = namespace(X)
-    rows = X - origin
-    ones = xp.ones((X.shape[0], 1), dtype=X.dtype, device=device(X))
-    return origin, xp.concat([rows, ones], axis=1), row_norms_sq(rows)
+    rows, rows_aug = _shifted_augmented(X, origin)
+    return origin, rows_aug, row_norms_sq(rows)
 
 
 def nearest(X, centers, prepared=None):
@@ -311,15 +318,28 @@ def nearest(X, centers, prepared=None):
     for start, stop, block, x_sq in _score_blocks(X, centers, prepared):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
-        # A gather at the argmax is cheaper than a second reduction over the block (numpy:
-        # from the flat block, cheaper than take_along_axis).
-        if is_numpy(xp):
-            top = block.reshape(-1)[np.arange(stop - start) * block.shape[1] + lab]
-        else:
-            top = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
-        best = x_sq - 2.0 * top
+        # A gather at the argmax is cheaper than a second reduction over the block.
+        best = x_sq - 2.0 * _at(block, lab)
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
+
+
+def _at(block, columns):
+    """``block[i, columns[i]]`` for each row i (numpy: from the flat block, cheaper than
+    ``take_along_axis``)."""
+    xp = namespace(block)
+    if is_numpy(xp):
+        return block.reshape(-1)[np.arange(block.shape[0]) * block.shape[1] + columns]
+    return xp.take_along_axis(block, columns[:, None], axis=1)[:, 0]
+
+
+def unit_weights(w):
+    """``(w / scale, scale)`` with ``scale`` the largest weight: sums of the scaled weights in
+    float32 neither vanish nor overflow, whatever the weights' range (for sums that only rank
+    or are scaled back)."""
+    xp = namespace(w)
+    scale = max(float(xp.max(w)), 1e-300) if w.shape[0] else 1.0
+    return w / scale, scale
 
 
 def _weighted_choice(xp, cumulative, rng, size=1):
@@ -349,7 +369,7 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     # the draws sum in float64, the potentials in X's dtype (they only rank the candidates,
     # so the weights are scaled to at most 1 first: no overflow or underflow in float32).
     x_sq = xp.astype(x_sq, X.dtype)
-    w_x = xp.astype(w / max(float(xp.max(w)), 1e-300), X.dtype)
+    w_x = xp.astype(unit_weights(w)[0], X.dtype)
     chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
     closest = sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0]
     pot = float(xp.sum(w * closest))
@@ -978,11 +998,7 @@ def nearest_top(X, centers, count):
                 elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
                 lab = xp.argmax(block, axis=1)
-                if is_numpy(xp):
-                    top = block.reshape(-1)[np.arange(stop - start) * block.shape[1] + lab]
-                else:
-                    top = xp.take_along_axis(block, lab[:, None], axis=1)[:, 0]
-                best = x_sq - 2.0 * top
+                best = x_sq - 2.0 * _at(block, lab)
             labels[j][start:stop] = xp.astype(lab, xp.int64)
             dists[j][start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists

@@ -101,9 +101,9 @@ def _segment_rows(rows, w, labels, n_segments, positions=None):
     i-th weight and label belong to row ``positions[i]`` (default i). The weights are scaled
     to at most 1 for the sum and the sums scaled back, so weights beyond float32's range
     neither vanish nor overflow."""
-    scale = max(float(np.max(w)), 1e-300) if w.shape[0] else 1.0
+    unit, scale = K.unit_weights(w)
     indicator = K.weighted_indicator(
-        labels, (w / scale).astype(rows.dtype), n_segments, positions, rows.shape[0]
+        labels, unit.astype(rows.dtype), n_segments, positions, rows.shape[0]
     )
     return np.asarray(indicator @ rows, dtype=np.float64) * scale
 
@@ -163,6 +163,9 @@ class _Layout:
         self.slot_cell = np.repeat(self.block_cell, rows)
         self.slot_w = np.zeros(n_slots)
         self.slot_w[self.flat] = self.w
+        # The same scaled to at most 1, in X's dtype, for the seeding's sums (they only rank a
+        # cell's candidates): no overflow or underflow there.
+        self.slot_w_unit = K.unit_weights(self.slot_w)[0].astype(X.dtype)
         # The rows relative to their cell's coarse center, in X's dtype (small numbers): each
         # row copied once to its slot, then every block shifted by its cell's center (the
         # padding slots too: finite, and of weight 0).
@@ -265,10 +268,7 @@ def _cell_sums(layout, n_cells, D):
     rows = layout.rows
     nb = int(layout.block_start[n_cells])
     blocks = D.reshape(nb, rows, -1)
-    # The weights scaled to at most 1 (the sums only rank a cell's candidates): no overflow
-    # or underflow in D's float type.
-    w = layout.slot_w[: nb * rows] / max(float(layout.slot_w.max()), 1e-300)
-    w = w.reshape(nb, 1, rows).astype(D.dtype)
+    w = layout.slot_w_unit[: nb * rows].reshape(nb, 1, rows)
     per_block = np.matmul(w, blocks)[:, 0, :].astype(np.float64)
     return np.add.reduceat(per_block, layout.block_start[:n_cells], axis=0)
 
