@@ -31,8 +31,11 @@ import json
 import math
 import os
 import platform
+import resource
+import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +254,48 @@ def lloyd_passes(xp, mixture, centers, n_passes):
     return centers
 
 
+# ---------------------------------------------------------------------- what reaches the host
+def peak_rss_mib():
+    """This process's peak resident memory so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class HostCopies:
+    """Counts the package's copies of device arrays to the host during a ``with`` block.
+
+    Every such copy goes through ``dask_streamkm._array.to_host`` (cupy refuses implicit
+    conversion to numpy); the count and the largest copy say whether any chunk came back.
+    """
+
+    def __enter__(self):
+        import dask_streamkm._array as A
+
+        self.calls, self.largest, self.elements = 0, 0, 0
+        self._original, self._patched = A.to_host, []
+
+        def counting(x):
+            if x is not None and not isinstance(x, np.ndarray):
+                size = int(np.prod(x.shape))
+                self.calls += 1
+                self.elements += size
+                self.largest = max(self.largest, size)
+            return self._original(x)
+
+        for module in list(sys.modules.values()):
+            name = getattr(module, "__name__", "") or ""
+            if name.startswith("dask_streamkm") and getattr(module, "to_host", None) is (
+                self._original
+            ):
+                module.to_host = counting
+                self._patched.append(module)
+        return self
+
+    def __exit__(self, *exc):
+        for module in self._patched:
+            module.to_host = self._original
+        return False
+
+
 # ---------------------------------------------------------------------- phases
 def _fit(X, n_clusters, threads):
     import dask
@@ -280,7 +325,10 @@ def headline(cfg, backend_name, threads, skip_reference, report):
     mixture = Mixture(
         cfg["rows"], cfg["features"], cfg["components"], cfg["chunk_rows"], SEED, backend_name
     )
-    km, wall = _fit(mixture.dask(), cfg["n_clusters"], threads)
+    rss_before = peak_rss_mib()
+    with HostCopies() as copies:
+        km, wall = _fit(mixture.dask(), cfg["n_clusters"], threads)
+    chunk_mib = cfg["chunk_rows"] * cfg["features"] * 4 / 2**20
     out = dict(
         backend=backend_name,
         rows=cfg["rows"],
@@ -296,6 +344,15 @@ def headline(cfg, backend_name, threads, skip_reference, report):
         inertia_bound=float(km.inertia_),
         wall_target_s=TARGET_WALL_S,
         speedup_vs_sagemaker_7min=round(SAGEMAKER_S / wall, 2),
+        solve_s=round(km.solve_seconds_, 3),
+        centers_type=f"{type(km.cluster_centers_).__module__}.{type(km.cluster_centers_).__name__}",
+        summary_type=f"{type(km.summary_.weights).__module__}",
+        host_copies=copies.calls,
+        host_copy_largest_elements=copies.largest,
+        host_copy_elements=copies.elements,
+        chunk_elements=cfg["chunk_rows"] * cfg["features"],
+        host_peak_rss_growth_mib=round(peak_rss_mib() - rss_before, 1),
+        chunk_mib=round(chunk_mib, 1),
     )
     report("headline", out)
     if skip_reference:
@@ -319,6 +376,88 @@ def headline(cfg, backend_name, threads, skip_reference, report):
     out["inertia_ratio"] = round(ours / ref, 5)
     out["ratio_target"] = TARGET_RATIO
     report("headline", out)
+    return out
+
+
+def profile(cfg, backend_name, threads, report):
+    """Where the headline fit's time goes, from its parts timed alone on the device.
+
+    The data made chunk by chunk (the stand-in for reading it); one leaf (the streaming
+    pass, the exact assignment to its groups, the clustering features); one merge node of
+    the tree; the final solve on a merged summary. Totals are the parts times the number of
+    leaves and merges, divided by the dask threads that overlap them.
+    """
+    from dask_streamkm import StreamingKMeans
+    from dask_streamkm import _kernels as K
+    from dask_streamkm._graph import merge, node_cap
+    from dask_streamkm._summarize import _stream_centers, summarize
+
+    xp = backend(backend_name)
+    mixture = Mixture(
+        cfg["rows"], cfg["features"], cfg["components"], cfg["chunk_rows"], SEED, backend_name
+    )
+    est = StreamingKMeans(n_clusters=cfg["n_clusters"], random_state=SEED)
+    size, budget = est._sizes(cfg["features"], cfg["chunk_rows"])
+    split_every = int(est.split_every)
+
+    def timed(fn, repeat=3):
+        times, value = [], None
+        for _ in range(repeat):
+            synchronize(xp)
+            t0 = time.perf_counter()
+            value = fn()
+            synchronize(xp)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)), value
+
+    n = mixture.n_blocks
+    gen_s, _ = timed(lambda: [mixture.block(i) for i in range(min(n, 8))], repeat=1)
+    gen_s = gen_s / min(n, 8)
+    block = mixture.block(0)
+    seed = np.random.SeedSequence(SEED, spawn_key=(0,))
+    leaf_s, leaf = timed(
+        lambda: summarize(
+            block, size, method=est.method, mini_batch_size=est.mini_batch_size, seed=seed
+        )
+    )
+    rng = np.random.default_rng(SEED)
+    stream_s, centers = timed(lambda: _stream_centers(block, size, None, est.mini_batch_size, rng))
+    assign_s, _ = timed(lambda: K.nearest(block, xp.astype(centers, block.dtype)))
+    flops = 2.0 * block.shape[0] * centers.shape[0] * block.shape[1]
+    n_merges, level_nodes = 0, n
+    while level_nodes > 1:
+        level_nodes = -(-level_nodes // split_every)
+        n_merges += level_nodes
+    merge_s, merged = timed(
+        lambda: merge(
+            *[leaf] * split_every,
+            cap=node_cap(budget, split_every, n, size),
+            level=1,
+            index=0,
+            entropy=SEED,
+        ),
+        repeat=1,
+    )
+    out = dict(
+        chunks=n,
+        leaf_groups=size,
+        merge_budget=budget,
+        split_every=split_every,
+        make_chunk_s=round(gen_s, 4),
+        leaf_s=round(leaf_s, 4),
+        leaf_stream_pass_s=round(stream_s, 4),
+        leaf_exact_assignment_s=round(assign_s, 4),
+        assignment_tflops=round(flops / assign_s / 1e12, 2),
+        leaf_features_and_cleanup_s=round(max(leaf_s - stream_s - assign_s, 0.0), 4),
+        merge_node_s=round(merge_s, 4),
+        merge_nodes=n_merges,
+        merged_groups=merged.n_groups,
+        est_make_s=round(gen_s * n / threads, 2),
+        est_leaves_s=round(leaf_s * n / threads, 2),
+        est_merges_s=round(merge_s * n_merges / threads, 2),
+        threads=threads,
+    )
+    report("profile", out)
     return out
 
 
@@ -380,6 +519,16 @@ def machine(backend_name):
         info["gpu_memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
         info["cupy"] = cupy.__version__
         info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        info["cuda_driver_api"] = cupy.cuda.runtime.driverGetVersion()
+        try:
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            info["driver"] = "unknown"
     else:
         info["card"] = "none (numpy smoke run)"
     return info
@@ -388,8 +537,9 @@ def machine(backend_name):
 def markdown(results):
     m = results["machine"]
     lines = [
-        f"GPU benchmark, {m['card']}, {m['date']} (cupy {m.get('cupy', '-')}, "
-        f"dask {m.get('dask', '-')}, {m['cpu_count']} CPU cores)",
+        f"GPU benchmark, {m['card']}, {m['date']} (driver {m.get('driver', '-')}, CUDA "
+        f"runtime {m.get('cuda_runtime', '-')}, cupy {m.get('cupy', '-')}, numpy "
+        f"{m['numpy']}, dask {m.get('dask', '-')}, {m['cpu_count']} CPU cores)",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -402,6 +552,12 @@ def markdown(results):
             f"| fit wall time | {h['wall_s']:.1f} s | <= {TARGET_WALL_S:.0f} s |",
             f"| rows/s | {h['rows_per_s']:,.0f} | |",
             f"| vs SageMaker's 7 min | {h['speedup_vs_sagemaker_7min']:.1f}x faster | >= 7x |",
+            f"| of which the final solve | {h['solve_s']:.1f} s | |",
+            f"| copies to the host in the fit | {h['host_copies']} (largest "
+            f"{h['host_copy_largest_elements']:,} elements; a chunk is "
+            f"{h['chunk_elements']:,}) | no chunk |",
+            f"| host peak memory growth in the fit | {h['host_peak_rss_growth_mib']:.0f} MiB "
+            f"(a chunk is {h['chunk_mib']:.0f} MiB) | |",
         ]
         if "inertia_ratio" in h:
             lines += [
@@ -409,6 +565,22 @@ def markdown(results):
                 f"<= {TARGET_RATIO} |",
                 f"| reference (k-means++ on sample + Lloyd passes) | {h['reference_s']:.1f} s | |",
             ]
+    p = results.get("profile")
+    if p:
+        lines += [
+            f"| profile: make one chunk | {p['make_chunk_s']:.3f} s (x{p['chunks']} chunks / "
+            f"{p['threads']} threads: ~{p['est_make_s']:.1f} s) | |",
+            f"| profile: one leaf ({p['leaf_groups']:,} groups) | {p['leaf_s']:.3f} s "
+            f"(~{p['est_leaves_s']:.1f} s for all) | |",
+            f"| - streaming pass | {p['leaf_stream_pass_s']:.3f} s | |",
+            f"| - exact assignment (one GEMM pass) | {p['leaf_exact_assignment_s']:.3f} s "
+            f"({p['assignment_tflops']:.1f} TFLOP/s) | |",
+            f"| - clustering features, clean-up | {p['leaf_features_and_cleanup_s']:.3f} s | |",
+            f"| profile: one merge node (fan-in {p['split_every']}) | {p['merge_node_s']:.3f} s "
+            f"(x{p['merge_nodes']} nodes: ~{p['est_merges_s']:.1f} s) | |",
+        ]
+    for name, err in results.get("errors", {}).items():
+        lines.append(f"| {name} FAILED | {err.splitlines()[-1][:150]} | |")
     s = results.get("speedup")
     if s:
         lines += [
@@ -440,6 +612,9 @@ def main(argv=None):
         "--skip-reference", action="store_true", help="no GPU reference (no inertia ratio)"
     )
     parser.add_argument("--skip-speedup", action="store_true", help="no CPU vs GPU comparison")
+    parser.add_argument(
+        "--skip-profile", action="store_true", help="no profile of the headline fit's parts"
+    )
     args = parser.parse_args(argv)
 
     gpu_backend = "numpy" if args.cpu_smoke else "cupy"
@@ -458,14 +633,26 @@ def main(argv=None):
             (out_dir / "gpu_bench.json").write_text(json.dumps(results, indent=2) + "\n")
             (out_dir / "gpu_bench.md").write_text(markdown(results))
 
+    def phase(name, fn, *a):
+        """Run one phase; a failure is recorded and the next phase still runs."""
+        try:
+            return fn(*a)
+        except Exception:
+            results.setdefault("errors", {})[name] = traceback.format_exc()
+            print(f"phase {name} FAILED:\n{results['errors'][name]}", flush=True)
+            report("errors", results["errors"])
+            return None
+
     report("machine", results["machine"])
-    headline(cfg, gpu_backend, args.threads, args.skip_reference, report)
+    phase("headline", headline, cfg, gpu_backend, args.threads, args.skip_reference, report)
+    if not args.skip_profile:
+        phase("profile", profile, cfg, gpu_backend, args.threads, report)
     if not args.skip_speedup:
-        speedup(speed_cfg, gpu_backend, args.threads, report)
+        phase("speedup", speedup, speed_cfg, gpu_backend, args.threads, report)
     print()
     print(markdown(results))
-    h = results["headline"]
-    ok = h["wall_s"] <= TARGET_WALL_S and h.get("inertia_ratio", 0.0) <= TARGET_RATIO
+    h = results.get("headline", {})
+    ok = h.get("wall_s", math.inf) <= TARGET_WALL_S and h.get("inertia_ratio", 0.0) <= TARGET_RATIO
     print(
         f"targets {'met' if ok else 'NOT met'} (wall <= {TARGET_WALL_S:.0f} s, "
         f"ratio <= {TARGET_RATIO})",
@@ -475,5 +662,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(1 if main().get("errors") else 0)

@@ -502,7 +502,7 @@ class StreamingKMeans(
                 raise ValueError(_weight_dtype_message(sample_weight.dtype))
             if sample_weight.chunks[0] != X.chunks[0]:
                 sample_weight = sample_weight.rechunk((X.chunks[0],))
-            return sample_weight
+            return _weights_like(sample_weight, X)
         sw = np.asarray(to_host(sample_weight))
         if sw.dtype.kind not in "fiub":
             raise ValueError(_weight_dtype_message(sw.dtype))
@@ -522,7 +522,7 @@ class StreamingKMeans(
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
-        return da.from_array(sw, chunks=(X.chunks[0],))
+        return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
 
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy):
@@ -1136,6 +1136,31 @@ def as_dask_input(model, X):
 
 
 # ---------------------------------------------------------------------- module helpers
+def _weights_like(sample_weight, X):
+    """The dask array ``sample_weight`` with chunks of X's array type.
+
+    Host (numpy) weights beside device (cupy) chunks are moved to the device chunk by chunk,
+    inside the tasks, onto the device of the worker that runs them.
+    """
+    x_type, w_type = type(X._meta), type(sample_weight._meta)
+    if x_type is w_type or x_type is np.ndarray or w_type is not np.ndarray:
+        return sample_weight
+    xp = namespace(X._meta)
+    return sample_weight.map_blocks(
+        _weights_to,
+        xp.__name__,
+        dtype=sample_weight.dtype,
+        meta=xp.empty((0,), dtype=sample_weight.dtype),
+    )
+
+
+def _weights_to(block, module):
+    """One chunk of weights in the array namespace named ``module`` (a task)."""
+    import importlib
+
+    return importlib.import_module(module).asarray(block)
+
+
 def _weight_dtype_message(dtype):
     return (
         f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "

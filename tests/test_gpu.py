@@ -171,17 +171,47 @@ def test_fit_cupy_weights(cp):
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(
-    strict=False,
-    reason="a host (numpy) sample_weight stays numpy-backed next to cupy chunks: the "
-    "estimator's _as_dask_weight should move it to X's array type",
-)
-def test_fit_host_weights_with_device_data(cp):
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "numpy-backed-dask"])
+def test_fit_host_weights_with_device_data(cp, as_dask):
+    """Host weights (numpy, or a numpy-backed dask array) beside cupy chunks: moved to the
+    device chunk by chunk, the same centers as on the host."""
     X = make_mixture(20_000, 8, 10, chunks=5_000, random_state=5).persist()
     w = np.random.default_rng(0).uniform(0.5, 2.0, 20_000)
+    if as_dask:
+        w = da.from_array(w, chunks=5_000)
     km = _fit_weighted(_to_device(X, cp), w)
     ref = _fit_weighted(X, w)
+    assert isinstance(km.cluster_centers_, cp.ndarray)
     np.testing.assert_allclose(km.cluster_centers_.get(), ref.cluster_centers_, **TOL[np.float32])
+    with dask.config.set(scheduler="threads", num_workers=2):
+        score = km.score(_to_device(X, cp), sample_weight=w)
+        assert score == pytest.approx(ref.score(X, sample_weight=w), rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_fit_stays_on_device(cp, monkeypatch):
+    """A cupy-backed fit copies no chunk to the host: every copy to the host goes through
+    ``_array.to_host`` (cupy refuses implicit conversion), and none is chunk-sized."""
+    import dask_streamkm._array as A
+
+    copied = []
+    original = A.to_host
+
+    def counting(x):
+        if x is not None and not isinstance(x, np.ndarray):
+            copied.append(int(np.prod(x.shape)))
+        return original(x)
+
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if name.startswith("dask_streamkm") and getattr(module, "to_host", None) is original:
+            monkeypatch.setattr(module, "to_host", counting)
+    chunk_rows, d = 25_000, 16
+    X = make_mixture(100_000, d, 40, chunks=chunk_rows, random_state=6).persist()
+    km = _fit(_to_device(X, cp), n_clusters=10, random_state=0)
+    assert isinstance(km.summary_.weights, cp.ndarray)
+    assert isinstance(km.cluster_centers_, cp.ndarray)
+    assert max(copied, default=0) < chunk_rows * d // 4, sorted(copied)[-5:]
 
 
 def _fit_weighted(X, w):
