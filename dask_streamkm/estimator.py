@@ -8,6 +8,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
+from array_api_compat import is_cupy_array
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -471,9 +472,11 @@ class StreamingKMeans(
                     f"{self.n_features_in_} features as input."
                 )
             return X
-        kind = namespace(X) if hasattr(X, "__array_namespace__") else None
-        if kind is not None and not isinstance(X, np.ndarray):
-            # An in-memory array of another namespace (cupy...): wrap it as it is.
+        if not isinstance(X, np.ndarray) and (
+            hasattr(X, "__array_namespace__") or is_cupy_array(X)
+        ):
+            # An in-memory array of another namespace (cupy, which has no
+            # ``__array_namespace__``, or an array-API array): wrap it as it is.
             return self._as_dask(
                 da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
                 reset=reset,

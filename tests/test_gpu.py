@@ -47,6 +47,9 @@ def _fit(X, **params):
         return StreamingKMeans(**params).fit(X)
 
 
+#: The leaf that the default method="tree" runs on device chunks (the tree leaf is numpy's):
+#: numpy references of a default cupy fit name it.
+DEVICE_LEAF = "stream"
 TOL = {np.float64: {"rtol": 1e-7, "atol": 1e-7}, np.float32: {"rtol": 1e-4, "atol": 1e-3}}
 
 
@@ -122,10 +125,10 @@ def test_predict_transform_keep_cupy(cp):
     X = make_mixture(20_000, 8, 10, chunks=5_000, random_state=4).persist()
     Xd = _to_device(X, cp)
     km_cp = _fit(Xd, n_clusters=6, random_state=0, n_init=2)
-    km_np = _fit(X, n_clusters=6, random_state=0, n_init=2)
+    km_np = _fit(X, n_clusters=6, random_state=0, n_init=2, method=DEVICE_LEAF)
     labels = km_cp.predict(Xd)
     assert isinstance(labels, da.Array) and isinstance(labels._meta, cp.ndarray)
-    assert labels.dtype == np.int64 and labels.chunks == (X.chunks[0],)
+    assert labels.dtype == np.int32 and labels.chunks == (X.chunks[0],)  # as scikit-learn's
     computed = labels.compute()
     assert isinstance(computed, cp.ndarray)
     np.testing.assert_array_equal(computed.get(), km_np.predict(X).compute())
@@ -147,7 +150,7 @@ def test_in_memory_cupy(cp):
     """A cupy array (not dask): cupy centers, cupy labels."""
     X = make_mixture(20_000, 8, 10, chunks=5_000, random_state=4).compute()
     km = _fit(cp.asarray(X), n_clusters=6, random_state=0, n_init=2)
-    ref = _fit(X, n_clusters=6, random_state=0, n_init=2)
+    ref = _fit(X, n_clusters=6, random_state=0, n_init=2, method=DEVICE_LEAF)
     assert isinstance(km.cluster_centers_, cp.ndarray)
     np.testing.assert_allclose(km.cluster_centers_.get(), ref.cluster_centers_, **TOL[np.float32])
     out = km.predict(cp.asarray(X[:1000]))
@@ -164,7 +167,8 @@ def test_fit_cupy_weights(cp):
     with dask.config.set(scheduler="threads", num_workers=2):
         km_cp = StreamingKMeans(6, random_state=0, n_init=2)
         km_cp.fit(_to_device(X, cp), sample_weight=wd)
-        km_np = StreamingKMeans(6, random_state=0, n_init=2).fit(X, sample_weight=w)
+        km_np = StreamingKMeans(6, random_state=0, n_init=2, method=DEVICE_LEAF)
+        km_np.fit(X, sample_weight=w)
     np.testing.assert_allclose(
         km_cp.cluster_centers_.get(), km_np.cluster_centers_, **TOL[X.dtype.type]
     )
@@ -180,7 +184,7 @@ def test_fit_host_weights_with_device_data(cp, as_dask):
     if as_dask:
         w = da.from_array(w, chunks=5_000)
     km = _fit_weighted(_to_device(X, cp), w)
-    ref = _fit_weighted(X, w)
+    ref = _fit_weighted(X, w, method=DEVICE_LEAF)
     assert isinstance(km.cluster_centers_, cp.ndarray)
     np.testing.assert_allclose(km.cluster_centers_.get(), ref.cluster_centers_, **TOL[np.float32])
     with dask.config.set(scheduler="threads", num_workers=2):
@@ -214,9 +218,9 @@ def test_fit_stays_on_device(cp, monkeypatch):
     assert max(copied, default=0) < chunk_rows * d // 4, sorted(copied)[-5:]
 
 
-def _fit_weighted(X, w):
+def _fit_weighted(X, w, **params):
     with dask.config.set(scheduler="threads", num_workers=2):
-        return StreamingKMeans(6, random_state=0, n_init=2).fit(X, sample_weight=w)
+        return StreamingKMeans(6, random_state=0, n_init=2, **params).fit(X, sample_weight=w)
 
 
 # ---------------------------------------------------------------------- the benchmark script
