@@ -303,7 +303,10 @@ def _fit(X, n_clusters, threads):
     from dask_streamkm import StreamingKMeans
 
     km = StreamingKMeans(n_clusters=n_clusters, random_state=SEED)
-    with dask.config.set(scheduler="threads", num_workers=threads):
+    config = {"scheduler": "threads"}
+    if threads:  # 0: dask's default, where the library runs device chunks on one thread
+        config["num_workers"] = threads
+    with dask.config.set(config):
         t0 = time.perf_counter()
         km.fit(X)
         synchronize(backend("numpy" if isinstance(km.cluster_centers_, np.ndarray) else "cupy"))
@@ -336,7 +339,7 @@ def headline(cfg, backend_name, threads, skip_reference, report):
         n_clusters=cfg["n_clusters"],
         chunk_rows=cfg["chunk_rows"],
         n_chunks=mixture.n_blocks,
-        dask_threads=threads,
+        dask_threads=threads or "default",
         warmup_s=round(warm_s, 3),
         wall_s=round(wall, 3),
         rows_per_s=round(cfg["rows"] / wall, 1),
@@ -606,7 +609,11 @@ def main(argv=None):
         help="folder for gpu_bench.json and gpu_bench.md (default: $OUT)",
     )
     parser.add_argument(
-        "--threads", type=int, default=2, help="dask threads feeding the GPU (default 2)"
+        "--threads",
+        type=int,
+        default=0,
+        help="dask threads feeding the GPU (default 0: dask's default, on which the library "
+        "runs device chunks on one thread)",
     )
     parser.add_argument("--rows", type=int, default=None, help="headline rows (default 23M)")
     parser.add_argument(

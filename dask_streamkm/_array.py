@@ -99,11 +99,16 @@ def segment_sum(values, labels, n_segments: int):
         )
         return np.asarray(indicator @ values)
     if is_cupy(xp):
-        import cupyx
+        import cupy
 
         shape = (n_segments,) + tuple(values.shape[1:])
         out = xp.zeros(shape, dtype=values.dtype)
-        cupyx.scatter_add(out, labels, values)
+        if hasattr(cupy.add, "at"):
+            cupy.add.at(out, labels, values)
+        else:  # cupy before 13: the older name (deprecated since)
+            import cupyx
+
+            cupyx.scatter_add(out, labels, values)
         return out
     # Generic array-API path: a one-hot product (fine for the small sizes it is tested on).
     onehot = xp.astype(

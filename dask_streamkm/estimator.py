@@ -542,7 +542,11 @@ class StreamingKMeans(
             params["metric"] = self.metric
         # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
         chunks = X.numblocks[0]
-        with _memory.worker_memory_guard(X, self.method), _threads.blas_limits(chunks):
+        with (
+            _memory.worker_memory_guard(X, self.method),
+            _threads.device_task_threads(_on_device(X)),
+            _threads.blas_limits(chunks),
+        ):
             if self.checkpoint is None:
                 return _graph.fit_summary(X, sample_weight, **params)
             from . import _checkpoint
@@ -611,7 +615,10 @@ class StreamingKMeans(
         for number in range(int(self.refine_passes)):
             # BLAS threads limited while the pass's tasks run; the Lloyd run below (on the
             # driver, alone) takes every core.
-            with _threads.blas_limits(X.numblocks[0]):
+            with (
+                _threads.device_task_threads(_on_device(X)),
+                _threads.blas_limits(X.numblocks[0]),
+            ):
                 if directory is None:
                     stats = _graph.refine_pass(
                         X, sample_weight, centers, split_every=int(self.split_every)
@@ -1139,6 +1146,11 @@ def as_dask_input(model, X):
 
 
 # ---------------------------------------------------------------------- module helpers
+def _on_device(X):
+    """True for a dask array of device (cupy) chunks."""
+    return is_cupy_array(X._meta)
+
+
 def _weights_like(sample_weight, X):
     """The dask array ``sample_weight`` with chunks of X's array type.
 

@@ -92,3 +92,39 @@ def test_fewer_tasks_than_workers_leave_their_cores_to_blas(scheduler):
             side_by_side = _in_task()
     assert alone == [CORES]
     assert side_by_side == [1]
+
+
+def _task_threads(n_tasks=8):
+    """Distinct threads that ran ``n_tasks`` tasks of a dask compute."""
+    import threading
+    import time
+
+    import dask
+
+    def task(i):
+        time.sleep(0.02)
+        return threading.get_ident()
+
+    return len(set(dask.compute(*[dask.delayed(task)(i) for i in range(n_tasks)])))
+
+
+def test_device_task_threads():
+    """Passes over device chunks run on one thread of the local threaded scheduler, unless
+    the user chose the threads; numpy chunks keep the scheduler's threads."""
+    import dask
+
+    from dask_streamkm._threads import DEVICE_TASK_THREADS, device_task_threads
+
+    with dask.config.set(scheduler="threads", num_workers=4):
+        assert _task_threads() > 1
+        with device_task_threads(True):  # the user's num_workers stay
+            assert dask.config.get("num_workers") == 4 and _task_threads() > 1
+    with dask.config.set(scheduler="threads"):
+        with device_task_threads(True):
+            assert dask.config.get("num_workers") == DEVICE_TASK_THREADS
+            assert _task_threads() == DEVICE_TASK_THREADS
+        assert dask.config.get("num_workers", None) is None
+        with device_task_threads(False):
+            assert dask.config.get("num_workers", None) is None
+    with dask.config.set(scheduler="sync"), device_task_threads(True):
+        assert dask.config.get("num_workers", None) is None
