@@ -171,6 +171,12 @@ class StreamingKMeans(
     k-means++ + Lloyd on the merged summary gives the centers. This is the design of
     Amazon SageMaker's streaming k-means, built on Dask.
 
+    Device (cupy) chunks are summarized on their device and the model stays there; numpy
+    ``sample_weight`` is moved to the device chunk by chunk. On the local threaded scheduler
+    their passes run on one thread unless ``num_workers`` is set (the device runs the tasks'
+    kernels one after another on its default stream, so more threads only contend); on a
+    dask-cuda cluster each worker's threads are used.
+
     Parameters
     ----------
     n_clusters : int, default=8
