@@ -1163,8 +1163,7 @@ def _weights_like(sample_weight, X):
     Host (numpy) weights beside device (cupy) chunks are moved to the device chunk by chunk,
     inside the tasks, onto the device of the worker that runs them.
     """
-    x_type, w_type = type(X._meta), type(sample_weight._meta)
-    if x_type is w_type or x_type is np.ndarray or w_type is not np.ndarray:
+    if not _on_device(X) or not isinstance(sample_weight._meta, np.ndarray):
         return sample_weight
     xp = namespace(X._meta)
     return sample_weight.map_blocks(

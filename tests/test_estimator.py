@@ -360,3 +360,17 @@ def test_n_init_reaches_the_solve(blobs, monkeypatch, n_init, expected):
     monkeypatch.setattr(Summary, "solve", spy)
     StreamingKMeans(n_clusters=5, n_init=n_init, random_state=0).fit(blobs[0])
     assert seen == [expected]
+
+
+def test_host_weights_stay_as_they_are_beside_host_chunks():
+    """Weights are moved only beside device chunks (tests/test_gpu.py checks that move): a
+    numpy-backed weight array next to numpy chunks is passed on untouched, with X's chunks."""
+    from dask_streamkm.estimator import _weights_like
+
+    X = da.ones((1_000, 3), chunks=(250, 3))
+    w = da.ones((1_000,), chunks=250)
+    assert _weights_like(w, X) is w
+    km = StreamingKMeans(2)
+    masked = da.from_array(np.ma.masked_array(np.ones((1_000, 3))), chunks=(250, 3))
+    assert km._as_dask_weight(w, masked) is w
+    assert km._as_dask_weight(np.ones(1_000), X).chunks == ((250,) * 4,)
