@@ -16,6 +16,9 @@ same case and sklearn version (marked "cached" in the table); the final table is
 the cost of our one pass (1, 2, 4, 8 epochs, each a fresh fit), beside our one pass's time.
 ``--repeat N`` fits each ``refine_passes`` setting N times (taking turns) and gives median wall
 times: the time ratios of single fits vary by 10-20 % on a shared machine.
+``--seeds 0 1 2`` runs every case once per seed (``random_state`` of ours, of MiniBatchKMeans and
+of the sample) and ends with each case's median ratio over the seeds: a seed's basin moves a
+ratio by a few parts in a thousand, so decisions between variants should rest on these.
 """
 
 from __future__ import annotations
@@ -281,6 +284,31 @@ def print_table(rows):
     )
 
 
+def print_seed_medians(rows_by_seed):
+    """Per case, the median over seeds of each ratio; then their median and worst."""
+    seeds = sorted(rows_by_seed)
+    keys = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
+    print(f"\nMedians over seeds {', '.join(map(str, seeds))} (each case, each column):\n")
+    print("| case | k | ours | ours r1 | ours r2 | MiniBatchKMeans 1 epoch | uniform sample |")
+    print("|---|---|---|---|---|---|---|")
+    medians = []
+    for i, row in enumerate(rows_by_seed[seeds[0]]):
+        med = {key: statistics.median(rows_by_seed[s][i][key] for s in seeds) for key in keys}
+        medians.append(med)
+        print(
+            f"| {row['case']} | {row['k']} | "
+            + " | ".join(f"{med[key]:.4f}" for key in keys)
+            + " |"
+        )
+    for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
+        per_case = [m[key] for m in medians]
+        single = max(r[key] for s in seeds for r in rows_by_seed[s])
+        print(
+            f"{label}: median of the cases' medians {statistics.median(per_case):.4f}, worst "
+            f"case median {max(per_case):.4f}, worst single fit {single:.4f}"
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -290,6 +318,13 @@ def main(argv=None):
         help="reuse cached sklearn KMeans reference results (marked cached)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run every case once per seed and add each case's median over them",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument(
         "--mbk-to-cost",
@@ -305,17 +340,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
-    rows = []
-    for name in args.cases:
-        rows.append(run_case(name, args.reuse_reference, args.seed, args.repeat))
-        print(
-            f"done {name}: ours {rows[-1]['ours']:.4f} in {rows[-1]['t_ours']:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    print_table(rows)
+    seeds = args.seeds if args.seeds else [args.seed]
+    rows_by_seed = {}
+    for seed in seeds:
+        rows = rows_by_seed[seed] = []
+        for name in args.cases:
+            rows.append(run_case(name, args.reuse_reference, seed, args.repeat))
+            print(
+                f"done {name} (seed {seed}): ours {rows[-1]['ours']:.4f} in "
+                f"{rows[-1]['t_ours']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if len(seeds) > 1:
+            print(f"\nSeed {seed}:\n")
+        print_table(rows)
+    if len(seeds) > 1:
+        print_seed_medians(rows_by_seed)
+        rows = [dict(r, seed=s) for s in seeds for r in rows_by_seed[s]]
     if args.mbk_to_cost:
-        print_mbk_table([mbk_to_cost(name, args.seed) for name in args.cases])
+        print_mbk_table([mbk_to_cost(name, seeds[0]) for name in args.cases])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
