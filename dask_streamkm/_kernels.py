@@ -1031,17 +1031,22 @@ def refine_groups(X, centers, sample_weight=None):
     band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
     band = xp.minimum(band, REFINE_BANDS - 1)
     keys = ((labels * k + second) * k + third) * REFINE_BANDS + band
-    distinct = _unique(xp, keys)
-    if not is_numpy(xp):  # unique_values need not be sorted
-        distinct = xp.sort(distinct)
-    group = xp.searchsorted(distinct, keys)
+    order = None
+    if is_numpy(xp):
+        # One stable sort of the keys gives the distinct keys, each row's group and the rows
+        # in order of group for their sums (a unique, a search of every key and a second sort
+        # took a quarter of the leaf).
+        order, distinct, group = _sorted_groups(keys)
+    else:
+        distinct = xp.sort(_unique(xp, keys))  # unique_values need not be sorted
+        group = xp.searchsorted(distinct, keys)
     w = as_weights(sample_weight, X)
     n_groups = distinct.shape[0]
     weights = segment_sum(w, group, n_groups)
     # Sums of the rows less their center's share: the rows far from zero lose float64's
     # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
     if is_numpy(xp):
-        offsets = _group_sums(X, None if sample_weight is None else w, group, n_groups)
+        offsets = _group_sums(X, None if sample_weight is None else w, group, n_groups, order)
     else:
         rows = xp.astype(X, xp.float64)
         if sample_weight is not None:
@@ -1065,8 +1070,22 @@ def refine_groups(X, centers, sample_weight=None):
 GROUP_SUM_ELEMENTS = 1 << 18
 
 
-def _group_sums(X, w, group, n_groups):
-    """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``.
+def _sorted_groups(keys):
+    """``(order, distinct, group)`` of host int64 ``keys``: the stable order that sorts them,
+    the sorted distinct keys, and each key's index among them."""
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    first = np.empty(ranked.shape[0], dtype=bool)
+    first[:1] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
+    group = np.empty(ranked.shape[0], dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    return order, ranked[first], group
+
+
+def _group_sums(X, w, group, n_groups, order=None):
+    """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``
+    (``order``: the stable order of ``group``, when the caller has it).
 
     The rows go in order of group, a cache-sized block at a time: each block is taken to
     float64 and added into its (contiguous) range of groups by a sparse indicator, so no
@@ -1076,7 +1095,8 @@ def _group_sums(X, w, group, n_groups):
     from scipy import sparse
 
     n, d = X.shape
-    order = np.argsort(group, kind="stable")
+    if order is None:  # else the stable order of the groups, given
+        order = np.argsort(group, kind="stable")
     sorted_group = group[order]
     out = np.zeros((int(n_groups), d))
     step = max(256, GROUP_SUM_ELEMENTS // max(d, 1))

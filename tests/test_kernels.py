@@ -89,6 +89,16 @@ def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 10_000])
+def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n):
+    keys = rng.integers(0, 50_000, size=n) * 64 + rng.integers(0, 3, size=n)
+    order, distinct, group = K._sorted_groups(keys)
+    ref_distinct, ref_group = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(distinct, ref_distinct)
+    np.testing.assert_array_equal(group, ref_group.reshape(-1))
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+
+
 def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
     X = rng.normal(size=(4_000, 6))
     w = rng.random(4_000)
