@@ -382,7 +382,7 @@ def headline(cfg, backend_name, threads, skip_reference, report):
     return out
 
 
-def profile(cfg, backend_name, threads, report):
+def profile(cfg, backend_name, report):
     """Where the headline fit's time goes, from its parts timed alone on the device.
 
     The data made chunk by chunk (the stand-in for reading it); one leaf (the streaming
@@ -654,7 +654,7 @@ def main(argv=None):
     report("machine", results["machine"])
     phase("headline", headline, cfg, gpu_backend, args.threads, args.skip_reference, report)
     if not args.skip_profile:
-        phase("profile", profile, cfg, gpu_backend, args.threads, report)
+        phase("profile", profile, cfg, gpu_backend, report)
     if not args.skip_speedup:
         phase("speedup", speedup, speed_cfg, gpu_backend, args.threads, report)
     print()

@@ -21,18 +21,24 @@ from ._array import to_host
 SINGLE_THREAD_VALUES = 2**22
 
 
+def _has_client():
+    """True when a distributed client is the default: it, not a local scheduler, computes."""
+    try:
+        from distributed import default_client
+
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def scheduler_threads():
     """Threads the active local scheduler runs tasks on (1 for the synchronous one)."""
     scheduler = dask.config.get("scheduler", None)
     if scheduler in ("sync", "synchronous", "single-threaded"):
         return 1
-    try:
-        from distributed import default_client
-
-        default_client()
+    if _has_client():
         return 1  # workers limit their own BLAS threads (see limit_blas_in_worker)
-    except (ImportError, ValueError):
-        pass
     num = dask.config.get("num_workers", None)
     return int(num or os.cpu_count() or 1)
 
@@ -51,17 +57,10 @@ def device_task_threads(on_device):
     thread per core; a scheduler, ``num_workers`` or ``pool`` the user chose is kept."""
     scheduler = dask.config.get("scheduler", None)
     chosen = dask.config.get("num_workers", None) is not None or dask.config.get("pool", None)
-    if not on_device or chosen or scheduler not in (None, "threads", "threading"):
+    # A distributed client runs the passes on its workers' threads, which are the user's.
+    if not on_device or chosen or scheduler not in (None, "threads", "threading") or _has_client():
         yield
         return
-    try:
-        from distributed import default_client
-
-        default_client()
-        yield  # a distributed client runs the passes: its workers' threads are the user's
-        return
-    except (ImportError, ValueError):
-        pass
     with dask.config.set(num_workers=DEVICE_TASK_THREADS):
         yield
 
