@@ -20,7 +20,9 @@ method started), the exact inertia of the returned centers on all rows (float64,
 and its ratio to the reference's. Peers that are not installed are skipped with a line saying
 so. The floor is one blocked pass of distances from every row to k centers (k random rows) with
 argmin, ``dask_streamkm._kernels.nearest`` on the float32 data with BLAS threads = cores (best
-of 3); every method's time is also given as a multiple of it.
+of 3). It is timed again at the start of every round of fits (``--repeat``: each round fits
+every method once), and a method's multiple of the floor is the median over the rounds of its
+fit's time over that round's floor, so that a slow spell of a shared machine falls on both.
 
 The scaling table fits ``StreamingKMeans(n_clusters=100, random_state=0)`` on
 ``make_mixture(n, 32, 1000, chunks=100_000)`` left lazy (generated chunk by chunk inside the
@@ -155,6 +157,15 @@ def floor_seconds(X, k, repeat=3, seed=0):
     return best
 
 
+def floor_multiple(seconds, floors):
+    """Median over the rounds of a fit's time over the floor timed at the start of its round
+    (``seconds[i]`` and ``floors[i]`` from round i); the median time over the median floor
+    when a method did not run in every round."""
+    if len(seconds) != len(floors):
+        return float(np.median(seconds)) / float(np.median(floors))
+    return float(np.median(np.asarray(seconds) / np.asarray(floors)))
+
+
 # --------------------------------------------------------------------------- the methods
 
 
@@ -243,19 +254,23 @@ def run_case(name, *, quick, skip_reference, chunk_rows, only=None, repeat=1):
         title += f" (quick: {n:,} rows)"
     X = make_mixture(n, d, 1000, chunks=chunk_rows, random_state=seed).compute()
     Xd = da.from_array(X, chunks=(chunk_rows, -1))
-    floor = floor_seconds(X, k)
-    print(f"[{name}] {n:,} x {d}, k={k}: floor {floor:.3f} s", file=sys.stderr, flush=True)
     rows = []
     chosen = [m for m in methods(ref_n_init, skip_reference) if only is None or m[0] in only]
-    # Repeats take turns (one fit of each method, then again), so a slow spell of a shared
-    # machine falls on every method; the wall time is the median.
+    # Repeats take turns (the floor, one fit of each method, then again), so a slow spell of a
+    # shared machine falls on every method and on the floor it is divided by; the wall time
+    # is the median, the multiple of the floor the median of each round's fit / floor.
     times = {key: [] for key, *_ in chosen}
+    floors = []
     for _ in range(repeat - 1):
+        floors.append(floor_seconds(X, k))
         for key, _label, module, fit in chosen:
             if module is None or importlib.util.find_spec(module) is not None:
                 t0 = time.perf_counter()
                 fit(X, Xd, k)
                 times[key].append(time.perf_counter() - t0)
+    floors.append(floor_seconds(X, k))
+    floor = float(np.median(floors))
+    print(f"[{name}] {n:,} x {d}, k={k}: floor {floor:.3f} s", file=sys.stderr, flush=True)
     for key, label, module, fit in chosen:
         row = {"key": key, "method": label}
         if module is not None and importlib.util.find_spec(module) is None:
@@ -288,7 +303,7 @@ def run_case(name, *, quick, skip_reference, chunk_rows, only=None, repeat=1):
     base = ref["inertia"] if ref else min(r["inertia"] for r in done)
     for r in done:
         r["ratio"] = r["inertia"] / base
-        r["floor_multiple"] = r["seconds"] / floor
+        r["floor_multiple"] = floor_multiple(times[r["key"]], floors)
     return {
         "case": name,
         "title": title,
@@ -298,6 +313,7 @@ def run_case(name, *, quick, skip_reference, chunk_rows, only=None, repeat=1):
         "chunk_rows": chunk_rows,
         "reference": f"KMeans(n_init={ref_n_init})" if ref else "best inertia in this run",
         "floor_seconds": floor,
+        "floor_rounds": floors,
         "rows": rows,
     }
 
@@ -403,8 +419,10 @@ def print_case(case, m):
     )
     print(
         f"Floor: one blocked pass of distances to k={case['k']} centers with argmin "
-        f"(`_kernels.nearest`, float32, {CORES} BLAS threads, best of 3): "
-        f"{case['floor_seconds']:.3f} s.\n"
+        f"(`_kernels.nearest`, float32, {CORES} BLAS threads, best of 3, timed at the start "
+        f"of each round of fits): median {case['floor_seconds']:.3f} s "
+        f"({', '.join(f'{f:.3f}' for f in case.get('floor_rounds', []))}); x floor is the "
+        "median of each round's fit / floor.\n"
     )
     print("| method | wall s | x floor | peak memory MiB | inertia | ratio |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -1,12 +1,13 @@
-"""benchmarks/quality.py's medians over seeds (``--seeds``), on made-up rows."""
+"""The benchmarks' bookkeeping on made-up figures: quality.py's medians over seeds (``--seeds``)
+and speed.py's multiple of the floor."""
 
 import importlib.util
 from pathlib import Path
 
 
-def _quality():
-    path = Path(__file__).parents[1] / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_bench", path)
+def _bench(name):
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +31,7 @@ def test_seed_medians_are_per_case_then_across_cases(capsys):
         1: [_row("a", 1.004, 0.992, 0.981), _row("b", 1.030, 1.002, 0.998)],
         2: [_row("a", 1.002, 0.991, 0.982), _row("b", 1.020, 1.001, 0.997)],
     }
-    _quality().print_seed_medians(rows)
+    _bench("quality").print_seed_medians(rows)
     out = capsys.readouterr().out
     assert "| a | 5 | 1.0020 | 0.9910 | 0.9810 | 1.1000 | 1.0500 |" in out
     assert "| b | 5 | 1.0200 | 1.0010 | 0.9980 | 1.1000 | 1.0500 |" in out
@@ -40,3 +41,11 @@ def test_seed_medians_are_per_case_then_across_cases(capsys):
         "worst single fit 1.0300"
     ) in out
     assert "1: median of the cases' medians 0.9960, worst case median 1.0010" in out
+
+
+def test_floor_multiple_pairs_each_fit_with_its_rounds_floor():
+    floor_multiple = _bench("speed").floor_multiple
+    # Round 2 ran on a machine twice as slow: its fit and its floor both doubled.
+    assert floor_multiple([2.0, 4.0, 2.2], [0.2, 0.4, 0.2]) == 10.0
+    # A method missing a round: median time over median floor.
+    assert floor_multiple([2.0, 3.0], [0.2, 0.25, 0.3]) == 2.5 / 0.25
