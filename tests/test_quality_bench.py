@@ -49,3 +49,16 @@ def test_floor_multiple_pairs_each_fit_with_its_rounds_floor():
     assert floor_multiple([2.0, 4.0, 2.2], [0.2, 0.4, 0.2]) == 10.0
     # A method missing a round: median time over median floor.
     assert floor_multiple([2.0, 3.0], [0.2, 0.25, 0.3]) == 2.5 / 0.25
+
+
+def test_time_ratio_is_the_median_of_each_rounds_ratio():
+    time_ratio = _bench("quality").time_ratio
+    row = {
+        "t_runs_r0": [2.0, 4.0, 2.0],
+        "t_runs_r1": [2.8, 6.0, 3.2],  # round 2: the machine slowed down for both fits
+        "t_ours": 2.0,
+        "t_ours_r1": 3.2,
+    }
+    assert time_ratio(row, "ours") == 1.0
+    assert time_ratio(row, "ours_r1") == 1.5  # of 1.4, 1.5, 1.6; the medians' ratio is 1.6
+    assert time_ratio({"t_ours": 2.0, "t_ours_r1": 3.0}, "ours_r1") == 1.5
