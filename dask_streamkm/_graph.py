@@ -870,14 +870,15 @@ def refine_leaf(block, weight_block, *, index, row_start, centers):
     limit_blas_in_worker()
     block = check_block(block, weight_block, index, row_start)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
-    keys, weights, offsets, sq = refine_groups(block, c, weight_block)
     k, d = centers.shape
+    cap = refine_cap(k, d)
+    keys, weights, offsets, sq, level = refine_groups(block, c, weight_block, cap=cap)
     stats = RefineStats(
         np.asarray(to_host(keys), dtype=np.int64),
         *(np.asarray(to_host(a), dtype=np.float64) for a in (weights, offsets, sq)),
-        level=0,
+        level=level,
         k=k,
-        cap=refine_cap(k, d),
+        cap=cap,
     )
     return _within_cap(stats)
 

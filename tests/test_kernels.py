@@ -92,11 +92,40 @@ def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
 @pytest.mark.parametrize("n", [0, 1, 2, 10_000])
 def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n):
     keys = rng.integers(0, 50_000, size=n) * 64 + rng.integers(0, 3, size=n)
-    order, distinct, group = K._sorted_groups(keys)
+    order, distinct, group, level = K._sorted_groups(keys)
     ref_distinct, ref_group = np.unique(keys, return_inverse=True)
     np.testing.assert_array_equal(distinct, ref_distinct)
     np.testing.assert_array_equal(group, ref_group.reshape(-1))
     np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    assert level == 0
+
+
+def test_sorted_groups_within_a_cap_take_the_finest_level_that_fits(rng):
+    k = 6
+    keys = K.refine_key_span(k) * rng.integers(0, k, 5_000) + rng.integers(0, 3_000, 5_000)
+    for cap in (10**6, 2_000, 300, 50, 6):
+        order, distinct, group, level = K._sorted_groups(keys, k, cap)
+        coarse = K.coarsen_refine_keys(keys, level, k) if level else keys
+        ref_distinct, ref_group = np.unique(coarse, return_inverse=True)
+        np.testing.assert_array_equal(distinct, ref_distinct)
+        np.testing.assert_array_equal(group, ref_group.reshape(-1))
+        assert distinct.shape[0] <= cap or level == K.REFINE_TOP_LEVEL
+        finer = K.coarsen_refine_keys(keys, level - 1, k) if level > 1 else keys
+        assert level == 0 or np.unique(finer).shape[0] > cap
+    assert level > 0
+
+
+def test_refine_groups_within_a_cap_are_the_coarsened_groups(rng):
+    X = rng.normal(size=(3_000, 5)).astype(np.float32)
+    C = X[:7].astype(np.float64)
+    w = rng.random(3_000)
+    fine = K.refine_groups(X, C, w)
+    keys, weights, offsets, sq, level = K.refine_groups(X, C, w, cap=200)
+    assert level > 0 and keys.shape[0] <= 200
+    ref = K.reduce_refine_groups(K.coarsen_refine_keys(fine[0], level, 7), *fine[1:])
+    np.testing.assert_array_equal(keys, ref[0])
+    for got, want in zip((weights, offsets, sq), ref[1:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
 
 
 def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
