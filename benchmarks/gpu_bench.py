@@ -402,7 +402,7 @@ def profile(cfg, backend_name, report):
         cfg["rows"], cfg["features"], cfg["components"], cfg["chunk_rows"], SEED, backend_name
     )
     est = StreamingKMeans(n_clusters=cfg["n_clusters"], random_state=SEED)
-    size, budget = est._sizes(cfg["features"], cfg["chunk_rows"])
+    size, budget = est._sizes(cfg["features"], cfg["chunk_rows"], cfg["rows"])
     split_every = int(est.split_every)
 
     def timed(fn, repeat=3):

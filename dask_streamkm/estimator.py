@@ -36,18 +36,30 @@ AUTO_ROWS_PER_GROUP = 32
 AUTO_MAX_GROUPS_PER_CLUSTER = 100
 #: ...and at least this many groups per cluster, however small the chunks.
 AUTO_MIN_GROUPS_PER_CLUSTER = 5
+#: ...and, when the number of rows is known, the leaves together keep about this many groups
+#: per cluster (each chunk its share by rows), unless that is below the minimum above.
+AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
 
 
-def auto_summary_size(n_clusters, chunk_rows=0):
-    """Groups per leaf for summary_size="auto": ``max(5 k, 256, min(chunk_rows / 32, 100 k))``.
+def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
+    """Groups per leaf for summary_size="auto":
+    ``max(5 k, 256, min(chunk_rows / 32, 100 k, 200 k * chunk_rows / total_rows))``.
 
-    One group per 32 rows (up to 100 per cluster) keeps the summary fine; at least 5 groups
-    per cluster keep small chunks from being summarized too coarsely. The pass costs about
-    m / k times one pass of distances to k centers, so m is not allowed to grow further.
+    One group per 32 rows (up to 100 per cluster) keeps a chunk's summary fine; at least 5
+    groups per cluster keep small chunks from being summarized too coarsely. The pass costs
+    about m / k times one pass of distances to k centers, so m is not allowed to grow
+    further. With ``total_rows`` (the rows of the whole fit), the chunks also share about 200
+    groups per cluster between them: the final solve needs no finer summary, and beyond the
+    merge budget the merges would coarsen it anyway, so many chunks get leaner leaves (on a
+    4M x 32 mixture at k=100, 500 groups per chunk instead of 3,125 took 0.42x the time at
+    costs within the seeds' spread).
     """
     by_rows = min(
         -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters
     )
+    if total_rows:
+        share = AUTO_TOTAL_GROUPS_PER_CLUSTER * n_clusters * int(chunk_rows)
+        by_rows = min(by_rows, -(-share // int(total_rows)))
     return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
 
 
@@ -183,7 +195,9 @@ class StreamingKMeans(
         Number of clusters.
     summary_size : int or "auto", default="auto"
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
-        ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters))``.
+        ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters,
+        200 * n_clusters * rows of the largest chunk / rows of X))``: fine chunk summaries,
+        and about 200 groups per cluster from all chunks together.
     method : {"tree", "stream", "lloyd"}, default="tree"
         Per-chunk summarizer. "tree": the rows go into about ``6 sqrt(summary_size)``
         coarse cells, each cell gets groups in proportion to its squared error, and greedy
@@ -420,9 +434,9 @@ class StreamingKMeans(
                 f"start over with metric={self.metric!r}."
             )
 
-    def _sizes(self, n_features, chunk_rows=0):
+    def _sizes(self, n_features, chunk_rows=0, total_rows=None):
         size = (
-            auto_summary_size(self.n_clusters, chunk_rows)
+            auto_summary_size(self.n_clusters, chunk_rows, total_rows)
             if self.summary_size == "auto"
             else int(self.summary_size)
         )
@@ -535,7 +549,7 @@ class StreamingKMeans(
 
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy):
-        size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0), X.shape[0])
         params = dict(
             size=size,
             method=self.method,

@@ -374,3 +374,26 @@ def test_host_weights_stay_as_they_are_beside_host_chunks():
     masked = da.from_array(np.ma.masked_array(np.ones((1_000, 3))), chunks=(250, 3))
     assert km._as_dask_weight(w, masked) is w
     assert km._as_dask_weight(np.ones(1_000), X).chunks == ((250,) * 4,)
+
+
+def test_auto_summary_size_shares_groups_between_chunks():
+    from dask_streamkm.estimator import auto_summary_size
+
+    # One 100,000-row chunk: a group per 32 rows; ten of them: 200 groups per cluster in all.
+    assert auto_summary_size(100, 100_000) == 3125
+    assert auto_summary_size(100, 100_000, total_rows=100_000) == 3125
+    assert auto_summary_size(100, 100_000, total_rows=1_000_000) == 2000
+    # Many chunks: down to the floor of 5 groups per cluster, never below.
+    assert auto_summary_size(100, 100_000, total_rows=16_000_000) == 500
+    assert auto_summary_size(10, 1_000, total_rows=10**9) == 256
+
+
+def test_fit_leaves_share_auto_groups():
+    # 8 chunks of 20,000 rows, k=10: 625 groups a chunk alone (a group per 32 rows); shared,
+    # 200 * 10 * 20,000 / 160,000 = 250, so the floor of 256 groups per chunk.
+    X = da.random.default_rng(0).normal(size=(160_000, 3), chunks=(20_000, 3))
+    km = StreamingKMeans(10, random_state=0).fit(X)
+    assert 8 * 200 <= km.summary_.n_groups <= 8 * 256
+    # The same chunks fitted one at a time (partial_fit) keep 625 groups each.
+    one = StreamingKMeans(10, random_state=0).partial_fit(X[:20_000])
+    assert 500 <= one.summary_.n_groups <= 625
