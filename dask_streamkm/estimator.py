@@ -798,6 +798,8 @@ class StreamingKMeans(
                         stacklevel=2,
                     )
             summary = old.merge(_like(new, old))
+            # The running summary outlives this batch: its budget does not shrink with the
+            # batch's share of rows (no total_rows), as before batches were shared out.
             _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
             if summary.n_groups > budget:
                 seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
