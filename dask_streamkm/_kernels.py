@@ -474,6 +474,7 @@ def lloyd(
     keep_best=False,
     spherical=False,
     fixed_origin=False,
+    incremental=False,
 ):
     """Weighted Lloyd iterations from ``centers``.
 
@@ -488,9 +489,12 @@ def lloyd(
     and the returned inertia is twice the cosine cost ``sum w (||x|| - x.c)`` up to a term
     that does not depend on the centers. With ``fixed_origin``, X is shifted to its weighted
     mean once (:func:`prepared_rows`) instead of to the centers' mean at every iteration:
-    for many rows of many features, where that shift dominates an iteration. Returns
-    (centers float64, labels, inertia of X to the returned centers, n_iter: the iterations
-    run, at most ``max_iter``).
+    for many rows of many features, where that shift dominates an iteration. With
+    ``incremental`` (and every weight positive), each update adds and takes away only the
+    rows whose label changed instead of summing all rows again (:func:`_running_sums`): for
+    the many points of a refinement's Lloyd run, of which 2 % or fewer move in an iteration,
+    where the sums were a third of an iteration. Returns (centers float64, labels, inertia of
+    X to the returned centers, n_iter: the iterations run, at most ``max_iter``).
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
@@ -506,8 +510,13 @@ def lloyd(
     labels, dist = nearest(X, centers, prepared)
     inertia = float(xp.sum(w * dist))
     best = (inertia, centers, labels)
+    running = None
+    incremental = incremental and X.shape[0] > 0 and float(xp.min(w)) > 0.0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
-        new_centers, n_empty = _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical)
+        if incremental:
+            running = _running_sums(Xw, w, labels, centers.shape[0], running)
+        totals = running[1:3] if incremental else None
+        new_centers, n_empty = _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical, totals)
         shift = float(xp.sum((new_centers - centers) ** 2))
         centers = new_centers
         labels, dist = nearest(X, centers, prepared)
@@ -518,6 +527,33 @@ def lloyd(
             break
     inertia, centers, labels = best
     return centers, labels, inertia, n_iter
+
+
+def _running_sums(Xw, w, labels, k, previous=None):
+    """``(labels, sums, mass, count)`` of the weighted rows ``Xw`` and weights ``w`` (all
+    positive) by ``labels`` into ``k`` centers: summed from scratch, or from ``previous`` (the
+    same for earlier labels) by adding and taking away the rows whose label changed. A center
+    left without rows gets sums and mass of exactly zero, so that it is seen empty (a mass
+    left over from rounding would make it the ratio of two rounding errors).
+    """
+    xp = namespace(Xw)
+    if previous is None:
+        count = segment_sum(xp.ones_like(w), labels, k)
+        return labels, segment_sum(Xw, labels, k), segment_sum(w, labels, k), count
+    old, sums, mass, count = previous
+    moved = xp.nonzero(labels != old)[0]
+    if moved.shape[0] == 0:
+        return labels, sums, mass, count
+    to, away = xp.take(labels, moved, axis=0), xp.take(old, moved, axis=0)
+    rows, weights = xp.take(Xw, moved, axis=0), xp.take(w, moved, axis=0)
+    ones = xp.ones_like(weights)
+    sums = sums + segment_sum(rows, to, k) - segment_sum(rows, away, k)
+    mass = mass + segment_sum(weights, to, k) - segment_sum(weights, away, k)
+    count = count + segment_sum(ones, to, k) - segment_sum(ones, away, k)
+    gone = count <= 0
+    sums = xp.where(gone[:, None], 0.0, sums)
+    mass = xp.where(gone, 0.0, mass)
+    return labels, sums, mass, count
 
 
 def _weighted_variance(Xf, w, mean):
@@ -534,16 +570,19 @@ def _weighted_variance(Xf, w, mean):
     return total
 
 
-def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False):
+def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False, totals=None):
     """One Lloyd update: each center moves to the weighted mean of its rows (``Xf`` float64
     rows, ``Xw`` the same times their weights ``w``; ``labels``/``dist`` each row's center and
-    squared distance to it). An empty center goes to one of the rows of largest weighted
+    squared distance to it; ``totals``: the ``(sums, mass)`` of ``Xw`` and ``w`` by label when
+    the caller has them). An empty center goes to one of the rows of largest weighted
     distance; ``spherical`` scales the centers to unit length. Returns (centers float64,
     number of empty centers)."""
     xp = namespace(Xf)
     k = centers.shape[0]
-    sums = segment_sum(Xw, labels, k)
-    mass = segment_sum(w, labels, k)
+    if totals is None:
+        sums, mass = segment_sum(Xw, labels, k), segment_sum(w, labels, k)
+    else:
+        sums, mass = totals
     new_centers = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
     empty = xp.nonzero(mass <= 0)[0]
     if empty.shape[0] > 0:
@@ -1074,6 +1113,8 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
 
 #: Values (rows x features) of the float64 block :func:`_group_sums` converts at a time.
 GROUP_SUM_ELEMENTS = 1 << 18
+#: Most values (rows x features) :func:`_group_sums` takes to float64 at once (32 MiB).
+GROUP_SUM_WHOLE_ELEMENTS = 1 << 22
 
 
 def _sorted_groups(keys, k=None, cap=None):
@@ -1083,7 +1124,13 @@ def _sorted_groups(keys, k=None, cap=None):
     ``cap``, the finest level with at most ``cap`` distinct keys (or the top one); a
     coarser level maps sorted keys to sorted keys, so the order of the first sort serves
     every level."""
-    order = np.argsort(keys, kind="stable")
+    n = keys.shape[0]
+    if n and int(keys.max()) < np.iinfo(np.int64).max // n:
+        # Each key with its row appended is distinct, so any sort gives the stable order:
+        # numpy's default sort of int64 took 2 ms on a 100,000-row chunk, its stable one 7.
+        order = np.argsort(keys * n + np.arange(n))
+    else:
+        order = np.argsort(keys, kind="stable")
     ranked = keys[order]
     first = np.empty(ranked.shape[0], dtype=bool)
     first[:1] = True
@@ -1102,10 +1149,13 @@ def _group_sums(X, w, group, n_groups, order=None):
     """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``
     (``order``: the stable order of ``group``, when the caller has it).
 
-    The rows go in order of group, a cache-sized block at a time: each block is taken to
-    float64 and added into its (contiguous) range of groups by a sparse indicator, so no
+    The rows are added in order of group by a sparse (groups x rows) indicator. Rows of at
+    most :data:`GROUP_SUM_WHOLE_ELEMENTS` values are taken to float64 at once (a 100,000 x
+    32 chunk in 6 ms instead of 12); larger ones go a cache-sized block at a time, each
+    block gathered, taken to float64 and added into its (contiguous) range of groups, so no
     float64 copy of X is made (for MNIST one would be 440 MB, and its allocation took most
-    of a refinement leaf).
+    of a refinement leaf). Both add each group's rows in the same order (a group cut by a
+    block's end gets two partial sums added: the last digit can differ between the two).
     """
     from scipy import sparse
 
@@ -1113,6 +1163,11 @@ def _group_sums(X, w, group, n_groups, order=None):
     if order is None:  # else the stable order of the groups, given
         order = np.argsort(group, kind="stable")
     sorted_group = group[order]
+    data = np.ones(n) if w is None else w[order]
+    if n * d <= GROUP_SUM_WHOLE_ELEMENTS:
+        indptr = np.searchsorted(sorted_group, np.arange(int(n_groups) + 1))
+        indicator = sparse.csr_matrix((data, order, indptr), shape=(int(n_groups), n))
+        return np.asarray(indicator @ X.astype(np.float64))
     out = np.zeros((int(n_groups), d))
     step = max(256, GROUP_SUM_ELEMENTS // max(d, 1))
     for start in range(0, n, step):
@@ -1122,10 +1177,10 @@ def _group_sums(X, w, group, n_groups, order=None):
         # The block's groups are one range: a (range x block) indicator adds them in order.
         local = g - g[0]
         span = int(local[-1]) + 1
-        data = np.ones(idx.shape[0]) if w is None else w[idx]
         indptr = np.searchsorted(local, np.arange(span + 1))
         indicator = sparse.csr_matrix(
-            (data, np.arange(idx.shape[0]), indptr), shape=(span, idx.shape[0])
+            (data[start : start + step], np.arange(idx.shape[0]), indptr),
+            shape=(span, idx.shape[0]),
         )
         out[g[0] : g[0] + span] += indicator @ block
     return out
@@ -1164,17 +1219,33 @@ def refine_lloyd_stats(keys, weights, offsets, sq, centers):
     return sums, mass, float(math.fsum(sq))
 
 
-def refine_points(keys, weights, offsets, sq, centers):
+def refine_points(keys, weights, offsets, sq, centers, origin=None, dtype=None):
     """The groups as weighted points for a Lloyd run: ``(centroids, weights, sse)`` of the
     groups with weight (host numpy); ``sse`` is each group's own squared error, so for any
-    centers the groups' cost plus ``sse.sum()`` bounds the rows' cost from above."""
+    centers the groups' cost plus ``sse.sum()`` bounds the rows' cost from above.
+
+    With ``origin``, the centroids are given relative to it; with ``dtype``, in that type.
+    Sorted keys (as merged groups keep them) make each center's groups one run, which gets
+    its center added in place: one (groups x d) array is made instead of the five (a mask's
+    copy, the mean offsets, a gather of the centers, the shifted and cast copies) that took
+    MNIST's refinement at k=50 0.4 s of its 1.5 s.
+    """
     k = centers.shape[0]
     heavy = weights > 0
-    keys, weights, offsets, sq = keys[heavy], weights[heavy], offsets[heavy], sq[heavy]
-    mean_offset = offsets / weights[:, None]
-    sse = np.maximum(sq - np.einsum("ij,ij->i", offsets, mean_offset), 0.0)
-    points = centers[keys // refine_key_span(k)]
-    points += mean_offset
+    if not np.all(heavy):
+        keys, weights, offsets, sq = keys[heavy], weights[heavy], offsets[heavy], sq[heavy]
+    points = offsets / weights[:, None]
+    sse = np.maximum(sq - np.einsum("ij,ij->i", offsets, points), 0.0)
+    shift = centers if origin is None else centers - origin
+    nearest_center = keys // refine_key_span(k)
+    if np.all(nearest_center[1:] >= nearest_center[:-1]):
+        bounds = np.searchsorted(nearest_center, np.arange(k + 1))
+        for j in np.flatnonzero(np.diff(bounds)):
+            points[bounds[j] : bounds[j + 1]] += shift[j]
+    else:
+        points += shift[nearest_center]
+    if dtype is not None:
+        points = points.astype(dtype, copy=False)
     return points, weights, sse
 
 

@@ -660,16 +660,18 @@ class StreamingKMeans(
             # data), itself at most ``cost``. The groups are scored in X's float type (float32
             # GEMMs for float32 data, as in the first pass), shifted to their weighted mean in
             # float64 first so that no digits of their spread go to their distance from zero.
-            points, point_weights, _ = stats.points(centers)
-            origin = point_weights @ points / float(np.sum(point_weights))
+            # The rows' weighted mean is the groups' (the exact step's sums over its weights).
+            origin = np.sum(sums, axis=0) / float(np.sum(weights))
+            points, point_weights, _ = stats.points(centers, origin, _out_dtype(X.dtype))
             shifted = lloyd(
-                np.asarray(points - origin, dtype=_out_dtype(X.dtype)),
+                points,
                 step - origin,
                 sample_weight=point_weights,
                 max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
                 tol=float(self.tol),
                 keep_best=True,
                 fixed_origin=True,
+                incremental=True,
             )[0]
             centers = shifted + origin
         dtype = _out_dtype(start.dtype)

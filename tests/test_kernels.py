@@ -89,9 +89,22 @@ def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-6)
 
 
+def test_group_sums_at_once_and_by_blocks_are_the_same_sums(rng, monkeypatch):
+    X = (rng.normal(size=(3_000, 20)) * 1e3 + 1e5).astype(np.float32)
+    group = rng.integers(0, 400, size=3_000)
+    w = rng.random(3_000)
+    at_once = K._group_sums(X, w, group, 400)
+    monkeypatch.setattr(K, "GROUP_SUM_WHOLE_ELEMENTS", 0)
+    monkeypatch.setattr(K, "GROUP_SUM_ELEMENTS", 256 * 20)  # blocks of 256 rows
+    by_blocks = K._group_sums(X, w, group, 400)
+    # The same rows in the same order; a group cut by a block's end adds two partial sums.
+    np.testing.assert_allclose(by_blocks, at_once, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("offset", [0, 2**62])  # 2**62: the keys with their rows overflow
 @pytest.mark.parametrize("n", [0, 1, 2, 10_000])
-def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n):
-    keys = rng.integers(0, 50_000, size=n) * 64 + rng.integers(0, 3, size=n)
+def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n, offset):
+    keys = rng.integers(0, 50_000, size=n) * 64 + rng.integers(0, 3, size=n) + offset
     order, distinct, group, level = K._sorted_groups(keys)
     ref_distinct, ref_group = np.unique(keys, return_inverse=True)
     np.testing.assert_array_equal(distinct, ref_distinct)
@@ -225,6 +238,60 @@ def test_lloyd_reseeds_empty_cluster(rng):
     centers, labels, _, _ = K.lloyd(X, C, max_iter=1, tol=0.0)
     assert np.all(np.abs(centers) < 100), "an empty cluster must be re-seeded at a data row"
     assert len(np.unique(labels)) == 3
+
+
+def test_running_sums_follow_the_labels_and_empty_centers_exactly(rng):
+    Xw = rng.normal(size=(300, 4)) * 1e3
+    w = rng.random(300) + 0.1
+    first = rng.integers(0, 5, size=300)
+    running = K._running_sums(Xw, w, first, 6)
+    assert running[3][5] == 0  # center 5 never had rows
+    second = first.copy()
+    second[second == 2] = 4  # center 2 loses all its rows
+    second[:40] = rng.integers(0, 2, size=40)
+    labels, sums, mass, count = K._running_sums(Xw, w, second, 6, running)
+    assert labels is second
+    np.testing.assert_allclose(sums, K.segment_sum(Xw, second, 6), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(mass, np.bincount(second, w, minlength=6), rtol=1e-12)
+    np.testing.assert_array_equal(count, np.bincount(second, minlength=6))
+    assert mass[2] == 0.0 and not np.any(sums[2])  # exactly, not a rounding residue
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_incremental_lloyd_takes_the_same_steps(rng, dtype):
+    X = np.concatenate(
+        [rng.normal(size=(400, 3)) + 6 * rng.integers(0, 5, (1, 3)) for _ in range(5)]
+    )
+    X = X.astype(dtype)
+    w = rng.random(len(X)) + 0.1
+    # a duplicate (empty from the start) and a far center: re-seeds on the way
+    C = np.concatenate([X[:5], X[:1], np.full((1, 3), 100.0)]).astype(np.float64)
+    for max_iter in (1, 3, 100):
+        full = K.lloyd(X, C, w, max_iter=max_iter, tol=1e-6, keep_best=True, fixed_origin=True)
+        inc = K.lloyd(
+            X,
+            C,
+            w,
+            max_iter=max_iter,
+            tol=1e-6,
+            keep_best=True,
+            fixed_origin=True,
+            incremental=True,
+        )
+        np.testing.assert_allclose(inc[0], full[0], rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(inc[1], full[1])
+        assert inc[2] == pytest.approx(full[2], rel=1e-10)
+        assert inc[3] == full[3]
+    assert full[3] > 3  # the long run moved rows between centers many times
+
+
+def test_incremental_lloyd_with_weightless_rows_sums_all_rows(rng):
+    X, C = _data(rng, m=6)
+    w = rng.random(len(X))
+    w[::7] = 0.0  # a center's mass could otherwise be a rounding residue of zero weights
+    full = K.lloyd(X, C, w, max_iter=20, tol=0.0)
+    inc = K.lloyd(X, C, w, max_iter=20, tol=0.0, incremental=True)
+    np.testing.assert_array_equal(inc[0], full[0])
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -11,7 +11,7 @@ import pytest
 import zarr
 from _helpers import counting_like, local_cluster_client, mixture_store, nearest, true_cost
 
-from dask_streamkm import StreamingKMeans, Summary, _graph
+from dask_streamkm import StreamingKMeans, Summary, _graph, _kernels
 from dask_streamkm._kernels import lloyd_step_centers, refine_groups
 from dask_streamkm._model_io import ModelFileError
 from dask_streamkm.cli import main
@@ -125,6 +125,52 @@ def test_nodes_over_their_cap_merge_bands_and_keep_the_exact_step(data, monkeypa
         np.testing.assert_allclose(a, b, rtol=1e-9)
     centers = X[:6]
     assert group_bound(coarse, start, centers) >= group_bound(fine, start, centers) * (1 - 1e-12)
+
+
+def _leaves(data, cap):
+    Xd, wd, X, w = data
+    start = fit(Xd, wd, 0).cluster_centers_
+    leaves, row = [], 0
+    for i, rows in enumerate(Xd.chunks[0]):
+        leaf = _graph.refine_leaf(
+            X[row : row + rows], w[row : row + rows], index=i, row_start=row, centers=start
+        )
+        leaves.append(_graph.RefineStats(*leaf.arrays, level=leaf.level, k=leaf.k, cap=cap))
+        row += rows
+    return leaves
+
+
+@pytest.mark.parametrize("cap", [10**6, 40, 12])
+def test_a_merge_adds_its_children_in_batches_as_one_at_a_time(data, cap):
+    leaves = _leaves(data, cap)
+    together = _graph.refine_merge(*leaves)
+    alone = leaves[0]
+    for leaf in leaves[1:]:
+        alone = _graph.refine_merge(alone, leaf)
+    assert together.level == alone.level and (together.level > 0) == (cap < 10**6)
+    assert together.keys.shape[0] <= cap
+    np.testing.assert_array_equal(together.keys, alone.keys)
+    for a, b in zip(together.arrays[1:], alone.arrays[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-6)
+
+
+def test_groups_as_points_relative_to_an_origin_and_in_any_order(data):
+    Xd, wd, _, _ = data
+    start = fit(Xd, wd, 0).cluster_centers_
+    stats = _graph.refine_pass(Xd, wd, start, split_every=2)
+    points, weights, sse = stats.points(start)
+    origin = np.full(start.shape[1], 1e4)
+    shifted, weights2, sse2 = stats.points(start, origin, np.float32)
+    assert shifted.dtype == np.float32
+    np.testing.assert_allclose(shifted, points - origin, rtol=1e-6, atol=1e-3)
+    np.testing.assert_array_equal(weights2, weights)
+    np.testing.assert_array_equal(sse2, sse)
+    keep = stats.weights > 0
+    order = np.random.default_rng(0).permutation(int(np.count_nonzero(keep)))
+    shuffled = [a[keep][order] for a in stats.arrays]
+    again = _kernels.refine_points(*shuffled, start)
+    np.testing.assert_allclose(again[0], points[order], rtol=1e-12)
+    np.testing.assert_array_equal(again[1], weights[order])
 
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
