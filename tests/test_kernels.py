@@ -294,6 +294,40 @@ def test_incremental_lloyd_with_weightless_rows_sums_all_rows(rng):
     np.testing.assert_array_equal(inc[0], full[0])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_over_relaxed_lloyd_gets_further_in_the_same_iterations_on_one_blob(seed):
+    # Ten centers started in a corner of one Gaussian blob: Lloyd's steps shrink long before
+    # the centers have spread over it.
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3_000, 2))
+    C = rng.normal(size=(10, 2)) * 0.1 + [1.5, 0.0]
+    for max_iter in (5, 10):
+        plain = K.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True)
+        longer = K.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True, relax=1.9)
+        assert longer[3] <= max_iter
+        assert longer[2] < plain[2] * 0.99
+        _, ref_dist = ref_nearest(X, longer[0])
+        assert longer[2] == pytest.approx(ref_dist.sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_over_relaxed_lloyd_takes_the_plain_step_on_separate_clusters(rng, incremental):
+    # One plain step puts each center at its cluster's mean; a step 1.9 times as long would
+    # overshoot and then circle the means (cost falling by 0.81 a step), so the bound on the
+    # plain step's cost turns it back.
+    X = np.concatenate(
+        [rng.normal(size=(500, 2)) * 0.1 + m for m in ([0, 0], [10, 0], [0, 10], [10, 10])]
+    )
+    C = np.array([[2.0, 1], [8, 1], [1, 8], [9, 9]])
+    plain = K.lloyd(X, C, max_iter=1, tol=0.0)
+    for max_iter in (2, 5, 10):
+        longer = K.lloyd(X, C, max_iter=max_iter, tol=0.0, relax=1.9, incremental=incremental)
+        np.testing.assert_allclose(longer[0], plain[0], atol=1e-12)
+        assert longer[2] == pytest.approx(plain[2], rel=1e-9)
+        # the longer step turned back, the plain one, then a step of zero: converged
+        assert longer[3] == min(max_iter, 3)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_lloyd_keep_best_never_costs_more_with_more_iterations(seed):
     rng = np.random.default_rng(seed)

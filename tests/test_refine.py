@@ -338,7 +338,7 @@ def test_the_lloyd_run_over_the_groups_costs_a_few_assignments_of_the_rows():
     from dask_streamkm.estimator import refine_iterations
 
     assert refine_iterations(300, 1_000, 1_000_000) == 300  # few groups: max_iter
-    assert refine_iterations(300, 100_000, 1_000_000) == 20  # groups x iterations <= 2 rows
+    assert refine_iterations(300, 100_000, 1_000_000) == 15  # groups x iterations <= 1.5 rows
     assert refine_iterations(300, 60_000, 70_000) == 10  # but never fewer than 10
     assert refine_iterations(3, 60_000, 70_000) == 3
 
