@@ -297,28 +297,42 @@ def print_table(rows):
 
 
 def print_seed_medians(rows_by_seed):
-    """Per case, the median over seeds of each ratio; then their median and worst."""
+    """Per case, the median over seeds of each ratio and of the refinements' time ratios
+    (:func:`time_ratio`); then their median and worst."""
     seeds = sorted(rows_by_seed)
     keys = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
     print(f"\nMedians over seeds {', '.join(map(str, seeds))} (each case, each column):\n")
-    print("| case | k | ours | ours r1 | ours r2 | MiniBatchKMeans 1 epoch | uniform sample |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| case | k | ours | ours r1 | ours r2 | MiniBatchKMeans 1 epoch | uniform sample "
+        "| r1 / ours time | r2 / ours time |"
+    )
+    print("|---" * 9 + "|")
     medians = []
     for i, row in enumerate(rows_by_seed[seeds[0]]):
         med = {key: statistics.median(rows_by_seed[s][i][key] for s in seeds) for key in keys}
+        for key in ("ours_r1", "ours_r2"):
+            med["t_" + key] = statistics.median(time_ratio(rows_by_seed[s][i], key) for s in seeds)
         medians.append(med)
         print(
             f"| {row['case']} | {row['k']} | "
             + " | ".join(f"{med[key]:.4f}" for key in keys)
-            + " |"
+            + f" | {med['t_ours_r1']:.2f} | {med['t_ours_r2']:.2f} |"
         )
     for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
         per_case = [m[key] for m in medians]
         single = max(r[key] for s in seeds for r in rows_by_seed[s])
-        print(
+        line = (
             f"{label}: median of the cases' medians {statistics.median(per_case):.4f}, worst "
             f"case median {max(per_case):.4f}, worst single fit {single:.4f}"
         )
+        if key != "ours":
+            slowest = max(m["t_" + key] for m in medians)
+            single_t = max(time_ratio(r, key) for s in seeds for r in rows_by_seed[s])
+            line += (
+                f"; wall time at most {slowest:.2f}x the one pass (each case's median), "
+                f"{single_t:.2f}x in a single case and seed"
+            )
+        print(line)
 
 
 def main(argv=None):

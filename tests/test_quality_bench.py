@@ -13,7 +13,9 @@ def _bench(name):
     return module
 
 
-def _row(case, ours, r1, r2):
+def _row(case, ours, r1, r2, t1=(1.4, 1.4), t2=(1.8, 1.8)):
+    """A row of made-up ratios; ``t1`` / ``t2``: r1's / r2's wall times in two rounds whose
+    one pass took 1 s."""
     return {
         "case": case,
         "k": 5,
@@ -22,19 +24,24 @@ def _row(case, ours, r1, r2):
         "ours_r2": r2,
         "mbk": 1.1,
         "sample": 1.05,
+        "t_runs_r0": [1.0, 1.0],
+        "t_runs_r1": list(t1),
+        "t_runs_r2": list(t2),
     }
 
 
 def test_seed_medians_are_per_case_then_across_cases(capsys):
     rows = {
-        0: [_row("a", 1.000, 0.990, 0.980), _row("b", 1.010, 1.000, 0.999)],
-        1: [_row("a", 1.004, 0.992, 0.981), _row("b", 1.030, 1.002, 0.998)],
-        2: [_row("a", 1.002, 0.991, 0.982), _row("b", 1.020, 1.001, 0.997)],
+        0: [_row("a", 1.000, 0.990, 0.980, (1.2, 1.4)), _row("b", 1.010, 1.000, 0.999)],
+        1: [_row("a", 1.004, 0.992, 0.981, (1.6, 1.6)), _row("b", 1.030, 1.002, 0.998)],
+        2: [_row("a", 1.002, 0.991, 0.982, (1.4, 1.6)), _row("b", 1.020, 1.001, 0.997)],
     }
     _bench("quality").print_seed_medians(rows)
     out = capsys.readouterr().out
-    assert "| a | 5 | 1.0020 | 0.9910 | 0.9810 | 1.1000 | 1.0500 |" in out
-    assert "| b | 5 | 1.0200 | 1.0010 | 0.9980 | 1.1000 | 1.0500 |" in out
+    # Case a's r1 time ratios by seed: 1.3, 1.6, 1.5 (medians of the two rounds) -> 1.5.
+    assert "| a | 5 | 1.0020 | 0.9910 | 0.9810 | 1.1000 | 1.0500 | 1.50 | 1.80 |" in out
+    assert "| b | 5 | 1.0200 | 1.0010 | 0.9980 | 1.1000 | 1.0500 | 1.40 | 1.80 |" in out
+    assert "wall time at most 1.50x the one pass (each case's median), 1.60x in a single" in out
     # Two cases: the median of their medians is the mean of 1.002 and 1.020.
     assert (
         "refine_passes=0: median of the cases' medians 1.0110, worst case median 1.0200, "
