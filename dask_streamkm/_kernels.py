@@ -503,9 +503,8 @@ def lloyd(
     the centers settle and take many iterations to get far; the longer step gets there in
     fewer (Salakhutdinov and Roweis, "Adaptive overrelaxed bound optimization methods",
     2003); where one step reaches the means of separate clusters, the bound turns the longer
-    one back. Returns (centers
-    float64, labels, inertia of X to the returned centers, n_iter: the iterations run,
-    assignments after the first, at most ``max_iter``).
+    one back. Returns (centers float64, labels, inertia of X to the returned centers, n_iter:
+    the iterations run, assignments after the first, at most ``max_iter``).
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
