@@ -279,7 +279,8 @@ class StreamingKMeans(
         the exact Lloyd step (each center to the weighted mean of its rows; a center left
         with no rows is re-seeded at the summary group of largest weighted squared distance
         to the other centers), and Lloyd's iterations (``max_iter``, ``tol``, and at most
-        the arithmetic of two assignments of all rows) then continue from it over the
+        the arithmetic of 1.5 assignments of all rows; over-relaxed steps, 1.9 times as
+        long, where they beat the plain step's bound) then continue from it over the
         groups' centroids, each group moving as a whole: near the borders, where rows change
         center, the groups are small. The result never costs more than the exact step's
         bound. The per-chunk sums are added by group in the summary's merge tree, in a fixed
