@@ -1129,14 +1129,20 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     if is_numpy(xp):
         # The keys are sorted, so each center's groups are one run: subtracted in place, run
         # by run (the same numbers; two (groups x d) temporaries fewer, 200 MB for MNIST).
-        bounds = np.searchsorted(nearest_of_group, np.arange(k + 1))
-        for j in np.flatnonzero(np.diff(bounds)):
-            run = slice(bounds[j], bounds[j + 1])
+        for j, run in _center_runs(nearest_of_group, k):
             offsets[run] -= np.multiply.outer(weights[run], centers64[j])
     else:
         offsets = offsets - weights[:, None] * xp.take(centers64, nearest_of_group, axis=0)
     out = (distinct, weights, offsets, segment_sum(w * d1, group, n_groups))
     return out if cap is None else (*out, level)
+
+
+def _center_runs(nearest_center, k):
+    """``(j, slice)`` of each center j among ``k`` that has groups, for sorted host
+    ``nearest_center`` (each center's groups are then one run)."""
+    bounds = np.searchsorted(nearest_center, np.arange(k + 1))
+    for j in np.flatnonzero(np.diff(bounds)):
+        yield int(j), slice(int(bounds[j]), int(bounds[j + 1]))
 
 
 #: Values (rows x features) of the float64 block :func:`_group_sums` converts at a time.
@@ -1267,9 +1273,8 @@ def refine_points(keys, weights, offsets, sq, centers, origin=None, dtype=None):
     shift = centers if origin is None else centers - origin
     nearest_center = keys // refine_key_span(k)
     if np.all(nearest_center[1:] >= nearest_center[:-1]):
-        bounds = np.searchsorted(nearest_center, np.arange(k + 1))
-        for j in np.flatnonzero(np.diff(bounds)):
-            points[bounds[j] : bounds[j + 1]] += shift[j]
+        for j, run in _center_runs(nearest_center, k):
+            points[run] += shift[j]
     else:
         points += shift[nearest_center]
     if dtype is not None:
