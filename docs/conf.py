@@ -40,6 +40,15 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "header_links_before_dropdown": 6,
+    # The examples' code is 100 columns wide: their pages give the page's table of contents'
+    # room to the code.
+    "secondary_sidebar_items": {
+        "[!a]*": ["page-toc", "sourcelink"],
+        "a[!u]*": ["page-toc", "sourcelink"],
+        "user_guide/*": ["page-toc", "sourcelink"],
+        "generated/*": ["page-toc", "sourcelink"],
+        "auto_examples/*": [],
+    },
 }
 html_sidebars = {"index": [], "benchmarks": [], "development": [], "changes": []}
 html_css_files = ["custom.css"]
