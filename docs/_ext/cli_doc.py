@@ -40,7 +40,7 @@ def _describe(action):
         and "default" not in text
     ):
         facts.append(f"default ``{default}``")
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, argparse._AppendAction) and "repeatable" not in text:
         facts.append("repeatable")
     if facts:
         text = f"{text} ({'; '.join(facts)})" if text else "; ".join(facts).capitalize()
@@ -60,7 +60,7 @@ def parser_lines(parser):
         title = f"``{parser.prog} {name}``"
         lines += [title, "~" * len(title), "", _escape(helps.get(name) or ""), ""]
         usage = subparser.format_usage().strip().removeprefix("usage: ")
-        wrapped = textwrap.wrap(" ".join(usage.split()), width=72, subsequent_indent="    ")
+        wrapped = textwrap.wrap(" ".join(usage.split()), width=64, subsequent_indent="    ")
         lines += [".. code-block:: text", ""] + ["   " + line for line in wrapped] + [""]
         for action in subparser._actions:
             if isinstance(action, argparse._HelpAction):
