@@ -99,7 +99,7 @@ def time_vs_ratio(path):
                 fontsize=8,
             )
         ax.set_xscale("log")
-        ax.margins(x=0.35)
+        ax.margins(x=0.35, y=0.1)
         ax.set_xlabel("wall time, s (log scale)")
         ax.set_ylabel("inertia / reference inertia (lower is better)")
         ax.set_title(case, fontsize=10)
