@@ -2,9 +2,10 @@
 
 ``stream`` follows SageMaker's streaming k-means: D^2 seeding of half the groups, then
 mini-batches with online facility-location opening (Meyerson 2001; Liberty, Sriharsha,
-Sviridenko 2016) and Sculley (2010) per-center updates, the lightest centers merged into
-their nearest neighbour when too many are open, an exact assignment pass that fills the
-clustering features from the real rows, and light groups merged (never dropped).
+Sviridenko 2016) and Sculley (2010) per-center updates, the centers whose merge raises the
+squared error least (Ward's cost) merged into their nearest neighbour when too many are open,
+an exact assignment pass that fills the clustering features from the real rows, and light
+groups merged (never dropped).
 ``tree`` (the default) puts the rows in coarse cells and runs k-means++ and Lloyd inside
 every cell at once (:mod:`._tree`): a few hundred distances a row instead of ``2 m``, and
 tighter groups; on device (non-numpy) arrays it is the streaming leaf.

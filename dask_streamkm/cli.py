@@ -36,6 +36,11 @@ STORE_HELP = (
     "files, or a Parquet file or directory; any of them may be a URL (s3://, gs://, ...)"
 )
 
+CHUNKS_HELP = (
+    "rows per chunk (default: the input's own: a zarr store's chunks, one per .npy or Parquet "
+    "file); for zarr rounded up to whole stored chunks"
+)
+
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line, no traceback."""
@@ -405,9 +410,9 @@ def _add_storage_options(p):
     )
 
 
-def _add_input(p, chunks_help=None):
+def _add_input(p):
     p.add_argument("store", metavar="STORE", help=STORE_HELP)
-    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=chunks_help)
+    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=CHUNKS_HELP)
     p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
 
 

@@ -313,7 +313,7 @@ class StreamingKMeans(
         (as ``MiniBatchKMeans``); a lazy dask array (no read) for dask or zarr input.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``, when X has string column names.
     n_iter_ : int
         Lloyd iterations of the final run of the solve on all groups of the summary
