@@ -53,19 +53,20 @@ def check_directory(checkpoint, random_state, storage_options=None):
         directory = str(checkpoint).rstrip("/")
         try:
             fs, path = _remote.filesystem(directory, storage_options)
-            if fs.isfile(path):
-                raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
-            fs.makedirs(path, exist_ok=True)
-        except ValueError:
-            raise
+            is_file = fs.isfile(path)
+            if not is_file:
+                fs.makedirs(path, exist_ok=True)
         except Exception as exc:  # OSError, or a client's own (missing credentials...)
             raise ValueError(
                 _remote.redact(
                     f"checkpoint={shown!r} cannot be used ({type(exc).__name__}: {exc}); check "
                     "the URL, that the bucket exists and the credentials.",
                     storage_options,
+                    [directory],
                 )
-            ) from exc
+            ) from None
+        if is_file:
+            raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
         return directory
     directory = _remote.local_path(checkpoint)
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -118,7 +119,18 @@ def _save(summary, path, storage_options=None):
     tmp = _remote.local_temp(path, ".npz")
     try:
         summary.save(tmp)
-        _remote.put_file(tmp, path, storage_options)
+        try:
+            _remote.put_file(tmp, path, storage_options)
+        except Exception as exc:  # a client's text may hold the URL's secrets
+            raise OSError(
+                _remote.redact(
+                    f"writing the checkpoint file {path!r} failed ({type(exc).__name__}: "
+                    f"{exc}); check that the checkpoint directory is reachable and rerun (the "
+                    "fit resumes where it stopped).",
+                    storage_options,
+                    [path],
+                )
+            ) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

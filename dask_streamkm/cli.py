@@ -611,7 +611,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    message = redact(message, _storage_options(args))
+    values = [v if isinstance(v, list) else [v] for v in vars(args).values()]
+    urls = [v for vs in values for v in vs if isinstance(v, str)]
+    message = redact(message, _storage_options(args), urls)
     print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
     return 1
 

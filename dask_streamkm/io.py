@@ -496,15 +496,19 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     path, name = _split_spec(spec)
     try:
         return _open(path, name, columns, chunks, storage_options)
-    except InputError:
-        raise
+    except InputError as exc:
+        # Messages show the URL without its secrets; a client's text inside may hold them.
+        raise InputError(_remote.redact(str(exc), storage_options, [os.fspath(spec)])) from None
     except Exception as exc:  # network, permission and library errors: one line, no secrets
-        raise _fail(
-            f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check the "
-            "URL, that the bucket exists and the credentials (storage_options or the "
-            "environment).",
-            storage_options,
-        ) from exc
+        raise InputError(
+            _remote.redact(
+                f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check "
+                "the URL, that the bucket exists and the credentials (storage_options or the "
+                "environment).",
+                storage_options,
+                [os.fspath(spec)],
+            )
+        ) from None
 
 
 # Filesystems whose first path component is a bucket or container.
