@@ -171,3 +171,24 @@ def test_storage_options_in_a_model_file_are_never_loaded(model_file, tmp_path):
     again = StreamingKMeans.load(km.save(tmp_path / "again.npz"))
     assert again.storage_options is None
     assert "storage_options" not in _metadata(_members(tmp_path / "again.npz"))["params"]
+
+
+def test_summary_and_checkpoint_files_are_read_with_the_same_checks(tmp_path):
+    from dask_streamkm import Summary
+
+    summary = Summary.from_points(np.random.default_rng(0).normal(size=(50, 4)))
+    path = tmp_path / "summary.npz"
+    summary.save(path)
+    assert Summary.load(path).n_groups == summary.n_groups
+    members = _members(path)
+    del members["linear_sums"]
+    raw = {"linear_sums": _npy_member((2**40, 4), bytes(8192))}
+    bad = _zip(tmp_path / "huge_summary.npz", members, raw=raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"'linear_sums' declares shape \(1099511627776, 4\)"):
+            Summary.load(bad)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20
