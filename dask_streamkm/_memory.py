@@ -226,8 +226,8 @@ class RestartWatch:
         head = (
             f"Dask workers were restarted {len(restarts)} times in {seconds:.0f} s by their "
             f"nannies for going over their memory_limit (at up to {rss / _MB:,.0f} MB), so the "
-            "fit stopped (distributed does not count these restarts as task failures and would "
-            "retry forever)."
+            "pass over the data stopped (distributed does not count these restarts as task "
+            "failures and would retry forever)."
         )
         limit = self.limit
         tail = (
