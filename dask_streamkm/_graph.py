@@ -41,6 +41,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.layers import ArrayBlockwiseDep
 from dask.task_spec import Task, TaskRef
 
+from . import _memory
 from ._array import float_dtype, from_host, namespace, to_host
 from ._kernels import (
     REFINE_TOP_LEVEL,
@@ -702,12 +703,17 @@ def fit_summary(
         leaf_fn=leaf_fn,
         metric=metric,
     )
-    if not levels:
-        graph, n_tasks = wave_graph(X, sample_weight, 0, n_blocks, **params)
+
+    def build(index, start, stop):
+        graph, n_tasks = wave_graph(X, sample_weight, start, stop, **params)
         if on_wave is not None:
-            on_wave(0, n_blocks, n_tasks)
-        (summary,) = dask.compute(graph)
-        return summary
+            on_wave(start, stop, n_tasks)
+        return graph
+
+    if not levels:  # one wave: the whole tree
+        out = []
+        run_waves([(0, 0, n_blocks)], build, lambda *wave: out.append(wave[-1]))
+        return out[0]
 
     wave = split_every**levels
     n_waves = -(-n_blocks // wave)
@@ -720,12 +726,6 @@ def fit_summary(
             top.add(index, done, stop - start)
         else:
             pending.append((index, start, stop))
-
-    def build(index, start, stop):
-        graph, n_tasks = wave_graph(X, sample_weight, start, stop, **params)
-        if on_wave is not None:
-            on_wave(start, stop, n_tasks)
-        return graph
 
     run_waves(pending, build, lambda index, start, stop, root: top.add(index, root, stop - start))
     return top.result()
@@ -780,8 +780,11 @@ def run_waves(pending, build, collect):
 
     ``build(index, start, stop)`` gives a wave's Delayed; ``collect(index, start, stop,
     result)`` receives its result. Local schedulers: one wave at a time, in order. A
-    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once (``as_completed``),
-    results in the order they finish (``collect`` must not depend on that order).
+    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once, results in the
+    order they finish (``collect`` must not depend on that order); the wait looks every
+    :data:`._memory.RESTART_POLL_SECONDS` at the nannies' memory restarts of the workers and
+    ends (the waves cancelled) with :class:`._memory.WorkersRestartedError` when a worker too
+    small for the library or a task is restarted again and again (:class:`._memory.RestartWatch`).
     """
     client = _distributed_client()
     if client is None:
@@ -789,25 +792,35 @@ def run_waves(pending, build, collect):
             (result,) = dask.compute(build(index, start, stop))
             collect(index, start, stop, result)
         return
-    from distributed import as_completed
+    from distributed import TimeoutError as WaitTimeout
+    from distributed import wait
 
+    watch = _memory.RestartWatch(client)
     pending = list(pending)
-    index_of = {}
-
-    def submit():
-        index, start, stop = pending.pop(0)
-        future = client.compute(build(index, start, stop), retries=WAVE_RETRIES)
-        index_of[future.key] = (index, start, stop)
-        return future
-
-    running = as_completed([submit() for _ in range(min(WAVES_IN_FLIGHT, len(pending)))])
-    for future in running:
-        index, start, stop = index_of.pop(future.key)
-        result = future.result()
-        future.release()
-        if pending:
-            running.add(submit())
-        collect(index, start, stop, result)
+    running = {}
+    try:
+        while pending or running:
+            while pending and len(running) < WAVES_IN_FLIGHT:
+                index, start, stop = pending.pop(0)
+                future = client.compute(build(index, start, stop), retries=WAVE_RETRIES)
+                running[future] = (index, start, stop)
+            try:
+                done = wait(
+                    list(running),
+                    timeout=_memory.RESTART_POLL_SECONDS,
+                    return_when="FIRST_COMPLETED",
+                ).done
+            except WaitTimeout:
+                watch.check()
+                continue
+            for future in done:
+                index, start, stop = running.pop(future)
+                result = future.result()
+                future.release()
+                collect(index, start, stop, result)
+    finally:
+        if running:  # an error or a stop: the cluster stops computing the other waves
+            client.cancel(list(running))
 
 
 def block_waves(n_blocks):

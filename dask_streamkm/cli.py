@@ -24,7 +24,7 @@ import time
 from . import _outputs
 from ._connect import SchedulerConnectError, count_chunk_tasks, scheduler
 from ._memory import return_freed_chunks_to_the_os
-from ._remote import first_line, redact
+from ._remote import display, first_line, redact
 
 PROG = "dask-streamkm"
 #: Task names counted by the progress bar (one task per chunk; a part of a fused task's name).
@@ -207,7 +207,7 @@ def _fit(X, args, client, label="fit"):
 def _save_model(model, args):
     write = lambda path, kw: model.save(path, **kw)  # noqa: E731
     _outputs.save_or_fallback("--out", args.out, write, "model", ".npz", _storage_options(args))
-    print(f"model written to {args.out}")
+    print(f"model written to {display(args.out)}")
 
 
 def cmd_make_data(args):
@@ -286,7 +286,7 @@ def cmd_predict(args):
                 lambda path: write_labels(labels, path, **_options_for(path, args)),
                 _storage_options(args),
             )
-    print(f"labels of {X.shape[0]:,} rows written to {args.out}")
+    print(f"labels of {X.shape[0]:,} rows written to {display(args.out)}")
     return 0
 
 
@@ -360,7 +360,7 @@ def cmd_elbow(args):
         ext = os.path.splitext(args.plot)[1] or ".png"
         write = lambda path, kw: result.plot(path, **kw)  # noqa: E731
         _outputs.save_or_fallback("--plot", args.plot, write, "plot", ext, _storage_options(args))
-        print(f"plot written to {args.plot}")
+        print(f"plot written to {display(args.plot)}")
     return 0
 
 
@@ -616,7 +616,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    message = redact(message, _storage_options(args))
+    values = [v if isinstance(v, list) else [v] for v in vars(args).values()]
+    urls = [v for vs in values for v in vs if isinstance(v, str)]
+    message = redact(message, _storage_options(args), urls)
     print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
     return 1
 

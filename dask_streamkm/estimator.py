@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 import time
 import warnings
@@ -1027,6 +1028,31 @@ class StreamingKMeans(
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
+
+    # ------------------------------------------------------------------ repr without secrets
+    def _shown(self):
+        """A shallow copy for reprs: ``storage_options`` with their secret values replaced by
+        ``***`` and a ``checkpoint`` URL without its secrets (``get_params`` keeps the real
+        values)."""
+        from . import _remote
+
+        if self.storage_options is None and not isinstance(self.checkpoint, str):
+            return self
+        shown = copy.copy(self)
+        shown.storage_options = _remote.redact_options(self.storage_options)
+        if isinstance(self.checkpoint, str):
+            shown.checkpoint = _remote.display(self.checkpoint)
+        return shown
+
+    def __repr__(self, N_CHAR_MAX=700):
+        return super(StreamingKMeans, self._shown()).__repr__(N_CHAR_MAX)
+
+    def _repr_html_inner(self):
+        # scikit-learn's HTML repr lists get_params(); it is made from the copy.
+        return super(StreamingKMeans, self._shown())._repr_html_inner()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return super(StreamingKMeans, self._shown())._repr_mimebundle_(**kwargs)
 
     # ------------------------------------------------------------------ files, export, SageMaker
     def save(self, path, storage_options=None):

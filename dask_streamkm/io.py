@@ -72,6 +72,8 @@ class _Location:
 
 
 def _fail(message, storage_options):
+    """An InputError whose message is redacted; raise it ``from None``: the message holds the
+    cause's text, and the cause itself may hold a URL's secrets."""
     return InputError(_remote.redact(message, storage_options))
 
 
@@ -129,7 +131,7 @@ class _Rows:
                 f"({type(exc).__name__}: {exc}); check that the store is reachable and "
                 "rerun (a fit with a checkpoint resumes where it stopped).",
                 self.storage_options,
-            ) from exc
+            ) from None
 
 
 def _zarr_node(where):
@@ -152,7 +154,7 @@ def _zarr_node(where):
             f"{exc}); restore the file or write the store again (zarr.create_array, "
             "da.to_zarr).",
             where.storage_options,
-        ) from exc
+        ) from None
 
 
 def _open_zarr(where, name, chunks):
@@ -228,7 +230,7 @@ def _npy_header(url, storage_options):
             f"{_remote.display(url)!r} is not a .npy file ({exc}); write it with numpy.save "
             "or remove it from the input.",
             storage_options,
-        ) from exc
+        ) from None
     if dtype.hasobject:
         raise _fail(
             f"{_remote.display(url)!r} holds Python objects (dtype {dtype}), not numbers; "
@@ -321,7 +323,7 @@ class _NpyRows:
                 f"reading rows {start}:{stop} of {_remote.display(self.url)!r} failed "
                 f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
                 self.storage_options,
-            ) from exc
+            ) from None
         block = np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.n_cols)
         return block[:, cols].copy()
 
@@ -350,7 +352,7 @@ def _open_parquet(where, columns, chunks):
         return _read_parquet(where, columns, chunks)
     except InputError:
         raise
-    except Exception as exc:
+    except Exception:
         bad = _bad_parquet_file(where)
         if bad is None:
             raise
@@ -359,7 +361,7 @@ def _open_parquet(where, columns, chunks):
             f"({type(bad[1]).__name__}: {bad[1]}); remove it from {where.shown!r} or write it "
             "again.",
             where.storage_options,
-        ) from exc
+        ) from None
 
 
 def _read_parquet(where, columns, chunks):
@@ -451,7 +453,7 @@ class _ParquetRows:
                     f"({type(exc).__name__}: {exc}); check that the file is reachable and "
                     "rerun (a fit with a checkpoint resumes where it stopped).",
                     self.storage_options,
-                ) from exc
+                ) from None
             frame = table.to_pandas()[self.columns]
             parts.append(frame.to_numpy(dtype=self.dtype, na_value=np.nan)[a:b])
             start, i = self.starts[i + 1], i + 1
@@ -496,15 +498,19 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     path, name = _split_spec(spec)
     try:
         return _open(path, name, columns, chunks, storage_options)
-    except InputError:
-        raise
+    except InputError as exc:
+        # Messages show the URL without its secrets; a client's text inside may hold them.
+        raise InputError(_remote.redact(str(exc), storage_options, [os.fspath(spec)])) from None
     except Exception as exc:  # network, permission and library errors: one line, no secrets
-        raise _fail(
-            f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check the "
-            "URL, that the bucket exists and the credentials (storage_options or the "
-            "environment).",
-            storage_options,
-        ) from exc
+        raise InputError(
+            _remote.redact(
+                f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check "
+                "the URL, that the bucket exists and the credentials (storage_options or the "
+                "environment).",
+                storage_options,
+                [os.fspath(spec)],
+            )
+        ) from None
 
 
 # Filesystems whose first path component is a bucket or container.

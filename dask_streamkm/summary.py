@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._array import as_weights, device, from_host, namespace, segment_sum, to_host
+from ._npz import NpzReader
 
 #: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
 FORMAT_VERSION = 2
@@ -370,10 +371,15 @@ class Summary:
 
     @classmethod
     def load(cls, path):
-        """Read a summary written by :meth:`save` (numpy arrays on the host)."""
+        """Read a summary written by :meth:`save` (numpy arrays on the host).
+
+        The archive's declared sizes are checked before anything is decompressed or
+        allocated (:class:`._npz.NpzReader`): a member declaring more than the file can hold
+        is refused with a ValueError.
+        """
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with open(path, "rb") as fh, NpzReader(fh.read()) as data:
                 version = int(data["format_version"])
                 if version > FORMAT_VERSION:
                     raise ValueError(
