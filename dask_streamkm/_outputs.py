@@ -257,8 +257,8 @@ def write_then_rename(spec, write, storage_options=None, overwrite=True, flag="-
             if isinstance(exc, OutputError):
                 raise OutputError(f"{str(exc).rstrip('.')}; {note}") from exc
             raise OutputError(
-                f"{flag} {display(spec)!r}: {first_line(exc)}; the old output is kept as it "
-                f"was; {note}"
+                f"{flag} {display(spec)!r}: {first_line(exc).rstrip('.')}; the old output is "
+                f"kept as it was; {note}"
             ) from exc
         _remove_quietly(fs, tmp_path)
         return
