@@ -167,22 +167,47 @@ def join(directory, name):
     return os.path.join(local_path(directory), name)
 
 
+class DestinationNotFoundError(FileNotFoundError):
+    """A file cannot be written because its bucket, container or directory does not exist."""
+
+
+def _write_error(exc, url, storage_options):
+    """``exc`` (an OSError of a write) again, its message naming ``url`` and the fix."""
+    reason = first_line(exc)
+    if isinstance(exc, FileNotFoundError):
+        where = "bucket (or container)" if is_url(url) else "directory"
+        return DestinationNotFoundError(
+            redact(
+                f"cannot write {display(url)!r} ({reason}): its {where} does not exist or "
+                "cannot be seen with these credentials; create it or check the path.",
+                storage_options,
+            )
+        )
+    kind = type(exc) if type(exc).__module__ == "builtins" else OSError
+    return kind(redact(f"cannot write {display(url)!r} ({reason}).", storage_options))
+
+
 def write_bytes(url, data, storage_options=None):
     """Write ``data`` atomically: local files through a temporary name and a rename; object
-    stores write whole objects (atomic per object)."""
-    if is_url(url):
-        fs, path = filesystem(url, storage_options)
-        fs.pipe_file(path, data)
-        return
-    path = local_path(url)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    stores write whole objects (atomic per object). An OSError names ``url``;
+    :class:`DestinationNotFoundError` (a FileNotFoundError) when its bucket or directory is
+    missing."""
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if is_url(url):
+            fs, path = filesystem(url, storage_options)
+            fs.pipe_file(path, data)
+            return
+        path = local_path(url)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as exc:
+        raise _write_error(exc, url, storage_options) from exc
 
 
 def read_bytes(url, storage_options=None):

@@ -1072,6 +1072,13 @@ class StreamingKMeans(
         -------
         path : str
             The path written.
+
+        Raises
+        ------
+        OSError
+            The file cannot be written; the message names ``path``. A missing bucket,
+            container or directory raises ``DestinationNotFoundError``, a
+            ``FileNotFoundError``.
         """
         from ._model_io import save_model
 
