@@ -30,7 +30,7 @@ import numpy as np
 from . import _remote
 from ._array import to_host
 from ._seeds import entropy_from_json, entropy_to_json
-from .summary import Summary, checked_origin
+from .summary import ORIGIN_NEAR, Summary, checked_origin
 
 #: What the ``format`` field of the metadata says.
 MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
@@ -398,13 +398,30 @@ def _float_dtype(centers):
     return np.float32 if centers.dtype == np.float32 else np.float64
 
 
-def to_sklearn(model):
+class SklearnPrecisionWarning(UserWarning):
+    """``to_sklearn()`` of a float32 model far from zero: scikit-learn's float32 ``predict``
+    cannot reproduce its labels; ``to_sklearn(dtype=np.float64)`` can."""
+
+
+def _float32_far_from_zero(centers):
+    """Whether float32 ``||c||^2 - 2 x.c`` (scikit-learn's distances) loses the labels: the
+    centers' mean lies more than ``ORIGIN_NEAR`` root-mean-square deviations from zero, the
+    rule by which a chunk's summary moves its origin off zero."""
+    c = np.asarray(centers, dtype=np.float64)
+    mean = c.mean(axis=0)
+    spread = float(np.mean(np.sum((c - mean) ** 2, axis=1)))
+    return float(mean @ mean) > ORIGIN_NEAR**2 * spread
+
+
+def to_sklearn(model, dtype=None):
     """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
 
     The KMeans is fitted on the centers themselves with ``init=centers``, ``n_init=1`` and
     ``max_iter=1`` (which sets every attribute ``predict`` and ``transform`` need, such as the
     thread count, through sklearn's own ``fit``); then the exact centers and the fitted
-    attributes of ``model`` are written over the result.
+    attributes of ``model`` are written over the result. ``dtype`` is the centers' dtype
+    (None: the model's); a float32 KMeans of centers far from zero warns
+    (:class:`SklearnPrecisionWarning`).
     """
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
@@ -412,8 +429,20 @@ def to_sklearn(model):
 
     check_is_fitted(model, "cluster_centers_")
     centers = to_host(model.cluster_centers_)
-    # The model's dtype (float32 or float64), so the KMeans predicts input of that dtype.
-    centers = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
+    if dtype is None:  # the model's dtype, so the KMeans predicts input of that dtype
+        dtype = _float_dtype(centers)
+    elif np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype!r} should be None, np.float32 or np.float64.")
+    centers = np.ascontiguousarray(centers, dtype=dtype)
+    if centers.dtype == np.float32 and _float32_far_from_zero(centers):
+        warnings.warn(
+            "The centers lie far from zero compared with their spread: scikit-learn's float32 "
+            "KMeans computes ||c||^2 - 2 x.c in float32, which loses the digits that tell the "
+            "nearest center, so its predict differs from this model's on many rows. Use "
+            "to_sklearn(dtype=np.float64) and pass it X.astype(np.float64).",
+            SklearnPrecisionWarning,
+            stacklevel=3,
+        )
     n_clusters = centers.shape[0]
     km = KMeans(
         n_clusters=n_clusters,

@@ -22,7 +22,7 @@ from . import _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._summarize import METHODS
-from .summary import Summary
+from .summary import Summary, weight_range_problem
 
 #: Rows per chunk when an in-memory array is wrapped as a dask array.
 DEFAULT_CHUNK_ROWS = 100_000
@@ -523,7 +523,13 @@ class StreamingKMeans(
         )
         return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1))
 
-    def _as_dask_weight(self, sample_weight, X):
+    def _as_dask_weight(self, sample_weight, X, *, summed=False):
+        """``sample_weight`` as a dask array chunked like X (None stays None).
+
+        With ``summed`` (the weights go into summary sums: fit, partial_fit) numpy weights
+        must also lie in the range :func:`.summary.weight_range_problem` accepts, over the
+        whole array; dask weights are checked chunk by chunk in their tasks.
+        """
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
@@ -556,6 +562,11 @@ class StreamingKMeans(
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
+        if summed:
+            positive = sw[sw > 0]
+            problem = weight_range_problem(float(positive.min()), float(positive.max()))
+            if problem is not None:
+                raise ValueError(problem)
         return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
 
     # ------------------------------------------------------------------ summary and solve
@@ -685,14 +696,17 @@ class StreamingKMeans(
                 incremental=True,
                 relax=REFINE_OVERRELAX,
             )[0]
-            centers = shifted + origin
+            pass_centers, centers = centers, shifted + origin
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)
             if isinstance(start, np.ndarray)
             else _centers_out(from_host(centers, start), dtype)
         )
-        self.inertia_ = float(cost)
+        # ``cost`` bounds the float64 centers of the Lloyd run; the centers as stored (float32
+        # for float32 data: rounded, and chosen by float32 group distances) may cost more.
+        stored = np.asarray(to_host(self.cluster_centers_), dtype=np.float64)
+        self.inertia_ = max(float(cost), stats.cost_bound(pass_centers, origin, stored))
         self.cluster_sizes_ = weights
 
     def _check_n_clusters(self, X):
@@ -735,7 +749,7 @@ class StreamingKMeans(
         lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=True)
         self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
         entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
         self._solve(summary, entropy, _out_dtype(X.dtype))
@@ -786,7 +800,7 @@ class StreamingKMeans(
         X = self._as_dask(X, reset=first)
         if first:
             self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -1085,21 +1099,34 @@ class StreamingKMeans(
 
         return load_model(cls, path, storage_options)
 
-    def to_sklearn(self):
+    def to_sklearn(self, dtype=None):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
 
         Built with public scikit-learn API only (see ``dask_streamkm._model_io.to_sklearn``).
-        Its centers keep this model's dtype, so, like a KMeans fitted on data of that dtype,
-        a float32 model predicts float32 input and a float64 model float64 input.
+
+        Parameters
+        ----------
+        dtype : None, np.float32 or np.float64, default=None
+            Dtype of the KMeans' centers, which is the dtype of the input it predicts (as for
+            a KMeans fitted on data of that dtype). None keeps this model's dtype.
 
         Returns
         -------
         kmeans : sklearn.cluster.KMeans
             A fitted KMeans.
+
+        Warns
+        -----
+        SklearnPrecisionWarning
+            For float32 centers whose mean lies more than 32 times their spread from zero:
+            scikit-learn computes ``||c||^2 - 2 x.c`` in float32 there, which loses the
+            nearest center on many rows (this model computes relative to the centers' mean).
+            ``to_sklearn(dtype=np.float64)``, given ``X.astype(np.float64)``, predicts as
+            :meth:`predict` does.
         """
         from ._model_io import to_sklearn
 
-        return to_sklearn(self)
+        return to_sklearn(self, dtype)
 
     @classmethod
     def from_sagemaker(cls, hyperparameters):
