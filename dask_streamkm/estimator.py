@@ -729,6 +729,10 @@ class StreamingKMeans(
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
             Weight of each row (finite, >= 0, not all zero); None gives every row weight 1.
+            The positive weights must lie within a factor 1e6 of each other (over the whole
+            array for numpy weights, within each chunk for dask weights, which are checked
+            in the chunk's task) and be >= 1e-150, so that the summary's float64 sums keep
+            ``inertia_`` an upper bound; others raise ``ValueError`` naming the range.
 
         Returns
         -------
@@ -774,7 +778,7 @@ class StreamingKMeans(
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
-            Weight of each row of the batch.
+            Weight of each row of the batch (the rules of :meth:`fit`, per batch).
 
         Returns
         -------

@@ -101,12 +101,17 @@ def test_score_accepts_any_finite_weights(mixture):
     assert -km.score(mixture, sample_weight=w) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("spread", ["uniform", "lognormal"])
 @pytest.mark.parametrize("scale", [MIN_WEIGHT, 1e-100, 1e100, 1e150, 1e200])
-def test_scaled_weights_change_only_rounding(mixture, scale):
+def test_scaled_weights_change_only_rounding(mixture, scale, spread):
     # Uniform weights of 1e154 used to overflow ||S||^2 and 1e-200 to underflow it (352x).
     X = da.from_array(mixture, chunks=(500, -1))
-    ref = StreamingKMeans(8, random_state=0).fit(X)
-    w = da.full((mixture.shape[0],), scale, chunks=500)
+    base = np.ones(mixture.shape[0])
+    if spread == "lognormal":  # positive weights 1 to 1e6 apart, the widest range accepted
+        base = np.exp(np.random.default_rng(3).normal(scale=3.0, size=mixture.shape[0]))
+        base = np.clip(base / base.max(), 1 / MAX_WEIGHT_RATIO, None) * MAX_WEIGHT_RATIO
+    ref = StreamingKMeans(8, random_state=0).fit(X, sample_weight=base)
+    w = da.from_array(base * scale, chunks=500)
     km = StreamingKMeans(8, random_state=0).fit(X, sample_weight=w)
     np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-12, atol=1e-12)
     assert km.inertia_ == pytest.approx(scale * ref.inertia_, rel=1e-12)
