@@ -399,18 +399,23 @@ def _float_dtype(centers):
 
 
 class SklearnPrecisionWarning(UserWarning):
-    """``to_sklearn()`` of a float32 model far from zero: scikit-learn's float32 ``predict``
-    cannot reproduce its labels; ``to_sklearn(dtype=np.float64)`` can."""
+    """``to_sklearn()`` of a model far from zero: scikit-learn's ``predict``, in the centers'
+    dtype, may not reproduce its labels (float32: ``to_sklearn(dtype=np.float64)`` does)."""
 
 
-def _float32_far_from_zero(centers):
-    """Whether float32 ``||c||^2 - 2 x.c`` (scikit-learn's distances) loses the labels: the
-    centers' mean lies more than ``ORIGIN_NEAR`` root-mean-square deviations from zero, the
-    rule by which a chunk's summary moves its origin off zero."""
+def _far_from_zero(centers):
+    """Whether scikit-learn's ``||c||^2 - 2 x.c`` in the centers' dtype loses the labels: the
+    centers' squared mean norm times the dtype's epsilon exceeds 32^2 float32 epsilons times
+    their mean squared deviation (for float32 the rule by which a chunk's summary moves its
+    origin off zero; float64 reaches it about 2e4 times farther out)."""
     c = np.asarray(centers, dtype=np.float64)
     mean = c.mean(axis=0)
     spread = float(np.mean(np.sum((c - mean) ** 2, axis=1)))
-    return float(mean @ mean) > ORIGIN_NEAR**2 * spread
+    eps = float(np.finfo(centers.dtype).eps)
+    return spread > 0 and float(mean @ mean) * eps > ORIGIN_NEAR**2 * _EPS32 * spread
+
+
+_EPS32 = float(np.finfo(np.float32).eps)
 
 
 def to_sklearn(model, dtype=None):
@@ -420,7 +425,7 @@ def to_sklearn(model, dtype=None):
     ``max_iter=1`` (which sets every attribute ``predict`` and ``transform`` need, such as the
     thread count, through sklearn's own ``fit``); then the exact centers and the fitted
     attributes of ``model`` are written over the result. ``dtype`` is the centers' dtype
-    (None: the model's); a float32 KMeans of centers far from zero warns
+    (None: the model's); a KMeans of centers far from zero for its dtype warns
     (:class:`SklearnPrecisionWarning`).
     """
     from sklearn.cluster import KMeans
@@ -434,12 +439,19 @@ def to_sklearn(model, dtype=None):
     elif np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype!r} should be None, np.float32 or np.float64.")
     centers = np.ascontiguousarray(centers, dtype=dtype)
-    if centers.dtype == np.float32 and _float32_far_from_zero(centers):
+    if _far_from_zero(centers):
+        name = centers.dtype.name
+        fix = (
+            "Use to_sklearn(dtype=np.float64) and pass it X.astype(np.float64)."
+            if centers.dtype == np.float32
+            else "Predict with this model, or subtract one vector (such as the centers' "
+            "mean) from X before fitting and predicting."
+        )
         warnings.warn(
-            "The centers lie far from zero compared with their spread: scikit-learn's float32 "
-            "KMeans computes ||c||^2 - 2 x.c in float32, which loses the digits that tell the "
-            "nearest center, so its predict differs from this model's on many rows. Use "
-            "to_sklearn(dtype=np.float64) and pass it X.astype(np.float64).",
+            f"The centers lie far from zero compared with their spread: scikit-learn's {name} "
+            f"KMeans computes ||c||^2 - 2 x.c in {name}, which loses the digits that tell the "
+            "nearest center there, so its predict can differ from this model's (which "
+            f"computes relative to the centers' mean) on many rows. {fix}",
             SklearnPrecisionWarning,
             stacklevel=3,
         )

@@ -200,3 +200,17 @@ def test_refined_float32_inertia_is_an_upper_bound_far_from_zero(offset, kind):
     Xi = X if kind == "numpy" else da.from_array(X, chunks=(5000, -1))
     km = StreamingKMeans(5, random_state=0, refine_passes=1).fit(Xi)
     assert km.inertia_ >= exact_cost(X, km.cluster_centers_) * (1 - 1e-12)
+
+
+def test_to_sklearn_float64_far_from_zero_warns_where_float64_fails():
+    # At 1e9 (5e7 times the centers' spread) scikit-learn's float64 distances lose the
+    # labels too (70 % agree); no dtype reproduces predict there, so it warns.
+    X = far_blobs(0.0).astype(np.float64)
+    near = StreamingKMeans(5, random_state=0).fit(X + 1e7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sk = near.to_sklearn()
+    np.testing.assert_array_equal(sk.predict(X + 1e7), near.predict(X + 1e7))
+    far = StreamingKMeans(5, random_state=0).fit(X + 1e9)
+    with pytest.warns(SklearnPrecisionWarning, match="float64 KMeans"):
+        far.to_sklearn()
