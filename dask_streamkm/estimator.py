@@ -299,8 +299,10 @@ class StreamingKMeans(
         center, computed from the summary without another pass (``score`` gives the exact
         value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
         With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
-        last refinement pass started from, measured in that pass: an upper bound for the
-        final centers (the exact step and the Lloyd run over the groups never raise it).
+        last refinement pass started from, measured in that pass (float64 distances, also
+        for float32 rows): an upper bound for the final centers (the exact step and the
+        Lloyd run over the groups never raise it), or, where larger, the pass's bound for
+        the centers as stored (float32 rounding of float32 models can move them).
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
         nearest each center at the start of the last refinement pass (the rows whose mean
@@ -1122,11 +1124,12 @@ class StreamingKMeans(
         Warns
         -----
         SklearnPrecisionWarning
-            For float32 centers whose mean lies more than 32 times their spread from zero:
-            scikit-learn computes ``||c||^2 - 2 x.c`` in float32 there, which loses the
-            nearest center on many rows (this model computes relative to the centers' mean).
-            ``to_sklearn(dtype=np.float64)``, given ``X.astype(np.float64)``, predicts as
-            :meth:`predict` does.
+            For centers far from zero for their dtype: a mean more than 32 times their
+            root-mean-square spread from zero for float32 (about 7e5 times for float64).
+            scikit-learn computes ``||c||^2 - 2 x.c`` in that dtype, which there can lose
+            the nearest center (this model computes relative to the centers' mean). For a
+            float32 model, ``to_sklearn(dtype=np.float64)``, given ``X.astype(np.float64)``,
+            predicts as :meth:`predict` does.
         """
         from ._model_io import to_sklearn
 
