@@ -61,7 +61,7 @@ from ._kernels import (
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
-from .summary import Summary
+from .summary import Summary, weight_range_problem
 
 
 def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean"):
@@ -76,7 +76,7 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
     direction, is an error naming the chunk and the row.
     """
     xp = namespace(X)
-    if not xp.isdtype(X.dtype, "real floating"):
+    if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
     if sample_weight is not None and sample_weight.shape[0]:
@@ -86,6 +86,8 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
+        if centers is None:  # the weights go into sums (fit, refinement): their range counts
+            _check_weight_range(sw, f" in {rows}")
     if X.shape[0]:
         # NaN and inf show in the extremes (read once for both checks).
         bounds = value_range(X)
@@ -110,6 +112,19 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
                 "X[(X != 0).any(axis=1)], or use metric='euclidean'."
             )
     return X
+
+
+def _check_weight_range(sw, where):
+    """Raise ValueError when the positive weights of ``sw`` (float64) are out of range."""
+    xp = namespace(sw)
+    positive = sw > 0
+    if not bool(xp.any(positive)):
+        return
+    largest = float(xp.max(sw))
+    smallest = float(xp.min(xp.where(positive, sw, largest)))
+    problem = weight_range_problem(smallest, largest, where)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _too_large_message(X, centers, bounds, rows, weight):
@@ -865,6 +880,14 @@ class RefineStats:
     def points(self, centers, origin=None, dtype=None):
         """The groups as weighted points: :func:`._kernels.refine_points`."""
         return refine_points(*self.arrays, centers, origin, dtype)
+
+    def cost_bound(self, centers, origin, final):
+        """Upper bound on the rows' cost for the centers ``final`` (float64, host): each group
+        of the pass (made from ``centers``) charged its own error plus its weight times its
+        centroid's squared distance to the nearest of ``final``, relative to ``origin``."""
+        points, weights, sse = self.points(centers, origin)
+        _, dist = nearest(points, final - origin)
+        return math.fsum(sse) + math.fsum(weights * dist)
 
 
 #: Most bytes of group sums one refinement node keeps (:func:`refine_cap`).

@@ -35,7 +35,7 @@ from . import _remote
 from ._array import to_host
 from ._npz import NpzError, NpzReader
 from ._seeds import entropy_from_json, entropy_to_json
-from .summary import Summary, checked_origin
+from .summary import ORIGIN_NEAR, Summary, checked_origin
 
 #: What the ``format`` field of the metadata says.
 MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
@@ -445,13 +445,35 @@ def _float_dtype(centers):
     return np.float32 if centers.dtype == np.float32 else np.float64
 
 
-def to_sklearn(model):
+class SklearnPrecisionWarning(UserWarning):
+    """``to_sklearn()`` of a model far from zero: scikit-learn's ``predict``, in the centers'
+    dtype, may not reproduce its labels (float32: ``to_sklearn(dtype=np.float64)`` does)."""
+
+
+def _far_from_zero(centers):
+    """Whether scikit-learn's ``||c||^2 - 2 x.c`` in the centers' dtype loses the labels: the
+    centers' squared mean norm times the dtype's epsilon exceeds 32^2 float32 epsilons times
+    their mean squared deviation (for float32 the rule by which a chunk's summary moves its
+    origin off zero; float64 reaches it about 2e4 times farther out)."""
+    c = np.asarray(centers, dtype=np.float64)
+    mean = c.mean(axis=0)
+    spread = float(np.mean(np.sum((c - mean) ** 2, axis=1)))
+    eps = float(np.finfo(centers.dtype).eps)
+    return spread > 0 and float(mean @ mean) * eps > ORIGIN_NEAR**2 * _EPS32 * spread
+
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def to_sklearn(model, dtype=None):
     """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
 
     The KMeans is fitted on the centers themselves with ``init=centers``, ``n_init=1`` and
     ``max_iter=1`` (which sets every attribute ``predict`` and ``transform`` need, such as the
     thread count, through sklearn's own ``fit``); then the exact centers and the fitted
-    attributes of ``model`` are written over the result.
+    attributes of ``model`` are written over the result. ``dtype`` is the centers' dtype
+    (None: the model's); a KMeans of centers far from zero for its dtype warns
+    (:class:`SklearnPrecisionWarning`).
     """
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
@@ -459,8 +481,27 @@ def to_sklearn(model):
 
     check_is_fitted(model, "cluster_centers_")
     centers = to_host(model.cluster_centers_)
-    # The model's dtype (float32 or float64), so the KMeans predicts input of that dtype.
-    centers = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
+    if dtype is None:  # the model's dtype, so the KMeans predicts input of that dtype
+        dtype = _float_dtype(centers)
+    elif np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype!r} should be None, np.float32 or np.float64.")
+    centers = np.ascontiguousarray(centers, dtype=dtype)
+    if _far_from_zero(centers):
+        name = centers.dtype.name
+        fix = (
+            "Use to_sklearn(dtype=np.float64) and pass it X.astype(np.float64)."
+            if centers.dtype == np.float32
+            else "Predict with this model, or subtract one vector (such as the centers' "
+            "mean) from X before fitting and predicting."
+        )
+        warnings.warn(
+            f"The centers lie far from zero compared with their spread: scikit-learn's {name} "
+            f"KMeans computes ||c||^2 - 2 x.c in {name}, which loses the digits that tell the "
+            "nearest center there, so its predict can differ from this model's (which "
+            f"computes relative to the centers' mean) on many rows. {fix}",
+            SklearnPrecisionWarning,
+            stacklevel=3,
+        )
     n_clusters = centers.shape[0]
     km = KMeans(
         n_clusters=n_clusters,

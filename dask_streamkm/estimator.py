@@ -23,7 +23,7 @@ from . import _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._summarize import METHODS
-from .summary import Summary
+from .summary import Summary, weight_range_problem
 
 #: Rows per chunk when an in-memory array is wrapped as a dask array.
 DEFAULT_CHUNK_ROWS = 100_000
@@ -300,8 +300,10 @@ class StreamingKMeans(
         center, computed from the summary without another pass (``score`` gives the exact
         value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
         With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
-        last refinement pass started from, measured in that pass: an upper bound for the
-        final centers (the exact step and the Lloyd run over the groups never raise it).
+        last refinement pass started from, measured in that pass (float64 distances, also
+        for float32 rows): an upper bound for the final centers (the exact step and the
+        Lloyd run over the groups never raise it), or, where larger, the pass's bound for
+        the centers as stored (float32 rounding of float32 models can move them).
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
         nearest each center at the start of the last refinement pass (the rows whose mean
@@ -524,7 +526,13 @@ class StreamingKMeans(
         )
         return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1))
 
-    def _as_dask_weight(self, sample_weight, X):
+    def _as_dask_weight(self, sample_weight, X, *, summed=False):
+        """``sample_weight`` as a dask array chunked like X (None stays None).
+
+        With ``summed`` (the weights go into summary sums: fit, partial_fit) numpy weights
+        must also lie in the range :func:`.summary.weight_range_problem` accepts, over the
+        whole array; dask weights are checked chunk by chunk in their tasks.
+        """
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
@@ -557,6 +565,11 @@ class StreamingKMeans(
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
+        if summed:
+            positive = sw[sw > 0]
+            problem = weight_range_problem(float(positive.min()), float(positive.max()))
+            if problem is not None:
+                raise ValueError(problem)
         return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
 
     # ------------------------------------------------------------------ summary and solve
@@ -686,14 +699,17 @@ class StreamingKMeans(
                 incremental=True,
                 relax=REFINE_OVERRELAX,
             )[0]
-            centers = shifted + origin
+            pass_centers, centers = centers, shifted + origin
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)
             if isinstance(start, np.ndarray)
             else _centers_out(from_host(centers, start), dtype)
         )
-        self.inertia_ = float(cost)
+        # ``cost`` bounds the float64 centers of the Lloyd run; the centers as stored (float32
+        # for float32 data: rounded, and chosen by float32 group distances) may cost more.
+        stored = np.asarray(to_host(self.cluster_centers_), dtype=np.float64)
+        self.inertia_ = max(float(cost), stats.cost_bound(pass_centers, origin, stored))
         self.cluster_sizes_ = weights
 
     def _check_n_clusters(self, X):
@@ -716,6 +732,10 @@ class StreamingKMeans(
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
             Weight of each row (finite, >= 0, not all zero); None gives every row weight 1.
+            The positive weights must lie within a factor 1e6 of each other (over the whole
+            array for numpy weights, within each chunk for dask weights, which are checked
+            in the chunk's task) and be >= 1e-150, so that the summary's float64 sums keep
+            ``inertia_`` an upper bound; others raise ``ValueError`` naming the range.
 
         Returns
         -------
@@ -736,7 +756,7 @@ class StreamingKMeans(
         lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=True)
         self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
         entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
         self._solve(summary, entropy, _out_dtype(X.dtype))
@@ -761,7 +781,7 @@ class StreamingKMeans(
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
-            Weight of each row of the batch.
+            Weight of each row of the batch (the rules of :meth:`fit`, per batch).
 
         Returns
         -------
@@ -787,7 +807,7 @@ class StreamingKMeans(
         X = self._as_dask(X, reset=first)
         if first:
             self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -1118,21 +1138,35 @@ class StreamingKMeans(
 
         return load_model(cls, path, storage_options)
 
-    def to_sklearn(self):
+    def to_sklearn(self, dtype=None):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
 
         Built with public scikit-learn API only (see ``dask_streamkm._model_io.to_sklearn``).
-        Its centers keep this model's dtype, so, like a KMeans fitted on data of that dtype,
-        a float32 model predicts float32 input and a float64 model float64 input.
+
+        Parameters
+        ----------
+        dtype : None, np.float32 or np.float64, default=None
+            Dtype of the KMeans' centers, which is the dtype of the input it predicts (as for
+            a KMeans fitted on data of that dtype). None keeps this model's dtype.
 
         Returns
         -------
         kmeans : sklearn.cluster.KMeans
             A fitted KMeans.
+
+        Warns
+        -----
+        SklearnPrecisionWarning
+            For centers far from zero for their dtype: a mean more than 32 times their
+            root-mean-square spread from zero for float32 (about 7e5 times for float64).
+            scikit-learn computes ``||c||^2 - 2 x.c`` in that dtype, which there can lose
+            the nearest center (this model computes relative to the centers' mean). For a
+            float32 model, ``to_sklearn(dtype=np.float64)``, given ``X.astype(np.float64)``,
+            predicts as :meth:`predict` does.
         """
         from ._model_io import to_sklearn
 
-        return to_sklearn(self)
+        return to_sklearn(self, dtype)
 
     @classmethod
     def from_sagemaker(cls, hyperparameters):
