@@ -18,9 +18,10 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _memory, _seeds, _threads
+from . import _graph, _memory, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
+from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
 from ._summarize import METHODS
 from .summary import Summary
 
@@ -80,45 +81,6 @@ def _is_zarr(X):
 def is_lazy_input(X):
     """True for input whose labels and transforms stay lazy (dask and zarr arrays)."""
     return _is_dask(X) or _is_zarr(X)
-
-
-class HalfLifeDecayWarning(UserWarning):
-    """Groups of an older summary decayed below what float64 holds and were dropped."""
-
-
-#: Decayed groups lighter than this are dropped: below it float64 loses digits (subnormals)
-#: and the centroids ``linear_sums / weights`` turn into noise or NaN.
-MIN_DECAYED_WEIGHT = np.finfo(np.float64).tiny / np.finfo(np.float64).eps
-
-
-def decay(summary, n_new_rows, half_life):
-    """``summary`` decayed by ``2 ** (-n_new_rows / half_life)``: (summary, groups dropped).
-
-    A factor below the smallest normal float64 is applied as two equal halves, so it does not
-    vanish. Groups whose decayed weight falls
-    below :data:`MIN_DECAYED_WEIGHT` (decided in log space) are dropped rather than kept as
-    noise: their mass is negligible next to any batch of rows.
-    """
-    xp = namespace(summary.weights)
-    log2_factor = -float(n_new_rows) / float(half_life)
-    if log2_factor >= np.log2(np.finfo(np.float64).tiny):
-        scaled = summary.scaled(2.0**log2_factor)
-    else:
-        half = 2.0 ** (log2_factor / 2.0)
-        scaled = summary.scaled(half).scaled(half)
-    with np.errstate(divide="ignore"):
-        keep = xp.log2(summary.weights) + log2_factor >= np.log2(MIN_DECAYED_WEIGHT)
-    dropped = summary.n_groups - int(xp.sum(xp.astype(keep, xp.int64)))
-    if not dropped:
-        return scaled, 0
-    kept = Summary(
-        xp.where(keep, scaled.weights, 0.0),
-        xp.where(keep[:, None], scaled.linear_sums, 0.0),
-        xp.where(keep, scaled.square_sums, 0.0),
-        summary.n_seen,
-        scaled.origin,
-    )
-    return kept.drop_empty(), dropped
 
 
 #: The values of ``metric``.
@@ -779,7 +741,8 @@ class StreamingKMeans(
         (300, (100,))
         """
         self._check_params()
-        first = not hasattr(self, "summary_")
+        # Not hasattr(self, "summary_"), which would build a stream's summary.
+        first = "_summary" not in self.__dict__
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
@@ -787,6 +750,8 @@ class StreamingKMeans(
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
+        if not first and _stream.streams(self.cluster_centers_, X, self.metric):
+            return self._partial_fit_stream(X, sw, lazy)
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -803,24 +768,69 @@ class StreamingKMeans(
             if self.half_life is not None:
                 old, dropped = decay(old, X.shape[0], self.half_life)
                 if dropped:
-                    warnings.warn(
-                        f"half_life={self.half_life!r}: {dropped} group(s) of the older "
-                        f"summary decayed by 2 ** (-{X.shape[0]} / {self.half_life!r}) below "
-                        "what float64 holds and were dropped; their weight was negligible "
-                        "next to this batch. Use a larger half_life to keep older data.",
-                        HalfLifeDecayWarning,
-                        stacklevel=2,
-                    )
-            summary = old.merge(_like(new, old))
-            # The running summary outlives this batch: its budget does not shrink with the
-            # batch's share of rows (no total_rows), as before batches were shared out.
-            _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
-            if summary.n_groups > budget:
-                seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
-                summary = summary.reduce(budget // 2, seed=seed)
+                    _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=2)
+            summary = self._within_budget(old.merge(_like(new, old)), X, batch)
         self._solve(summary, entropy, dtype)
         self.labels_ = self._labels(X, lazy)
         return self
+
+    def _within_budget(self, summary, X, batch):
+        """``summary`` reduced to half the merge budget when it holds more than the budget."""
+        # The running summary outlives this batch: its budget does not shrink with the
+        # batch's share of rows (no total_rows), as before batches were shared out.
+        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        if summary.n_groups > budget:
+            seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
+            summary = summary.reduce(budget // 2, seed=seed)
+        return summary
+
+    def _partial_fit_stream(self, X, sw, lazy):
+        """Fold the batch into the running summary (:mod:`._stream`); a global solve when
+        one is due. Returns self."""
+        stream = self.__dict__.get("_stream_")
+        if stream is None:
+            stream = _stream.Stream(self.summary_, self.cluster_centers_)
+        batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
+        previous = np.asarray(self.cluster_centers_, dtype=np.float64)
+        parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+        dropped = stream.fold(parts, X.shape[0], self.half_life)
+        if dropped:
+            _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
+        centers = stream.centers(previous)
+        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        self._stream_ = stream
+        dtype = self.cluster_centers_.dtype
+        if stream.due(centers, budget, self.half_life):
+            summary = self._within_budget(stream.summary(), X, batch)
+            self._solve(summary, self._entropy_, dtype)  # a new stream starts
+        else:
+            self.cluster_centers_ = _centers_out(centers, dtype)
+            self.inertia_ = stream.bound(self.cluster_centers_)
+            self.n_rows_seen_ = stream.rows
+            self.__dict__.pop("cluster_sizes_", None)  # sizes of earlier centers
+        self.labels_ = (
+            self._labels(X, lazy)
+            if lazy
+            else _stream.host_labels(near, previous, self.cluster_centers_, self.metric)
+        )
+        return self
+
+    @property
+    def summary_(self):
+        """The summary of every row seen: after ``partial_fit`` calls, the groups of the
+        last global solve and those folded since (built when read)."""
+        stream = self.__dict__.get("_stream_")
+        if stream is not None:
+            return stream.summary()
+        try:
+            return self.__dict__["_summary"]
+        except KeyError:
+            raise AttributeError("'StreamingKMeans' object has no attribute 'summary_'") from None
+
+    @summary_.setter
+    def summary_(self, summary):
+        self.__dict__["_summary"] = summary
+        self.__dict__.pop("_stream_", None)
 
     def refit(self, n_clusters=None, **params):
         """Solve again from ``summary_`` for other solve parameters, without reading data.
