@@ -57,6 +57,8 @@ STREAM_BANDS = 16
 DRIFT = 0.05
 #: The drift rule waits for this fraction of the rows of the last global solve.
 DRIFT_MIN_FRACTION = 0.125
+#: Rows whose float64 distances :func:`batch_groups` computes at a time.
+EXACT_BLOCK_ROWS = 16_384
 #: Lazy decay is applied to the stored groups once their scale falls below 2 ** this.
 DECAY_APPLY_LOG2 = -32.0
 
@@ -142,7 +144,14 @@ def batch_groups(X, centers, origin, sample_weight=None):
         else np.bincount(group, weights=w, minlength=n_groups)
     )
     sums = K._group_sums(X, w, group, n_groups, order)
-    sq = np.bincount(group, weights=d1 if w is None else w * d1, minlength=n_groups)
+    # Squared distances to the nearest center again in float64, row block by row block: the
+    # float32 products rank the centers, but the square sums are the bound's.
+    exact = np.empty(X.shape[0])
+    for start in range(0, X.shape[0], EXACT_BLOCK_ROWS):
+        rows = slice(start, start + EXACT_BLOCK_ROWS)
+        diff = X[rows].astype(np.float64) - centers[first[rows]]
+        exact[rows] = np.einsum("ij,ij->i", diff, diff)
+    sq = np.bincount(group, weights=exact if w is None else w * exact, minlength=n_groups)
     shift = centers[distinct // (k * STREAM_BANDS)] - origin
     offsets = sums - weights[:, None] * (shift + origin)  # sums of x - c_j
     squares = (
