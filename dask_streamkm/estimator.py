@@ -195,7 +195,9 @@ class StreamingKMeans(
         Relative tolerance on the center shift for the final Lloyd (a number >= 0).
     half_life : float or None, default=None
         Rows after which an older summary's weight halves across ``partial_fit`` calls (a
-        number > 0). Groups decayed below what float64 holds are dropped with a
+        number > 0): a row folded ``n`` rows ago weighs ``2 ** (-n / half_life)``, counted
+        a call at a time. It also caps the wait between global solves of ``partial_fit`` at
+        ``half_life`` rows. Groups decayed below what float64 holds are dropped with a
         :class:`HalfLifeDecayWarning`.
     random_state : int, RandomState instance or None, default=None
         Seed of every chunk summary, merge and the final solve (an int >= 0 for a
@@ -259,7 +261,9 @@ class StreamingKMeans(
     inertia_ : float
         Upper bound on the sum of squared distances of the fitted rows to their nearest
         center, computed from the summary without another pass (``score`` gives the exact
-        value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
+        value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact). After a
+        ``partial_fit`` call that ran no global solve, the bound of the groups each charged to
+        the center they were assigned to (see :meth:`partial_fit`): still an upper bound.
         With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
         last refinement pass started from, measured in that pass: an upper bound for the
         final centers (the exact step and the Lloyd run over the groups never raise it).
@@ -269,7 +273,8 @@ class StreamingKMeans(
         is that pass's exact Lloyd step). Removed by ``partial_fit`` and
         ``refit``, which change the centers without reading the rows.
     summary_ : Summary
-        The merged summary of all rows seen.
+        The merged summary of all rows seen (after ``partial_fit`` calls, the groups of the
+        last global solve and those folded since, built when read).
     labels_ : ndarray of shape (n_samples,), int32, or dask array
         Labels of the rows of the last ``fit`` or of the batch of the last ``partial_fit``
         (as ``MiniBatchKMeans``); a lazy dask array (no read) for dask or zarr input.
@@ -278,15 +283,15 @@ class StreamingKMeans(
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features seen during ``fit``, when X has string column names.
     n_iter_ : int
-        Lloyd iterations of the final run of the solve on all groups of the summary
-        (at most ``max_iter``).
+        Lloyd iterations of the final run of the last global solve on all groups of the
+        summary (at most ``max_iter``).
     n_rows_seen_ : int
         Rows summarized so far.
     fit_seconds_ : float
         Wall seconds of the last ``fit`` (the pass over the data, the solve and the
         labels); not set by ``partial_fit`` or ``refit``.
     solve_seconds_ : float
-        Wall seconds of the last final solve on the summary (``fit``, ``partial_fit`` or
+        Wall seconds of the last global solve on the summary (``fit``, ``partial_fit`` or
         ``refit``).
 
     See Also
@@ -708,12 +713,42 @@ class StreamingKMeans(
         return self
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """Merge the summary of the batch X into ``summary_`` and solve again.
+        """Fold the batch X into the running summary and update the centers cheaply.
 
-        The older summary is decayed by ``half_life`` first (when set). The parameters are
-        checked on every call, so a ``set_params`` between calls is validated.
-        ``refine_passes`` is not applied: a refinement pass needs every row, and a batch is
-        only some of them (refine with ``fit`` on the whole data instead).
+        The first call summarizes X and solves (as ``fit``). Later calls on host (numpy)
+        models with ``metric="euclidean"`` do not solve again: each row of X goes to its
+        nearest current center, into a group keyed by its two nearest centers and how close
+        it lies to their border (groups of equal key add up across calls, so they stay as
+        few as the keys the data reaches), and each center moves to the mean of the
+        summary's weight assigned to it (running sums: one Lloyd step at the cost of ``k``
+        rows). The cost of a call is about two distance passes over the batch, whatever
+        the number of calls before it.
+
+        The global solve (restarts and swap search on the whole summary, as ``fit``) runs
+        when it pays:
+
+        - when the rows folded since the last global solve reach the rows it saw (the rows
+          seen doubled; with ``half_life``, at the latest every ``half_life`` rows, the rows
+          that still weigh): the solves' total cost stays below twice the last one's, so
+          their cost per row falls as the stream grows, and the centers are never solved
+          on less than half the rows seen;
+        - when the running bound per unit weight has risen 5 % above its value after the
+          last global solve (data drifting away from the centers), once an eighth of its
+          rows came since;
+        - when the summary holds more groups than the merge budget (it is then reduced to
+          half of it, as before);
+        - on request: :meth:`refit`.
+
+        Between global solves ``inertia_`` is the bound of the summary's groups each charged
+        to the center they were assigned to (an upper bound of ``summary_.cost_bound`` of the
+        centers, so of the rows' cost), ``labels_`` the batch's nearest centers after the
+        update (as ``predict`` gives them), and ``n_iter_`` and ``solve_seconds_`` those of
+        the last global solve. ``half_life`` decays every older group by
+        ``2 ** (-rows of X / half_life)`` at each call, as before (applied lazily to the
+        stored groups). Device (cupy) models and ``metric="cosine"`` solve again at every
+        call. The parameters are checked on every call, so a ``set_params`` between calls
+        is validated. ``refine_passes`` is not applied: a refinement pass needs every row,
+        and a batch is only some of them (refine with ``fit`` on the whole data instead).
 
         Parameters
         ----------
@@ -834,6 +869,9 @@ class StreamingKMeans(
 
     def refit(self, n_clusters=None, **params):
         """Solve again from ``summary_`` for other solve parameters, without reading data.
+
+        After ``partial_fit`` calls this is the global solve on request: the restarts and
+        the swap search on every group folded so far.
 
         Parameters
         ----------
