@@ -46,7 +46,7 @@ from dask.core import flatten
 from . import _kernels as K
 from ._array import namespace, segment_sum
 from ._graph import check_block, predict_block
-from .summary import Summary
+from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.
 SOLVE_GROWTH = 2.0
@@ -123,10 +123,12 @@ def batch_groups(X, centers, origin, sample_weight=None):
     ``x - origin`` and of ``||x - origin||^2`` (float64), groups of zero weight left out.
     Squares are taken around the nearest center and moved to ``origin`` exactly, so rows far
     from zero keep their digits. A second value holds each row's nearest center and its
-    squared distances to its two nearest, ``(j, d_j, d_l)``, for :func:`host_labels`.
-    Preconditions: host numpy X (n >= 1, checked finite),
-    float64 ``centers`` (k, d) and ``origin`` (d,).
+    squared distances to its two nearest, ``(j, d_j, d_l)``, for :func:`host_labels`. None
+    when the rows lie far from ``origin`` (:func:`far_from`). Preconditions: host numpy X
+    (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
+    if far_from(X, origin):
+        return None
     k = centers.shape[0]
     (first, second), (d1, d2) = K.nearest_top(X, centers.astype(X.dtype), 2)
     ratio = (d2 - d1) / np.maximum(d2 + d1, 1e-300)
@@ -169,6 +171,15 @@ def batch_groups(X, centers, origin, sample_weight=None):
             squares[keep],
         )
     return (distinct, weights, linear, np.maximum(squares, 0.0)), (first, d1, d2)
+
+
+def far_from(X, origin):
+    """True when the rows' mean lies more than ``ORIGIN_NEAR`` root-mean-square deviations
+    from ``origin``: sums around it would lose the rows' spread to cancellation (as
+    :func:`.summary.chunk_origin` decides for a chunk)."""
+    mean = np.mean(X, axis=0, dtype=np.float64)
+    spread = float(np.mean(np.sum((X - mean.astype(X.dtype)) ** 2, axis=1, dtype=np.float64)))
+    return float(np.sum((mean - origin) ** 2)) > ORIGIN_NEAR**2 * spread
 
 
 def merge_groups(parts):
@@ -378,14 +389,16 @@ def block_groups(block, weights, centers, origin, index=0, row_start=0):
         d = centers.shape[1]
         return np.empty(0, np.int64), np.zeros(0), np.zeros((0, d)), np.zeros(0)
     block = check_block(block, weights, index, row_start, centers)
-    return batch_groups(block, centers, origin, weights)[0]
+    out = batch_groups(block, centers, origin, weights)
+    return None if out is None else out[0]
 
 
 def batch_parts(X, sample_weight, centers, origin, lazy):
     """The keyed groups of the batch X (a dask array; ``sample_weight`` None or a dask array
     of its row chunks) for ``centers`` (float64), and what :func:`host_labels` needs (None
     for lazy input). In memory: on this thread; lazy input: one task per chunk on the
-    current scheduler (memory bounded by a chunk)."""
+    current scheduler (memory bounded by a chunk). ``(None, None)`` when rows lie far from
+    ``origin`` (:func:`far_from`): the caller summarizes the batch with its own origin."""
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
     if lazy:
         xs = X.to_delayed().ravel()
@@ -394,6 +407,8 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
         parts = dask.compute(
             *[task(xs[i], ws[i], centers, origin, i, int(starts[i])) for i in range(len(xs))]
         )
+        if any(part is None for part in parts):
+            return None, None
         return (parts[0] if len(parts) == 1 else merge_groups(parts)), None
     blocks = host_blocks(X if sample_weight is None else (X, sample_weight))
     xs = blocks[: X.numblocks[0]]
@@ -401,8 +416,8 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     xs = [check_block(xs[i], ws[i], i, int(starts[i]), centers) for i in range(len(xs))]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
-    parts, near = batch_groups(X, centers, origin, w)
-    return parts, (X, near)
+    out = batch_groups(X, centers, origin, w)
+    return (None, None) if out is None else (out[0], (X, out[1]))
 
 
 #: :func:`relabel` computes again the rows whose two nearest centers' distances differ by less

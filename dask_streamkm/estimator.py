@@ -785,8 +785,12 @@ class StreamingKMeans(
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
-        if not first and _stream.streams(self.cluster_centers_, X, self.metric):
-            return self._partial_fit_stream(X, sw, lazy)
+        if (
+            not first
+            and _stream.streams(self.cluster_centers_, X, self.metric)
+            and self._partial_fit_stream(X, sw, lazy)
+        ):
+            return self
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -821,13 +825,16 @@ class StreamingKMeans(
 
     def _partial_fit_stream(self, X, sw, lazy):
         """Fold the batch into the running summary (:mod:`._stream`); a global solve when
-        one is due. Returns self."""
+        one is due. Returns False (and changes nothing) for a batch far from the summary's
+        origin, which is summarized and merged as a chunk instead."""
         stream = self.__dict__.get("_stream_")
         if stream is None:
             stream = _stream.Stream(self.summary_, self.cluster_centers_)
         batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
         parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+        if parts is None:
+            return False
         dropped = stream.fold(parts, X.shape[0], self.half_life)
         if dropped:
             _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
@@ -848,7 +855,7 @@ class StreamingKMeans(
             if lazy
             else _stream.host_labels(near, previous, self.cluster_centers_, self.metric)
         )
-        return self
+        return True
 
     @property
     def summary_(self):
