@@ -9,8 +9,8 @@ quality benchmarks):
    streams take turns for ``--repeat`` rounds. Each row gives the median over the rounds of
    the milliseconds per call (the whole stream's wall time over the calls: the global solves
    amortized), the slowest call, and the exact cost (float64) of the final centers on all the
-   rows over that of ``StreamingKMeans(k, random_state=0).fit`` on all the rows (a dask array
-   of ``--batch``-row chunks), and over MiniBatchKMeans' stream.
+   rows over that of ``StreamingKMeans(k, random_state=0).fit`` on all the rows (the numpy
+   array, in its default 100,000-row chunks), and over MiniBatchKMeans' stream.
 2. **Incremental.** ``dask_ml.wrappers.Incremental(StreamingKMeans(k, random_state=0)).fit(Y)``
    on a dask array of ``--blocks`` blocks of ``--block-rows`` rows (default 40 x 100,000, the
    issue's case; ``Y`` persisted first), against ``StreamingKMeans(k, random_state=0).fit(Y)``,
@@ -20,7 +20,7 @@ quality benchmarks):
    reference is then ``fit`` with the rows' decay weights (row i of a batch ending at row e
    weighs ``2 ** (-(n - e) / half_life)``), and every cost is the weighted cost.
 
-    python benchmarks/stream.py                      # all three tables (about 15 min on 2 cores)
+    python benchmarks/stream.py                      # all four tables
     python benchmarks/stream.py --quick              # small sizes: checks the script
     python benchmarks/stream.py --no-incremental --repeat 3
 
@@ -95,9 +95,7 @@ def batches_table(X, k, batch, repeat, half_life):
             else:
                 mbk_model = model
     t = time.perf_counter()
-    Xd = da.from_array(X, chunks=(batch, -1))
-    wd = None if w is None else da.from_array(w, chunks=(batch,))
-    fit = StreamingKMeans(k, random_state=0).fit(Xd, sample_weight=wd)
+    fit = StreamingKMeans(k, random_state=0).fit(X, sample_weight=w)
     fit_seconds = time.perf_counter() - t
     ref = cost(X, fit.cluster_centers_, w)
     c_ours, c_mbk = cost(X, ours_model.cluster_centers_, w), cost(X, mbk_model.cluster_centers_, w)
