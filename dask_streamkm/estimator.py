@@ -721,8 +721,11 @@ class StreamingKMeans(
         it lies to their border (groups of equal key add up across calls, so they stay as
         few as the keys the data reaches), and each center moves to the mean of the
         summary's weight assigned to it (running sums: one Lloyd step at the cost of ``k``
-        rows). The cost of a call is about two distance passes over the batch, whatever
-        the number of calls before it.
+        rows). A call costs about one distance pass over the batch (its rows' two nearest
+        centers; the labels then compare again only the rows near a border), whatever the
+        number of calls before it. A batch far from the summary's origin (more than 32
+        root-mean-square deviations of its rows), where sums around that origin would lose
+        the rows' spread, is summarized and merged as a chunk, and solved, as the first.
 
         The global solve (restarts and swap search on the whole summary, as ``fit``) runs
         when it pays:
