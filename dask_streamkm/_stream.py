@@ -29,6 +29,17 @@ logarithm), applied to them when it falls below ``2 ** DECAY_APPLY_LOG2`` or whe
 is read, so that a call's cost does not depend on the summary's size. The running sums of the
 centers are decayed at every call (they are ``k`` rows).
 
+Measured on 100 calls of 4,096 rows of the 32-feature Zipf mixture at k=100 (final centers'
+cost over ``fit``'s on all the rows, one seed): 8 bands 1.0018, 16 bands 0.9983, 32 bands
+0.9953 (with 1.5 times the groups of 16); with 8 bands a growth of 4 instead of 2 (three
+global solves fewer) gave 1.0077, and with 16 bands 1.0047; a Lloyd run from the current
+centers over the summary instead of the scheduled full solves gave 1.0058 (8 bands) and
+1.0029 (32 bands). The keyed groups are finest near the centers they were made from, so the
+solves must come often enough to re-key the stream around good centers.
+
+A batch whose rows lie far from the summary's origin (:func:`far_from`) is not folded: sums
+around that origin would lose the rows' spread; the estimator summarizes it as a chunk.
+
 Host (numpy) batches and models, metric "euclidean"; the estimator keeps the full solve per
 call for device arrays and cosine.
 """
