@@ -18,7 +18,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _memory, _seeds, _threads
+from . import _frames, _graph, _memory, _seeds, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._summarize import METHODS
@@ -78,8 +78,9 @@ def _is_zarr(X):
 
 
 def is_lazy_input(X):
-    """True for input whose labels and transforms stay lazy (dask and zarr arrays)."""
-    return _is_dask(X) or _is_zarr(X)
+    """True for input whose labels and transforms stay lazy: dask and zarr arrays, dask
+    DataFrames and dask-backed xarray DataArrays."""
+    return _is_dask(X) or _is_zarr(X) or _frames.is_lazy_table(X)
 
 
 class HalfLifeDecayWarning(UserWarning):
@@ -183,8 +184,15 @@ def refine_iterations(max_iter, n_groups, n_rows):
     return max(1, min(int(max_iter), max(10, budget)))
 
 
+# auto_wrap_output_keys=None: transform puts its result in the input's container itself
+# (Rows.distances), so that a lazy result stays lazy; scikit-learn's automatic wrapping would
+# build a pandas DataFrame from it, computing it. set_output is defined below.
 class StreamingKMeans(
-    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    BaseEstimator,
+    auto_wrap_output_keys=None,
 ):
     """One-pass k-means for data larger than memory (core-set summary + weighted k-means).
 
@@ -226,9 +234,11 @@ class StreamingKMeans(
         ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
         about ``n_clusters**2``).
     max_iter : int, default=300
-        Maximum number of Lloyd iterations of the final run of the solve, on all groups of
-        the summary (``n_iter_ <= max_iter``). The restarts and the swap search, which run
-        on a coarse copy of the summary, do not depend on ``max_iter``.
+        Maximum number of Lloyd iterations of each run of the final solve: the restarts on
+        a coarse copy of the summary, the Lloyd steps of its swap search (which makes at
+        most ``max_iter // 2`` swap steps when ``max_iter`` is below 300) and the final run
+        on all groups (``n_iter_ <= max_iter``). As in ``KMeans``, ``max_iter=1`` stops
+        every run after one iteration, so more iterations can lower the cost.
     tol : float, default=1e-4
         Relative tolerance on the center shift for the final Lloyd (a number >= 0).
     half_life : float or None, default=None
@@ -463,6 +473,17 @@ class StreamingKMeans(
 
     def _as_dask(self, X, *, reset, what="X"):
         """X as a 2-D float dask array with one column chunk and known row chunks."""
+        return self._input(X, reset=reset, what=what)[0]
+
+    def _input(self, X, *, reset, what="X"):
+        """``(X as a dask array, its _frames.Rows)``: tables and labelled arrays unwrapped
+        (never computed), their feature names checked as scikit-learn's ``validate_data``."""
+        X, rows = _frames.to_array(X, what)
+        if rows.kind == "xarray" and not _is_dask(X):
+            X = da.from_array(np.asarray(X), chunks=(DEFAULT_CHUNK_ROWS, -1))
+        return self._as_dask_array(X, reset=reset, what=what, names=rows.names), rows
+
+    def _as_dask_array(self, X, *, reset, what="X", names=None):
         if _is_zarr(X):
             X = da.from_array(X, chunks=(X.chunks[0], -1) if X.ndim == 2 else X.chunks)
         if _is_dask(X):
@@ -495,23 +516,22 @@ class StreamingKMeans(
                     f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
                     "is required."
                 )
-            if reset:
-                self.n_features_in_ = int(X.shape[1])
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
+            # scikit-learn's own checks of n_features_in_ and feature_names_in_ (the same
+            # warnings and errors), on the names alone: the data is not read.
+            if names is None:
+                names = np.empty((0, X.shape[1]), dtype=X.dtype)
+            validate_data(self, names, reset=reset, skip_check_array=True)
             return X
         if not isinstance(X, np.ndarray) and (
             hasattr(X, "__array_namespace__") or is_cupy_array(X)
         ):
             # An in-memory array of another namespace (cupy, which has no
             # ``__array_namespace__``, or an array-API array): wrap it as it is.
-            return self._as_dask(
+            return self._as_dask_array(
                 da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
                 reset=reset,
                 what=what,
+                names=names,
             )
         X = validate_data(
             self,
@@ -524,6 +544,7 @@ class StreamingKMeans(
         return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1))
 
     def _as_dask_weight(self, sample_weight, X):
+        sample_weight = _frames.weights_array(sample_weight)
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
@@ -733,7 +754,7 @@ class StreamingKMeans(
         self._check_params()
         t0 = time.perf_counter()
         lazy = is_lazy_input(X)
-        X = self._as_dask(X, reset=True)
+        X, rows = self._input(X, reset=True)
         self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
         entropy = _seeds.entropy_from(self.random_state)
@@ -741,7 +762,7 @@ class StreamingKMeans(
         self._solve(summary, entropy, _out_dtype(X.dtype))
         if self.refine_passes:
             self._refine(X, sw)
-        self.labels_ = self._labels(X, lazy)
+        self.labels_ = rows.labels(self._labels(X, lazy))
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -783,7 +804,7 @@ class StreamingKMeans(
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
-        X = self._as_dask(X, reset=first)
+        X, rows = self._input(X, reset=first)
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X)
@@ -819,7 +840,7 @@ class StreamingKMeans(
                 seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
                 summary = summary.reduce(budget // 2, seed=seed)
         self._solve(summary, entropy, dtype)
-        self.labels_ = self._labels(X, lazy)
+        self.labels_ = rows.labels(self._labels(X, lazy))
         return self
 
     def refit(self, n_clusters=None, **params):
@@ -891,10 +912,11 @@ class StreamingKMeans(
         return labels if lazy else _threads.compute(labels)
 
     def _predict_input(self, X):
+        """``(X as a dask array, its _frames.Rows, whether results stay lazy)``."""
         check_is_fitted(self, "cluster_centers_")
         self._check_fitted_metric("predict, transform and score")
         lazy = is_lazy_input(X)
-        return self._as_dask(X, reset=False), lazy
+        return (*self._input(X, reset=False), lazy)
 
     def predict(self, X):
         """Index of the nearest center for each row (of highest cosine for ``metric="cosine"``).
@@ -918,8 +940,8 @@ class StreamingKMeans(
         >>> bool(km.predict([[0.0, 0.1]])[0] == km.labels_[0])
         True
         """
-        Xd, lazy = self._predict_input(X)
-        return self._labels(Xd, lazy)
+        Xd, rows, lazy = self._predict_input(X)
+        return rows.labels(self._labels(Xd, lazy))
 
     def transform(self, X):
         """Distances of each row to every center: Euclidean, or ``1 - cos`` for cosine.
@@ -945,9 +967,46 @@ class StreamingKMeans(
         array([[0.],
                [1.]], dtype=float32)
         """
-        Xd, lazy = self._predict_input(X)
+        Xd, rows, lazy = self._predict_input(X)
         out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances", metric=self.metric)
-        return out if lazy else _threads.compute(out)
+        out = out if lazy else _threads.compute(out)
+        return rows.distances(out, self.get_feature_names_out(), self._transform_output())
+
+    def set_output(self, *, transform=None):
+        """Set the container of :meth:`transform`'s and ``fit_transform``'s output.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None, default=None
+            "default": the input's own kind (an array for arrays and pandas, as in
+            scikit-learn; a lazy dask DataFrame for a dask DataFrame; a DataArray for
+            xarray); "pandas": a DataFrame whose columns are :meth:`get_feature_names_out`
+            (a lazy dask DataFrame for lazy input, never computed); "polars": a polars
+            DataFrame (in-memory input only); None: unchanged.
+
+        Returns
+        -------
+        self : StreamingKMeans
+        """
+        if transform is None:
+            return self
+        if transform not in _frames.OUTPUTS:
+            raise ValueError(
+                f"set_output(transform={transform!r}) should be one of {_frames.OUTPUTS} or None."
+            )
+        # Where scikit-learn's set_output keeps it, so that clone() carries it.
+        self._sklearn_output_config = {
+            **getattr(self, "_sklearn_output_config", {}),
+            "transform": transform,
+        }
+        return self
+
+    def _transform_output(self):
+        """The container set by :meth:`set_output`, else scikit-learn's global setting."""
+        from sklearn import get_config
+
+        config = getattr(self, "_sklearn_output_config", {})
+        return config.get("transform", get_config()["transform_output"])
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the labels of the rows of X.
@@ -974,7 +1033,7 @@ class StreamingKMeans(
         Weights are checked by the same rules for numpy and dask input (dask chunks in
         their tasks); an all-zero weight raises ``ValueError``.
         """
-        Xd, _ = self._predict_input(X)
+        Xd, _, _ = self._predict_input(X)
         sw = self._as_dask_weight(sample_weight, Xd)
         with _threads.blas_limits():  # in waves of bounded graphs, as the fit
             total, weight = _graph.weighted_sq_distance_sum(
