@@ -115,12 +115,11 @@ class Rows:
 
 def _data_array(source, values, dims, name):
     """A DataArray of ``values`` over ``dims`` with the coordinates of ``source`` that lie
-    along its first (sample) dim."""
+    along its first (sample) dim (a stacked sample dim keeps its MultiIndex)."""
     import xarray as xr
 
-    sample = source.dims[0]
-    coords = {k: c for k, c in source.coords.items() if set(c.dims) <= {sample}}
-    return xr.DataArray(values, dims=dims, coords=coords, name=name)
+    template = source.isel({source.dims[1]: 0}, drop=True)
+    return xr.DataArray(values, dims=dims, coords=template.coords, name=name)
 
 
 def _names_frame(columns):

@@ -23,7 +23,7 @@ from dask.base import tokenize
 
 from . import _remote
 
-__all__ = ["InputError", "open_array", "write_labels"]
+__all__ = ["InputError", "dataset_to_array", "open_array", "stack_samples", "write_labels"]
 
 
 class InputError(ValueError):
@@ -104,11 +104,32 @@ def _split_spec(spec):
     return path, name or None
 
 
-def _row_chunks(chunks, default):
-    if chunks is None:
-        return default
-    if int(chunks) < 1:
-        raise InputError(f"chunks={chunks!r} should be a number of rows >= 1.")
+def target_chunk_bytes():
+    """Bytes per chunk when the user gives none: Dask's ``array.chunk-size`` (128 MiB)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(dask.config.get("array.chunk-size")))
+
+
+def _row_chunks(chunks, row_bytes):
+    """Rows per chunk: ``chunks`` rows (an int), or as many rows as fit in ``chunks`` bytes
+    (a size such as ``"64MiB"``), or in :func:`target_chunk_bytes` when ``chunks`` is None;
+    at least 1. ``row_bytes``: the bytes of one row in memory."""
+    if chunks is None or isinstance(chunks, str):
+        from dask.utils import parse_bytes
+
+        try:
+            size = target_chunk_bytes() if chunks is None else int(parse_bytes(chunks))
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
+            ) from exc
+        return max(1, size // max(1, int(row_bytes)))
+    if isinstance(chunks, bool) or int(chunks) < 1:
+        raise InputError(
+            f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
+        )
     return int(chunks)
 
 
@@ -182,9 +203,14 @@ def _open_zarr(where, name, chunks):
     what = shown + (f":{name}" if name else "")
     _check_2d(node.shape, what)
     store_rows = int(node.chunks[0])
-    rows = _row_chunks(chunks, store_rows)
-    # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once.
-    rows = max(store_rows, -(-rows // store_rows) * store_rows)
+    rows = _row_chunks(chunks, node.shape[1] * node.dtype.itemsize)
+    # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once:
+    # a number of rows is rounded up to them, the default size down (tiny stored chunks are
+    # combined up to it; one larger than it stays whole).
+    if chunks is None or isinstance(chunks, str):
+        rows = max(store_rows, rows // store_rows * store_rows)
+    else:
+        rows = max(store_rows, -(-rows // store_rows) * store_rows)
     token = tokenize(
         os.path.abspath(where.url) if where.local is not None else where.url,
         name,
@@ -262,7 +288,7 @@ def _open_npy(where, chunks):
     fingerprints = where.fingerprint() if where.local is None else None
     parts = []
     for f, (shape, _, dtype, offset) in zip(files, headers, strict=True):
-        rows = _row_chunks(chunks, max(shape[0], 1))
+        rows = min(_row_chunks(chunks, shape[1] * dtype.itemsize), max(shape[0], 1))
         stamp = _remote.fingerprint(f) if where.local is not None else fingerprints
         token = tokenize(
             f if where.local is None else os.path.abspath(f), stamp, shape, dtype.str, rows
@@ -382,28 +408,54 @@ def _read_parquet(where, columns, chunks):
         )
     names = [str(c) for c in df.columns]
     dtype = np.dtype(df._meta.to_numpy().dtype)
-    # One chunk per file, read by our own tasks (the file's columns with pyarrow), so that a
-    # read that fails mid-fit (the store went away) is an error naming the file, as for zarr
-    # and .npy; dask's dataframe reader raised the raw connection error. Row counts come
+    # Chunks of row groups, read by our own tasks (the row groups' columns with pyarrow), so
+    # that a read that fails mid-fit (the store went away) is an error naming the file, as for
+    # zarr and .npy; dask's dataframe reader raised the raw connection error. Row counts come
     # from the footers.
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
-    lengths = [_parquet_rows(f, where.storage_options) for f in files]
+    groups = [_parquet_row_groups(f, where.storage_options) for f in files]
+    rows = _row_chunks(chunks, len(names) * dtype.itemsize)
+    plan = parquet_chunks([n for g in groups for n in g], rows)
     remote = where.local is None
     stamp = where.fingerprint() if remote else [_remote.fingerprint(f) for f in files]
     token = tokenize(
-        files if remote else [os.path.abspath(f) for f in files], stamp, names, dtype.str, lengths
+        files if remote else [os.path.abspath(f) for f in files],
+        stamp,
+        names,
+        dtype.str,
+        groups,
+        plan,
     )
-    X = da.from_array(
-        _ParquetRows(files, lengths, names, dtype.str, where.storage_options),
-        chunks=(tuple(lengths), (len(names),)),
+    return da.from_array(
+        _ParquetRows(files, groups, names, dtype.str, where.storage_options),
+        chunks=(plan, (len(names),)),
         name=f"parquet-{token}",
         meta=np.empty((0, 0), dtype=dtype),
         asarray=False,
         inline_array=True,
     )
-    if chunks is not None:
-        X = X.rechunk({0: _row_chunks(chunks, None), 1: -1})
-    return X
+
+
+def parquet_chunks(group_rows, rows):
+    """Row chunks over row groups of ``group_rows`` rows: consecutive groups combined up to
+    ``rows`` rows a chunk (a group never split between two chunks when it fits in one), and a
+    group larger than ``rows`` split into equal row ranges of at most ``rows``."""
+    out, current = [], 0
+    for n in map(int, group_rows):
+        if n > rows:
+            if current:
+                out.append(current)
+                current = 0
+            pieces = -(-n // rows)
+            out.extend(n // pieces + (i < n % pieces) for i in range(pieces))
+        elif current + n > rows:
+            out.append(current)
+            current = n
+        else:
+            current += n
+    if current or not out:
+        out.append(current)
+    return tuple(out)
 
 
 def _parquet_source(f, storage_options):
@@ -414,48 +466,89 @@ def _parquet_source(f, storage_options):
     return fs.open(path, "rb")
 
 
-def _parquet_rows(f, storage_options):
+def _parquet_row_groups(f, storage_options):
+    """The rows of each row group of the Parquet file ``f``, from its footer."""
     import pyarrow.parquet as pq
 
     with _parquet_source(f, storage_options) as source:
-        return int(pq.read_metadata(source).num_rows)
+        meta = pq.read_metadata(source)
+        return tuple(int(meta.row_group(j).num_rows) for j in range(meta.num_row_groups))
+
+
+def _parquet_rows(f, storage_options):
+    return sum(_parquet_row_groups(f, storage_options))
+
+
+#: Rows per record batch when a task reads part of a row group (:meth:`_ParquetRows._part`).
+PARQUET_BATCH_ROWS = 65_536
 
 
 class _ParquetRows:
     """The rows of a Parquet dataset (files in order, ``columns``) as an array-like that dask
-    slices chunk by chunk (``da.from_array``); a slice reads the columns of the files it
-    covers with pyarrow. Pickles as paths and names, never data."""
+    slices chunk by chunk (``da.from_array``). A slice reads the row groups it covers with
+    pyarrow, a whole group at once, or, for part of a group, its record batches one at a
+    time (memory: the part, not the group). Pickles as paths and names, never data."""
 
-    def __init__(self, files, lengths, columns, dtype_str, storage_options=None):
+    def __init__(self, files, groups, columns, dtype_str, storage_options=None):
         self.files, self.columns = list(files), list(columns)
-        self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        # (file, group) of every row group in order, and the first row of each.
+        self.groups = [(i, j) for i, g in enumerate(groups) for j in range(len(g))]
+        sizes = [n for g in groups for n in g]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.dtype = np.dtype(dtype_str)
         self.shape, self.ndim = (int(self.starts[-1]), len(self.columns)), 2
         self.storage_options = storage_options
 
     def __getitem__(self, index):
-        import pyarrow.parquet as pq
-
         rows, cols = index if isinstance(index, tuple) else (index, slice(None))
         start, stop, _ = rows.indices(self.shape[0])
         parts = [np.empty((0, len(self.columns)), dtype=self.dtype)]
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        while start < stop:
-            a, b = start - self.starts[i], min(stop, self.starts[i + 1]) - self.starts[i]
-            try:
-                with _parquet_source(self.files[i], self.storage_options) as source:
-                    table = pq.read_table(source, columns=self.columns)
-            except Exception as exc:
-                raise _fail(
-                    f"reading {_remote.display(self.files[i])!r} failed "
-                    f"({type(exc).__name__}: {exc}); check that the file is reachable and "
-                    "rerun (a fit with a checkpoint resumes where it stopped).",
-                    self.storage_options,
-                ) from exc
-            frame = table.to_pandas()[self.columns]
-            parts.append(frame.to_numpy(dtype=self.dtype, na_value=np.nan)[a:b])
-            start, i = self.starts[i + 1], i + 1
+        g = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop and g < len(self.groups):
+            first, end = int(self.starts[g]), int(self.starts[g + 1])
+            a, b = start - first, min(stop, end) - first
+            if b > a:
+                parts.append(self._read(g, a, b, end - first))
+            start, g = end, g + 1
         return np.concatenate(parts)[:, cols]
+
+    def _read(self, g, a, b, n_rows):
+        """Rows ``a:b`` of row group ``g`` (of ``n_rows`` rows) as a numpy array."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        i, j = self.groups[g]
+        try:
+            with _parquet_source(self.files[i], self.storage_options) as source:
+                pf = pq.ParquetFile(source)
+                if a == 0 and b == n_rows:
+                    table = pf.read_row_group(j, columns=self.columns)
+                else:
+                    table = pa.Table.from_batches(self._part(pf, j, a, b))
+        except Exception as exc:
+            raise _fail(
+                f"reading {_remote.display(self.files[i])!r} failed "
+                f"({type(exc).__name__}: {exc}); check that the file is reachable and "
+                "rerun (a fit with a checkpoint resumes where it stopped).",
+                self.storage_options,
+            ) from exc
+        frame = table.to_pandas()[self.columns]
+        return frame.to_numpy(dtype=self.dtype, na_value=np.nan)
+
+    def _part(self, pf, j, a, b):
+        """The record batches of rows ``a:b`` of row group ``j`` of the ParquetFile ``pf``."""
+        out, position = [], 0
+        batches = pf.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, row_groups=[j], columns=self.columns
+        )
+        for batch in batches:
+            lo, hi = max(a - position, 0), min(b - position, batch.num_rows)
+            if lo < hi:
+                out.append(batch.slice(lo, hi - lo))
+            position += batch.num_rows
+            if position >= b:
+                break
+        return out
 
 
 def open_array(spec, columns=None, chunks=None, storage_options=None):
@@ -466,16 +559,22 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     spec : str or path
         ``path.zarr`` (a zarr array, or a group holding one array), ``path.zarr:name`` (the
         array ``name`` of a zarr group), a ``.npy`` file or a directory of ``.npy`` files
-        (one chunk per file, stacked by sorted file name), or a Parquet file or directory
-        (read through dask.dataframe). Each may be a local path or a URL of any fsspec
-        filesystem: ``s3://bucket/x.zarr``, ``s3://bucket/g.zarr:features``, ``gs://``,
+        (stacked by sorted file name), or a Parquet file or directory (its schema read
+        through dask.dataframe, its row groups by pyarrow). Each may be a local path or a
+        URL of any fsspec filesystem: ``s3://bucket/x.zarr``, ``s3://bucket/g.zarr:features``, ``gs://``,
         ``az://``, ``https://``, ``memory://``, ``file://``.
     columns : list of str, optional
         Parquet columns to read; all columns (which must be numeric) by default.
-    chunks : int, optional
-        Rows per chunk. For zarr the default is the store's row chunking, and a value is rounded
-        up to whole stored chunks so every stored chunk is read once; for ``.npy`` files the
-        default is one chunk per file; for Parquet one chunk per partition.
+    chunks : int or str, optional
+        Rows per chunk (an int), or the memory of a chunk (a size such as ``"64MiB"``); by
+        default Dask's ``array.chunk-size`` setting (128 MiB unless configured, e.g.
+        ``dask.config.set({"array.chunk-size": "256MiB"})``), so that a file of any size is
+        read in parallel tasks of bounded memory. ``.npy``: row ranges of each file (a file
+        smaller than a chunk is one chunk). Parquet: row groups, consecutive small ones
+        combined up to the chunk size, a larger one split into row ranges (each read
+        batch by batch from its row group). zarr: whole stored chunks, combined up to the
+        chunk size (a stored chunk larger than it stays whole); a number of rows is rounded
+        up to whole stored chunks, so every stored chunk is read once.
     storage_options : dict, optional
         Options of the fsspec filesystem of a URL (credentials, ``endpoint_url``...). Without
         them the filesystem's usual chain applies (environment, config files). They are never
@@ -583,3 +682,96 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
     )
     # Region writes, wave by wave: no graph holds more than about WAVE_CHUNKS chunks' tasks.
     _graph.store_in_waves(labels, target)
+
+
+# ---------------------------------------------------------------------- xarray
+def stack_samples(array, feature_dim, sample_dim="sample"):
+    """An xarray DataArray as (sample, feature): every dim but ``feature_dim`` stacked into
+    one ``sample_dim`` (lazy for dask-backed data; nothing is read).
+
+    Parameters
+    ----------
+    array : xarray.DataArray
+        Data with one feature dim and any number of other dims (time, lat, lon...).
+    feature_dim : str
+        The dim whose values are the features (bands, channels, variables).
+    sample_dim : str, default="sample"
+        Name of the stacked dim. Labels predicted over it go back to the grid with
+        ``labels.unstack(sample_dim)``.
+
+    Returns
+    -------
+    xarray.DataArray of dims ``(sample_dim, feature_dim)``, with one chunk across the
+    features (what :class:`~dask_streamkm.StreamingKMeans` needs).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from dask_streamkm.io import stack_samples
+    >>> cube = xr.DataArray(np.zeros((2, 3, 4)), dims=("time", "x", "band"))
+    >>> stack_samples(cube, "band").dims
+    ('sample', 'band')
+    """
+    if feature_dim not in array.dims:
+        raise ValueError(
+            f"feature_dim={feature_dim!r} is not a dim of the DataArray; its dims are {array.dims}."
+        )
+    others = [d for d in array.dims if d != feature_dim]
+    if len(others) == 1 and others[0] == sample_dim:
+        out = array
+    else:
+        out = array.stack({sample_dim: others})
+    out = out.transpose(sample_dim, feature_dim)
+    if out.chunks is not None:
+        out = out.chunk({feature_dim: -1})
+    return out
+
+
+def dataset_to_array(dataset, variables=None, feature_dim="variable", sample_dim="sample"):
+    """The variables of an xarray Dataset as the features of a (sample, feature) DataArray.
+
+    Each variable (all of the same dims) becomes one feature, named by the variable; the
+    other dims are stacked into ``sample_dim`` (:func:`stack_samples`) unless there is one.
+    Lazy for dask-backed data (``xr.open_zarr``): nothing is read.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Data variables of the same dims, numeric.
+    variables : list of str, optional
+        The variables to use, in order; all data variables by default.
+    feature_dim : str, default="variable"
+        Name of the feature dim; its coordinate holds the variable names, which become
+        ``feature_names_in_`` of a model fitted on the result.
+    sample_dim : str, default="sample"
+        Name of the sample dim when several dims are stacked.
+
+    Returns
+    -------
+    xarray.DataArray of dims ``(sample, feature_dim)``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from dask_streamkm.io import dataset_to_array
+    >>> ds = xr.Dataset({"t": ("time", np.zeros(3)), "p": ("time", np.ones(3))})
+    >>> X = dataset_to_array(ds)
+    >>> X.dims, X["variable"].values.tolist()
+    (('time', 'variable'), ['t', 'p'])
+    """
+    names = list(dataset.data_vars) if variables is None else list(variables)
+    missing = [v for v in names if v not in dataset.data_vars]
+    if missing or not names:
+        raise ValueError(
+            f"variables={variables!r}: the Dataset has no data variable {missing or names}; "
+            f"its data variables are {list(dataset.data_vars)}."
+        )
+    dims = {v: dataset[v].dims for v in names}
+    if len(set(dims.values())) > 1:
+        raise ValueError(
+            f"the variables have different dims {dims}; select variables of the same dims, or "
+            "broadcast them first (xr.broadcast)."
+        )
+    array = dataset[names].to_dataarray(dim=feature_dim)
+    others = [d for d in array.dims if d != feature_dim]
+    return stack_samples(array, feature_dim, others[0] if len(others) == 1 else sample_dim)
