@@ -54,19 +54,21 @@ class Rows:
     ``"dask"`` (a dask DataFrame or Series) or ``"xarray"``. ``names`` is an empty pandas
     DataFrame whose columns are the input's feature names (for scikit-learn's
     ``validate_data(..., skip_check_array=True)``), or None when the input has none.
-    ``source`` is the input itself (its index or coordinates label the outputs).
+    ``source`` is the input itself (its index or coordinates label the outputs);
+    ``lengths``, for a dask DataFrame, the rows of its partitions.
     """
 
     kind: str = "array"
     source: object = None
     names: object = None
+    lengths: tuple = ()
 
     def labels(self, labels):
         """``labels`` (a 1-D numpy or dask array, one per row) in the input's container."""
         if self.kind == "dask":
             import dask.dataframe as dd
 
-            return dd.from_dask_array(labels, index=self.source.index)
+            return dd.from_dask_array(self._by_partition(labels), index=self.source.index)
         if self.kind == "xarray":
             return _data_array(self.source, labels, (self.source.dims[0],), name="labels")
         return labels
@@ -109,8 +111,16 @@ class Rows:
     def _dask_frame(self, distances, columns):
         import dask.dataframe as dd
 
-        index = self.source.index if self.kind == "dask" else None
-        return dd.from_dask_array(distances, columns=columns, index=index)
+        if self.kind != "dask":
+            return dd.from_dask_array(distances, columns=columns)
+        distances = self._by_partition(distances)
+        return dd.from_dask_array(distances, columns=columns, index=self.source.index)
+
+    def _by_partition(self, array):
+        """A result of the input's rows in chunks of its partitions (parts joined again)."""
+        if array.chunks[0] == self.lengths:
+            return array
+        return array.rechunk({0: self.lengths})
 
 
 def _data_array(source, values, dims, name):
@@ -198,16 +208,26 @@ def to_array(X, what="X"):
     """``(array, Rows)``: X as an array of rows, and where it came from.
 
     A dask DataFrame becomes a dask array with its partitions as row chunks (lengths by
-    :func:`partition_lengths`), a one-column dask Series a one-column one; a DataArray its
+    :func:`partition_lengths`; a partition whose summarize task would take more than Dask's
+    ``array.chunk-size`` is split into equal parts), a one-column dask Series a one-column
+    one; a DataArray its
     ``data`` (dims: sample, then feature); a pandas DataFrame stays as it is (scikit-learn's
     ``validate_data`` reads it) after its dtypes are checked; anything else is returned as is.
     """
     if is_dask_frame(X):
+        from ._memory import rows_per_task, split_rows, target_chunk_bytes
+
         frame = X.to_frame() if X.ndim == 1 else X
         check_numeric_columns(frame.dtypes, what)
         frame = _float_columns(frame)
-        array = frame.to_dask_array(lengths=partition_lengths(frame))
-        return array, Rows("dask", X, _names_frame(frame.columns))
+        lengths = partition_lengths(frame)
+        array = frame.to_dask_array(lengths=lengths)
+        # Partitions larger than a summarize task of array.chunk-size are summarized in
+        # parts (slices of the partition, read once), so that memory stays that of a task.
+        rows = rows_per_task(target_chunk_bytes(), array.shape[1], array.dtype)
+        if max(lengths, default=0) > rows:
+            array = array.rechunk({0: split_rows(lengths, rows)})
+        return array, Rows("dask", X, _names_frame(frame.columns), lengths)
     if is_xarray(X):
         if X.ndim != 2:
             raise ValueError(

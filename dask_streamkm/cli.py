@@ -406,10 +406,10 @@ def _add_storage_options(p):
 
 
 CHUNKS_HELP = (
-    "rows per chunk (e.g. 200000), or the memory of a chunk (e.g. 64MiB); default: Dask's "
-    "array.chunk-size setting (128MiB unless configured): .npy files in row ranges, Parquet by "
-    "row groups (small ones combined, a large one split), zarr by whole stored chunks "
-    "(combined when tiny)"
+    "rows per chunk (e.g. 200000), or the memory of the task that summarizes a chunk (e.g. "
+    "64MiB: the chunk and its working copies); default: Dask's array.chunk-size setting "
+    "(128MiB unless configured): .npy files in row ranges, Parquet by row groups (small ones "
+    "combined, a large one split), zarr by whole stored chunks (combined when tiny)"
 )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from dask.base import tokenize
 
 from . import _remote
+from ._memory import split_rows
 
 __all__ = ["InputError", "dataset_to_array", "open_array", "stack_samples", "write_labels"]
 
@@ -104,20 +105,14 @@ def _split_spec(spec):
     return path, name or None
 
 
-def target_chunk_bytes():
-    """Bytes per chunk when the user gives none: Dask's ``array.chunk-size`` (128 MiB)."""
-    import dask
-    from dask.utils import parse_bytes
-
-    return int(parse_bytes(dask.config.get("array.chunk-size")))
-
-
-def _row_chunks(chunks, row_bytes):
-    """Rows per chunk: ``chunks`` rows (an int), or as many rows as fit in ``chunks`` bytes
-    (a size such as ``"64MiB"``), or in :func:`target_chunk_bytes` when ``chunks`` is None;
-    at least 1. ``row_bytes``: the bytes of one row in memory."""
+def _row_chunks(chunks, n_features, dtype):
+    """Rows per chunk: ``chunks`` rows (an int), or, for a size such as ``"64MiB"`` or by
+    default :func:`target_chunk_bytes`, as many rows as make one summarize task (the chunk
+    and the summarizer's working copies, :func:`._memory.rows_per_task`) about that size."""
     if chunks is None or isinstance(chunks, str):
         from dask.utils import parse_bytes
+
+        from ._memory import rows_per_task, target_chunk_bytes
 
         try:
             size = target_chunk_bytes() if chunks is None else int(parse_bytes(chunks))
@@ -125,7 +120,7 @@ def _row_chunks(chunks, row_bytes):
             raise InputError(
                 f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
             ) from exc
-        return max(1, size // max(1, int(row_bytes)))
+        return rows_per_task(size, n_features, dtype)
     if isinstance(chunks, bool) or int(chunks) < 1:
         raise InputError(
             f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
@@ -203,7 +198,7 @@ def _open_zarr(where, name, chunks):
     what = shown + (f":{name}" if name else "")
     _check_2d(node.shape, what)
     store_rows = int(node.chunks[0])
-    rows = _row_chunks(chunks, node.shape[1] * node.dtype.itemsize)
+    rows = _row_chunks(chunks, node.shape[1], node.dtype)
     # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once:
     # a number of rows is rounded up to them, the default size down (tiny stored chunks are
     # combined up to it; one larger than it stays whole).
@@ -288,7 +283,7 @@ def _open_npy(where, chunks):
     fingerprints = where.fingerprint() if where.local is None else None
     parts = []
     for f, (shape, _, dtype, offset) in zip(files, headers, strict=True):
-        rows = min(_row_chunks(chunks, shape[1] * dtype.itemsize), max(shape[0], 1))
+        rows = min(_row_chunks(chunks, shape[1], dtype), max(shape[0], 1))
         stamp = _remote.fingerprint(f) if where.local is not None else fingerprints
         token = tokenize(
             f if where.local is None else os.path.abspath(f), stamp, shape, dtype.str, rows
@@ -414,7 +409,7 @@ def _read_parquet(where, columns, chunks):
     # from the footers.
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
     groups = [_parquet_row_groups(f, where.storage_options) for f in files]
-    rows = _row_chunks(chunks, len(names) * dtype.itemsize)
+    rows = _row_chunks(chunks, len(names), dtype)
     plan = parquet_chunks([n for g in groups for n in g], rows)
     remote = where.local is None
     stamp = where.fingerprint() if remote else [_remote.fingerprint(f) for f in files]
@@ -446,8 +441,7 @@ def parquet_chunks(group_rows, rows):
             if current:
                 out.append(current)
                 current = 0
-            pieces = -(-n // rows)
-            out.extend(n // pieces + (i < n % pieces) for i in range(pieces))
+            out.extend(split_rows([n], rows))
         elif current + n > rows:
             out.append(current)
             current = n
@@ -566,8 +560,10 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     columns : list of str, optional
         Parquet columns to read; all columns (which must be numeric) by default.
     chunks : int or str, optional
-        Rows per chunk (an int), or the memory of a chunk (a size such as ``"64MiB"``); by
-        default Dask's ``array.chunk-size`` setting (128 MiB unless configured, e.g.
+        Rows per chunk (an int), or the memory of the task that summarizes a chunk (a size
+        such as ``"64MiB"``: the chunk and the summarizer's working copies, about 3 to 6
+        times the chunk's bytes, more for few features); by default Dask's
+        ``array.chunk-size`` setting (128 MiB unless configured, e.g.
         ``dask.config.set({"array.chunk-size": "256MiB"})``), so that a file of any size is
         read in parallel tasks of bounded memory. ``.npy``: row ranges of each file (a file
         smaller than a chunk is one chunk). Parquet: row groups, consecutive small ones

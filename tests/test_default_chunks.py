@@ -6,6 +6,7 @@ import pytest
 import zarr
 
 from dask_streamkm import StreamingKMeans
+from dask_streamkm._memory import rows_per_task, task_bytes_per_row
 from dask_streamkm.cli import build_parser, main
 from dask_streamkm.io import InputError, open_array, parquet_chunks
 
@@ -13,12 +14,16 @@ from dask_streamkm.io import InputError, open_array, parquet_chunks
 def test_npy_file_is_read_in_row_ranges_of_the_chunk_size(tmp_path, rng):
     data = rng.standard_normal((100_000, 16)).astype(np.float32)  # 6.4 MB, 64 bytes a row
     np.save(tmp_path / "big.npy", data)
-    assert open_array(tmp_path / "big.npy").chunks[0] == (100_000,)  # under 128 MiB
-    with dask.config.set({"array.chunk-size": "1MiB"}):  # 16,384 rows a chunk
+    assert open_array(tmp_path / "big.npy").chunks[0] == (100_000,)  # tasks under 128 MiB
+    # A task holds its chunk and the summarizer's working copies: about 407 bytes a row here.
+    per_row = task_bytes_per_row(16, np.float32)
+    assert 400 < per_row < 420
+    with dask.config.set({"array.chunk-size": "1MiB"}):
         X = open_array(tmp_path / "big.npy")
-    assert X.chunks[0] == (16_384,) * 6 + (1_696,)
+    rows = rows_per_task(2**20, 16, np.float32)
+    assert rows == 2**20 // per_row and X.chunks[0][:-1] == (rows,) * (100_000 // rows)
     np.testing.assert_array_equal(X.compute(), data)
-    assert open_array(tmp_path / "big.npy", chunks="640KB").chunks[0][0] == 10_000
+    assert open_array(tmp_path / "big.npy", chunks="640KB").chunks[0][0] == 640_000 // per_row
     assert open_array(tmp_path / "big.npy", chunks=30_000).chunks[0] == (30_000,) * 3 + (10_000,)
     with pytest.raises(InputError, match="a number of rows >= 1 or a size such as '128MiB'"):
         open_array(tmp_path / "big.npy", chunks="lots")
@@ -40,11 +45,13 @@ def test_multi_row_group_parquet_file_is_read_by_row_groups(tmp_path, rng):
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=2_500)  # 8 groups of 80 kB
     assert pq.ParquetFile(tmp_path / "t.parquet").num_row_groups == 8
     assert open_array(tmp_path / "t.parquet").chunks[0] == (20_000,)  # combined: 640 kB
-    with dask.config.set({"array.chunk-size": "200kB"}):  # 6,250 rows: two groups a chunk
+    per_row = task_bytes_per_row(4, np.float64)  # 288 bytes: 6,944 rows of 1.6e6 bytes
+    with dask.config.set({"array.chunk-size": f"{int(5_500 * per_row)}B"}):  # 2 groups a chunk
         X = open_array(tmp_path / "t.parquet")
         assert X.chunks[0] == (5_000,) * 4
         np.testing.assert_array_equal(X.compute(), data)
-    with dask.config.set({"array.chunk-size": "24kB"}):  # 1,500 rows of 2 columns: split
+    per_row = task_bytes_per_row(2, np.float64)
+    with dask.config.set({"array.chunk-size": f"{int(1_500 * per_row)}B"}):  # each group split
         X = open_array(tmp_path / "t.parquet", columns=["x", "z"])
         assert X.chunks[0] == (1_250,) * 16
         np.testing.assert_array_equal(X.compute(), data[:, [1, 3]])
@@ -59,9 +66,9 @@ def test_cli_fit_help_describes_chunks_and_takes_a_size(tmp_path, rng, capsys):
     fit = build_parser()._subparsers._group_actions[0].choices["fit"]
     help_text = " ".join(fit.format_help().split())
     assert "--chunks ROWS|SIZE" in help_text
-    assert "array.chunk-size setting (128MiB unless configured)" in help_text
+    assert "setting (128MiB unless configured)" in help_text and "array.chunk-" in help_text
     np.save(tmp_path / "x.npy", rng.standard_normal((4_000, 4)))
-    for chunks, n in (("32KiB", "4"), ("1000", "4"), (None, "1")):
+    for chunks, n in (("300KB", "4"), ("1000", "4"), (None, "1")):  # 288 bytes a row
         extra = () if chunks is None else ("--chunks", chunks)
         argv = ["fit", str(tmp_path / "x.npy"), "--k", "2", "--out", str(tmp_path / "m.npz")]
         assert main([*argv, "--overwrite", *extra]) == 0
@@ -74,7 +81,25 @@ def test_cli_fit_help_describes_chunks_and_takes_a_size(tmp_path, rng, capsys):
 def test_zarr_stored_chunks_larger_than_the_target_stay_whole(tmp_path, rng):
     data = rng.standard_normal((4_000, 8))
     zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(1_000, 8))  # 64 kB stored chunks
-    with dask.config.set({"array.chunk-size": "16kB"}):
+    per_row = task_bytes_per_row(8, np.float64)
+    with dask.config.set({"array.chunk-size": f"{int(500 * per_row)}B"}):
         assert open_array(tmp_path / "x.zarr").chunks[0] == (1_000,) * 4
-    with dask.config.set({"array.chunk-size": "160kB"}):
+    with dask.config.set({"array.chunk-size": f"{int(2_500 * per_row)}B"}):
         assert open_array(tmp_path / "x.zarr").chunks[0] == (2_000, 2_000)
+
+
+def test_large_dask_dataframe_partitions_are_summarized_in_parts(rng):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    frame = pd.DataFrame(rng.standard_normal((9_000, 3)), columns=list("abc"))
+    ddf = dd.from_pandas(frame, npartitions=3)
+    per_row = task_bytes_per_row(3, np.float64)
+    with dask.config.set({"array.chunk-size": f"{int(1_600 * per_row)}B"}):
+        km = StreamingKMeans(3, random_state=0).fit(ddf)
+        labels = km.predict(ddf)
+    ref = StreamingKMeans(3, random_state=0).fit(
+        dask.array.from_array(frame.to_numpy(), chunks=((1_500,) * 6, 3))
+    )
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert labels.npartitions == 3 and labels.divisions == ddf.divisions
+    np.testing.assert_array_equal(labels.compute().to_numpy(), ref.predict(frame.to_numpy()))

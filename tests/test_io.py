@@ -26,11 +26,12 @@ def test_zarr_default_chunks_combine_stored_chunks_up_to_the_chunk_size(tmp_path
     X = open_array(tmp_path / "x.zarr")
     assert X.chunks[0] == (1000,) and X.numblocks[1] == 1  # tiny: one chunk of 128 MiB
     np.testing.assert_array_equal(X.compute(), data)
-    with dask.config.set({"array.chunk-size": "5000B"}):  # 312 rows: 3 stored chunks
+    per_row = 4 * (4 + 4 * 2.7) + 170  # a row and its working copies in a summarize task
+    with dask.config.set({"array.chunk-size": f"{int(350 * per_row)}B"}):  # 3 stored chunks
         assert open_array(tmp_path / "x.zarr").chunks[0] == (300, 300, 300, 100)
-    with dask.config.set({"array.chunk-size": "1000B"}):  # below a stored chunk: kept whole
+    with dask.config.set({"array.chunk-size": f"{int(50 * per_row)}B"}):  # kept whole
         assert open_array(tmp_path / "x.zarr").chunks[0] == (100,) * 10
-    assert open_array(tmp_path / "x.zarr", chunks="3200B").chunks[0] == (200,) * 5
+    assert open_array(tmp_path / "x.zarr", chunks=f"{int(250 * per_row)}B").chunks[0] == (200,) * 5
     np.testing.assert_array_equal(open_array(tmp_path / "x.zarr", chunks=100).compute(), data)
 
 
