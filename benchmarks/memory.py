@@ -12,8 +12,10 @@ Run::
 
 ``--table parquet`` measures tables instead: it writes a Parquet dataset of ``--gigabytes``
 (float64, ``--features`` columns, files of 128 MiB written one at a time), then fits it in
-two subprocesses: read with ``dask.dataframe.read_parquet`` (a dask DataFrame), and as a dask
-array (``dask_streamkm.io.open_array``, row groups as chunks). ``--table generated`` fits a
+three subprocesses: read with ``dask.dataframe.read_parquet`` (a dask DataFrame of one
+partition per file, dask's default here), the same with ``split_row_groups=True`` (a
+partition per row group), and as a dask array (``dask_streamkm.io.open_array``, row groups
+as chunks). ``--table generated`` fits a
 lazily generated dask DataFrame (``dd.from_dask_array`` of random chunks) of that size: its
 partition lengths are unknown to dask, so they are counted in one extra pass first::
 
@@ -77,6 +79,9 @@ def run_measured(cmd, interval=0.05):
 #: a generated dask DataFrame. ``{path}``, ``{k}``, ``{rows}``, ``{features}``: the run's.
 TABLE_FITS = {
     "dataframe": ("import dask.dataframe as dd\nX = dd.read_parquet({path!r})\n"),
+    "dataframe-row-groups": (
+        "import dask.dataframe as dd\nX = dd.read_parquet({path!r}, split_row_groups=True)\n"
+    ),
     "array": ("from dask_streamkm.io import open_array\nX = open_array({path!r})\n"),
     "generated": (
         "import dask.array as da, dask.dataframe as dd\n"
@@ -132,7 +137,7 @@ def table_main(args):
             t0 = time.perf_counter()
             rows = write_parquet(path, args.gigabytes, args.features)
             results["write_seconds"] = round(time.perf_counter() - t0, 1)
-            fits = ("dataframe", "array")
+            fits = ("dataframe", "dataframe-row-groups", "array")
         else:
             fits = ("generated",)
         results.update(rows=rows, gigabytes=round(rows * args.features * 8 / 1e9, 2))
