@@ -731,7 +731,13 @@ class StreamingKMeans(
         ----------
         X : array-like, dask array or zarr array of shape (n_samples, n_features)
             Training rows. Dask and zarr arrays are read chunk by chunk, once; they must
-            hold whole rows in each chunk.
+            hold whole rows in each chunk. A dask DataFrame (numeric columns, or a
+            one-column Series) is read partition by partition, never computed whole; its
+            column names become ``feature_names_in_``. Its partition lengths come from
+            metadata where dask knows them (Parquet footers, pandas), otherwise one extra
+            read counts them. An xarray DataArray of dims (sample, feature) is read as its
+            data (see :func:`dask_streamkm.io.stack_samples` and
+            :func:`dask_streamkm.io.dataset_to_array`).
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
@@ -929,7 +935,10 @@ class StreamingKMeans(
         Returns
         -------
         labels : ndarray of shape (n_samples,), int32, or dask array
-            Index of the nearest center; a lazy dask array for dask or zarr input.
+            Index of the nearest center; a lazy dask array for dask or zarr input, a lazy
+            dask Series (the input's partitions and index) for a dask DataFrame, a DataArray
+            over the sample dim (its coordinates kept; lazy when dask-backed) for xarray
+            input, and, as in scikit-learn, an ndarray for pandas input.
 
         Examples
         --------
@@ -954,9 +963,13 @@ class StreamingKMeans(
         Returns
         -------
         distances : ndarray of shape (n_samples, n_clusters) or dask array
-            Distances in X's float dtype (float32 stays float32); a lazy dask array for dask
-            or zarr input. ``set_output(transform="pandas")`` gives a DataFrame whose
-            columns are :meth:`get_feature_names_out`.
+            Distances in the common float dtype of X and the centers (float32 only when
+            both are, as scikit-learn's), exactly 0 for a row equal to a center; a lazy dask
+            array for dask or zarr input, a lazy dask DataFrame whose columns are
+            :meth:`get_feature_names_out` for a dask DataFrame, a DataArray over (sample,
+            "cluster") for xarray input. ``set_output(transform="pandas")`` gives a
+            DataFrame whose columns are :meth:`get_feature_names_out` (a lazy dask
+            DataFrame for lazy input).
 
         Examples
         --------
