@@ -975,10 +975,10 @@ def predict_block(block, weights, centers, what, metric="euclidean", index=0, ro
     unit u and c).
     """
     xp = namespace(block)
-    # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
-    single = block.dtype == xp.float32 and centers.dtype == np.float32
-    out_dtype = xp.float32 if single else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
+    single = block.dtype == xp.float32 and c.dtype == xp.float32
+    out_dtype = xp.float32 if single else xp.float64
     block = check_block(block, weights, index, row_start, c, metric)
     cosine = metric == "cosine"
     if cosine:  # unit length in the block's dtype, as the rows
