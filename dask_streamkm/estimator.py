@@ -975,10 +975,13 @@ class StreamingKMeans(
         --------
         >>> import numpy as np
         >>> from dask_streamkm import StreamingKMeans
-        >>> km = StreamingKMeans(n_clusters=1).fit(np.array([[0.0, 0.0], [6.0, 8.0]]))
+        >>> X = np.array([[0.0, 0.0], [6.0, 8.0]], dtype=np.float32)
+        >>> km = StreamingKMeans(n_clusters=1).fit(X)
         >>> km.transform(np.array([[3.0, 4.0], [3.0, 5.0]], dtype=np.float32))
         array([[0.],
                [1.]], dtype=float32)
+        >>> km.transform(np.array([[3.0, 5.0]])).dtype  # float64 input: float64 distances
+        dtype('float64')
         """
         Xd, rows, lazy = self._predict_input(X)
         out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances", metric=self.metric)
