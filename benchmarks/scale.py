@@ -112,7 +112,7 @@ def _build_only(n_chunks, source):
             zarr.create_array(
                 path, shape=(n_chunks * ROWS, FEATURES), chunks=(ROWS, FEATURES), dtype="f4"
             )
-            X = open_array(path)
+            X = open_array(path, chunks=ROWS)
         else:
             X = make_mixture(n_chunks * ROWS, FEATURES, 8, chunks=ROWS, random_state=0)
         out = {"n_chunks": n_chunks, "what": source, "array_s": time.perf_counter() - t0}

@@ -53,7 +53,7 @@ from ._kernels import (
     refine_groups,
     refine_lloyd_stats,
     refine_points,
-    sq_distances,
+    transform_sq_distances,
     unit_centers,
     unit_rows,
     value_range,
@@ -1011,8 +1011,10 @@ def predict_block(block, weights, centers, what, metric="euclidean", index=0, ro
     unit u and c).
     """
     xp = namespace(block)
-    out_dtype = xp.float32 if block.dtype == xp.float32 else xp.float64
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
+    single = block.dtype == xp.float32 and c.dtype == xp.float32
+    out_dtype = xp.float32 if single else xp.float64
     block = check_block(block, weights, index, row_start, c, metric)
     cosine = metric == "cosine"
     if cosine:  # unit length in the block's dtype, as the rows
@@ -1020,7 +1022,7 @@ def predict_block(block, weights, centers, what, metric="euclidean", index=0, ro
     if what == "distances":
         if cosine:
             return xp.astype(cosine_distances(block, c), out_dtype)
-        return xp.astype(xp.sqrt(sq_distances(block, xp.astype(c, block.dtype))), out_dtype)
+        return xp.astype(xp.sqrt(transform_sq_distances(block, c)), out_dtype)
     labels, dist = nearest(block, c)
     if what == "labels":
         return xp.astype(labels, xp.int32)
@@ -1051,7 +1053,8 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     weights = [None, None] if sample_weight is None else [sample_weight, "i"]
     # The output keeps X's array type (numpy, cupy...) through ``meta``.
     if what == "distances":
-        dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
+        single = X.dtype == np.float32 and centers.dtype == np.float32
+        dtype = np.dtype(np.float32 if single else np.float64)
         out, extra, meta = "ik", {"new_axes": {"k": centers.shape[0]}}, X._meta.astype(dtype)
     else:
         dtype = np.dtype(np.int32 if what == "labels" else np.float64)

@@ -99,6 +99,46 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
     return xp.maximum(d, 0.0)
 
 
+#: Entries of ``sq_distances`` at most this many ulps of ``||x||^2 + ||c||^2`` (relative to the
+#: centers' mean) are computed again as ``sum((x - c)^2)`` by :func:`transform_sq_distances`:
+#: the expansion's cancellation error is a few ulps of that scale.
+EXACT_BELOW_ULPS = 64
+
+
+def transform_sq_distances(X, centers):
+    """Squared distances of the rows of X to every center, as ``transform`` reports them.
+
+    In the common float dtype of X and the centers (float32 only when both are, as
+    scikit-learn's ``euclidean_distances``). The expansion ``||x||^2 - 2 x.c + ||c||^2``
+    (:func:`sq_distances`) loses a few ulps of ``||x||^2 + ||c||^2`` to cancellation, so a
+    row equal to a center came out as 1e-8 rather than 0; the entries below
+    :data:`EXACT_BELOW_ULPS` ulps of that scale are computed again from the differences,
+    which is exactly 0 for equal rows. Small input only (an (n, m) result).
+    """
+    xp = namespace(X, centers)
+    single = X.dtype == xp.float32 and centers.dtype == xp.float32
+    dtype = xp.float32 if single else xp.float64
+    X, centers = _shifted(xp.astype(X, dtype), xp.astype(centers, dtype))
+    x_sq, c_sq = row_norms_sq(X), row_norms_sq(centers)
+    d = sq_distances(X, centers, x_sq, c_sq)
+    near = d <= EXACT_BELOW_ULPS * float(xp.finfo(dtype).eps) * (x_sq[:, None] + c_sq[None, :])
+    rows, cols = xp.nonzero(near)
+    if not rows.shape[0]:
+        return d
+    diff = xp.take(X, rows, axis=0) - xp.take(centers, cols, axis=0)
+    exact = xp.astype(xp.sum(diff * diff, axis=1), d.dtype)
+    if is_numpy(xp) or is_cupy(xp):
+        d[rows, cols] = exact
+        return d
+    # Namespaces without integer-array assignment: the exact values scattered through a
+    # one-hot product (the near entries are few).
+    at_row = xp.astype(rows[None, :] == xp.arange(X.shape[0])[:, None], dtype)
+    at_col = xp.astype(cols[:, None] == xp.arange(centers.shape[0])[None, :], dtype)
+    scattered = xp.matmul(at_row * exact[None, :], at_col)
+    hit = xp.matmul(at_row, at_col) > 0
+    return xp.where(hit, scattered, d)
+
+
 def _shifted_centers(centers, dtype):
     """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it.
 
@@ -758,9 +798,11 @@ MIN_COARSE_POINTS = 2000
 PARALLEL_RESTART_WORK = 2**17
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
-#: Lloyd iterations of each restart and polish on the coarse copy (``max_iter`` bounds only
-#: the final Lloyd on all rows, so that it alone decides the result of a larger ``max_iter``).
+#: Lloyd iterations of each restart and polish on the coarse copy, at most (``max_iter``
+#: bounds them too when it is smaller).
 RESTART_MAX_ITER = 300
+#: Lloyd steps after each step of the swap search (:func:`local_search`).
+SWAP_LLOYD_STEPS = 2
 
 
 #: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
@@ -899,12 +941,14 @@ def weighted_kmeans(
        turns it off) and Lloyd again.
     3. The best centers go through at most ``max_iter`` Lloyd iterations on all rows of X
        (refining the best few coarse runs instead of one never changed the winner in the
-       benchmarks); it keeps the centers of lowest cost it saw, so for one ``rng`` state a
-       larger ``max_iter`` never gives a higher cost.
+       benchmarks); it keeps the centers of lowest cost it saw.
 
-    ``max_iter`` bounds only step 3, and the returned ``n_iter`` counts the iterations of
-    step 3 (``1 <= n_iter <= max_iter``); the restarts and the swap search of step 2 have
-    their own fixed caps (``RESTART_MAX_ITER``, ``n_swaps``) and do not depend on it.
+    ``max_iter`` bounds every Lloyd run, as each of scikit-learn's: the restarts and polish
+    of step 2 run at most ``min(max_iter, RESTART_MAX_ITER)`` iterations, and below that cap
+    the swap search makes at most ``max_iter // SWAP_LLOYD_STEPS`` steps (none for
+    ``max_iter=1``), so that a larger ``max_iter`` can lower the cost (at the default 300 the
+    search keeps its ``n_swaps``). The returned ``n_iter`` counts the iterations of step 3
+    (``1 <= n_iter <= max_iter``).
     The rows are centered and the distances computed in float32 (the GEMMs run twice as
     fast; the center updates still sum in float64), or in float64 when their squared
     distances would overflow float32 (:func:`distance_dtype`).
@@ -949,11 +993,14 @@ def weighted_kmeans(
     S = unit_rows(P)[0] if spherical else P
     s_sq = row_norms_sq(S) if spherical else p_sq
 
+    # Every Lloyd run of the solve stops after max_iter iterations, as each of KMeans's.
+    run_iter = min(RESTART_MAX_ITER, int(max_iter))
+
     def restart(seed):
         run_rng = np.random.default_rng(seed)
         idx = kmeans_plusplus(S, n_clusters, run_rng, wp, s_sq, n_local_trials)
         centers, _, inertia, _ = lloyd(
-            P, xp.take(S, idx, axis=0), wp, max_iter=RESTART_MAX_ITER, tol=tol, spherical=spherical
+            P, xp.take(S, idx, axis=0), wp, max_iter=run_iter, tol=tol, spherical=spherical
         )
         return inertia, centers
 
@@ -966,8 +1013,12 @@ def weighted_kmeans(
     best = runs[0]
     if n_swaps is None:
         n_swaps = 10 * n_clusters
-    if n_swaps > 0:
-        n_steps = -(-int(n_swaps) // SWAP_TRIALS)
+    n_steps = -(-int(n_swaps) // SWAP_TRIALS)
+    if run_iter < RESTART_MAX_ITER:
+        # A swap step ends in SWAP_LLOYD_STEPS Lloyd steps: a smaller max_iter allows fewer
+        # (none for max_iter=1), so that more iterations can always lower the cost.
+        n_steps = min(n_steps, run_iter // SWAP_LLOYD_STEPS)
+    if n_steps > 0:
         for _inertia, centers in runs[:n_polish]:
             swapped, accepted = local_search(
                 P,
@@ -976,14 +1027,14 @@ def weighted_kmeans(
                 wp,
                 n_steps,
                 p_sq,
-                lloyd_steps=2,
+                lloyd_steps=SWAP_LLOYD_STEPS,
                 n_trials=SWAP_TRIALS,
                 spherical=spherical,
             )
             if not accepted:
                 continue
             polished, _, cost, _ = lloyd(
-                P, swapped, wp, max_iter=RESTART_MAX_ITER, tol=tol, spherical=spherical
+                P, swapped, wp, max_iter=run_iter, tol=tol, spherical=spherical
             )
             if cost < best[0]:
                 best = (cost, polished)

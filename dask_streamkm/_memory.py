@@ -26,6 +26,7 @@ import sys
 import time
 
 import dask
+import numpy as np
 
 #: Working memory of one summarize task beyond its input chunk, by method: (bytes per value as a
 #: multiple of the chunk's itemsize, bytes per value in float64 copies, bytes per row). Measured
@@ -71,14 +72,44 @@ def largest_chunk(X):
     return int(rows), int(rows) * int(X.shape[1]) * X.dtype.itemsize
 
 
+def task_bytes_per_row(n_features, dtype, method="tree"):
+    """Estimated peak bytes of a summarize task per row of its chunk: the row itself and the
+    method's working copies (see WORKING_BYTES)."""
+    dtype = np.dtype(dtype)
+    per_item, per_value, per_row = WORKING_BYTES.get(method, WORKING_BYTES["lloyd"])
+    # Integer chunks are converted to a float copy first (check_block): a float64's itemsize.
+    itemsize = dtype.itemsize if dtype.kind == "f" else 8
+    n_features = int(n_features)
+    return n_features * (dtype.itemsize + itemsize * per_item + per_value) + per_row
+
+
+def target_chunk_bytes():
+    """Memory of one summarize task when the user gives none: Dask's ``array.chunk-size``
+    (128 MiB unless configured)."""
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(dask.config.get("array.chunk-size")))
+
+
+def split_rows(lengths, rows):
+    """Row chunks ``lengths`` with each one above ``rows`` split into equal parts of at most
+    ``rows`` (a chunk is never merged with another)."""
+    out = []
+    for n in map(int, lengths):
+        pieces = max(1, -(-n // int(rows)))
+        out.extend(n // pieces + (i < n % pieces) for i in range(pieces))
+    return tuple(out)
+
+
+def rows_per_task(task_bytes, n_features, dtype, method="tree"):
+    """Rows of a chunk whose summarize task peaks at about ``task_bytes`` (at least 1)."""
+    return max(1, int(task_bytes // task_bytes_per_row(n_features, dtype, method)))
+
+
 def task_peak_bytes(X, method):
     """Estimated peak memory of the summarize task of X's largest chunk (see WORKING_BYTES)."""
-    rows, nbytes = largest_chunk(X)
-    per_item, per_value, per_row = WORKING_BYTES.get(method, WORKING_BYTES["lloyd"])
-    values = rows * int(X.shape[1])
-    # Integer chunks are converted to a float copy first (check_block): a float64's itemsize.
-    itemsize = X.dtype.itemsize if X.dtype.kind == "f" else 8
-    return int(nbytes + values * (itemsize * per_item + per_value) + per_row * rows)
+    rows, _ = largest_chunk(X)
+    return int(rows * task_bytes_per_row(X.shape[1], X.dtype, method))
 
 
 def _distributed_client():

@@ -36,11 +36,6 @@ STORE_HELP = (
     "files, or a Parquet file or directory; any of them may be a URL (s3://, gs://, ...)"
 )
 
-CHUNKS_HELP = (
-    "rows per chunk (default: the input's own: a zarr store's chunks, one per .npy or Parquet "
-    "file); for zarr rounded up to whole stored chunks"
-)
-
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line, no traceback."""
@@ -457,9 +452,33 @@ def _add_storage_options(p):
     )
 
 
+CHUNKS_HELP = (
+    "rows per chunk (e.g. 200000), or the memory of the task that summarizes a chunk (e.g. "
+    "64MiB: the chunk and its working copies); default: Dask's array.chunk-size setting "
+    "(128MiB unless configured): .npy files in row ranges, Parquet by row groups (small ones "
+    "combined, a large one split), zarr by whole stored chunks (combined when tiny)"
+)
+
+
+def _chunks(text):
+    """``--chunks``: a number of rows (an int >= 1) or a size such as ``64MiB``."""
+    if text.strip().isdigit():
+        return _positive_int(text)
+    from dask.utils import parse_bytes
+
+    try:
+        if parse_bytes(text) >= 1:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a number of rows >= 1 nor a size such as 64MiB"
+    )
+
+
 def _add_input(p):
     p.add_argument("store", metavar="STORE", help=STORE_HELP)
-    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=CHUNKS_HELP)
+    p.add_argument("--chunks", type=_chunks, default=None, metavar="ROWS|SIZE", help=CHUNKS_HELP)
     p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
 
 

@@ -19,7 +19,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _memory, _seeds, _stream, _threads
+from . import _frames, _graph, _memory, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
@@ -80,8 +80,9 @@ def _is_zarr(X):
 
 
 def is_lazy_input(X):
-    """True for input whose labels and transforms stay lazy (dask and zarr arrays)."""
-    return _is_dask(X) or _is_zarr(X)
+    """True for input whose labels and transforms stay lazy: dask and zarr arrays, dask
+    DataFrames and dask-backed xarray DataArrays."""
+    return _is_dask(X) or _is_zarr(X) or _frames.is_lazy_table(X)
 
 
 #: The values of ``metric``.
@@ -146,8 +147,15 @@ def refine_iterations(max_iter, n_groups, n_rows):
     return max(1, min(int(max_iter), max(10, budget)))
 
 
+# auto_wrap_output_keys=None: transform puts its result in the input's container itself
+# (Rows.distances), so that a lazy result stays lazy; scikit-learn's automatic wrapping would
+# build a pandas DataFrame from it, computing it. set_output is defined below.
 class StreamingKMeans(
-    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    BaseEstimator,
+    auto_wrap_output_keys=None,
 ):
     """One-pass k-means for data larger than memory (core-set summary + weighted k-means).
 
@@ -189,9 +197,11 @@ class StreamingKMeans(
         ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
         about ``n_clusters**2``).
     max_iter : int, default=300
-        Maximum number of Lloyd iterations of the final run of the solve, on all groups of
-        the summary (``n_iter_ <= max_iter``). The restarts and the swap search, which run
-        on a coarse copy of the summary, do not depend on ``max_iter``.
+        Maximum number of Lloyd iterations of each run of the final solve: the restarts on
+        a coarse copy of the summary, the Lloyd steps of its swap search (which makes at
+        most ``max_iter // 2`` swap steps when ``max_iter`` is below 300) and the final run
+        on all groups (``n_iter_ <= max_iter``). As in ``KMeans``, ``max_iter=1`` stops
+        every run after one iteration, so more iterations can lower the cost.
     tol : float, default=1e-4
         Relative tolerance on the center shift for the final Lloyd (a number >= 0).
     half_life : float or None, default=None
@@ -433,6 +443,17 @@ class StreamingKMeans(
 
     def _as_dask(self, X, *, reset, what="X"):
         """X as a 2-D float dask array with one column chunk and known row chunks."""
+        return self._input(X, reset=reset, what=what)[0]
+
+    def _input(self, X, *, reset, what="X"):
+        """``(X as a dask array, its _frames.Rows)``: tables and labelled arrays unwrapped
+        (never computed), their feature names checked as scikit-learn's ``validate_data``."""
+        X, rows = _frames.to_array(X, what)
+        if rows.kind == "xarray" and not _is_dask(X):
+            X = da.from_array(np.asarray(X), chunks=(DEFAULT_CHUNK_ROWS, -1))
+        return self._as_dask_array(X, reset=reset, what=what, names=rows.names), rows
+
+    def _as_dask_array(self, X, *, reset, what="X", names=None):
         if _is_zarr(X):
             X = da.from_array(X, chunks=(X.chunks[0], -1) if X.ndim == 2 else X.chunks)
         if _is_dask(X):
@@ -465,23 +486,22 @@ class StreamingKMeans(
                     f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
                     "is required."
                 )
-            if reset:
-                self.n_features_in_ = int(X.shape[1])
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
+            # scikit-learn's own checks of n_features_in_ and feature_names_in_ (the same
+            # warnings and errors), on the names alone: the data is not read.
+            if names is None:
+                names = np.empty((0, X.shape[1]), dtype=X.dtype)
+            validate_data(self, names, reset=reset, skip_check_array=True)
             return X
         if not isinstance(X, np.ndarray) and (
             hasattr(X, "__array_namespace__") or is_cupy_array(X)
         ):
             # An in-memory array of another namespace (cupy, which has no
             # ``__array_namespace__``, or an array-API array): wrap it as it is.
-            return self._as_dask(
+            return self._as_dask_array(
                 da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
                 reset=reset,
                 what=what,
+                names=names,
             )
         X = validate_data(
             self,
@@ -500,6 +520,7 @@ class StreamingKMeans(
         must also lie in the range :func:`.summary.weight_range_problem` accepts, over the
         whole array; dask weights are checked chunk by chunk in their tasks.
         """
+        sample_weight = _frames.weights_array(sample_weight)
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
@@ -694,7 +715,13 @@ class StreamingKMeans(
         ----------
         X : array-like, dask array or zarr array of shape (n_samples, n_features)
             Training rows. Dask and zarr arrays are read chunk by chunk, once; they must
-            hold whole rows in each chunk.
+            hold whole rows in each chunk. A dask DataFrame (numeric columns, or a
+            one-column Series) is read partition by partition, never computed whole; its
+            column names become ``feature_names_in_``. Its partition lengths come from
+            metadata where dask knows them (Parquet footers, pandas), otherwise one extra
+            read counts them. An xarray DataArray of dims (sample, feature) is read as its
+            data (see :func:`dask_streamkm.io.stack_samples` and
+            :func:`dask_streamkm.io.dataset_to_array`).
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
@@ -721,7 +748,7 @@ class StreamingKMeans(
         self._check_params()
         t0 = time.perf_counter()
         lazy = is_lazy_input(X)
-        X = self._as_dask(X, reset=True)
+        X, rows = self._input(X, reset=True)
         self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X, summed=True)
         entropy = _seeds.entropy_from(self.random_state)
@@ -729,7 +756,7 @@ class StreamingKMeans(
         self._solve(summary, entropy, _out_dtype(X.dtype))
         if self.refine_passes:
             self._refine(X, sw)
-        self.labels_ = self._labels(X, lazy)
+        self.labels_ = rows.labels(self._labels(X, lazy))
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -805,7 +832,7 @@ class StreamingKMeans(
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
-        X = self._as_dask(X, reset=first)
+        X, rows = self._input(X, reset=first)
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X, summed=True)
@@ -834,7 +861,7 @@ class StreamingKMeans(
                     _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=2)
             summary = self._within_budget(old.merge(_like(new, old)), X, batch)
         self._solve(summary, entropy, dtype)
-        self.labels_ = self._labels(X, lazy)
+        self.labels_ = rows.labels(self._labels(X, lazy))
         return self
 
     def _within_budget(self, summary, X, batch):
@@ -970,10 +997,11 @@ class StreamingKMeans(
         return labels if lazy else _threads.compute(labels)
 
     def _predict_input(self, X):
+        """``(X as a dask array, its _frames.Rows, whether results stay lazy)``."""
         check_is_fitted(self, "cluster_centers_")
         self._check_fitted_metric("predict, transform and score")
         lazy = is_lazy_input(X)
-        return self._as_dask(X, reset=False), lazy
+        return (*self._input(X, reset=False), lazy)
 
     def predict(self, X):
         """Index of the nearest center for each row (of highest cosine for ``metric="cosine"``).
@@ -986,7 +1014,10 @@ class StreamingKMeans(
         Returns
         -------
         labels : ndarray of shape (n_samples,), int32, or dask array
-            Index of the nearest center; a lazy dask array for dask or zarr input.
+            Index of the nearest center; a lazy dask array for dask or zarr input, a lazy
+            dask Series (the input's partitions and index) for a dask DataFrame, a DataArray
+            over the sample dim (its coordinates kept; lazy when dask-backed) for xarray
+            input, and, as in scikit-learn, an ndarray for pandas input.
 
         Examples
         --------
@@ -997,8 +1028,8 @@ class StreamingKMeans(
         >>> bool(km.predict([[0.0, 0.1]])[0] == km.labels_[0])
         True
         """
-        Xd, lazy = self._predict_input(X)
-        return self._labels(Xd, lazy)
+        Xd, rows, lazy = self._predict_input(X)
+        return rows.labels(self._labels(Xd, lazy))
 
     def transform(self, X):
         """Distances of each row to every center: Euclidean, or ``1 - cos`` for cosine.
@@ -1011,22 +1042,66 @@ class StreamingKMeans(
         Returns
         -------
         distances : ndarray of shape (n_samples, n_clusters) or dask array
-            Distances in X's float dtype (float32 stays float32); a lazy dask array for dask
-            or zarr input. ``set_output(transform="pandas")`` gives a DataFrame whose
-            columns are :meth:`get_feature_names_out`.
+            Distances in the common float dtype of X and the centers (float32 only when
+            both are, as scikit-learn's), exactly 0 for a row equal to a center; a lazy dask
+            array for dask or zarr input, a lazy dask DataFrame whose columns are
+            :meth:`get_feature_names_out` for a dask DataFrame, a DataArray over (sample,
+            "cluster") for xarray input. ``set_output(transform="pandas")`` gives a
+            DataFrame whose columns are :meth:`get_feature_names_out` (a lazy dask
+            DataFrame for lazy input).
 
         Examples
         --------
         >>> import numpy as np
         >>> from dask_streamkm import StreamingKMeans
-        >>> km = StreamingKMeans(n_clusters=1).fit(np.array([[0.0, 0.0], [6.0, 8.0]]))
+        >>> X = np.array([[0.0, 0.0], [6.0, 8.0]], dtype=np.float32)
+        >>> km = StreamingKMeans(n_clusters=1).fit(X)
         >>> km.transform(np.array([[3.0, 4.0], [3.0, 5.0]], dtype=np.float32))
         array([[0.],
                [1.]], dtype=float32)
+        >>> km.transform(np.array([[3.0, 5.0]])).dtype  # float64 input: float64 distances
+        dtype('float64')
         """
-        Xd, lazy = self._predict_input(X)
+        Xd, rows, lazy = self._predict_input(X)
         out = _graph.nearest_blocks(Xd, self.cluster_centers_, "distances", metric=self.metric)
-        return out if lazy else _threads.compute(out)
+        out = out if lazy else _threads.compute(out)
+        return rows.distances(out, self.get_feature_names_out(), self._transform_output())
+
+    def set_output(self, *, transform=None):
+        """Set the container of :meth:`transform`'s and ``fit_transform``'s output.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None, default=None
+            "default": the input's own kind (an array for arrays and pandas, as in
+            scikit-learn; a lazy dask DataFrame for a dask DataFrame; a DataArray for
+            xarray); "pandas": a DataFrame whose columns are :meth:`get_feature_names_out`
+            (a lazy dask DataFrame for lazy input, never computed); "polars": a polars
+            DataFrame (in-memory input only); None: unchanged.
+
+        Returns
+        -------
+        self : StreamingKMeans
+        """
+        if transform is None:
+            return self
+        if transform not in _frames.OUTPUTS:
+            raise ValueError(
+                f"set_output(transform={transform!r}) should be one of {_frames.OUTPUTS} or None."
+            )
+        # Where scikit-learn's set_output keeps it, so that clone() carries it.
+        self._sklearn_output_config = {
+            **getattr(self, "_sklearn_output_config", {}),
+            "transform": transform,
+        }
+        return self
+
+    def _transform_output(self):
+        """The container set by :meth:`set_output`, else scikit-learn's global setting."""
+        from sklearn import get_config
+
+        config = getattr(self, "_sklearn_output_config", {})
+        return config.get("transform", get_config()["transform_output"])
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the labels of the rows of X.
@@ -1053,7 +1128,7 @@ class StreamingKMeans(
         Weights are checked by the same rules for numpy and dask input (dask chunks in
         their tasks); an all-zero weight raises ``ValueError``.
         """
-        Xd, _ = self._predict_input(X)
+        Xd, _, _ = self._predict_input(X)
         sw = self._as_dask_weight(sample_weight, Xd)
         with _threads.blas_limits():  # in waves of bounded graphs, as the fit
             total, weight = _graph.weighted_sq_distance_sum(

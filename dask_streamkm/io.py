@@ -22,8 +22,9 @@ import numpy as np
 from dask.base import tokenize
 
 from . import _outputs, _remote
+from ._memory import split_rows
 
-__all__ = ["InputError", "open_array", "write_labels"]
+__all__ = ["InputError", "dataset_to_array", "open_array", "stack_samples", "write_labels"]
 
 
 class InputError(ValueError):
@@ -106,11 +107,26 @@ def _split_spec(spec):
     return path, name or None
 
 
-def _row_chunks(chunks, default):
-    if chunks is None:
-        return default
-    if int(chunks) < 1:
-        raise InputError(f"chunks={chunks!r} should be a number of rows >= 1.")
+def _row_chunks(chunks, n_features, dtype):
+    """Rows per chunk: ``chunks`` rows (an int), or, for a size such as ``"64MiB"`` or by
+    default :func:`target_chunk_bytes`, as many rows as make one summarize task (the chunk
+    and the summarizer's working copies, :func:`._memory.rows_per_task`) about that size."""
+    if chunks is None or isinstance(chunks, str):
+        from dask.utils import parse_bytes
+
+        from ._memory import rows_per_task, target_chunk_bytes
+
+        try:
+            size = target_chunk_bytes() if chunks is None else int(parse_bytes(chunks))
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
+            ) from exc
+        return rows_per_task(size, n_features, dtype)
+    if isinstance(chunks, bool) or int(chunks) < 1:
+        raise InputError(
+            f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
+        )
     return int(chunks)
 
 
@@ -220,9 +236,14 @@ def _open_zarr(where, name, chunks):
     what = shown + (f":{name}" if name else "")
     _check_2d(node.shape, what)
     store_rows = int(node.chunks[0])
-    rows = _row_chunks(chunks, store_rows)
-    # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once.
-    rows = max(store_rows, -(-rows // store_rows) * store_rows)
+    rows = _row_chunks(chunks, node.shape[1], node.dtype)
+    # Whole stored chunks per dask chunk, so that every stored chunk is read exactly once:
+    # a number of rows is rounded up to them, the default size down (tiny stored chunks are
+    # combined up to it; one larger than it stays whole).
+    if chunks is None or isinstance(chunks, str):
+        rows = max(store_rows, rows // store_rows * store_rows)
+    else:
+        rows = max(store_rows, -(-rows // store_rows) * store_rows)
     token = tokenize(
         os.path.abspath(where.url) if where.local is not None else where.url,
         name,
@@ -300,7 +321,7 @@ def _open_npy(where, chunks):
     fingerprints = where.fingerprint() if where.local is None else None
     parts = []
     for f, (shape, _, dtype, offset) in zip(files, headers, strict=True):
-        rows = _row_chunks(chunks, max(shape[0], 1))
+        rows = min(_row_chunks(chunks, shape[1], dtype), max(shape[0], 1))
         stamp = _remote.fingerprint(f) if where.local is not None else fingerprints
         token = tokenize(
             f if where.local is None else os.path.abspath(f), stamp, shape, dtype.str, rows
@@ -420,28 +441,53 @@ def _read_parquet(where, columns, chunks):
         )
     names = [str(c) for c in df.columns]
     dtype = np.dtype(df._meta.to_numpy().dtype)
-    # One chunk per file, read by our own tasks (the file's columns with pyarrow), so that a
-    # read that fails mid-fit (the store went away) is an error naming the file, as for zarr
-    # and .npy; dask's dataframe reader raised the raw connection error. Row counts come
+    # Chunks of row groups, read by our own tasks (the row groups' columns with pyarrow), so
+    # that a read that fails mid-fit (the store went away) is an error naming the file, as for
+    # zarr and .npy; dask's dataframe reader raised the raw connection error. Row counts come
     # from the footers.
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
-    lengths = [_parquet_rows(f, where.storage_options) for f in files]
+    groups = [_parquet_row_groups(f, where.storage_options) for f in files]
+    rows = _row_chunks(chunks, len(names), dtype)
+    plan = parquet_chunks([n for g in groups for n in g], rows)
     remote = where.local is None
     stamp = where.fingerprint() if remote else [_remote.fingerprint(f) for f in files]
     token = tokenize(
-        files if remote else [os.path.abspath(f) for f in files], stamp, names, dtype.str, lengths
+        files if remote else [os.path.abspath(f) for f in files],
+        stamp,
+        names,
+        dtype.str,
+        groups,
+        plan,
     )
-    X = da.from_array(
-        _ParquetRows(files, lengths, names, dtype.str, where.storage_options),
-        chunks=(tuple(lengths), (len(names),)),
+    return da.from_array(
+        _ParquetRows(files, groups, names, dtype.str, where.storage_options),
+        chunks=(plan, (len(names),)),
         name=f"parquet-{token}",
         meta=np.empty((0, 0), dtype=dtype),
         asarray=False,
         inline_array=True,
     )
-    if chunks is not None:
-        X = X.rechunk({0: _row_chunks(chunks, None), 1: -1})
-    return X
+
+
+def parquet_chunks(group_rows, rows):
+    """Row chunks over row groups of ``group_rows`` rows: consecutive groups combined up to
+    ``rows`` rows a chunk (a group never split between two chunks when it fits in one), and a
+    group larger than ``rows`` split into equal row ranges of at most ``rows``."""
+    out, current = [], 0
+    for n in map(int, group_rows):
+        if n > rows:
+            if current:
+                out.append(current)
+                current = 0
+            out.extend(split_rows([n], rows))
+        elif current + n > rows:
+            out.append(current)
+            current = n
+        else:
+            current += n
+    if current or not out:
+        out.append(current)
+    return tuple(out)
 
 
 def _parquet_source(f, storage_options):
@@ -452,48 +498,89 @@ def _parquet_source(f, storage_options):
     return fs.open(path, "rb")
 
 
-def _parquet_rows(f, storage_options):
+def _parquet_row_groups(f, storage_options):
+    """The rows of each row group of the Parquet file ``f``, from its footer."""
     import pyarrow.parquet as pq
 
     with _parquet_source(f, storage_options) as source:
-        return int(pq.read_metadata(source).num_rows)
+        meta = pq.read_metadata(source)
+        return tuple(int(meta.row_group(j).num_rows) for j in range(meta.num_row_groups))
+
+
+def _parquet_rows(f, storage_options):
+    return sum(_parquet_row_groups(f, storage_options))
+
+
+#: Rows per record batch when a task reads part of a row group (:meth:`_ParquetRows._part`).
+PARQUET_BATCH_ROWS = 65_536
 
 
 class _ParquetRows:
     """The rows of a Parquet dataset (files in order, ``columns``) as an array-like that dask
-    slices chunk by chunk (``da.from_array``); a slice reads the columns of the files it
-    covers with pyarrow. Pickles as paths and names, never data."""
+    slices chunk by chunk (``da.from_array``). A slice reads the row groups it covers with
+    pyarrow, a whole group at once, or, for part of a group, its record batches one at a
+    time (memory: the part, not the group). Pickles as paths and names, never data."""
 
-    def __init__(self, files, lengths, columns, dtype_str, storage_options=None):
+    def __init__(self, files, groups, columns, dtype_str, storage_options=None):
         self.files, self.columns = list(files), list(columns)
-        self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        # (file, group) of every row group in order, and the first row of each.
+        self.groups = [(i, j) for i, g in enumerate(groups) for j in range(len(g))]
+        sizes = [n for g in groups for n in g]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self.dtype = np.dtype(dtype_str)
         self.shape, self.ndim = (int(self.starts[-1]), len(self.columns)), 2
         self.storage_options = storage_options
 
     def __getitem__(self, index):
-        import pyarrow.parquet as pq
-
         rows, cols = index if isinstance(index, tuple) else (index, slice(None))
         start, stop, _ = rows.indices(self.shape[0])
         parts = [np.empty((0, len(self.columns)), dtype=self.dtype)]
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        while start < stop:
-            a, b = start - self.starts[i], min(stop, self.starts[i + 1]) - self.starts[i]
-            try:
-                with _parquet_source(self.files[i], self.storage_options) as source:
-                    table = pq.read_table(source, columns=self.columns)
-            except Exception as exc:
-                raise _fail(
-                    f"reading {_remote.display(self.files[i])!r} failed "
-                    f"({type(exc).__name__}: {exc}); check that the file is reachable and "
-                    "rerun (a fit with a checkpoint resumes where it stopped).",
-                    self.storage_options,
-                ) from None
-            frame = table.to_pandas()[self.columns]
-            parts.append(frame.to_numpy(dtype=self.dtype, na_value=np.nan)[a:b])
-            start, i = self.starts[i + 1], i + 1
+        g = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop and g < len(self.groups):
+            first, end = int(self.starts[g]), int(self.starts[g + 1])
+            a, b = start - first, min(stop, end) - first
+            if b > a:
+                parts.append(self._read(g, a, b, end - first))
+            start, g = end, g + 1
         return np.concatenate(parts)[:, cols]
+
+    def _read(self, g, a, b, n_rows):
+        """Rows ``a:b`` of row group ``g`` (of ``n_rows`` rows) as a numpy array."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        i, j = self.groups[g]
+        try:
+            with _parquet_source(self.files[i], self.storage_options) as source:
+                pf = pq.ParquetFile(source)
+                if a == 0 and b == n_rows:
+                    table = pf.read_row_group(j, columns=self.columns)
+                else:
+                    table = pa.Table.from_batches(self._part(pf, j, a, b))
+        except Exception as exc:
+            raise _fail(
+                f"reading {_remote.display(self.files[i])!r} failed "
+                f"({type(exc).__name__}: {exc}); check that the file is reachable and "
+                "rerun (a fit with a checkpoint resumes where it stopped).",
+                self.storage_options,
+            ) from None
+        frame = table.to_pandas()[self.columns]
+        return frame.to_numpy(dtype=self.dtype, na_value=np.nan)
+
+    def _part(self, pf, j, a, b):
+        """The record batches of rows ``a:b`` of row group ``j`` of the ParquetFile ``pf``."""
+        out, position = [], 0
+        batches = pf.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, row_groups=[j], columns=self.columns
+        )
+        for batch in batches:
+            lo, hi = max(a - position, 0), min(b - position, batch.num_rows)
+            if lo < hi:
+                out.append(batch.slice(lo, hi - lo))
+            position += batch.num_rows
+            if position >= b:
+                break
+        return out
 
 
 def open_array(spec, columns=None, chunks=None, storage_options=None):
@@ -504,16 +591,24 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     spec : str or path
         ``path.zarr`` (a zarr array, or a group holding one array), ``path.zarr:name`` (the
         array ``name`` of a zarr group), a ``.npy`` file or a directory of ``.npy`` files
-        (one chunk per file, stacked by sorted file name), or a Parquet file or directory
-        (read through dask.dataframe). Each may be a local path or a URL of any fsspec
-        filesystem: ``s3://bucket/x.zarr``, ``s3://bucket/g.zarr:features``, ``gs://``,
+        (stacked by sorted file name), or a Parquet file or directory (its schema read
+        through dask.dataframe, its row groups by pyarrow). Each may be a local path or a
+        URL of any fsspec filesystem: ``s3://bucket/x.zarr``, ``s3://bucket/g.zarr:features``, ``gs://``,
         ``az://``, ``https://``, ``memory://``, ``file://``.
     columns : list of str, optional
         Parquet columns to read; all columns (which must be numeric) by default.
-    chunks : int, optional
-        Rows per chunk. For zarr the default is the store's row chunking, and a value is rounded
-        up to whole stored chunks so every stored chunk is read once; for ``.npy`` files the
-        default is one chunk per file; for Parquet one chunk per partition.
+    chunks : int or str, optional
+        Rows per chunk (an int), or the memory of the task that summarizes a chunk (a size
+        such as ``"64MiB"``: the chunk and the summarizer's working copies, about 3 to 6
+        times the chunk's bytes, more for few features); by default Dask's
+        ``array.chunk-size`` setting (128 MiB unless configured, e.g.
+        ``dask.config.set({"array.chunk-size": "256MiB"})``), so that a file of any size is
+        read in parallel tasks of bounded memory. ``.npy``: row ranges of each file (a file
+        smaller than a chunk is one chunk). Parquet: row groups, consecutive small ones
+        combined up to the chunk size, a larger one split into row ranges (each read
+        batch by batch from its row group). zarr: whole stored chunks, combined up to the
+        chunk size (a stored chunk larger than it stays whole); a number of rows is rounded
+        up to whole stored chunks, so every stored chunk is read once.
     storage_options : dict, optional
         Options of the fsspec filesystem of a URL (credentials, ``endpoint_url``...). Without
         them the filesystem's usual chain applies (environment, config files). They are never

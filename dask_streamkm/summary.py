@@ -323,10 +323,9 @@ class Summary:
         """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
 
         ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
-        least 3). ``max_iter`` bounds the Lloyd iterations of the final Lloyd run on all
-        groups, which keeps the best centers it sees, so for one ``seed`` a larger
-        ``max_iter`` never gives a higher cost; the restarts and the swap search on the
-        coarse copy use their own fixed caps and do not depend on it.
+        least 3). ``max_iter`` bounds the iterations of every Lloyd run of the solve (the
+        restarts on the coarse copy, the swap search's, the final run on all groups), as
+        each of scikit-learn's ``KMeans`` runs (see :func:`._kernels.weighted_kmeans`).
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device;
         ``n_iter`` counts the iterations of the final Lloyd run (``1 <= n_iter <= max_iter``).

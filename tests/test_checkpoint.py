@@ -36,7 +36,7 @@ def store(tmp_path):
 
 
 def test_checkpoint_gives_the_same_centers_and_one_file_per_range(store, tmp_path):
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X)
     km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=tmp_path / "ck").fit(X)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
@@ -46,7 +46,7 @@ def test_checkpoint_gives_the_same_centers_and_one_file_per_range(store, tmp_pat
 
 
 def test_restart_skips_finished_ranges_and_reads_the_rest_once(store, tmp_path):
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     ck = tmp_path / "ck"
     ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
     # As if the fit had been interrupted after three ranges.
@@ -67,7 +67,7 @@ def test_restart_skips_finished_ranges_and_reads_the_rest_once(store, tmp_path):
 
 def test_other_seed_parameters_or_data_never_pick_up_the_files(store, tmp_path):
     ck = tmp_path / "ck"
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
     n = len(_files(ck))
     for params in ({"random_state": 1}, {"summary_size": 300}, {"method": "lloyd"}):
@@ -87,7 +87,7 @@ def test_other_sample_weight_never_picks_up_the_files(store, tmp_path, weights_a
     # Same data, parameters, seed and directory; only the weights change: the second fit must
     # summarize again (new files) and end with the centers of an uncheckpointed fit.
     ck = tmp_path / "ck"
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     n = X.shape[0]
     ones = np.ones(n)
     # The second weights drop every row on one side of the data: other centers.
@@ -138,7 +138,7 @@ def test_checkpoint_errors(tmp_path, rng):
 
 def test_unreadable_checkpoint_file_is_recomputed(store, tmp_path):
     ck = tmp_path / "ck"
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
     (ck / _files(ck)[0]).write_bytes(b"truncated")
     km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
@@ -165,6 +165,8 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
         6,
         "--split-every",
         split,
+        "--chunks",
+        rows,
         "--scheduler",
         "sync",
         "--quiet",
@@ -186,7 +188,7 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
 
     # In this process, a restart reads only the chunks of the unfinished ranges, once each.
     shutil.copytree(ck, tmp_path / "ck-copy")
-    Xs = open_array(store)
+    Xs = open_array(store, chunks=rows)
     Xc, counter = counting_like(Xs, zarr.open(store, mode="r"))
     with dask.config.set(scheduler="sync"):
         resumed = StreamingKMeans(
@@ -210,7 +212,7 @@ def test_killed_cli_fit_resumes_from_its_checkpoint(tmp_path):
 # ---------------------------------------------------------------------- file integrity
 def _refit_reads(store, ck):
     """Fit again from the checkpoint; returns the model and the chunk rows read."""
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     Xc, counter = counting_like(X, zarr.open(store, mode="r"))
     km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(Xc)
     return km, counter.reads
@@ -218,7 +220,9 @@ def _refit_reads(store, ck):
 
 def test_file_swapped_with_another_ranges_is_recomputed(store, tmp_path):
     ck = tmp_path / "ck"
-    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(
+        open_array(store, chunks=1_000)
+    )
     a, b = _files(ck)[:2]
     (ck / a).rename(ck / "swap")
     (ck / b).rename(ck / a)
@@ -232,7 +236,9 @@ def test_file_swapped_with_another_ranges_is_recomputed(store, tmp_path):
 
 def test_file_with_nan_weights_or_edited_numbers_is_recomputed(store, tmp_path):
     ck = tmp_path / "ck"
-    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(
+        open_array(store, chunks=1_000)
+    )
     first, second = (ck / name for name in _files(ck)[:2])
     for path, edit in ((first, "nan"), (second, "scaled")):
         with np.load(path) as data:
@@ -246,7 +252,9 @@ def test_file_with_nan_weights_or_edited_numbers_is_recomputed(store, tmp_path):
 
 def test_truncated_or_old_format_file_is_recomputed(store, tmp_path):
     ck = tmp_path / "ck"
-    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(open_array(store))
+    ref = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(
+        open_array(store, chunks=1_000)
+    )
     first, second = (ck / name for name in _files(ck)[:2])
     first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
     Summary.load(second).save(second)  # a plain summary: says nothing of what it covers
@@ -259,7 +267,7 @@ def test_waves_save_their_roots_and_resume(store, tmp_path, monkeypatch):
     # 24 chunks in waves of 4 x 4 = 16 chunks: ranges of 4 chunks and the roots of two waves.
     monkeypatch.setattr(_graph, "WAVE_CHUNKS", 16)
     ck = tmp_path / "ck"
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X)
     km = StreamingKMeans(4, random_state=0, split_every=4, checkpoint=ck).fit(X)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)

@@ -94,6 +94,8 @@ def test_fit_predict_score_round_trip(store, tmp_path, capsys):
         "lloyd",
         "--split-every",
         3,
+        "--chunks",  # the store's chunks (by default they are combined up to 128 MiB)
+        1500,
     )
     assert rc == 0, err
     for word in (
@@ -106,7 +108,7 @@ def test_fit_predict_score_round_trip(store, tmp_path, capsys):
     ):
         assert word in out
     assert "8/8 chunks" in err  # the progress bar
-    X = open_array(store)
+    X = open_array(store, chunks=1500)
     ref = StreamingKMeans(4, random_state=3, summary_size=64, method="lloyd", split_every=3).fit(X)
     model = StreamingKMeans.load(model_path)
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
@@ -171,7 +173,9 @@ def test_other_inputs(tmp_path, capsys, rng):
         (tmp_path / "pq", ("--columns", "a,b,c")),
     ):
         out_path = tmp_path / f"m{len(models)}.npz"
-        rc, out, err = run(capsys, "fit", spec, "--k", 3, "--out", out_path, *extra)
+        rc, out, err = run(
+            capsys, "fit", spec, "--k", 3, "--chunks", 1000, "--out", out_path, *extra
+        )
         assert rc == 0, err
         assert "rows          3,000 x 3" in out and "chunks        3" in out
         models[str(spec)] = StreamingKMeans.load(out_path).cluster_centers_

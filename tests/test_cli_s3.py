@@ -56,8 +56,9 @@ def test_every_command_on_s3_urls(s3, capsys):
         return out
 
     ok("make-data", store, "--rows", 4000, "--features", 3, "--components", 4, "--chunks", 1000)
-    ok("fit", store, "--k", 3, "--out", model, "--checkpoint", f"{bucket}/ck", "--split-every", 2)
-    X = open_array(store, storage_options=options)
+    fit = ("fit", store, "--k", 3, "--out", model, "--chunks", 1000)
+    ok(*fit, "--checkpoint", f"{bucket}/ck", "--split-every", 2)
+    X = open_array(store, chunks=1000, storage_options=options)
     ref = StreamingKMeans(3, random_state=0, split_every=2).fit(X)
     fitted = StreamingKMeans.load(model, storage_options=options)
     np.testing.assert_array_equal(fitted.cluster_centers_, ref.cluster_centers_)

@@ -87,6 +87,8 @@ def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
             str(tmp_path / "x.zarr"),
             "--k",
             "4",
+            "--chunks",  # the store's chunks
+            "2000",
             "--scheduler",
             address,
             "--out",
@@ -99,7 +101,7 @@ def test_cli_fit_against_a_scheduler_address(client, tmp_path, capsys):
     model = StreamingKMeans.load(tmp_path / "m.npz")
     from dask_streamkm.io import open_array
 
-    ref = _threaded(open_array(tmp_path / "x.zarr"), n_clusters=4, random_state=0)
+    ref = _threaded(open_array(tmp_path / "x.zarr", chunks=2_000), n_clusters=4, random_state=0)
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
 
 
@@ -112,6 +114,8 @@ def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
             str(tmp_path / "x.zarr"),
             "--k",
             "3",
+            "--chunks",  # the store's chunks
+            "2000",
             "--scheduler",
             "local-cluster",
             "--n-workers",
@@ -125,6 +129,6 @@ def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
     assert "4/4 chunks" in captured.err
     from dask_streamkm.io import open_array
 
-    ref = _threaded(open_array(tmp_path / "x.zarr"), n_clusters=3, random_state=0)
+    ref = _threaded(open_array(tmp_path / "x.zarr", chunks=2_000), n_clusters=3, random_state=0)
     model = StreamingKMeans.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)

@@ -209,7 +209,8 @@ def test_cli_elbow_prints_table_and_writes_plot(blobs, tmp_path, capsys):
     store = str(tmp_path / "blobs.zarr")
     da.from_array(blobs, chunks=(500, -1)).to_zarr(store)
     png = tmp_path / "elbow.png"
-    assert main(["elbow", store, "--k", "2:6", "--plot", str(png), "--quiet"]) == 0
+    argv = ["elbow", store, "--k", "2:6", "--chunks", "500", "--plot", str(png), "--quiet"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [2, 3, 4, 5, 6]

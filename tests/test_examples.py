@@ -28,6 +28,16 @@ def test_out_of_core_zarr(tmp_path):
     assert (tmp_path / "stores" / "model.npz").exists()
 
 
+def test_xarray_zarr(tmp_path):
+    pytest.importorskip("xarray")
+    out = run_example("xarray_zarr.py", "--dir", tmp_path, cwd=tmp_path)
+    assert "feature names: ['temperature', 'humidity', 'pressure']" in out
+    assert "labels: DataArray over ('sample',), lazy: True" in out
+    ari = float(out.rsplit("ARI ", 1)[1].split()[0])
+    assert ari > 0.95
+    assert (tmp_path / "weather.zarr" / "regime").exists()
+
+
 def test_gdelt_workflow_generated(tmp_path):
     png = tmp_path / "gdelt.png"
     out = run_example("gdelt_workflow.py", "--out", png, cwd=tmp_path)

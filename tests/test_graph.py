@@ -235,7 +235,7 @@ def _arrays_of_many_kinds(tmp_path):
 
     data = np.arange(4000 * 3, dtype=float).reshape(4000, 3)
     zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(100, 3), dtype="f8")[:] = data
-    stored = open_array(str(tmp_path / "a.zarr"))
+    stored = open_array(str(tmp_path / "a.zarr"), chunks=100)
     inline = da.from_array(data, chunks=100)
     return {
         "zarr": stored,

@@ -180,7 +180,8 @@ def _file_size_limit(limit):
 
 def test_12_8_checkpoint_that_fills_up_mid_pass_keeps_finished_ranges(store, tmp_path, capsys):
     ck = tmp_path / "ck"
-    fit = ["fit", store, "--k", 3, "--split-every", 2, "--scheduler", "sync", "--quiet"]
+    fit = ["fit", store, "--k", 3, "--split-every", 2, "--chunks", 1000, "--scheduler", "sync"]
+    fit.append("--quiet")
     assert run(capsys, *fit, "--checkpoint", ck, "--out", tmp_path / "a.npz")[0] == 0
     files = sorted(p.name for p in ck.iterdir())
     assert len(files) == 3  # 6 chunks, ranges of 2

@@ -20,12 +20,19 @@ def _data(rng, n=1000, d=4):
 
 
 # ---------------------------------------------------------------------- zarr
-def test_zarr_array_keeps_store_chunks(tmp_path, rng):
-    data = _data(rng)
+def test_zarr_default_chunks_combine_stored_chunks_up_to_the_chunk_size(tmp_path, rng):
+    data = _data(rng)  # 1,000 rows of 16 bytes in stored chunks of 100 rows
     zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
     X = open_array(tmp_path / "x.zarr")
-    assert X.chunks[0] == (100,) * 10 and X.numblocks[1] == 1
+    assert X.chunks[0] == (1000,) and X.numblocks[1] == 1  # tiny: one chunk of 128 MiB
     np.testing.assert_array_equal(X.compute(), data)
+    per_row = 4 * (4 + 4 * 2.7) + 170  # a row and its working copies in a summarize task
+    with dask.config.set({"array.chunk-size": f"{int(350 * per_row)}B"}):  # 3 stored chunks
+        assert open_array(tmp_path / "x.zarr").chunks[0] == (300, 300, 300, 100)
+    with dask.config.set({"array.chunk-size": f"{int(50 * per_row)}B"}):  # kept whole
+        assert open_array(tmp_path / "x.zarr").chunks[0] == (100,) * 10
+    assert open_array(tmp_path / "x.zarr", chunks=f"{int(250 * per_row)}B").chunks[0] == (200,) * 5
+    np.testing.assert_array_equal(open_array(tmp_path / "x.zarr", chunks=100).compute(), data)
 
 
 def test_zarr_chunks_rounded_to_whole_stored_chunks(tmp_path, rng):
@@ -118,7 +125,8 @@ def test_parquet_numeric_columns(tmp_path, rng):
     np.testing.assert_array_equal(X.compute(), data[:, [0, 2]])
     with pytest.raises(InputError, match=r"non-numeric columns \['label'\]; choose numeric"):
         open_array(tmp_path / "pq")
-    assert open_array(tmp_path / "pq", columns=["a"], chunks=100).chunks[0] == (100,) * 4
+    # Row groups of 250 and 150 rows, each split into equal parts of at most 100 rows.
+    assert open_array(tmp_path / "pq", columns=["a"], chunks=100).chunks[0] == (84, 83, 83, 75, 75)
 
 
 # ---------------------------------------------------------------------- labels out
@@ -135,7 +143,7 @@ def test_write_labels_uneven_chunks(tmp_path):
 def test_fit_reads_every_chunk_exactly_once(tmp_path, rng, scheduler):
     data = _data(rng, 6000, 5)
     zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(500, 5))
-    X = open_array(tmp_path / "x.zarr")
+    X = open_array(tmp_path / "x.zarr", chunks=500)
     Xc, counter = counting_like(X, zarr.open(tmp_path / "x.zarr", mode="r"))
     with dask.config.set(scheduler=scheduler):
         km = StreamingKMeans(3, random_state=0, split_every=3).fit(Xc)
@@ -162,7 +170,7 @@ def test_rewritten_store_is_read_again_with_a_checkpoint(tmp_path, rng, opener):
     meta = (path / "zarr.json").stat().st_mtime_ns
 
     def load():
-        return open_array(path) if opener == "open_array" else da.from_zarr(str(path))
+        return open_array(path, chunks=250) if opener == "open_array" else da.from_zarr(str(path))
 
     params = dict(n_clusters=3, random_state=0, checkpoint=tmp_path / "ckpt")
     first = StreamingKMeans(**params).fit(load())
@@ -212,7 +220,7 @@ def test_memory_and_file_urls(tmp_path, rng):
     zarr.create_array(tmp_path / "x.zarr", data=data, chunks=(100, 4))
     np.testing.assert_array_equal(open_array(f"file://{tmp_path}/x.zarr").compute(), data)
     da.to_zarr(da.from_array(data, chunks=(100, 4)), "memory://io-test/x.zarr", overwrite=True)
-    X = open_array("memory://io-test/x.zarr")
+    X = open_array("memory://io-test/x.zarr", chunks=100)
     assert X.chunks[0] == (100,) * 5
     np.testing.assert_array_equal(X.compute(), data)
     write_labels(da.arange(500, chunks=100), "memory://io-test/l.zarr", overwrite=True)
@@ -285,7 +293,7 @@ def test_zarr_over_plain_http(tmp_path, rng):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/x.zarr"
-        X = open_array(url)
+        X = open_array(url, chunks=100)
         assert X.chunks[0] == (100,) * 4
         np.testing.assert_array_equal(X.compute(), data)
     finally:

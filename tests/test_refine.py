@@ -258,7 +258,7 @@ def _refine_files(ck):
 
 
 def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(store, tmp_path):
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     params = dict(random_state=0, split_every=4, refine_passes=2)
     ref = StreamingKMeans(4, **params).fit(X)
     ck = tmp_path / "ck"
@@ -284,7 +284,7 @@ def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(store, tmp_pat
 
 
 def test_edited_refine_file_is_recomputed(store, tmp_path):
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     ck = tmp_path / "ck"
     params = dict(random_state=0, split_every=4, refine_passes=1, checkpoint=ck)
     ref = StreamingKMeans(4, **params).fit(X)
@@ -300,7 +300,7 @@ def test_edited_refine_file_is_recomputed(store, tmp_path):
 
 
 def test_each_pass_reads_every_chunk_once(store):
-    X = open_array(store)
+    X = open_array(store, chunks=1_000)
     Xc, counter = counting_like(X, zarr.open(store, mode="r"))
     StreamingKMeans(4, random_state=0, refine_passes=2).fit(Xc)
     assert counter.reads == {r: 3 for r in range(0, 16_000, 1_000)}
@@ -369,11 +369,23 @@ def test_model_file_keeps_and_validates_refine_passes(data, tmp_path):
 
 def test_cli_refine_passes(store, tmp_path, capsys):
     out = tmp_path / "m.npz"
-    args = ["fit", store, "--k", "4", "--out", out, "--quiet", "--scheduler", "sync"]
+    args = [
+        "fit",
+        store,
+        "--k",
+        "4",
+        "--chunks",
+        "1000",
+        "--out",
+        out,
+        "--quiet",
+        "--scheduler",
+        "sync",
+    ]
     assert main([str(a) for a in args + ["--refine-passes", "1"]]) == 0
     model = StreamingKMeans.load(out)
     assert model.refine_passes == 1
-    ref = StreamingKMeans(4, random_state=0, refine_passes=1).fit(open_array(store))
+    ref = StreamingKMeans(4, random_state=0, refine_passes=1).fit(open_array(store, chunks=1_000))
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
     with pytest.raises(SystemExit):
         main([str(a) for a in args + ["--refine-passes", "-1"]])
@@ -391,13 +403,13 @@ def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
     params = dict(random_state=0, split_every=2, refine_passes=1)
     ref = StreamingKMeans(4, **params).fit(X)
     params.update(checkpoint=ckpt, storage_options=options)
-    km = StreamingKMeans(4, **params).fit(open_array(url, storage_options=options))
+    km = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     fs = s3fs.S3FileSystem(**options)
     fs.invalidate_cache()
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
     assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
-    again = StreamingKMeans(4, **params).fit(open_array(url, storage_options=options))
+    again = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
     assert again.inertia_ == ref.inertia_
 
 

@@ -135,13 +135,13 @@ def test_s3_rewritten_store_is_read_again_with_a_checkpoint(s3_server, s3_bucket
     _zarr_on_s3(url, _blobs(rng), options)
     ckpt = f"{s3_bucket}/ckpt"
     first = StreamingKMeans(4, random_state=0, checkpoint=ckpt).fit(
-        open_array(url, storage_options=options)
+        open_array(url, chunks=200, storage_options=options)
     )
     # Same shape, new values: only the chunk objects change (zarr.json is not rewritten).
     new = _blobs(np.random.default_rng(7))
     store = zarr.storage.FsspecStore.from_url(url, storage_options=options)
     zarr.open_array(store, mode="r+")[:] = new
-    X = open_array(url, storage_options=options)
+    X = open_array(url, chunks=200, storage_options=options)
     with Reads(X.name) as reads:
         second = StreamingKMeans(4, random_state=0, checkpoint=ckpt).fit(X)
     assert reads.count == X.numblocks[0]
@@ -157,7 +157,7 @@ def _store_on_s3(kind, bucket, data, options):
     if kind == "zarr":
         url = f"{bucket}/x.zarr"
         _zarr_on_s3(url, data, options)
-        return url, None
+        return url, 200
     fs = s3fs.S3FileSystem(**options)
     if kind == "npy":
         for i, start in enumerate(range(0, len(data), 800)):
@@ -170,7 +170,7 @@ def _store_on_s3(kind, bucket, data, options):
         frame = pd.DataFrame(data[start : start + 200], columns=["a", "b", "c"])
         with fs.open(f"{bucket}/x-pq/part-{i:02d}.parquet", "wb") as fh:
             frame.to_parquet(fh)
-    return f"{bucket}/x-pq", None
+    return f"{bucket}/x-pq", 200
 
 
 @pytest.mark.parametrize("kind", ["zarr", "npy", "parquet"])

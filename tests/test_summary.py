@@ -7,6 +7,7 @@ import pytest
 from _helpers import by_row, true_cost
 
 from dask_streamkm import Summary
+from dask_streamkm import _kernels as K
 from dask_streamkm import summary as summary_module
 
 
@@ -186,17 +187,20 @@ def test_solve_returns_centers_and_bound(rng):
 
 # ---------------------------------------------------------------------- files
 @pytest.mark.parametrize("seed", range(20))
-def test_solve_max_iter_bounds_n_iter_and_more_iterations_never_cost_more(seed):
-    # max_iter bounds the final Lloyd on all groups and n_iter counts its iterations; the
-    # restarts and swap search do not depend on it, and the final Lloyd keeps its best centers.
+def test_solve_max_iter_bounds_n_iter_and_more_iterations_above_the_cap_never_cost_more(seed):
+    # max_iter bounds every Lloyd run and n_iter counts those of the final run on all groups.
+    # From RESTART_MAX_ITER on, the restarts and the swap search no longer depend on it and
+    # the final Lloyd keeps its best centers: a larger max_iter never costs more there.
     X = np.random.default_rng(0).normal(size=(100, 10))
     s = Summary.from_points(X)
-    costs = []
     for max_iter in range(1, 21):
         centers, bound, n_iter = s.solve(8, n_init=1, max_iter=max_iter, seed=seed)
         assert 1 <= n_iter <= max_iter
         assert bound == pytest.approx(((X[:, None] - centers[None]) ** 2).sum(2).min(1).sum())
-        costs.append(bound)
+    costs = [
+        s.solve(8, n_init=1, max_iter=max_iter, seed=seed)[1]
+        for max_iter in (K.RESTART_MAX_ITER, K.RESTART_MAX_ITER + 1, 2 * K.RESTART_MAX_ITER)
+    ]
     assert np.all(np.diff(costs) <= 0), costs
 
 
