@@ -738,3 +738,96 @@ def labels_writer(labels, storage_options=None):
         _graph.store_in_waves(labels, target)
 
     return write
+
+
+# ---------------------------------------------------------------------- xarray
+def stack_samples(array, feature_dim, sample_dim="sample"):
+    """An xarray DataArray as (sample, feature): every dim but ``feature_dim`` stacked into
+    one ``sample_dim`` (lazy for dask-backed data; nothing is read).
+
+    Parameters
+    ----------
+    array : xarray.DataArray
+        Data with one feature dim and any number of other dims (time, lat, lon...).
+    feature_dim : str
+        The dim whose values are the features (bands, channels, variables).
+    sample_dim : str, default="sample"
+        Name of the stacked dim. Labels predicted over it go back to the grid with
+        ``labels.unstack(sample_dim)``.
+
+    Returns
+    -------
+    xarray.DataArray of dims ``(sample_dim, feature_dim)``, with one chunk across the
+    features (what :class:`~dask_streamkm.StreamingKMeans` needs).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from dask_streamkm.io import stack_samples
+    >>> cube = xr.DataArray(np.zeros((2, 3, 4)), dims=("time", "x", "band"))
+    >>> stack_samples(cube, "band").dims
+    ('sample', 'band')
+    """
+    if feature_dim not in array.dims:
+        raise ValueError(
+            f"feature_dim={feature_dim!r} is not a dim of the DataArray; its dims are {array.dims}."
+        )
+    others = [d for d in array.dims if d != feature_dim]
+    if len(others) == 1 and others[0] == sample_dim:
+        out = array
+    else:
+        out = array.stack({sample_dim: others})
+    out = out.transpose(sample_dim, feature_dim)
+    if out.chunks is not None:
+        out = out.chunk({feature_dim: -1})
+    return out
+
+
+def dataset_to_array(dataset, variables=None, feature_dim="variable", sample_dim="sample"):
+    """The variables of an xarray Dataset as the features of a (sample, feature) DataArray.
+
+    Each variable (all of the same dims) becomes one feature, named by the variable; the
+    other dims are stacked into ``sample_dim`` (:func:`stack_samples`) unless there is one.
+    Lazy for dask-backed data (``xr.open_zarr``): nothing is read.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Data variables of the same dims, numeric.
+    variables : list of str, optional
+        The variables to use, in order; all data variables by default.
+    feature_dim : str, default="variable"
+        Name of the feature dim; its coordinate holds the variable names, which become
+        ``feature_names_in_`` of a model fitted on the result.
+    sample_dim : str, default="sample"
+        Name of the sample dim when several dims are stacked.
+
+    Returns
+    -------
+    xarray.DataArray of dims ``(sample, feature_dim)``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from dask_streamkm.io import dataset_to_array
+    >>> ds = xr.Dataset({"t": ("time", np.zeros(3)), "p": ("time", np.ones(3))})
+    >>> X = dataset_to_array(ds)
+    >>> X.dims, X["variable"].values.tolist()
+    (('time', 'variable'), ['t', 'p'])
+    """
+    names = list(dataset.data_vars) if variables is None else list(variables)
+    missing = [v for v in names if v not in dataset.data_vars]
+    if missing or not names:
+        raise ValueError(
+            f"variables={variables!r}: the Dataset has no data variable {missing or names}; "
+            f"its data variables are {list(dataset.data_vars)}."
+        )
+    dims = {v: dataset[v].dims for v in names}
+    if len(set(dims.values())) > 1:
+        raise ValueError(
+            f"the variables have different dims {dims}; select variables of the same dims, or "
+            "broadcast them first (xr.broadcast)."
+        )
+    array = dataset[names].to_dataarray(dim=feature_dim)
+    others = [d for d in array.dims if d != feature_dim]
+    return stack_samples(array, feature_dim, others[0] if len(others) == 1 else sample_dim)
