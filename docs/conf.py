@@ -68,7 +68,7 @@ sphinx_gallery_conf = {
     # Run the examples that need no download, no object store and no GPU.
     "filename_pattern": (
         r"/(quickstart|out_of_core_zarr|gdelt_workflow|embeddings_dedup|time_vs_cost|"
-        r"cluster_picture)\.py$"
+        r"cluster_picture|xarray_zarr)\.py$"
     ),
     "reset_argv": "gallery_hooks.reset_argv",
     "image_scrapers": ("gallery_hooks.png_scraper",),
