@@ -312,12 +312,12 @@ def _lloyd(layout, centers, n_centers, n_iter):
     owner = np.repeat(np.arange(n_cells), n_centers)
     slot = np.arange(n_groups) - offsets[owner]
     nearest = np.zeros(layout.slot_w.shape[0], dtype=np.int64)
-    # Work buffers for every step (no fresh pages per step): the bands' scores, each row's
-    # center in its cell and its group; and what does not change: the rows' group offsets,
+    # Work buffers for every step (no fresh pages per step): the bands' scores and each
+    # row's group; and what does not change: the rows' group offsets,
     # the rows whose cell has no center, the unit weights of the sums.
     sizes = [int(layout.slot_start[hi] - layout.slot_start[lo]) * t for lo, hi, t in bands]
     work = np.empty(max(sizes, default=0), dtype=layout.padded.dtype)
-    labels, group = np.empty(cell.shape[0], dtype=np.int64), np.empty(cell.shape[0], np.int64)
+    group = np.empty(cell.shape[0], dtype=np.int64)
     row_offset = offsets[cell]
     no_center = np.flatnonzero(n_centers[cell] == 0)
     unit = _unit_weights(layout.w, layout.padded.dtype)
@@ -328,8 +328,8 @@ def _lloyd(layout, centers, n_centers, n_iter):
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
             S = layout.scores(lo, hi, band, c_sq, work)
             np.argmin(S, axis=1, out=nearest[layout.slot_start[lo] : layout.slot_start[hi]])
-        np.take(nearest, layout.flat, out=labels)
-        np.add(row_offset, labels, out=group)
+        np.take(nearest, layout.flat, out=group)  # each row's center in its cell...
+        group += row_offset  # ...numbered among all groups
         group[no_center] = 0
         if step == n_iter:
             return group
