@@ -503,7 +503,7 @@ def speedup(cfg, gpu_backend, threads, report):
 # ---------------------------------------------------------------------- reporting
 def machine(backend_name):
     info = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         python=platform.python_version(),
         cpu_count=os.cpu_count(),
         numpy=np.__version__,

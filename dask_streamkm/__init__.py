@@ -1,7 +1,7 @@
 """dask_streamkm: one-pass k-means for data larger than memory, on Dask."""
 
 from ._memory import WorkerMemoryError
-from ._model_io import ModelFileError
+from ._model_io import ModelFileError, SklearnPrecisionWarning
 from .elbow import elbow
 from .estimator import HalfLifeDecayWarning, StreamingKMeans
 from .io import InputError
@@ -13,6 +13,7 @@ __all__ = [
     "HalfLifeDecayWarning",
     "InputError",
     "ModelFileError",
+    "SklearnPrecisionWarning",
     "StreamingKMeans",
     "Summary",
     "WorkerMemoryError",

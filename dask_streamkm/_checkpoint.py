@@ -29,6 +29,7 @@ from dask.base import tokenize
 from . import _graph, _remote
 from ._array import to_host
 from ._kernels import REFINE_TOP_LEVEL, refine_key_span
+from ._npz import NpzReader
 from .summary import FORMAT_VERSION, Summary
 
 
@@ -53,19 +54,20 @@ def check_directory(checkpoint, random_state, storage_options=None):
         directory = str(checkpoint).rstrip("/")
         try:
             fs, path = _remote.filesystem(directory, storage_options)
-            if fs.isfile(path):
-                raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
-            fs.makedirs(path, exist_ok=True)
-        except ValueError:
-            raise
+            is_file = fs.isfile(path)
+            if not is_file:
+                fs.makedirs(path, exist_ok=True)
         except Exception as exc:  # OSError, or a client's own (missing credentials...)
             raise ValueError(
                 _remote.redact(
                     f"checkpoint={shown!r} cannot be used ({type(exc).__name__}: {exc}); check "
                     "the URL, that the bucket exists and the credentials.",
                     storage_options,
+                    [directory],
                 )
-            ) from exc
+            ) from None
+        if is_file:
+            raise ValueError(f"checkpoint={shown!r} is a file; it should be a directory.")
         return directory
     directory = _remote.local_path(checkpoint)
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -112,13 +114,30 @@ def range_path(directory, key, start, stop):
     return _remote.join(directory, f"summary-{key}-{start:06d}-{stop:06d}.npz")
 
 
+def _file_error(action, path, exc, storage_options):
+    """The OSError of ``action`` ("reading", "writing") a checkpoint file, without secrets
+    (raise it ``from None``: the cause may hold them)."""
+    return OSError(
+        _remote.redact(
+            f"{action} the checkpoint file {path!r} failed ({type(exc).__name__}: {exc}); "
+            "check that the checkpoint directory is reachable and the credentials, and rerun "
+            "(the fit resumes where it stopped).",
+            storage_options,
+            [path],
+        )
+    )
+
+
 def _save(summary, path, storage_options=None):
     """Write atomically: locally a temporary file in the same directory, then a rename; on an
     object store one whole-object upload (atomic per object)."""
     tmp = _remote.local_temp(path, ".npz")
     try:
         summary.save(tmp)
-        _remote.put_file(tmp, path, storage_options)
+        try:
+            _remote.put_file(tmp, path, storage_options)
+        except Exception as exc:  # a client's text may hold the URL's secrets
+            raise _file_error("writing", path, exc, storage_options) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -170,7 +189,7 @@ def _covers(path, summary, expect):
     """
     key, start, stop = expect
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as fh, NpzReader(fh.read()) as data:
             stored = (str(data["run_key"]), int(data["chunk_start"]), int(data["chunk_stop"]))
             checksum = str(data["checksum"])
     except Exception:  # noqa: BLE001 - any unreadable or older file is recomputed
@@ -219,6 +238,8 @@ def _read(path, load_local, storage_options=None):
         data = _remote.read_bytes(path, storage_options)
     except FileNotFoundError:
         return None
+    except Exception as exc:  # a client's text may hold the URL's secrets
+        raise _file_error("reading", path, exc, storage_options) from None
     tmp = _remote.local_temp(path, ".npz")
     try:
         with open(tmp, "wb") as fh:
@@ -419,7 +440,7 @@ def _load_stats_local(path, shape, expect):
     (k, d) ``shape``; None otherwise (recomputed)."""
     k, d = shape
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as fh, NpzReader(fh.read()) as data:
             keys = np.asarray(data["keys"], dtype=np.int64)
             weights, offsets, sq = (
                 np.asarray(data[f], dtype=np.float64) for f in _STATS_ARRAYS[1:]

@@ -60,7 +60,7 @@ def handshake(spec, timeout):
 
     try:
         reply = asyncio.run(asyncio.wait_for(identity(), timeout))
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise _failure(spec, timeout, "no handshake") from None
     except Exception as exc:  # noqa: BLE001 - whatever the peer did, one line
         raise _failure(spec, timeout, first_line(exc)) from None

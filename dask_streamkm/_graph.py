@@ -41,6 +41,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.layers import ArrayBlockwiseDep
 from dask.task_spec import Task, TaskRef
 
+from . import _memory
 from ._array import float_dtype, from_host, namespace, to_host
 from ._kernels import (
     REFINE_TOP_LEVEL,
@@ -60,7 +61,7 @@ from ._kernels import (
 from ._seeds import LEAF_LEVEL, task_seed
 from ._summarize import summarize
 from ._threads import limit_blas_in_worker
-from .summary import Summary
+from .summary import Summary, weight_range_problem
 
 
 def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean"):
@@ -75,7 +76,7 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
     direction, is an error naming the chunk and the row.
     """
     xp = namespace(X)
-    if not xp.isdtype(X.dtype, "real floating"):
+    if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
         X = xp.astype(X, float_dtype(xp, X.dtype))
     rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
     if sample_weight is not None and sample_weight.shape[0]:
@@ -85,6 +86,8 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
+        if centers is None:  # the weights go into sums (fit, refinement): their range counts
+            _check_weight_range(sw, f" in {rows}")
     if X.shape[0]:
         # NaN and inf show in the extremes (read once for both checks).
         bounds = value_range(X)
@@ -109,6 +112,19 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
                 "X[(X != 0).any(axis=1)], or use metric='euclidean'."
             )
     return X
+
+
+def _check_weight_range(sw, where):
+    """Raise ValueError when the positive weights of ``sw`` (float64) are out of range."""
+    xp = namespace(sw)
+    positive = sw > 0
+    if not bool(xp.any(positive)):
+        return
+    largest = float(xp.max(sw))
+    smallest = float(xp.min(xp.where(positive, sw, largest)))
+    problem = weight_range_problem(smallest, largest, where)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _too_large_message(X, centers, bounds, rows, weight):
@@ -702,12 +718,17 @@ def fit_summary(
         leaf_fn=leaf_fn,
         metric=metric,
     )
-    if not levels:
-        graph, n_tasks = wave_graph(X, sample_weight, 0, n_blocks, **params)
+
+    def build(index, start, stop):
+        graph, n_tasks = wave_graph(X, sample_weight, start, stop, **params)
         if on_wave is not None:
-            on_wave(0, n_blocks, n_tasks)
-        (summary,) = dask.compute(graph)
-        return summary
+            on_wave(start, stop, n_tasks)
+        return graph
+
+    if not levels:  # one wave: the whole tree
+        out = []
+        run_waves([(0, 0, n_blocks)], build, lambda *wave: out.append(wave[-1]))
+        return out[0]
 
     wave = split_every**levels
     n_waves = -(-n_blocks // wave)
@@ -720,12 +741,6 @@ def fit_summary(
             top.add(index, done, stop - start)
         else:
             pending.append((index, start, stop))
-
-    def build(index, start, stop):
-        graph, n_tasks = wave_graph(X, sample_weight, start, stop, **params)
-        if on_wave is not None:
-            on_wave(start, stop, n_tasks)
-        return graph
 
     run_waves(pending, build, lambda index, start, stop, root: top.add(index, root, stop - start))
     return top.result()
@@ -780,8 +795,11 @@ def run_waves(pending, build, collect):
 
     ``build(index, start, stop)`` gives a wave's Delayed; ``collect(index, start, stop,
     result)`` receives its result. Local schedulers: one wave at a time, in order. A
-    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once (``as_completed``),
-    results in the order they finish (``collect`` must not depend on that order).
+    distributed client: at most :data:`WAVES_IN_FLIGHT` submitted at once, results in the
+    order they finish (``collect`` must not depend on that order); the wait looks every
+    :data:`._memory.RESTART_POLL_SECONDS` at the nannies' memory restarts of the workers and
+    ends (the waves cancelled) with :class:`._memory.WorkersRestartedError` when a worker too
+    small for the library or a task is restarted again and again (:class:`._memory.RestartWatch`).
     """
     client = _distributed_client()
     if client is None:
@@ -789,25 +807,35 @@ def run_waves(pending, build, collect):
             (result,) = dask.compute(build(index, start, stop))
             collect(index, start, stop, result)
         return
-    from distributed import as_completed
+    from distributed import TimeoutError as WaitTimeout
+    from distributed import wait
 
+    watch = _memory.RestartWatch(client)
     pending = list(pending)
-    index_of = {}
-
-    def submit():
-        index, start, stop = pending.pop(0)
-        future = client.compute(build(index, start, stop), retries=WAVE_RETRIES)
-        index_of[future.key] = (index, start, stop)
-        return future
-
-    running = as_completed([submit() for _ in range(min(WAVES_IN_FLIGHT, len(pending)))])
-    for future in running:
-        index, start, stop = index_of.pop(future.key)
-        result = future.result()
-        future.release()
-        if pending:
-            running.add(submit())
-        collect(index, start, stop, result)
+    running = {}
+    try:
+        while pending or running:
+            while pending and len(running) < WAVES_IN_FLIGHT:
+                index, start, stop = pending.pop(0)
+                future = client.compute(build(index, start, stop), retries=WAVE_RETRIES)
+                running[future] = (index, start, stop)
+            try:
+                done = wait(
+                    list(running),
+                    timeout=_memory.RESTART_POLL_SECONDS,
+                    return_when="FIRST_COMPLETED",
+                ).done
+            except WaitTimeout:
+                watch.check()
+                continue
+            for future in done:
+                index, start, stop = running.pop(future)
+                result = future.result()
+                future.release()
+                collect(index, start, stop, result)
+    finally:
+        if running:  # an error or a stop: the cluster stops computing the other waves
+            client.cancel(list(running))
 
 
 def block_waves(n_blocks):
@@ -852,6 +880,14 @@ class RefineStats:
     def points(self, centers, origin=None, dtype=None):
         """The groups as weighted points: :func:`._kernels.refine_points`."""
         return refine_points(*self.arrays, centers, origin, dtype)
+
+    def cost_bound(self, centers, origin, final):
+        """Upper bound on the rows' cost for the centers ``final`` (float64, host): each group
+        of the pass (made from ``centers``) charged its own error plus its weight times its
+        centroid's squared distance to the nearest of ``final``, relative to ``origin``."""
+        points, weights, sse = self.points(centers, origin)
+        _, dist = nearest(points, final - origin)
+        return math.fsum(sse) + math.fsum(weights * dist)
 
 
 #: Most bytes of group sums one refinement node keeps (:func:`refine_cap`).

@@ -1208,8 +1208,27 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
             offsets[run] -= np.multiply.outer(weights[run], centers64[j], out=part)
     else:
         offsets = offsets - weights[:, None] * xp.take(centers64, nearest_of_group, axis=0)
+    if X.dtype != xp.float64:
+        # Float32 rows: their distances came from a float32 expansion (labels and bands need
+        # no more); the cost needs float64 differences, or it falls below the exact cost.
+        d1 = _sq_to_centers(X, centers64, labels)
     out = (distinct, weights, offsets, segment_sum(w * d1, group, n_groups))
     return out if cap is None else (*out, level)
+
+
+def _sq_to_centers(X, centers, labels, block=16384):
+    """Squared distances (float64) of the rows of X to ``centers[labels]`` (float64 centers),
+    from float64 differences, a row block at a time."""
+    xp = namespace(X, centers)
+    parts = []
+    for start in range(0, X.shape[0], block):
+        stop = min(start + block, X.shape[0])
+        diff = xp.astype(X[start:stop, ...], xp.float64)
+        diff = diff - xp.take(centers, labels[start:stop], axis=0)
+        parts.append(xp.sum(diff * diff, axis=1))
+    if not parts:
+        return xp.zeros((0,), dtype=xp.float64, device=device(X))
+    return xp.concat(parts)
 
 
 def _center_runs(nearest_center, k):

@@ -11,10 +11,14 @@ holding:
 - ``cluster_centers_``: (n_clusters, n_features), in the model's dtype (float32 or float64);
 - ``summary_weights``, ``summary_linear_sums``, ``summary_square_sums``: the merged summary, so
   ``refit`` and ``partial_fit`` work after loading;
-- ``summary_origin`` (format version 2): the point the summary's sums are relative to (zeros
-  for sums of the rows themselves); version-1 files have none and load with origin zero.
+- ``summary_origin`` (format version 2, required there): the point the summary's sums are
+  relative to (zeros for sums of the rows themselves); version-1 files have none and load with
+  origin zero.
 
-``labels_`` (one label per training row, possibly a lazy dask array) is not stored.
+``labels_`` (one label per training row, possibly a lazy dask array) and ``storage_options``
+(they may hold credentials) are not stored; a file that holds ``storage_options`` is refused.
+The archive is read with its declared sizes checked before anything is decompressed or
+allocated (:mod:`._npz`): a member declaring more than the file can hold is refused.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import numpy as np
 
 from . import _remote
 from ._array import to_host
+from ._npz import NpzError, NpzReader
 from ._seeds import entropy_from_json, entropy_to_json
-from .summary import Summary, checked_origin
+from .summary import ORIGIN_NEAR, Summary, checked_origin
 
 #: What the ``format`` field of the metadata says.
 MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
@@ -89,6 +94,8 @@ def save_model(model, path, storage_options=None):
         for k, v in model.get_params(deep=False).items()
         if k != "storage_options"
     }
+    if isinstance(params.get("checkpoint"), str):  # nor a checkpoint URL's credentials
+        params["checkpoint"] = _remote.display(params["checkpoint"])
     # The metric the summary and centers were fitted with (set_params may have changed it).
     params["metric"] = getattr(model, "_metric_", params.get("metric", "euclidean"))
     attributes = {
@@ -122,7 +129,20 @@ def save_model(model, path, storage_options=None):
         summary_n_seen=np.int64(summary.n_seen),
         summary_origin=summary.host_origin(),
     )
-    _remote.write_bytes(path, buffer.getvalue(), storage_options)
+    try:
+        _remote.write_bytes(path, buffer.getvalue(), storage_options)
+    except Exception as exc:  # OSError, or a client's own (a bad bucket name, no credentials)
+        # A missing bucket or directory stays a FileNotFoundError, as callers catch it.
+        error = _remote.DestinationNotFoundError if isinstance(exc, FileNotFoundError) else OSError
+        raise error(
+            _remote.redact(
+                f"cannot write the model file {path!r} ({type(exc).__name__}: {exc}); check the "
+                "path or URL, that the directory or bucket exists and the credentials "
+                "(storage_options or the environment).",
+                storage_options,
+                [path],
+            )
+        ) from None
     return path
 
 
@@ -131,9 +151,10 @@ def _read_npz(path, storage_options=None):
     """Metadata dict and arrays of a model file, or a ModelFileError saying what is wrong."""
     try:
         content = _remote.read_bytes(path, storage_options)
-    except OSError as exc:
+    except Exception as exc:  # OSError, or a client's own (a bad bucket name, no credentials)
         raise ModelFileError(
-            _remote.redact(f"cannot open model file {path!r}: {exc}", storage_options)
+            f"cannot open model file {path!r} ({type(exc).__name__}: {exc}); check the path "
+            "or URL and the credentials (storage_options or the environment)."
         ) from exc
     head = content[:4]
     if head != _ZIP_MAGIC:
@@ -142,7 +163,7 @@ def _read_npz(path, storage_options=None):
             f"with {head!r}). Write model files with StreamingKMeans.save(path)."
         )
     try:
-        with np.load(io.BytesIO(content), allow_pickle=False) as data:
+        with NpzReader(content) as data:
             names = set(data.files)
             if _METADATA not in names:
                 hint = (
@@ -175,9 +196,16 @@ def _read_npz(path, storage_options=None):
                     "missing. Save the model again with StreamingKMeans.save(path)."
                 )
             arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
-            # Version 1 has no origin: its summary sums are relative to zero.
+            # Version 1 has no origin: its summary sums are relative to zero. From version 2
+            # on the sums may be relative to a point far from zero: without it they are wrong.
             if "summary_origin" in names:
                 arrays["summary_origin"] = np.asarray(data["summary_origin"])
+            elif metadata["format_version"] >= 2:
+                raise _damaged(
+                    path,
+                    f"it is of format version {metadata['format_version']} but has no "
+                    "'summary_origin' entry (the point its summary sums are relative to)",
+                )
             arrays["summary_n_seen"] = (
                 int(data["summary_n_seen"])
                 if ("summary_n_seen" in names)
@@ -185,6 +213,8 @@ def _read_npz(path, storage_options=None):
             )
     except ModelFileError:
         raise
+    except NpzError as exc:
+        raise _damaged(path, str(exc)) from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise ModelFileError(
             f"{path!r} is a truncated or corrupted model file ({type(exc).__name__}: {exc}). "
@@ -347,16 +377,33 @@ def load_model(cls, path, storage_options=None):
     """A fitted ``cls`` (StreamingKMeans) read from a file written by :func:`save_model`.
 
     Every field is checked (types, shapes, finiteness, ranges, and the parameters through the
-    estimator's own check); a failure is a :class:`ModelFileError` naming the file. Nothing
-    is created or read besides the file: a stored ``checkpoint`` directory is used only when
-    the loaded model is fitted again.
+    estimator's own check); a failure is a :class:`ModelFileError` naming the file, without
+    the secrets of its URL or of ``storage_options``. Nothing is created or read besides the
+    file: a stored ``checkpoint`` directory is used only when the loaded model is fitted again.
     """
     path = os.fspath(path)
+    try:
+        return _load_model(cls, path, storage_options)
+    except ModelFileError as exc:
+        # The message holds the cause's text; the cause itself may hold the secrets.
+        raise ModelFileError(_remote.redact(str(exc), storage_options, [path])) from None
+
+
+def _load_model(cls, path, storage_options):
     try:
         metadata, arrays = _read_npz(path, storage_options)
     except TypeError as exc:  # e.g. a summary_n_seen that is not a scalar
         raise _damaged(path, f"an entry has the wrong type ({exc})") from exc
     params = metadata["params"]
+    if "storage_options" in params:
+        # Never saved (they may hold credentials); one in a file was put there by hand, and
+        # loading it would send later checkpoint reads and writes where the file says.
+        raise _damaged(
+            path,
+            "it stores storage_options, which model files never hold (they may hold "
+            "credentials); remove the entry, and pass storage_options to the loaded model "
+            "with set_params(storage_options=...)",
+        )
     valid = set(cls().get_params(deep=False))
     unknown = sorted(set(params) - valid)
     if unknown:
@@ -398,13 +445,35 @@ def _float_dtype(centers):
     return np.float32 if centers.dtype == np.float32 else np.float64
 
 
-def to_sklearn(model):
+class SklearnPrecisionWarning(UserWarning):
+    """``to_sklearn()`` of a model far from zero: scikit-learn's ``predict``, in the centers'
+    dtype, may not reproduce its labels (float32: ``to_sklearn(dtype=np.float64)`` does)."""
+
+
+def _far_from_zero(centers):
+    """Whether scikit-learn's ``||c||^2 - 2 x.c`` in the centers' dtype loses the labels: the
+    centers' squared mean norm times the dtype's epsilon exceeds 32^2 float32 epsilons times
+    their mean squared deviation (for float32 the rule by which a chunk's summary moves its
+    origin off zero; float64 reaches it about 2e4 times farther out)."""
+    c = np.asarray(centers, dtype=np.float64)
+    mean = c.mean(axis=0)
+    spread = float(np.mean(np.sum((c - mean) ** 2, axis=1)))
+    eps = float(np.finfo(centers.dtype).eps)
+    return spread > 0 and float(mean @ mean) * eps > ORIGIN_NEAR**2 * _EPS32 * spread
+
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def to_sklearn(model, dtype=None):
     """A fitted ``sklearn.cluster.KMeans`` with ``model``'s centers (public sklearn API only).
 
     The KMeans is fitted on the centers themselves with ``init=centers``, ``n_init=1`` and
     ``max_iter=1`` (which sets every attribute ``predict`` and ``transform`` need, such as the
     thread count, through sklearn's own ``fit``); then the exact centers and the fitted
-    attributes of ``model`` are written over the result.
+    attributes of ``model`` are written over the result. ``dtype`` is the centers' dtype
+    (None: the model's); a KMeans of centers far from zero for its dtype warns
+    (:class:`SklearnPrecisionWarning`).
     """
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
@@ -412,8 +481,27 @@ def to_sklearn(model):
 
     check_is_fitted(model, "cluster_centers_")
     centers = to_host(model.cluster_centers_)
-    # The model's dtype (float32 or float64), so the KMeans predicts input of that dtype.
-    centers = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
+    if dtype is None:  # the model's dtype, so the KMeans predicts input of that dtype
+        dtype = _float_dtype(centers)
+    elif np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype!r} should be None, np.float32 or np.float64.")
+    centers = np.ascontiguousarray(centers, dtype=dtype)
+    if _far_from_zero(centers):
+        name = centers.dtype.name
+        fix = (
+            "Use to_sklearn(dtype=np.float64) and pass it X.astype(np.float64)."
+            if centers.dtype == np.float32
+            else "Predict with this model, or subtract one vector (such as the centers' "
+            "mean) from X before fitting and predicting."
+        )
+        warnings.warn(
+            f"The centers lie far from zero compared with their spread: scikit-learn's {name} "
+            f"KMeans computes ||c||^2 - 2 x.c in {name}, which loses the digits that tell the "
+            "nearest center there, so its predict can differ from this model's (which "
+            f"computes relative to the centers' mean) on many rows. {fix}",
+            SklearnPrecisionWarning,
+            stacklevel=3,
+        )
     n_clusters = centers.shape[0]
     km = KMeans(
         n_clusters=n_clusters,

@@ -4,7 +4,8 @@ Every input and output of the library (data, labels, model files, checkpoint fil
 be a local path or a URL of any fsspec filesystem (``s3://``, ``gs://``, ``az://``,
 ``https://``, ``memory://``, ``file://``). Credentials come from fsspec's usual chain
 (environment, config files) or from ``storage_options``; they are never put into a message,
-a file or a name: :func:`redact` removes them from any text that leaves this library.
+a file or a name: :func:`redact` removes them (from ``storage_options`` and from URLs) from any
+text that leaves this library, and :func:`redact_options` from a repr.
 
 Fingerprints (:func:`fingerprint`): what a chunked store's name and a checkpoint key hash so
 that a rewritten store is noticed. Local files: every file's size and ``st_mtime_ns``.
@@ -52,9 +53,33 @@ def local_path(spec):
     return spec
 
 
+# Secrets in URLs: the ``user:password@`` part, and the values of query parameters that sign
+# or authorize (S3 presigned ``X-Amz-Signature``, ``X-Amz-Credential``,
+# ``X-Amz-Security-Token``; GCS ``X-Goog-Signature``; Azure SAS ``sig``; ``token=``,
+# ``access_token=``, ``key=``...). A query separator may appear percent-encoded in a client's
+# message (``%3F``, ``%26``, ``%3D``).
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^/@\s'\"]*@|[^/@\s'\"]*:[^@\s'\"]*@)")
+_SECRET_NAME = r"[A-Za-z0-9_.\-]*(?:sig|signature|token|credential|key|secret|password|auth|sas)"
+_SECRET_QUERY = re.compile(
+    rf"((?:[?&;]|%3F|%26)(?:{_SECRET_NAME})[A-Za-z0-9_.\-]*(?:=|%3D))([^&;#\s'\"%]*"
+    r"(?:%(?!26|3D)[0-9A-Fa-f]{2}[^&;#\s'\"%]*)*)",
+    re.IGNORECASE,
+)
+# storage_options keys whose values are secrets (any nesting: ``client_kwargs``,
+# ``credentials``, ``headers``): keys, secrets, tokens, passwords, credentials, SAS tokens,
+# account keys, connection strings, authorization headers, cookies.
+_SECRET_KEY = re.compile(
+    r"key|secret|token|passw|credential|auth|sas|signature|cookie|connection_string|private",
+    re.IGNORECASE,
+)
+_MASK = "***"
+
+
 def display(url):
-    """The URL, or any URL in a text, without its ``user:password@`` part, for messages."""
-    return re.sub(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s'\"]*@", r"\1", str(url))
+    """The URL, or every URL in a text, without its ``user:password@`` part and with the values
+    of signing and authorizing query parameters replaced by ``***``, for messages."""
+    text = _USERINFO.sub(r"\1", str(url))
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK if m.group(2) else m.group(0), text)
 
 
 def first_line(exc):
@@ -63,25 +88,68 @@ def first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _secrets(storage_options):
+def _url_secrets(text):
+    """The secret parts of every URL in ``text``: user, password and signing query values."""
     out = []
-    stack = [storage_options or {}]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, str) and len(item) >= 4 and not _URL.match(item):
-            out.append(item)
-    return sorted(out, key=len, reverse=True)
+    for match in _USERINFO.finditer(text):
+        out.extend(p for p in re.split(r"[:@]", match.group(2)) if p)
+    out.extend(m.group(2) for m in _SECRET_QUERY.finditer(text) if m.group(2))
+    return out
 
 
-def redact(text, storage_options=None):
-    """``text`` on one line, with every string value of ``storage_options`` replaced by ***."""
+def _option_secrets(storage_options, secret=False):
+    """The string values of ``storage_options`` under secret keys (any nesting), and the secret
+    parts of URLs among the others."""
+    out = []
+    if isinstance(storage_options, dict):
+        for key, value in storage_options.items():
+            out.extend(_option_secrets(value, secret or bool(_SECRET_KEY.search(str(key)))))
+    elif isinstance(storage_options, (list, tuple)):
+        for value in storage_options:
+            out.extend(_option_secrets(value, secret))
+    elif isinstance(storage_options, str):
+        out.extend([storage_options] if secret else _url_secrets(storage_options))
+    return out
+
+
+def redact_options(storage_options):
+    """A copy of ``storage_options`` with every secret value (see :func:`redact`) replaced by
+    ``***`` and every URL shown by :func:`display`, for reprs; None stays None."""
+
+    def clean(value, secret):
+        if isinstance(value, dict):
+            return {
+                k: clean(v, secret or bool(_SECRET_KEY.search(str(k)))) for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return type(value)(clean(v, secret) for v in value)
+        if secret and value is not None and not isinstance(value, bool):
+            return _MASK
+        return display(value) if isinstance(value, str) else value
+
+    return clean(storage_options, False)
+
+
+def redact(text, storage_options=None, urls=()):
+    """``text`` on one line with every secret replaced by ``***``, for any message, warning or
+    log line that leaves this library.
+
+    Secrets: the string values of ``storage_options`` under keys that name a secret (key,
+    secret, token, password, credentials, access keys, session and SAS tokens, account keys,
+    connection strings, authorization headers; at any nesting, e.g. ``client_kwargs``), and
+    the ``user:password@`` parts and signing query values (``X-Amz-Signature``,
+    ``X-Amz-Credential``, ``X-Amz-Security-Token``, ``sig``, ``token``...) of the URLs
+    ``urls`` and of every URL in the text; each also as a client would quote it in a URL.
+    """
+    from urllib.parse import quote, quote_plus
+
     text = " ".join(str(text).split())
-    for secret in _secrets(storage_options):
-        text = text.replace(secret, "***")
+    secrets = set(_option_secrets(storage_options))
+    for url in (*urls, text):
+        secrets.update(_url_secrets(str(url)))
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, _MASK)
     return display(text)
 
 
@@ -99,22 +167,47 @@ def join(directory, name):
     return os.path.join(local_path(directory), name)
 
 
+class DestinationNotFoundError(FileNotFoundError):
+    """A file cannot be written because its bucket, container or directory does not exist."""
+
+
+def _write_error(exc, url, storage_options):
+    """``exc`` (an OSError of a write) again, its message naming ``url`` and the fix."""
+    reason = first_line(exc)
+    if isinstance(exc, FileNotFoundError):
+        where = "bucket (or container)" if is_url(url) else "directory"
+        return DestinationNotFoundError(
+            redact(
+                f"cannot write {display(url)!r} ({reason}): its {where} does not exist or "
+                "cannot be seen with these credentials; create it or check the path.",
+                storage_options,
+            )
+        )
+    kind = type(exc) if type(exc).__module__ == "builtins" else OSError
+    return kind(redact(f"cannot write {display(url)!r} ({reason}).", storage_options))
+
+
 def write_bytes(url, data, storage_options=None):
     """Write ``data`` atomically: local files through a temporary name and a rename; object
-    stores write whole objects (atomic per object)."""
-    if is_url(url):
-        fs, path = filesystem(url, storage_options)
-        fs.pipe_file(path, data)
-        return
-    path = local_path(url)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    stores write whole objects (atomic per object). An OSError names ``url``;
+    :class:`DestinationNotFoundError` (a FileNotFoundError) when its bucket or directory is
+    missing."""
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if is_url(url):
+            fs, path = filesystem(url, storage_options)
+            fs.pipe_file(path, data)
+            return
+        path = local_path(url)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as exc:
+        raise _write_error(exc, url, storage_options) from exc
 
 
 def read_bytes(url, storage_options=None):

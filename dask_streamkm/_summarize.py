@@ -2,9 +2,10 @@
 
 ``stream`` follows SageMaker's streaming k-means: D^2 seeding of half the groups, then
 mini-batches with online facility-location opening (Meyerson 2001; Liberty, Sriharsha,
-Sviridenko 2016) and Sculley (2010) per-center updates, the lightest centers merged into
-their nearest neighbour when too many are open, an exact assignment pass that fills the
-clustering features from the real rows, and light groups merged (never dropped).
+Sviridenko 2016) and Sculley (2010) per-center updates, the centers whose merge raises the
+squared error least (Ward's cost) merged into their nearest neighbour when too many are open,
+an exact assignment pass that fills the clustering features from the real rows, and light
+groups merged (never dropped).
 ``tree`` (the default) puts the rows in coarse cells and runs k-means++ and Lloyd inside
 every cell at once (:mod:`._tree`): a few hundred distances a row instead of ``2 m``, and
 tighter groups; on device (non-numpy) arrays it is the streaming leaf.
@@ -24,7 +25,8 @@ from .summary import Summary
 
 METHODS = ("tree", "stream", "lloyd")
 
-#: Groups lighter than this fraction of the mean group weight merge into their nearest group.
+#: Groups lighter than this fraction of a typical group's weight merge into their nearest group
+#: (a typical group: the chunk's rows of positive weight per group, each of the median weight).
 LIGHT_FRACTION = 0.01
 
 
@@ -49,15 +51,14 @@ def summarize(X, size, method="tree", sample_weight=None, mini_batch_size=4096, 
     elif method == "tree" and is_numpy(xp):
         labels, n_groups = tree_labels(X, size, sample_weight, rng)
         summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=n_groups)
-        return _merge_light(summary)
+        return _merge_light(summary, _typical_weight(sample_weight, n_positive))
     elif method in ("stream", "tree"):  # "tree" on device arrays: the streaming leaf
         centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
     else:  # validated by the estimator
         raise ValueError(f"method={method!r} should be one of {METHODS}.")
     labels, _ = K.nearest(X, xp.astype(centers, X.dtype))
     summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=centers.shape[0])
-    summary = _merge_light(summary)
-    return summary
+    return _merge_light(summary, _typical_weight(sample_weight, n_positive))
 
 
 def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
@@ -164,13 +165,39 @@ def _merge_cheapest(centers, counts, n_merge):
     return new_centers, mass
 
 
-def _merge_light(summary):
-    """Merge groups lighter than LIGHT_FRACTION of the mean group weight into their nearest one."""
+def _typical_weight(sample_weight, n_positive):
+    """The weight of ``n_positive`` rows of the median positive weight (None: unit weights).
+
+    Unit weights give None (the total weight itself, bit for bit); equal weights give their
+    total. A few rows far heavier than the rest leave it where the rest put it, so they do
+    not make every other group of the chunk light.
+    """
+    if sample_weight is None:
+        return None
+    xp = namespace(sample_weight)
+    w = xp.astype(sample_weight, xp.float64)
+    lo, hi = float(xp.min(w)), float(xp.max(w))
+    if lo == hi:
+        return None
+    positive = xp.sort(xp.take(w, xp.nonzero(w > 0)[0], axis=0))
+    half = positive.shape[0] // 2
+    median = 0.5 * (float(positive[(positive.shape[0] - 1) // 2]) + float(positive[half]))
+    return n_positive * median
+
+
+def _merge_light(summary, typical_total=None):
+    """Merge groups lighter than LIGHT_FRACTION of a typical group's weight into their nearest one.
+
+    A typical group weighs ``typical_total / m`` (None: the total weight): the chunk's rows of
+    positive weight shared out over the m groups, each row of the median weight. Mass is
+    never dropped, and a row far heavier than the others never makes their groups light.
+    """
     m = summary.n_groups
     if m < 2:
         return summary
     xp = namespace(summary.weights)
-    threshold = LIGHT_FRACTION * summary.total_weight / m
+    total = summary.total_weight if typical_total is None else typical_total
+    threshold = LIGHT_FRACTION * total / m
     light = xp.nonzero(summary.weights < threshold)[0]
     if light.shape[0] == 0 or light.shape[0] == m:
         return summary

@@ -24,7 +24,7 @@ import time
 from . import _outputs
 from ._connect import SchedulerConnectError, count_chunk_tasks, scheduler
 from ._memory import return_freed_chunks_to_the_os
-from ._remote import first_line, redact
+from ._remote import display, first_line, redact
 
 PROG = "dask-streamkm"
 #: Task names counted by the progress bar (one task per chunk; a part of a fused task's name).
@@ -34,6 +34,11 @@ BAR_FORMAT = "{desc} {bar:30} {n}/{total} chunks | {elapsed}"
 STORE_HELP = (
     "path.zarr, path.zarr:ARRAY (an array of a zarr group), a .npy file or a directory of .npy "
     "files, or a Parquet file or directory; any of them may be a URL (s3://, gs://, ...)"
+)
+
+CHUNKS_HELP = (
+    "rows per chunk (default: the input's own: a zarr store's chunks, one per .npy or Parquet "
+    "file); for zarr rounded up to whole stored chunks"
 )
 
 
@@ -201,8 +206,28 @@ def _fit(X, args, client, label="fit"):
 
 def _save_model(model, args):
     write = lambda path, kw: model.save(path, **kw)  # noqa: E731
-    _outputs.save_or_fallback("--out", args.out, write, "model", ".npz", _storage_options(args))
-    print(f"model written to {args.out}")
+    _outputs.save_or_fallback(
+        "--out", args.out, write, "model", ".npz", _storage_options(args), args.overwrite
+    )
+    print(f"model written to {display(args.out)}")
+
+
+@contextlib.contextmanager
+def _writing(flag, spec, what):
+    """Any failure of writing ``what`` to ``spec`` (a full disk, a store gone away) becomes one
+    :class:`~._outputs.OutputError` naming the flag and the path; user errors pass."""
+    from .io import InputError
+
+    try:
+        yield
+    except (UserError, InputError, _outputs.OutputError, SchedulerConnectError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, or a store client's own error
+        raise _outputs.OutputError(
+            f"{flag} {display(spec)!r}: writing the {what} failed ({type(exc).__name__}: "
+            f"{first_line(exc)}); an old output there is kept as it was. Free space or check "
+            "that the store is reachable, then rerun."
+        ) from exc
 
 
 def cmd_make_data(args):
@@ -232,7 +257,10 @@ def cmd_make_data(args):
             da.to_zarr(X, path, **_options_for(path, args))
 
     start = time.perf_counter()
-    _outputs.write_then_rename(args.store, write, _storage_options(args))
+    with _writing("STORE", args.store, "data"):
+        _outputs.write_then_rename(
+            args.store, write, _storage_options(args), args.overwrite, flag="STORE"
+        )
     seconds = time.perf_counter() - start
     _report(
         [
@@ -266,7 +294,7 @@ def _load_model(args):
 
 
 def cmd_predict(args):
-    from .io import write_labels
+    from .io import labels_writer
 
     _check_outputs(
         args, [("--out", args.out, "store")], [("input", args.store), ("model", args.model)]
@@ -275,13 +303,14 @@ def cmd_predict(args):
     X = _open(args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         labels = model.predict(X)
-        with _progress(client, BLOCK_TASKS, "predict", args.quiet):
-            _outputs.write_then_rename(
-                args.out,
-                lambda path: write_labels(labels, path, **_options_for(path, args)),
-                _storage_options(args),
-            )
-    print(f"labels of {X.shape[0]:,} rows written to {args.out}")
+        with (
+            _progress(client, BLOCK_TASKS, "predict", args.quiet),
+            _writing("--out", args.out, "labels"),
+        ):
+            options = _storage_options(args)
+            write = labels_writer(labels, options)
+            _outputs.write_then_rename(args.out, write, options, args.overwrite, flag="--out")
+    print(f"labels of {X.shape[0]:,} rows written to {display(args.out)}")
     return 0
 
 
@@ -323,19 +352,23 @@ def cmd_demo(args):
 
 
 def cmd_elbow(args):
-    from .elbow import PLOT_HINT, elbow, parse_k_range
+    from .elbow import PLOT_HINT, elbow, parse_k_range, plot_format
 
     try:
         ks = parse_k_range(args.k)
     except ValueError as exc:
         raise UserError(f"--k {args.k!r}: {exc}") from None
-    if args.plot:
+    if args.plot is not None:
         try:  # before the pass, not after it
             import matplotlib  # noqa: F401
         except ImportError:
             raise UserError(
                 f"--plot needs matplotlib, which is not installed: {PLOT_HINT}"
             ) from None
+        try:
+            plot_format(args.plot)
+        except ValueError as exc:
+            raise UserError(f"--plot {exc}") from None
     _check_outputs(args, [("--plot", args.plot, "file")], [("input", args.store)])
     X = _open(args)
     _check_rows(X, args)
@@ -354,24 +387,43 @@ def cmd_elbow(args):
     if args.plot:
         ext = os.path.splitext(args.plot)[1] or ".png"
         write = lambda path, kw: result.plot(path, **kw)  # noqa: E731
-        _outputs.save_or_fallback("--plot", args.plot, write, "plot", ext, _storage_options(args))
-        print(f"plot written to {args.plot}")
+        _outputs.save_or_fallback(
+            "--plot", args.plot, write, "plot", ext, _storage_options(args), args.overwrite
+        )
+        print(f"plot written to {display(args.plot)}")
     return 0
 
 
 # ---------------------------------------------------------------------- parser
-def _positive_int(text):
+def _int_at_least(text, minimum):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} should be >= 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} should be >= {minimum}")
     return value
 
 
+def _positive_int(text):
+    return _int_at_least(text, 1)
+
+
 def _non_negative_int(text):
-    return 0 if text.strip() == "0" else _positive_int(text)
+    return _int_at_least(text, 0)
+
+
+def _seconds(text):
+    """A positive finite number of seconds (``nan``, ``inf``, 0 and negatives refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} should be a positive finite number of seconds, such as 10"
+        )
+    return value
 
 
 def _int_or_auto(text):
@@ -405,9 +457,9 @@ def _add_storage_options(p):
     )
 
 
-def _add_input(p, chunks_help=None):
+def _add_input(p):
     p.add_argument("store", metavar="STORE", help=STORE_HELP)
-    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=chunks_help)
+    p.add_argument("--chunks", type=_positive_int, default=None, metavar="ROWS", help=CHUNKS_HELP)
     p.add_argument("--columns", default=None, help="Parquet columns, comma-separated")
 
 
@@ -426,7 +478,7 @@ def _add_scheduler(p):
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="seconds to wait for a scheduler address (default 10)",
     )
@@ -611,7 +663,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    message = redact(message, _storage_options(args))
+    values = [v if isinstance(v, list) else [v] for v in vars(args).values()]
+    urls = [v for vs in values for v in vs if isinstance(v, str)]
+    message = redact(message, _storage_options(args), urls)
     print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
     return 1
 

@@ -24,6 +24,24 @@ __all__ = ["ElbowResult", "ElbowSummaryWarning", "elbow", "knee_point", "parse_k
 PLOT_HINT = 'pip install "dask-streamkm[plot]"'
 
 
+def plot_format(path):
+    """The image format matplotlib writes for ``path`` (``png`` without a suffix).
+
+    Raises ValueError naming the suffix and the formats matplotlib writes when it writes
+    none of that name (``m.npz``), so that a plot path can be checked before any data is read.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if fmt not in formats:
+        raise ValueError(
+            f"{os.fspath(path)!r} ends in .{fmt}, which is not an image format matplotlib "
+            f"writes; use one of {', '.join('.' + f for f in formats)} (e.g. elbow.png)."
+        )
+    return fmt
+
+
 class ElbowSummaryWarning(UserWarning):
     """The summary of a fitted model was sized for fewer clusters than the largest k asked for."""
 
@@ -223,6 +241,8 @@ class ElbowResult:
         ------
         ImportError
             If matplotlib is missing (``pip install "dask-streamkm[plot]"``).
+        ValueError
+            If the suffix of ``path`` is not an image format matplotlib writes.
         """
         try:
             from matplotlib.figure import Figure
@@ -257,8 +277,7 @@ class ElbowResult:
             from . import _remote
 
             buffer = io.BytesIO()
-            fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or None
-            ax.figure.savefig(buffer, dpi=120, format=fmt)
+            ax.figure.savefig(buffer, dpi=120, format=plot_format(path))
             _remote.write_bytes(os.fspath(path), buffer.getvalue(), storage_options)
         return ax
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 import time
 import warnings
@@ -18,11 +19,12 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _graph, _memory, _seeds, _threads
+from . import _graph, _memory, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
+from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
 from ._summarize import METHODS
-from .summary import Summary
+from .summary import Summary, weight_range_problem
 
 #: Rows per chunk when an in-memory array is wrapped as a dask array.
 DEFAULT_CHUNK_ROWS = 100_000
@@ -80,45 +82,6 @@ def _is_zarr(X):
 def is_lazy_input(X):
     """True for input whose labels and transforms stay lazy (dask and zarr arrays)."""
     return _is_dask(X) or _is_zarr(X)
-
-
-class HalfLifeDecayWarning(UserWarning):
-    """Groups of an older summary decayed below what float64 holds and were dropped."""
-
-
-#: Decayed groups lighter than this are dropped: below it float64 loses digits (subnormals)
-#: and the centroids ``linear_sums / weights`` turn into noise or NaN.
-MIN_DECAYED_WEIGHT = np.finfo(np.float64).tiny / np.finfo(np.float64).eps
-
-
-def decay(summary, n_new_rows, half_life):
-    """``summary`` decayed by ``2 ** (-n_new_rows / half_life)``: (summary, groups dropped).
-
-    A factor below the smallest normal float64 is applied as two equal halves, so it does not
-    vanish. Groups whose decayed weight falls
-    below :data:`MIN_DECAYED_WEIGHT` (decided in log space) are dropped rather than kept as
-    noise: their mass is negligible next to any batch of rows.
-    """
-    xp = namespace(summary.weights)
-    log2_factor = -float(n_new_rows) / float(half_life)
-    if log2_factor >= np.log2(np.finfo(np.float64).tiny):
-        scaled = summary.scaled(2.0**log2_factor)
-    else:
-        half = 2.0 ** (log2_factor / 2.0)
-        scaled = summary.scaled(half).scaled(half)
-    with np.errstate(divide="ignore"):
-        keep = xp.log2(summary.weights) + log2_factor >= np.log2(MIN_DECAYED_WEIGHT)
-    dropped = summary.n_groups - int(xp.sum(xp.astype(keep, xp.int64)))
-    if not dropped:
-        return scaled, 0
-    kept = Summary(
-        xp.where(keep, scaled.weights, 0.0),
-        xp.where(keep[:, None], scaled.linear_sums, 0.0),
-        xp.where(keep, scaled.square_sums, 0.0),
-        summary.n_seen,
-        scaled.origin,
-    )
-    return kept.drop_empty(), dropped
 
 
 #: The values of ``metric``.
@@ -233,7 +196,9 @@ class StreamingKMeans(
         Relative tolerance on the center shift for the final Lloyd (a number >= 0).
     half_life : float or None, default=None
         Rows after which an older summary's weight halves across ``partial_fit`` calls (a
-        number > 0). Groups decayed below what float64 holds are dropped with a
+        number > 0): a row folded ``n`` rows ago weighs ``2 ** (-n / half_life)``, counted
+        a call at a time. It also caps the wait between global solves of ``partial_fit`` at
+        ``half_life`` rows. Groups decayed below what float64 holds are dropped with a
         :class:`HalfLifeDecayWarning`.
     random_state : int, RandomState instance or None, default=None
         Seed of every chunk summary, merge and the final solve (an int >= 0 for a
@@ -297,34 +262,39 @@ class StreamingKMeans(
     inertia_ : float
         Upper bound on the sum of squared distances of the fitted rows to their nearest
         center, computed from the summary without another pass (``score`` gives the exact
-        value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact).
+        value); for ``metric="cosine"``, the sum of ``1 - cos`` (exact). After a
+        ``partial_fit`` call that ran no global solve, the bound of the groups each charged to
+        the center they were assigned to (see :meth:`partial_fit`): still an upper bound.
         With ``refine_passes > 0`` it is the exact (weighted) cost of the centers the
-        last refinement pass started from, measured in that pass: an upper bound for the
-        final centers (the exact step and the Lloyd run over the groups never raise it).
+        last refinement pass started from, measured in that pass (float64 distances, also
+        for float32 rows): an upper bound for the final centers (the exact step and the
+        Lloyd run over the groups never raise it), or, where larger, the pass's bound for
+        the centers as stored (float32 rounding of float32 models can move them).
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
         nearest each center at the start of the last refinement pass (the rows whose mean
         is that pass's exact Lloyd step). Removed by ``partial_fit`` and
         ``refit``, which change the centers without reading the rows.
     summary_ : Summary
-        The merged summary of all rows seen.
+        The merged summary of all rows seen (after ``partial_fit`` calls, the groups of the
+        last global solve and those folded since, built when read).
     labels_ : ndarray of shape (n_samples,), int32, or dask array
         Labels of the rows of the last ``fit`` or of the batch of the last ``partial_fit``
         (as ``MiniBatchKMeans``); a lazy dask array (no read) for dask or zarr input.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``, when X has string column names.
     n_iter_ : int
-        Lloyd iterations of the final run of the solve on all groups of the summary
-        (at most ``max_iter``).
+        Lloyd iterations of the final run of the last global solve on all groups of the
+        summary (at most ``max_iter``).
     n_rows_seen_ : int
         Rows summarized so far.
     fit_seconds_ : float
         Wall seconds of the last ``fit`` (the pass over the data, the solve and the
         labels); not set by ``partial_fit`` or ``refit``.
     solve_seconds_ : float
-        Wall seconds of the last final solve on the summary (``fit``, ``partial_fit`` or
+        Wall seconds of the last global solve on the summary (``fit``, ``partial_fit`` or
         ``refit``).
 
     See Also
@@ -523,7 +493,13 @@ class StreamingKMeans(
         )
         return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1))
 
-    def _as_dask_weight(self, sample_weight, X):
+    def _as_dask_weight(self, sample_weight, X, *, summed=False):
+        """``sample_weight`` as a dask array chunked like X (None stays None).
+
+        With ``summed`` (the weights go into summary sums: fit, partial_fit) numpy weights
+        must also lie in the range :func:`.summary.weight_range_problem` accepts, over the
+        whole array; dask weights are checked chunk by chunk in their tasks.
+        """
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
@@ -556,6 +532,11 @@ class StreamingKMeans(
             raise ValueError(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
+        if summed:
+            positive = sw[sw > 0]
+            problem = weight_range_problem(float(positive.min()), float(positive.max()))
+            if problem is not None:
+                raise ValueError(problem)
         return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
 
     # ------------------------------------------------------------------ summary and solve
@@ -685,14 +666,17 @@ class StreamingKMeans(
                 incremental=True,
                 relax=REFINE_OVERRELAX,
             )[0]
-            centers = shifted + origin
+            pass_centers, centers = centers, shifted + origin
         dtype = _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)
             if isinstance(start, np.ndarray)
             else _centers_out(from_host(centers, start), dtype)
         )
-        self.inertia_ = float(cost)
+        # ``cost`` bounds the float64 centers of the Lloyd run; the centers as stored (float32
+        # for float32 data: rounded, and chosen by float32 group distances) may cost more.
+        stored = np.asarray(to_host(self.cluster_centers_), dtype=np.float64)
+        self.inertia_ = max(float(cost), stats.cost_bound(pass_centers, origin, stored))
         self.cluster_sizes_ = weights
 
     def _check_n_clusters(self, X):
@@ -715,6 +699,10 @@ class StreamingKMeans(
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
             Weight of each row (finite, >= 0, not all zero); None gives every row weight 1.
+            The positive weights must lie within a factor 1e6 of each other (over the whole
+            array for numpy weights, within each chunk for dask weights, which are checked
+            in the chunk's task) and be >= 1e-150, so that the summary's float64 sums keep
+            ``inertia_`` an upper bound; others raise ``ValueError`` naming the range.
 
         Returns
         -------
@@ -735,7 +723,7 @@ class StreamingKMeans(
         lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=True)
         self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
         entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
         self._solve(summary, entropy, _out_dtype(X.dtype))
@@ -746,12 +734,45 @@ class StreamingKMeans(
         return self
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """Merge the summary of the batch X into ``summary_`` and solve again.
+        """Fold the batch X into the running summary and update the centers cheaply.
 
-        The older summary is decayed by ``half_life`` first (when set). The parameters are
-        checked on every call, so a ``set_params`` between calls is validated.
-        ``refine_passes`` is not applied: a refinement pass needs every row, and a batch is
-        only some of them (refine with ``fit`` on the whole data instead).
+        The first call summarizes X and solves (as ``fit``). Later calls on host (numpy)
+        models with ``metric="euclidean"`` do not solve again: each row of X goes to its
+        nearest current center, into a group keyed by its two nearest centers and how close
+        it lies to their border (groups of equal key add up across calls, so they stay as
+        few as the keys the data reaches), and each center moves to the mean of the
+        summary's weight assigned to it (running sums: one Lloyd step at the cost of ``k``
+        rows). A call costs about one distance pass over the batch (its rows' two nearest
+        centers; the labels then compare again only the rows near a border), whatever the
+        number of calls before it. A batch far from the summary's origin (more than 32
+        root-mean-square deviations of its rows), where sums around that origin would lose
+        the rows' spread, is summarized and merged as a chunk, and solved, as the first.
+
+        The global solve (restarts and swap search on the whole summary, as ``fit``) runs
+        when it pays:
+
+        - when the rows folded since the last global solve reach the rows it saw (the rows
+          seen doubled; with ``half_life``, at the latest every ``half_life`` rows, the rows
+          that still weigh): the solves' total cost stays below twice the last one's, so
+          their cost per row falls as the stream grows, and the centers are never solved
+          on less than half the rows seen;
+        - when the running bound per unit weight has risen 5 % above its value after the
+          last global solve (data drifting away from the centers), once an eighth of its
+          rows came since;
+        - when the summary holds more groups than the merge budget (it is then reduced to
+          half of it, as before);
+        - on request: :meth:`refit`.
+
+        Between global solves ``inertia_`` is the bound of the summary's groups each charged
+        to the center they were assigned to (an upper bound of ``summary_.cost_bound`` of the
+        centers, so of the rows' cost), ``labels_`` the batch's nearest centers after the
+        update (as ``predict`` gives them), and ``n_iter_`` and ``solve_seconds_`` those of
+        the last global solve. ``half_life`` decays every older group by
+        ``2 ** (-rows of X / half_life)`` at each call, as before (applied lazily to the
+        stored groups). Device (cupy) models and ``metric="cosine"`` solve again at every
+        call. The parameters are checked on every call, so a ``set_params`` between calls
+        is validated. ``refine_passes`` is not applied: a refinement pass needs every row,
+        and a batch is only some of them (refine with ``fit`` on the whole data instead).
 
         Parameters
         ----------
@@ -760,7 +781,7 @@ class StreamingKMeans(
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
-            Weight of each row of the batch.
+            Weight of each row of the batch (the rules of :meth:`fit`, per batch).
 
         Returns
         -------
@@ -779,14 +800,21 @@ class StreamingKMeans(
         (300, (100,))
         """
         self._check_params()
-        first = not hasattr(self, "summary_")
+        # Not hasattr(self, "summary_"), which would build a stream's summary.
+        first = "_summary" not in self.__dict__
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
         X = self._as_dask(X, reset=first)
         if first:
             self._check_n_clusters(X)
-        sw = self._as_dask_weight(sample_weight, X)
+        sw = self._as_dask_weight(sample_weight, X, summed=True)
+        if (
+            not first
+            and _stream.streams(self.cluster_centers_, X, self.metric)
+            and self._partial_fit_stream(X, sw, lazy)
+        ):
+            return self
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -803,27 +831,78 @@ class StreamingKMeans(
             if self.half_life is not None:
                 old, dropped = decay(old, X.shape[0], self.half_life)
                 if dropped:
-                    warnings.warn(
-                        f"half_life={self.half_life!r}: {dropped} group(s) of the older "
-                        f"summary decayed by 2 ** (-{X.shape[0]} / {self.half_life!r}) below "
-                        "what float64 holds and were dropped; their weight was negligible "
-                        "next to this batch. Use a larger half_life to keep older data.",
-                        HalfLifeDecayWarning,
-                        stacklevel=2,
-                    )
-            summary = old.merge(_like(new, old))
-            # The running summary outlives this batch: its budget does not shrink with the
-            # batch's share of rows (no total_rows), as before batches were shared out.
-            _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
-            if summary.n_groups > budget:
-                seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
-                summary = summary.reduce(budget // 2, seed=seed)
+                    _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=2)
+            summary = self._within_budget(old.merge(_like(new, old)), X, batch)
         self._solve(summary, entropy, dtype)
         self.labels_ = self._labels(X, lazy)
         return self
 
+    def _within_budget(self, summary, X, batch):
+        """``summary`` reduced to half the merge budget when it holds more than the budget."""
+        # The running summary outlives this batch: its budget does not shrink with the
+        # batch's share of rows (no total_rows), as before batches were shared out.
+        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        if summary.n_groups > budget:
+            seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
+            summary = summary.reduce(budget // 2, seed=seed)
+        return summary
+
+    def _partial_fit_stream(self, X, sw, lazy):
+        """Fold the batch into the running summary (:mod:`._stream`); a global solve when
+        one is due. Returns False (and changes nothing) for a batch far from the summary's
+        origin, which is summarized and merged as a chunk instead."""
+        stream = self.__dict__.get("_stream_")
+        if stream is None:
+            stream = _stream.Stream(self.summary_, self.cluster_centers_)
+        batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
+        previous = np.asarray(self.cluster_centers_, dtype=np.float64)
+        parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+        if parts is None:
+            return False
+        dropped = stream.fold(parts, X.shape[0], self.half_life)
+        if dropped:
+            _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
+        centers = stream.centers(previous)
+        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        self._stream_ = stream
+        dtype = self.cluster_centers_.dtype
+        if stream.due(centers, budget, self.half_life):
+            summary = self._within_budget(stream.summary(), X, batch)
+            self._solve(summary, self._entropy_, dtype)  # a new stream starts
+        else:
+            self.cluster_centers_ = _centers_out(centers, dtype)
+            self.inertia_ = stream.bound(self.cluster_centers_)
+            self.n_rows_seen_ = stream.rows
+            self.__dict__.pop("cluster_sizes_", None)  # sizes of earlier centers
+        self.labels_ = (
+            self._labels(X, lazy)
+            if lazy
+            else _stream.host_labels(near, previous, self.cluster_centers_, self.metric)
+        )
+        return True
+
+    @property
+    def summary_(self):
+        """The summary of every row seen: after ``partial_fit`` calls, the groups of the
+        last global solve and those folded since (built when read)."""
+        stream = self.__dict__.get("_stream_")
+        if stream is not None:
+            return stream.summary()
+        try:
+            return self.__dict__["_summary"]
+        except KeyError:
+            raise AttributeError("'StreamingKMeans' object has no attribute 'summary_'") from None
+
+    @summary_.setter
+    def summary_(self, summary):
+        self.__dict__["_summary"] = summary
+        self.__dict__.pop("_stream_", None)
+
     def refit(self, n_clusters=None, **params):
         """Solve again from ``summary_`` for other solve parameters, without reading data.
+
+        After ``partial_fit`` calls this is the global solve on request: the restarts and
+        the swap search on every group folded so far.
 
         Parameters
         ----------
@@ -1028,6 +1107,31 @@ class StreamingKMeans(
         tags.non_deterministic = False
         return tags
 
+    # ------------------------------------------------------------------ repr without secrets
+    def _shown(self):
+        """A shallow copy for reprs: ``storage_options`` with their secret values replaced by
+        ``***`` and a ``checkpoint`` URL without its secrets (``get_params`` keeps the real
+        values)."""
+        from . import _remote
+
+        if self.storage_options is None and not isinstance(self.checkpoint, str):
+            return self
+        shown = copy.copy(self)
+        shown.storage_options = _remote.redact_options(self.storage_options)
+        if isinstance(self.checkpoint, str):
+            shown.checkpoint = _remote.display(self.checkpoint)
+        return shown
+
+    def __repr__(self, N_CHAR_MAX=700):
+        return super(StreamingKMeans, self._shown()).__repr__(N_CHAR_MAX)
+
+    def _repr_html_inner(self):
+        # scikit-learn's HTML repr lists get_params(); it is made from the copy.
+        return super(StreamingKMeans, self._shown())._repr_html_inner()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return super(StreamingKMeans, self._shown())._repr_mimebundle_(**kwargs)
+
     # ------------------------------------------------------------------ files, export, SageMaker
     def save(self, path, storage_options=None):
         """Write the fitted model to a file (``.npz`` + JSON metadata, no pickle).
@@ -1046,6 +1150,13 @@ class StreamingKMeans(
         -------
         path : str
             The path written.
+
+        Raises
+        ------
+        OSError
+            The file cannot be written; the message names ``path``. A missing bucket,
+            container or directory raises ``DestinationNotFoundError``, a
+            ``FileNotFoundError``.
         """
         from ._model_io import save_model
 
@@ -1085,21 +1196,35 @@ class StreamingKMeans(
 
         return load_model(cls, path, storage_options)
 
-    def to_sklearn(self):
+    def to_sklearn(self, dtype=None):
         """A fitted ``sklearn.cluster.KMeans`` with these centers, whose ``predict`` equals ours.
 
         Built with public scikit-learn API only (see ``dask_streamkm._model_io.to_sklearn``).
-        Its centers keep this model's dtype, so, like a KMeans fitted on data of that dtype,
-        a float32 model predicts float32 input and a float64 model float64 input.
+
+        Parameters
+        ----------
+        dtype : None, np.float32 or np.float64, default=None
+            Dtype of the KMeans' centers, which is the dtype of the input it predicts (as for
+            a KMeans fitted on data of that dtype). None keeps this model's dtype.
 
         Returns
         -------
         kmeans : sklearn.cluster.KMeans
             A fitted KMeans.
+
+        Warns
+        -----
+        SklearnPrecisionWarning
+            For centers far from zero for their dtype: a mean more than 32 times their
+            root-mean-square spread from zero for float32 (about 7e5 times for float64).
+            scikit-learn computes ``||c||^2 - 2 x.c`` in that dtype, which there can lose
+            the nearest center (this model computes relative to the centers' mean). For a
+            float32 model, ``to_sklearn(dtype=np.float64)``, given ``X.astype(np.float64)``,
+            predicts as :meth:`predict` does.
         """
         from ._model_io import to_sklearn
 
-        return to_sklearn(self)
+        return to_sklearn(self, dtype)
 
     @classmethod
     def from_sagemaker(cls, hyperparameters):

@@ -21,7 +21,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from . import _remote
+from . import _outputs, _remote
 
 __all__ = ["InputError", "open_array", "write_labels"]
 
@@ -72,6 +72,8 @@ class _Location:
 
 
 def _fail(message, storage_options):
+    """An InputError whose message is redacted; raise it ``from None``: the message holds the
+    cause's text, and the cause itself may hold a URL's secrets."""
     return InputError(_remote.redact(message, storage_options))
 
 
@@ -112,11 +114,22 @@ def _row_chunks(chunks, default):
     return int(chunks)
 
 
-class _Rows:
-    """A zarr array whose read errors name the input (network faults, missing objects)."""
+# Packages whose errors are a failed transfer (a rerun may succeed), not damaged data.
+_TRANSPORT = {"aiohttp", "botocore", "urllib3", "requests", "fsspec", "s3fs", "gcsfs", "adlfs"}
 
-    def __init__(self, array, shown, storage_options):
+
+def _transport_error(exc):
+    """A network or filesystem failure (OSError, a client library's error), not bad bytes."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _TRANSPORT
+
+
+class _Rows:
+    """A zarr array whose read errors name the input (network faults, missing objects) or,
+    for a chunk that cannot be decoded, the chunk and its file."""
+
+    def __init__(self, array, shown, storage_options, url=None):
         self.array, self.shown, self.storage_options = array, shown, storage_options
+        self.url = url
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
 
     def __getitem__(self, key):
@@ -124,12 +137,37 @@ class _Rows:
             return self.array[key]
         except Exception as exc:
             rows = key[0] if isinstance(key, tuple) else key
+            if not _transport_error(exc):
+                self._damaged_chunk(rows.start or 0, min(rows.stop, self.shape[0]))
             raise _fail(
                 f"reading rows {rows.start}:{rows.stop} of {self.shown!r} failed "
                 f"({type(exc).__name__}: {exc}); check that the store is reachable and "
                 "rerun (a fit with a checkpoint resumes where it stopped).",
                 self.storage_options,
-            ) from exc
+            ) from None
+
+    def _damaged_chunk(self, start, stop):
+        """Read the stored chunks of rows start:stop one by one; raise an InputError naming
+        the first that cannot be decoded (nothing when each reads alone)."""
+        n_rows, n_cols = self.array.chunks
+        for first in range(start - start % n_rows, stop, n_rows):
+            for col in range(0, self.shape[1], n_cols):
+                try:
+                    self.array[first : first + n_rows, col : col + n_cols]
+                except Exception as exc:
+                    if _transport_error(exc):
+                        return
+                    index = (first // n_rows, col // n_cols)
+                    name = self.array.metadata.encode_chunk_key(index)
+                    last = min(first + n_rows, self.shape[0])
+                    raise _fail(
+                        f"stored chunk {index} (rows {first}:{last}) of "
+                        f"{self.shown!r} cannot be decoded ({type(exc).__name__}: {exc}); its "
+                        f"bytes are damaged, so a rerun fails the same way. Check or restore "
+                        f"the file {_remote.display(_remote.join(self.url, name))!r}, or write "
+                        "the store again (da.to_zarr, zarr.create_array).",
+                        self.storage_options,
+                    ) from exc
 
 
 def _zarr_node(where):
@@ -152,7 +190,7 @@ def _zarr_node(where):
             f"{exc}); restore the file or write the store again (zarr.create_array, "
             "da.to_zarr).",
             where.storage_options,
-        ) from exc
+        ) from None
 
 
 def _open_zarr(where, name, chunks):
@@ -194,7 +232,7 @@ def _open_zarr(where, name, chunks):
         where.fingerprint(array_url),
     )
     return da.from_array(
-        _Rows(node, what, where.storage_options),
+        _Rows(node, what, where.storage_options, array_url),
         chunks=(rows, -1),
         name=f"zarr-{token}",
         meta=np.empty((0, 0), dtype=node.dtype),
@@ -228,7 +266,7 @@ def _npy_header(url, storage_options):
             f"{_remote.display(url)!r} is not a .npy file ({exc}); write it with numpy.save "
             "or remove it from the input.",
             storage_options,
-        ) from exc
+        ) from None
     if dtype.hasobject:
         raise _fail(
             f"{_remote.display(url)!r} holds Python objects (dtype {dtype}), not numbers; "
@@ -321,7 +359,7 @@ class _NpyRows:
                 f"reading rows {start}:{stop} of {_remote.display(self.url)!r} failed "
                 f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
                 self.storage_options,
-            ) from exc
+            ) from None
         block = np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.n_cols)
         return block[:, cols].copy()
 
@@ -350,7 +388,7 @@ def _open_parquet(where, columns, chunks):
         return _read_parquet(where, columns, chunks)
     except InputError:
         raise
-    except Exception as exc:
+    except Exception:
         bad = _bad_parquet_file(where)
         if bad is None:
             raise
@@ -359,7 +397,7 @@ def _open_parquet(where, columns, chunks):
             f"({type(bad[1]).__name__}: {bad[1]}); remove it from {where.shown!r} or write it "
             "again.",
             where.storage_options,
-        ) from exc
+        ) from None
 
 
 def _read_parquet(where, columns, chunks):
@@ -451,7 +489,7 @@ class _ParquetRows:
                     f"({type(exc).__name__}: {exc}); check that the file is reachable and "
                     "rerun (a fit with a checkpoint resumes where it stopped).",
                     self.storage_options,
-                ) from exc
+                ) from None
             frame = table.to_pandas()[self.columns]
             parts.append(frame.to_numpy(dtype=self.dtype, na_value=np.nan)[a:b])
             start, i = self.starts[i + 1], i + 1
@@ -496,15 +534,19 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     path, name = _split_spec(spec)
     try:
         return _open(path, name, columns, chunks, storage_options)
-    except InputError:
-        raise
+    except InputError as exc:
+        # Messages show the URL without its secrets; a client's text inside may hold them.
+        raise InputError(_remote.redact(str(exc), storage_options, [os.fspath(spec)])) from None
     except Exception as exc:  # network, permission and library errors: one line, no secrets
-        raise _fail(
-            f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check the "
-            "URL, that the bucket exists and the credentials (storage_options or the "
-            "environment).",
-            storage_options,
-        ) from exc
+        raise InputError(
+            _remote.redact(
+                f"cannot read {_remote.display(path)!r} ({type(exc).__name__}: {exc}); check "
+                "the URL, that the bucket exists and the credentials (storage_options or the "
+                "environment).",
+                storage_options,
+                [os.fspath(spec)],
+            )
+        ) from None
 
 
 # Filesystems whose first path component is a bucket or container.
@@ -548,6 +590,12 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
     Written in waves of at most ``_graph.WAVE_CHUNKS`` chunks, each chunk to its own region of
     one zarr array, so the graphs stay small at any chunk count. Uneven chunks are made regular
     first, as zarr requires. ``storage_options`` are those of the URL's fsspec filesystem.
+
+    The store is written under a fresh temporary name next to ``url``, checked complete (every
+    chunk present) and only then switched into place, so an old store at ``url`` stays whole
+    and readable until the new one is complete (see ``_outputs.write_then_rename`` for what is
+    atomic on each filesystem). Without ``overwrite`` the switch is an exclusive create: a
+    store made at ``url`` meanwhile by another writer is kept and this write fails.
     Raises InputError when the store exists and ``overwrite`` is False.
     """
     if _remote.is_url(url):
@@ -561,25 +609,37 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
             f"{_remote.display(url)!r} already exists; remove it or pass --overwrite "
             "(overwrite=True)."
         )
+    _outputs.write_then_rename(
+        url, labels_writer(labels, storage_options), storage_options, overwrite, flag="url"
+    )
+
+
+def labels_writer(labels, storage_options=None):
+    """``write(path)``: store ``labels`` as a new zarr array at ``path`` (a path or URL), every
+    chunk stored (even one of zeros: the switch into place checks that all are there)."""
     rows = max(labels.chunks[0]) if labels.shape[0] else 1
     if len(set(labels.chunks[0][:-1])) > 1 or (
         len(labels.chunks[0]) > 1 and labels.chunks[0][-1] > labels.chunks[0][0]
     ):
         labels = labels.rechunk(rows)
-    import zarr
 
-    from . import _graph
+    def write(path):
+        import zarr
 
-    options = (
-        {"storage_options": storage_options} if _remote.is_url(url) and storage_options else {}
-    )
-    target = zarr.create_array(
-        store=url,
-        shape=labels.shape,
-        chunks=(rows,),
-        dtype=labels.dtype,
-        overwrite=overwrite,
-        **options,
-    )
-    # Region writes, wave by wave: no graph holds more than about WAVE_CHUNKS chunks' tasks.
-    _graph.store_in_waves(labels, target)
+        from . import _graph
+
+        options = (
+            {"storage_options": storage_options} if _remote.is_url(path) and storage_options else {}
+        )
+        target = zarr.create_array(
+            store=path,
+            shape=labels.shape,
+            chunks=(rows,),
+            dtype=labels.dtype,
+            config={"write_empty_chunks": True},
+            **options,
+        )
+        # Region writes, wave by wave: no graph holds more than about WAVE_CHUNKS chunks' tasks.
+        _graph.store_in_waves(labels, target)
+
+    return write

@@ -74,3 +74,20 @@ def test_embeddings_dedup(tmp_path):
     out = run_example("embeddings_dedup.py", cwd=tmp_path)
     assert "20,000 unit vectors x 64" in out
     assert "found: 100.0%" in out
+
+
+def test_time_vs_cost(tmp_path):
+    png = tmp_path / "time.png"
+    out = run_example("time_vs_cost.py", "--out", png, cwd=tmp_path)
+    assert "X: 20,000 rows x 16 features, k=20" in out
+    for name in ("StreamingKMeans(refine_passes=1)", "MiniBatchKMeans", "KMeans(n_init=10)"):
+        assert name in out
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cluster_picture(tmp_path):
+    png = tmp_path / "picture.png"
+    out = run_example("cluster_picture.py", "--out", png, cwd=tmp_path)
+    assert "20,000 rows in 4 chunks" in out
+    assert "total weight of the groups: 20,000 (every row counted once)" in out
+    assert png.read_bytes()[:8] == PNG_MAGIC

@@ -1,0 +1,191 @@
+"""Stream benchmark: ``partial_fit`` side by side with MiniBatchKMeans, and dask-ml's Incremental.
+
+In ONE process, on a Zipf mixture (``make_mixture(n, 32, 1000)``, float32, as the speed and
+quality benchmarks):
+
+1. **Batches.** ``--calls`` batches of ``--batch`` rows (default 100 x 4,096) are fed in turn to
+   ``StreamingKMeans(k, random_state=0).partial_fit`` and to
+   ``MiniBatchKMeans(k, batch_size=batch, n_init=1, random_state=0).partial_fit``; the two
+   streams take turns for ``--repeat`` rounds. Each row gives the median over the rounds of
+   the milliseconds per call (the whole stream's wall time over the calls: the global solves
+   amortized), the median call (a fold without a global solve), the slowest call, and the
+   exact cost (float64) of the final centers on all the
+   rows over that of ``StreamingKMeans(k, random_state=0).fit`` on all the rows (the numpy
+   array, in its default 100,000-row chunks), and over MiniBatchKMeans' stream.
+2. **Incremental.** ``dask_ml.wrappers.Incremental(StreamingKMeans(k, random_state=0)).fit(Y)``
+   on a dask array of ``--blocks`` blocks of ``--block-rows`` rows (default 40 x 100,000, the
+   issue's case; ``Y`` persisted first), against ``StreamingKMeans(k, random_state=0).fit(Y)``,
+   taking turns for ``--repeat`` rounds; the table gives the median times, their ratio and the
+   cost ratio. Skipped with a line when dask-ml is not installed.
+3. **With half_life.** Both again with ``half_life=--half-life`` rows (default 100,000): the
+   reference is then ``fit`` with the rows' decay weights (row i of a batch ending at row e
+   weighs ``2 ** (-(n - e) / half_life)``), and every cost is the weighted cost.
+
+    python benchmarks/stream.py                      # all four tables
+    python benchmarks/stream.py --quick              # small sizes: checks the script
+    python benchmarks/stream.py --no-incremental --repeat 3
+
+The tables are printed as Markdown with the machine line of ``speed.py`` and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+import dask  # noqa: E402
+import dask.array as da  # noqa: E402
+from sklearn.cluster import MiniBatchKMeans  # noqa: E402
+from speed import machine, machine_line  # noqa: E402
+
+from dask_streamkm import StreamingKMeans  # noqa: E402
+from dask_streamkm.datasets import make_mixture  # noqa: E402
+
+
+def cost(X, centers, weights=None, chunk=65536):
+    """Exact (weighted) sum of squared distances of X's rows to their nearest center."""
+    centers = np.asarray(centers, dtype=np.float64)
+    c_sq = (centers**2).sum(1)
+    total = 0.0
+    for start in range(0, X.shape[0], chunk):
+        block = np.asarray(X[start : start + chunk], dtype=np.float64)
+        d = np.maximum(((block**2).sum(1)[:, None] - 2 * block @ centers.T + c_sq).min(1), 0)
+        total += float(d.sum() if weights is None else d @ weights[start : start + chunk])
+    return total
+
+
+def decay_weights(n_rows, batch, half_life):
+    """Each row's weight after a stream of ``batch``-row calls with ``half_life``."""
+    if half_life is None:
+        return None
+    ends = np.minimum((np.arange(n_rows) // batch + 1) * batch, n_rows)
+    return 2.0 ** (-(n_rows - ends) / half_life)
+
+
+def run_stream(make, X, batch):
+    """(seconds in all, slowest call, median call, model) of one stream of ``batch``-row
+    calls."""
+    model, calls = make(), []
+    t0 = time.perf_counter()
+    for start in range(0, X.shape[0], batch):
+        t = time.perf_counter()
+        model.partial_fit(X[start : start + batch])
+        calls.append(time.perf_counter() - t)
+    return time.perf_counter() - t0, max(calls), statistics.median(calls), model
+
+
+def batches_table(X, k, batch, repeat, half_life):
+    n_calls = -(-X.shape[0] // batch)
+    w = decay_weights(X.shape[0], batch, half_life)
+    ours = lambda: StreamingKMeans(k, random_state=0, half_life=half_life)  # noqa: E731
+    mbk = lambda: MiniBatchKMeans(k, batch_size=batch, n_init=1, random_state=0)  # noqa: E731
+    times = {"ours": [], "mbk": []}
+    for _ in range(repeat):
+        for name, make in (("ours", ours), ("mbk", mbk)):
+            seconds, slowest, median, model = run_stream(make, X, batch)
+            times[name].append((seconds, slowest, median))
+            if name == "ours":
+                ours_model = model
+            else:
+                mbk_model = model
+    t = time.perf_counter()
+    fit = StreamingKMeans(k, random_state=0).fit(X, sample_weight=w)
+    fit_seconds = time.perf_counter() - t
+    ref = cost(X, fit.cluster_centers_, w)
+    c_ours, c_mbk = cost(X, ours_model.cluster_centers_, w), cost(X, mbk_model.cluster_centers_, w)
+    title = f"{n_calls} calls of {batch:,} rows, k={k}, {X.shape[1]} features" + (
+        f", half_life={half_life:,}" if half_life else ""
+    )
+    print(f"\n### Batches: {title}\n")
+    print(
+        "| stream | ms per call, amortized | median call ms | slowest call s | cost / fit "
+        "| cost / MBK stream |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, label, c in (
+        ("ours", "StreamingKMeans.partial_fit", c_ours),
+        ("mbk", "MiniBatchKMeans.partial_fit", c_mbk),
+    ):
+        ms = statistics.median(t[0] for t in times[name]) / n_calls * 1e3
+        slow = statistics.median(t[1] for t in times[name])
+        mid = statistics.median(t[2] for t in times[name]) * 1e3
+        print(f"| {label} | {ms:.1f} | {mid:.1f} | {slow:.2f} | {c / ref:.4f} | {c / c_mbk:.4f} |")
+    weighted = " with the decay weights" if w is not None else ""
+    pairs = zip(times["ours"], times["mbk"], strict=True)
+    ratio = statistics.median(a[0] / b[0] for a, b in pairs)
+    print(
+        f"\nReference: StreamingKMeans.fit{weighted} on all {X.shape[0]:,} rows "
+        f"({fit_seconds:.1f} s). Groups in the stream's summary at the end: "
+        f"{ours_model.summary_.n_groups:,}. Ratio of ms per call, ours / MBK (median of the "
+        f"rounds' ratios): {ratio:.2f}."
+    )
+
+
+def incremental_table(k, blocks, block_rows, repeat, half_life):
+    try:
+        from dask_ml.wrappers import Incremental
+    except ImportError:
+        print("\n(dask-ml is not installed: no Incremental table; pip install dask-ml)")
+        return
+    n = blocks * block_rows
+    Y = make_mixture(n, 32, 1000, chunks=block_rows, random_state=1).persist()
+    w = decay_weights(n, block_rows, half_life)
+    wd = None if w is None else da.from_array(w, chunks=(block_rows,))
+    times = {"inc": [], "fit": []}
+    for _ in range(repeat):
+        t = time.perf_counter()
+        inc = Incremental(StreamingKMeans(k, random_state=0, half_life=half_life)).fit(Y)
+        times["inc"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fit = StreamingKMeans(k, random_state=0).fit(Y, sample_weight=wd)
+        times["fit"].append(time.perf_counter() - t)
+    X = Y.compute()
+    ratio = cost(X, inc.estimator_.cluster_centers_, w) / cost(X, fit.cluster_centers_, w)
+    title = f"{blocks} blocks of {block_rows:,} x 32, k={k}" + (
+        f", half_life={half_life:,}" if half_life else ""
+    )
+    ti, tf = statistics.median(times["inc"]), statistics.median(times["fit"])
+    print(f"\n### dask-ml Incremental: {title}\n")
+    print(
+        "| Incremental(StreamingKMeans).fit s | StreamingKMeans.fit s | time ratio | cost ratio |"
+    )
+    print("|---|---|---|---|")
+    print(f"| {ti:.1f} | {tf:.1f} | {ti / tf:.2f} | {ratio:.4f} |")
+    if w is not None:
+        print("\nThe fit is given the rows' decay weights; costs are weighted.")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--blocks", type=int, default=40)
+    p.add_argument("--block-rows", type=int, default=100_000)
+    p.add_argument("--half-life", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--no-incremental", action="store_true")
+    p.add_argument("--no-half-life", action="store_true")
+    p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.k, a.batch, a.calls, a.blocks, a.block_rows, a.half_life = 10, 512, 20, 4, 5_000, 4_000
+    dask.config.set(scheduler="threads")
+    print(machine_line(machine()))
+    X = make_mixture(a.batch * a.calls, 32, 1000, chunks=a.batch, random_state=0).compute()
+    for half_life in (None,) if a.no_half_life else (None, a.half_life):
+        batches_table(X, a.k, a.batch, a.repeat, half_life)
+        if not a.no_incremental:
+            incremental_table(a.k, a.blocks, a.block_rows, a.repeat, half_life)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Streams: partial_fit folds each batch cheaply and solves globally only when it pays."""
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dask_streamkm import StreamingKMeans
+from dask_streamkm.datasets import make_mixture
+
+
+def exact_cost(X, centers, sample_weight=None):
+    d = ((X[:, None, :].astype(np.float64) - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+    return float(d.sum() if sample_weight is None else (sample_weight * d).sum())
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return make_mixture(24_000, 6, 40, chunks=24_000, random_state=3).compute()
+
+
+def stream(model, X, batch):
+    for start in range(0, X.shape[0], batch):
+        model.partial_fit(X[start : start + batch])
+    return model
+
+
+def global_solves(model, X, batch):
+    """Rows at which partial_fit ran a global solve (it starts a new stream state)."""
+    rows = []
+    for start in range(0, X.shape[0], batch):
+        model.partial_fit(X[start : start + batch])
+        if "_stream_" not in model.__dict__:
+            rows.append(model.n_rows_seen_)
+    return rows
+
+
+def test_stream_cost_close_to_fit_on_the_concatenation(mixture):
+    X = mixture
+    km = stream(StreamingKMeans(10, random_state=0), X, 500)
+    fit = StreamingKMeans(10, random_state=0).fit(X)
+    assert km.n_rows_seen_ == X.shape[0] == km.summary_.n_seen
+    assert exact_cost(X, km.cluster_centers_) <= 1.03 * exact_cost(X, fit.cluster_centers_)
+
+
+def test_every_call_keeps_centers_labels_bound_and_summary_consistent(mixture):
+    X = mixture[:8_000]
+    km = StreamingKMeans(10, random_state=0)
+    for start in range(0, X.shape[0], 400):
+        batch = X[start : start + 400]
+        km.partial_fit(batch)
+        seen = X[: start + 400]
+        np.testing.assert_array_equal(km.labels_, km.predict(batch))
+        assert km.labels_.dtype == np.int32
+        # inertia_ bounds the cost of every row seen, and the summary's own bound.
+        assert km.inertia_ >= exact_cost(seen, km.cluster_centers_) * (1 - 1e-9)
+        assert km.inertia_ >= km.summary_.cost_bound(km.cluster_centers_) * (1 - 1e-9)
+        np.testing.assert_allclose(km.summary_.total_weight, seen.shape[0])
+        np.testing.assert_allclose(
+            km.summary_.centroids.T @ km.summary_.weights, seen.sum(axis=0, dtype=np.float64)
+        )
+
+
+def test_global_solves_when_the_rows_seen_double(mixture):
+    X = mixture[:16_000]
+    rows = global_solves(StreamingKMeans(5, random_state=0), X, 500)
+    # The first batch is solved as before (no stream yet); then 1,000, 2,000, 4,000...
+    assert rows == [500, 1_000, 2_000, 4_000, 8_000, 16_000]
+
+
+def test_refit_runs_the_global_solve_on_request(mixture):
+    X = mixture[:6_000]
+    km = stream(StreamingKMeans(8, random_state=0), X, 1_000)
+    groups = km.summary_.n_groups
+    bound = km.summary_.cost_bound(km.refit().cluster_centers_)
+    assert km.summary_.n_groups == groups and "_stream_" not in km.__dict__
+    np.testing.assert_allclose(km.inertia_, bound)
+    assert not hasattr(km, "labels_")
+
+
+def test_decay_equals_a_fit_with_the_corresponding_weights(mixture):
+    X, batch, half_life = mixture[:12_000], 1_000, 3_000.0
+    km = stream(StreamingKMeans(10, random_state=0, half_life=half_life), X, batch)
+    # Row i of batch b weighs 2 ** (-(rows after batch b) / half_life).
+    ends = (np.arange(X.shape[0]) // batch + 1) * batch
+    w = 2.0 ** (-(X.shape[0] - ends) / half_life)
+    s = km.summary_
+    np.testing.assert_allclose(s.total_weight, w.sum(), rtol=1e-12)
+    np.testing.assert_allclose(s.centroids.T @ s.weights, X.T.astype(np.float64) @ w, rtol=1e-9)
+    # The bound for one center at zero is the weighted sum of squares: exact for one center.
+    np.testing.assert_allclose(
+        s.cost_bound(np.zeros((1, X.shape[1]))),
+        (w * (X.astype(np.float64) ** 2).sum(axis=1)).sum(),
+        rtol=1e-9,
+    )
+    weighted = StreamingKMeans(10, random_state=0).fit(X, sample_weight=w)
+    cost = exact_cost(X, km.cluster_centers_, w)
+    assert cost <= 1.05 * exact_cost(X, weighted.cluster_centers_, w)
+    assert km.inertia_ >= cost * (1 - 1e-9)
+
+
+def test_decay_follows_a_drifting_stream():
+    rng = np.random.default_rng(0)
+    km = StreamingKMeans(2, random_state=0, half_life=100)
+    for shift in np.repeat([0.0, 100.0], 10):
+        km.partial_fit(rng.normal(size=(200, 2)) + [shift, 0.0] + rng.choice([0, 10], (200, 1)))
+    # After 2,000 rows of the second regime the first weighs 2 ** -20 of it: both centers
+    # follow the two clusters of the second regime.
+    assert np.all(km.cluster_centers_[:, 0] > 90)
+
+
+def test_pipeline_drives_partial_fit(mixture):
+    X = mixture[:6_000]
+    pipe = Pipeline([("scale", StandardScaler()), ("km", StreamingKMeans(6, random_state=0))])
+    pipe["scale"].fit(X[:1_000])
+    for start in range(0, X.shape[0], 1_000):
+        pipe["km"].partial_fit(pipe[:-1].transform(X[start : start + 1_000]))
+    assert pipe["km"].n_rows_seen_ == 6_000
+    np.testing.assert_array_equal(pipe.predict(X), pipe["km"].predict(pipe["scale"].transform(X)))
+
+
+def test_dask_ml_incremental(mixture):
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    import dask.array as da
+
+    X = mixture[:12_000]
+    Y = da.from_array(X, chunks=(2_000, -1))
+    inc = wrappers.Incremental(StreamingKMeans(8, random_state=0)).fit(Y)
+    km = inc.estimator_
+    assert km.n_rows_seen_ == 12_000
+    fit = StreamingKMeans(8, random_state=0).fit(Y)
+    assert exact_cost(X, km.cluster_centers_) <= 1.03 * exact_cost(X, fit.cluster_centers_)
+    np.testing.assert_array_equal(inc.predict(Y).compute(), km.predict(X))
+
+
+def test_dask_batches_fold_chunk_by_chunk(mixture):
+    import dask.array as da
+
+    X = mixture[:6_000]
+    a = StreamingKMeans(6, random_state=0).partial_fit(X[:1_500])
+    b = StreamingKMeans(6, random_state=0).partial_fit(X[:1_500])
+    # One fold with no global solve due (500 rows after 1,500): the same groups, added up
+    # by chunk or at once.
+    a.partial_fit(X[1_500:2_000])
+    b.partial_fit(da.from_array(X[1_500:2_000], chunks=(200, -1)))
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, rtol=1e-9)
+    np.testing.assert_allclose(b.inertia_, a.inertia_, rtol=1e-9)
+    np.testing.assert_array_equal(b.labels_.compute(), a.labels_)
+    for start in range(2_000, 6_000, 1_000):
+        b.partial_fit(da.from_array(X[start : start + 1_000], chunks=(300, -1)))
+    assert b.n_rows_seen_ == 6_000
+    assert b.inertia_ >= exact_cost(X, b.cluster_centers_) * (1 - 1e-9)
+
+
+def long_stream(n_calls, budget):
+    rng = np.random.default_rng(0)
+    means = rng.normal(scale=20, size=(20, 3))
+    km = StreamingKMeans(4, random_state=0, summary_size=20, merge_budget=budget)
+    sizes, solves = [], 0
+    for i in range(n_calls):
+        km.partial_fit(means[rng.integers(0, 20, 8)] + rng.normal(size=(8, 3)))
+        solves += "_stream_" not in km.__dict__
+        if i % 50 == 0:
+            sizes.append(km.summary_.n_groups)
+    return km, sizes, solves
+
+
+@pytest.mark.parametrize("n_calls", [1_000, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_long_stream_keeps_the_summary_bounded(n_calls):
+    budget = 120
+    km, sizes, solves = long_stream(n_calls, budget)
+    # Work per call is bounded: the summary never holds more than the budget plus what one
+    # batch adds, and the global solves are about log2(calls) (doubling) plus the budget's.
+    assert max(sizes) <= budget + 8
+    assert solves <= 4 * np.log2(n_calls)
+    assert km.n_rows_seen_ == 8 * n_calls
