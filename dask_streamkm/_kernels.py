@@ -1166,8 +1166,9 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
         np.sqrt(np.clip(ratio, 0.0, 1.0, out=ratio), out=ratio)
         band = np.floor(np.multiply(ratio, REFINE_BANDS, out=ratio), out=ratio).astype(np.int64)
         np.minimum(band, REFINE_BANDS - 1, out=band)
-        keys = labels
-        for factor, term in ((k, second), (k, third), (REFINE_BANDS, band)):
+        keys = labels * k  # labels are used below
+        keys += second
+        for factor, term in ((k, third), (REFINE_BANDS, band)):
             keys *= factor
             keys += term
     else:
@@ -1220,6 +1221,22 @@ def _sq_to_centers(X, centers, labels, block=16384):
     """Squared distances (float64) of the rows of X to ``centers[labels]`` (float64 centers),
     from float64 differences, a row block at a time."""
     xp = namespace(X, centers)
+    if is_numpy(xp):  # the same numbers into buffers made once (no fresh pages per block)
+        n = X.shape[0]
+        block = min(block, max(256, GROUP_SUM_ELEMENTS // max(X.shape[1], 1)))  # rows apart
+        out = np.empty(n)
+        diff_buf = np.empty((min(block, n), X.shape[1]))
+        gather_buf = np.empty((min(block, n), X.shape[1]))
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            diff = diff_buf[: stop - start]
+            diff[...] = X[start:stop]
+            # mode="clip" (the labels are in range): "raise" would buffer ``out`` every call.
+            gather = gather_buf[: stop - start]
+            diff -= np.take(centers, labels[start:stop], axis=0, out=gather, mode="clip")
+            np.multiply(diff, diff, out=diff)
+            np.sum(diff, axis=1, out=out[start:stop])
+        return out
     parts = []
     for start in range(0, X.shape[0], block):
         stop = min(start + block, X.shape[0])

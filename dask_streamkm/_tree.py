@@ -328,7 +328,7 @@ def _lloyd(layout, centers, n_centers, n_iter):
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
             S = layout.scores(lo, hi, band, c_sq, work)
             np.argmin(S, axis=1, out=nearest[layout.slot_start[lo] : layout.slot_start[hi]])
-        np.take(nearest, layout.flat, out=group)  # each row's center in its cell...
+        np.take(nearest, layout.flat, out=group, mode="clip")  # each row's center in its cell...
         group += row_offset  # ...numbered among all groups
         group[no_center] = 0
         if step == n_iter:
