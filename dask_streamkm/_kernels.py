@@ -26,6 +26,30 @@ DEVICE_BLOCK_ELEMENTS = 1 << 25
 SLAB_ELEMENTS = 1 << 19
 
 
+class Workspace:
+    """Work buffers of one task, reused by the kernels it calls (host numpy arrays only).
+
+    A task makes one and passes it down (``work=``); each kernel asks it for a named buffer
+    of a shape and gets a view of the one array kept under that name, made (or made larger)
+    only when too small. Where glibc's mmap threshold is fixed (distributed's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_`` for every worker), every large temporary is a fresh mmap whose
+    pages fault in anew; the buffers fault in once per task. A buffer is scratch: valid until
+    the next request under its name.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def take(self, name, shape, dtype):
+        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
+        dtype = np.dtype(dtype)
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
+            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
 def row_norms_sq(X):
     """Squared Euclidean norm of each row of a 2-D array, in X's dtype."""
     xp = namespace(X)
@@ -253,7 +277,7 @@ def _augmented(X, centers, centers_sq):
     return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
 
 
-def _score_blocks(X, centers, prepared=None):
+def _score_blocks(X, centers, prepared=None, work=None):
     """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
 
     The one blocked-GEMM loop of the kernels: yields ``(start, stop, block, x_sq)`` with
@@ -265,7 +289,9 @@ def _score_blocks(X, centers, prepared=None):
     ``BLOCK_ELEMENTS`` otherwise), chosen here only; on the host it is also at most a slab
     (:data:`SLAB_ELEMENTS`, at least 256 rows), so that few centers do not make long copies.
     With ``prepared`` (from :func:`prepared_rows`, for many calls on the same X) the rows were
-    shifted and augmented once, and the centers are taken relative to that origin.
+    shifted and augmented once, and the centers are taken relative to that origin. On the
+    host the blocks and the slabs are views of buffers of ``work`` (a :class:`Workspace`;
+    default one for this call): a yielded block is valid until the next one is asked for.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
@@ -282,15 +308,20 @@ def _score_blocks(X, centers, prepared=None):
     if prepared is None and not is_cupy(xp):
         # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
         step = min(step, max(256, slab_rows))
+    host = is_numpy(xp)
+    if host:  # the blocks, the slabs' rows and their norms go to work buffers (``out=``)
+        work = Workspace() if work is None else work
+        block_buf = work.take("scores", (min(step, n), centers.shape[0]), X.dtype)
     if prepared is not None:
         for start in range(0, n, step):
             stop = min(start + step, n)
-            yield (
-                start,
-                stop,
-                xp.matmul(rows_aug[start:stop, ...], centers_aug_t),
-                rows_sq[start:stop],
-            )
+            if host:
+                block = np.matmul(
+                    rows_aug[start:stop, ...], centers_aug_t, out=block_buf[: stop - start]
+                )
+            else:
+                block = xp.matmul(rows_aug[start:stop, ...], centers_aug_t)
+            yield start, stop, block, rows_sq[start:stop]
         return
     # Fewer centers than features: a copy of the rows with a column of ones costs more than
     # subtracting the centers' half norms from the (narrower) block.
@@ -299,31 +330,51 @@ def _score_blocks(X, centers, prepared=None):
     # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, slab_rows // step * step)
+    if host:
+        slab_n = min(slab, n)
+        slab_buf = work.take("slab", (slab_n, X.shape[1] + augment), X.dtype)
+        sq_buf = work.take("slab_sq", (slab_n,), X.dtype)
     for slab_start in range(0, n, slab):
         slab_stop = min(slab_start + slab, n)
-        if augment:
-            rows, rows_aug = _shifted_augmented(X[slab_start:slab_stop, ...], origin)
+        part = X[slab_start:slab_stop, ...]
+        if host:
+            width = slab_stop - slab_start
+            if augment:
+                rows, rows_aug = _shifted_augmented(part, origin, slab_buf[:width])
+            else:
+                rows = np.subtract(part, origin, out=slab_buf[:width])
+            rows_sq = np.einsum("ij,ij->i", rows, rows, out=sq_buf[:width])
         else:
-            rows = X[slab_start:slab_stop, ...] - origin
-        rows_sq = row_norms_sq(rows)
+            if augment:
+                rows, rows_aug = _shifted_augmented(part, origin)
+            else:
+                rows = part - origin
+            rows_sq = row_norms_sq(rows)
         for start in range(slab_start, slab_stop, step):
             stop = min(start + step, slab_stop)
             a, b = start - slab_start, stop - slab_start
-            if augment:
+            if host:
+                out = block_buf[: b - a]
+                if augment:
+                    block = np.matmul(rows_aug[a:b, ...], centers_aug_t, out=out)
+                else:
+                    block = np.matmul(rows[a:b, ...], centers_t, out=out)
+                    block += half_sq[None, :]
+            elif augment:
                 block = xp.matmul(rows_aug[a:b, ...], centers_aug_t)
             else:
                 block = xp.matmul(rows[a:b, ...], centers_t) + half_sq[None, :]
             yield start, stop, block, rows_sq[a:b]
 
 
-def _shifted_augmented(X, origin):
+def _shifted_augmented(X, origin, out=None):
     """X relative to ``origin`` (in X's dtype) and the same rows with a trailing 1:
     ``(rows, rows_aug)``, ``rows`` a view of ``rows_aug`` on numpy (one copy, shifted in
-    place)."""
+    place; into ``out``, an (n, d + 1) array of X's dtype, when given)."""
     xp = namespace(X)
     n, d = X.shape
     if is_numpy(xp):
-        rows_aug = np.empty((n, d + 1), dtype=X.dtype)
+        rows_aug = np.empty((n, d + 1), dtype=X.dtype) if out is None else out
         rows = rows_aug[:, :d]
         np.subtract(X, origin, out=rows)
         rows_aug[:, d] = 1
@@ -340,22 +391,22 @@ def prepared_rows(X, origin):
     return origin, rows_aug, row_norms_sq(rows)
 
 
-def nearest(X, centers, prepared=None):
+def nearest(X, centers, prepared=None, work=None):
     """Index of and squared distance to the nearest center for each row of X.
 
     One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
     relative to the centers' mean: the rows are augmented with a 1 and the centers with
     -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
     center and no other pass over the block is needed.
-    ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows.
-    Returns (labels int64 (n,), sq_dist (n,) float64).
+    ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows; ``work``: the
+    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64).
     """
     xp = namespace(X, centers)
     n = X.shape[0]
     dev = device(X)
     labels = xp.empty((n,), dtype=xp.int64, device=dev)
     dists = xp.empty((n,), dtype=xp.float64, device=dev)
-    for start, stop, block, x_sq in _score_blocks(X, centers, prepared):
+    for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
@@ -441,7 +492,7 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     return xp.asarray(chosen, dtype=xp.int64, device=dev)
 
 
-def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, return_labels=False):
+def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, return_labels=False, work=None):
     """Fast D^2 seeding in a few rounds (k-means|| style oversampling, Bahmani et al. 2012).
 
     Picks about ``n_centers`` distinct rows: each round draws its share of rows with
@@ -449,12 +500,12 @@ def d2_sample(X, n_centers, rng, sample_weight=None, rounds=5, return_labels=Fal
     Cheaper than sequential k-means++ for the many centers of a summary. With
     ``return_labels`` also each row's nearest chosen row (an index into the returned
     rows) and its squared distance to it, found on the way: the rounds' distances are one
-    pass over X in all.
+    pass over X in all. ``work``: the task's :class:`Workspace` (host).
     """
     xp = namespace(X)
 
     def nearest_of(rows):
-        return nearest(X, xp.take(X, rows, axis=0))
+        return nearest(X, xp.take(X, rows, axis=0), work=work)
 
     w = as_weights(sample_weight, X)
     idx, labels, dist = _d2_rounds(xp, w, n_centers, rng, rounds, nearest_of)
@@ -495,12 +546,18 @@ def _unique(xp, x):
     return np.unique(x) if is_numpy(xp) else xp.unique_values(x)
 
 
-def centers_from_labels(X, labels, n_centers, sample_weight=None):
-    """Weighted means per label (float64) and the weight of each label."""
+def centers_from_labels(X, labels, n_centers, sample_weight=None, work=None):
+    """Weighted sums per label (float64) and the weight of each label (``work``: the task's
+    :class:`Workspace`, for the float64 rows on the host)."""
     xp = namespace(X)
-    Xf = xp.astype(X, xp.float64)
     w = as_weights(sample_weight, X)
-    sums = segment_sum(Xf * w[:, None], labels, n_centers)
+    if is_numpy(xp) and work is not None:
+        Xw = work.take("rows64", X.shape, np.float64)
+        Xw[...] = X
+        Xw *= w[:, None]
+    else:
+        Xw = xp.astype(X, xp.float64) * w[:, None]
+    sums = segment_sum(Xw, labels, n_centers)
     mass = segment_sum(w, labels, n_centers)
     return sums, mass
 
@@ -836,7 +893,10 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
     w = as_weights(sample_weight, X)
     if is_numpy(xp) and X.shape[0] <= SMALL_GROUP_ROWS:
         return _small_group_labels(X, int(n_groups), rng, w, n_iter)
-    idx, labels, dist = d2_sample(X, int(n_groups), rng, sample_weight=w, return_labels=True)
+    work = Workspace()  # the distance blocks of every call below
+    idx, labels, dist = d2_sample(
+        X, int(n_groups), rng, sample_weight=w, return_labels=True, work=work
+    )
     if n_iter > 0:
         # lloyd(max_iter=n_iter, tol=0), its first assignment taken from the rounds.
         Xf = xp.astype(X, xp.float64)
@@ -844,7 +904,7 @@ def group_labels(X, n_groups, rng, sample_weight=None, n_iter=1):
         centers = xp.take(Xf, idx, axis=0)
         for _ in range(int(n_iter)):
             centers, _ = _lloyd_update(Xf, Xw, w, labels, dist, centers)
-            labels, dist = nearest(X, centers)
+            labels, dist = nearest(X, centers, work=work)
     return labels, int(idx.shape[0])
 
 
@@ -1150,10 +1210,23 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     xp = namespace(X, centers)
     k = centers.shape[0]
     (labels, second, third), (d1, d2, _) = nearest_top(X, centers, 3)
-    ratio = (d2 - d1) / xp.maximum(d2 + d1, 1e-300)
-    band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
-    band = xp.minimum(band, REFINE_BANDS - 1)
-    keys = ((labels * k + second) * k + third) * REFINE_BANDS + band
+    if is_numpy(xp):  # the same numbers in place: two (n,) temporaries instead of a dozen
+        ratio = np.subtract(d2, d1)
+        d2 += d1
+        ratio /= np.maximum(d2, 1e-300, out=d2)
+        np.sqrt(np.clip(ratio, 0.0, 1.0, out=ratio), out=ratio)
+        band = np.floor(np.multiply(ratio, REFINE_BANDS, out=ratio), out=ratio).astype(np.int64)
+        np.minimum(band, REFINE_BANDS - 1, out=band)
+        keys = labels * k  # labels are used below
+        keys += second
+        for factor, term in ((k, third), (REFINE_BANDS, band)):
+            keys *= factor
+            keys += term
+    else:
+        ratio = (d2 - d1) / xp.maximum(d2 + d1, 1e-300)
+        band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
+        band = xp.minimum(band, REFINE_BANDS - 1)
+        keys = ((labels * k + second) * k + third) * REFINE_BANDS + band
     order, level = None, 0
     if is_numpy(xp):
         # One stable sort of the keys gives the distinct keys, each row's group and the rows
@@ -1180,8 +1253,11 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     if is_numpy(xp):
         # The keys are sorted, so each center's groups are one run: subtracted in place, run
         # by run (the same numbers; two (groups x d) temporaries fewer, 200 MB for MNIST).
-        for j, run in _center_runs(nearest_of_group, k):
-            offsets[run] -= np.multiply.outer(weights[run], centers64[j])
+        runs = list(_center_runs(nearest_of_group, k))
+        share = np.empty((max((r.stop - r.start for _, r in runs), default=0), X.shape[1]))
+        for j, run in runs:
+            part = share[: run.stop - run.start]
+            offsets[run] -= np.multiply.outer(weights[run], centers64[j], out=part)
     else:
         offsets = offsets - weights[:, None] * xp.take(centers64, nearest_of_group, axis=0)
     if X.dtype != xp.float64:
@@ -1196,6 +1272,22 @@ def _sq_to_centers(X, centers, labels, block=16384):
     """Squared distances (float64) of the rows of X to ``centers[labels]`` (float64 centers),
     from float64 differences, a row block at a time."""
     xp = namespace(X, centers)
+    if is_numpy(xp):  # the same numbers into buffers made once (no fresh pages per block)
+        n = X.shape[0]
+        block = min(block, max(256, GROUP_SUM_ELEMENTS // max(X.shape[1], 1)))  # rows apart
+        out = np.empty(n)
+        diff_buf = np.empty((min(block, n), X.shape[1]))
+        gather_buf = np.empty((min(block, n), X.shape[1]))
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            diff = diff_buf[: stop - start]
+            diff[...] = X[start:stop]
+            # mode="clip" (the labels are in range): "raise" would buffer ``out`` every call.
+            gather = gather_buf[: stop - start]
+            diff -= np.take(centers, labels[start:stop], axis=0, out=gather, mode="clip")
+            np.multiply(diff, diff, out=diff)
+            np.sum(diff, axis=1, out=out[start:stop])
+        return out
     parts = []
     for start in range(0, X.shape[0], block):
         stop = min(start + block, X.shape[0])

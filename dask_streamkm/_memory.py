@@ -31,19 +31,19 @@ import numpy as np
 #: Working memory of one summarize task beyond its input chunk, by method: (bytes per value as a
 #: multiple of the chunk's itemsize, bytes per value in float64 copies, bytes per row). Measured
 #: with tracemalloc (peak of ``_graph.leaf`` on a numpy chunk, the input not counted; 8
-#: clusters, summary_size "auto", 2 cores, shared) on chunks of 200,000 x 32 float64 and
-#: float32, 100,000 x 2 and 50,000 x 300 float64. "stream" peaked at 1.46x the chunk's bytes
-#: (32 features, float64), 1.35x (float32), 5.7x (2 features: per-row labels and distances)
-#: and 1.23x (300 features): about 1.1 x itemsize per value + 72 bytes per row, within 10% low
-#: to 25% high. "lloyd" (float64 copies of the chunk) peaked at 3.3x (float64), 6.1x
-#: (float32) and 9.2x (2 features): about 24 bytes per value + 96 bytes per row. The worker
-#: process itself (imports, 100-200 MB) is not counted, so a chunk rejected cannot fit.
-#: "tree" (the rows relative to their cell, laid out in padded blocks, and the coarse pass's
-#: copies) peaked at 2.84x (200,000 x 32 float64), 3.13x (float32), 12.9x (100,000 x 2),
-#: 2.63x (50,000 x 300), and at 3.18x / 2.89x / 23.1x on 100,000 x 32 / 64 / 2 float32 with
-#: 3,125 groups (1,000 mixture components): 2.7 x itemsize per value + 170 bytes per row is
-#: 3 % to 29 % above each.
-WORKING_BYTES = {"tree": (2.7, 0, 170), "stream": (1.1, 0, 72), "lloyd": (0, 24, 96)}
+#: clusters, summary_size "auto", 2 cores, shared, 2026-12-06, the tasks reusing their work
+#: buffers) on chunks of 200,000 x 32 float64 and float32, 100,000 x 2 float32, 50,000 x 300
+#: float64 and 100,000 x 64 float32. "tree" (the rows relative to their cell, laid out in padded
+#: blocks, the scores of a band of cells, a few int64 arrays per row) peaked at 1.90x the
+#: chunk's bytes, 2.37x, 19.6x, 1.42x and 1.81x with 800 groups, and at 2.76x, 2.36x and 21.5x
+#: on 100,000 x 32 / 64 / 2 float32 with 3,125 (the scores grow with the groups per cell):
+#: 2 x itemsize per value + 160 bytes per row is 2 % to 46 % above each.
+#: "stream" (the shuffled copy of the rows) peaked at 1.26x, 1.46x, 6.2x, 1.28x and 1.51x:
+#: 1.3 x itemsize per value + 60 bytes per row is 2 % to 22 % above each. "lloyd" (float64
+#: copies of the chunk) peaked at 3.3x (float64), 6.1x (float32) and 9.2x (2 features): about
+#: 24 bytes per value + 96 bytes per row. The worker process itself (imports, 100-200 MB) is
+#: not counted, so a chunk rejected cannot fit.
+WORKING_BYTES = {"tree": (2.0, 0, 160), "stream": (1.3, 0, 60), "lloyd": (0, 24, 96)}
 
 _MB = 10**6  # MB as dask writes memory_limit="200MB"
 

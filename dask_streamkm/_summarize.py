@@ -84,6 +84,7 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         else xp.take(xp.astype(sample_weight, xp.float64), perm, axis=0)
     )
     batch_size = int(max(1, batch_size))
+    work = K.Workspace()  # the batches' work buffers, made once
     # Seed about half the groups by D^2 sampling on the first rows (at least 2 per center).
     n_seed_rows = min(n, max(batch_size, 4 * size))
     first = Xs[:n_seed_rows, ...]
@@ -98,7 +99,7 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         stop = min(start + batch_size, n)
         batch = Xs[start:stop, ...]
         wb = ws[start:stop]
-        labels, dist = K.nearest(batch, centers)
+        labels, dist = K.nearest(batch, centers, work=work)
         cost = wb * dist
         total = float(xp.sum(cost))
         free = size - centers.shape[0]
@@ -114,7 +115,7 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         keep = xp.logical_not(is_new)
         # Sculley update with per-center rate b_j / n_j for the rows that opened nothing.
         w_keep = xp.where(keep, wb, 0.0)
-        sums, mass = K.centers_from_labels(batch, labels, centers.shape[0], w_keep)
+        sums, mass = K.centers_from_labels(batch, labels, centers.shape[0], w_keep, work)
         counts = counts + mass
         rate = xp.where(counts > 0, mass / xp.maximum(counts, 1e-300), 0.0)
         means = sums / xp.maximum(mass, 1e-300)[:, None]

@@ -13,7 +13,7 @@ import os
 
 import dask
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._array import to_host
 
@@ -73,7 +73,15 @@ def limit_blas_in_process(n_threads, user_initializer=None):
 
 
 def limit_blas_in_worker():
-    """Inside a distributed worker, cap BLAS threads at cores // worker threads (once)."""
+    """Inside a distributed worker, cap BLAS threads at cores // worker threads (once), and
+    never raise them above what the worker process started with.
+
+    distributed's nanny starts every worker with ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and
+    ``OPENBLAS_NUM_THREADS`` set to 1 (``distributed.nanny.pre-spawn-environ``), because
+    several worker processes share a machine; a worker cannot see how many others do, so
+    raising its BLAS threads to cores // its own threads oversubscribed the cores (2 workers
+    x 1 thread on 2 cores: 4 BLAS threads, the fit no faster than on one worker).
+    """
     try:
         from distributed import get_worker
 
@@ -83,7 +91,9 @@ def limit_blas_in_worker():
     if getattr(worker, "_dask_streamkm_blas_limited", False):
         return
     n_threads = max(1, int(getattr(worker.state, "nthreads", 1)))
-    threadpool_limits(max(1, (os.cpu_count() or 1) // n_threads))
+    cap = max(1, (os.cpu_count() or 1) // n_threads)
+    started = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    threadpool_limits(min([cap, *started]))
     worker._dask_streamkm_blas_limited = True
 
 

@@ -79,33 +79,39 @@ def _coarse_cells(X, n_cells, w, rng):
     sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
     sample.sort()
     rows, w_sample = X[sample], w[sample]
-    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w_sample)
+    work = K.Workspace()  # the distance blocks of every call below
+    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w_sample, work=work)
     coarse = rows[idx].astype(np.float64)
     for _ in range(COARSE_ITER):
-        cell, _ = K.nearest(rows, coarse.astype(X.dtype))
+        cell, _ = K.nearest(rows, coarse.astype(X.dtype), work=work)
         # Rows relative to their center: small numbers, so their sums keep their precision.
         rel = rows - coarse.astype(X.dtype)[cell]
         mass = np.bincount(cell, weights=w_sample, minlength=coarse.shape[0])
         shift = _segment_rows(rel, w_sample, cell, coarse.shape[0])
         del rel
         coarse = coarse + shift / np.maximum(mass, 1e-300)[:, None]
-    cell, dist = K.nearest(X, coarse.astype(X.dtype))
+    cell, dist = K.nearest(X, coarse.astype(X.dtype), work=work)
     # Drop empty cells (their centers lost every row).
     used = np.bincount(cell, minlength=coarse.shape[0]) > 0
     remap = np.cumsum(used) - 1
     return remap[cell], dist, coarse[used]
 
 
-def _segment_rows(rows, w, labels, n_segments, positions=None):
+def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None):
     """Weighted sums of ``rows`` by label (float64), summed in the rows' float type; the
     i-th weight and label belong to row ``positions[i]`` (default i). The weights are scaled
     to at most 1 for the sum and the sums scaled back, so weights beyond float32's range
-    neither vanish nor overflow."""
-    unit, scale = K.unit_weights(w)
-    indicator = K.weighted_indicator(
-        labels, unit.astype(rows.dtype), n_segments, positions, rows.shape[0]
-    )
+    neither vanish nor overflow; ``unit``: :func:`_unit_weights` of ``w``, when the caller
+    sums the same weights many times."""
+    unit, scale = _unit_weights(w, rows.dtype) if unit is None else unit
+    indicator = K.weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
     return np.asarray(indicator @ rows, dtype=np.float64) * scale
+
+
+def _unit_weights(w, dtype):
+    """:func:`._kernels.unit_weights` of ``w``, the scaled weights in ``dtype``."""
+    unit, scale = K.unit_weights(w)
+    return unit.astype(dtype), scale
 
 
 def _allocate(cost, caps, total):
@@ -180,22 +186,28 @@ class _Layout:
             X.dtype
         )
 
-    def scores(self, lo, hi, centers, c_sq):
+    def scores(self, lo, hi, centers, c_sq, work=None):
         """``|c|^2 - 2 x . c`` (the squared distance less ``|x|^2``) of the slots of cells
         ``lo`` to ``hi - 1`` to each of their cell's centers: ``centers`` is (hi - lo, t, d)
-        and ``c_sq`` (hi - lo, t) their squared norms; returns (slots of those cells, t)."""
+        and ``c_sq`` (hi - lo, t) their squared norms; returns (slots of those cells, t), in
+        the front of ``work`` (a flat array of X's dtype, of at least slots x t values: one
+        buffer for every step of a leaf, no fresh pages per step) when given."""
         b0, b1 = int(self.block_start[lo]), int(self.block_start[hi])
         owner = self.block_cell[b0:b1] - lo
-        G = np.matmul(self.blocks[b0:b1], centers[owner].transpose(0, 2, 1))
+        out = None
+        if work is not None:
+            out = work[: (b1 - b0) * self.rows * centers.shape[1]]
+            out = out.reshape(b1 - b0, self.rows, centers.shape[1])
+        G = np.matmul(self.blocks[b0:b1], centers[owner].transpose(0, 2, 1), out=out)
         G *= -2.0
         G += c_sq[owner][:, None, :].astype(G.dtype)
         return G.reshape((b1 - b0) * self.rows, -1)
 
-    def distances(self, n_cells, centers):
+    def distances(self, n_cells, centers, work=None):
         """Squared distances (X's dtype, (slots, t)) of the slots of the first ``n_cells``
-        cells to their cell's centers."""
+        cells to their cell's centers (in ``work``, as :meth:`scores`)."""
         c_sq = np.einsum("ctd,ctd->ct", centers, centers, dtype=np.float64)
-        D = self.scores(0, n_cells, centers, c_sq)
+        D = self.scores(0, n_cells, centers, c_sq, work)
         D += self.slot_sq[: D.shape[0], None]
         return np.maximum(D, 0.0, out=D)
 
@@ -226,8 +238,13 @@ def _seed(layout, share, rng):
     first, _ = _draw(np.cumsum(w), lo, last, rng.random((active, 1)))
     centers[:active, 0] = layout.padded[first[:, 0]]
     n_centers[:active] = 1
-    closest = layout.distances(active, centers[:active, :1])[:, 0]
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
+    # Work buffers for every step (no fresh pages per step): the distances, the weighted
+    # distances and their running sum.
+    n_all = int(layout.slot_start[active])
+    work = np.empty(n_all * int(trials.max()), dtype=layout.padded.dtype)
+    closest = layout.distances(active, centers[:active, :1], work)[:, 0].copy()
+    weighted, cum = np.empty(n_all), np.empty(n_all)
     for step in range(1, s_max):
         active = int(np.count_nonzero(share > step))
         if active == 0:
@@ -238,10 +255,11 @@ def _seed(layout, share, rng):
         # share): a few large cells get fewer than their 2 + ln(share), instead of every
         # cell scoring as many as the largest one needs.
         t = int(trials[active // 2])
-        cum = np.cumsum(w[:n_slots] * closest[:n_slots])
-        cand, total = _draw(cum, lo, last, rng.random((active, t)))
+        np.multiply(w[:n_slots], closest[:n_slots], out=weighted[:n_slots])
+        np.cumsum(weighted[:n_slots], out=cum[:n_slots])
+        cand, total = _draw(cum[:n_slots], lo, last, rng.random((active, t)))
         cands = layout.padded[cand]
-        D = layout.distances(active, cands)
+        D = layout.distances(active, cands, work)
         np.minimum(D, closest[:n_slots, None], out=D)
         pots = _cell_sums(layout, active, D)
         # A cell that needs fewer candidates ignores the extra ones.
@@ -252,9 +270,15 @@ def _seed(layout, share, rng):
         best = np.argmin(pots, axis=1)
         grow = alive[:active] & (total > 0)
         alive[:active] &= total > 0
-        slot_cell = layout.slot_cell[:n_slots]
-        chosen = D[np.arange(n_slots), best[slot_cell]]
-        closest[:n_slots] = np.where(grow[slot_cell], chosen, closest[:n_slots])
+        # Each slot of a growing cell keeps its distance to the cell's best candidate: block
+        # by block (a block is in one cell), a candidate column at a time, in place.
+        n_blocks = int(layout.block_start[active])
+        block_best = best[layout.block_cell[:n_blocks]]
+        block_grow = grow[layout.block_cell[:n_blocks]]
+        kept = closest[:n_slots].reshape(n_blocks, layout.rows)
+        D3 = D.reshape(n_blocks, layout.rows, t)
+        for j in range(t):
+            np.copyto(kept, D3[:, :, j], where=(block_grow & (block_best == j))[:, None])
         idx = np.flatnonzero(grow)
         centers[idx, n_centers[idx]] = cands[idx, best[idx]]
         n_centers[idx] += 1
@@ -288,20 +312,30 @@ def _lloyd(layout, centers, n_centers, n_iter):
     owner = np.repeat(np.arange(n_cells), n_centers)
     slot = np.arange(n_groups) - offsets[owner]
     nearest = np.zeros(layout.slot_w.shape[0], dtype=np.int64)
+    # Work buffers for every step (no fresh pages per step): the bands' scores and each
+    # row's group; and what does not change: the rows' group offsets,
+    # the rows whose cell has no center, the unit weights of the sums.
+    sizes = [int(layout.slot_start[hi] - layout.slot_start[lo]) * t for lo, hi, t in bands]
+    work = np.empty(max(sizes, default=0), dtype=layout.padded.dtype)
+    group = np.empty(cell.shape[0], dtype=np.int64)
+    row_offset = offsets[cell]
+    no_center = np.flatnonzero(n_centers[cell] == 0)
+    unit = _unit_weights(layout.w, layout.padded.dtype)
     for step in range(n_iter + 1):
         for lo, hi, t in bands:
             band = centers[lo:hi, :t]
             c_sq = np.einsum("ctd,ctd->ct", band, band)
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
-            S = layout.scores(lo, hi, band, c_sq)
-            nearest[layout.slot_start[lo] : layout.slot_start[hi]] = np.argmin(S, axis=1)
-        labels = nearest[layout.flat]
-        group = np.where(n_centers[cell] > 0, offsets[cell] + labels, 0)
+            S = layout.scores(lo, hi, band, c_sq, work)
+            np.argmin(S, axis=1, out=nearest[layout.slot_start[lo] : layout.slot_start[hi]])
+        np.take(nearest, layout.flat, out=group, mode="clip")  # each row's center in its cell...
+        group += row_offset  # ...numbered among all groups
+        group[no_center] = 0
         if step == n_iter:
             return group
         # Sums by group, moved back to the centers' slots.
         mass = np.bincount(group, weights=layout.w, minlength=n_groups)
-        sums = _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat)
+        sums = _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat, unit)
         moved = mass > 0
         centers[owner[moved], slot[moved]] = (sums[moved] / mass[moved][:, None]).astype(
             centers.dtype

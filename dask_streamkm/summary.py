@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels as K
-from ._array import as_weights, device, from_host, namespace, segment_sum, to_host
+from ._array import as_weights, device, from_host, is_numpy, namespace, segment_sum, to_host
 from ._npz import NpzReader
 
 #: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
@@ -134,17 +134,31 @@ class Summary:
         dev = device(X)
         sums = xp.zeros((n_groups, d), dtype=xp.float64, device=dev)
         squares = xp.zeros((n_groups,), dtype=xp.float64, device=dev)
+        host = is_numpy(xp)
+        if host:  # one float64 block and its norms for all blocks (no fresh pages per block)
+            block_buf = np.empty((min(block, n), d))
+            sq_buf = np.empty((min(block, n),))
         for start in range(0, n, block):
             stop = min(start + block, n)
-            Xb = xp.astype(X[start:stop, ...], xp.float64)
-            if origin is not None:
-                Xb = Xb - origin
             lb = labels[start:stop]
             wb = w[start:stop]
-            sq = K.row_norms_sq(Xb)
-            if not unit_weights:
-                Xb = Xb * wb[:, None]
-                sq = sq * wb
+            if host:
+                Xb = block_buf[: stop - start]
+                Xb[...] = X[start:stop, ...]
+                if origin is not None:
+                    Xb -= origin
+                sq = np.einsum("ij,ij->i", Xb, Xb, out=sq_buf[: stop - start])
+                if not unit_weights:
+                    Xb *= wb[:, None]
+                    sq *= wb
+            else:
+                Xb = xp.astype(X[start:stop, ...], xp.float64)
+                if origin is not None:
+                    Xb = Xb - origin
+                sq = K.row_norms_sq(Xb)
+                if not unit_weights:
+                    Xb = Xb * wb[:, None]
+                    sq = sq * wb
             sums += segment_sum(Xb, lb, n_groups)
             squares += segment_sum(sq, lb, n_groups)
         weights = segment_sum(w, labels, n_groups)

@@ -60,6 +60,22 @@ def test_distributed_worker_limits_itself():
     assert _blas_threads(info) == [1]
 
 
+def test_distributed_workers_keep_the_nannys_single_blas_thread():
+    """The nanny starts workers with OPENBLAS_NUM_THREADS=1 (several share the machine); a
+    worker of one thread must not raise that to the cores."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    with cluster, distributed.Client(cluster) as client:
+        X = np.random.default_rng(0).normal(size=(4_000, 3))
+        StreamingKMeans(n_clusters=3, random_state=0, summary_size=50).fit(
+            dask.array.from_array(X, chunks=(250, 3))
+        )
+        infos = client.run(threadpool_info).values()
+    assert {n for info in infos for n in _blas_threads(info)} == {1}
+
+
 class _BlasDuringTasks(dask.callbacks.Callback):
     """Records the process's BLAS thread counts as each task starts (threads scheduler)."""
 

@@ -534,7 +534,8 @@ def test_score_blocks_tile_the_rows_with_one_block_size(rng, monkeypatch):
     monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
     X = rng.normal(size=(700, 3))
     C = X[::70]
-    blocks = list(K._score_blocks(X, C))
+    # A block (and its norms) is a view of a work buffer, valid until the next one: copied.
+    blocks = [(a, b, blk.copy(), sq.copy()) for a, b, blk, sq in K._score_blocks(X, C)]
     assert [(a, b) for a, b, _, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
     # scores and row norms on coordinates relative to the centers' mean
     Xs, Cs = X - C.mean(0), C - C.mean(0)
