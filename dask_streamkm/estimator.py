@@ -222,8 +222,8 @@ class StreamingKMeans(
     split_every : int, default=8
         Fan-in of the tree that merges chunk summaries.
     n_init : int or "auto", default="auto"
-        Restarts of the final weighted k-means++ + Lloyd on the summary; "auto" is
-        ``1000 // n_clusters`` between 3 and 30 (30 up to ``n_clusters=33``; each restart costs
+        Restarts of the final weighted k-means++ + Lloyd on the summary; "auto" is 10 up to
+        ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
         about ``n_clusters**2``).
     max_iter : int, default=300
         Maximum number of Lloyd iterations of the final run of the solve, on all groups of

@@ -308,7 +308,7 @@ class Summary:
     def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None, spherical=False):
         """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
 
-        ``n_init`` is the number of restarts, or "auto" (1000 / k, at most 30, at
+        ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
         least 3). ``max_iter`` bounds the Lloyd iterations of the final Lloyd run on all
         groups, which keeps the best centers it sees, so for one ``seed`` a larger
         ``max_iter`` never gives a higher cost; the restarts and the swap search on the
