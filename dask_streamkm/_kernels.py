@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_sum, to_host
+from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_sum
 
 #: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
 BLOCK_ELEMENTS = 1 << 18
@@ -755,47 +755,50 @@ def ward_labels(X, n_clusters, sample_weight=None):
     until ``n_clusters`` remain; the merge costs follow from the previous ones
     (Lance-Williams) and each cluster's nearest one is kept (Ward's cost is reducible: a
     merge never brings a third cluster nearer, so only the clusters whose nearest merged are
-    searched again). On the host, in float64; an (n, n) matrix: for a few thousand rows.
-    Returns labels (int64 numpy, (n,), values ``0 .. n_clusters - 1``). Precondition:
+    searched again). In float64 on X's device; an (n, n) matrix: for a few thousand rows.
+    Returns labels (int64 host numpy, (n,), values ``0 .. n_clusters - 1``). Precondition:
     ``1 <= n_clusters <= n`` and positive weights.
     """
-    P = to_host(X).astype(np.float64)
+    xp = namespace(X)
+    dev = device(X)
+    P = xp.astype(X, xp.float64)
     n = P.shape[0]
-    w = to_host(as_weights(sample_weight, X)).astype(np.float64)
-    P = P - (w @ P) / w.sum()
-    sq = np.einsum("ij,ij->i", P, P)
-    D = sq[:, None] + sq[None, :] - 2.0 * (P @ P.T)
-    np.maximum(D, 0.0, out=D)
-    D *= w[:, None] * w[None, :] / (w[:, None] + w[None, :])
-    np.fill_diagonal(D, np.inf)
-    nn = np.argmin(D, axis=1)
-    nd = D[np.arange(n), nn]
-    parent = np.arange(n)
+    w = xp.astype(as_weights(sample_weight, X), xp.float64)
+    P = P - xp.sum(P * w[:, None], axis=0) / xp.sum(w)
+    sq = xp.sum(P * P, axis=1)
+    D = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * xp.matmul(P, P.T), 0.0)
+    D = D * (w[:, None] * w[None, :] / (w[:, None] + w[None, :]))
+    index = xp.arange(n, device=dev)
+    D = xp.where(index[:, None] == index[None, :], xp.inf, D)
+    nn = xp.argmin(D, axis=1)
+    nd = xp.min(D, axis=1)
+    parent = list(range(n))
     for _ in range(n - int(n_clusters)):
-        a = int(np.argmin(nd))
+        a = int(xp.argmin(nd))
         b = int(nn[a])
         wa, wb = w[a], w[b]
-        row = ((wa + w) * D[a] + (wb + w) * D[b] - w * D[a, b]) / (wa + wb + w)
-        row[a] = row[b] = np.inf
-        D[b, :] = np.inf
-        D[:, b] = np.inf
+        row = ((wa + w) * D[a, :] + (wb + w) * D[b, :] - w * D[a, b]) / (wa + wb + w)
+        row = xp.where((index == a) | (index == b), xp.inf, row)
+        D[b, :] = xp.inf
+        D[:, b] = xp.inf
         D[a, :] = row
         D[:, a] = row
         w[a] = wa + wb
         parent[b] = a
-        nd[b] = np.inf
-        nn[a] = int(np.argmin(row))
-        nd[a] = row[nn[a]]
-        for i in np.nonzero((nn == a) | (nn == b))[0]:
-            if i != a and np.isfinite(nd[i]):
-                nn[i] = int(np.argmin(D[i]))
-                nd[i] = D[i, nn[i]]
-    while True:  # every row to its cluster's root
-        up = parent[parent]
-        if np.array_equal(up, parent):
-            break
-        parent = up
-    return np.unique(parent, return_inverse=True)[1].astype(np.int64)
+        nd[b] = xp.inf
+        nn[a] = xp.argmin(row)
+        nd[a] = xp.min(row)
+        stale = xp.nonzero(((nn == a) | (nn == b)) & (index != a) & (nd < xp.inf))[0]
+        for j in range(stale.shape[0]):
+            i = int(stale[j])
+            nn[i] = xp.argmin(D[i, :])
+            nd[i] = xp.min(D[i, :])
+    roots = []
+    for i in range(n):  # every row to its cluster's root (parents come before children)
+        while parent[i] != parent[parent[i]]:
+            parent[i] = parent[parent[i]]
+        roots.append(parent[i])
+    return np.unique(np.asarray(roots), return_inverse=True)[1].astype(np.int64)
 
 
 #: The restarts run on a coarse summary of at most this many points per cluster.
