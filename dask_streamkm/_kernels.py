@@ -1208,8 +1208,8 @@ def weighted_kmeans(
 def _ward_run(P, wp, n_clusters, rng, tol, max_iter=RESTART_MAX_ITER):
     """One more start for the restarts on the coarse points P: weighted Ward agglomeration
     (:func:`ward_labels`) of at most ``WARD_POINTS`` of them (:func:`coarsen`), its clusters'
-    means, then at most ``max_iter`` Lloyd iterations on P. Returns (inertia, centers) as a restart does, or None when the
-    coarse points hold fewer distinct points than clusters."""
+    means, then at most ``max_iter`` Lloyd iterations on P. Returns (inertia, centers) as a
+    restart does, or None when the coarse points hold fewer distinct points than clusters."""
     xp = namespace(P)
     keep = xp.nonzero(wp > 0)[0]
     Q, wq = xp.take(P, keep, axis=0), xp.take(wp, keep, axis=0)
