@@ -861,6 +861,9 @@ def ward_labels(X, n_clusters, sample_weight=None):
     P = xp.astype(X, xp.float64)
     n = P.shape[0]
     w = xp.astype(as_weights(sample_weight, X), xp.float64)
+    # Ward's merge order does not change when every weight is scaled by one constant; weights
+    # at most 1 keep the products W_a W_b finite for any accepted weight range.
+    w = w / xp.max(w)
     P = P - xp.sum(P * w[:, None], axis=0) / xp.sum(w)
     sq = xp.sum(P * P, axis=1)
     D = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * xp.matmul(P, P.T), 0.0)
@@ -1068,7 +1071,9 @@ def weighted_kmeans(
        there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
        (``n_swaps`` candidate swaps, default ``10 * k``, in steps of ``SWAP_TRIALS``; 0
        turns it off) and Lloyd again.
-    3. Up to k = ``WARD_POINTS / WARD_POINTS_PER_CLUSTER`` (not spherical), a second start
+    3. Up to k = ``WARD_POINTS / WARD_POINTS_PER_CLUSTER`` (not spherical), when
+       ``max_iter >= FINAL_PROBE_ITER`` (below, the starts could not be compared after the
+       probe of step 4, and a truncated solve is what was asked for), a second start
        that does not come from k-means++: weighted Ward agglomeration of the coarse points
        (:func:`ward_labels`, on a copy of at most ``WARD_POINTS``), then Lloyd on them. Where
        the data hold more separate groups than k, the restarts settle in basins that join
@@ -1174,7 +1179,11 @@ def weighted_kmeans(
             if cost < best[0]:
                 best = (cost, polished)
     starts = [best[1]]
-    if not spherical and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS:
+    if (
+        not spherical
+        and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS
+        and max_iter >= FINAL_PROBE_ITER
+    ):
         ward = _ward_run(P, wp, n_clusters, rng, tol, run_iter)
         starts.extend([] if ward is None else [ward[1]])
 

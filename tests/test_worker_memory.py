@@ -66,8 +66,10 @@ def test_worker_smaller_than_the_library_is_refused_before_the_pass(memory_limit
 
 def test_worker_restarted_while_idle_ends_the_fit(monkeypatch):
     # The floor switched off, a 60 MB worker passes the check before the pass; its nanny
-    # restarts it every fraction of a second, before any task reaches it, so no KilledWorker
-    # can ever come: the restart watch ends the fit after allowed-failures (3) + 1 + 1 restarts.
+    # restarts it every fraction of a second, mostly before any task reaches it, so a
+    # KilledWorker may never come: the restart watch ends the fit after allowed-failures (3)
+    # + 1 + 1 restarts. Where a task does reach it before it dies, distributed counts the
+    # deaths instead; either way a WorkerMemoryError, in seconds.
     from dask_streamkm import _memory
 
     monkeypatch.setattr(_memory, "WORKER_PROCESS_BYTES", 0)
@@ -76,7 +78,7 @@ def test_worker_restarted_while_idle_ends_the_fit(monkeypatch):
         error, seconds = _fit_with_deadline(X)
     assert isinstance(error, WorkerMemoryError), error
     message = str(error)
-    assert "were restarted 5 times" in message
+    assert "were restarted 5 times" in message or "workers died" in message
     assert "5,000 rows x 4 features" in message
     assert "memory_limit is 60 MB" in message
     assert "larger memory_limit (at least 400 MB" in message
