@@ -1,3 +1,4 @@
+
 """A distributed worker too small for the library or a task: the fit ends with WorkerMemoryError.
 
 A nanny restarts a worker that goes over its ``memory_limit``; distributed counts such a restart
@@ -7,6 +8,7 @@ few seconds. Each fit here runs in a thread joined with a deadline, so that a ha
 test instead of hanging the run.
 """
 
+import re
 import threading
 import time
 
@@ -78,7 +80,8 @@ def test_worker_restarted_while_idle_ends_the_fit(monkeypatch):
         error, seconds = _fit_with_deadline(X)
     assert isinstance(error, WorkerMemoryError), error
     message = str(error)
-    assert "were restarted 5 times" in message or "workers died" in message
+    # The watch looks once a second, so it may see more than 5 restarts by then.
+    assert re.search(r"were restarted \d+ times|workers died", message), message
     assert "5,000 rows x 4 features" in message
     assert "memory_limit is 60 MB" in message
     assert "larger memory_limit (at least 400 MB" in message
@@ -97,7 +100,7 @@ def test_worker_dying_on_its_first_task_ends_the_fit():
         pytest.skip("a worker process with the library imported fits in 190 MB here")
     assert isinstance(error, WorkerMemoryError), error
     message = str(error)
-    assert "workers died" in message or "were restarted 5 times" in message
+    assert re.search(r"were restarted \d+ times|workers died", message), message
     assert "5,000 rows x 4 features" in message and "memory_limit is 200 MB" in message
     assert "larger memory_limit (at least 400 MB" in message
     assert seconds < 30
