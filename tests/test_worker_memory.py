@@ -1,4 +1,3 @@
-
 """A distributed worker too small for the library or a task: the fit ends with WorkerMemoryError.
 
 A nanny restarts a worker that goes over its ``memory_limit``; distributed counts such a restart
