@@ -22,6 +22,17 @@ EXAMPLES = ROOT / "examples"
 S3_SECRET = "s3-test-secret-4f9c1e"
 
 
+def flaky_s3_options(server):
+    """storage_options for a second moto ``server`` (one a test stops): one try, 1 s timeouts."""
+    host, port = server.get_host_and_port()
+    return {
+        "key": "testing",
+        "secret": S3_SECRET,
+        "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+    }
+
+
 # ---------------------------------------------------------------------- numpy references
 def sq_distances(X, C):
     """Squared distances of every row of X to every row of C, (n, m) float64, by broadcasting."""

@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from _helpers import S3_SECRET
+from _helpers import S3_SECRET, flaky_s3_options
 from dask.callbacks import Callback
 
 from dask_streamkm import StreamingKMeans, _outputs, _remote
@@ -259,16 +259,6 @@ def test_save_to_a_missing_bucket_names_the_url(s3_server):
 
 
 # ---------------------------------------------------------------------- item 1: S3 faults
-def _options(server):
-    host, port = server.get_host_and_port()
-    return {
-        "key": "testing",
-        "secret": S3_SECRET,
-        "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
-    }
-
-
 def _cli_options(options):
     out = []
     for key, value in options.items():
@@ -298,7 +288,14 @@ def _flaky_predict(files, url, stop_when, capsys):
     flaky = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     flaky.start()
     argv = ["predict", str(files / "x.npy"), str(files / "m.npz"), "--out", url, "--overwrite"]
-    argv += ["--quiet", "--chunks", "10", "--scheduler", "sync", *_cli_options(_options(flaky))]
+    argv += [
+        "--quiet",
+        "--chunks",
+        "10",
+        "--scheduler",
+        "sync",
+        *_cli_options(flaky_s3_options(flaky)),
+    ]
     try:
         with stop_when(flaky):
             rc = main(argv)

@@ -5,7 +5,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from _helpers import S3_SECRET, run_example
+from _helpers import S3_SECRET, flaky_s3_options, run_example
 from dask.callbacks import Callback
 
 from dask_streamkm import StreamingKMeans, elbow
@@ -185,18 +185,9 @@ def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(
     url, chunks = _store_on_s3(kind, s3_bucket, data, s3_server["storage_options"])
     ckpt = f"{s3_bucket}/ckpt-{kind}"
 
-    def options_of(server):
-        host, port = server.get_host_and_port()
-        return {
-            "key": "testing",
-            "secret": S3_SECRET,
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
-        }
-
     flaky = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     flaky.start()
-    X = open_array(url, chunks=chunks, storage_options=options_of(flaky))
+    X = open_array(url, chunks=chunks, storage_options=flaky_s3_options(flaky))
     assert X.numblocks[0] == 12
     params = dict(n_clusters=4, random_state=0, split_every=3, checkpoint=ckpt)
     with dask.config.set(scheduler="sync"), Reads(X.name, after=6, action=flaky.stop):
@@ -210,7 +201,7 @@ def test_server_stopped_mid_fit_names_the_url_and_the_rerun_resumes(
     again = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     again.start()
     try:
-        X2 = open_array(url, chunks=chunks, storage_options=options_of(again))
+        X2 = open_array(url, chunks=chunks, storage_options=flaky_s3_options(again))
         with Reads(X2.name) as reads:
             km = StreamingKMeans(**params).fit(X2)
     finally:
