@@ -64,7 +64,7 @@ class AfterTasks(Callback):
             self.action()
 
 
-# ---------------------------------------------------------------------- item 8: destinations
+# ---------------------------------------------------------------------- destinations
 def test_a_fifo_or_a_link_to_a_device_is_never_replaced(files, capsys):
     fifo = files / "fifo"
     os.mkfifo(fifo)
@@ -198,7 +198,7 @@ def _read_file(spec):
         return fh.read()
 
 
-# ---------------------------------------------------------------------- item 9: messages
+# ---------------------------------------------------------------------- messages
 def test_refine_passes_and_connect_timeout_messages_state_the_real_rule(files, capsys):
     x, out = str(files / "x.npy"), str(files / "o.npz")
     with pytest.raises(SystemExit):
@@ -258,7 +258,7 @@ def test_save_to_a_missing_bucket_names_the_url(s3_server):
     assert url in text and "bucket" in text and S3_SECRET not in text
 
 
-# ---------------------------------------------------------------------- item 1: S3 faults
+# ---------------------------------------------------------------------- S3 faults
 def _cli_options(options):
     out = []
     for key, value in options.items():

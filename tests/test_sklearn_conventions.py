@@ -1,4 +1,4 @@
-"""scikit-learn conventions, each checked against KMeans / MiniBatchKMeans (issue 10)."""
+"""scikit-learn conventions, each checked against KMeans / MiniBatchKMeans."""
 
 import inspect
 import re
@@ -22,7 +22,7 @@ def X():
 
 # ---------------------------------------------------------------------- 1. dtypes
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
-def test_1_float32_in_float32_out_as_kmeans(X, kind):
+def test_float32_in_float32_out_as_kmeans(X, kind):
     X32 = X.astype(np.float32)
     data = X32 if kind == "numpy" else da.from_array(X32, chunks=(200, -1))
     km = StreamingKMeans(3, random_state=0).fit(data)
@@ -37,7 +37,7 @@ def test_1_float32_in_float32_out_as_kmeans(X, kind):
     assert km.summary_.weights.dtype == np.float64
 
 
-def test_1_float64_and_int_input_stay_float64(X):
+def test_float64_and_int_input_stay_float64(X):
     km = StreamingKMeans(3, random_state=0).fit(X)
     assert km.cluster_centers_.dtype == np.float64
     assert km.transform(X).dtype == np.float64
@@ -46,7 +46,7 @@ def test_1_float64_and_int_input_stay_float64(X):
     assert km.transform(np.rint(X).astype(np.int64)).dtype == np.float64
 
 
-def test_1_partial_fit_and_refit_keep_the_first_dtype(X):
+def test_partial_fit_and_refit_keep_the_first_dtype(X):
     X32 = X.astype(np.float32)
     km = StreamingKMeans(3, random_state=0).partial_fit(X32[:300])
     km.partial_fit(X32[300:])
@@ -54,7 +54,7 @@ def test_1_partial_fit_and_refit_keep_the_first_dtype(X):
     assert km.refit(n_clusters=2).cluster_centers_.dtype == np.float32
 
 
-def test_1_to_sklearn_predicts_float32_input(X):
+def test_to_sklearn_predicts_float32_input(X):
     X32 = X.astype(np.float32)
     km = StreamingKMeans(3, random_state=0).fit(X32)
     sk = km.to_sklearn()
@@ -64,7 +64,7 @@ def test_1_to_sklearn_predicts_float32_input(X):
 
 # ------------------------------------------------------------------ 2. labels_ after partial_fit
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
-def test_2_labels_after_partial_fit_are_the_batch_s(X, kind):
+def test_labels_after_partial_fit_are_the_batch_s(X, kind):
     def as_input(a):
         return a if kind == "numpy" else da.from_array(a, chunks=(100, -1))
 
@@ -89,7 +89,7 @@ FEW = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 1.0]]), 40, axis=0)
     "form",
     ["numpy", "dask one chunk", "dask chunks of 7", "dask chunks of 60", "zarr", "partial_fit"],
 )
-def test_3_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form, tmp_path):
+def test_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form, tmp_path):
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\)"):
         KMeans(5, n_init=1, random_state=0).fit(FEW)  # the behaviour to follow
     km = StreamingKMeans(5, random_state=0)
@@ -111,14 +111,14 @@ def test_3_fewer_distinct_rows_than_clusters_warns_and_repeats_centers(form, tmp
     assert km.inertia_ < 1e-9
 
 
-def test_3_enough_distinct_rows_do_not_warn(X):
+def test_enough_distinct_rows_do_not_warn(X):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         StreamingKMeans(3, random_state=0).fit(X)
 
 
 # ---------------------------------------------------------------------- 4. feature names out
-def test_4_feature_names_out_and_pandas_output_in_a_pipeline(X):
+def test_feature_names_out_and_pandas_output_in_a_pipeline(X):
     pd = pytest.importorskip("pandas")
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -135,7 +135,7 @@ def test_4_feature_names_out_and_pandas_output_in_a_pipeline(X):
     assert list(ref.get_feature_names_out()) == [n.replace("streaming", "") for n in names]
 
 
-def test_4_feature_names_out_needs_a_fit():
+def test_feature_names_out_needs_a_fit():
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
@@ -143,7 +143,7 @@ def test_4_feature_names_out_needs_a_fit():
 
 
 # ---------------------------------------------------------------------- 6. parameters re-checked
-def test_6_partial_fit_rechecks_parameters_after_set_params(X):
+def test_partial_fit_rechecks_parameters_after_set_params(X):
     km = StreamingKMeans(3, random_state=0).partial_fit(X[:200])
     km.set_params(max_iter=0)
     with pytest.raises(ValueError, match=r"max_iter=0 should be an integer >= 1"):
@@ -159,7 +159,7 @@ def test_6_partial_fit_rechecks_parameters_after_set_params(X):
     [{"n_clusters": 0}, {"n_init": -1}, {"tol": float("nan")}, {"random_state": -1}],
     ids=["n_clusters", "n_init", "tol", "random_state"],
 )
-def test_6_refit_with_a_rejected_value_leaves_parameters_unchanged(X, params):
+def test_refit_with_a_rejected_value_leaves_parameters_unchanged(X, params):
     km = StreamingKMeans(3, random_state=0).fit(X)
     before = km.get_params()
     centers = km.cluster_centers_.copy()
@@ -188,7 +188,7 @@ PUBLIC_METHODS = [
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)
-def test_7_public_methods_have_numpydoc_sections(name):
+def test_public_methods_have_numpydoc_sections(name):
     doc = inspect.getdoc(getattr(StreamingKMeans, name))
     assert doc and "Returns\n-------" in doc
     params = [
@@ -200,7 +200,7 @@ def test_7_public_methods_have_numpydoc_sections(name):
             assert re.search(rf"^\*{{0,2}}{p}\b", doc, re.M), f"{name}: {p} not documented"
 
 
-def test_7_every_fitted_attribute_is_documented(X):
+def test_every_fitted_attribute_is_documented(X):
     km = StreamingKMeans(3, random_state=0).fit(X)
     doc = inspect.getdoc(StreamingKMeans).split("Attributes\n----------")[1]
     fitted = [a for a in vars(km) if a.endswith("_") and not a.startswith("_")]

@@ -1,4 +1,4 @@
-"""Guarantees for data far from zero and data whose squares overflow (issue 12, item 1).
+"""Guarantees for data far from zero and data whose squares overflow.
 
 Summaries keep their sums relative to an origin near the rows, so the bound ``inertia_`` does
 not cancel away; float32 values whose squared distances overflow float32 are computed in
@@ -47,7 +47,7 @@ def fit(X, **params):
 
 
 # ---------------------------------------------------------------------- the summary
-def test_12_1_group_errors_of_far_rows_do_not_cancel(blobs):
+def test_group_errors_of_far_rows_do_not_cancel(blobs):
     X, centered = shifted(blobs, 2e7)
     labels = nearest(centered, centered[:5])[0]
     far = Summary.from_points(X, labels=labels, n_groups=5)
@@ -59,7 +59,7 @@ def test_12_1_group_errors_of_far_rows_do_not_cancel(blobs):
     np.testing.assert_allclose(far.cost_bound(C + np.float32(2e7)), near.cost_bound(C), rtol=1e-9)
 
 
-def test_12_1_rows_near_zero_keep_the_zero_origin_and_their_sums(rng):
+def test_rows_near_zero_keep_the_zero_origin_and_their_sums(rng):
     X = rng.normal(size=(300, 3)) + 5.0
     s = Summary.from_points(X, labels=np.arange(300) % 7, n_groups=7)
     assert s.origin is None
@@ -68,7 +68,7 @@ def test_12_1_rows_near_zero_keep_the_zero_origin_and_their_sums(rng):
     assert one.origin is None
 
 
-def test_12_1_merge_rebases_summaries_of_different_origins_exactly(rng):
+def test_merge_rebases_summaries_of_different_origins_exactly(rng):
     # Chunks of one data set far from zero (one origin serves rows within about 1e6 x their
     # noise of each other; rows farther apart lose digits of their groups' own errors).
     parts = [rng.normal(size=(200, 3)) + offset for offset in (1e7, 1e7 + 50.0, 1e7 - 30.0)]
@@ -91,7 +91,7 @@ def test_12_1_merge_rebases_summaries_of_different_origins_exactly(rng):
     np.testing.assert_allclose(back.linear_sums, merged.linear_sums, atol=1e-3)
 
 
-def test_12_1_summary_file_keeps_the_origin_and_reads_version_1(rng, tmp_path):
+def test_summary_file_keeps_the_origin_and_reads_version_1(rng, tmp_path):
     X = rng.normal(size=(100, 2)) + 1e8
     s = Summary.from_points(X, labels=np.arange(100) % 5, n_groups=5)
     loaded = Summary.load(s.save(tmp_path / "s.npz"))
@@ -111,7 +111,7 @@ def test_12_1_summary_file_keeps_the_origin_and_reads_version_1(rng, tmp_path):
     np.testing.assert_allclose(old.centroids, s.centroids, rtol=1e-15)
 
 
-def test_12_1_model_file_keeps_the_origin_and_rejects_a_bad_one(blobs, tmp_path):
+def test_model_file_keeps_the_origin_and_rejects_a_bad_one(blobs, tmp_path):
     X, _ = shifted(blobs, 1e6)
     km = fit(X)
     path = km.save(tmp_path / "m.npz")
@@ -128,7 +128,7 @@ def test_12_1_model_file_keeps_the_origin_and_rejects_a_bad_one(blobs, tmp_path)
 
 # ---------------------------------------------------------------------- the estimator
 @pytest.mark.parametrize("shift", SHIFTS)
-def test_12_1_far_float32_blobs_fit_predict_and_score_as_centered_data(blobs, shift):
+def test_far_float32_blobs_fit_predict_and_score_as_centered_data(blobs, shift):
     X, centered = shifted(blobs, shift)
     ref = fit(centered)
     km = fit(X)
@@ -154,7 +154,7 @@ def test_12_1_far_float32_blobs_fit_predict_and_score_as_centered_data(blobs, sh
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
-def test_12_1_cost_ratio_to_kmeans_far_from_zero_is_the_centered_datas(blobs, shift):
+def test_cost_ratio_to_kmeans_far_from_zero_is_the_centered_datas(blobs, shift):
     # The project's cost ratio (ours over scikit-learn's KMeans(n_init=10) on the same rows),
     # far from zero and centered: within 1 %. At 2e7 both answers are float32 centers, and the
     # nearest float32 value to each coordinate of a center is the best float32 center.
@@ -170,7 +170,7 @@ def test_12_1_cost_ratio_to_kmeans_far_from_zero_is_the_centered_datas(blobs, sh
     assert ratio(X) == pytest.approx(ratio(centered), rel=0.01)
 
 
-def test_12_1_partial_fit_across_a_jump_keeps_the_bound(blobs):
+def test_partial_fit_across_a_jump_keeps_the_bound(blobs):
     km = StreamingKMeans(5, random_state=0)
     first = (blobs[:3000]).astype(np.float32)
     second = (blobs[3000:] + 1e7).astype(np.float32)
@@ -182,7 +182,7 @@ def test_12_1_partial_fit_across_a_jump_keeps_the_bound(blobs):
 
 # ---------------------------------------------------------------------- overflow
 @pytest.mark.parametrize("scale", [1e20, 1e30])
-def test_12_1_float32_values_whose_squares_overflow_are_handled_exactly(blobs, scale):
+def test_float32_values_whose_squares_overflow_are_handled_exactly(blobs, scale):
     X = (blobs * (scale / 20)).astype(np.float32)
     km = fit(X)
     assert km.cluster_centers_.dtype == np.float32
@@ -203,7 +203,7 @@ def test_12_1_float32_values_whose_squares_overflow_are_handled_exactly(blobs, s
     np.testing.assert_allclose(km.transform(X[:5]), expected, rtol=1e-5)
 
 
-def test_12_1_float64_values_whose_squares_overflow_are_a_clear_error(blobs):
+def test_float64_values_whose_squares_overflow_are_a_clear_error(blobs):
     X = blobs * 1e200
     with pytest.raises(
         ValueError, match=r"too large for float64 in chunk \d \(rows \d+ to \d+\)"
@@ -219,7 +219,7 @@ def test_12_1_float64_values_whose_squares_overflow_are_a_clear_error(blobs):
                 out.compute()
 
 
-def test_12_1_weights_times_squares_that_overflow_are_a_clear_error(blobs):
+def test_weights_times_squares_that_overflow_are_a_clear_error(blobs):
     X = blobs * 1e150
     w = np.full(len(X), 1e10)
     with pytest.raises(ValueError, match=r"sample_weight times the squared values of X overflow"):

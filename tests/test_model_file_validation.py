@@ -1,8 +1,8 @@
-"""Guarantees of issue 12 on model files (item 11) and on workers too small for a chunk (item 12).
+"""Model files and workers too small for a chunk.
 
-Item 11: every field of a model file is validated on load, a loaded model acts on no directory,
+Model files: every field of a model file is validated on load, a loaded model acts on no directory,
 a ``pathlib.Path`` checkpoint saves, and float32 centers stay float32 through a file.
-Item 12: a distributed worker whose ``memory_limit`` cannot hold one chunk gives a clear error
+Workers: a distributed worker whose ``memory_limit`` cannot hold one chunk gives a clear error
 naming the chunk size and the fix, quickly, instead of restarting the worker for minutes.
 """
 
@@ -95,7 +95,7 @@ def _cases(path):
     ]
 
 
-def test_12_11_every_damaged_field_is_a_model_file_error(model_file, tmp_path):
+def test_every_damaged_field_is_a_model_file_error(model_file, tmp_path):
     for name, metadata, arrays, message in _cases(model_file):
         bad = _edit(model_file, tmp_path / f"{name}.npz", metadata, **arrays)
         with pytest.raises(ModelFileError, match=message) as info:
@@ -106,7 +106,7 @@ def test_12_11_every_damaged_field_is_a_model_file_error(model_file, tmp_path):
     assert StreamingKMeans.load(model_file).cluster_centers_.shape == (4, 3)
 
 
-def test_12_11_loaded_model_creates_no_directory(data, tmp_path):
+def test_loaded_model_creates_no_directory(data, tmp_path):
     checkpoint = tmp_path / "ckpt"
     km = StreamingKMeans(n_clusters=4, random_state=0, checkpoint=str(checkpoint)).fit(data)
     path = km.save(tmp_path / "m.npz")
@@ -127,7 +127,7 @@ def test_12_11_loaded_model_creates_no_directory(data, tmp_path):
     assert checkpoint.is_dir()
 
 
-def test_12_11_pathlib_checkpoint_saves_and_loads(data, tmp_path):
+def test_pathlib_checkpoint_saves_and_loads(data, tmp_path):
     checkpoint = pathlib.Path(tmp_path / "ckpt")
     km = StreamingKMeans(n_clusters=4, random_state=0, checkpoint=checkpoint).fit(data)
     loaded = StreamingKMeans.load(km.save(tmp_path / "m.npz"))
@@ -139,7 +139,7 @@ def test_12_11_pathlib_checkpoint_saves_and_loads(data, tmp_path):
 
 
 @pytest.mark.parametrize("lazy", [False, True])
-def test_12_11_float32_model_stays_float32(data, tmp_path, lazy):
+def test_float32_model_stays_float32(data, tmp_path, lazy):
     X = data.astype(np.float32)
     X = da.from_array(X, chunks=100) if lazy else X
     km = StreamingKMeans(n_clusters=4, random_state=0).fit(X)
@@ -156,7 +156,7 @@ def test_12_11_float32_model_stays_float32(data, tmp_path, lazy):
     )
 
 
-# ---------------------------------------------------------------------- item 12
+# ---------------------------------------------------------------------- too-small workers
 def _hog(block, nbytes):
     """A block task that holds ``nbytes`` of memory for a while (more than its worker has)."""
     hog = np.ones(nbytes // 8)
@@ -180,7 +180,7 @@ def small_worker():
             yield client
 
 
-def test_12_12_chunk_larger_than_a_worker_is_a_clear_error(small_worker):
+def test_chunk_larger_than_a_worker_is_a_clear_error(small_worker):
     from dask_streamkm._memory import WorkerMemoryError, check_worker_memory
 
     # One chunk of 1,000,000 x 32 float64 (256 MB): more than the worker's 200 MB.
@@ -199,7 +199,7 @@ def test_12_12_chunk_larger_than_a_worker_is_a_clear_error(small_worker):
     assert check_worker_memory(small, "lloyd") == 200 * 10**6
 
 
-def test_12_12_killed_worker_names_the_chunk_and_the_fix(small_worker):
+def test_killed_worker_names_the_chunk_and_the_fix(small_worker):
     from dask_streamkm._memory import WorkerMemoryError
 
     # Chunks that look small (the check lets them through) but whose task needs 400 MB.

@@ -1,4 +1,4 @@
-"""Issue 12, command line: no lost files, no lost fits, one-line errors (items 6 to 10)."""
+"""Command line: no lost files, no lost fits, one-line errors."""
 
 import http.server
 import os
@@ -65,7 +65,7 @@ def snapshot(path):
 
 
 # ---------------------------------------------------------------------- 6
-def test_12_6_no_overwrite_without_the_flag_and_never_an_input(store, tmp_path, capsys):
+def test_no_overwrite_without_the_flag_and_never_an_input(store, tmp_path, capsys):
     npy = tmp_path / "data.npy"
     np.save(npy, np.random.default_rng(0).standard_normal((300, 3)))
     before = npy.read_bytes()
@@ -115,7 +115,7 @@ def test_12_6_no_overwrite_without_the_flag_and_never_an_input(store, tmp_path, 
 
 
 # ---------------------------------------------------------------------- 7
-def test_12_7_destinations_are_checked_before_any_data_is_read(tmp_path, capsys):
+def test_destinations_are_checked_before_any_data_is_read(tmp_path, capsys):
     # The input does not even exist: the destination's error comes first, so nothing was read.
     missing_input = tmp_path / "not-there.zarr"
     (tmp_path / "dir").mkdir()
@@ -139,7 +139,7 @@ def test_12_7_destinations_are_checked_before_any_data_is_read(tmp_path, capsys)
         assert "not-there" not in err and time.perf_counter() - start < 5
 
 
-def test_12_7_a_model_that_cannot_be_written_after_the_pass_is_kept(tmp_path):
+def test_a_model_that_cannot_be_written_after_the_pass_is_kept(tmp_path):
     """The output directory vanishes while the fit runs: the fit is saved elsewhere, said where."""
     store = tmp_path / "x.zarr"
     make_mixture(60_000, 8, 10, chunks=2_000, random_state=2).to_zarr(str(store))
@@ -164,7 +164,7 @@ def test_12_7_a_model_that_cannot_be_written_after_the_pass_is_kept(tmp_path):
 
 
 # ---------------------------------------------------------------------- 8
-def test_12_8_read_only_checkpoint_directory(store, capsys):
+def test_read_only_checkpoint_directory(store, capsys):
     for directory in ("/sys/dask-streamkm-ck", "/proc/dask-streamkm-ck"):
         rc, _, err = run(capsys, "fit", store, "--k", 2, "--checkpoint", directory, "--quiet")
         one_line_error(rc, err, f"--checkpoint {directory!r} is not a writable directory")
@@ -178,7 +178,7 @@ def _file_size_limit(limit):
     return preexec
 
 
-def test_12_8_checkpoint_that_fills_up_mid_pass_keeps_finished_ranges(store, tmp_path, capsys):
+def test_checkpoint_that_fills_up_mid_pass_keeps_finished_ranges(store, tmp_path, capsys):
     ck = tmp_path / "ck"
     fit = ["fit", store, "--k", 3, "--split-every", 2, "--chunks", 1000, "--scheduler", "sync"]
     fit.append("--quiet")
@@ -227,7 +227,7 @@ def silent_listener():
     sock.close()
 
 
-def test_12_9_an_address_without_a_dask_scheduler_fails_in_time(
+def test_an_address_without_a_dask_scheduler_fails_in_time(
     store, http_server, silent_listener, capsys
 ):
     timeout = 2
@@ -245,7 +245,7 @@ def test_12_9_an_address_without_a_dask_scheduler_fails_in_time(
 
 
 # ---------------------------------------------------------------------- 10
-def test_12_10_zero_rows_and_unknown_columns(tmp_path, capsys):
+def test_zero_rows_and_unknown_columns(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     zarr.create_array(tmp_path / "zero.zarr", shape=(0, 3), dtype="f8", chunks=(10, 3))
     model = tmp_path / "m.npz"
