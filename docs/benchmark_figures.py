@@ -12,26 +12,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-#: ``python benchmarks/speed.py --json speed.json`` (2 cores, 23.6 GiB, Intel Xeon, x86_64,
-#: 2026-11-27T11:58+00:00): method -> (wall s, inertia ratio to the sklearn reference).
+#: ``python benchmarks/speed.py --cases 1m32 500k64 --no-scaling --methods ours ours_fast
+#: reference minibatch faiss faiss_all`` (2 cores, 23.5 GiB, Intel Xeon, x86_64,
+#: 2026-12-06T14:52+00:00): method -> (wall s, inertia ratio to the sklearn reference).
 SPEED = {
     "1M x 32, k=100 (reference KMeans(n_init=10))": {
-        "StreamingKMeans (defaults)": (6.17, 1.0033),
-        "StreamingKMeans preset fast": (1.30, 1.0163),
-        "sklearn KMeans(n_init=10)": (224.52, 1.0000),
-        "sklearn MiniBatchKMeans": (4.54, 1.0253),
-        "dask_ml KMeans": (78.81, 1.0689),
-        "faiss Kmeans (256 rows/centroid)": (0.159, 1.1208),
-        "faiss Kmeans (every row)": (3.74, 1.1651),
+        "StreamingKMeans (defaults)": (1.61, 1.0008),
+        "StreamingKMeans preset fast": (0.745, 1.0009),
+        "sklearn KMeans(n_init=10)": (159.18, 1.0000),
+        "sklearn MiniBatchKMeans": (3.22, 1.0253),
+        "faiss Kmeans (256 rows/centroid)": (0.141, 1.1208),
+        "faiss Kmeans (every row)": (3.02, 1.1651),
     },
     "500k x 64, k=500 (reference KMeans(n_init=3))": {
-        "StreamingKMeans (defaults)": (8.11, 0.9864),
-        "StreamingKMeans preset fast": (4.76, 1.0069),
-        "sklearn KMeans(n_init=3)": (191.88, 1.0000),
-        "sklearn MiniBatchKMeans": (8.66, 1.5384),
-        "dask_ml KMeans": (383.80, 1.6163),
-        "faiss Kmeans (256 rows/centroid)": (7.96, 1.7652),
-        "faiss Kmeans (every row)": (30.46, 1.7488),
+        "StreamingKMeans (defaults)": (2.80, 0.9829),
+        "StreamingKMeans preset fast": (2.05, 0.9847),
+        "sklearn KMeans(n_init=3)": (142.24, 1.0000),
+        "sklearn MiniBatchKMeans": (4.86, 1.5384),
+        "faiss Kmeans (256 rows/centroid)": (1.75, 1.7652),
+        "faiss Kmeans (every row)": (6.54, 1.7488),
     },
 }
 #: Labels drawn under their point, where they would overlap a neighbour's.
@@ -42,7 +41,7 @@ LABELS_BELOW = {
         "StreamingKMeans (defaults)",
     ),
 }
-SPEED_SOURCE = "python benchmarks/speed.py (2 cores, 2026-11-27)"
+SPEED_SOURCE = "python benchmarks/speed.py (2 cores, 2026-12-06)"
 
 #: The scaling table of ``python benchmarks/speed.py --cases 1m32 500k64 --skip-reference
 #: --methods ours ours_stream minibatch --repeat 5`` (2 cores, 2026-11-30 01:33 UTC):
