@@ -64,7 +64,7 @@ from ._threads import limit_blas_in_worker
 from .summary import Summary, weight_range_problem
 
 
-def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean"):
+def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean", summed=None):
     """Validate one block inside its task; errors name the chunk. Returns X as float.
 
     X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
@@ -74,6 +74,10 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
     With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
     where they are, inside the chunk's own task), and a row of zero norm, which has no
     direction, is an error naming the chunk and the row.
+
+    ``summed`` says whether the weights go into summary sums (their range then counts, see
+    :func:`.summary.weight_range_problem`); by default, when no ``centers`` are given (fit,
+    refinement; predict and score pass centers).
     """
     xp = namespace(X)
     if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
@@ -86,7 +90,7 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
                 f"sample_weight has negative, NaN or infinite values in {rows}; "
                 "sample_weight should be finite and >= 0."
             )
-        if centers is None:  # the weights go into sums (fit, refinement): their range counts
+        if centers is None if summed is None else summed:
             _check_weight_range(sw, f" in {rows}")
     if X.shape[0]:
         # NaN and inf show in the extremes (read once for both checks).

@@ -399,7 +399,7 @@ def block_groups(block, weights, centers, origin, index=0, row_start=0):
     if block.shape[0] == 0:
         d = centers.shape[1]
         return np.empty(0, np.int64), np.zeros(0), np.zeros((0, d)), np.zeros(0)
-    block = check_block(block, weights, index, row_start, centers)
+    block = check_block(block, weights, index, row_start, centers, summed=True)
     out = batch_groups(block, centers, origin, weights)
     return None if out is None else out[0]
 

@@ -152,6 +152,22 @@ def test_dask_batches_fold_chunk_by_chunk(mixture):
     assert b.inertia_ >= exact_cost(X, b.cluster_centers_) * (1 - 1e-9)
 
 
+def test_dask_weights_of_a_folded_batch_keep_the_accepted_range(mixture):
+    # A folded batch's weights go into the running sums as a fit's do: outside the range,
+    # the task of the chunk that holds them refuses them, naming the chunk.
+    import dask.array as da
+
+    km = StreamingKMeans(6, random_state=0).partial_fit(mixture[:1_500])
+    w = np.ones(500)
+    w[300] = 1e9
+    with pytest.raises(ValueError, match=r"ratio of 1e\+09.* in chunk 1|in chunk 1.*ratio"):
+        km.partial_fit(
+            da.from_array(mixture[1_500:2_000], chunks=(200, -1)),
+            sample_weight=da.from_array(w, chunks=200),
+        )
+    km.partial_fit(mixture[1_500:2_000], sample_weight=np.where(w > 1, 1e6, w))  # the edge
+
+
 def long_stream(n_calls, budget):
     rng = np.random.default_rng(0)
     means = rng.normal(scale=20, size=(20, 3))
