@@ -131,10 +131,10 @@ def save_model(model, path, storage_options=None):
     )
     try:
         _remote.write_bytes(path, buffer.getvalue(), storage_options)
-    except Exception as exc:  # OSError, or a client's own (a bad bucket name, no credentials)
-        # A missing bucket or directory stays a FileNotFoundError, as callers catch it.
-        error = _remote.DestinationNotFoundError if isinstance(exc, FileNotFoundError) else OSError
-        raise error(
+    except OSError:
+        raise  # write_bytes names the URL (redacted) and the fix, and keeps the error's kind
+    except Exception as exc:  # a client's own error (a bad bucket name, no credentials)
+        raise OSError(
             _remote.redact(
                 f"cannot write the model file {path!r} ({type(exc).__name__}: {exc}); check the "
                 "path or URL, that the directory or bucket exists and the credentials "

@@ -424,7 +424,9 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     blocks = host_blocks(X if sample_weight is None else (X, sample_weight))
     xs = blocks[: X.numblocks[0]]
     ws = [None] * len(xs) if sample_weight is None else blocks[X.numblocks[0] :]
-    xs = [check_block(xs[i], ws[i], i, int(starts[i]), centers) for i in range(len(xs))]
+    xs = [
+        check_block(xs[i], ws[i], i, int(starts[i]), centers, summed=True) for i in range(len(xs))
+    ]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
     out = batch_groups(X, centers, origin, w)
