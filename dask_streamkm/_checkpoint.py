@@ -29,6 +29,7 @@ from dask.base import tokenize
 from . import _graph, _remote
 from ._array import to_host
 from ._kernels import REFINE_TOP_LEVEL, refine_key_span
+from ._location import write_atomic
 from ._npz import NpzReader
 from .summary import FORMAT_VERSION, Summary
 
@@ -129,18 +130,13 @@ def _file_error(action, path, exc, storage_options):
 
 
 def _save(summary, path, storage_options=None):
-    """Write atomically: locally a temporary file in the same directory, then a rename; on an
-    object store one whole-object upload (atomic per object)."""
-    tmp = _remote.local_temp(path, ".npz")
+    """Write ``summary.save``'s file atomically (:func:`._location.write_atomic`): locally a
+    temporary file in the same directory, then a rename; on an object store one whole-object
+    write (atomic per object)."""
     try:
-        summary.save(tmp)
-        try:
-            _remote.put_file(tmp, path, storage_options)
-        except Exception as exc:  # a client's text may hold the URL's secrets
-            raise _file_error("writing", path, exc, storage_options) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        write_atomic(path, summary.save, storage_options, local=True)
+    except Exception as exc:  # a client's text may hold the URL's secrets
+        raise _file_error("writing", path, exc, storage_options) from None
 
 
 def _checksum(summary, cover):

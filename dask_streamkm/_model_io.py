@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _remote
 from ._array import to_host
+from ._location import write_bytes
 from ._npz import NpzError, NpzReader
 from ._seeds import entropy_from_json, entropy_to_json
 from .summary import ORIGIN_NEAR, Summary, checked_origin
@@ -130,7 +131,7 @@ def save_model(model, path, storage_options=None):
         summary_origin=summary.host_origin(),
     )
     try:
-        _remote.write_bytes(path, buffer.getvalue(), storage_options)
+        write_bytes(path, buffer.getvalue(), storage_options)
     except OSError:
         raise  # write_bytes names the URL (redacted) and the fix, and keeps the error's kind
     except Exception as exc:  # a client's own error (a bad bucket name, no credentials)

@@ -97,18 +97,30 @@ def _url_secrets(text):
     return out
 
 
-def _option_secrets(storage_options, secret=False):
+def _walk(options, leaf, secret=False):
+    """``options`` (storage options: dicts, lists and tuples at any nesting) rebuilt with
+    ``leaf(value, secret)`` for each other value; ``secret``: it lies under a key that names a
+    secret (:data:`_SECRET_KEY`)."""
+    if isinstance(options, dict):
+        return {
+            k: _walk(v, leaf, secret or bool(_SECRET_KEY.search(str(k))))
+            for k, v in options.items()
+        }
+    if isinstance(options, (list, tuple)):
+        return type(options)(_walk(v, leaf, secret) for v in options)
+    return leaf(options, secret)
+
+
+def _option_secrets(storage_options):
     """The string values of ``storage_options`` under secret keys (any nesting), and the secret
     parts of URLs among the others."""
     out = []
-    if isinstance(storage_options, dict):
-        for key, value in storage_options.items():
-            out.extend(_option_secrets(value, secret or bool(_SECRET_KEY.search(str(key)))))
-    elif isinstance(storage_options, (list, tuple)):
-        for value in storage_options:
-            out.extend(_option_secrets(value, secret))
-    elif isinstance(storage_options, str):
-        out.extend([storage_options] if secret else _url_secrets(storage_options))
+
+    def collect(value, secret):
+        if isinstance(value, str):
+            out.extend([value] if secret else _url_secrets(value))
+
+    _walk(storage_options, collect)
     return out
 
 
@@ -117,17 +129,11 @@ def redact_options(storage_options):
     ``***`` and every URL shown by :func:`display`, for reprs; None stays None."""
 
     def clean(value, secret):
-        if isinstance(value, dict):
-            return {
-                k: clean(v, secret or bool(_SECRET_KEY.search(str(k)))) for k, v in value.items()
-            }
-        if isinstance(value, (list, tuple)):
-            return type(value)(clean(v, secret) for v in value)
         if secret and value is not None and not isinstance(value, bool):
             return _MASK
         return display(value) if isinstance(value, str) else value
 
-    return clean(storage_options, False)
+    return _walk(storage_options, clean)
 
 
 def redact(text, storage_options=None, urls=()):
@@ -171,45 +177,6 @@ class DestinationNotFoundError(FileNotFoundError):
     """A file cannot be written because its bucket, container or directory does not exist."""
 
 
-def _write_error(exc, url, storage_options):
-    """``exc`` (an OSError of a write) again, its message naming ``url`` and the fix."""
-    reason = first_line(exc)
-    if isinstance(exc, FileNotFoundError):
-        where = "bucket (or container)" if is_url(url) else "directory"
-        return DestinationNotFoundError(
-            redact(
-                f"cannot write {display(url)!r} ({reason}): its {where} does not exist or "
-                "cannot be seen with these credentials; create it or check the path.",
-                storage_options,
-            )
-        )
-    kind = type(exc) if type(exc).__module__ == "builtins" else OSError
-    return kind(redact(f"cannot write {display(url)!r} ({reason}).", storage_options))
-
-
-def write_bytes(url, data, storage_options=None):
-    """Write ``data`` atomically: local files through a temporary name and a rename; object
-    stores write whole objects (atomic per object). An OSError names ``url``;
-    :class:`DestinationNotFoundError` (a FileNotFoundError) when its bucket or directory is
-    missing."""
-    try:
-        if is_url(url):
-            fs, path = filesystem(url, storage_options)
-            fs.pipe_file(path, data)
-            return
-        path = local_path(url)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError as exc:
-        raise _write_error(exc, url, storage_options) from exc
-
-
 def read_bytes(url, storage_options=None):
     """The whole content of a file or object (OSError when it cannot be read)."""
     if is_url(url):
@@ -219,21 +186,20 @@ def read_bytes(url, storage_options=None):
         return fh.read()
 
 
-def put_file(local, url, storage_options=None):
-    """Move the local file ``local`` to ``url`` atomically (rename, or one whole-object write)."""
-    if is_url(url):
-        fs, path = filesystem(url, storage_options)
-        fs.put_file(local, path)
-        os.remove(local)
-    else:
-        os.replace(local, local_path(url))
+def temp_name(name):
+    """A fresh hidden name for a temporary copy of the file or store ``name`` (a base name):
+    ``.NAME.HEX.tmp.EXT``, its extension kept (writers choose a format by it)."""
+    stem, ext = os.path.splitext(name)
+    return f".{stem}.{uuid.uuid4().hex}.tmp{ext}"
 
 
 def local_temp(url, suffix=""):
-    """A fresh temporary file name: next to ``url`` when it is local (so a rename is atomic),
-    in the system's temporary directory otherwise."""
+    """A fresh local temporary file name for ``url`` (:func:`temp_name`; ``suffix`` when its
+    name has no extension): next to ``url`` when it is local (so a rename is atomic), in the
+    system's temporary directory otherwise."""
     folder = tempfile.gettempdir() if is_url(url) else os.path.dirname(local_path(url)) or "."
-    return os.path.join(folder, f".{uuid.uuid4().hex}{suffix}.tmp")
+    name = os.path.basename(str(url).rstrip("/"))
+    return os.path.join(folder, temp_name(name if os.path.splitext(name)[1] else name + suffix))
 
 
 def _local_fingerprint(root):

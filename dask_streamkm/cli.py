@@ -23,6 +23,7 @@ import time
 
 from . import _outputs
 from ._connect import SchedulerConnectError, count_chunk_tasks, scheduler
+from ._location import Location, write_atomic
 from ._memory import return_freed_chunks_to_the_os
 from ._remote import display, first_line, redact
 
@@ -82,7 +83,7 @@ def _storage_options(args):
 
 def _options_for(spec, args):
     """``storage_options=...`` for a URL when the user gave some; nothing otherwise."""
-    return _outputs.options_for(spec, _storage_options(args))
+    return {} if spec is None else Location.of(spec, _storage_options(args)).options
 
 
 def _check_outputs(args, outputs, inputs):
@@ -200,9 +201,8 @@ def _fit(X, args, client, label="fit"):
 
 
 def _save_model(model, args):
-    write = lambda path, kw: model.save(path, **kw)  # noqa: E731
     _outputs.save_or_fallback(
-        "--out", args.out, write, "model", ".npz", _storage_options(args), args.overwrite
+        "--out", args.out, model.save, "model", ".npz", _storage_options(args), args.overwrite
     )
     print(f"model written to {display(args.out)}")
 
@@ -253,9 +253,7 @@ def cmd_make_data(args):
 
     start = time.perf_counter()
     with _writing("STORE", args.store, "data"):
-        _outputs.write_then_rename(
-            args.store, write, _storage_options(args), args.overwrite, flag="STORE"
-        )
+        write_atomic(args.store, write, _storage_options(args), args.overwrite, flag="STORE")
     seconds = time.perf_counter() - start
     _report(
         [
@@ -304,7 +302,7 @@ def cmd_predict(args):
         ):
             options = _storage_options(args)
             write = labels_writer(labels, options)
-            _outputs.write_then_rename(args.out, write, options, args.overwrite, flag="--out")
+            write_atomic(args.out, write, options, args.overwrite, flag="--out")
     print(f"labels of {X.shape[0]:,} rows written to {display(args.out)}")
     return 0
 
@@ -381,9 +379,8 @@ def cmd_elbow(args):
     print(result.to_string())
     if args.plot:
         ext = os.path.splitext(args.plot)[1] or ".png"
-        write = lambda path, kw: result.plot(path, **kw)  # noqa: E731
         _outputs.save_or_fallback(
-            "--plot", args.plot, write, "plot", ext, _storage_options(args), args.overwrite
+            "--plot", args.plot, result.plot, "plot", ext, _storage_options(args), args.overwrite
         )
         print(f"plot written to {display(args.plot)}")
     return 0

@@ -274,11 +274,11 @@ class ElbowResult:
         if path is not None:
             import io
 
-            from . import _remote
+            from ._location import write_bytes
 
             buffer = io.BytesIO()
             ax.figure.savefig(buffer, dpi=120, format=plot_format(path))
-            _remote.write_bytes(os.fspath(path), buffer.getvalue(), storage_options)
+            write_bytes(os.fspath(path), buffer.getvalue(), storage_options)
         return ax
 
 

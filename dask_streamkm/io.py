@@ -21,7 +21,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from . import _outputs, _remote
+from . import _remote
+from ._location import Location, write_atomic
 from ._memory import split_rows
 
 __all__ = ["InputError", "dataset_to_array", "open_array", "stack_samples", "write_labels"]
@@ -688,25 +689,17 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
 
     The store is written under a fresh temporary name next to ``url``, checked complete (every
     chunk present) and only then switched into place, so an old store at ``url`` stays whole
-    and readable until the new one is complete (see ``_outputs.write_then_rename`` for what is
+    and readable until the new one is complete (see ``_location.write_atomic`` for what is
     atomic on each filesystem). Without ``overwrite`` the switch is an exclusive create: a
     store made at ``url`` meanwhile by another writer is kept and this write fails.
     Raises InputError when the store exists and ``overwrite`` is False.
     """
-    if _remote.is_url(url):
-        fs, path = _remote.filesystem(url, storage_options)
-        exists = fs.exists(path)
-    else:
-        url = _remote.local_path(url)
-        exists = os.path.exists(url)
-    if exists and not overwrite:
+    where = Location.of(url, storage_options)
+    if where.exists() and not overwrite:
         raise InputError(
-            f"{_remote.display(url)!r} already exists; remove it or pass --overwrite "
-            "(overwrite=True)."
+            f"{where.shown!r} already exists; remove it or pass --overwrite (overwrite=True)."
         )
-    _outputs.write_then_rename(
-        url, labels_writer(labels, storage_options), storage_options, overwrite, flag="url"
-    )
+    write_atomic(where, labels_writer(labels, storage_options), overwrite=overwrite, flag="url")
 
 
 def labels_writer(labels, storage_options=None):
@@ -723,9 +716,7 @@ def labels_writer(labels, storage_options=None):
 
         from . import _graph
 
-        options = (
-            {"storage_options": storage_options} if _remote.is_url(path) and storage_options else {}
-        )
+        options = Location.of(path, storage_options).options
         target = zarr.create_array(
             store=path,
             shape=labels.shape,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from dask_streamkm import _outputs
+from dask_streamkm import _location, _outputs
 from dask_streamkm._connect import SchedulerConnectError, scheduler
 from dask_streamkm.cli import main
 
@@ -36,7 +36,7 @@ def test_write_then_rename_replaces_a_store_only_once_the_new_one_is_written(tmp
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _outputs.write_then_rename(out, fail)
+        _location.write_atomic(out, fail)
     assert sorted(os.listdir(tmp_path)) == ["labels.zarr"]  # old store kept, no leftovers
     assert (out / "old").read_text() == "old"
 
@@ -45,7 +45,7 @@ def test_write_then_rename_replaces_a_store_only_once_the_new_one_is_written(tmp
         with open(os.path.join(tmp, "new"), "w") as fh:
             fh.write("new")
 
-    _outputs.write_then_rename(out, write)
+    _location.write_atomic(out, write)
     assert sorted(os.listdir(out)) == ["new"] and sorted(os.listdir(tmp_path)) == ["labels.zarr"]
 
 

@@ -17,7 +17,7 @@ import zarr
 from _helpers import S3_SECRET, flaky_s3_options
 from dask.callbacks import Callback
 
-from dask_streamkm import StreamingKMeans, _outputs, _remote
+from dask_streamkm import StreamingKMeans, _location, _outputs, _remote
 from dask_streamkm.cli import main
 from dask_streamkm.io import InputError, open_array, write_labels
 
@@ -177,7 +177,7 @@ def _check_exclusive(base):
                 _write_file(tmp, b"mine")
 
         with pytest.raises(_outputs.OutputError, match="created by another writer"):
-            _outputs.write_then_rename(spec, write, overwrite=False)
+            _location.write_atomic(spec, write, overwrite=False)
         if is_store:
             np.testing.assert_array_equal(zarr.open_array(spec)[:], 0)
         else:
