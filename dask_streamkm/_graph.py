@@ -34,7 +34,7 @@ import math
 import dask
 import dask.array
 import numpy as np
-from dask.base import get_scheduler, tokenize
+from dask.base import tokenize
 from dask.blockwise import Blockwise
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
@@ -674,13 +674,9 @@ class RowStarts:
 
 def _distributed_client():
     """The distributed Client that ``dask.compute`` would use now, or None."""
-    scheduler = get_scheduler()
-    client = getattr(scheduler, "__self__", None)
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return None
-    return client if isinstance(client, Client) else None
+    from ._threads import distributed_client
+
+    return distributed_client()
 
 
 def fit_summary(

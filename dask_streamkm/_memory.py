@@ -114,17 +114,9 @@ def task_peak_bytes(X, method):
 
 def _distributed_client():
     """The distributed Client that ``dask.compute`` would use now, or None."""
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler is not None and scheduler not in ("distributed", "dask.distributed"):
-        if not hasattr(scheduler, "scheduler_info"):
-            return None
-        return scheduler
-    try:
-        from distributed import default_client
+    from ._threads import distributed_client
 
-        return default_client()
-    except (ImportError, ValueError):
-        return None
+    return distributed_client()
 
 
 def smallest_memory_limit(client):

@@ -21,15 +21,19 @@ from ._array import to_host
 SINGLE_THREAD_VALUES = 2**22
 
 
-def _has_client():
-    """True when a distributed client is the default: it, not a local scheduler, computes."""
-    try:
-        from distributed import default_client
+def distributed_client():
+    """The distributed Client that ``dask.compute`` would use now, or None (a local
+    scheduler computes: one named in ``dask.config``, or no client at all)."""
+    from dask.base import get_scheduler
 
-        default_client()
-        return True
-    except (ImportError, ValueError):
-        return False
+    try:
+        from distributed import Client
+
+        scheduler = get_scheduler()
+    except (ImportError, ValueError, RuntimeError):  # "distributed" named, no client active
+        return None
+    client = getattr(scheduler, "__self__", scheduler)
+    return client if isinstance(client, Client) else None
 
 
 def scheduler_threads():
@@ -37,7 +41,7 @@ def scheduler_threads():
     scheduler = dask.config.get("scheduler", None)
     if scheduler in ("sync", "synchronous", "single-threaded"):
         return 1
-    if _has_client():
+    if distributed_client() is not None:
         return 1  # workers limit their own BLAS threads (see limit_blas_in_worker)
     num = dask.config.get("num_workers", None)
     return int(num or os.cpu_count() or 1)
@@ -58,7 +62,8 @@ def device_task_threads(on_device):
     scheduler = dask.config.get("scheduler", None)
     chosen = dask.config.get("num_workers", None) is not None or dask.config.get("pool", None)
     # A distributed client runs the passes on its workers' threads, which are the user's.
-    if not on_device or chosen or scheduler not in (None, "threads", "threading") or _has_client():
+    local = scheduler in (None, "threads", "threading") and distributed_client() is None
+    if not on_device or chosen or not local:
         yield
         return
     with dask.config.set(num_workers=DEVICE_TASK_THREADS):

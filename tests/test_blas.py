@@ -144,3 +144,13 @@ def test_device_task_threads():
             assert dask.config.get("num_workers", None) is None
     with dask.config.set(scheduler="sync"), device_task_threads(True):
         assert dask.config.get("num_workers", None) is None
+
+
+def test_no_distributed_client_without_one():
+    """No client running: a local scheduler computes, also where dask.config names the
+    distributed one (dask.compute would fail there; the library's probe says None)."""
+    from dask_streamkm._threads import distributed_client
+
+    assert distributed_client() is None
+    with dask.config.set(scheduler="dask.distributed"):
+        assert distributed_client() is None

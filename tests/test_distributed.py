@@ -132,3 +132,18 @@ def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
     ref = _threaded(open_array(tmp_path / "x.zarr", chunks=2_000), n_clusters=3, random_state=0)
     model = StreamingKMeans.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
+
+
+def test_one_probe_finds_the_client_that_computes(client):
+    """The library asks one question, "which client would dask.compute use now?", and its
+    answer follows dask.config: a local scheduler named there computes, not the client."""
+    from dask_streamkm import _graph, _memory, _threads
+
+    probes = (_threads.distributed_client, _memory._distributed_client, _graph._distributed_client)
+    assert all(probe() is client for probe in probes)
+    with dask.config.set(scheduler=client):
+        assert all(probe() is client for probe in probes)
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert all(probe() is None for probe in probes)
+        assert _threads.scheduler_threads() == 3  # the local threads run the tasks
+    assert _threads.scheduler_threads() == 1  # the workers limit their own BLAS threads
