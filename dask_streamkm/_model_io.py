@@ -48,6 +48,20 @@ _ARRAYS = ("cluster_centers_", "summary_weights", "summary_linear_sums", "summar
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
+def library_version():
+    """This library's version: from the installed package's metadata, else (a source tree
+    that was never installed) from the ``pyproject.toml`` beside the package."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dask_streamkm")
+    except PackageNotFoundError:
+        import tomllib
+
+        with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as fh:
+            return tomllib.load(fh)["project"]["version"]
+
+
 class ModelFileError(ValueError):
     """A file that cannot be read as a StreamingKMeans model (see the message for the fix)."""
 
@@ -86,8 +100,6 @@ def save_model(model, path, storage_options=None):
     """
     from sklearn.utils.validation import check_is_fitted
 
-    from . import __version__
-
     check_is_fitted(model, ["cluster_centers_", "summary_"])
     # storage_options may hold credentials: never written to a model file.
     params = {
@@ -111,7 +123,7 @@ def save_model(model, path, storage_options=None):
     metadata = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
-        "library_version": __version__,
+        "library_version": library_version(),
         "params": params,
         "attributes": attributes,
         # SeedSequence entropy of the fit (an int, or [int, int] after partial_fit).

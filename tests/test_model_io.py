@@ -217,3 +217,26 @@ def test_to_sklearn_with_duplicate_centers_is_quiet():
         sk = km.to_sklearn()
     np.testing.assert_array_equal(sk.cluster_centers_, km.cluster_centers_)
     np.testing.assert_array_equal(sk.predict(np.array([[4.0, 4.0]])), [2])
+
+
+def test_version_comes_from_the_package_metadata(fitted, tmp_path, monkeypatch):
+    """The version a model file records is the installed package's, and a source tree that
+    was never installed reads the one its pyproject.toml declares."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import dask_streamkm
+    from dask_streamkm import _model_io
+
+    with open(Path(dask_streamkm.__file__).parents[1] / "pyproject.toml", "rb") as fh:
+        declared = tomllib.load(fh)["project"]["version"]
+    with np.load(fitted.save(tmp_path / "model.npz"), allow_pickle=False) as f:
+        written = json.loads(str(f["metadata"]))["library_version"]
+    assert written == importlib.metadata.version("dask_streamkm") == dask_streamkm.__version__
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert _model_io.library_version() == declared
