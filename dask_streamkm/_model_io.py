@@ -36,7 +36,7 @@ from ._array import to_host
 from ._location import write_bytes
 from ._npz import NpzError, NpzReader
 from ._seeds import entropy_from_json, entropy_to_json
-from .summary import ORIGIN_NEAR, Summary, checked_origin
+from .summary import FILE_ARRAYS, ORIGIN_NEAR, Summary, checked_origin
 
 #: What the ``format`` field of the metadata says.
 MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
@@ -44,7 +44,10 @@ MODEL_FORMAT = "dask_streamkm.StreamingKMeans"
 MODEL_FORMAT_VERSION = 2
 
 _METADATA = "metadata"
-_ARRAYS = ("cluster_centers_", "summary_weights", "summary_linear_sums", "summary_square_sums")
+#: The model's summary in the file: the summary file's arrays, prefixed (``summary_weights``...).
+_PREFIX = "summary_"
+_SUMMARY = {name: _PREFIX + name for name in FILE_ARRAYS}
+_ARRAYS = ("cluster_centers_", *(_SUMMARY[n] for n in ("weights", "linear_sums", "square_sums")))
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -136,11 +139,7 @@ def save_model(model, path, storage_options=None):
         buffer,
         metadata=np.array(json.dumps(metadata)),
         cluster_centers_=_centers_to_save(model.cluster_centers_),
-        summary_weights=to_host(summary.weights),
-        summary_linear_sums=to_host(summary.linear_sums),
-        summary_square_sums=to_host(summary.square_sums),
-        summary_n_seen=np.int64(summary.n_seen),
-        summary_origin=summary.host_origin(),
+        **summary._file_fields(_PREFIX),
     )
     try:
         write_bytes(path, buffer.getvalue(), storage_options)
@@ -181,7 +180,7 @@ def _read_npz(path, storage_options=None):
             if _METADATA not in names:
                 hint = (
                     " It looks like a Summary file: read it with Summary.load(path)."
-                    if {"weights", "linear_sums", "square_sums"} <= names
+                    if set(FILE_ARRAYS[:3]) <= names
                     else ""
                 )
                 raise ModelFileError(
@@ -211,17 +210,17 @@ def _read_npz(path, storage_options=None):
             arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
             # Version 1 has no origin: its summary sums are relative to zero. From version 2
             # on the sums may be relative to a point far from zero: without it they are wrong.
-            if "summary_origin" in names:
-                arrays["summary_origin"] = np.asarray(data["summary_origin"])
+            if _SUMMARY["origin"] in names:
+                arrays[_SUMMARY["origin"]] = np.asarray(data[_SUMMARY["origin"]])
             elif metadata["format_version"] >= 2:
                 raise _damaged(
                     path,
                     f"it is of format version {metadata['format_version']} but has no "
                     "'summary_origin' entry (the point its summary sums are relative to)",
                 )
-            arrays["summary_n_seen"] = (
-                int(data["summary_n_seen"])
-                if ("summary_n_seen" in names)
+            arrays[_SUMMARY["n_seen"]] = (
+                int(data[_SUMMARY["n_seen"]])
+                if (_SUMMARY["n_seen"] in names)
                 else int(metadata["attributes"].get("n_rows_seen_", 0))
             )
     except ModelFileError:
@@ -353,12 +352,9 @@ def _check_arrays(path, params, attrs, arrays):
             f"cluster_centers_ has shape {centers.shape} while n_clusters={n_clusters} and "
             f"n_features_in_={n_features} (it should be {(n_clusters, n_features)})",
         )
-    weights = arrays["summary_weights"]
-    linear_sums = arrays["summary_linear_sums"]
-    square_sums = arrays["summary_square_sums"]
-    _check_array(path, "summary_weights", weights, 1)
-    _check_array(path, "summary_linear_sums", linear_sums, 2)
-    _check_array(path, "summary_square_sums", square_sums, 1)
+    weights, linear_sums, square_sums = (arrays[_SUMMARY[n]] for n in FILE_ARRAYS[:3])
+    for name, ndim in zip(FILE_ARRAYS[:3], (1, 2, 1), strict=False):
+        _check_array(path, _SUMMARY[name], arrays[_SUMMARY[name]], ndim)
     m = weights.shape[0]
     if linear_sums.shape != (m, n_features) or square_sums.shape != (m,):
         raise _damaged(
@@ -373,12 +369,12 @@ def _check_arrays(path, params, attrs, arrays):
             path,
             "summary_weights and summary_square_sums should be >= 0, with a positive total weight",
         )
-    if "summary_origin" in arrays:
+    if _SUMMARY["origin"] in arrays:
         try:
-            checked_origin(arrays["summary_origin"], n_features, "summary_origin")
+            checked_origin(arrays[_SUMMARY["origin"]], n_features, _SUMMARY["origin"])
         except ValueError as exc:
             raise _damaged(path, str(exc).rstrip(".")) from None
-    n_seen = arrays["summary_n_seen"]
+    n_seen = arrays[_SUMMARY["n_seen"]]
     if n_seen != attrs["n_rows_seen_"]:
         raise _damaged(
             path,
@@ -433,12 +429,10 @@ def _load_model(cls, path, storage_options):
     centers = arrays["cluster_centers_"]
     model.cluster_centers_ = np.ascontiguousarray(centers, dtype=_float_dtype(centers))
     model.summary_ = Summary(
-        np.asarray(arrays["summary_weights"], dtype=np.float64),
-        np.asarray(arrays["summary_linear_sums"], dtype=np.float64),
-        np.asarray(arrays["summary_square_sums"], dtype=np.float64),
-        int(arrays["summary_n_seen"]),
+        *(np.asarray(arrays[_SUMMARY[n]], dtype=np.float64) for n in FILE_ARRAYS[:3]),
+        int(arrays[_SUMMARY["n_seen"]]),
         checked_origin(
-            arrays.get("summary_origin"), int(attrs["n_features_in_"]), "summary_origin"
+            arrays.get(_SUMMARY["origin"]), int(attrs["n_features_in_"]), _SUMMARY["origin"]
         ),
     )
     model.n_features_in_ = int(attrs["n_features_in_"])

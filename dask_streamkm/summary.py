@@ -14,6 +14,9 @@ from ._npz import NpzReader
 
 #: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
 FORMAT_VERSION = 2
+#: The names of a summary's arrays in its ``.npz`` file (and, prefixed ``summary_``, in a
+#: model file): weights, linear and square sums, rows seen, origin (format version 2 on).
+FILE_ARRAYS = ("weights", "linear_sums", "square_sums", "n_seen", "origin")
 #: A chunk whose mean lies within this many root-mean-square deviations of zero keeps the
 #: origin at zero (sums as they were; the cancellation of ``SS - ||S||^2 / W`` stays small).
 ORIGIN_NEAR = 32.0
@@ -371,16 +374,19 @@ class Summary:
         return centers, bound, n_iter
 
     # ------------------------------------------------------------------ files
-    def _file_fields(self):
-        """The arrays a summary file holds (host numpy): what :meth:`load` reads back."""
-        return dict(
-            format_version=np.int64(FORMAT_VERSION),
-            weights=to_host(self.weights),
-            linear_sums=to_host(self.linear_sums),
-            square_sums=to_host(self.square_sums),
-            n_seen=np.int64(self.n_seen),
-            origin=self.host_origin(),
+    def _file_fields(self, prefix=""):
+        """The fields a summary file holds (host numpy): what :meth:`load` reads back. With a
+        ``prefix``, the summary's :data:`FILE_ARRAYS` as another file stores them (a model
+        file's ``summary_weights``...), without the format version."""
+        values = (
+            to_host(self.weights),
+            to_host(self.linear_sums),
+            to_host(self.square_sums),
+            np.int64(self.n_seen),
+            self.host_origin(),
         )
+        fields = {prefix + name: v for name, v in zip(FILE_ARRAYS, values, strict=True)}
+        return fields if prefix else {"format_version": np.int64(FORMAT_VERSION), **fields}
 
     def host_origin(self):
         """The origin as a host float64 array of shape (d,) (zeros for None)."""
@@ -412,15 +418,16 @@ class Summary:
                         f"{path!r} is a summary of format version {version}; this version of "
                         f"dask_streamkm reads up to {FORMAT_VERSION}. Upgrade dask_streamkm."
                     )
-                linear_sums = np.asarray(data["linear_sums"], dtype=np.float64)
-                # Version 1 has no origin: its sums are relative to zero.
-                origin = data["origin"] if version >= 2 else None
+                weights, linear_sums, square_sums, n_seen, origin = (
+                    data[name] if name != "origin" or version >= 2 else None for name in FILE_ARRAYS
+                )  # version 1 has no origin: its sums are relative to zero
+                d = linear_sums.shape[-1]
                 out = cls(
-                    np.asarray(data["weights"], dtype=np.float64),
-                    linear_sums,
-                    np.asarray(data["square_sums"], dtype=np.float64),
-                    int(data["n_seen"]),
-                    checked_origin(origin, linear_sums.shape[-1], f"{path!r}: origin"),
+                    np.asarray(weights, dtype=np.float64),
+                    np.asarray(linear_sums, dtype=np.float64),
+                    np.asarray(square_sums, dtype=np.float64),
+                    int(n_seen),
+                    checked_origin(origin, d, f"{path!r}: origin"),
                 )
         except (KeyError, OSError, EOFError) as exc:
             raise ValueError(f"{path!r} is not a dask_streamkm summary file: {exc}") from exc
