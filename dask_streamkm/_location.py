@@ -218,30 +218,30 @@ def _put_object(fs, path, data, overwrite, flag, spec):
         raise _taken(flag, spec) from None
 
 
-def _write_error(exc, url, storage_options):
-    """``exc`` (an OSError of a write) again, its message naming ``url`` and the fix."""
+def _write_error(exc, where):
+    """``exc`` (an OSError of a write to ``where``) again, its message naming it and the fix."""
     reason = first_line(exc)
     if isinstance(exc, FileNotFoundError):
-        where = "bucket (or container)" if is_url(url) else "directory"
+        parent = "bucket (or container)" if where.is_url else "directory"
         return DestinationNotFoundError(
-            redact(
-                f"cannot write {display(url)!r} ({reason}): its {where} does not exist or "
-                "cannot be seen with these credentials; create it or check the path.",
-                storage_options,
+            where.redact(
+                f"cannot write {where.shown!r} ({reason}): its {parent} does not exist or "
+                "cannot be seen with these credentials; create it or check the path."
             )
         )
     kind = type(exc) if type(exc).__module__ == "builtins" else OSError
-    return kind(redact(f"cannot write {display(url)!r} ({reason}).", storage_options))
+    return kind(where.redact(f"cannot write {where.shown!r} ({reason})."))
 
 
-def write_bytes(url, data, storage_options=None):
-    """:func:`write_atomic` of ``data`` (replacing an old file). An OSError names ``url``;
-    :class:`._remote.DestinationNotFoundError` (a FileNotFoundError) when its bucket or
-    directory is missing."""
+def write_bytes(where, data, storage_options=None):
+    """:func:`write_atomic` of ``data`` to ``where`` (a path, URL or :class:`Location`),
+    replacing an old file. An OSError names ``where``; :class:`._remote.DestinationNotFoundError`
+    (a FileNotFoundError) when its bucket or directory is missing."""
+    where = Location.of(where, storage_options)
     try:
-        write_atomic(url, data, storage_options)
+        write_atomic(where, data)
     except OSError as exc:
-        raise _write_error(exc, url, storage_options) from exc
+        raise _write_error(exc, where) from exc
 
 
 def temporary(spec):

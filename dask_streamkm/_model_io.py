@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _remote
 from ._array import to_host
-from ._location import write_bytes
+from ._location import Location, write_bytes
 from ._npz import NpzError, NpzReader
 from ._seeds import entropy_from_json, entropy_to_json
 from .summary import FILE_ARRAYS, ORIGIN_NEAR, Summary, checked_origin
@@ -141,28 +141,29 @@ def save_model(model, path, storage_options=None):
         cluster_centers_=_centers_to_save(model.cluster_centers_),
         **summary._file_fields(_PREFIX),
     )
+    where = Location.of(path, storage_options)
     try:
-        write_bytes(path, buffer.getvalue(), storage_options)
+        write_bytes(where, buffer.getvalue())
     except OSError:
         raise  # write_bytes names the URL (redacted) and the fix, and keeps the error's kind
     except Exception as exc:  # a client's own error (a bad bucket name, no credentials)
         raise OSError(
-            _remote.redact(
+            where.redact(
                 f"cannot write the model file {path!r} ({type(exc).__name__}: {exc}); check the "
                 "path or URL, that the directory or bucket exists and the credentials "
-                "(storage_options or the environment).",
-                storage_options,
-                [path],
+                "(storage_options or the environment)."
             )
         ) from None
     return path
 
 
 # ---------------------------------------------------------------------- load
-def _read_npz(path, storage_options=None):
-    """Metadata dict and arrays of a model file, or a ModelFileError saying what is wrong."""
+def _read_npz(where):
+    """Metadata dict and arrays of the model file at ``where`` (a :class:`._location.Location`),
+    or a ModelFileError saying what is wrong."""
+    path = where.url
     try:
-        content = _remote.read_bytes(path, storage_options)
+        content = where.read_bytes()
     except Exception as exc:  # OSError, or a client's own (a bad bucket name, no credentials)
         raise ModelFileError(
             f"cannot open model file {path!r} ({type(exc).__name__}: {exc}); check the path "
@@ -390,17 +391,18 @@ def load_model(cls, path, storage_options=None):
     the secrets of its URL or of ``storage_options``. Nothing is created or read besides the
     file: a stored ``checkpoint`` directory is used only when the loaded model is fitted again.
     """
-    path = os.fspath(path)
+    where = Location.of(path, storage_options)
     try:
-        return _load_model(cls, path, storage_options)
+        return _load_model(cls, where)
     except ModelFileError as exc:
         # The message holds the cause's text; the cause itself may hold the secrets.
-        raise ModelFileError(_remote.redact(str(exc), storage_options, [path])) from None
+        raise ModelFileError(where.redact(str(exc))) from None
 
 
-def _load_model(cls, path, storage_options):
+def _load_model(cls, where):
+    path = where.url
     try:
-        metadata, arrays = _read_npz(path, storage_options)
+        metadata, arrays = _read_npz(where)
     except TypeError as exc:  # e.g. a summary_n_seen that is not a scalar
         raise _damaged(path, f"an entry has the wrong type ({exc})") from exc
     params = metadata["params"]
