@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._array import as_weights, device, from_host, is_numpy, namespace, segment_sum, to_host
+from ._location import write_atomic
 from ._npz import NpzReader
 
 #: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
@@ -395,10 +396,16 @@ class Summary:
         return np.asarray(to_host(self.origin), dtype=np.float64)
 
     def save(self, path):
-        """Write the summary to an ``.npz`` file (host arrays, no pickle; format version 2)."""
+        """Write the summary to an ``.npz`` file (host arrays, no pickle; format version 2),
+        atomically: a temporary file, then a rename (:func:`._location.write_atomic`)."""
         path = os.fspath(path)
-        with open(path, "wb") as fh:
-            np.savez(fh, **self._file_fields())
+        fields = self._file_fields()
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to its name
+                np.savez(fh, **fields)
+
+        write_atomic(path, write, local=True)
         return path
 
     @classmethod
