@@ -1,7 +1,7 @@
 """The file layer: where a file or store lives (:class:`Location`) and the one atomic write.
 
-Every file and store the library writes (model files, checkpoint files, plots, labels, data
-made by the command line) goes through :func:`write_atomic`: the new output is written under
+Every file and store the library writes (model, summary and checkpoint files, plots, labels,
+data made by the command line) goes through :func:`write_atomic`: the new output is written under
 a fresh temporary name (:func:`temporary`), checked complete, and only then switched into
 place, so a reader never sees a partial output and an old output stays whole and readable
 until the new one is complete; without ``overwrite`` the switch is an exclusive create (an
@@ -53,7 +53,8 @@ class Location:
 
     @classmethod
     def of(cls, spec, storage_options=None):
-        """``spec`` (a Location, str or os.PathLike) as a Location with ``storage_options``."""
+        """``spec`` (a str or os.PathLike) as a Location with ``storage_options``; a Location
+        is returned as it is (with its own options)."""
         if isinstance(spec, Location):
             return spec
         return cls(os.fspath(spec), storage_options or None)
