@@ -304,7 +304,7 @@ def _renameat2(src, dst, flags):
 
 
 def _switch_local(flag, spec, tmp, path, overwrite):
-    """Move the complete ``tmp`` to ``path`` (see :func:`write_then_rename`)."""
+    """Move the complete ``tmp`` to ``path`` (see :func:`write_atomic`)."""
     refuse_special(flag, spec)  # again: the path may have been made since the first check
     exists = os.path.lexists(path)
     if not overwrite:

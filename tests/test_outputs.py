@@ -26,7 +26,7 @@ def test_an_output_inside_or_around_an_input_is_refused_even_with_overwrite(tmp_
     assert not _outputs.overlap(_outputs.location("memory://b/x"), _outputs.location("/b/x"))
 
 
-def test_write_then_rename_replaces_a_store_only_once_the_new_one_is_written(tmp_path):
+def test_write_atomic_replaces_a_store_only_once_the_new_one_is_written(tmp_path):
     out = tmp_path / "labels.zarr"
     out.mkdir()
     (out / "old").write_text("old")
