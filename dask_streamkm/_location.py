@@ -25,7 +25,6 @@ from ._remote import (
     filesystem,
     first_line,
     is_url,
-    join,
     local_path,
     local_temp,
     read_bytes,
@@ -88,10 +87,6 @@ class Location:
     def fs(self):
         """``(fs, path)`` of the location's fsspec filesystem."""
         return filesystem(self.url, self.storage_options)
-
-    def join(self, name):
-        """The location ``name`` inside this one (same storage options)."""
-        return Location(join(self.url, name), self.storage_options)
 
     def redact(self, text):
         """``text`` without the secrets of this location's URL and storage options."""
