@@ -14,7 +14,7 @@ import pytest
 import zarr
 from _helpers import counting_like, mixture_store
 
-from dask_streamkm import StreamingKMeans, Summary, _graph
+from dask_streamkm import StreamingKMeans, Summary, _waves
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.io import open_array
 
@@ -265,7 +265,7 @@ def test_truncated_or_old_format_file_is_recomputed(store, tmp_path):
 
 def test_waves_save_their_roots_and_resume(store, tmp_path, monkeypatch):
     # 24 chunks in waves of 4 x 4 = 16 chunks: ranges of 4 chunks and the roots of two waves.
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 16)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 16)
     ck = tmp_path / "ck"
     X = open_array(store, chunks=1_000)
     ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X)
