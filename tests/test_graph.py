@@ -118,6 +118,33 @@ def test_tree_fan_in(monkeypatch):
     ]
 
 
+def test_summary_params_are_one_normalized_frozen_value():
+    import dataclasses
+
+    params = SummaryParams(
+        size=np.int64(16),
+        method="stream",
+        mini_batch_size=64.0,
+        split_every=1,
+        budget=200,
+        entropy=[7, 12],
+    )
+    assert (params.size, params.split_every, params.entropy) == (16, 2, (7, 12))
+    assert type(params.size) is int and type(params.mini_batch_size) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.size = 8
+    same = SummaryParams(16, "stream", 64, 2, 200, (7, 12))
+    assert same == params and hash(same) == hash(params) and same.token == params.token
+    cosine = dataclasses.replace(params, metric="cosine")
+    assert cosine.token != params.token
+    # A leaf gets only the fields it uses; the metric only when it is not euclidean.
+    assert params.keywords("size", "entropy") == {"size": 16, "entropy": (7, 12)}
+    assert cosine.keywords("size") == {"size": 16, "metric": "cosine"}
+    assert params.reduction().keywords(2, 1, 40, 160) == dict(
+        cap=max(-(-200 * 40 // 160), 16), level=2, index=1, entropy=(7, 12)
+    )
+
+
 def test_node_cap():
     assert _graph.node_cap(50_000, 8, 160, 3125) == 3125  # share 2,500 < one leaf
     assert _graph.node_cap(50_000, 64, 160, 3125) == 20_000

@@ -247,56 +247,10 @@ def test_kernel_on_array_api_strict():
     np.testing.assert_allclose(sums, ref, atol=1e-12)
 
 
-# ---------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------- reads
 @pytest.fixture
 def store(tmp_path):
     return mixture_store(tmp_path, 16_000)
-
-
-def _refine_files(ck):
-    return sorted(Path(ck).glob("refine-*.npz"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-
-
-def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(store, tmp_path):
-    X = open_array(store, chunks=1_000)
-    params = dict(random_state=0, split_every=4, refine_passes=2)
-    ref = StreamingKMeans(4, **params).fit(X)
-    ck = tmp_path / "ck"
-    first = StreamingKMeans(4, checkpoint=ck, **params).fit(X)
-    np.testing.assert_array_equal(first.cluster_centers_, ref.cluster_centers_)
-    assert first.inertia_ == ref.inertia_
-    files = _refine_files(ck)
-    keys = {p.name.split("-")[1] for p in files}
-    assert len(files) == 8 and len(keys) == 2  # 4 ranges per pass, a key per pass
-    # As if the second pass had been interrupted after two of its four ranges.
-    second = [p for p in files if p.name.split("-")[1] == files[-1].name.split("-")[1]]
-    lost = sorted(second, key=lambda p: p.name)[2:]
-    for p in lost:
-        p.unlink()
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    km = StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
-    assert counter.reads == {r: 1 for r in range(8_000, 16_000, 1_000)}
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    assert km.inertia_ == ref.inertia_
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
-    assert counter.reads == {}
-
-
-def test_edited_refine_file_is_recomputed(store, tmp_path):
-    X = open_array(store, chunks=1_000)
-    ck = tmp_path / "ck"
-    params = dict(random_state=0, split_every=4, refine_passes=1, checkpoint=ck)
-    ref = StreamingKMeans(4, **params).fit(X)
-    path = _refine_files(ck)[0]
-    with np.load(path) as f:
-        fields = {k: f[k] for k in f.files}
-    fields["sq"] = fields["sq"] * 2
-    np.savez(path, **fields)
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    km = StreamingKMeans(4, **params).fit(Xc)
-    assert counter.n_reads == 4
-    assert km.inertia_ == ref.inertia_
 
 
 def test_each_pass_reads_every_chunk_once(store):
@@ -390,27 +344,6 @@ def test_cli_refine_passes(store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(a) for a in args + ["--refine-passes", "-1"]])
     assert "--refine-passes" in capsys.readouterr().err
-
-
-def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
-    import s3fs
-
-    options = s3_server["storage_options"]
-    url = f"{s3_bucket}/x.zarr"
-    X = make_mixture(6_000, 4, 8, chunks=1_000, random_state=5, dtype=np.float64)
-    X.to_zarr(zarr.storage.FsspecStore.from_url(url, storage_options=options))
-    ckpt = f"{s3_bucket}/ckpt"
-    params = dict(random_state=0, split_every=2, refine_passes=1)
-    ref = StreamingKMeans(4, **params).fit(X)
-    params.update(checkpoint=ckpt, storage_options=options)
-    km = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    fs = s3fs.S3FileSystem(**options)
-    fs.invalidate_cache()
-    names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
-    assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
-    again = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
-    assert again.inertia_ == ref.inertia_
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,49 @@ def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkey
     assert max(counts) <= 4 * 8 + 2
 
 
+def _rows_of(block, weight_block, *, index, row_start):
+    """A leaf of the rows reduction: its chunk's ``(index, first row, rows)``."""
+    return [(index, row_start, block.shape[0])]
+
+
+def _joined(*children, cap, level, index, entropy):
+    """The combine of the rows reduction: the children's rows in order, and this node."""
+    return [row for child in children for row in child] + [(level, index, cap, entropy, None)]
+
+
+@pytest.mark.parametrize("wave_chunks", [10**9, 9])
+def test_the_engine_computes_any_reduction_spec_in_the_same_tree(monkeypatch, wave_chunks):
+    # A reduction that only lists its chunks and nodes: every chunk once, in order, with its
+    # first row; each node's keywords from the spec's cap and seed rules, in waves or not.
+    chunks = (3, 0, 5, 1, 7, 2, 2, 4, 6, 1, 3)
+    X = da.from_array(np.zeros((sum(chunks), 2)), chunks=(chunks, -1))
+    spec = _waves.Reduction(
+        leaf=_rows_of,
+        combine=_joined,
+        token="rows",
+        cap=lambda covered, n_leaves: (covered, n_leaves),
+        entropy=5,
+    )
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", wave_chunks)
+    with dask.config.set(scheduler="sync"):
+        out = _waves.reduce_in_waves(X, None, spec, split_every=3)
+    starts = np.concatenate([[0], np.cumsum(chunks)[:-1]]).tolist()
+    assert [row for row in out if len(row) == 3] == list(
+        zip(range(len(chunks)), starts, chunks, strict=True)
+    )
+    nodes = sorted(row[:4] for row in out if len(row) == 5)
+    # 11 chunks, fan-in 3: nodes (1, 0..3), (2, 0..1), (3, 0); each its chunks' count.
+    assert nodes == [
+        (1, 0, (3, 11), 5),
+        (1, 1, (3, 11), 5),
+        (1, 2, (3, 11), 5),
+        (1, 3, (2, 11), 5),
+        (2, 0, (9, 11), 5),
+        (2, 1, (2, 11), 5),
+        (3, 0, (11, 11), 5),
+    ]
+
+
 try:
     from distributed.diagnostics.plugin import SchedulerPlugin
 except ImportError:  # pragma: no cover
