@@ -145,7 +145,7 @@ def _task_memory(task, megabytes):
     import numpy as np
     import psutil
 
-    from dask_streamkm import _graph, _memory
+    from dask_streamkm import _memory, _refine, _tasks
     from dask_streamkm.datasets import make_mixture
     from dask_streamkm.estimator import auto_summary_size
 
@@ -158,7 +158,7 @@ def _task_memory(task, megabytes):
     if task.startswith("leaf"):
 
         def run():
-            return _graph.leaf(
+            return _tasks.leaf(
                 block,
                 None,
                 index=0,
@@ -172,17 +172,17 @@ def _task_memory(task, megabytes):
     elif task == "refine leaf":
 
         def run():
-            return _graph.refine_leaf(block, None, index=0, row_start=0, centers=centers)
+            return _refine.refine_leaf(block, None, index=0, row_start=0, centers=centers)
 
     elif task == "score part":
 
         def run():
-            return _graph.sq_distance_part(block, None, centers, index=0, row_start=0)
+            return _tasks.sq_distance_part(block, None, centers, index=0, row_start=0)
 
     else:
 
         def run():
-            return _graph.predict_block(block, None, centers, "labels")
+            return _tasks.predict_block(block, None, centers, "labels")
 
     gc.collect()
     _malloc_trim()

@@ -394,8 +394,9 @@ def profile(cfg, backend_name, report):
     """
     from dask_streamkm import StreamingKMeans
     from dask_streamkm import _kernels as K
-    from dask_streamkm._graph import merge, node_cap
+    from dask_streamkm._graph import node_cap
     from dask_streamkm._summarize import _stream_centers, summarize
+    from dask_streamkm._tasks import merge
 
     xp = backend(backend_name)
     mixture = Mixture(

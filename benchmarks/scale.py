@@ -40,7 +40,7 @@ def _one(n_chunks, what, cluster):
     """Run one measurement in this process; print a JSON line."""
     import dask
 
-    from dask_streamkm import StreamingKMeans, _graph
+    from dask_streamkm import StreamingKMeans, _waves
     from dask_streamkm.datasets import make_mixture
 
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def _one(n_chunks, what, cluster):
         X.sum(axis=0).compute()
     else:
         build = {"s": 0.0, "waves": 0, "largest": 0}
-        wave_graph = _graph.wave_graph
+        wave_graph = _waves.wave_graph
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -71,7 +71,7 @@ def _one(n_chunks, what, cluster):
             build["largest"] = max(build["largest"], n_tasks)
             return graph, n_tasks
 
-        _graph.wave_graph = timed
+        _waves.wave_graph = timed
         StreamingKMeans(n_clusters=4, summary_size=64, random_state=0).fit(X)
         out.update(build_s=build["s"], waves=build["waves"], largest_wave_tasks=build["largest"])
     out["seconds"] = time.perf_counter() - t0
@@ -97,14 +97,14 @@ def _build_only(n_chunks, source):
 
     import zarr
 
-    from dask_streamkm import StreamingKMeans, _graph
+    from dask_streamkm import StreamingKMeans, _waves
     from dask_streamkm.datasets import make_mixture
     from dask_streamkm.io import open_array
 
     if source == "zarr-dask-cull":  # for comparison: Dask's HighLevelGraph.cull in the waves
         from dask.utils import ensure_dict
 
-        _graph.needed_tasks = lambda graph, keys: ensure_dict(graph.cull(keys))
+        _waves.needed_tasks = lambda graph, keys: ensure_dict(graph.cull(keys))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         if source.startswith("zarr"):
@@ -116,18 +116,18 @@ def _build_only(n_chunks, source):
         else:
             X = make_mixture(n_chunks * ROWS, FEATURES, 8, chunks=ROWS, random_state=0)
         out = {"n_chunks": n_chunks, "what": source, "array_s": time.perf_counter() - t0}
-        wave_graph, captured = _graph.wave_graph, {}
+        wave_graph, captured = _waves.wave_graph, {}
 
         def capture(*args, **kwargs):
             captured.update(args=args, kwargs=kwargs)
             raise _Captured
 
-        _graph.wave_graph = capture
+        _waves.wave_graph = capture
         try:
             StreamingKMeans(n_clusters=4, summary_size=64, random_state=0).fit(X)
         except _Captured:
             pass
-        _graph.wave_graph = wave_graph
+        _waves.wave_graph = wave_graph
         (X, weights, start, stop), kwargs = captured["args"], captured["kwargs"]
         wave = stop - start
         t0 = time.perf_counter()

@@ -1,6 +1,10 @@
 """Checkpoints of a fit: summaries of finished chunk ranges saved as ``.npz`` as the fit goes.
 
-The tree of :mod:`._graph` first merges the leaves ``split_every`` at a time; each such merge
+A plug-in of the wave engine (:class:`._waves.Hooks`): a :class:`Checkpoint` given to
+:func:`._graph.fit_summary` or :func:`._refine.refine_pass` hands the engine hooks that load
+and save nodes; without one the same functions compute the same result from the data alone.
+
+The tree of :mod:`._waves` first merges the leaves ``split_every`` at a time; each such merge
 node covers a range of whole chunks. Here each first-level node also writes its summary to
 ``DIR/summary-<key>-<start>-<stop>.npz`` (written to a temporary name, then renamed, so a killed
 run never leaves half a file). ``key`` hashes the data's dask name, shape, dtype and row chunks,
@@ -9,28 +13,32 @@ up. A restarted fit loads the files of finished ranges and leaves their chunks o
 (they are not read again); the nodes above are the same as in an uninterrupted fit, with the same
 seeds, so the result is bit-identical.
 
-When the fit runs in waves (:func:`._graph.fit_summary`), each wave's root is saved the same way,
-so a restart skips a finished wave without opening its ranges' files. Every file carries what it
-covers (the run key, its chunk range and a SHA-256 of its arrays); a file that does not match
-(swapped with another range's, edited, NaN or negative weights, truncated, or written before
-these fields existed) is recomputed, never used.
+When the fit runs in waves (:func:`._waves.reduce_in_waves`), each wave's root is saved the same
+way, so a restart skips a finished wave without opening its ranges' files. Every file carries
+what it covers (the run key, its chunk range and a SHA-256 of its arrays); a file that does not
+match (swapped with another range's, edited, NaN or negative weights, truncated, or written
+before these fields existed) is recomputed, never used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import numbers
 import os
+from collections.abc import Callable
 
 import numpy as np
 from dask.base import tokenize
 
-from . import _graph, _remote
+from . import _remote
 from ._array import to_host
 from ._kernels import REFINE_TOP_LEVEL, refine_key_span
 from ._location import write_atomic
 from ._npz import NpzReader
+from ._refine import RefineStats, refine_cap
+from ._waves import Hooks, wave_levels
 from .summary import FORMAT_VERSION, Summary
 
 
@@ -201,17 +209,18 @@ def _covers(path, summary, expect):
     )
 
 
-def merge_and_save(*children, path, cap, level, index, entropy, cover=None, storage_options=None):
-    """A merge of :func:`._graph.tree`, saved to ``path`` with what it ``cover``s (a task)."""
-    out = _graph.merge(*children, cap=cap, level=level, index=index, entropy=entropy)
-    _save(out if cover is None else _Covered(out, cover), path, storage_options)
-    return out
+def combine_and_save(*children, combine, path, cover, wrap, storage_options=None):
+    """``combine(*children)`` (a merge node's function), saved to ``path`` (a task)."""
+    return saved(
+        combine(*children), path=path, cover=cover, wrap=wrap, storage_options=storage_options
+    )
 
 
-def leaf_and_save(leaf, path, cover=None, storage_options=None):
-    """A lone leaf (the whole data is one chunk), saved to ``path`` (a task)."""
-    _save(leaf if cover is None else _Covered(leaf, cover), path, storage_options)
-    return leaf
+def saved(result, *, path, cover, wrap, storage_options=None):
+    """``result`` saved to ``path`` as ``wrap(result, cover)``, with what it ``cover``s (a
+    task: a merge's, or the lone leaf when the whole data is one chunk); returns ``result``."""
+    _save(wrap(result, cover), path, storage_options)
+    return result
 
 
 def _load(path, n_features, expect=None, storage_options=None):
@@ -257,129 +266,43 @@ def _load_local(path, n_features, expect):
     return summary if summary.n_features == n_features else None
 
 
-class _Files(_graph.Hooks):
-    """Checkpoint hooks of :func:`._graph.fit_summary`: first-level nodes and wave roots are
-    saved to ``range_path(directory, key, start, stop)`` and loaded from there.
+class _Files(Hooks):
+    """Checkpoint hooks of the wave engine: first-level nodes and wave roots are saved to
+    ``kind.path_of(directory, key, start, stop)`` and loaded from there.
 
-    The class attributes name the file of a range and the saving tasks (a merge, a lone
-    leaf); :class:`_RefineFiles` swaps them for a refinement pass's.
+    ``kind`` (:data:`SUMMARIES`, :data:`REFINE_STATS`) names the file of a range and how a
+    result is saved and loaded; ``shape`` is what a loaded result must fit (the number of
+    features of a summary, the centers' (k, d) of refine stats).
     """
 
-    path_of = staticmethod(range_path)
-    save_merge = staticmethod(merge_and_save)
-    save_leaf = staticmethod(leaf_and_save)
-
-    def __init__(self, directory, key, n_features, wave_level, storage_options=None):
-        self.directory, self.key, self.n_features = directory, key, n_features
+    def __init__(self, kind, directory, key, shape, wave_level, storage_options=None):
+        self.kind, self.directory, self.key, self.shape = kind, directory, key, shape
         self.options = storage_options
         self.levels = {1, wave_level} if wave_level else {1}
         self.token = key
-        self.loaded_ranges = []
 
-    def _path(self, start, stop):
-        return self.path_of(self.directory, self.key, start, stop)
-
-    def _load_file(self, path, expect):
-        return _load(path, self.n_features, expect, self.options)
+    def _where(self, start, stop):
+        """The saving tasks' keywords for chunks [start, stop)."""
+        return dict(
+            path=self.kind.path_of(self.directory, self.key, start, stop),
+            cover=(self.key, start, stop),
+            wrap=self.kind.wrap,
+            storage_options=self.options,
+        )
 
     def loaded(self, level, index, start, stop):
         if level not in self.levels:
             return None
-        done = self._load_file(self._path(start, stop), (self.key, start, stop))
-        if done is not None:
-            self.loaded_ranges.append((start, stop))
-        return done
+        path = self.kind.path_of(self.directory, self.key, start, stop)
+        return self.kind.load(path, self.shape, (self.key, start, stop), self.options)
 
-    def merge(self, level, index, start, stop, params):
+    def merge(self, level, index, start, stop, node):
         if level not in self.levels:
-            return super().merge(level, index, start, stop, params)
-        return functools.partial(
-            self.save_merge,
-            path=self._path(start, stop),
-            cover=(self.key, start, stop),
-            storage_options=self.options,
-            **params,
-        )
+            return node
+        return functools.partial(combine_and_save, combine=node, **self._where(start, stop))
 
     def lone_leaf(self, start, stop):
-        return functools.partial(
-            self.save_leaf,
-            path=self._path(start, stop),
-            cover=(self.key, start, stop),
-            storage_options=self.options,
-        )
-
-
-def _run_key(
-    X,
-    sample_weight,
-    *,
-    size,
-    method,
-    mini_batch_size,
-    split_every,
-    budget,
-    entropy,
-    metric="euclidean",
-):
-    # A cosine run's files hold summaries of unit rows: its key differs; euclidean keys as before.
-    extra = {} if metric == "euclidean" else {"metric": metric}
-    return run_key(
-        X,
-        sample_weight,
-        size=int(size),
-        method=method,
-        mini_batch_size=int(mini_batch_size),
-        split_every=max(2, int(split_every)),
-        budget=int(budget),
-        entropy=entropy,
-        **extra,
-    )
-
-
-def fit_summary(
-    X,
-    sample_weight,
-    *,
-    directory,
-    size,
-    method,
-    mini_batch_size,
-    split_every,
-    budget,
-    entropy,
-    storage_options=None,
-    metric="euclidean",
-):
-    """:func:`._graph.fit_summary` with first-level nodes and wave roots saved to, and loaded
-    from, files in ``directory``; a restarted fit reads only the chunks of unfinished ranges.
-
-    Returns ``(summary, n_loaded, n_ranges)``: the summary, the number of first-level chunk
-    ranges whose summaries came from files (directly or inside a loaded wave) and the number
-    of first-level ranges.
-    """
-    split_every = max(2, int(split_every))
-    params = dict(
-        size=size,
-        method=method,
-        mini_batch_size=mini_batch_size,
-        split_every=split_every,
-        budget=budget,
-        entropy=entropy,
-        metric=metric,
-    )
-    n_blocks = X.numblocks[0]
-    hooks = _Files(
-        directory,
-        _run_key(X, sample_weight, **params),
-        X.shape[1],
-        _graph.wave_levels(n_blocks, split_every),
-        storage_options,
-    )
-    summary = _graph.fit_summary(X, sample_weight, hooks=hooks, **params)
-    n_ranges = -(-n_blocks // split_every)
-    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
-    return summary, n_loaded, n_ranges
+        return functools.partial(saved, **self._where(start, stop))
 
 
 # ---------------------------------------------------------------------- refinement passes
@@ -441,7 +364,7 @@ def _load_stats_local(path, shape, expect):
             weights, offsets, sq = (
                 np.asarray(data[f], dtype=np.float64) for f in _STATS_ARRAYS[1:]
             )
-            stats = _graph.RefineStats(
+            stats = RefineStats(
                 keys,
                 weights,
                 offsets,
@@ -458,7 +381,7 @@ def _load_stats_local(path, shape, expect):
     if (
         stored != (str(expect[0]), int(expect[1]), int(expect[2]))
         or checksum != _stats_checksum(stats, expect)
-        or (stats.k, stats.cap) != (k, _graph.refine_cap(k, d))
+        or (stats.k, stats.cap) != (k, refine_cap(k, d))
         or not 0 <= stats.level <= REFINE_TOP_LEVEL
         or keys.shape != (n,)
         or weights.shape != (n,)
@@ -479,57 +402,68 @@ def _load_stats(path, shape, expect, storage_options=None):
     return _read(path, lambda local: _load_stats_local(local, shape, expect), storage_options)
 
 
-def refine_merge_and_save(*children, path, cover, storage_options=None, **params):
-    """A :func:`._graph.refine_merge`, saved to ``path`` with what it ``cover``s (a task)."""
-    out = _graph.refine_merge(*children, **params)
-    _save(_Stats(out, cover), path, storage_options)
-    return out
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """What one kind of checkpoint file holds: its path for a range, the wrapper whose
+    ``save`` writes a result with what it covers, and the loader (None when not valid)."""
+
+    path_of: Callable
+    wrap: type
+    load: Callable
 
 
-def refine_leaf_and_save(stats, path, cover, storage_options=None):
-    """The stats of a lone chunk (the whole data), saved to ``path`` (a task)."""
-    _save(_Stats(stats, cover), path, storage_options)
-    return stats
+#: Files of a fit's summary: ``summary-<key>-<start>-<stop>.npz``.
+SUMMARIES = _Kind(range_path, _Covered, _load)
+#: Files of a refinement pass: ``refine-<key>-<start>-<stop>.npz``.
+REFINE_STATS = _Kind(refine_path, _Stats, _load_stats)
 
 
-class _RefineFiles(_Files):
-    """Checkpoint hooks of :func:`._graph.refine_pass`: :class:`_Files` with the stats of
-    each range saved to ``refine_path(directory, key, start, stop)``; its ``n_features``
-    argument is the centers' shape (k, d), which the stats must have."""
+class Checkpoint:
+    """A checkpoint directory (a local path or an fsspec URL with its ``storage_options``):
+    the hooks that let the wave engine load and save the ranges of a fit's reductions."""
 
-    combine = staticmethod(_graph.refine_merge)
-    path_of = staticmethod(refine_path)
-    save_merge = staticmethod(refine_merge_and_save)
-    save_leaf = staticmethod(refine_leaf_and_save)
+    def __init__(self, directory, storage_options=None):
+        self.directory, self.storage_options = directory, storage_options
 
-    def _load_file(self, path, expect):
-        return _load_stats(path, self.n_features, expect, self.options)
+    @classmethod
+    def open(cls, checkpoint, random_state, storage_options=None):
+        """None when ``checkpoint`` is None, else the :class:`Checkpoint` of the validated
+        (and created) directory (:func:`check_directory`)."""
+        if checkpoint is None:
+            return None
+        return cls(check_directory(checkpoint, random_state, storage_options), storage_options)
 
+    def _hooks(self, kind, key, shape, n_blocks, split_every):
+        return _Files(
+            kind,
+            self.directory,
+            key,
+            shape,
+            wave_levels(n_blocks, split_every),
+            self.storage_options,
+        )
 
-def refine_pass(
-    X, sample_weight, centers, *, directory, split_every, pass_number, storage_options=None
-):
-    """:func:`._graph.refine_pass` with each range's stats saved to, and loaded from, files in
-    ``directory``; the key holds the data, the weights, ``pass_number`` and the centers' hash.
-    ``storage_options``: of the filesystem of a ``directory`` URL, as for :func:`fit_summary`.
+    def summary_hooks(self, X, sample_weight, params):
+        """Hooks of :func:`._graph.fit_summary` for :class:`._graph.SummaryParams` ``params``:
+        first-level nodes and wave roots saved to, and loaded from, ``summary-*.npz`` files
+        keyed by the data, the weights and ``params``; a restarted fit reads only the chunks
+        of unfinished ranges."""
+        fields = ("size", "method", "mini_batch_size", "split_every", "budget", "entropy")
+        key = run_key(X, sample_weight, **params.keywords(*fields))
+        return self._hooks(SUMMARIES, key, X.shape[1], X.numblocks[0], params.split_every)
 
-    Returns ``(stats, n_loaded, n_ranges)`` as :func:`fit_summary`.
-    """
-    split_every = max(2, int(split_every))
-    host = np.ascontiguousarray(to_host(centers), dtype=np.float64)
-    centers_hash = hashlib.sha256(host.tobytes() + repr(host.shape).encode()).hexdigest()
-    key = run_key(
-        X,
-        sample_weight,
-        refine_pass=int(pass_number),
-        centers=centers_hash,
-        split_every=split_every,
-    )
-    n_blocks = X.numblocks[0]
-    hooks = _RefineFiles(
-        directory, key, host.shape, _graph.wave_levels(n_blocks, split_every), storage_options
-    )
-    stats = _graph.refine_pass(X, sample_weight, centers, split_every=split_every, hooks=hooks)
-    n_ranges = -(-n_blocks // split_every)
-    n_loaded = sum(-(-(b - a) // split_every) for a, b in hooks.loaded_ranges)
-    return stats, n_loaded, n_ranges
+    def refine_hooks(self, X, sample_weight, centers, split_every, pass_number):
+        """Hooks of :func:`._refine.refine_pass`: each range's stats saved to, and loaded
+        from, ``refine-*.npz`` files keyed by the data, the weights, ``pass_number`` and a
+        hash of ``centers``."""
+        split_every = max(2, int(split_every))
+        host = np.ascontiguousarray(to_host(centers), dtype=np.float64)
+        centers_hash = hashlib.sha256(host.tobytes() + repr(host.shape).encode()).hexdigest()
+        key = run_key(
+            X,
+            sample_weight,
+            refine_pass=int(pass_number),
+            centers=centers_hash,
+            split_every=split_every,
+        )
+        return self._hooks(REFINE_STATS, key, host.shape, X.numblocks[0], split_every)

@@ -112,13 +112,6 @@ def task_peak_bytes(X, method):
     return int(rows * task_bytes_per_row(X.shape[1], X.dtype, method))
 
 
-def _distributed_client():
-    """The distributed Client that ``dask.compute`` would use now, or None."""
-    from ._threads import distributed_client
-
-    return distributed_client()
-
-
 def smallest_memory_limit(client):
     """Smallest ``memory_limit`` (bytes) over the client's workers; None when none is set."""
     try:
@@ -188,7 +181,7 @@ def check_worker_memory(X, method):
     below the task's estimated peak. Returns that smallest ``memory_limit`` (None when there
     is none).
     """
-    client = _distributed_client()
+    client = distributed_client()
     limit = None if client is None else smallest_memory_limit(client)
     if limit is None:
         return None
@@ -303,3 +296,4 @@ def return_freed_chunks_to_the_os():
 
         M_MMAP_THRESHOLD = -3
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
+from ._threads import distributed_client

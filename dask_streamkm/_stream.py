@@ -56,7 +56,7 @@ from dask.core import flatten
 
 from . import _kernels as K
 from ._array import namespace, segment_sum
-from ._graph import check_block, predict_block
+from ._tasks import check_block, predict_block
 from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.

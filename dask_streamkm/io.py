@@ -683,7 +683,7 @@ def _open(path, name, columns, chunks, storage_options):
 def write_labels(labels, url, overwrite=False, storage_options=None):
     """Store a lazy 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
 
-    Written in waves of at most ``_graph.WAVE_CHUNKS`` chunks, each chunk to its own region of
+    Written in waves of at most ``_waves.WAVE_CHUNKS`` chunks, each chunk to its own region of
     one zarr array, so the graphs stay small at any chunk count. Uneven chunks are made regular
     first, as zarr requires. ``storage_options`` are those of the URL's fsspec filesystem.
 

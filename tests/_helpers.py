@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
+from dask_streamkm import _graph, _waves
 from dask_streamkm._gdelt import GDELT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,3 +199,21 @@ class GraphSizes(Callback):
 
     def _start(self, dsk):
         self.sizes.append(len(dsk))
+
+
+def summary_graph(X, sample_weight, **params):
+    """A delayed Summary of the dask array X in one graph (no waves), for the
+    :class:`dask_streamkm._graph.SummaryParams` ``params``; ``fit_summary`` computes the same
+    summary in waves of bounded size."""
+    params = _graph.SummaryParams(**params)
+    graph, _ = _waves.wave_graph(
+        X,
+        sample_weight,
+        0,
+        X.numblocks[0],
+        levels=0,
+        row_starts=_waves.row_starts(X),
+        spec=params.reduction(),
+        split_every=params.split_every,
+    )
+    return graph

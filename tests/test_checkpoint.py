@@ -1,4 +1,8 @@
-"""Checkpoint and resume: finished chunk ranges are saved and reloaded, not read again."""
+"""Checkpoint and resume: finished chunk ranges are saved and reloaded, not read again.
+
+The summary's and the refinement passes' files, on disk and on an object store; files of
+other data, parameters or metric never used; damaged files recomputed; the checkpoint a
+plug-in of the wave engine (the same call with or without it)."""
 
 import os
 import shutil
@@ -9,12 +13,14 @@ import time
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from _helpers import counting_like, mixture_store
+from _helpers import S3_SECRET, counting_like, mixture_store
 
-from dask_streamkm import StreamingKMeans, Summary, _graph
+from dask_streamkm import StreamingKMeans, Summary, _graph, _refine, _waves
+from dask_streamkm._checkpoint import Checkpoint
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.io import open_array
 
@@ -265,7 +271,7 @@ def test_truncated_or_old_format_file_is_recomputed(store, tmp_path):
 
 def test_waves_save_their_roots_and_resume(store, tmp_path, monkeypatch):
     # 24 chunks in waves of 4 x 4 = 16 chunks: ranges of 4 chunks and the roots of two waves.
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 16)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 16)
     ck = tmp_path / "ck"
     X = open_array(store, chunks=1_000)
     ref = StreamingKMeans(4, random_state=0, split_every=4).fit(X)
@@ -280,3 +286,187 @@ def test_waves_save_their_roots_and_resume(store, tmp_path, monkeypatch):
     km, reads = _refit_reads(store, ck)
     assert reads == {r: 1 for r in range(20_000, 24_000, 1000)}
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+
+
+# ---------------------------------------------------------------------- data and parameters
+def test_cosine_checkpoint_files_are_not_shared_with_euclidean(store, tmp_path):
+    Xd = open_array(store, chunks=1_000)
+    ck = tmp_path / "ck"
+    StreamingKMeans(6, random_state=0, checkpoint=ck).fit(Xd)
+    n_files = len(list(ck.iterdir()))
+    km = StreamingKMeans(6, random_state=0, checkpoint=ck, metric="cosine").fit(Xd)
+    ref = StreamingKMeans(6, random_state=0, metric="cosine").fit(Xd)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert len(list(ck.iterdir())) == 2 * n_files
+
+
+def _rewrite_values(path, rng):
+    """New values, same shape: only the chunk files change (zarr.json is not rewritten)."""
+    array = zarr.open_array(path, mode="r+")
+    new = rng.standard_normal(array.shape).astype(array.dtype)
+    time.sleep(0.01)
+    array[:] = new
+    return new
+
+
+@pytest.mark.parametrize("opener", ["open_array", "da.from_zarr"])
+def test_rewritten_store_is_read_again_with_a_checkpoint(tmp_path, rng, opener):
+    path = tmp_path / "x.zarr"
+    zarr.create_array(path, data=rng.standard_normal((2000, 4)).astype(np.float32), chunks=(250, 4))
+    meta = (path / "zarr.json").stat().st_mtime_ns
+
+    def load():
+        return open_array(path, chunks=250) if opener == "open_array" else da.from_zarr(str(path))
+
+    params = dict(n_clusters=3, random_state=0, checkpoint=tmp_path / "ckpt")
+    first = StreamingKMeans(**params).fit(load())
+    new = _rewrite_values(path, rng)
+    assert (path / "zarr.json").stat().st_mtime_ns == meta
+    second = StreamingKMeans(**params).fit(load())
+    ref = StreamingKMeans(3, random_state=0).fit(da.from_array(new, chunks=(250, 4)))
+    assert not np.array_equal(first.cluster_centers_, second.cluster_centers_)
+    np.testing.assert_array_equal(second.cluster_centers_, ref.cluster_centers_)
+    # Unchanged data: the files are used, nothing is read.
+    X = load()
+    Xc, counter = counting_like(X, zarr.open(path, mode="r"))
+    third = StreamingKMeans(**params).fit(Xc if opener == "open_array" else X)
+    np.testing.assert_array_equal(third.cluster_centers_, second.cluster_centers_)
+    if opener == "open_array":
+        assert counter.reads == {}
+
+
+# ---------------------------------------------------------------------- refinement passes
+@pytest.fixture
+def refine_store(tmp_path):
+    return mixture_store(tmp_path, 16_000)
+
+
+def _refine_files(ck):
+    return sorted(Path(ck).glob("refine-*.npz"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(refine_store, tmp_path):
+    X = open_array(refine_store, chunks=1_000)
+    params = dict(random_state=0, split_every=4, refine_passes=2)
+    ref = StreamingKMeans(4, **params).fit(X)
+    ck = tmp_path / "ck"
+    first = StreamingKMeans(4, checkpoint=ck, **params).fit(X)
+    np.testing.assert_array_equal(first.cluster_centers_, ref.cluster_centers_)
+    assert first.inertia_ == ref.inertia_
+    files = _refine_files(ck)
+    keys = {p.name.split("-")[1] for p in files}
+    assert len(files) == 8 and len(keys) == 2  # 4 ranges per pass, a key per pass
+    # As if the second pass had been interrupted after two of its four ranges.
+    second = [p for p in files if p.name.split("-")[1] == files[-1].name.split("-")[1]]
+    lost = sorted(second, key=lambda p: p.name)[2:]
+    for p in lost:
+        p.unlink()
+    Xc, counter = counting_like(X, zarr.open(refine_store, mode="r"))
+    km = StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
+    assert counter.reads == {r: 1 for r in range(8_000, 16_000, 1_000)}
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+    Xc, counter = counting_like(X, zarr.open(refine_store, mode="r"))
+    StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
+    assert counter.reads == {}
+
+
+def test_edited_refine_file_is_recomputed(refine_store, tmp_path):
+    X = open_array(refine_store, chunks=1_000)
+    ck = tmp_path / "ck"
+    params = dict(random_state=0, split_every=4, refine_passes=1, checkpoint=ck)
+    ref = StreamingKMeans(4, **params).fit(X)
+    path = _refine_files(ck)[0]
+    with np.load(path) as f:
+        fields = {k: f[k] for k in f.files}
+    fields["sq"] = fields["sq"] * 2
+    np.savez(path, **fields)
+    Xc, counter = counting_like(X, zarr.open(refine_store, mode="r"))
+    km = StreamingKMeans(4, **params).fit(Xc)
+    assert counter.n_reads == 4
+    assert km.inertia_ == ref.inertia_
+
+
+# ---------------------------------------------------------------------- object stores
+def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
+    import s3fs
+
+    options = s3_server["storage_options"]
+    url = f"{s3_bucket}/x.zarr"
+    X = make_mixture(6_000, 4, 8, chunks=1_000, random_state=5, dtype=np.float64)
+    X.to_zarr(zarr.storage.FsspecStore.from_url(url, storage_options=options))
+    ckpt = f"{s3_bucket}/ckpt"
+    params = dict(random_state=0, split_every=2, refine_passes=1)
+    ref = StreamingKMeans(4, **params).fit(X)
+    params.update(checkpoint=ckpt, storage_options=options)
+    km = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    fs = s3fs.S3FileSystem(**options)
+    fs.invalidate_cache()
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
+    assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
+    again = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
+    assert again.inertia_ == ref.inertia_
+
+
+def test_checkpoint_storage_options_reach_the_tasks_without_any_environment(
+    s3_server, s3_bucket, tmp_path
+):
+    """A checkpoint URL reached with ``storage_options`` alone (no AWS variables, a fresh
+    process): every file is saved through the options, and the model file holds none of them."""
+    import json
+
+    import s3fs
+
+    options = s3_server["storage_options"]
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from dask_streamkm import StreamingKMeans\n"
+        "options = json.loads(sys.argv[1])\n"
+        "X = np.random.default_rng(0).normal(size=(1600, 3))\n"
+        "import dask.array as da\n"
+        "km = StreamingKMeans(3, random_state=0, checkpoint=sys.argv[2], storage_options=options)\n"
+        "km.fit(da.from_array(X, chunks=(200, -1)))\n"
+        "km.save(sys.argv[3])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    ckpt = f"{s3_bucket}/ckpt"
+    cmd = [sys.executable, str(script), json.dumps(options), ckpt, str(tmp_path / "m.npz")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = s3fs.S3FileSystem(**options).find(ckpt)
+    assert len([f for f in files if f.endswith(".npz")]) == 1  # 8 chunks, split_every=8
+    assert S3_SECRET.encode() not in (tmp_path / "m.npz").read_bytes()
+    assert StreamingKMeans.load(tmp_path / "m.npz").storage_options is None
+
+
+# ---------------------------------------------------------------------- the engine's plug-in
+def test_the_summary_and_a_refinement_pass_take_a_checkpoint_through_the_same_call(store, tmp_path):
+    # One call with or without a checkpoint, the same result type and numbers; with one, a
+    # second call loads every range and reads no chunk.
+    X = open_array(store, chunks=1_000)
+    params = _graph.SummaryParams(
+        size=32, method="stream", mini_batch_size=256, split_every=4, budget=400, entropy=3
+    )
+    checkpoint = Checkpoint.open(tmp_path / "ck", random_state=0)
+    plain = _graph.fit_summary(X, None, params)
+    centers = plain.centroids[:4]
+    plain_stats = _refine.refine_pass(X, None, centers, split_every=4)
+    for _ in range(2):
+        Xc, counter = counting_like(X, zarr.open(store, mode="r"))
+        saved = _graph.fit_summary(Xc, None, params, checkpoint=checkpoint)
+        stats = _refine.refine_pass(
+            Xc, None, centers, split_every=4, checkpoint=checkpoint, pass_number=0
+        )
+        assert type(saved) is type(plain) and type(stats) is type(plain_stats)
+        for field in ("weights", "linear_sums", "square_sums"):
+            np.testing.assert_array_equal(getattr(saved, field), getattr(plain, field))
+        for got, want in zip(stats.arrays, plain_stats.arrays, strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert counter.reads == {}
+    assert len(_files(tmp_path / "ck")) == 6  # 24 chunks in ranges of 4
+    assert len(list((tmp_path / "ck").glob("refine-*.npz"))) == 6
+    assert Checkpoint.open(None, random_state=0) is None

@@ -396,7 +396,7 @@ def test_a_failing_command_never_prints_its_storage_options(store, tmp_path, cap
 def test_progress_counts_small_chunks_summarized_several_to_a_task(capsys):
     import dask.array as da
 
-    from dask_streamkm import StreamingKMeans, _graph
+    from dask_streamkm import StreamingKMeans, _waves
     from dask_streamkm._connect import _chunk_count
     from dask_streamkm.cli import FIT_TASKS, _progress
 
@@ -404,7 +404,7 @@ def test_progress_counts_small_chunks_summarized_several_to_a_task(capsys):
     assert [_chunk_count(k, FIT_TASKS) for k in ("merge-ab12", "getitem-leaf-ab12")] == [0, 1]
     # 10 chunks of 10 x 2 (160 bytes) in groups of 4, 4 and 2: each group one task.
     X = da.ones((100, 2), chunks=(10, 2))
-    assert _graph.small_chunks(X, 0, 10)
+    assert _waves.small_chunks(X, 0, 10)
     with dask.config.set(scheduler="sync"), _progress(None, FIT_TASKS, "fit", False) as counts:
         StreamingKMeans(2, random_state=0, split_every=4).fit(X)
     assert counts == {"done": 10, "total": 10}

@@ -210,17 +210,6 @@ def test_zero_norm_row_is_an_error_naming_the_chunk(X):
     StreamingKMeans(6, random_state=0).fit(Zd)
 
 
-def test_cosine_checkpoint_files_are_not_shared_with_euclidean(X, tmp_path):
-    Xd = da.from_array(X, chunks=1_000)
-    ck = tmp_path / "ck"
-    StreamingKMeans(6, random_state=0, checkpoint=ck).fit(Xd)
-    n_files = len(list(ck.iterdir()))
-    km = StreamingKMeans(6, random_state=0, checkpoint=ck, metric="cosine").fit(Xd)
-    ref = StreamingKMeans(6, random_state=0, metric="cosine").fit(Xd)
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    assert len(list(ck.iterdir())) == 2 * n_files
-
-
 # ---------------------------------------------------------------------- bad input
 def test_unknown_metric_is_refused():
     with pytest.raises(ValueError, match=r"metric='manhattan' should be one of"):

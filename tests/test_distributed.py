@@ -137,9 +137,9 @@ def test_cli_fit_on_a_local_cluster(tmp_path, capsys):
 def test_one_probe_finds_the_client_that_computes(client):
     """The library asks one question, "which client would dask.compute use now?", and its
     answer follows dask.config: a local scheduler named there computes, not the client."""
-    from dask_streamkm import _graph, _memory, _threads
+    from dask_streamkm import _threads
 
-    probes = (_threads.distributed_client, _memory._distributed_client, _graph._distributed_client)
+    probes = (_threads.distributed_client,)
     assert all(probe() is client for probe in probes)
     with dask.config.set(scheduler=client):
         assert all(probe() is client for probe in probes)

@@ -4,8 +4,10 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from _helpers import summary_graph
 
-from dask_streamkm import StreamingKMeans, _graph
+from dask_streamkm import StreamingKMeans, _graph, _tasks, _waves
+from dask_streamkm._graph import SummaryParams
 
 N, D = 2000, 3
 
@@ -30,7 +32,7 @@ def data():
 def run_graph(X, w, chunks, split_every, budget=10_000, size=64, method="stream"):
     Xd = da.from_array(X, chunks=(chunks, D))
     wd = None if w is None else da.from_array(w, chunks=(chunks,))
-    g = _graph.summary_graph(
+    g = summary_graph(
         Xd,
         wd,
         size=size,
@@ -71,6 +73,27 @@ def test_budget_reduces_and_conserves(data, split_every):
     np.testing.assert_allclose(s.linear_sums.sum(0), X.sum(0), rtol=1e-10)
 
 
+def tree(nodes, *, split_every, budget, size, entropy, level=1):
+    """Merge delayed summaries ``split_every`` at a time until one is left (one delayed call
+    per merge, each with the cap and seed of a summary's node: :meth:`SummaryParams.reduction`
+    as the waves use it)."""
+    params = SummaryParams(size, "stream", 1, split_every, budget, entropy)
+    covered, n_leaves = [1] * len(nodes), len(nodes)
+    while len(nodes) > 1:
+        groups = range(0, len(nodes), params.split_every)
+        next_covered = [sum(covered[i : i + params.split_every]) for i in groups]
+        nodes = [
+            dask.delayed(_tasks.merge, pure=True)(
+                *nodes[i : i + params.split_every],
+                **params.reduction().keywords(level, i // params.split_every, c, n_leaves),
+            )
+            for i, c in zip(groups, next_covered, strict=True)
+        ]
+        covered = next_covered
+        level += 1
+    return nodes[0]
+
+
 def test_tree_fan_in(monkeypatch):
     nodes = [dask.delayed(i) for i in range(10)]
     seen = []
@@ -79,8 +102,8 @@ def test_tree_fan_in(monkeypatch):
         seen.append((kw["level"], kw["index"], len(children), kw["cap"]))
         return children[0]
 
-    monkeypatch.setattr(_graph, "merge", spy)
-    out = _graph.tree(nodes, split_every=3, budget=100, size=4, entropy=0)
+    monkeypatch.setattr(_tasks, "merge", spy)
+    out = tree(nodes, split_every=3, budget=100, size=4, entropy=0)
     dask.compute(out, scheduler="sync")
     # 10 leaves -> 4 nodes (3, 3, 3, 1) -> 2 nodes (3, 1) -> 1 node (2); each node's cap is
     # its share of the budget (100 * leaves / 10), at least one leaf's size (4).
@@ -93,6 +116,33 @@ def test_tree_fan_in(monkeypatch):
         (2, 1, 1, 10),
         (3, 0, 2, 100),
     ]
+
+
+def test_summary_params_are_one_normalized_frozen_value():
+    import dataclasses
+
+    params = SummaryParams(
+        size=np.int64(16),
+        method="stream",
+        mini_batch_size=64.0,
+        split_every=1,
+        budget=200,
+        entropy=[7, 12],
+    )
+    assert (params.size, params.split_every, params.entropy) == (16, 2, (7, 12))
+    assert type(params.size) is int and type(params.mini_batch_size) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.size = 8
+    same = SummaryParams(16, "stream", 64, 2, 200, (7, 12))
+    assert same == params and hash(same) == hash(params) and same.token == params.token
+    cosine = dataclasses.replace(params, metric="cosine")
+    assert cosine.token != params.token
+    # A leaf gets only the fields it uses; the metric only when it is not euclidean.
+    assert params.keywords("size", "entropy") == {"size": 16, "entropy": (7, 12)}
+    assert cosine.keywords("size") == {"size": 16, "metric": "cosine"}
+    assert params.reduction().keywords(2, 1, 40, 160) == dict(
+        cap=max(-(-200 * 40 // 160), 16), level=2, index=1, entropy=(7, 12)
+    )
 
 
 def test_node_cap():
@@ -108,13 +158,13 @@ def test_merges_stay_bounded_with_many_chunks(monkeypatch):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(6400, 3))
     unions = []
-    merge = _graph.merge
+    merge = _tasks.merge
 
     def spy(*children, **kw):
         unions.append(sum(c.n_groups for c in children))
         return merge(*children, **kw)
 
-    monkeypatch.setattr(_graph, "merge", spy)
+    monkeypatch.setattr(_graph, "merge", spy)  # the summary's combine, looked up per fit
     s = run_graph(X, None, (100,) * 64, 4, budget=400, size=64)
     assert len(unions) == 16 + 4 + 1
     assert max(unions) <= max(400, 4 * 64)
@@ -181,14 +231,14 @@ def test_graph_builds_pause_the_collector_and_give_it_back(was_on):
 
     seen = []
 
-    @_graph.collector_paused()
+    @_waves.collector_paused()
     def build(fail):
         seen.append(gc.isenabled())
         if fail:
             raise RuntimeError("build failed")
 
     # the waves' own builders are wrapped
-    assert hasattr(_graph.wave_graph, "__wrapped__") and hasattr(_graph.block_wave, "__wrapped__")
+    assert hasattr(_waves.wave_graph, "__wrapped__") and hasattr(_waves.block_wave, "__wrapped__")
     try:
         gc.enable() if was_on else gc.disable()
         build(False)
@@ -208,8 +258,8 @@ def test_row_starts_match_the_cumulative_row_counts(n_chunks, monkeypatch):
     chunks = tuple(int(c) for c in rng.integers(0, 9, n_chunks))
     expected = np.concatenate([[0], np.cumsum(chunks, dtype=np.int64)])
     for stride in (4096, 3):
-        monkeypatch.setattr(_graph.RowStarts, "STRIDE", stride)
-        starts = _graph.RowStarts(chunks)
+        monkeypatch.setattr(_waves.RowStarts, "STRIDE", stride)
+        starts = _waves.RowStarts(chunks)
         order = rng.permutation(n_chunks + 1)
         assert len(starts) == n_chunks + 1
         assert [starts[i] for i in order] == expected[order].tolist()
@@ -253,7 +303,7 @@ def test_needed_tasks_are_what_dasks_cull_keeps(tmp_path):
     for name, X in _arrays_of_many_kinds(tmp_path).items():
         graph = X.__dask_graph__()
         keys = {(X.name, i, 0) for i in range(1, min(4, X.numblocks[0]))}
-        ours = convert_legacy_graph(_graph.needed_tasks(graph, keys))
+        ours = convert_legacy_graph(_waves.needed_tasks(graph, keys))
         dasks = convert_legacy_graph(ensure_dict(graph.cull(keys)))
         assert set(ours) == set(dasks), name
         assert len(ours) < len(convert_legacy_graph(ensure_dict(graph))), name
@@ -266,7 +316,7 @@ def test_needed_tasks_are_what_dasks_cull_keeps(tmp_path):
 def test_a_fit_over_a_zarr_store_does_not_list_every_key_of_its_graph(tmp_path, monkeypatch):
     # dask's own cull keeps a set of every key of the array's graph (126 MB at 10^6 chunks)
     # when a layer holds old-style tasks, as a zarr-backed array's does.
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 8)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 8)
     X = _arrays_of_many_kinds(tmp_path)["zarr"]
     graph = X.__dask_graph__()
     assert any(layer.has_legacy_tasks for layer in graph.layers.values())
@@ -280,7 +330,7 @@ def test_graph_keys_answer_as_a_set_of_the_graphs_keys_would(tmp_path):
     for name, X in _arrays_of_many_kinds(tmp_path).items():
         graph = X.__dask_graph__()
         every = set(graph.get_all_external_keys())
-        known = _graph._GraphKeys(graph)
+        known = _waves._GraphKeys(graph)
         n = X.numblocks[0]
         probes = [
             *sorted(every, key=str)[:50],
@@ -309,6 +359,6 @@ def test_needed_tasks_of_an_array_of_thousands_of_layers():
     for _ in range(1500):  # more layers than Python's recursion limit
         X = X + 1
     keys = {(X.name, 1, 0)}
-    got = _graph.needed_tasks(X.__dask_graph__(), keys)
+    got = _waves.needed_tasks(X.__dask_graph__(), keys)
     assert 1500 < len(got) < 1600  # one chunk's chain, not the four chunks'
     np.testing.assert_array_equal(dask.get(got, (X.name, 1, 0)), np.full((10, 2), 1501.0))

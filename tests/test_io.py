@@ -153,42 +153,6 @@ def test_fit_reads_every_chunk_exactly_once(tmp_path, rng, scheduler):
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
 
 
-# ---------------------------------------------------------------------- fingerprints
-def _rewrite_values(path, rng):
-    """New values, same shape: only the chunk files change (zarr.json is not rewritten)."""
-    array = zarr.open_array(path, mode="r+")
-    new = rng.standard_normal(array.shape).astype(array.dtype)
-    time.sleep(0.01)
-    array[:] = new
-    return new
-
-
-@pytest.mark.parametrize("opener", ["open_array", "da.from_zarr"])
-def test_rewritten_store_is_read_again_with_a_checkpoint(tmp_path, rng, opener):
-    path = tmp_path / "x.zarr"
-    zarr.create_array(path, data=_data(rng, 2000), chunks=(250, 4))
-    meta = (path / "zarr.json").stat().st_mtime_ns
-
-    def load():
-        return open_array(path, chunks=250) if opener == "open_array" else da.from_zarr(str(path))
-
-    params = dict(n_clusters=3, random_state=0, checkpoint=tmp_path / "ckpt")
-    first = StreamingKMeans(**params).fit(load())
-    new = _rewrite_values(path, rng)
-    assert (path / "zarr.json").stat().st_mtime_ns == meta
-    second = StreamingKMeans(**params).fit(load())
-    ref = StreamingKMeans(3, random_state=0).fit(da.from_array(new, chunks=(250, 4)))
-    assert not np.array_equal(first.cluster_centers_, second.cluster_centers_)
-    np.testing.assert_array_equal(second.cluster_centers_, ref.cluster_centers_)
-    # Unchanged data: the files are used, nothing is read.
-    X = load()
-    Xc, counter = counting_like(X, zarr.open(path, mode="r"))
-    third = StreamingKMeans(**params).fit(Xc if opener == "open_array" else X)
-    np.testing.assert_array_equal(third.cluster_centers_, second.cluster_centers_)
-    if opener == "open_array":
-        assert counter.reads == {}
-
-
 # ---------------------------------------------------------------------- damaged inputs
 def test_damaged_inputs_name_the_file_and_the_fix(tmp_path, rng):
     zarr.create_array(tmp_path / "x.zarr", data=_data(rng))

@@ -11,7 +11,7 @@ import pytest
 import zarr
 from _helpers import counting_like, local_cluster_client, mixture_store, nearest, true_cost
 
-from dask_streamkm import StreamingKMeans, Summary, _graph, _kernels
+from dask_streamkm import StreamingKMeans, Summary, _kernels, _refine, _waves
 from dask_streamkm._kernels import lloyd_step_centers, refine_groups
 from dask_streamkm._model_io import ModelFileError
 from dask_streamkm.cli import main
@@ -54,7 +54,7 @@ def group_bound(stats, start, centers):
 def test_a_pass_gives_the_exact_lloyd_step_and_cost(data):
     Xd, wd, X, w = data
     start = fit(Xd, wd, 0).cluster_centers_
-    stats = _graph.refine_pass(Xd, wd, start, split_every=2)
+    stats = _refine.refine_pass(Xd, wd, start, split_every=2)
     sums, weights, cost = stats.lloyd_stats(start)
     expected, exact_cost, sizes = lloyd_step(X, start, w)
     np.testing.assert_allclose(sums / weights[:, None], expected, rtol=1e-12, atol=0)
@@ -77,7 +77,7 @@ def test_one_pass_ends_below_the_exact_step(data):
     # inertia_ is the exact weighted cost of the centers the pass started from.
     assert one.inertia_ == pytest.approx(cost, rel=1e-9)
     np.testing.assert_allclose(one.cluster_sizes_, sizes, rtol=1e-12)
-    stats = _graph.refine_pass(Xd, wd, start.cluster_centers_, split_every=2)
+    stats = _refine.refine_pass(Xd, wd, start.cluster_centers_, split_every=2)
     final = true_cost(X, one.cluster_centers_, w)
     assert final <= group_bound(stats, start.cluster_centers_, one.cluster_centers_) * (1 + 1e-12)
     assert group_bound(stats, start.cluster_centers_, one.cluster_centers_) <= cost
@@ -116,9 +116,9 @@ def test_unweighted_and_float32(data, offset):
 def test_nodes_over_their_cap_merge_bands_and_keep_the_exact_step(data, monkeypatch):
     Xd, wd, X, w = data
     start = fit(Xd, wd, 0).cluster_centers_
-    fine = _graph.refine_pass(Xd, wd, start, split_every=2)
-    monkeypatch.setattr(_graph, "refine_cap", lambda k, d: 2 * k)
-    coarse = _graph.refine_pass(Xd, wd, start, split_every=2)
+    fine = _refine.refine_pass(Xd, wd, start, split_every=2)
+    monkeypatch.setattr(_refine, "refine_cap", lambda k, d: 2 * k)
+    coarse = _refine.refine_pass(Xd, wd, start, split_every=2)
     assert fine.level == 0 and coarse.level > 0
     assert coarse.keys.shape[0] <= 12 < fine.keys.shape[0]
     for a, b in zip(coarse.lloyd_stats(start), fine.lloyd_stats(start), strict=True):
@@ -132,10 +132,10 @@ def _leaves(data, cap):
     start = fit(Xd, wd, 0).cluster_centers_
     leaves, row = [], 0
     for i, rows in enumerate(Xd.chunks[0]):
-        leaf = _graph.refine_leaf(
+        leaf = _refine.refine_leaf(
             X[row : row + rows], w[row : row + rows], index=i, row_start=row, centers=start
         )
-        leaves.append(_graph.RefineStats(*leaf.arrays, level=leaf.level, k=leaf.k, cap=cap))
+        leaves.append(_refine.RefineStats(*leaf.arrays, level=leaf.level, k=leaf.k, cap=cap))
         row += rows
     return leaves
 
@@ -143,10 +143,10 @@ def _leaves(data, cap):
 @pytest.mark.parametrize("cap", [10**6, 40, 12])
 def test_a_merge_adds_its_children_in_batches_as_one_at_a_time(data, cap):
     leaves = _leaves(data, cap)
-    together = _graph.refine_merge(*leaves)
+    together = _refine.refine_merge(*leaves)
     alone = leaves[0]
     for leaf in leaves[1:]:
-        alone = _graph.refine_merge(alone, leaf)
+        alone = _refine.refine_merge(alone, leaf)
     assert together.level == alone.level and (together.level > 0) == (cap < 10**6)
     assert together.keys.shape[0] <= cap
     np.testing.assert_array_equal(together.keys, alone.keys)
@@ -157,7 +157,7 @@ def test_a_merge_adds_its_children_in_batches_as_one_at_a_time(data, cap):
 def test_groups_as_points_relative_to_an_origin_and_in_any_order(data):
     Xd, wd, _, _ = data
     start = fit(Xd, wd, 0).cluster_centers_
-    stats = _graph.refine_pass(Xd, wd, start, split_every=2)
+    stats = _refine.refine_pass(Xd, wd, start, split_every=2)
     points, weights, sse = stats.points(start)
     origin = np.full(start.shape[1], 1e4)
     shifted, weights2, sse2 = stats.points(start, origin, np.float32)
@@ -178,7 +178,7 @@ def test_bit_identical_on_local_schedulers_and_in_waves(data, scheduler, monkeyp
     Xd, wd, _, _ = data
     with dask.config.set(scheduler="synchronous"):
         ref = fit(Xd, wd, 2)
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 2)  # 5 chunks: waves of 2, a tree above
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 2)  # 5 chunks: waves of 2, a tree above
     with dask.config.set(scheduler=scheduler):
         km = fit(Xd, wd, 2)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
@@ -203,7 +203,7 @@ def test_empty_center_is_reseeded_at_the_farthest_heavy_group(data):
     Xd = da.from_array(X, chunks=(2_000, -1))
     summary = Summary.from_points(X[:500])
     centers = np.vstack([X[:3], np.full((1, X.shape[1]), 1e6)])  # the last one gets no row
-    sums, weights, cost = _graph.refine_pass(Xd, None, centers, split_every=2).lloyd_stats(centers)
+    sums, weights, cost = _refine.refine_pass(Xd, None, centers, split_every=2).lloyd_stats(centers)
     assert weights[3] == 0 and weights.sum() == X.shape[0]
     new, n_reseeded = lloyd_step_centers(sums, weights, centers, summary.centroids, summary.weights)
     assert n_reseeded == 1
@@ -236,8 +236,8 @@ def test_kernel_on_array_api_strict():
     plain = refine_groups(X, C, w)
     for a, b in zip(strict, plain, strict=True):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
-    sums, weights, cost = _graph.refine_merge(
-        _graph.RefineStats(*plain, level=0, k=4, cap=100)
+    sums, weights, cost = _refine.refine_merge(
+        _refine.RefineStats(*plain, level=0, k=4, cap=100)
     ).lloyd_stats(C)
     labels = nearest(X, C)[0]
     np.testing.assert_allclose(weights, np.bincount(labels, w, minlength=4))
@@ -247,56 +247,10 @@ def test_kernel_on_array_api_strict():
     np.testing.assert_allclose(sums, ref, atol=1e-12)
 
 
-# ---------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------- reads
 @pytest.fixture
 def store(tmp_path):
     return mixture_store(tmp_path, 16_000)
-
-
-def _refine_files(ck):
-    return sorted(Path(ck).glob("refine-*.npz"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-
-
-def test_checkpoint_resume_reads_only_unfinished_ranges_of_a_pass(store, tmp_path):
-    X = open_array(store, chunks=1_000)
-    params = dict(random_state=0, split_every=4, refine_passes=2)
-    ref = StreamingKMeans(4, **params).fit(X)
-    ck = tmp_path / "ck"
-    first = StreamingKMeans(4, checkpoint=ck, **params).fit(X)
-    np.testing.assert_array_equal(first.cluster_centers_, ref.cluster_centers_)
-    assert first.inertia_ == ref.inertia_
-    files = _refine_files(ck)
-    keys = {p.name.split("-")[1] for p in files}
-    assert len(files) == 8 and len(keys) == 2  # 4 ranges per pass, a key per pass
-    # As if the second pass had been interrupted after two of its four ranges.
-    second = [p for p in files if p.name.split("-")[1] == files[-1].name.split("-")[1]]
-    lost = sorted(second, key=lambda p: p.name)[2:]
-    for p in lost:
-        p.unlink()
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    km = StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
-    assert counter.reads == {r: 1 for r in range(8_000, 16_000, 1_000)}
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    assert km.inertia_ == ref.inertia_
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    StreamingKMeans(4, checkpoint=ck, **params).fit(Xc)
-    assert counter.reads == {}
-
-
-def test_edited_refine_file_is_recomputed(store, tmp_path):
-    X = open_array(store, chunks=1_000)
-    ck = tmp_path / "ck"
-    params = dict(random_state=0, split_every=4, refine_passes=1, checkpoint=ck)
-    ref = StreamingKMeans(4, **params).fit(X)
-    path = _refine_files(ck)[0]
-    with np.load(path) as f:
-        fields = {k: f[k] for k in f.files}
-    fields["sq"] = fields["sq"] * 2
-    np.savez(path, **fields)
-    Xc, counter = counting_like(X, zarr.open(store, mode="r"))
-    km = StreamingKMeans(4, **params).fit(Xc)
-    assert counter.n_reads == 4
-    assert km.inertia_ == ref.inertia_
 
 
 def test_each_pass_reads_every_chunk_once(store):
@@ -335,7 +289,7 @@ def test_invalid_refine_passes(value):
 
 
 def test_the_lloyd_run_over_the_groups_costs_a_few_assignments_of_the_rows():
-    from dask_streamkm.estimator import refine_iterations
+    from dask_streamkm._refine import refine_iterations
 
     assert refine_iterations(300, 1_000, 1_000_000) == 300  # few groups: max_iter
     assert refine_iterations(300, 100_000, 1_000_000) == 15  # groups x iterations <= 1.5 rows
@@ -390,27 +344,6 @@ def test_cli_refine_passes(store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(a) for a in args + ["--refine-passes", "-1"]])
     assert "--refine-passes" in capsys.readouterr().err
-
-
-def test_refine_on_s3_data_with_an_s3_checkpoint(s3_server, s3_bucket):
-    import s3fs
-
-    options = s3_server["storage_options"]
-    url = f"{s3_bucket}/x.zarr"
-    X = make_mixture(6_000, 4, 8, chunks=1_000, random_state=5, dtype=np.float64)
-    X.to_zarr(zarr.storage.FsspecStore.from_url(url, storage_options=options))
-    ckpt = f"{s3_bucket}/ckpt"
-    params = dict(random_state=0, split_every=2, refine_passes=1)
-    ref = StreamingKMeans(4, **params).fit(X)
-    params.update(checkpoint=ckpt, storage_options=options)
-    km = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    fs = s3fs.S3FileSystem(**options)
-    fs.invalidate_cache()
-    names = [p.rsplit("/", 1)[-1] for p in fs.ls(ckpt.removeprefix("s3://"))]
-    assert sum(n.startswith("refine-") for n in names) == 3  # 6 chunks, split_every=2
-    again = StreamingKMeans(4, **params).fit(open_array(url, chunks=1_000, storage_options=options))
-    assert again.inertia_ == ref.inertia_
 
 
 @pytest.mark.parametrize(

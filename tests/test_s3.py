@@ -274,41 +274,6 @@ def test_secrets_never_in_messages_model_files_or_checkpoint_names(s3_server, s3
     assert S3_SECRET not in str(info.value)
 
 
-def test_checkpoint_storage_options_reach_the_tasks_without_any_environment(
-    s3_server, s3_bucket, tmp_path
-):
-    """A checkpoint URL reached with ``storage_options`` alone (no AWS variables, a fresh
-    process): every file is saved through the options, and the model file holds none of them."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    options = s3_server["storage_options"]
-    script = tmp_path / "fit.py"
-    script.write_text(
-        "import json, sys\n"
-        "import numpy as np\n"
-        "from dask_streamkm import StreamingKMeans\n"
-        "options = json.loads(sys.argv[1])\n"
-        "X = np.random.default_rng(0).normal(size=(1600, 3))\n"
-        "import dask.array as da\n"
-        "km = StreamingKMeans(3, random_state=0, checkpoint=sys.argv[2], storage_options=options)\n"
-        "km.fit(da.from_array(X, chunks=(200, -1)))\n"
-        "km.save(sys.argv[3])\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    ckpt = f"{s3_bucket}/ckpt"
-    cmd = [sys.executable, str(script), json.dumps(options), ckpt, str(tmp_path / "m.npz")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    files = _fs(s3_server).find(ckpt)
-    assert len([f for f in files if f.endswith(".npz")]) == 1  # 8 chunks, split_every=8
-    assert S3_SECRET.encode() not in (tmp_path / "m.npz").read_bytes()
-    assert StreamingKMeans.load(tmp_path / "m.npz").storage_options is None
-
-
 # ---------------------------------------------------------------------- example
 def test_example_cluster_object_store(s3_server, s3_bucket, tmp_path):
     bucket = s3_bucket.removeprefix("s3://")

@@ -5,9 +5,9 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from _helpers import GraphSizes
+from _helpers import GraphSizes, summary_graph
 
-from dask_streamkm import StreamingKMeans, _graph
+from dask_streamkm import StreamingKMeans, _graph, _waves
 
 PARAMS = dict(size=16, method="stream", mini_batch_size=64, budget=200, entropy=7)
 
@@ -31,21 +31,18 @@ def _same(a, b):
 def test_waves_equal_the_one_graph_tree(data, monkeypatch, split_every, weighted):
     X, w = data
     w = w if weighted else None
-    (one,) = dask.compute(
-        _graph.summary_graph(X, w, split_every=split_every, **PARAMS), scheduler="sync"
-    )
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 9)
+    (one,) = dask.compute(summary_graph(X, w, split_every=split_every, **PARAMS), scheduler="sync")
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 9)
     waves = []
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         got = _graph.fit_summary(
             X,
             w,
-            split_every=split_every,
+            _graph.SummaryParams(split_every=split_every, **PARAMS),
             on_wave=lambda a, b, n: waves.append((a, b, n)),
-            **PARAMS,
         )
     _same(got, one)
-    wave = split_every ** _graph.wave_levels(100, split_every, 9)
+    wave = split_every ** _waves.wave_levels(100, split_every, 9)
     assert wave <= 9
     assert [(a, b) for a, b, _ in waves] == [(a, min(a + wave, 100)) for a in range(0, 100, wave)]
     # Each graph: a wave's leaves (each with its chunk and weights read inside) and merges.
@@ -59,16 +56,16 @@ def test_largest_graph_of_a_fit_stays_bounded_with_many_chunks(monkeypatch, nest
     rng = np.random.default_rng(0)
     X = da.from_array(rng.normal(size=(24_000, 2)), chunks=(8, -1))
     params = dict(n_clusters=3, summary_size=8, split_every=4, random_state=0)
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 64)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 64)
     # Chunks of 128 bytes are summarized inside their first-level merge unless told otherwise.
-    monkeypatch.setattr(_graph, "NEST_LEAVES_BELOW_BYTES", 1 << 20 if nested else 0)
+    monkeypatch.setattr(_waves, "NEST_LEAVES_BELOW_BYTES", 1 << 20 if nested else 0)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km = StreamingKMeans(**params).fit(X)
     assert len(sizes.sizes) == -(-3000 // 64)
     # 64 leaves, each reading its chunk inside (fused), and 16 + 4 + 1 merges; nested, the
     # 16 first-level merges read and summarize their 4 chunks each.
     assert max(sizes.sizes) == (0 if nested else 64) + 16 + 4 + 1
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         ref = StreamingKMeans(**params).fit(X)
     # one graph: a leaf per chunk (nested: none) and the whole tree of merges
@@ -83,8 +80,8 @@ def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkey
     params = dict(n_clusters=4, summary_size=16, merge_budget=100, split_every=2, random_state=1)
     with dask.config.set(scheduler="sync"):
         ref = StreamingKMeans(**params).fit(X, sample_weight=w)
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 8)
-    monkeypatch.setattr(_graph, "WAVES_IN_FLIGHT", 3)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 8)
+    monkeypatch.setattr(_waves, "WAVES_IN_FLIGHT", 3)
     with dask.config.set(scheduler="threads"):
         threads = StreamingKMeans(**params).fit(X, sample_weight=w)
     np.testing.assert_array_equal(threads.cluster_centers_, ref.cluster_centers_)
@@ -102,6 +99,49 @@ def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkey
     # one submission per wave of 8 chunks, none over ~4 x 8 tasks
     assert len(counts) == -(-100 // 8)
     assert max(counts) <= 4 * 8 + 2
+
+
+def _rows_of(block, weight_block, *, index, row_start):
+    """A leaf of the rows reduction: its chunk's ``(index, first row, rows)``."""
+    return [(index, row_start, block.shape[0])]
+
+
+def _joined(*children, cap, level, index, entropy):
+    """The combine of the rows reduction: the children's rows in order, and this node."""
+    return [row for child in children for row in child] + [(level, index, cap, entropy, None)]
+
+
+@pytest.mark.parametrize("wave_chunks", [10**9, 9])
+def test_the_engine_computes_any_reduction_spec_in_the_same_tree(monkeypatch, wave_chunks):
+    # A reduction that only lists its chunks and nodes: every chunk once, in order, with its
+    # first row; each node's keywords from the spec's cap and seed rules, in waves or not.
+    chunks = (3, 0, 5, 1, 7, 2, 2, 4, 6, 1, 3)
+    X = da.from_array(np.zeros((sum(chunks), 2)), chunks=(chunks, -1))
+    spec = _waves.Reduction(
+        leaf=_rows_of,
+        combine=_joined,
+        token="rows",
+        cap=lambda covered, n_leaves: (covered, n_leaves),
+        entropy=5,
+    )
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", wave_chunks)
+    with dask.config.set(scheduler="sync"):
+        out = _waves.reduce_in_waves(X, None, spec, split_every=3)
+    starts = np.concatenate([[0], np.cumsum(chunks)[:-1]]).tolist()
+    assert [row for row in out if len(row) == 3] == list(
+        zip(range(len(chunks)), starts, chunks, strict=True)
+    )
+    nodes = sorted(row[:4] for row in out if len(row) == 5)
+    # 11 chunks, fan-in 3: nodes (1, 0..3), (2, 0..1), (3, 0); each its chunks' count.
+    assert nodes == [
+        (1, 0, (3, 11), 5),
+        (1, 1, (3, 11), 5),
+        (1, 2, (3, 11), 5),
+        (1, 3, (2, 11), 5),
+        (2, 0, (9, 11), 5),
+        (2, 1, (2, 11), 5),
+        (3, 0, (11, 11), 5),
+    ]
 
 
 try:

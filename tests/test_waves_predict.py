@@ -8,7 +8,7 @@ import pytest
 import zarr
 from _helpers import GraphSizes
 
-from dask_streamkm import StreamingKMeans, _graph
+from dask_streamkm import StreamingKMeans, _graph, _waves
 from dask_streamkm.io import write_labels
 from dask_streamkm.sagemaker import evaluate
 
@@ -37,7 +37,7 @@ def test_score_runs_in_bounded_graphs_and_equals_the_one_graph_sum(fitted, monke
     X, w, km = fitted
     w = w if weighted else None
     expected = _one_graph_sum(X, km.cluster_centers_, w)
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", WAVE)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", WAVE)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         got = -km.score(X, sample_weight=w)
     assert len(sizes.sizes) == -(-300 // WAVE)  # one graph per wave
@@ -55,7 +55,7 @@ def test_score_runs_in_bounded_graphs_and_equals_the_one_graph_sum(fitted, monke
 def test_score_without_waves_is_one_graph_of_every_chunk(fitted, monkeypatch):
     # the bound above is the waves' doing: with one wave the graph holds every chunk
     X, _, km = fitted
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 10**9)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 10**9)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         km.score(X)
     assert sizes.sizes == [300 + 1]
@@ -63,19 +63,19 @@ def test_score_without_waves_is_one_graph_of_every_chunk(fitted, monkeypatch):
 
 def test_score_does_not_depend_on_the_scheduler_or_the_wave_size(fitted, monkeypatch):
     X, w, km = fitted
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", WAVE)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", WAVE)
     with dask.config.set(scheduler="sync"):
         reference = km.score(X, sample_weight=w)
     with dask.config.set(scheduler="threads"):
         assert km.score(X, sample_weight=w) == reference
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", 7)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", 7)
     assert km.score(X, sample_weight=w) == pytest.approx(reference, rel=1e-14)
 
 
 def test_a_bad_weight_in_a_later_wave_names_its_chunk(fitted, monkeypatch):
     X, w, km = fitted
     bad = da.where(da.arange(3000, chunks=10) == 2995, np.nan, w)
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", WAVE)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", WAVE)
     with pytest.raises(ValueError, match="299"):
         km.score(X, sample_weight=bad)
 
@@ -85,7 +85,7 @@ def test_labels_are_written_in_bounded_graphs(fitted, monkeypatch, tmp_path, chu
     X, _, km = fitted
     X = X.rechunk((chunks[0], -1))
     expected = km.predict(X).compute()
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", WAVE)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", WAVE)
     with dask.config.set(scheduler="sync"), GraphSizes() as sizes:
         write_labels(km.predict(X), tmp_path / "labels.zarr")
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "labels.zarr", mode="r")[:], expected)
@@ -98,7 +98,7 @@ def test_labels_are_written_in_bounded_graphs(fitted, monkeypatch, tmp_path, chu
 def test_waves_on_a_distributed_client_give_the_local_results(fitted, monkeypatch, tmp_path):
     distributed = pytest.importorskip("distributed")
     X, w, km = fitted
-    monkeypatch.setattr(_graph, "WAVE_CHUNKS", WAVE)
+    monkeypatch.setattr(_waves, "WAVE_CHUNKS", WAVE)
     with dask.config.set(scheduler="sync"):
         expected = km.score(X, sample_weight=w)
     submitted = []

@@ -58,7 +58,7 @@ _FAULTS = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from dask_streamkm import _graph as G
+    from dask_streamkm import _refine, _tasks
     from dask_streamkm.datasets import make_mixture
 
     method = sys.argv[1]
@@ -68,10 +68,10 @@ _FAULTS = textwrap.dedent(
 
     def task(b, i):
         if method == "refine":
-            return G.refine_leaf(b, None, index=i, row_start=0, centers=centers)
+            return _refine.refine_leaf(b, None, index=i, row_start=0, centers=centers)
         if method == "score":
-            return G.sq_distance_part(b, None, centers, index=i, row_start=0)
-        return G.leaf(b, None, index=i, row_start=0, size=256, method=method,
+            return _tasks.sq_distance_part(b, None, centers, index=i, row_start=0)
+        return _tasks.leaf(b, None, index=i, row_start=0, size=256, method=method,
                       mini_batch_size=4096, entropy=0)
 
     task(blocks[0], 0)

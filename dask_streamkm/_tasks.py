@@ -1,0 +1,222 @@
+"""The per-chunk task functions: check a block, summarize it, merge summaries, predict, store.
+
+Each runs inside one task on one in-memory block (or on a few small results) and is pure: its
+output depends only on its arguments, seeds included (:mod:`._seeds`), so a graph gives the
+same result on every scheduler. Graphs of them are built by :mod:`._waves` (the summary's
+reduction in :mod:`._graph`, the refinement's in :mod:`._refine`); errors name the chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._array import float_dtype, from_host, namespace, to_host
+from ._kernels import (
+    cosine_distances,
+    distance_dtype,
+    nearest,
+    transform_sq_distances,
+    unit_centers,
+    unit_rows,
+    value_range,
+)
+from ._seeds import LEAF_LEVEL, task_seed
+from ._summarize import summarize
+from ._threads import limit_blas_in_worker
+from .summary import Summary, weight_range_problem
+
+
+def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean", summed=None):
+    """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
+    with ``centers`` when given): float64 for float32 values whose squared distances overflow
+    float32; values whose squared distances overflow float64 are an error.
+
+    With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
+    where they are, inside the chunk's own task), and a row of zero norm, which has no
+    direction, is an error naming the chunk and the row.
+
+    ``summed`` says whether the weights go into summary sums (their range then counts, see
+    :func:`.summary.weight_range_problem`); by default, when no ``centers`` are given (fit,
+    refinement; predict and score pass centers).
+    """
+    xp = namespace(X)
+    if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
+        X = xp.astype(X, float_dtype(xp, X.dtype))
+    rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
+    if sample_weight is not None and sample_weight.shape[0]:
+        sw = xp.astype(sample_weight, xp.float64)
+        if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
+            raise ValueError(
+                f"sample_weight has negative, NaN or infinite values in {rows}; "
+                "sample_weight should be finite and >= 0."
+            )
+        if centers is None if summed is None else summed:
+            _check_weight_range(sw, f" in {rows}")
+    if X.shape[0]:
+        # NaN and inf show in the extremes (read once for both checks).
+        bounds = value_range(X)
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+            raise ValueError(
+                f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+            )
+        weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
+        dtype = distance_dtype(X, centers, bounds, weight=weight)
+        if dtype is None:
+            raise ValueError(_too_large_message(X, centers, bounds, rows, weight))
+        if dtype != X.dtype:
+            X = xp.astype(X, dtype)
+    if metric == "cosine" and X.shape[0]:
+        X, zero = unit_rows(X)
+        if bool(xp.any(zero)):
+            row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
+            raise ValueError(
+                f"metric='cosine': row {row} in {rows} has zero norm, so it has no "
+                "direction and no cosine. Drop all-zero rows first, e.g. "
+                "X[(X != 0).any(axis=1)], or use metric='euclidean'."
+            )
+    return X
+
+
+def _check_weight_range(sw, where):
+    """Raise ValueError when the positive weights of ``sw`` (float64) are out of range."""
+    xp = namespace(sw)
+    positive = sw > 0
+    if not bool(xp.any(positive)):
+        return
+    largest = float(xp.max(sw))
+    smallest = float(xp.min(xp.where(positive, sw, largest)))
+    problem = weight_range_problem(smallest, largest, where)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _too_large_message(X, centers, bounds, rows, weight):
+    """The error for squared distances (or their weighted sums) that overflow float64."""
+    largest = max(abs(bounds[0]), abs(bounds[1]))
+    if centers is not None:
+        largest = max(largest, float(np.max(np.abs(to_host(centers)))))
+    top = f"{float(np.finfo(np.float64).max):.3g}"
+    if distance_dtype(X, centers, bounds) is not None:
+        return (
+            f"sample_weight times the squared values of X overflow float64 in {rows} (values "
+            f"up to {largest:.3g}, total weight {weight:.3g}; float64 holds up to {top}). "
+            "Rescale X or sample_weight first, e.g. divide sample_weight by its largest value."
+        )
+    scale = 10.0 ** int(np.floor(np.log10(largest)))
+    fitted = " and the fitted model" if centers is not None else ""
+    return (
+        f"X has values too large for float64 in {rows} (up to {largest:.3g}"
+        f"{' with the centers' if centers is not None else ''}): their squared distances "
+        f"overflow float64, whose largest value is {top}. Rescale X{fitted} first, e.g. "
+        f"divide it by a constant such as X / {scale:.0e}."
+    )
+
+
+def leaf(
+    block,
+    weight_block,
+    *,
+    index,
+    row_start,
+    size,
+    method,
+    mini_batch_size,
+    entropy,
+    metric="euclidean",
+):
+    """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
+    limit_blas_in_worker()
+    block = check_block(block, weight_block, index, row_start, metric=metric)
+    summary = summarize(
+        block,
+        size,
+        method=method,
+        sample_weight=weight_block,
+        mini_batch_size=mini_batch_size,
+        seed=task_seed(entropy, LEAF_LEVEL, index),
+    )
+    return summary
+
+
+def merge(*children, cap, level, index, entropy):
+    """Union of children's summaries, reduced to ``cap`` groups when it holds more."""
+    limit_blas_in_worker()
+    union = Summary.merge(*children)
+    if union.n_groups > cap:
+        union = union.reduce(cap, seed=task_seed(entropy, level, index))
+    return union
+
+
+def predict_block(block, weights, centers, what, metric="euclidean", index=0, row_start=0):
+    """What :func:`._graph.nearest_blocks` computes, for one block (a task); errors name the chunk.
+
+    ``weights`` is None or the block's sample weights (1-D; only for
+    ``"weighted_sq_distances"``); they are checked like the fit's. ``index`` and
+    ``row_start`` (the chunk's index and first row) only name the chunk in errors. With
+    ``metric="cosine"`` (unit centers) the rows are scaled to unit length first, the nearest
+    center is the one of highest cosine, ``"distances"`` are ``1 - cos`` and the
+    ``"sq_distances"`` are the cosine distances to the nearest center (``||u - c||^2 / 2`` for
+    unit u and c).
+    """
+    xp = namespace(block)
+    c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
+    # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
+    single = block.dtype == xp.float32 and c.dtype == xp.float32
+    out_dtype = xp.float32 if single else xp.float64
+    block = check_block(block, weights, index, row_start, c, metric)
+    cosine = metric == "cosine"
+    if cosine:  # unit length in the block's dtype, as the rows
+        c = unit_centers(xp.astype(c, block.dtype), xp.astype(c, block.dtype))
+    if what == "distances":
+        if cosine:
+            return xp.astype(cosine_distances(block, c), out_dtype)
+        return xp.astype(xp.sqrt(transform_sq_distances(block, c)), out_dtype)
+    labels, dist = nearest(block, c)
+    if what == "labels":
+        return xp.astype(labels, xp.int32)
+    if cosine:
+        dist = dist / 2.0
+    if weights is not None:
+        return dist * xp.astype(weights, xp.float64)
+    return dist
+
+
+def predict_task(block, weights, centers, block_id, row_start, *, what, metric):
+    """:func:`predict_block` with the chunk's index from dask's block id."""
+    index, row_start = int(block_id[0]), int(row_start)
+    return predict_block(block, weights, centers, what, metric, index, row_start)
+
+
+def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
+    """``(sum of weighted squared distances to the nearest center, total weight)`` of one
+    block, as floats (a task); ``weights`` None or the block's 1-D weights. For
+    ``metric="cosine"`` the distances are ``1 - cos``."""
+    where = dict(index=index, row_start=row_start)
+    if weights is None:
+        dist = predict_block(block, None, centers, "sq_distances", metric, **where)
+        return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
+    xp = namespace(weights)
+    dist = predict_block(block, weights, centers, "weighted_sq_distances", metric, **where)
+    return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
+
+
+def add_parts(*parts):
+    """Sums of the ``(total, weight)`` parts, each exactly rounded (``math.fsum``)."""
+    return math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)
+
+
+def store_block(block, *, index, row_start, target):
+    """Write one block to rows ``[row_start, row_start + len(block))`` of the zarr array
+    ``target`` (a task); returns the rows written."""
+    target[row_start : row_start + block.shape[0]] = to_host(block)
+    return block.shape[0]
+
+
+def add_counts(*counts):
+    """The sum of the counts (the rows each :func:`store_block` wrote)."""
+    return sum(counts)
