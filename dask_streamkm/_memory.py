@@ -28,6 +28,8 @@ import time
 import dask
 import numpy as np
 
+from ._threads import distributed_client
+
 #: Working memory of one summarize task beyond its input chunk, by method: (bytes per value as a
 #: multiple of the chunk's itemsize, bytes per value in float64 copies, bytes per row). Measured
 #: with tracemalloc (peak of ``_graph.leaf`` on a numpy chunk, the input not counted; 8
@@ -296,4 +298,3 @@ def return_freed_chunks_to_the_os():
 
         M_MMAP_THRESHOLD = -3
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
-from ._threads import distributed_client
