@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _seeds, _threads
+from ._runner import auto_summary_size, solve_summary
 
 __all__ = ["ElbowResult", "ElbowSummaryWarning", "elbow", "knee_point", "parse_k_range"]
 
@@ -292,8 +293,6 @@ def _only_with_data(params, sample_weight, what):
 
 
 def _leaf_size(model):
-    from .estimator import auto_summary_size
-
     size = model.summary_size
     return auto_summary_size(model.n_clusters) if size == "auto" else int(size)
 
@@ -383,10 +382,8 @@ def elbow(
         METRICS,
         StreamingKMeans,
         as_dask_input,
-        auto_summary_size,
         fitted_solve_seed,
         is_lazy_input,
-        solve_summary,
     )
     from .summary import Summary
 

@@ -343,7 +343,7 @@ def test_unit_sample_weight_equals_none(blobs):
     "k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)]
 )
 def test_auto_n_init(k, expected):
-    from dask_streamkm._kernels import auto_n_init
+    from dask_streamkm._runner import auto_n_init
 
     assert auto_n_init(k) == expected
 
@@ -377,7 +377,7 @@ def test_host_weights_stay_as_they_are_beside_host_chunks():
 
 
 def test_auto_summary_size_shares_groups_between_chunks():
-    from dask_streamkm.estimator import auto_summary_size
+    from dask_streamkm._runner import auto_summary_size
 
     # One 100,000-row chunk: a group per 32 rows; ten of them: 200 groups per cluster in all.
     assert auto_summary_size(100, 100_000) == 3125
