@@ -343,6 +343,21 @@ def auto_merge_budget(n_clusters, n_features, summary_size):
     return int(max(min(max(50_000, 4 * summary_size), by_memory), 2 * summary_size))
 
 
+def resolve_summary_size(n_clusters, size, chunk_rows=0, total_rows=None):
+    """Groups per leaf for the parameter ``summary_size=size``: :func:`auto_summary_size` for
+    ``"auto"``, else ``int(size)``."""
+    return auto_summary_size(n_clusters, chunk_rows, total_rows) if size == "auto" else int(size)
+
+
+def resolve_merge_budget(n_clusters, n_features, size, budget):
+    """Groups kept by a merge for the parameter ``merge_budget=budget`` and ``size`` groups per
+    leaf: :func:`auto_merge_budget` for ``"auto"``, else ``int(budget)``; at least ``size + 1``
+    (a merge of two leaves always has something to reduce)."""
+    if budget == "auto":
+        budget = auto_merge_budget(n_clusters, n_features, size)
+    return max(int(budget), size + 1)
+
+
 # ---------------------------------------------------------------------- a summary's solve
 def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="euclidean"):
     """The final solve on a summary: ``(centers, cost_bound, n_iter)`` (a pure function).

@@ -23,10 +23,10 @@ from . import _frames, _graph, _memory, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._refine_kernels import REFINE_BANDS, refine_key_span
 from ._runner import (
-    auto_merge_budget,
     auto_n_init,
-    auto_summary_size,
     n_distinct_rows,
+    resolve_merge_budget,
+    resolve_summary_size,
     solve_summary,
 )
 from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
@@ -359,17 +359,9 @@ class StreamingKMeans(
             )
 
     def _sizes(self, n_features, chunk_rows=0, total_rows=None):
-        size = (
-            auto_summary_size(self.n_clusters, chunk_rows, total_rows)
-            if self.summary_size == "auto"
-            else int(self.summary_size)
-        )
-        budget = (
-            auto_merge_budget(self.n_clusters, n_features, size)
-            if self.merge_budget == "auto"
-            else int(self.merge_budget)
-        )
-        return size, max(budget, size + 1)
+        k = self.n_clusters
+        size = resolve_summary_size(k, self.summary_size, chunk_rows, total_rows)
+        return size, resolve_merge_budget(k, n_features, size, self.merge_budget)
 
     def _n_init(self, n_clusters):
         return auto_n_init(n_clusters) if self.n_init == "auto" else int(self.n_init)
@@ -1306,6 +1298,12 @@ def fitted_solve_seed(model):
     """The seed of a fitted model's final solve (what ``model.refit`` uses for any k)."""
     check_is_fitted(model, "summary_")
     return _seeds.solve_seed(model._entropy_)
+
+
+def fitted_metric(model):
+    """The metric a fitted model's summary and centers are for (its ``metric`` at fit time)."""
+    check_is_fitted(model, "summary_")
+    return getattr(model, "_metric_", "euclidean")
 
 
 def as_dask_input(model, X):

@@ -388,6 +388,33 @@ def test_auto_summary_size_shares_groups_between_chunks():
     assert auto_summary_size(10, 1_000, total_rows=10**9) == 256
 
 
+def test_sizes_of_the_parameters():
+    from dask_streamkm._runner import (
+        auto_merge_budget,
+        auto_summary_size,
+        resolve_merge_budget,
+        resolve_summary_size,
+    )
+
+    assert resolve_summary_size(10, "auto", 100_000, 10**6) == auto_summary_size(10, 100_000, 10**6)
+    assert resolve_summary_size(10, 300.0) == 300
+    assert resolve_merge_budget(10, 32, 500, "auto") == auto_merge_budget(10, 32, 500)
+    assert resolve_merge_budget(10, 32, 500, 100) == 501  # a merge of two leaves reduces
+
+
+def test_fitted_metric_is_the_metric_of_the_fit():
+    from sklearn.exceptions import NotFittedError
+
+    from dask_streamkm.estimator import fitted_metric
+
+    km = StreamingKMeans(3, metric="cosine", random_state=0)
+    with pytest.raises(NotFittedError):
+        fitted_metric(km)
+    km.fit(np.random.default_rng(0).normal(size=(300, 4)))
+    km.set_params(metric="euclidean")
+    assert fitted_metric(km) == "cosine"
+
+
 def test_fit_leaves_share_auto_groups():
     # 8 chunks of 20,000 rows, k=10: 625 groups a chunk alone (a group per 32 rows); shared,
     # 200 * 10 * 20,000 / 160,000 = 250, so the floor of 256 groups per chunk.
