@@ -146,8 +146,8 @@ def _task_memory(task, megabytes):
     import psutil
 
     from dask_streamkm import _memory, _refine, _tasks
+    from dask_streamkm._runner import auto_summary_size
     from dask_streamkm.datasets import make_mixture
-    from dask_streamkm.estimator import auto_summary_size
 
     rows = int(megabytes * 1e6 // (MEMORY_FEATURES * 4))
     X = make_mixture(rows, MEMORY_FEATURES, 1000, chunks=rows, random_state=0)

@@ -393,7 +393,7 @@ def profile(cfg, backend_name, report):
     threads overlap only their host-side work).
     """
     from dask_streamkm import StreamingKMeans
-    from dask_streamkm import _kernels as K
+    from dask_streamkm._distances import nearest
     from dask_streamkm._graph import node_cap
     from dask_streamkm._summarize import _stream_centers, summarize
     from dask_streamkm._tasks import merge
@@ -428,7 +428,7 @@ def profile(cfg, backend_name, report):
     )
     rng = np.random.default_rng(SEED)
     stream_s, centers = timed(lambda: _stream_centers(block, size, None, est.mini_batch_size, rng))
-    assign_s, _ = timed(lambda: K.nearest(block, xp.astype(centers, block.dtype)))
+    assign_s, _ = timed(lambda: nearest(block, xp.astype(centers, block.dtype)))
     flops = 2.0 * block.shape[0] * centers.shape[0] * block.shape[1]
     n_merges, level_nodes = 0, n
     while level_nodes > 1:

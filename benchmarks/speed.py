@@ -19,7 +19,7 @@ process's RSS with psutil every 10 ms; the figure is the peak minus the RSS just
 method started), the exact inertia of the returned centers on all rows (float64, in row blocks)
 and its ratio to the reference's. Peers that are not installed are skipped with a line saying
 so. The floor is one blocked pass of distances from every row to k centers (k random rows) with
-argmin, ``dask_streamkm._kernels.nearest`` on the float32 data with BLAS threads = cores (best
+argmin, ``dask_streamkm._distances.nearest`` on the float32 data with BLAS threads = cores (best
 of 3). It is timed again at the start of every round of fits (``--repeat``: each round fits
 every method once), and a method's multiple of the floor is the median over the rounds of its
 fit's time over that round's floor, so that a slow spell of a shared machine falls on both.
@@ -66,7 +66,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import dask_streamkm  # noqa: E402
 from dask_streamkm import StreamingKMeans  # noqa: E402
-from dask_streamkm._kernels import nearest  # noqa: E402
+from dask_streamkm._distances import nearest  # noqa: E402
 from dask_streamkm.datasets import make_mixture  # noqa: E402
 
 CHUNK_ROWS = 100_000
@@ -419,7 +419,7 @@ def print_case(case, m):
     )
     print(
         f"Floor: one blocked pass of distances to k={case['k']} centers with argmin "
-        f"(`_kernels.nearest`, float32, {CORES} BLAS threads, best of 3, timed at the start "
+        f"(`_distances.nearest`, float32, {CORES} BLAS threads, best of 3, timed at the start "
         f"of each round of fits): median {case['floor_seconds']:.3f} s "
         f"({', '.join(f'{f:.3f}' for f in case.get('floor_rounds', []))}); x floor is the "
         "median of each round's fit / floor.\n"

@@ -34,10 +34,10 @@ from dask.base import tokenize
 
 from . import _remote
 from ._array import to_host
-from ._kernels import REFINE_TOP_LEVEL, refine_key_span
 from ._location import write_atomic
 from ._npz import NpzReader
 from ._refine import RefineStats, refine_cap
+from ._refine_kernels import REFINE_TOP_LEVEL, refine_key_span
 from ._waves import Hooks, wave_levels
 from .summary import FORMAT_VERSION, Summary
 

@@ -2,13 +2,13 @@
 
 A refinement pass (``refine_passes``) groups every row by its nearest, second- and
 third-nearest center and a band of its margin between the first two
-(:func:`._kernels.refine_groups`); the groups' sums are added by key in the tree and waves of
+(:func:`._refine_kernels.refine_groups`); the groups' sums are added by key in the tree and waves of
 the wave engine (:func:`._waves.reduce_in_waves`, the reduction :func:`refine_reduction`), so
 the order of additions is fixed and the result bit-identical on every scheduler. Nothing is
 random: no seeds are drawn. A node with more than ``cap`` groups merges neighbouring bands (a
 coarser level) until it has at most ``cap``; the nearest center always stays in the key, so
 the exact Lloyd step and cost never lose anything. :func:`refine` runs the passes: after
-each, the exact Lloyd step and a Lloyd run over the pass's groups (:func:`._kernels.lloyd`).
+each, the exact Lloyd step and a Lloyd run over the pass's groups (:func:`._lloyd.lloyd`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from dask.base import tokenize
 
 from . import _threads
 from ._array import from_host, to_host
-from ._kernels import (
+from ._distances import nearest
+from ._lloyd import lloyd
+from ._refine_kernels import (
     REFINE_TOP_LEVEL,
     coarsen_refine_keys,
-    lloyd,
     lloyd_step_centers,
-    nearest,
     reduce_refine_groups,
     refine_groups,
     refine_lloyd_stats,
@@ -64,7 +64,7 @@ def refine_iterations(max_iter, n_groups, n_rows):
 
 class RefineStats:
     """Groups of a refinement pass over some chunks (host numpy): ``keys``, ``weights``,
-    ``offsets``, ``sq`` as :func:`._kernels.refine_groups` gives them, the coarsening
+    ``offsets``, ``sq`` as :func:`._refine_kernels.refine_groups` gives them, the coarsening
     ``level``, the number of centers ``k`` and the most groups a node keeps, ``cap``.
 
     Not a tuple: in a wave's graph a tuple is a task key.
@@ -85,7 +85,7 @@ class RefineStats:
         return refine_lloyd_stats(*self.arrays, centers)
 
     def points(self, centers, origin=None, dtype=None):
-        """The groups as weighted points: :func:`._kernels.refine_points`."""
+        """The groups as weighted points: :func:`._refine_kernels.refine_points`."""
         return refine_points(*self.arrays, centers, origin, dtype)
 
     def cost_bound(self, centers, origin, final):
@@ -108,7 +108,7 @@ def refine_cap(k, d):
 
 
 def refine_leaf(block, weight_block, *, index, row_start, centers):
-    """One chunk's :func:`._kernels.refine_groups` for ``centers`` (a task), on the host and
+    """One chunk's :func:`._refine_kernels.refine_groups` for ``centers`` (a task), on the host and
     coarsened to at most :func:`refine_cap` groups."""
     limit_blas_in_worker()
     block = check_block(block, weight_block, index, row_start)
@@ -241,7 +241,7 @@ def refine(
     the pass's groups; returns a :class:`Refined`.
 
     ``candidates`` and ``candidate_weights`` (the summary's centroids and weights, host
-    float64) reseed an empty cluster of the exact step (:func:`._kernels.lloyd_step_centers`).
+    float64) reseed an empty cluster of the exact step (:func:`._refine_kernels.lloyd_step_centers`).
     The groups are scored in ``points_dtype`` (X's float type). ``on_device``: X's chunks are
     device arrays (cupy). ``checkpoint``: None or a :class:`._checkpoint.Checkpoint` (each
     pass's files, see :func:`refine_pass`).

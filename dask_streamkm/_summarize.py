@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels as K
 from ._array import device, from_host, is_numpy, namespace, segment_sum
+from ._distances import Workspace, nearest, nearest_other
+from ._lloyd import centers_from_labels, lloyd
+from ._seeding import d2_sample
 from ._tree import tree_labels
 from .summary import Summary
 
@@ -56,7 +58,7 @@ def summarize(X, size, method="tree", sample_weight=None, mini_batch_size=4096, 
         centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
     else:  # validated by the estimator
         raise ValueError(f"method={method!r} should be one of {METHODS}.")
-    labels, _ = K.nearest(X, xp.astype(centers, X.dtype))
+    labels, _ = nearest(X, xp.astype(centers, X.dtype))
     summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=centers.shape[0])
     return _merge_light(summary, _typical_weight(sample_weight, n_positive))
 
@@ -64,10 +66,10 @@ def summarize(X, size, method="tree", sample_weight=None, mini_batch_size=4096, 
 def _lloyd_centers(X, size, sample_weight, rng, n_passes=1):
     """D^2 seeding of ``size`` centers, then ``n_passes`` exact Lloyd updates."""
     xp = namespace(X)
-    idx = K.d2_sample(X, size, rng, sample_weight=sample_weight)
+    idx = d2_sample(X, size, rng, sample_weight=sample_weight)
     centers = xp.take(X, idx, axis=0)
     if n_passes > 0:
-        centers, _, _, _ = K.lloyd(X, centers, sample_weight, max_iter=n_passes, tol=0.0)
+        centers, _, _, _ = lloyd(X, centers, sample_weight, max_iter=n_passes, tol=0.0)
     return centers
 
 
@@ -84,22 +86,22 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         else xp.take(xp.astype(sample_weight, xp.float64), perm, axis=0)
     )
     batch_size = int(max(1, batch_size))
-    work = K.Workspace()  # the batches' work buffers, made once
+    work = Workspace()  # the batches' work buffers, made once
     # Seed about half the groups by D^2 sampling on the first rows (at least 2 per center).
     n_seed_rows = min(n, max(batch_size, 4 * size))
     first = Xs[:n_seed_rows, ...]
     # When the seeding rows are the whole chunk no batch follows to open the other half.
     n_seeds = size if n_seed_rows == n else max(1, size // 2)
-    idx = K.d2_sample(first, n_seeds, rng, sample_weight=ws[:n_seed_rows])
+    idx = d2_sample(first, n_seeds, rng, sample_weight=ws[:n_seed_rows])
     centers = xp.astype(xp.take(first, idx, axis=0), xp.float64)
-    labels, _ = K.nearest(first, centers)
+    labels, _ = nearest(first, centers)
     counts = segment_sum(ws[:n_seed_rows], labels, centers.shape[0])
     starts = list(range(n_seed_rows, n, batch_size))
     for b, start in enumerate(starts):
         stop = min(start + batch_size, n)
         batch = Xs[start:stop, ...]
         wb = ws[start:stop]
-        labels, dist = K.nearest(batch, centers, work=work)
+        labels, dist = nearest(batch, centers, work=work)
         cost = wb * dist
         total = float(xp.sum(cost))
         free = size - centers.shape[0]
@@ -115,7 +117,7 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
         keep = xp.logical_not(is_new)
         # Sculley update with per-center rate b_j / n_j for the rows that opened nothing.
         w_keep = xp.where(keep, wb, 0.0)
-        sums, mass = K.centers_from_labels(batch, labels, centers.shape[0], w_keep, work)
+        sums, mass = centers_from_labels(batch, labels, centers.shape[0], w_keep, work)
         counts = counts + mass
         rate = xp.where(counts > 0, mass / xp.maximum(counts, 1e-300), 0.0)
         means = sums / xp.maximum(mass, 1e-300)[:, None]
@@ -142,7 +144,7 @@ def _merge_cheapest(centers, counts, n_merge):
     m = centers.shape[0]
     dev = device(centers)
     index = xp.arange(m, device=dev)
-    nn, d_nn = K.nearest_other(centers)
+    nn, d_nn = nearest_other(centers)
     w_nn = xp.take(counts, nn, axis=0)
     cost = counts * w_nn / xp.maximum(counts + w_nn, 1e-300) * d_nn
     chosen = xp.argsort(cost)[:n_merge]
@@ -154,7 +156,7 @@ def _merge_cheapest(centers, counts, n_merge):
     heavy = xp.nonzero(xp.logical_not(is_chosen))[0]
     c_heavy = xp.take(centers, heavy, axis=0)
     c_light = xp.take(centers, light, axis=0)
-    target, _ = K.nearest(c_light, c_heavy)
+    target, _ = nearest(c_light, c_heavy)
     w_heavy = xp.take(counts, heavy, axis=0)
     w_light = xp.take(counts, light, axis=0)
     sums = c_heavy * w_heavy[:, None] + segment_sum(
@@ -203,7 +205,7 @@ def _merge_light(summary, typical_total=None):
         return summary
     heavy = xp.nonzero(summary.weights >= threshold)[0]
     cents = summary.centroids
-    target, _ = K.nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
+    target, _ = nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
     # labels[light] = heavy[target], as a permutation (array-API arrays have no index assignment):
     # heavy and light together list every group once.
     positions = xp.concat([heavy, light])

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ._array import float_dtype, from_host, namespace, to_host
-from ._kernels import (
+from ._distances import (
     cosine_distances,
     distance_dtype,
     nearest,
@@ -31,7 +31,7 @@ from .summary import Summary, weight_range_problem
 def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean", summed=None):
     """Validate one block inside its task; errors name the chunk. Returns X as float.
 
-    X comes back in the dtype the distance kernels need (:func:`._kernels.distance_dtype`,
+    X comes back in the dtype the distance kernels need (:func:`._distances.distance_dtype`,
     with ``centers`` when given): float64 for float32 values whose squared distances overflow
     float32; values whose squared distances overflow float64 are an error.
 

@@ -109,7 +109,7 @@ def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None):
 
 
 def _unit_weights(w, dtype):
-    """:func:`._kernels.unit_weights` of ``w``, the scaled weights in ``dtype``."""
+    """:func:`._seeding.unit_weights` of ``w``, the scaled weights in ``dtype``."""
     unit, scale = K.unit_weights(w)
     return unit.astype(dtype), scale
 

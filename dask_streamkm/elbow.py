@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _seeds, _threads
+from ._runner import auto_summary_size, resolve_summary_size, solve_summary
 
 __all__ = ["ElbowResult", "ElbowSummaryWarning", "elbow", "knee_point", "parse_k_range"]
 
@@ -292,10 +293,7 @@ def _only_with_data(params, sample_weight, what):
 
 
 def _leaf_size(model):
-    from .estimator import auto_summary_size
-
-    size = model.summary_size
-    return auto_summary_size(model.n_clusters) if size == "auto" else int(size)
+    return resolve_summary_size(model.n_clusters, model.summary_size)
 
 
 #: Restarts per k when elbow() builds its own summary (see the n_init parameter).
@@ -383,23 +381,22 @@ def elbow(
         METRICS,
         StreamingKMeans,
         as_dask_input,
-        auto_summary_size,
+        fitted_metric,
         fitted_solve_seed,
         is_lazy_input,
-        solve_summary,
     )
     from .summary import Summary
 
     ks = _check_k_values(k_range)
     if isinstance(X_or_model, StreamingKMeans) and hasattr(X_or_model, "summary_"):
-        fitted_metric = getattr(X_or_model, "_metric_", "euclidean")
-        if metric is not None and metric != fitted_metric:
+        own = fitted_metric(X_or_model)
+        if metric is not None and metric != own:
             raise ValueError(
-                f"elbow(metric={metric!r}) with a model fitted with metric={fitted_metric!r}: "
+                f"elbow(metric={metric!r}) with a model fitted with metric={own!r}: "
                 "its summary holds the rows of that metric. Pass the data X with "
                 f"metric={metric!r} instead of the model."
             )
-        metric = fitted_metric
+        metric = own
     metric = "euclidean" if metric is None else metric
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"metric={metric!r} should be one of {METRICS} (or None).")

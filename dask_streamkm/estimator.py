@@ -21,54 +21,20 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _frames, _graph, _memory, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
-from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
+from ._refine_kernels import REFINE_BANDS, refine_key_span
+from ._runner import (
+    auto_n_init,
+    n_distinct_rows,
+    resolve_merge_budget,
+    resolve_summary_size,
+    solve_summary,
+)
 from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
 from ._summarize import METHODS
 from .summary import Summary, weight_range_problem
 
 #: Rows per chunk when an in-memory array is wrapped as a dask array.
 DEFAULT_CHUNK_ROWS = 100_000
-#: Memory allowed for the merged summary carried up the tree (the merge budget "auto").
-MERGE_BUDGET_BYTES = 256 * 2**20
-
-
-#: With summary_size="auto" a leaf keeps up to one group per this many rows of its chunk...
-AUTO_ROWS_PER_GROUP = 32
-#: ...but no more than this many groups per cluster (the pass costs about m / k floors).
-AUTO_MAX_GROUPS_PER_CLUSTER = 100
-#: ...and at least this many groups per cluster, however small the chunks.
-AUTO_MIN_GROUPS_PER_CLUSTER = 5
-#: ...and, when the number of rows is known, the leaves together keep about this many groups
-#: per cluster (each chunk its share by rows), unless that is below the minimum above.
-AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
-
-
-def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
-    """Groups per leaf for summary_size="auto":
-    ``max(5 k, 256, min(chunk_rows / 32, 100 k, 200 k * chunk_rows / total_rows))``.
-
-    One group per 32 rows (up to 100 per cluster) keeps a chunk's summary fine; at least 5
-    groups per cluster keep small chunks from being summarized too coarsely. The pass costs
-    about m / k times one pass of distances to k centers, so m is not allowed to grow
-    further. With ``total_rows`` (the rows of the whole fit), the chunks also share about 200
-    groups per cluster between them: the final solve needs no finer summary, and beyond the
-    merge budget the merges would coarsen it anyway, so many chunks get leaner leaves (on a
-    4M x 32 mixture at k=100, 500 groups per chunk instead of 3,125 took 0.42x the time at
-    costs within the seeds' spread).
-    """
-    by_rows = min(
-        -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters
-    )
-    if total_rows:
-        share = AUTO_TOTAL_GROUPS_PER_CLUSTER * n_clusters * int(chunk_rows)
-        by_rows = min(by_rows, -(-share // int(total_rows)))
-    return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
-
-
-def _auto_merge_budget(n_clusters, n_features, summary_size):
-    """Merge budget for "auto": tens of thousands of groups, bounded by memory."""
-    by_memory = MERGE_BUDGET_BYTES // (8 * (n_features + 2))
-    return int(max(min(max(50_000, 4 * summary_size), by_memory), 2 * summary_size))
 
 
 def _is_dask(X):
@@ -87,39 +53,6 @@ def is_lazy_input(X):
 
 #: The values of ``metric``.
 METRICS = ("euclidean", "cosine")
-
-
-def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="euclidean"):
-    """The final solve on a summary: ``(centers, cost_bound, n_iter)`` (a pure function).
-
-    Weighted greedy k-means++ and Lloyd on the group centroids, best of ``n_init`` restarts
-    (:meth:`Summary.solve`). When the summary holds fewer groups than ``n_clusters`` (fewer
-    distinct rows than clusters), it is solved for as many clusters as it has groups and the
-    centers are repeated, as scikit-learn's KMeans returns duplicate centers. With
-    ``metric="cosine"`` (a summary of unit rows) the solve is spherical: unit centers and the
-    exact cosine cost ``sum (1 - cos)`` as the bound. Preconditions:
-    ``summary.total_weight > 0``; the parameters are valid.
-    """
-    n_clusters = int(n_clusters)
-    n_solve = min(n_clusters, summary.n_groups)
-    centers, bound, n_iter = summary.solve(
-        n_solve,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        seed=seed,
-        spherical=metric == "cosine",
-    )
-    if n_solve < n_clusters:
-        xp = namespace(centers)
-        repeat = xp.asarray(np.arange(n_clusters) % n_solve)
-        centers = xp.take(centers, repeat, axis=0)
-    return centers, bound, n_iter
-
-
-def n_distinct_rows(centers):
-    """Number of distinct rows of a small (k, d) array of centers."""
-    return int(np.unique(to_host(centers), axis=0).shape[0])
 
 
 # auto_wrap_output_keys=None: transform puts its result in the input's container itself
@@ -401,17 +334,9 @@ class StreamingKMeans(
             )
 
     def _sizes(self, n_features, chunk_rows=0, total_rows=None):
-        size = (
-            auto_summary_size(self.n_clusters, chunk_rows, total_rows)
-            if self.summary_size == "auto"
-            else int(self.summary_size)
-        )
-        budget = (
-            _auto_merge_budget(self.n_clusters, n_features, size)
-            if self.merge_budget == "auto"
-            else int(self.merge_budget)
-        )
-        return size, max(budget, size + 1)
+        k = self.n_clusters
+        size = resolve_summary_size(k, self.summary_size, chunk_rows, total_rows)
+        return size, resolve_merge_budget(k, n_features, size, self.merge_budget)
 
     def _n_init(self, n_clusters):
         return auto_n_init(n_clusters) if self.n_init == "auto" else int(self.n_init)
@@ -1303,6 +1228,12 @@ def fitted_solve_seed(model):
     """The seed of a fitted model's final solve (what ``model.refit`` uses for any k)."""
     check_is_fitted(model, "summary_")
     return _seeds.solve_seed(model._entropy_)
+
+
+def fitted_metric(model):
+    """The metric a fitted model's summary and centers are for (its ``metric`` at fit time)."""
+    check_is_fitted(model, "summary_")
+    return getattr(model, "_metric_", "euclidean")
 
 
 def as_dask_input(model, X):

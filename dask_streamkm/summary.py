@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels as K
 from ._array import as_weights, device, from_host, is_numpy, namespace, segment_sum, to_host
+from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq
+from ._lloyd import group_labels
 from ._location import write_atomic
 from ._npz import NpzReader
+from ._runner import weighted_kmeans
 
 #: Version 2 adds ``origin``; version-1 files (sums relative to zero) load with origin None.
 FORMAT_VERSION = 2
@@ -159,7 +161,7 @@ class Summary:
                 Xb = xp.astype(X[start:stop, ...], xp.float64)
                 if origin is not None:
                     Xb = Xb - origin
-                sq = K.row_norms_sq(Xb)
+                sq = row_norms_sq(Xb)
                 if not unit_weights:
                     Xb = Xb * wb[:, None]
                     sq = sq * wb
@@ -312,8 +314,8 @@ class Summary:
         xp = namespace(cents)
         mean = xp.sum(self.linear_sums, axis=0) / xp.sum(self.weights)
         points = cents - mean
-        points = xp.astype(points, K.distance_dtype(points, dtype=xp.float32) or xp.float64)
-        labels, n_labels = K.group_labels(points, size, rng, self.weights, n_iter=n_iter)
+        points = xp.astype(points, distance_dtype(points, dtype=xp.float32) or xp.float64)
+        labels, n_labels = group_labels(points, size, rng, self.weights, n_iter=n_iter)
         return self.group_by(labels, n_labels)
 
     # ------------------------------------------------------------------ costs
@@ -330,20 +332,20 @@ class Summary:
         xp = namespace(self.weights)
         centers = xp.asarray(centers, dtype=xp.float64, device=device(self.weights))
         if spherical:  # on the centroids themselves: unit centers live there
-            labels, _ = K.nearest(self.centroids, centers)
-            return K.cosine_cost(self.centroids, centers, labels, self.weights)
+            labels, _ = nearest(self.centroids, centers)
+            return cosine_cost(self.centroids, centers, labels, self.weights)
         if self.origin is not None:
             centers = centers - self.origin
-        _, dist = K.nearest(self._relative_centroids, centers)
+        _, dist = nearest(self._relative_centroids, centers)
         return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
 
     def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None, spherical=False):
-        """Weighted k-means on the group centroids (:func:`._kernels.weighted_kmeans`).
+        """Weighted k-means on the group centroids (:func:`._runner.weighted_kmeans`).
 
         ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
         least 3). ``max_iter`` bounds the iterations of every Lloyd run of the solve (the
         restarts on the coarse copy, the swap search's, the final run on all groups), as
-        each of scikit-learn's ``KMeans`` runs (see :func:`._kernels.weighted_kmeans`).
+        each of scikit-learn's ``KMeans`` runs (see :func:`._runner.weighted_kmeans`).
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device;
         ``n_iter`` counts the iterations of the final Lloyd run (``1 <= n_iter <= max_iter``).
@@ -355,7 +357,7 @@ class Summary:
         """
         rng = np.random.default_rng(seed)
         if spherical:
-            return K.weighted_kmeans(
+            return weighted_kmeans(
                 self.centroids,
                 int(n_clusters),
                 rng,
@@ -365,7 +367,7 @@ class Summary:
                 tol,
                 spherical=True,
             )
-        centers, inertia, n_iter = K.weighted_kmeans(
+        centers, inertia, n_iter = weighted_kmeans(
             self._relative_centroids, int(n_clusters), rng, self.weights, n_init, max_iter, tol
         )
         if self.origin is not None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dask_streamkm import Summary
-from dask_streamkm import _kernels as K
+from dask_streamkm import Summary, _distances, _lloyd, _runner, _seeding
 from dask_streamkm._array import namespace, to_host
 from dask_streamkm._summarize import summarize
 
@@ -71,22 +70,22 @@ def dtype(request):
 def test_row_norms_and_distances(dev, dtype):
     X, _ = _data(dtype)
     C = X[:7]
-    norms = K.row_norms_sq(_strict(X, dev))
+    norms = _distances.row_norms_sq(_strict(X, dev))
     _assert_strict(norms, dev)
-    np.testing.assert_allclose(_host(norms), K.row_norms_sq(X), **_tol(dtype))
+    np.testing.assert_allclose(_host(norms), _distances.row_norms_sq(X), **_tol(dtype))
     np.testing.assert_allclose(_host(norms), (X.astype(np.float64) ** 2).sum(1), rtol=1e-5)
-    d = K.sq_distances(_strict(X, dev), _strict(C, dev))
+    d = _distances.sq_distances(_strict(X, dev), _strict(C, dev))
     _assert_strict(d, dev)
-    np.testing.assert_allclose(_host(d), K.sq_distances(X, C), **_tol(dtype))
+    np.testing.assert_allclose(_host(d), _distances.sq_distances(X, C), **_tol(dtype))
 
 
 def test_nearest(dev, dtype):
     X, _ = _data(dtype)
     C = X[::50]
-    labels, dist = K.nearest(_strict(X, dev), _strict(C, dev))
+    labels, dist = _distances.nearest(_strict(X, dev), _strict(C, dev))
     _assert_strict(labels, dev)
     _assert_strict(dist, dev)
-    ref_labels, ref_dist = K.nearest(X, C)
+    ref_labels, ref_dist = _distances.nearest(X, C)
     np.testing.assert_array_equal(_host(labels), ref_labels)
     np.testing.assert_allclose(_host(dist), ref_dist, **_tol(dtype))
     # A ten-line reference: brute-force distances.
@@ -98,8 +97,8 @@ def test_nearest_mixed_center_dtype(dev):
     """float32 rows with float64 centers (what the summarizer passes) stay on one path."""
     X, _ = _data(np.float32)
     C = X[::40].astype(np.float64)
-    labels, dist = K.nearest(_strict(X, dev), _strict(C, dev))
-    ref_labels, ref_dist = K.nearest(X, C)
+    labels, dist = _distances.nearest(_strict(X, dev), _strict(C, dev))
+    ref_labels, ref_dist = _distances.nearest(X, C)
     np.testing.assert_array_equal(_host(labels), ref_labels)
     np.testing.assert_allclose(_host(dist), ref_dist, rtol=1e-5, atol=1e-4)
 
@@ -108,11 +107,11 @@ def test_nearest_mixed_center_dtype(dev):
 def test_kmeans_plusplus(dev, dtype, weighted):
     X, w = _data(dtype)
     sw = w if weighted else None
-    idx = K.kmeans_plusplus(
+    idx = _seeding.kmeans_plusplus(
         _strict(X, dev), 8, np.random.default_rng(3), None if sw is None else _strict(sw, dev)
     )
     _assert_strict(idx, dev)
-    ref = K.kmeans_plusplus(X, 8, np.random.default_rng(3), sw)
+    ref = _seeding.kmeans_plusplus(X, 8, np.random.default_rng(3), sw)
     np.testing.assert_array_equal(_host(idx), ref)
     if weighted:
         assert np.all(w[_host(idx)] > 0), "a zero-weight row was chosen as a seed"
@@ -122,8 +121,8 @@ def test_kmeans_plusplus_all_mass_on_chosen(dev):
     """More centers than distinct points of positive weight: the fallback branch."""
     X = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 4, axis=0)
     w = np.ones(8)
-    idx = K.kmeans_plusplus(_strict(X, dev), 4, np.random.default_rng(0), _strict(w, dev))
-    ref = K.kmeans_plusplus(X, 4, np.random.default_rng(0), w)
+    idx = _seeding.kmeans_plusplus(_strict(X, dev), 4, np.random.default_rng(0), _strict(w, dev))
+    ref = _seeding.kmeans_plusplus(X, 4, np.random.default_rng(0), w)
     np.testing.assert_array_equal(_host(idx), ref)
     assert len(set(ref.tolist())) == 4
 
@@ -132,20 +131,22 @@ def test_kmeans_plusplus_all_mass_on_chosen(dev):
 def test_d2_sample(dev, dtype, weighted):
     X, w = _data(dtype)
     sw = w if weighted else None
-    idx = K.d2_sample(
+    idx = _seeding.d2_sample(
         _strict(X, dev), 40, np.random.default_rng(5), None if sw is None else _strict(sw, dev)
     )
     _assert_strict(idx, dev)
-    ref = K.d2_sample(X, 40, np.random.default_rng(5), sw)
+    ref = _seeding.d2_sample(X, 40, np.random.default_rng(5), sw)
     np.testing.assert_array_equal(_host(idx), ref)
 
 
 def test_centers_from_labels(dev, dtype):
     X, w = _data(dtype)
     labels = np.arange(X.shape[0]) % 9
-    sums, mass = K.centers_from_labels(_strict(X, dev), _strict(labels, dev), 11, _strict(w, dev))
+    sums, mass = _lloyd.centers_from_labels(
+        _strict(X, dev), _strict(labels, dev), 11, _strict(w, dev)
+    )
     _assert_strict(sums, dev)
-    ref_sums, ref_mass = K.centers_from_labels(X, labels, 11, w)
+    ref_sums, ref_mass = _lloyd.centers_from_labels(X, labels, 11, w)
     np.testing.assert_allclose(_host(sums), ref_sums, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(_host(mass), ref_mass, rtol=1e-12)
     assert ref_mass[9] == ref_mass[10] == 0.0
@@ -156,10 +157,10 @@ def test_lloyd(dev, dtype, weighted):
     X, w = _data(dtype)
     sw = w if weighted else None
     init = X[[0, 1, 2, 3, 4, 5, 6]]
-    out = K.lloyd(
+    out = _lloyd.lloyd(
         _strict(X, dev), _strict(init, dev), None if sw is None else _strict(sw, dev), max_iter=50
     )
-    ref = K.lloyd(X, init, sw, max_iter=50)
+    ref = _lloyd.lloyd(X, init, sw, max_iter=50)
     _assert_strict(out[0], dev)
     _assert_strict(out[1], dev)
     np.testing.assert_allclose(_host(out[0]), ref[0], **_tol(dtype))
@@ -172,8 +173,8 @@ def test_lloyd_reseeds_empty_cluster(dev):
     """A center far from every row gets no rows: it is re-seeded, on the data's device."""
     X, _ = _data(np.float64)
     init = np.vstack([X[:3], [[1e3] * X.shape[1]]])
-    out = K.lloyd(_strict(X, dev), _strict(init, dev), max_iter=5)
-    ref = K.lloyd(X, init, max_iter=5)
+    out = _lloyd.lloyd(_strict(X, dev), _strict(init, dev), max_iter=5)
+    ref = _lloyd.lloyd(X, init, max_iter=5)
     _assert_strict(out[0], dev)
     np.testing.assert_allclose(_host(out[0]), ref[0], rtol=1e-9, atol=1e-9)
     assert np.all(np.abs(ref[0]) < 100), "the empty center was not re-seeded"
@@ -181,8 +182,8 @@ def test_lloyd_reseeds_empty_cluster(dev):
 
 def test_weighted_kmeans(dev, dtype):
     X, w = _data(dtype)
-    out = K.weighted_kmeans(_strict(X, dev), 6, np.random.default_rng(1), _strict(w, dev), 3)
-    ref = K.weighted_kmeans(X, 6, np.random.default_rng(1), w, 3)
+    out = _runner.weighted_kmeans(_strict(X, dev), 6, np.random.default_rng(1), _strict(w, dev), 3)
+    ref = _runner.weighted_kmeans(X, 6, np.random.default_rng(1), w, 3)
     _assert_strict(out[0], dev)
     np.testing.assert_allclose(_host(out[0]), ref[0], **_tol(dtype))
     np.testing.assert_allclose(out[1], ref[1], rtol=1e-6)
@@ -316,10 +317,10 @@ def test_summarize_merges_light_groups(dev):
 
 def test_nearest_many_blocks(dev, monkeypatch):
     """Row blocks of 256 (the smallest): labels and distances stitched across blocks."""
-    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(_distances, "BLOCK_ELEMENTS", 1)
     X, _ = _data(np.float64, n=700)
     C = X[::70]
-    labels, dist = K.nearest(_strict(X, dev), _strict(C, dev))
+    labels, dist = _distances.nearest(_strict(X, dev), _strict(C, dev))
     brute = ((X[:, None, :] - C[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(_host(labels), brute.argmin(1))
     np.testing.assert_allclose(_host(dist), brute.min(1), rtol=1e-9, atol=1e-9)

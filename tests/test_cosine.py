@@ -12,8 +12,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dask_streamkm import StreamingKMeans, Summary, elbow
-from dask_streamkm import _kernels as K
+from dask_streamkm import StreamingKMeans, Summary, _distances, _lloyd, _runner, elbow
 from dask_streamkm.cli import build_parser, main
 
 
@@ -66,7 +65,7 @@ def test_unit_rows_against_numpy_and_extreme_norms(rng):
     X[3] *= 1e-200  # squared norm underflows in float64
     X[4] *= 1e200  # squared norm overflows
     X[5] = 0.0
-    U, zero = K.unit_rows(X)
+    U, zero = _distances.unit_rows(X)
     assert zero.tolist() == [i == 5 for i in range(50)]
     keep = ~zero
     ref = unit(X[keep] / np.abs(X[keep]).max(axis=1, keepdims=True))
@@ -78,17 +77,17 @@ def test_unit_rows_against_numpy_and_extreme_norms(rng):
 def test_cosine_distances_and_cost_against_numpy(rng):
     U = unit(rng.normal(size=(40, 5)))
     C = unit(rng.normal(size=(3, 5)))
-    np.testing.assert_allclose(K.cosine_distances(U, C), 1.0 - U @ C.T, atol=1e-15)
+    np.testing.assert_allclose(_distances.cosine_distances(U, C), 1.0 - U @ C.T, atol=1e-15)
     labels = rng.integers(0, 3, 40)
     w = rng.uniform(0, 2, 40)
     ref = np.sum(w * (1.0 - np.sum(U * C[labels], axis=1)))
-    assert K.cosine_cost(U, C, labels, w) == pytest.approx(ref, rel=1e-12)
+    assert _distances.cosine_cost(U, C, labels, w) == pytest.approx(ref, rel=1e-12)
 
 
 def test_spherical_lloyd_matches_a_numpy_spherical_step(rng):
     U = unit(rng.normal(size=(300, 4)))
     C0 = U[:3].copy()
-    centers, labels, _, _ = K.lloyd(U, C0, max_iter=1, tol=0.0, spherical=True)
+    centers, labels, _, _ = _lloyd.lloyd(U, C0, max_iter=1, tol=0.0, spherical=True)
     ref_labels = (U @ C0.T).argmax(axis=1)
     ref = unit(np.array([U[ref_labels == j].sum(0) for j in range(3)]))
     np.testing.assert_allclose(centers, ref, atol=1e-12)
@@ -99,7 +98,9 @@ def test_spherical_weighted_kmeans_weights_mean_repeated_rows(rng):
     """Weight 3 equals three copies of a row (the cosine cost is a weighted sum)."""
     U = unit(rng.normal(size=(200, 5)))
     w = rng.integers(1, 4, 200).astype(float)
-    C, cost, _ = K.weighted_kmeans(U, 4, np.random.default_rng(0), w, n_init=3, spherical=True)
+    C, cost, _ = _runner.weighted_kmeans(
+        U, 4, np.random.default_rng(0), w, n_init=3, spherical=True
+    )
     np.testing.assert_allclose(np.linalg.norm(C, axis=1), 1.0, atol=1e-12)
     assert cost == pytest.approx(cosine_cost(U, C, w), rel=1e-9)
     R = np.repeat(U, w.astype(int), axis=0)
@@ -110,13 +111,13 @@ def test_spherical_kernels_on_array_api_strict(rng):
     xps = pytest.importorskip("array_api_strict")
     U = unit(rng.normal(size=(300, 6)))
     w = rng.uniform(0.5, 2.0, 300)
-    ref = K.weighted_kmeans(U, 4, np.random.default_rng(1), w, n_init=2, spherical=True)
-    got = K.weighted_kmeans(
+    ref = _runner.weighted_kmeans(U, 4, np.random.default_rng(1), w, n_init=2, spherical=True)
+    got = _runner.weighted_kmeans(
         xps.asarray(U), 4, np.random.default_rng(1), xps.asarray(w), n_init=2, spherical=True
     )
     np.testing.assert_allclose(np.asarray(got[0]), ref[0], atol=1e-6)
     assert got[1] == pytest.approx(ref[1], rel=1e-6)
-    Xs, zero = K.unit_rows(xps.asarray(rng.normal(size=(10, 3))))
+    Xs, zero = _distances.unit_rows(xps.asarray(rng.normal(size=(10, 3))))
     assert not bool(xps.any(zero))
 
 

@@ -343,7 +343,7 @@ def test_unit_sample_weight_equals_none(blobs):
     "k, expected", [(2, 10), (100, 10), (200, 5), (333, 3), (500, 3), (4000, 3)]
 )
 def test_auto_n_init(k, expected):
-    from dask_streamkm._kernels import auto_n_init
+    from dask_streamkm._runner import auto_n_init
 
     assert auto_n_init(k) == expected
 
@@ -377,7 +377,7 @@ def test_host_weights_stay_as_they_are_beside_host_chunks():
 
 
 def test_auto_summary_size_shares_groups_between_chunks():
-    from dask_streamkm.estimator import auto_summary_size
+    from dask_streamkm._runner import auto_summary_size
 
     # One 100,000-row chunk: a group per 32 rows; ten of them: 200 groups per cluster in all.
     assert auto_summary_size(100, 100_000) == 3125
@@ -386,6 +386,33 @@ def test_auto_summary_size_shares_groups_between_chunks():
     # Many chunks: down to the floor of 5 groups per cluster, never below.
     assert auto_summary_size(100, 100_000, total_rows=16_000_000) == 500
     assert auto_summary_size(10, 1_000, total_rows=10**9) == 256
+
+
+def test_sizes_of_the_parameters():
+    from dask_streamkm._runner import (
+        auto_merge_budget,
+        auto_summary_size,
+        resolve_merge_budget,
+        resolve_summary_size,
+    )
+
+    assert resolve_summary_size(10, "auto", 100_000, 10**6) == auto_summary_size(10, 100_000, 10**6)
+    assert resolve_summary_size(10, 300.0) == 300
+    assert resolve_merge_budget(10, 32, 500, "auto") == auto_merge_budget(10, 32, 500)
+    assert resolve_merge_budget(10, 32, 500, 100) == 501  # a merge of two leaves reduces
+
+
+def test_fitted_metric_is_the_metric_of_the_fit():
+    from sklearn.exceptions import NotFittedError
+
+    from dask_streamkm.estimator import fitted_metric
+
+    km = StreamingKMeans(3, metric="cosine", random_state=0)
+    with pytest.raises(NotFittedError):
+        fitted_metric(km)
+    km.fit(np.random.default_rng(0).normal(size=(300, 4)))
+    km.set_params(metric="euclidean")
+    assert fitted_metric(km) == "cosine"
 
 
 def test_fit_leaves_share_auto_groups():

@@ -14,7 +14,8 @@ from sklearn.datasets import make_blobs
 
 from dask_streamkm import StreamingKMeans, Summary
 from dask_streamkm._model_io import ModelFileError
-from dask_streamkm.estimator import fitted_solve_seed, solve_summary
+from dask_streamkm._runner import solve_summary
+from dask_streamkm.estimator import fitted_solve_seed
 
 SHIFTS = [1e4, 1e5, 1e6, 2e7]
 

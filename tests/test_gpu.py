@@ -16,8 +16,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dask_streamkm import StreamingKMeans, Summary
-from dask_streamkm import _kernels as K
+from dask_streamkm import StreamingKMeans, Summary, _distances, _lloyd, _seeding
 from dask_streamkm._summarize import summarize
 from dask_streamkm.datasets import make_mixture
 
@@ -60,20 +59,22 @@ def test_kernels_match_numpy(cp):
     X = rng.standard_normal((3000, 16)) + rng.integers(0, 10, (3000, 1))
     w = rng.uniform(0.5, 2.0, 3000)
     Xd, wd = cp.asarray(X), cp.asarray(w)
-    labels, dist = K.nearest(Xd, Xd[::100])
+    labels, dist = _distances.nearest(Xd, Xd[::100])
     assert isinstance(labels, cp.ndarray) and isinstance(dist, cp.ndarray)
-    ref_labels, ref_dist = K.nearest(X, X[::100])
+    ref_labels, ref_dist = _distances.nearest(X, X[::100])
     np.testing.assert_array_equal(labels.get(), ref_labels)
     np.testing.assert_allclose(dist.get(), ref_dist, rtol=1e-9, atol=1e-9)
-    idx = K.kmeans_plusplus(Xd, 12, np.random.default_rng(1), wd)
-    np.testing.assert_array_equal(idx.get(), K.kmeans_plusplus(X, 12, np.random.default_rng(1), w))
-    centers, _, inertia, n_iter = K.lloyd(Xd, Xd[:12], wd, max_iter=30)
-    ref = K.lloyd(X, X[:12], w, max_iter=30)
+    idx = _seeding.kmeans_plusplus(Xd, 12, np.random.default_rng(1), wd)
+    np.testing.assert_array_equal(
+        idx.get(), _seeding.kmeans_plusplus(X, 12, np.random.default_rng(1), w)
+    )
+    centers, _, inertia, n_iter = _lloyd.lloyd(Xd, Xd[:12], wd, max_iter=30)
+    ref = _lloyd.lloyd(X, X[:12], w, max_iter=30)
     assert isinstance(centers, cp.ndarray)
     np.testing.assert_allclose(centers.get(), ref[0], rtol=1e-9, atol=1e-9)
     assert inertia == pytest.approx(ref[2], rel=1e-9) and n_iter == ref[3]
-    sums, mass = K.centers_from_labels(Xd, cp.asarray(ref_labels), 30, wd)
-    ref_sums, ref_mass = K.centers_from_labels(X, ref_labels, 30, w)
+    sums, mass = _lloyd.centers_from_labels(Xd, cp.asarray(ref_labels), 30, wd)
+    ref_sums, ref_mass = _lloyd.centers_from_labels(X, ref_labels, 30, w)
     np.testing.assert_allclose(sums.get(), ref_sums, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(mass.get(), ref_mass, rtol=1e-12)
 

@@ -9,8 +9,7 @@ from _helpers import sq_distances as ref_sq_distances
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from dask_streamkm import Summary
-from dask_streamkm import _kernels as K
+from dask_streamkm import Summary, _array, _distances, _lloyd, _refine_kernels, _runner, _seeding
 from dask_streamkm._summarize import summarize
 
 
@@ -43,7 +42,7 @@ def _data(rng, n=500, d=5, m=17, dtype=np.float64):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sq_distances_matches_reference(rng, dtype):
     X, C = _data(rng, dtype=dtype)
-    got = K.sq_distances(X, C)
+    got = _distances.sq_distances(X, C)
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(got, ref_sq_distances(X, C), rtol=rtol, atol=rtol)
     assert np.all(got >= 0)
@@ -53,7 +52,7 @@ def test_sq_distances_matches_reference(rng, dtype):
 @pytest.mark.parametrize("n", [1, 7, 300, 20_000])  # 20_000 rows spans several row blocks
 def test_nearest_matches_reference(rng, dtype, n):
     X, C = _data(rng, n=n, m=40, dtype=dtype)
-    labels, dist = K.nearest(X, C)
+    labels, dist = _distances.nearest(X, C)
     ref_labels, ref_dist = ref_nearest(X, C.astype(np.float64))
     assert labels.dtype == np.int64 and dist.dtype == np.float64
     assert labels.shape == (n,) and dist.shape == (n,)
@@ -70,7 +69,7 @@ def test_nearest_matches_reference(rng, dtype, n):
 def test_nearest_with_more_features_than_centers_matches_reference(rng, m):
     X = rng.normal(size=(3_000, 100)) + 50.0
     C = X[rng.choice(3_000, m, replace=False)] + rng.normal(size=(m, 100)) * 0.1
-    labels, dist = K.nearest(X, C)
+    labels, dist = _distances.nearest(X, C)
     ref_labels, ref_dist = ref_nearest(X, C)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
@@ -85,7 +84,7 @@ def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
     rows = X.astype(np.float64) * (1.0 if w is None else w[:, None])
     ref = np.zeros((700, d))
     np.add.at(ref, group, rows)
-    got = K._group_sums(X, w, group, 700)
+    got = _refine_kernels._group_sums(X, w, group, 700)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-6)
 
 
@@ -93,10 +92,10 @@ def test_group_sums_at_once_and_by_blocks_are_the_same_sums(rng, monkeypatch):
     X = (rng.normal(size=(3_000, 20)) * 1e3 + 1e5).astype(np.float32)
     group = rng.integers(0, 400, size=3_000)
     w = rng.random(3_000)
-    at_once = K._group_sums(X, w, group, 400)
-    monkeypatch.setattr(K, "GROUP_SUM_WHOLE_ELEMENTS", 0)
-    monkeypatch.setattr(K, "GROUP_SUM_ELEMENTS", 256 * 20)  # blocks of 256 rows
-    by_blocks = K._group_sums(X, w, group, 400)
+    at_once = _refine_kernels._group_sums(X, w, group, 400)
+    monkeypatch.setattr(_refine_kernels, "GROUP_SUM_WHOLE_ELEMENTS", 0)
+    monkeypatch.setattr(_refine_kernels, "GROUP_SUM_ELEMENTS", 256 * 20)  # blocks of 256 rows
+    by_blocks = _refine_kernels._group_sums(X, w, group, 400)
     # The same rows in the same order; a group cut by a block's end adds two partial sums.
     np.testing.assert_allclose(by_blocks, at_once, rtol=1e-15, atol=0)
 
@@ -105,7 +104,7 @@ def test_group_sums_at_once_and_by_blocks_are_the_same_sums(rng, monkeypatch):
 @pytest.mark.parametrize("n", [0, 1, 2, 10_000])
 def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n, offset):
     keys = rng.integers(0, 50_000, size=n) * 64 + rng.integers(0, 3, size=n) + offset
-    order, distinct, group, level = K._sorted_groups(keys)
+    order, distinct, group, level = _refine_kernels._sorted_groups(keys)
     ref_distinct, ref_group = np.unique(keys, return_inverse=True)
     np.testing.assert_array_equal(distinct, ref_distinct)
     np.testing.assert_array_equal(group, ref_group.reshape(-1))
@@ -115,15 +114,17 @@ def test_sorted_groups_are_numpys_unique_and_stable_order(rng, n, offset):
 
 def test_sorted_groups_within_a_cap_take_the_finest_level_that_fits(rng):
     k = 6
-    keys = K.refine_key_span(k) * rng.integers(0, k, 5_000) + rng.integers(0, 3_000, 5_000)
+    keys = _refine_kernels.refine_key_span(k) * rng.integers(0, k, 5_000) + rng.integers(
+        0, 3_000, 5_000
+    )
     for cap in (10**6, 2_000, 300, 50, 6):
-        order, distinct, group, level = K._sorted_groups(keys, k, cap)
-        coarse = K.coarsen_refine_keys(keys, level, k) if level else keys
+        order, distinct, group, level = _refine_kernels._sorted_groups(keys, k, cap)
+        coarse = _refine_kernels.coarsen_refine_keys(keys, level, k) if level else keys
         ref_distinct, ref_group = np.unique(coarse, return_inverse=True)
         np.testing.assert_array_equal(distinct, ref_distinct)
         np.testing.assert_array_equal(group, ref_group.reshape(-1))
-        assert distinct.shape[0] <= cap or level == K.REFINE_TOP_LEVEL
-        finer = K.coarsen_refine_keys(keys, level - 1, k) if level > 1 else keys
+        assert distinct.shape[0] <= cap or level == _refine_kernels.REFINE_TOP_LEVEL
+        finer = _refine_kernels.coarsen_refine_keys(keys, level - 1, k) if level > 1 else keys
         assert level == 0 or np.unique(finer).shape[0] > cap
     assert level > 0
 
@@ -132,10 +133,12 @@ def test_refine_groups_within_a_cap_are_the_coarsened_groups(rng):
     X = rng.normal(size=(3_000, 5)).astype(np.float32)
     C = X[:7].astype(np.float64)
     w = rng.random(3_000)
-    fine = K.refine_groups(X, C, w)
-    keys, weights, offsets, sq, level = K.refine_groups(X, C, w, cap=200)
+    fine = _refine_kernels.refine_groups(X, C, w)
+    keys, weights, offsets, sq, level = _refine_kernels.refine_groups(X, C, w, cap=200)
     assert level > 0 and keys.shape[0] <= 200
-    ref = K.reduce_refine_groups(K.coarsen_refine_keys(fine[0], level, 7), *fine[1:])
+    ref = _refine_kernels.reduce_refine_groups(
+        _refine_kernels.coarsen_refine_keys(fine[0], level, 7), *fine[1:]
+    )
     np.testing.assert_array_equal(keys, ref[0])
     for got, want in zip((weights, offsets, sq), ref[1:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
@@ -144,10 +147,10 @@ def test_refine_groups_within_a_cap_are_the_coarsened_groups(rng):
 def test_d2_sample_labels_are_each_rows_nearest_chosen_row(rng):
     X = rng.normal(size=(4_000, 6))
     w = rng.random(4_000)
-    idx, labels, dist = K.d2_sample(
+    idx, labels, dist = _seeding.d2_sample(
         X, 300, np.random.default_rng(1), sample_weight=w, return_labels=True
     )
-    np.testing.assert_array_equal(idx, K.d2_sample(X, 300, np.random.default_rng(1), w))
+    np.testing.assert_array_equal(idx, _seeding.d2_sample(X, 300, np.random.default_rng(1), w))
     ref_labels, ref_dist = ref_nearest(X, X[idx])
     d_chosen = ref_sq_distances(X, X[idx])[np.arange(4_000), labels]
     np.testing.assert_allclose(d_chosen, ref_dist, rtol=1e-9, atol=1e-9)
@@ -161,16 +164,16 @@ def test_kmeans_plusplus_picks_the_same_rows_for_weights_of_any_scale(rng, scale
     # must neither vanish nor overflow there.
     X = rng.normal(size=(3_000, 8)).astype(np.float32)
     w = rng.random(3_000) + 0.5
-    ref = K.kmeans_plusplus(X, 40, np.random.default_rng(3), w)
+    ref = _seeding.kmeans_plusplus(X, 40, np.random.default_rng(3), w)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = K.kmeans_plusplus(X, 40, np.random.default_rng(3), w * scale)
+        got = _seeding.kmeans_plusplus(X, 40, np.random.default_rng(3), w * scale)
     np.testing.assert_array_equal(got, ref)
 
 
 def test_nearest_exact_point_is_zero_distance(rng):
     C = rng.normal(size=(10, 3)) * 100
-    labels, dist = K.nearest(C, C)
+    labels, dist = _distances.nearest(C, C)
     np.testing.assert_array_equal(labels, np.arange(10))
     np.testing.assert_allclose(dist, 0.0, atol=1e-8)
     assert np.all(dist >= 0)
@@ -178,7 +181,7 @@ def test_nearest_exact_point_is_zero_distance(rng):
 
 def test_nearest_centers_of_other_dtype(rng):
     X, C = _data(rng, dtype=np.float32)
-    labels, _ = K.nearest(X, C.astype(np.float64))
+    labels, _ = _distances.nearest(X, C.astype(np.float64))
     ref_labels, _ = ref_nearest(X, C.astype(np.float32).astype(np.float64))
     assert np.mean(labels == ref_labels) > 0.99
 
@@ -188,12 +191,12 @@ def test_centers_from_labels_matches_reference(rng):
     labels = rng.integers(0, 9, size=len(X))
     labels[labels == 4] = 5  # label 4 empty
     w = rng.random(len(X))
-    sums, mass = K.centers_from_labels(X, labels, 10, w)
+    sums, mass = _lloyd.centers_from_labels(X, labels, 10, w)
     ref_sums, ref_mass = ref_centers_from_labels(X, labels, 10, w)
     np.testing.assert_allclose(sums, ref_sums, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mass, ref_mass, rtol=1e-12)
     assert mass[4] == 0 and mass[9] == 0
-    sums1, mass1 = K.centers_from_labels(X, labels, 10)
+    sums1, mass1 = _lloyd.centers_from_labels(X, labels, 10)
     ref1, refm1 = ref_centers_from_labels(X, labels, 10, np.ones(len(X)))
     np.testing.assert_allclose(sums1, ref1, atol=1e-12)
     np.testing.assert_allclose(mass1, refm1)
@@ -202,7 +205,7 @@ def test_centers_from_labels_matches_reference(rng):
 def test_lloyd_one_iteration_matches_reference(rng):
     X, C = _data(rng, m=6)
     w = rng.random(len(X)) + 0.1
-    centers, labels, inertia, n_iter = K.lloyd(X, C, sample_weight=w, max_iter=1, tol=0.0)
+    centers, labels, inertia, n_iter = _lloyd.lloyd(X, C, sample_weight=w, max_iter=1, tol=0.0)
     expected = ref_lloyd_step(X, C, w)
     assert n_iter == 1
     np.testing.assert_allclose(centers, expected, rtol=1e-10, atol=1e-12)
@@ -217,8 +220,8 @@ def test_lloyd_with_a_fixed_origin_takes_the_same_steps(rng, shift):
     X, C = X + shift, C + shift
     w = rng.random(len(X)) + 0.1
     for max_iter in (1, 20):
-        moving = K.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0)
-        fixed = K.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0, fixed_origin=True)
+        moving = _lloyd.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0)
+        fixed = _lloyd.lloyd(X, C, sample_weight=w, max_iter=max_iter, tol=0.0, fixed_origin=True)
         np.testing.assert_allclose(fixed[0], moving[0], rtol=1e-12, atol=1e-9)
         np.testing.assert_array_equal(fixed[1], moving[1])
         assert fixed[2] == pytest.approx(moving[2], rel=1e-9)
@@ -227,7 +230,7 @@ def test_lloyd_with_a_fixed_origin_takes_the_same_steps(rng, shift):
 
 def test_lloyd_converges_to_fixed_point(rng):
     X, C = _data(rng, m=4)
-    centers, labels, inertia, n_iter = K.lloyd(X, C, max_iter=300, tol=0.0)
+    centers, labels, inertia, n_iter = _lloyd.lloyd(X, C, max_iter=300, tol=0.0)
     assert n_iter < 300
     np.testing.assert_allclose(ref_lloyd_step(X, centers, np.ones(len(X))), centers, atol=1e-12)
 
@@ -235,7 +238,7 @@ def test_lloyd_converges_to_fixed_point(rng):
 def test_lloyd_reseeds_empty_cluster(rng):
     X = rng.normal(size=(200, 2))
     C = np.array([[0.0, 0.0], [1e6, 1e6], [0.5, 0.5]])  # center 1 gets no rows
-    centers, labels, _, _ = K.lloyd(X, C, max_iter=1, tol=0.0)
+    centers, labels, _, _ = _lloyd.lloyd(X, C, max_iter=1, tol=0.0)
     assert np.all(np.abs(centers) < 100), "an empty cluster must be re-seeded at a data row"
     assert len(np.unique(labels)) == 3
 
@@ -244,14 +247,14 @@ def test_running_sums_follow_the_labels_and_empty_centers_exactly(rng):
     Xw = rng.normal(size=(300, 4)) * 1e3
     w = rng.random(300) + 0.1
     first = rng.integers(0, 5, size=300)
-    running = K._running_sums(Xw, w, first, 6)
+    running = _lloyd._running_sums(Xw, w, first, 6)
     assert running[3][5] == 0  # center 5 never had rows
     second = first.copy()
     second[second == 2] = 4  # center 2 loses all its rows
     second[:40] = rng.integers(0, 2, size=40)
-    labels, sums, mass, count = K._running_sums(Xw, w, second, 6, running)
+    labels, sums, mass, count = _lloyd._running_sums(Xw, w, second, 6, running)
     assert labels is second
-    np.testing.assert_allclose(sums, K.segment_sum(Xw, second, 6), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(sums, _array.segment_sum(Xw, second, 6), rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(mass, np.bincount(second, w, minlength=6), rtol=1e-12)
     np.testing.assert_array_equal(count, np.bincount(second, minlength=6))
     assert mass[2] == 0.0 and not np.any(sums[2])  # exactly, not a rounding residue
@@ -267,8 +270,8 @@ def test_incremental_lloyd_takes_the_same_steps(rng, dtype):
     # a duplicate (empty from the start) and a far center: re-seeds on the way
     C = np.concatenate([X[:5], X[:1], np.full((1, 3), 100.0)]).astype(np.float64)
     for max_iter in (1, 3, 100):
-        full = K.lloyd(X, C, w, max_iter=max_iter, tol=1e-6, keep_best=True, fixed_origin=True)
-        inc = K.lloyd(
+        full = _lloyd.lloyd(X, C, w, max_iter=max_iter, tol=1e-6, keep_best=True, fixed_origin=True)
+        inc = _lloyd.lloyd(
             X,
             C,
             w,
@@ -289,8 +292,8 @@ def test_incremental_lloyd_with_weightless_rows_sums_all_rows(rng):
     X, C = _data(rng, m=6)
     w = rng.random(len(X))
     w[::7] = 0.0  # a center's mass could otherwise be a rounding residue of zero weights
-    full = K.lloyd(X, C, w, max_iter=20, tol=0.0)
-    inc = K.lloyd(X, C, w, max_iter=20, tol=0.0, incremental=True)
+    full = _lloyd.lloyd(X, C, w, max_iter=20, tol=0.0)
+    inc = _lloyd.lloyd(X, C, w, max_iter=20, tol=0.0, incremental=True)
     np.testing.assert_array_equal(inc[0], full[0])
 
 
@@ -302,8 +305,8 @@ def test_over_relaxed_lloyd_gets_further_in_the_same_iterations_on_one_blob(seed
     X = rng.normal(size=(3_000, 2))
     C = rng.normal(size=(10, 2)) * 0.1 + [1.5, 0.0]
     for max_iter in (5, 10):
-        plain = K.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True)
-        longer = K.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True, relax=1.9)
+        plain = _lloyd.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True)
+        longer = _lloyd.lloyd(X, C, max_iter=max_iter, tol=0.0, keep_best=True, relax=1.9)
         assert longer[3] <= max_iter
         assert longer[2] < plain[2] * 0.99
         _, ref_dist = ref_nearest(X, longer[0])
@@ -319,9 +322,9 @@ def test_over_relaxed_lloyd_takes_the_plain_step_on_separate_clusters(rng, incre
         [rng.normal(size=(500, 2)) * 0.1 + m for m in ([0, 0], [10, 0], [0, 10], [10, 10])]
     )
     C = np.array([[2.0, 1], [8, 1], [1, 8], [9, 9]])
-    plain = K.lloyd(X, C, max_iter=1, tol=0.0)
+    plain = _lloyd.lloyd(X, C, max_iter=1, tol=0.0)
     for max_iter in (2, 5, 10):
-        longer = K.lloyd(X, C, max_iter=max_iter, tol=0.0, relax=1.9, incremental=incremental)
+        longer = _lloyd.lloyd(X, C, max_iter=max_iter, tol=0.0, relax=1.9, incremental=incremental)
         np.testing.assert_allclose(longer[0], plain[0], atol=1e-12)
         assert longer[2] == pytest.approx(plain[2], rel=1e-9)
         # the longer step turned back, the plain one, then a step of zero: converged
@@ -337,7 +340,7 @@ def test_lloyd_keep_best_never_costs_more_with_more_iterations(seed):
     C = np.concatenate([X[:3], X[:3], np.full((2, 3), 50.0)]).astype(np.float64)
     costs = []
     for max_iter in range(1, 12):
-        centers, labels, inertia, n_iter = K.lloyd(
+        centers, labels, inertia, n_iter = _lloyd.lloyd(
             X, C, w, max_iter=max_iter, tol=0.0, keep_best=True
         )
         assert n_iter <= max_iter
@@ -359,7 +362,7 @@ def test_kmeans_plusplus_distinct_and_zero_weight_never_seeds(seed):
     zero = rng.choice(300, size=150, replace=False)
     w[zero] = 0.0
     X[zero] += 50.0  # far away: D^2 sampling would love them if weight were ignored
-    idx = K.kmeans_plusplus(X, 20, np.random.default_rng(seed), sample_weight=w)
+    idx = _seeding.kmeans_plusplus(X, 20, np.random.default_rng(seed), sample_weight=w)
     assert idx.dtype == np.int64 and idx.shape == (20,)
     assert len(np.unique(idx)) == 20
     assert np.all(w[idx] > 0)
@@ -369,7 +372,7 @@ def test_kmeans_plusplus_distinct_with_duplicates():
     # 6 distinct points, many copies: seeding 6 centers must give 6 distinct points.
     X = np.repeat(np.arange(6.0)[:, None] * np.ones((1, 2)), 20, axis=0)
     for seed in range(5):
-        idx = K.kmeans_plusplus(X, 6, np.random.default_rng(seed))
+        idx = _seeding.kmeans_plusplus(X, 6, np.random.default_rng(seed))
         assert len(np.unique(X[idx], axis=0)) == 6
 
 
@@ -377,7 +380,7 @@ def test_kmeans_plusplus_exactly_positive_rows():
     X = np.arange(20.0).reshape(10, 2)
     w = np.zeros(10)
     w[[1, 4, 7]] = 1.0
-    idx = K.kmeans_plusplus(X, 3, np.random.default_rng(0), sample_weight=w)
+    idx = _seeding.kmeans_plusplus(X, 3, np.random.default_rng(0), sample_weight=w)
     assert sorted(idx.tolist()) == [1, 4, 7]
 
 
@@ -386,7 +389,7 @@ def test_d2_sample_zero_weight_never_seeds(rng):
     w = np.ones(400)
     w[:200] = 0.0
     X[:200] += 100
-    idx = K.d2_sample(X, 50, np.random.default_rng(1), sample_weight=w)
+    idx = _seeding.d2_sample(X, 50, np.random.default_rng(1), sample_weight=w)
     assert len(np.unique(idx)) == len(idx)
     assert np.all(idx >= 200)
 
@@ -396,7 +399,7 @@ def test_d2_sample_zero_weight_never_seeds(rng):
 def test_weighted_kmeans_close_to_sklearn(seed):
     X, _ = make_blobs(n_samples=2000, centers=8, n_features=4, cluster_std=1.5, random_state=seed)
     w = np.random.default_rng(seed).random(len(X)) * 3
-    centers, inertia, _ = K.weighted_kmeans(X, 8, np.random.default_rng(seed), w, n_init=10)
+    centers, inertia, _ = _runner.weighted_kmeans(X, 8, np.random.default_rng(seed), w, n_init=10)
     ref = KMeans(8, n_init=10, random_state=seed).fit(X, sample_weight=w)
     # our inertia is the inertia of the returned centers
     _, d = ref_nearest(X, centers)
@@ -406,7 +409,7 @@ def test_weighted_kmeans_close_to_sklearn(seed):
 
 def _solve(X, k, w=None, seed=0):
     """Sorted centers and cost of the weighted solve."""
-    centers, inertia, _ = K.weighted_kmeans(X, k, np.random.default_rng(seed), w, n_init=3)
+    centers, inertia, _ = _runner.weighted_kmeans(X, k, np.random.default_rng(seed), w, n_init=3)
     return centers[np.lexsort(centers.T[::-1])], inertia
 
 
@@ -513,7 +516,7 @@ def test_summary_from_points_weight_n_equals_repeated_rows(rng):
 @pytest.mark.parametrize("m", [2, 7, 3000])
 def test_nearest_other_matches_reference(rng, m):
     C = rng.normal(size=(m, 5))
-    labels, dist = K.nearest_other(C)
+    labels, dist = _distances.nearest_other(C)
     D = ref_sq_distances(C, C)
     np.fill_diagonal(D, np.inf)
     np.testing.assert_array_equal(labels, D.argmin(1))
@@ -523,7 +526,7 @@ def test_nearest_other_matches_reference(rng, m):
 def test_nearest2_matches_reference(rng):
     X = rng.normal(size=(500, 4))
     C = rng.normal(size=(9, 4))
-    labels, d1, d2 = K.nearest2(X, C)
+    labels, d1, d2 = _distances.nearest2(X, C)
     D = np.sort(ref_sq_distances(X, C), axis=1)
     np.testing.assert_array_equal(labels, ref_sq_distances(X, C).argmin(1))
     np.testing.assert_allclose(d1, D[:, 0], atol=1e-9)
@@ -531,11 +534,11 @@ def test_nearest2_matches_reference(rng):
 
 
 def test_score_blocks_tile_the_rows_with_one_block_size(rng, monkeypatch):
-    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
+    monkeypatch.setattr(_distances, "BLOCK_ELEMENTS", 1)  # the smallest blocks: 256 rows
     X = rng.normal(size=(700, 3))
     C = X[::70]
     # A block (and its norms) is a view of a work buffer, valid until the next one: copied.
-    blocks = [(a, b, blk.copy(), sq.copy()) for a, b, blk, sq in K._score_blocks(X, C)]
+    blocks = [(a, b, blk.copy(), sq.copy()) for a, b, blk, sq in _distances._score_blocks(X, C)]
     assert [(a, b) for a, b, _, _ in blocks] == [(0, 256), (256, 512), (512, 700)]
     # scores and row norms on coordinates relative to the centers' mean
     Xs, Cs = X - C.mean(0), C - C.mean(0)
@@ -549,20 +552,20 @@ def _check_nearest_kernels(X, C, atol):
     """nearest, nearest2 (rows of X to C) and nearest_other (rows of C) against the reference."""
     D = ref_sq_distances(X, C)
     first_two = np.sort(D, axis=1)[:, :2]
-    labels, dist = K.nearest(X, C)
+    labels, dist = _distances.nearest(X, C)
     np.testing.assert_array_equal(labels, D.argmin(1))
     np.testing.assert_allclose(dist, first_two[:, 0], atol=atol)
-    labels2, d1, d2 = K.nearest2(X, C)
+    labels2, d1, d2 = _distances.nearest2(X, C)
     np.testing.assert_array_equal(labels2, labels)
     np.testing.assert_allclose(np.column_stack([d1, d2]), first_two, atol=atol)
-    other, d_other = K.nearest_other(C)
+    other, d_other = _distances.nearest_other(C)
     ref = ref_sq_distances(C, C) + np.diag(np.full(len(C), np.inf))
     np.testing.assert_array_equal(other, ref.argmin(1))
     np.testing.assert_allclose(d_other, ref.min(1), atol=atol)
 
 
 def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
-    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(_distances, "BLOCK_ELEMENTS", 1)
     X = rng.normal(size=(700, 3))
     _check_nearest_kernels(X, X[::70], atol=1e-9)
     _check_nearest_kernels(X[:50], X[:600], atol=1e-9)  # 600 centers: blocks of 256 centers
@@ -572,13 +575,13 @@ def test_nearest_kernels_stitch_many_blocks(rng, monkeypatch):
 def test_nearest_kernels_stitch_slabs_of_blocks(rng, monkeypatch, slab_elements):
     # Blocks of 256 rows, shifted in slabs of one block (fewer elements than a block) or of
     # four blocks (4 features with the trailing 1); the last slab and block are shorter.
-    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(K, "SLAB_ELEMENTS", slab_elements)
+    monkeypatch.setattr(_distances, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(_distances, "SLAB_ELEMENTS", slab_elements)
     X = rng.normal(size=(2_700, 3)) + 50.0  # far from zero: a slab not shifted shows
-    blocks = [(a, b) for a, b, _, _ in K._score_blocks(X, X[::90])]
+    blocks = [(a, b) for a, b, _, _ in _distances._score_blocks(X, X[::90])]
     assert blocks == [(a, min(a + 256, 2_700)) for a in range(0, 2_700, 256)]
     _check_nearest_kernels(X, X[::90], atol=1e-9)
-    (labels, _, third), (d1, _, d3) = K.nearest_top(X, X[::90], 3)
+    (labels, _, third), (d1, _, d3) = _distances.nearest_top(X, X[::90], 3)
     D = ref_sq_distances(X, X[::90])
     np.testing.assert_array_equal(third, np.argsort(D, axis=1, kind="stable")[:, 2])
     np.testing.assert_allclose(d3, np.sort(D, axis=1)[:, 2], atol=1e-9)
@@ -587,16 +590,18 @@ def test_nearest_kernels_stitch_slabs_of_blocks(rng, monkeypatch, slab_elements)
 def test_few_centers_and_wide_rows_make_slab_sized_blocks(rng, monkeypatch):
     # Two centers allow blocks of all 3,000 rows; 7 features (8 with the 1) and slabs of
     # 2,400 elements cap them at 300 rows. Rows already prepared are not copied: one block.
-    monkeypatch.setattr(K, "SLAB_ELEMENTS", 2_400)
+    monkeypatch.setattr(_distances, "SLAB_ELEMENTS", 2_400)
     X = rng.normal(size=(3_000, 7)) + 50.0
     C = X[[0, 1]]
-    assert [(a, b) for a, b, _, _ in K._score_blocks(X, C)] == [
+    assert [(a, b) for a, b, _, _ in _distances._score_blocks(X, C)] == [
         (a, a + 300) for a in range(0, 3_000, 300)
     ]
     _check_nearest_kernels(X, X[:2], atol=1e-9)
-    prepared = K.prepared_rows(X, X.mean(0))
-    assert [(a, b) for a, b, _, _ in K._score_blocks(X, C, prepared)] == [(0, 3_000)]
-    np.testing.assert_array_equal(K.nearest(X, C, prepared)[0], K.nearest(X, C)[0])
+    prepared = _distances.prepared_rows(X, X.mean(0))
+    assert [(a, b) for a, b, _, _ in _distances._score_blocks(X, C, prepared)] == [(0, 3_000)]
+    np.testing.assert_array_equal(
+        _distances.nearest(X, C, prepared)[0], _distances.nearest(X, C)[0]
+    )
 
 
 @pytest.mark.parametrize("n_trials", [1, 16])
@@ -607,7 +612,7 @@ def test_local_search_moves_a_center_off_a_shared_blob(n_trials):
     X = np.concatenate([m + 0.1 * gen.normal(size=(50, 2)) for m in means])
     start = np.array([[-0.05, 0.0], [0.05, 0.0], [20.0, 0.0], [10.0, 20.0]])
     before = ref_sq_distances(X, start).min(1).sum()
-    centers, accepted = K.local_search(
+    centers, accepted = _lloyd.local_search(
         X, start, np.random.default_rng(0), n_steps=50, n_trials=n_trials
     )
     after = ref_sq_distances(X, centers).min(1).sum()
@@ -621,7 +626,7 @@ def test_local_search_never_raises_the_cost(rng, n_trials):
     w = rng.uniform(0.0, 2.0, size=400)
     start = X[:6]
     before = (w * ref_sq_distances(X, start).min(1)).sum()
-    centers, _ = K.local_search(
+    centers, _ = _lloyd.local_search(
         X, start, np.random.default_rng(3), sample_weight=w, n_steps=30, n_trials=n_trials
     )
     after = (w * ref_sq_distances(X, centers).min(1)).sum()
@@ -633,7 +638,9 @@ def test_local_search_trials_find_the_best_swap_of_the_step():
     gen = np.random.default_rng(5)
     X = gen.normal(size=(60, 2))
     start = X[:3].copy()
-    centers, accepted = K.local_search(X, start, np.random.default_rng(0), n_steps=1, n_trials=2000)
+    centers, accepted = _lloyd.local_search(
+        X, start, np.random.default_rng(0), n_steps=1, n_trials=2000
+    )
     best = min(
         ref_sq_distances(X, np.where(np.arange(3)[:, None] == i, X[p], start)).min(1).sum()
         for p in range(60)
@@ -646,7 +653,7 @@ def test_local_search_trials_find_the_best_swap_of_the_step():
 def test_coarsen_keeps_weight_and_mean(rng):
     X = rng.normal(size=(3000, 4))
     w = rng.uniform(0.0, 2.0, size=3000)
-    P, wp = K.coarsen(X, 200, np.random.default_rng(0), w)
+    P, wp = _runner.coarsen(X, 200, np.random.default_rng(0), w)
     assert P.shape[0] <= 200 and P.shape == (wp.shape[0], 4)
     assert np.all(wp > 0)
     np.testing.assert_allclose(wp.sum(), w.sum(), rtol=1e-12)
@@ -658,7 +665,7 @@ def test_weighted_kmeans_coarse_level_close_to_sklearn():
     # on every row; the result must match a full multi-restart k-means.
     X, _ = make_blobs(n_samples=20_000, centers=30, n_features=5, cluster_std=2.0, random_state=4)
     w = np.random.default_rng(4).random(len(X)) + 0.5
-    centers, inertia, _ = K.weighted_kmeans(X, 25, np.random.default_rng(0), w, n_init=5)
+    centers, inertia, _ = _runner.weighted_kmeans(X, 25, np.random.default_rng(0), w, n_init=5)
     ref = KMeans(25, n_init=10, random_state=0).fit(X, sample_weight=w)
     assert inertia <= 1.01 * ref.inertia_
 
@@ -679,7 +686,7 @@ def test_nearest_kernels_on_float32_far_from_the_origin(shift):
     X, means = _far_blobs(shift)
     C = (means + np.random.default_rng(1).normal(scale=0.5, size=means.shape)).astype(np.float32)
     _check_nearest_kernels(X, C, atol=1e-2)  # distances are about 4 and up
-    np.testing.assert_allclose(K.sq_distances(X, C), ref_sq_distances(X, C), atol=1e-2)
+    np.testing.assert_allclose(_distances.sq_distances(X, C), ref_sq_distances(X, C), atol=1e-2)
 
 
 @pytest.mark.parametrize("shift", [1e5, 1e6])
@@ -687,8 +694,10 @@ def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
     X, _ = _far_blobs(shift)
     centered = X.astype(np.float64) - shift
     rng = np.random.default_rng(0)
-    centers, cost, _ = K.weighted_kmeans(X, 5, rng, n_init=3)
-    ref_centers, ref_cost, _ = K.weighted_kmeans(centered, 5, np.random.default_rng(0), n_init=3)
+    centers, cost, _ = _runner.weighted_kmeans(X, 5, rng, n_init=3)
+    ref_centers, ref_cost, _ = _runner.weighted_kmeans(
+        centered, 5, np.random.default_rng(0), n_init=3
+    )
     true = ref_nearest(X, centers)[1].sum()
     assert cost == pytest.approx(true, rel=1e-4)
     assert true <= 1.01 * ref_cost
@@ -698,7 +707,7 @@ def test_weighted_kmeans_on_float32_far_from_the_origin(shift):
 def test_nearest_top_three_in_order_with_the_last_repeated_for_few_centers(rng, m):
     X = rng.normal(size=(300, 4)) + 1e5
     C = X[rng.choice(300, m, replace=False)] + rng.normal(size=(m, 4)) * 0.1
-    (labels, dists) = K.nearest_top(X, C, 3)
+    (labels, dists) = _distances.nearest_top(X, C, 3)
     d = ref_sq_distances(X, C)
     order = np.argsort(d, axis=1, kind="stable")
     for j in range(3):
@@ -717,10 +726,12 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     w = rng.random(3000) + 0.5
 
     def solve():
-        return K.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
+        return _runner.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
 
-    assert X.shape[0] * 12 < K.PARALLEL_RESTART_WORK  # small: lower the bar to run side by side
-    monkeypatch.setattr(K, "PARALLEL_RESTART_WORK", 1)
+    assert (
+        X.shape[0] * 12 < _runner.PARALLEL_RESTART_WORK
+    )  # small: lower the bar to run side by side
+    monkeypatch.setattr(_runner, "PARALLEL_RESTART_WORK", 1)
 
     main = solve()
     with ThreadPoolExecutor(1) as pool:
@@ -728,7 +739,9 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     np.testing.assert_array_equal(main[0], other[0])
     assert main[1] == other[1]
     # A different seed gives other restarts (the seed reaches them).
-    assert not np.array_equal(main[0], K.weighted_kmeans(X, 12, np.random.default_rng(6), w)[0])
+    assert not np.array_equal(
+        main[0], _runner.weighted_kmeans(X, 12, np.random.default_rng(6), w)[0]
+    )
 
 
 # ---------------------------------------------------------------------- Ward start
@@ -737,7 +750,7 @@ def test_ward_labels_match_scipy_ward_on_unit_weights(rng):
     from sklearn.metrics import adjusted_rand_score
 
     X = rng.normal(size=(400, 5))
-    labels = K.ward_labels(X, 9)
+    labels = _lloyd.ward_labels(X, 9)
     expected = fcluster(linkage(X, "ward"), 9, "maxclust")
     assert sorted(np.unique(labels)) == list(range(9))
     assert adjusted_rand_score(labels, expected) == 1.0
@@ -747,8 +760,8 @@ def test_ward_labels_weight_two_equals_a_repeated_row(rng):
     X = rng.normal(size=(200, 4))
     w = np.ones(200)
     w[:40] = 2.0
-    weighted = K.ward_labels(X, 7, w)
-    repeated = K.ward_labels(np.vstack([X, X[:40]]), 7)[:200]
+    weighted = _lloyd.ward_labels(X, 7, w)
+    repeated = _lloyd.ward_labels(np.vstack([X, X[:40]]), 7)[:200]
     # The same partition of the 200 rows (labels may be numbered differently).
     pairs = set(zip(weighted.tolist(), repeated.tolist(), strict=True))
     assert len(pairs) == 7

