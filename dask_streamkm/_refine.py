@@ -241,7 +241,8 @@ def refine(
     the pass's groups; returns a :class:`Refined`.
 
     ``candidates`` and ``candidate_weights`` (the summary's centroids and weights, host
-    float64) reseed an empty cluster of the exact step (:func:`._refine_kernels.lloyd_step_centers`).
+    float64) reseed an empty cluster of the exact step
+    (:func:`._refine_kernels.lloyd_step_centers`).
     The groups are scored in ``points_dtype`` (X's float type). ``on_device``: X's chunks are
     device arrays (cupy). ``checkpoint``: None or a :class:`._checkpoint.Checkpoint` (each
     pass's files, see :func:`refine_pass`).
