@@ -72,6 +72,7 @@ from dask.core import flatten
 from . import _kernels as K
 from ._array import namespace, segment_sum
 from ._graph import check_block, predict_block
+from ._threads import blas_limits
 from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.
@@ -153,7 +154,7 @@ def warn_dropped(dropped, n_rows, half_life, stacklevel):
     )
 
 
-def batch_groups(X, centers, origin, sample_weight=None):
+def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     """A batch's rows in groups by their two nearest ``centers`` and band, with their sums.
 
     Returns ``(keys, weights, sums, squares)``: the sorted distinct keys ``(j * k + l) *
@@ -163,10 +164,11 @@ def batch_groups(X, centers, origin, sample_weight=None):
     Squares are taken around the nearest center and moved to ``origin`` exactly, so rows far
     from zero keep their digits. A second value holds each row's nearest center and its
     squared distances to its two nearest, ``(j, d_j, d_l)``, for :func:`host_labels`. None
-    when the rows lie far from ``origin`` (:func:`far_from`). Preconditions: host numpy X
+    when the rows lie far from ``origin`` (:func:`far_from`; unchecked without ``check_far``).
+    Preconditions: host numpy X
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
-    if far_from(X, origin):
+    if check_far and far_from(X, origin):
         return None
     k = centers.shape[0]
     (first, second), (d1, d2) = K.nearest_top(X, centers.astype(X.dtype), 2)
@@ -519,8 +521,35 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     ]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
-    out = batch_groups(X, centers, origin, w)
-    return (None, None) if out is None else (out[0], (X, out[1]))
+    if X.shape[0] <= FOLD_PIECE_ROWS:
+        out = batch_groups(X, centers, origin, w)
+        return (None, None) if out is None else (out[0], (X, out[1]))
+    return pieces_groups(X, w, centers, origin)
+
+
+#: An in-memory batch of more rows is folded in equal pieces of at most this many rows, one
+#: task each on the current scheduler (a 100,000-row block of dask-ml's ``Incremental`` on
+#: every core instead of one).
+FOLD_PIECE_ROWS = 32_768
+
+
+def pieces_groups(X, w, centers, origin):
+    """:func:`batch_parts` of a checked in-memory batch X (weights ``w`` or None) in
+    ``ceil(n / FOLD_PIECE_ROWS)`` equal pieces of rows, one task each; the groups added up by
+    key in the pieces' order. The pieces depend on the rows only, so the result is the same
+    on every scheduler and number of cores."""
+    if far_from(X, origin):
+        return None, None
+    bounds = np.linspace(0, X.shape[0], -(-X.shape[0] // FOLD_PIECE_ROWS) + 1).astype(np.int64)
+    task = dask.delayed(batch_groups, pure=True)
+    tasks = [
+        task(X[a:b], centers, origin, None if w is None else w[a:b], check_far=False)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    with blas_limits(len(tasks)):
+        outs = dask.compute(*tasks)
+    near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
+    return merge_groups([out[0] for out in outs]), (X, near)
 
 
 #: :func:`relabel` computes again the rows whose two nearest centers' distances differ by less
