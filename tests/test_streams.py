@@ -258,6 +258,33 @@ def test_dask_batches_fold_chunk_by_chunk(mixture):
     assert b.inertia_ >= exact_cost(X, b.cluster_centers_) * (1 - 1e-9)
 
 
+def test_a_large_batch_is_folded_in_pieces_alike_on_every_scheduler(mixture):
+    import dask
+
+    # More rows than FOLD_PIECE_ROWS: equal pieces of rows, one task each; the pieces depend
+    # on the rows only, so threads and the synchronous scheduler give the same model.
+    X = np.concatenate([mixture] * 3)  # 72,000 rows: 3 pieces
+    w = np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0])
+    models = []
+    for scheduler in ("threads", "sync"):
+        km = StreamingKMeans(8, random_state=0).partial_fit(mixture[:4_000])
+        with dask.config.set(scheduler=scheduler):
+            km.partial_fit(X, sample_weight=w)
+        models.append(km)
+    a, b = models
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_
+    np.testing.assert_array_equal(a.labels_, a.predict(X))
+    s = a.summary_
+    np.testing.assert_allclose(s.total_weight, 4_000 + w.sum())
+    np.testing.assert_allclose(
+        s.centroids.T @ s.weights,
+        mixture[:4_000].sum(axis=0, dtype=np.float64) + X.T.astype(np.float64) @ w,
+        rtol=1e-9,
+    )
+
+
 def test_dask_weights_of_a_folded_batch_keep_the_accepted_range(mixture):
     # A folded batch's weights go into the running sums as a fit's do: outside the range,
     # the task of the chunk that holds them refuses them, naming the chunk.
