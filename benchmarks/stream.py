@@ -25,7 +25,8 @@ quality benchmarks):
     python benchmarks/stream.py --quick              # small sizes: checks the script
     python benchmarks/stream.py --no-incremental --repeat 3
 
-The tables are printed as Markdown with the machine line of ``speed.py`` and the date.
+The tables are printed as Markdown with the machine line of ``speed.py`` and the date; a last
+table puts the issue's targets side by side (without and with ``half_life``).
 """
 
 from __future__ import annotations
@@ -127,6 +128,12 @@ def batches_table(X, k, batch, repeat, half_life):
         f"{ours_model.summary_.n_groups:,}. Ratio of ms per call, ours / MBK (median of the "
         f"rounds' ratios): {ratio:.2f}."
     )
+    return {
+        "ms": statistics.median(t[0] for t in times["ours"]) / n_calls * 1e3,
+        "mbk_ms": statistics.median(t[0] for t in times["mbk"]) / n_calls * 1e3,
+        "cost_fit": c_ours / ref,
+        "cost_mbk": c_ours / c_mbk,
+    }
 
 
 def incremental_table(k, blocks, block_rows, repeat, half_life):
@@ -134,7 +141,7 @@ def incremental_table(k, blocks, block_rows, repeat, half_life):
         from dask_ml.wrappers import Incremental
     except ImportError:
         print("\n(dask-ml is not installed: no Incremental table; pip install dask-ml)")
-        return
+        return None
     n = blocks * block_rows
     Y = make_mixture(n, 32, 1000, chunks=block_rows, random_state=1).persist()
     w = decay_weights(n, block_rows, half_life)
@@ -161,6 +168,26 @@ def incremental_table(k, blocks, block_rows, repeat, half_life):
     print(f"| {ti:.1f} | {tf:.1f} | {ti / tf:.2f} | {ratio:.4f} |")
     if w is not None:
         print("\nThe fit is given the rows' decay weights; costs are weighted.")
+    return {"time_ratio": ti / tf, "cost_ratio": ratio}
+
+
+def targets_table(results):
+    """The issue's targets side by side: one column per half_life setting."""
+    cols = list(results)
+    print("\n### Targets\n")
+    print("| measure | target | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    rows = (
+        ("partial_fit ms per call, amortized", "<= 5", "batches", "ms", "{:.1f}"),
+        ("MiniBatchKMeans ms per call, amortized", "(2)", "batches", "mbk_ms", "{:.1f}"),
+        ("stream cost / fit on all rows", "<= 1.002", "batches", "cost_fit", "{:.4f}"),
+        ("stream cost / MiniBatchKMeans stream", "< 1", "batches", "cost_mbk", "{:.4f}"),
+        ("Incremental time / fit time", "<= 1.5", "incremental", "time_ratio", "{:.2f}"),
+        ("Incremental cost / fit cost", "", "incremental", "cost_ratio", "{:.4f}"),
+    )
+    for label, target, part, key, fmt in rows:
+        values = [fmt.format(results[c][part][key]) if results[c].get(part) else "-" for c in cols]
+        print(f"| {label} | {target} | " + " | ".join(values) + " |")
 
 
 def main(argv=None):
@@ -181,10 +208,15 @@ def main(argv=None):
     dask.config.set(scheduler="threads")
     print(machine_line(machine()))
     X = make_mixture(a.batch * a.calls, 32, 1000, chunks=a.batch, random_state=0).compute()
+    results = {}
     for half_life in (None,) if a.no_half_life else (None, a.half_life):
-        batches_table(X, a.k, a.batch, a.repeat, half_life)
+        column = "no half_life" if half_life is None else f"half_life={half_life:,}"
+        results[column] = {"batches": batches_table(X, a.k, a.batch, a.repeat, half_life)}
         if not a.no_incremental:
-            incremental_table(a.k, a.blocks, a.block_rows, a.repeat, half_life)
+            results[column]["incremental"] = incremental_table(
+                a.k, a.blocks, a.block_rows, a.repeat, half_life
+            )
+    targets_table(results)
 
 
 if __name__ == "__main__":

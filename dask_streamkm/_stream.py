@@ -15,14 +15,26 @@ is the mean of its part, as Lloyd's step, and the bound ``sum_j SS_j - 2 c_j . S
 ||c_j||^2`` of that assignment costs ``k * d`` operations: an upper bound of the summary's
 bound for the same centers (which gives each group its nearest center), so of the rows' cost.
 
-The global solve (restarts and swap search on the whole summary, as ``fit``) runs when it
-pays (:meth:`Stream.due`): when the rows folded since the last one reach the rows it saw
-(the rows seen doubled; with ``half_life``, at least every ``half_life`` rows, the window that
-still weighs), when the running bound per unit weight rose by :data:`DRIFT` since then (once
-an eighth of those rows came), when the summary outgrows the merge budget, and on request
-(``refit()``). With the doubling rule the solves' total cost is at most twice the last one's,
-and a solve's cost is bounded by the merge budget: the cost per call does not grow with the
-number of calls.
+A global solve runs when it pays (:meth:`Stream.due`): when the rows folded since the last
+one reach the rows it saw (the rows seen doubled; with ``half_life``, at least every
+``half_life`` rows, the window that still weighs), when the running bound per unit weight
+rose by :data:`DRIFT` since then (once an eighth of those rows came), when the summary
+outgrows the merge budget, and on request (``refit()``). With the doubling rule the solves'
+total cost is at most twice the last one's.
+
+Most of those solves are warm (:func:`warm_solve`): from the current centers, a swap search
+that stops at its first step finding no swap that lowers the cost, then at most
+:data:`WARM_MAX_ITER` Lloyd iterations over the summary's groups: a few distance passes over
+the groups (about one group per 12 rows at k=100), so with the doubling rule the warm solves
+cost less than folding the rows did. A due solve is the full one (restarts, swap search and
+Ward start, as ``fit``) when the summary outgrew the budget, when the bound per unit weight
+rose by :data:`FULL_DRIFT` (the data moved too far for a start from the current centers),
+when the summary holds no more groups than clusters, and when the rows folded since the last
+full solve reach :data:`FULL_ROWS_PER_GROUP` per group of the summary
+(:func:`full_solve_due`): folding them then cost about what the full solve costs, so full
+solves at most double the work of the stream. A first batch's full solve gets the restarts
+its rows pay for by the same measure (:func:`first_restarts`). The units are rows and
+groups, never seconds: the same calls give the same centers on every machine.
 
 ``half_life`` decay is applied lazily: the stored groups carry one common scale (its base-2
 logarithm), applied to them when it falls below ``2 ** DECAY_APPLY_LOG2`` or when the summary
@@ -30,12 +42,15 @@ is read, so that a call's cost does not depend on the summary's size. The runnin
 centers are decayed at every call (they are ``k`` rows).
 
 Measured on 100 calls of 4,096 rows of the 32-feature Zipf mixture at k=100 (final centers'
-cost over ``fit``'s on all the rows, one seed): 8 bands 1.0018, 16 bands 0.9983, 32 bands
-0.9953 (with 1.5 times the groups of 16); with 8 bands a growth of 4 instead of 2 (three
-global solves fewer) gave 1.0077, and with 16 bands 1.0047; a Lloyd run from the current
-centers over the summary instead of the scheduled full solves gave 1.0058 (8 bands) and
-1.0029 (32 bands). The keyed groups are finest near the centers they were made from, so the
-solves must come often enough to re-key the stream around good centers.
+cost over ``fit``'s on all the rows, one seed): with full solves at every doubling, 8 bands
+1.0018, 16 bands 0.9983, 32 bands 0.9953 (with 1.5 times the groups of 16); a growth of 4
+instead of 2 (three global solves fewer) gave 1.0077 (8 bands) and 1.0047 (16 bands). With
+16 bands and the warm solves (one full solve, the first, with 3 restarts): 1.0000 with at
+most 5 Lloyd iterations, 0.9982 with 10 (twice the work), 1.0001 with 3; the swap search
+rarely finds a swap there (it stops after one step) but moves a center whose part decayed
+away in a drifting stream with ``half_life``, which Lloyd's steps leave in place. The keyed
+groups are finest near the centers they were made from, so the solves must come often
+enough to re-key the stream around good centers.
 
 A batch whose rows lie far from the summary's origin (:func:`far_from`) is not folded: sums
 around that origin would lose the rows' spread; the estimator summarizes it as a chunk.
@@ -54,9 +69,10 @@ import numpy as np
 from array_api_compat import is_numpy_array
 from dask.core import flatten
 
-from . import _kernels as K
+from . import _distances, _lloyd, _refine_kernels, _runner
 from ._array import namespace, segment_sum
 from ._tasks import check_block, predict_block
+from ._threads import blas_limits
 from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.
@@ -68,6 +84,19 @@ STREAM_BANDS = 16
 DRIFT = 0.05
 #: The drift rule waits for this fraction of the rows of the last global solve.
 DRIFT_MIN_FRACTION = 0.125
+#: A scheduled solve is a full one (restarts) when the bound per unit weight rose by this
+#: fraction since the last solve: the data moved too far for a start from the current centers.
+FULL_DRIFT = 0.25
+#: A solve is the full one once the rows folded since the last full solve reach this many
+#: per group of the summary: folding them cost about as much as the full solve does (a fold
+#: about 1 microsecond per row at k=100, 32 features; a full solve about 25 per group).
+FULL_ROWS_PER_GROUP = 25
+#: Reasons of :meth:`Stream.due` that call for the full solve rather than a warm one.
+FULL_REASONS = ("budget", "far")
+#: Candidates of a warm solve's swap search per cluster at most (the full solve's: 10).
+WARM_SWAPS_PER_CLUSTER = 2
+#: Lloyd iterations of a warm solve at most.
+WARM_MAX_ITER = 5
 #: Rows whose float64 distances :func:`batch_groups` computes at a time.
 EXACT_BLOCK_ROWS = 16_384
 #: Lazy decay is applied to the stored groups once their scale falls below 2 ** this.
@@ -125,7 +154,7 @@ def warn_dropped(dropped, n_rows, half_life, stacklevel):
     )
 
 
-def batch_groups(X, centers, origin, sample_weight=None):
+def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     """A batch's rows in groups by their two nearest ``centers`` and band, with their sums.
 
     Returns ``(keys, weights, sums, squares)``: the sorted distinct keys ``(j * k + l) *
@@ -135,20 +164,21 @@ def batch_groups(X, centers, origin, sample_weight=None):
     Squares are taken around the nearest center and moved to ``origin`` exactly, so rows far
     from zero keep their digits. A second value holds each row's nearest center and its
     squared distances to its two nearest, ``(j, d_j, d_l)``, for :func:`host_labels`. None
-    when the rows lie far from ``origin`` (:func:`far_from`). Preconditions: host numpy X
+    when the rows lie far from ``origin`` (:func:`far_from`; unchecked without ``check_far``).
+    Preconditions: host numpy X
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
-    if far_from(X, origin):
+    if check_far and far_from(X, origin):
         return None
     k = centers.shape[0]
-    (first, second), (d1, d2) = K.nearest_top(X, centers.astype(X.dtype), 2)
+    (first, second), (d1, d2) = _distances.nearest_top(X, centers.astype(X.dtype), 2)
     ratio = (d2 - d1) / np.maximum(d2 + d1, 1e-300)
     band = np.minimum(
         np.floor(STREAM_BANDS * np.sqrt(np.clip(ratio, 0.0, 1.0))).astype(np.int64),
         STREAM_BANDS - 1,
     )
     keys = (first * k + second) * STREAM_BANDS + band
-    order, distinct, group, _ = K._sorted_groups(keys)
+    order, distinct, group, _ = _refine_kernels._sorted_groups(keys)
     n_groups = distinct.shape[0]
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     weights = (
@@ -156,7 +186,7 @@ def batch_groups(X, centers, origin, sample_weight=None):
         if w is None
         else np.bincount(group, weights=w, minlength=n_groups)
     )
-    sums = K._group_sums(X, w, group, n_groups, order)
+    sums = _refine_kernels._group_sums(X, w, group, n_groups, order)
     # Squared distances to the nearest center again in float64, row block by row block: the
     # float32 products rank the centers, but the square sums are the bound's.
     exact = np.empty(X.shape[0])
@@ -271,7 +301,7 @@ class Stream:
     relative to ``origin``).
     """
 
-    def __init__(self, summary, centers):
+    def __init__(self, summary, centers, labels=None):
         self.archive = summary
         self.origin = (
             np.zeros(summary.n_features)
@@ -285,8 +315,8 @@ class Stream:
         self.rows_since = 0
         centers = np.asarray(centers, dtype=np.float64)
         k = centers.shape[0]
-        rel = summary._relative_centroids
-        labels, _ = K.nearest(rel, centers - self.origin)
+        if labels is None:
+            labels, _ = _distances.nearest(summary._relative_centroids, centers - self.origin)
         self.weights = segment_sum(summary.weights, labels, k)
         self.sums = segment_sum(summary.linear_sums, labels, k)
         self.squares = segment_sum(summary.square_sums, labels, k)
@@ -350,17 +380,21 @@ class Stream:
         return max(float(total), 0.0)
 
     def due(self, centers, budget, half_life):
-        """Why a global solve is due now ("rows", "drift" or "budget"), or None."""
+        """Why a global solve is due now, or None: "budget" and "far" (the bound per unit
+        weight rose by :data:`FULL_DRIFT`) call for the full solve (:data:`FULL_REASONS`),
+        "rows" and "drift" for a warm one (:func:`warm_solve`)."""
         window = self.rows_at_solve if half_life is None else min(self.rows_at_solve, half_life)
         if self.n_groups > budget:
             return "budget"
-        if self.rows_since >= (SOLVE_GROWTH - 1.0) * window:
+        rows = self.rows_since >= (SOLVE_GROWTH - 1.0) * window
+        if not rows and self.rows_since < DRIFT_MIN_FRACTION * window:
+            return None
+        per_weight = self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
+        if per_weight > (1.0 + FULL_DRIFT) * self.bound_at_solve:
+            return "far"
+        if rows:
             return "rows"
-        if self.rows_since >= DRIFT_MIN_FRACTION * window:
-            per_weight = self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
-            if per_weight > (1.0 + DRIFT) * self.bound_at_solve:
-                return "drift"
-        return None
+        return "drift" if per_weight > (1.0 + DRIFT) * self.bound_at_solve else None
 
     def summary(self):
         """The summary of every row folded so far, decayed (a new Summary, cached until the
@@ -374,6 +408,64 @@ class Stream:
                 merged, _ = decay(merged, -self.log2_scale, 1.0)
             self._summary = merged
         return self._summary
+
+
+def full_solve_due(rows_since_full, n_groups):
+    """True when a due solve is the full one (or a first batch's full solve gets all its
+    restarts): the rows folded since the last full solve reach :data:`FULL_ROWS_PER_GROUP`
+    per group of the summary."""
+    return rows_since_full >= FULL_ROWS_PER_GROUP * n_groups
+
+
+def first_restarts(summary, n_init):
+    """Restarts of a first batch's full solve: ``n_init`` times the batch's rows over
+    :data:`FULL_ROWS_PER_GROUP` per group of its summary, between 1 and ``n_init``. A small
+    first batch does not pay for ten restarts (at k=100, a 4,096-row batch's 500 groups took
+    100 folds' time with ten); its centers are then improved by the warm solves."""
+    share = n_init * summary.n_seen // max(FULL_ROWS_PER_GROUP * summary.n_groups, 1)
+    return int(min(max(share, 1), n_init))
+
+
+def warm_solve(summary, centers, *, max_iter, tol, seed):
+    """A scheduled solve from ``centers`` over the summary's groups: ``(centers, labels,
+    n_iter)``, labels the groups' nearest centers as the solve's last assignment found them.
+
+    A swap search (:func:`._kernels.local_search`: a step draws ``SWAP_TRIALS`` candidates by
+    D^2 sampling and makes the one swap of a candidate for a center that lowers the cost most)
+    that stops at its first step finding no such swap, or after ``WARM_SWAPS_PER_CLUSTER * k``
+    candidates; then at most ``min(max_iter, WARM_MAX_ITER)`` weighted Lloyd iterations on
+    the group centroids, keeping the centers of lowest cost seen. The summary's bound never
+    rises above that of ``centers``, and the solve costs a few distance passes over the
+    groups (about ``WARM_MAX_ITER + 2`` where no swap pays) instead of the full solve's
+    hundreds. The swaps move a center whose part has decayed or drifted away to where the
+    weight is, which Lloyd's steps cannot. The centroids are centered and their distances
+    taken in float32 unless they overflow it. Preconditions: host float64 ``centers`` (k, d),
+    ``summary`` of more than k groups, positive total weight.
+    """
+    origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
+    points, w = summary._relative_centroids, summary.weights
+    mean = (w @ points) / np.sum(w)
+    points = points - mean
+    points = points.astype(_distances.distance_dtype(points, dtype=np.float32) or np.float64)
+    start = np.asarray(centers, dtype=np.float64) - origin - mean
+    rng = np.random.default_rng(seed)
+    x_sq = _distances.row_norms_sq(points)
+    for _ in range(-(-WARM_SWAPS_PER_CLUSTER * start.shape[0] // _runner.SWAP_TRIALS)):
+        start, accepted = _lloyd.local_search(
+            points, start, rng, w, 1, x_sq, lloyd_steps=0, n_trials=_runner.SWAP_TRIALS
+        )
+        if not accepted:
+            break
+    out, labels, _, n_iter = _lloyd.lloyd(
+        points,
+        start,
+        w,
+        max_iter=max(1, min(int(max_iter), WARM_MAX_ITER)),
+        tol=tol,
+        keep_best=True,
+        fixed_origin=True,
+    )
+    return out + origin + mean, labels, n_iter
 
 
 def streams(centers, X, metric):
@@ -429,8 +521,35 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     ]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
-    out = batch_groups(X, centers, origin, w)
-    return (None, None) if out is None else (out[0], (X, out[1]))
+    if X.shape[0] <= FOLD_PIECE_ROWS:
+        out = batch_groups(X, centers, origin, w)
+        return (None, None) if out is None else (out[0], (X, out[1]))
+    return pieces_groups(X, w, centers, origin)
+
+
+#: An in-memory batch of more rows is folded in equal pieces of at most this many rows, one
+#: task each on the current scheduler (a 100,000-row block of dask-ml's ``Incremental`` on
+#: every core instead of one).
+FOLD_PIECE_ROWS = 32_768
+
+
+def pieces_groups(X, w, centers, origin):
+    """:func:`batch_parts` of a checked in-memory batch X (weights ``w`` or None) in
+    ``ceil(n / FOLD_PIECE_ROWS)`` equal pieces of rows, one task each; the groups added up by
+    key in the pieces' order. The pieces depend on the rows only, so the result is the same
+    on every scheduler and number of cores."""
+    if far_from(X, origin):
+        return None, None
+    bounds = np.linspace(0, X.shape[0], -(-X.shape[0] // FOLD_PIECE_ROWS) + 1).astype(np.int64)
+    task = dask.delayed(batch_groups, pure=True)
+    tasks = [
+        task(X[a:b], centers, origin, None if w is None else w[a:b], check_far=False)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    with blas_limits(len(tasks)):
+        outs = dask.compute(*tasks)
+    near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
+    return merge_groups([out[0] for out in outs]), (X, near)
 
 
 #: :func:`relabel` computes again the rows whose two nearest centers' distances differ by less

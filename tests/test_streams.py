@@ -5,8 +5,10 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dask_streamkm import StreamingKMeans
+from dask_streamkm import StreamingKMeans, _seeds, _stream
 from dask_streamkm.datasets import make_mixture
+from dask_streamkm.estimator import solve_summary
+from dask_streamkm.summary import Summary
 
 
 def exact_cost(X, centers, sample_weight=None):
@@ -25,13 +27,23 @@ def stream(model, X, batch):
     return model
 
 
-def global_solves(model, X, batch):
-    """Rows at which partial_fit ran a global solve (it starts a new stream state)."""
+def solve_kind(model):
+    """ "full" after a full solve (no stream state yet), "warm" after a warm solve (a stream
+    state with nothing folded since), else None."""
+    stream = model.__dict__.get("_stream_")
+    if stream is None:
+        return "full"
+    return "warm" if stream.rows_since == 0 else None
+
+
+def global_solves(model, X, batch, kinds=False):
+    """Rows at which partial_fit ran a global solve (with its kind when ``kinds``)."""
     rows = []
     for start in range(0, X.shape[0], batch):
         model.partial_fit(X[start : start + batch])
-        if "_stream_" not in model.__dict__:
-            rows.append(model.n_rows_seen_)
+        kind = solve_kind(model)
+        if kind:
+            rows.append((model.n_rows_seen_, kind) if kinds else model.n_rows_seen_)
     return rows
 
 
@@ -66,6 +78,100 @@ def test_global_solves_when_the_rows_seen_double(mixture):
     rows = global_solves(StreamingKMeans(5, random_state=0), X, 500)
     # The first batch is solved as before (no stream yet); then 1,000, 2,000, 4,000...
     assert rows == [500, 1_000, 2_000, 4_000, 8_000, 16_000]
+
+
+def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture):
+    X = mixture
+    km = StreamingKMeans(2, random_state=0)
+    solves, last_full = [], 0
+    for start in range(0, X.shape[0], 200):
+        km.partial_fit(X[start : start + 200])
+        kind = solve_kind(km)
+        if kind:
+            solves.append((km.n_rows_seen_, kind))
+            if kind == "full":
+                last_full = km.n_rows_seen_
+            else:
+                # A warm solve: a few Lloyd iterations, and the rows since the last full
+                # solve did not reach FULL_ROWS_PER_GROUP per group.
+                assert km.n_iter_ <= _stream.WARM_MAX_ITER
+                rows_since = km.n_rows_seen_ - last_full
+                assert rows_since < _stream.FULL_ROWS_PER_GROUP * km.summary_.n_groups
+    # Doubling (and one drift at 600); the full solve at the first call and once the rows
+    # folded since it pay for another (19,000 rows, 25 per group of about 410 groups).
+    assert solves == [
+        (200, "full"),
+        (400, "warm"),
+        (600, "warm"),
+        (1_200, "warm"),
+        (2_400, "warm"),
+        (4_800, "warm"),
+        (9_600, "warm"),
+        (19_200, "full"),
+    ]
+
+
+def test_a_warm_solve_never_raises_the_bound_and_is_reproducible(mixture):
+    km = stream(StreamingKMeans(10, random_state=0), mixture[:3_000], 500)
+    state = km._stream_
+    summary = state.summary()
+    centers = state.centers(km.cluster_centers_)
+    bound = summary.cost_bound(centers)
+    runs = [_stream.warm_solve(summary, centers, max_iter=300, tol=1e-4, seed=7) for _ in range(2)]
+    (out, labels, n_iter), (again, labels_again, _) = runs
+    np.testing.assert_array_equal(out, again)
+    np.testing.assert_array_equal(labels, labels_again)
+    assert 1 <= n_iter <= _stream.WARM_MAX_ITER
+    assert summary.cost_bound(out) <= bound * (1 + 1e-9)
+    # max_iter=1 (a user's truncated solve) is one Lloyd iteration.
+    assert _stream.warm_solve(summary, centers, max_iter=1, tol=1e-4, seed=7)[2] == 1
+
+
+def test_a_warm_solve_moves_a_center_whose_part_decayed_away():
+    # With half_life every call is due; a center left on a regime that decayed away has
+    # almost no weight, which Lloyd's steps keep in place: the swap search moves it.
+    rng = np.random.default_rng(1)
+    km = StreamingKMeans(3, random_state=0, half_life=200)
+    for shift in np.repeat([0.0, 60.0], 8):
+        blobs = rng.choice([0.0, 12.0, 24.0], (300, 1))
+        km.partial_fit(rng.normal(size=(300, 2)) + [shift, 0.0] + blobs)
+    assert solve_kind(km) == "warm"
+    np.testing.assert_allclose(np.sort(km.cluster_centers_[:, 1]), [0, 12, 24], atol=0.5)
+
+
+def test_large_drift_runs_the_full_solve():
+    rng = np.random.default_rng(2)
+    km = StreamingKMeans(3, random_state=0)
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    for _ in range(6):
+        km.partial_fit(means[rng.integers(0, 3, 400)] + rng.normal(size=(400, 2)))
+    # A batch whose rows lie 5 standard deviations beyond the first clusters: the bound per
+    # unit weight rises by more than FULL_DRIFT long before the rows double.
+    km.partial_fit(means[rng.integers(0, 3, 400)] * 1.5 + rng.normal(size=(400, 2)))
+    assert solve_kind(km) == "full"
+
+
+def test_a_first_batch_gets_the_restarts_its_rows_pay_for(mixture):
+    per_group = _stream.FULL_ROWS_PER_GROUP
+    small = Summary(np.ones(500), np.zeros((500, 2)), np.zeros(500), 4_096)
+    large = Summary(np.ones(3_125), np.zeros((3_125, 2)), np.zeros(3_125), 100_000)
+    assert _stream.first_restarts(small, 10) == 10 * 4_096 // (per_group * 500) == 3
+    assert _stream.first_restarts(large, 10) == 10
+    assert _stream.first_restarts(Summary(np.ones(9), np.zeros((9, 2)), np.zeros(9), 9), 10) == 1
+    # A small first batch is solved with those restarts (as solve_summary with that n_init).
+    X = mixture[:2_000]
+    km = StreamingKMeans(10, random_state=0).partial_fit(X)
+    restarts = _stream.first_restarts(km.summary_, 10)
+    assert restarts < 10
+    centers, _, _ = solve_summary(
+        km.summary_,
+        10,
+        n_init=restarts,
+        max_iter=300,
+        tol=1e-4,
+        seed=_seeds.solve_seed(km._entropy_),
+    )
+    np.testing.assert_allclose(km.cluster_centers_, centers.astype(np.float32), rtol=1e-6)
 
 
 def test_refit_runs_the_global_solve_on_request(mixture):
@@ -152,6 +258,33 @@ def test_dask_batches_fold_chunk_by_chunk(mixture):
     assert b.inertia_ >= exact_cost(X, b.cluster_centers_) * (1 - 1e-9)
 
 
+def test_a_large_batch_is_folded_in_pieces_alike_on_every_scheduler(mixture):
+    import dask
+
+    # More rows than FOLD_PIECE_ROWS: equal pieces of rows, one task each; the pieces depend
+    # on the rows only, so threads and the synchronous scheduler give the same model.
+    X = np.concatenate([mixture] * 3)  # 72,000 rows: 3 pieces
+    w = np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0])
+    models = []
+    for scheduler in ("threads", "sync"):
+        km = StreamingKMeans(8, random_state=0).partial_fit(mixture[:4_000])
+        with dask.config.set(scheduler=scheduler):
+            km.partial_fit(X, sample_weight=w)
+        models.append(km)
+    a, b = models
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_
+    np.testing.assert_array_equal(a.labels_, a.predict(X))
+    s = a.summary_
+    np.testing.assert_allclose(s.total_weight, 4_000 + w.sum())
+    np.testing.assert_allclose(
+        s.centroids.T @ s.weights,
+        mixture[:4_000].sum(axis=0, dtype=np.float64) + X.T.astype(np.float64) @ w,
+        rtol=1e-9,
+    )
+
+
 def test_dask_weights_of_a_folded_batch_keep_the_accepted_range(mixture):
     # A folded batch's weights go into the running sums as a fit's do: outside the range,
     # the task of the chunk that holds them refuses them, naming the chunk.
@@ -175,7 +308,7 @@ def long_stream(n_calls, budget):
     sizes, solves = [], 0
     for i in range(n_calls):
         km.partial_fit(means[rng.integers(0, 20, 8)] + rng.normal(size=(8, 3)))
-        solves += "_stream_" not in km.__dict__
+        solves += solve_kind(km) is not None
         if i % 50 == 0:
             sizes.append(km.summary_.n_groups)
     return km, sizes, solves
