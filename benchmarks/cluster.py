@@ -253,9 +253,9 @@ def _child(*args, env=None):
     return json.loads(lines[-1])
 
 
-def run_cases(cases, rounds, quick):
+def run_cases(cases, rounds, quick, names=None):
     results = []
-    names = list(VARIANTS)
+    names = list(VARIANTS) if names is None else list(names)
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for case in cases:
@@ -300,7 +300,8 @@ def _ratio_cell(ratio, target, kind):
 
 
 def print_cases(results, cases):
-    names = list(VARIANTS)
+    measured = {r["variant"] for r in results}
+    names = [v for v in VARIANTS if v in measured]
     rounds = max(r["round"] for r in results) + 1
     tables = (
         ("Wall seconds", "seconds", [(v, ref, t, kind) for v, ref, t, kind in TARGETS]),
@@ -310,6 +311,10 @@ def print_cases(results, cases):
             [(v, "threads", t, "max") for v, t in CPU_RATIOS],
         ),
     )
+    tables = [
+        (title, what, [r for r in ratios if r[0] in measured and r[1] in measured])
+        for title, what, ratios in tables
+    ]
     for title, what, ratios in tables:
         print(f"\n{title}, medians of {rounds} round(s):\n")
         cols = names + [f"{v} / {ref}" for v, ref, _, _ in ratios]
@@ -356,6 +361,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="V"
+    )
     p.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows, 1 round")
     p.add_argument("--task-memory", nargs="*", type=float, default=[], metavar="MB")
     p.add_argument("--json", help="also write every measurement to this file")
@@ -371,7 +379,9 @@ def main(argv=None):
     start = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     print(f"# cluster benchmark, {start}, {os.cpu_count()} cores, {_load()} at start")
     results = (
-        run_cases(args.cases, 1 if args.quick else args.rounds, args.quick) if args.cases else []
+        run_cases(args.cases, 1 if args.quick else args.rounds, args.quick, args.variants)
+        if args.cases
+        else []
     )
     memory = run_task_memory(args.task_memory)
     print(f"\n{os.cpu_count()} cores; {_load()} at the end; started {start}.\n")
