@@ -64,7 +64,15 @@ TARGETS = (
     ("1x2", "threads", 1.1, "max"),
     ("1x1", "2x1", 1.7, "min"),
 )
-TASKS = ("leaf tree", "leaf stream", "leaf lloyd", "refine leaf", "score part", "predict labels")
+TASKS = (
+    "leaf tree",
+    "leaf tree copy",
+    "leaf stream",
+    "leaf lloyd",
+    "refine leaf",
+    "score part",
+    "predict labels",
+)
 MEMORY_FEATURES = 64
 MEMORY_K = 20
 
@@ -154,7 +162,11 @@ def _task_memory(task, megabytes):
     block = np.ascontiguousarray(X.compute(scheduler="sync"))
     centers = block[:: max(1, rows // MEMORY_K)][:MEMORY_K].astype(np.float64)
     size = auto_summary_size(MEMORY_K, rows, 40 * rows)  # a chunk of 40
-    method = task.split()[-1]
+    method = task.split()[1] if task.startswith("leaf") else None
+    if task == "leaf tree copy":  # the padded copy whatever the chunk: faster, 2-3x the chunk
+        from dask_streamkm import _tree
+
+        _tree.COPY_BYTES = float("inf")
     if task.startswith("leaf"):
 
         def run():
@@ -198,9 +210,12 @@ def _task_memory(task, megabytes):
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    t0 = time.perf_counter()
-    run()
-    seconds = time.perf_counter() - t0
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one core's work (a worker's BLAS threads under its nanny)
+        t0, cpu0 = time.perf_counter(), _process_cpu()
+        run()
+        seconds, cpu = time.perf_counter() - t0, _process_cpu() - cpu0
     stop.set()
     thread.join()
     peak[0] = max(peak[0], proc.memory_info().rss)
@@ -214,6 +229,8 @@ def _task_memory(task, megabytes):
         "working_bytes": peak[0] - base,
         "estimate_bytes": estimate,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rows": rows,
     }
 
 
@@ -253,9 +270,9 @@ def _child(*args, env=None):
     return json.loads(lines[-1])
 
 
-def run_cases(cases, rounds, quick):
+def run_cases(cases, rounds, quick, names=None):
     results = []
-    names = list(VARIANTS)
+    names = list(VARIANTS) if names is None else list(names)
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for case in cases:
@@ -265,7 +282,11 @@ def run_cases(cases, rounds, quick):
                 res = _child("--one", variant, str(rows), str(k), env=_env(variant))
                 res["case"], res["round"] = case, r
                 results.append(res)
-                print(f"# round {r} {case} {variant}: {_fmt(res['seconds'])}", flush=True)
+                print(
+                    f"# round {r} {case} {variant}: {_fmt(res['seconds'])}; CPU "
+                    f"{_fmt(res['cpu'])}; {_load()}",
+                    flush=True,
+                )
     return results
 
 
@@ -300,7 +321,8 @@ def _ratio_cell(ratio, target, kind):
 
 
 def print_cases(results, cases):
-    names = list(VARIANTS)
+    measured = {r["variant"] for r in results}
+    names = [v for v in VARIANTS if v in measured]
     rounds = max(r["round"] for r in results) + 1
     tables = (
         ("Wall seconds", "seconds", [(v, ref, t, kind) for v, ref, t, kind in TARGETS]),
@@ -310,6 +332,10 @@ def print_cases(results, cases):
             [(v, "threads", t, "max") for v, t in CPU_RATIOS],
         ),
     )
+    tables = [
+        (title, what, [r for r in ratios if r[0] in measured and r[1] in measured])
+        for title, what, ratios in tables
+    ]
     for title, what, ratios in tables:
         print(f"\n{title}, medians of {rounds} round(s):\n")
         cols = names + [f"{v} / {ref}" for v, ref, _, _ in ratios]
@@ -329,10 +355,10 @@ def print_cases(results, cases):
             print(f"- {CASES[case][0]}, {op}: results of every variant and round {same}.")
 
 
-def run_task_memory(sizes):
+def run_task_memory(sizes, tasks=TASKS):
     out = []
     for mb in sizes:
-        for task in TASKS:
+        for task in tasks:
             res = _child("--task", task, str(mb))
             out.append(res)
             print(f"# {task} {mb} MB: working {res['working_bytes'] / 1e6:.0f} MB", flush=True)
@@ -340,15 +366,20 @@ def run_task_memory(sizes):
 
 
 def print_task_memory(rows):
-    print("| task | chunk | working | peak / chunk | guard's estimate / chunk | seconds |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| task | chunk | working | peak / chunk | guard's estimate / chunk | seconds "
+        "| CPU seconds | rows/s per core (CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         chunk = r["chunk_bytes"]
         est = r["estimate_bytes"]
         print(
             f"| {r['task']} | {chunk / 1e6:.0f} MB | {r['working_bytes'] / 1e6:.0f} MB | "
             f"{(chunk + r['working_bytes']) / chunk:.2f} | "
-            f"{'' if est is None else f'{est / chunk:.2f}'} | {r['seconds']:.1f} |"
+            f"{'' if est is None else f'{est / chunk:.2f}'} | {r['seconds']:.1f} | "
+            f"{r.get('cpu_seconds', float('nan')):.1f} | "
+            f"{r.get('rows', 0) / r.get('cpu_seconds', float('nan')):,.0f} |"
         )
 
 
@@ -356,8 +387,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="V"
+    )
     p.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows, 1 round")
     p.add_argument("--task-memory", nargs="*", type=float, default=[], metavar="MB")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="T")
     p.add_argument("--json", help="also write every measurement to this file")
     p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--task", nargs=2, help=argparse.SUPPRESS)
@@ -371,9 +406,11 @@ def main(argv=None):
     start = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     print(f"# cluster benchmark, {start}, {os.cpu_count()} cores, {_load()} at start")
     results = (
-        run_cases(args.cases, 1 if args.quick else args.rounds, args.quick) if args.cases else []
+        run_cases(args.cases, 1 if args.quick else args.rounds, args.quick, args.variants)
+        if args.cases
+        else []
     )
-    memory = run_task_memory(args.task_memory)
+    memory = run_task_memory(args.task_memory, args.tasks)
     print(f"\n{os.cpu_count()} cores; {_load()} at the end; started {start}.\n")
     if results:
         print_cases(results, args.cases)

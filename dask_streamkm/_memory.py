@@ -47,6 +47,21 @@ from ._threads import distributed_client
 #: not counted, so a chunk rejected cannot fit.
 WORKING_BYTES = {"tree": (2.0, 0, 160), "stream": (1.3, 0, 60), "lloyd": (0, 24, 96)}
 
+#: The "tree" leaf's working memory by parts (:func:`tree_task_bytes`), measured with
+#: tracemalloc (peak of ``_graph.leaf`` on a numpy chunk, the input not counted; 2 cores,
+#: shared, 2026-12-06): without its padded copy (chunks whose copy is above
+#: ``_tree.COPY_BYTES``) it peaked at 109 B a row on 400,000 x 64 float32 with 256 groups,
+#: 98 on 976,562 x 64 float32 (250 MB), 120 and 162 on 200,000 x 32 float32 / float64 with
+#: 800, 126 on 300,000 x 2 float32: index arrays, weights and squared norms a row
+#: (:data:`TREE_ROW_BYTES` plus :data:`TREE_ROW_ITEMS` values of the chunk's float type), a
+#: few work buffers of fixed size, and what grows with the features but not the rows (the
+#: coarse cells' sample, the centers of every cell: 96 MB on 50,000 x 300 float64 with 800
+#: groups, :data:`TREE_FEATURE_ITEMS` values a feature).
+TREE_ROW_BYTES = 96
+TREE_ROW_ITEMS = 8
+TREE_FEATURE_ITEMS = 40_000
+TREE_FIXED_BYTES = 8 << 20
+
 _MB = 10**6  # MB as dask writes memory_limit="200MB"
 
 #: Memory a worker process holds before any task, once it has imported this library (Python,
@@ -108,9 +123,33 @@ def rows_per_task(task_bytes, n_features, dtype, method="tree"):
     return max(1, int(task_bytes // task_bytes_per_row(n_features, dtype, method)))
 
 
+def tree_task_bytes(rows, n_features, dtype):
+    """Estimated peak memory of a "tree" leaf on a chunk of ``rows`` rows, the chunk included:
+    the chunk, its padded copy when that copy is at most ``_tree.COPY_BYTES`` (about 1.1x the
+    chunk's values), :data:`TREE_ROW_BYTES` + :data:`TREE_ROW_ITEMS` values a row, and
+    what does not grow with the rows (:data:`TREE_FEATURE_ITEMS` values a feature and
+    :data:`TREE_FIXED_BYTES`). Above the copy's threshold that is at most the chunk and half
+    of it plus a bound that does not grow with the chunk, for 64 float32 features."""
+    from ._tree import COPY_BYTES
+
+    dtype = np.dtype(dtype)
+    itemsize = dtype.itemsize if dtype.kind == "f" else 8  # integers: a float64 copy first
+    rows, n_features = int(rows), int(n_features)
+    chunk = rows * n_features * dtype.itemsize
+    converted = 0 if dtype.kind == "f" else rows * n_features * itemsize
+    copy = int(1.1 * rows * n_features * itemsize)
+    copy = copy if copy <= COPY_BYTES else 0
+    per_row = TREE_ROW_BYTES + TREE_ROW_ITEMS * itemsize
+    fixed = TREE_FEATURE_ITEMS * n_features * itemsize + TREE_FIXED_BYTES
+    return chunk + converted + copy + rows * per_row + fixed
+
+
 def task_peak_bytes(X, method):
-    """Estimated peak memory of the summarize task of X's largest chunk (see WORKING_BYTES)."""
+    """Estimated peak memory of the summarize task of X's largest chunk (see WORKING_BYTES;
+    "tree": :func:`tree_task_bytes`)."""
     rows, _ = largest_chunk(X)
+    if method == "tree":
+        return int(tree_task_bytes(rows, X.shape[1], X.dtype))
     return int(rows * task_bytes_per_row(X.shape[1], X.dtype, method))
 
 

@@ -52,7 +52,8 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     """
     xp = namespace(X, centers)
     k = centers.shape[0]
-    (labels, second, third), (d1, d2, _) = nearest_top(X, centers, 3)
+    (labels, second, third), (d1, d2, d3) = nearest_top(X, centers, 3)
+    del d3
     if is_numpy(xp):  # the same numbers in place: two (n,) temporaries instead of a dozen
         ratio = np.subtract(d2, d1)
         d2 += d1
@@ -70,6 +71,9 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
         band = xp.astype(xp.floor(REFINE_BANDS * xp.sqrt(xp.clip(ratio, 0.0, 1.0))), xp.int64)
         band = xp.minimum(band, REFINE_BANDS - 1)
         keys = ((labels * k + second) * k + third) * REFINE_BANDS + band
+    # Only the keys, the labels and d1 are used below: a task's peak is smaller without
+    # the rest (48 bytes a row).
+    del second, third, d2, ratio, band
     order, level = None, 0
     if is_numpy(xp):
         # One stable sort of the keys gives the distinct keys, each row's group and the rows

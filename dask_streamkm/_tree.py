@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from . import _kernels as K
+from . import _distances, _lloyd, _seeding
 
 #: Coarse cells per square root of the leaf's groups.
 CELLS_PER_ROOT = 6.0
@@ -42,6 +42,14 @@ CELL_ITER = 3
 COARSE_SAMPLE_PER_CENTER = 64
 #: Blocks of the batched products per cell, on average (fewer: more padding).
 BLOCKS_PER_CELL = 4
+#: Bytes of the padded copy of a chunk's rows a leaf keeps at most (64 MiB); above it the
+#: leaf gathers its rows from the chunk at every step instead (:class:`_Layout`).
+COPY_BYTES = 64 << 20
+#: Values of the rows gathered from the chunk at once (1 MiB of float32): the leaf keeps no
+#: copy of its chunk, only these and its per-row indices.
+GATHER_ELEMENTS = 1 << 18
+#: Values of the scores of a band of cells kept at once in the Lloyd steps.
+SCORE_ELEMENTS = 1 << 18
 
 
 def tree_labels(X, size, sample_weight, rng):
@@ -54,6 +62,7 @@ def tree_labels(X, size, sample_weight, rng):
     cell, dist, coarse = _coarse_cells(X, n_cells, w, rng)
     n_cells = coarse.shape[0]
     cost = np.bincount(cell, weights=w * dist, minlength=n_cells)
+    del dist
     positive_rows = np.bincount(cell[w > 0], minlength=n_cells)
     share = _allocate(cost, positive_rows, size)
     # Cells in order of falling share: the cells still seeding at any step are a prefix.
@@ -63,6 +72,7 @@ def tree_labels(X, size, sample_weight, rng):
     cell = new_id[cell]
     share = share[rank]
     layout = _Layout(X, coarse[rank], w, cell, n_cells)
+    del cell, w  # the layout keeps them in its own order
     centers, n_centers = _seed(layout, share, rng)
     labels_sorted = _lloyd(layout, centers, n_centers, CELL_ITER)
     labels = np.empty(n, dtype=np.int64)
@@ -79,18 +89,20 @@ def _coarse_cells(X, n_cells, w, rng):
     sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
     sample.sort()
     rows, w_sample = X[sample], w[sample]
-    work = K.Workspace()  # the distance blocks of every call below
-    idx = K.d2_sample(rows, n_cells, rng, sample_weight=w_sample, work=work)
+    work = _distances.Workspace()  # the distance blocks of every call below
+    idx = _seeding.d2_sample(rows, n_cells, rng, sample_weight=w_sample, work=work)
     coarse = rows[idx].astype(np.float64)
     for _ in range(COARSE_ITER):
-        cell, _ = K.nearest(rows, coarse.astype(X.dtype), work=work)
-        # Rows relative to their center: small numbers, so their sums keep their precision.
-        rel = rows - coarse.astype(X.dtype)[cell]
+        cell, _ = _distances.nearest(rows, coarse.astype(X.dtype), work=work)
+        # Rows relative to their center: small numbers, so their sums keep their precision
+        # (in one work buffer for every step).
+        rel = work.take("coarse_rel", rows.shape, X.dtype)
+        np.take(coarse.astype(X.dtype), cell, axis=0, out=rel, mode="clip")
+        np.subtract(rows, rel, out=rel)
         mass = np.bincount(cell, weights=w_sample, minlength=coarse.shape[0])
         shift = _segment_rows(rel, w_sample, cell, coarse.shape[0])
-        del rel
         coarse = coarse + shift / np.maximum(mass, 1e-300)[:, None]
-    cell, dist = K.nearest(X, coarse.astype(X.dtype), work=work)
+    cell, dist = _distances.nearest(X, coarse.astype(X.dtype), work=work)
     # Drop empty cells (their centers lost every row).
     used = np.bincount(cell, minlength=coarse.shape[0]) > 0
     remap = np.cumsum(used) - 1
@@ -104,13 +116,13 @@ def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None):
     neither vanish nor overflow; ``unit``: :func:`_unit_weights` of ``w``, when the caller
     sums the same weights many times."""
     unit, scale = _unit_weights(w, rows.dtype) if unit is None else unit
-    indicator = K.weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
+    indicator = _lloyd.weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
     return np.asarray(indicator @ rows, dtype=np.float64) * scale
 
 
 def _unit_weights(w, dtype):
     """:func:`._seeding.unit_weights` of ``w``, the scaled weights in ``dtype``."""
-    unit, scale = K.unit_weights(w)
+    unit, scale = _seeding.unit_weights(w)
     return unit.astype(dtype), scale
 
 
@@ -144,15 +156,31 @@ class _Layout:
     The seeding and the Lloyd steps work on the padded rows ("slots"): a cell's slots are
     ``slot_start[c]`` to ``slot_start[c + 1] - 1``, its real rows first within each block,
     the padding slots of weight 0 (never drawn, never summed); only the final labels are
-    gathered back to the rows."""
+    gathered back to the rows.
+
+    The rows relative to their cell's coarse center (in X's dtype: small numbers) are kept in
+    one padded copy (``padded``, its blocks ``blocks``) when that copy holds at most
+    :data:`COPY_BYTES`: each row is then read from memory in order at every step. Above
+    that, no copy of the chunk is kept (a task's peak memory stays about its chunk plus a
+    tenth to a half of it, whatever the chunk): the rows of a few blocks (or a segment of
+    the sorted rows) are gathered from X into one work buffer of about
+    :data:`GATHER_ELEMENTS` values when needed, the same numbers the copy would hold, at
+    about 1.6x the leaf's CPU time (every step reads its rows from random places: 2.2-2.5 s
+    against 1.3-1.5 s on 976,562 x 64 float32, 2 cores shared, 2026-12-06). A padding
+    slot holds zeros less the cell's center in the copy, its cell's last row again when
+    gathered (finite either way, of weight 0). The layout keeps about 56 bytes per row
+    besides (indices, weights, squared norms)."""
 
     def __init__(self, X, coarse, w, cell, n_cells):
         n, d = X.shape
+        self.X = X
+        self.coarse = coarse.astype(X.dtype)
+        self.work = _distances.Workspace()  # the gathered rows
         self.order = np.argsort(cell, kind="stable")
         self.cell = cell[self.order]
         self.w = w[self.order]
         counts = np.bincount(cell, minlength=n_cells)
-        start = np.concatenate([[0], np.cumsum(counts)])
+        self.start = np.concatenate([[0], np.cumsum(counts)])
         self.n_cells = n_cells
         # Blocks of about a quarter of a mean cell: little padding, few enough products.
         rows = int(max(8, -(-n // max(BLOCKS_PER_CELL * n_cells, 1))))
@@ -161,47 +189,111 @@ class _Layout:
         self.block_start = np.concatenate([[0], np.cumsum(n_blocks)])
         self.block_cell = np.repeat(np.arange(n_cells), n_blocks)
         self.slot_start = self.block_start * rows
-        local = np.arange(n) - start[self.cell]
+        local = np.arange(n) - self.start[self.cell]
         self.flat = self.slot_start[self.cell] + local
+        del local
         # Each cell's last real row, in slots.
         self.slot_last = self.slot_start[:-1] + np.maximum(counts, 1) - 1
         n_slots = int(self.slot_start[-1])
-        self.slot_cell = np.repeat(self.block_cell, rows)
         self.slot_w = np.zeros(n_slots)
         self.slot_w[self.flat] = self.w
         # The same scaled to at most 1, in X's dtype, for the seeding's sums (they only rank a
         # cell's candidates): no overflow or underflow there.
-        self.slot_w_unit = K.unit_weights(self.slot_w)[0].astype(X.dtype)
-        # The rows relative to their cell's coarse center, in X's dtype (small numbers): each
-        # row copied once to its slot, then every block shifted by its cell's center (the
-        # padding slots too: finite, and of weight 0).
-        self.padded = np.zeros((n_slots, d), dtype=X.dtype)
-        place = np.empty(n, dtype=np.int64)
-        place[self.order] = self.flat
-        self.padded[place] = X
-        del place
-        self.blocks = self.padded.reshape(-1, rows, d)
-        self.blocks -= coarse.astype(X.dtype)[self.block_cell][:, None, :]
-        self.slot_sq = np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64).astype(
-            X.dtype
-        )
+        self.slot_w_unit = _seeding.unit_weights(self.slot_w)[0].astype(X.dtype)
+        self.padded = self.blocks = None
+        if n_slots * d * X.dtype.itemsize <= COPY_BYTES:
+            # The rows relative to their cell's coarse center, in X's dtype (small numbers):
+            # each row copied once to its slot, then every block shifted by its cell's center
+            # (the padding slots too: finite, and of weight 0).
+            self.padded = np.zeros((n_slots, d), dtype=X.dtype)
+            place = np.empty(n, dtype=np.int64)
+            place[self.order] = self.flat
+            self.padded[place] = X
+            del place
+            self.blocks = self.padded.reshape(-1, rows, d)
+            self.blocks -= self.coarse[self.block_cell][:, None, :]
+            self.slot_sq = np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64).astype(
+                X.dtype
+            )
+            return
+        # The row of X in each slot: a padding slot repeats its cell's last row.
+        last_row = self.order[np.maximum(self.start[1:] - 1, 0)]
+        self.slot_row = np.repeat(last_row, n_blocks * rows)
+        self.slot_row[self.flat] = self.order
+        self.slot_sq = np.empty(n_slots, dtype=X.dtype)
+        for b0, b1 in self.batches(0, int(self.block_start[-1])):
+            blocks = self.gather(b0, b1).reshape(-1, d)
+            sq = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
+            self.slot_sq[b0 * rows : b1 * rows] = sq
 
-    def scores(self, lo, hi, centers, c_sq, work=None):
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    @property
+    def n_features(self):
+        return self.X.shape[1]
+
+    def batches(self, b0, b1, elements=GATHER_ELEMENTS, width=None):
+        """Ranges of blocks ``b0`` to ``b1 - 1`` of about ``elements`` values each (of
+        ``width`` values a slot, default the features; at least one block each)."""
+        width = self.X.shape[1] if width is None else width
+        step = max(1, int(elements) // (self.rows * max(int(width), 1)))
+        return [(a, min(a + step, b1)) for a in range(b0, b1, step)]
+
+    def gather(self, b0, b1):
+        """The slots of blocks ``b0`` to ``b1 - 1`` relative to their cell's coarse center,
+        (blocks, rows, d) in X's dtype, in the layout's work buffer (valid until the next
+        gather; a view of the copy when there is one)."""
+        if self.blocks is not None:
+            return self.blocks[b0:b1]
+        rows, d = self.rows, self.X.shape[1]
+        buf = self.work.take("blocks", ((b1 - b0) * rows, d), self.X.dtype)
+        np.take(self.X, self.slot_row[b0 * rows : b1 * rows], axis=0, out=buf, mode="clip")
+        blocks = buf.reshape(b1 - b0, rows, d)
+        blocks -= self.coarse[self.block_cell[b0:b1]][:, None, :]
+        return blocks
+
+    def sorted_rows(self, r0, r1):
+        """The rows ``r0`` to ``r1 - 1`` in sorted order, relative to their cell's coarse
+        center, (rows, d) in X's dtype, in a work buffer (valid until the next call)."""
+        d = self.X.shape[1]
+        buf = self.work.take("rows", (r1 - r0, d), self.X.dtype)
+        np.take(self.X, self.order[r0:r1], axis=0, out=buf, mode="clip")
+        centers = self.work.take("row_centers", (r1 - r0, d), self.X.dtype)
+        np.take(self.coarse, self.cell[r0:r1], axis=0, out=centers, mode="clip")
+        return np.subtract(buf, centers, out=buf)
+
+    def at(self, slots):
+        """The rows of ``slots`` (an int array of any shape) relative to their cell's coarse
+        center: ``slots.shape + (d,)`` in X's dtype."""
+        if self.padded is not None:
+            return self.padded[slots]
+        cells = self.block_cell[slots // self.rows]
+        return self.X[self.slot_row[slots]] - self.coarse[cells]
+
+    def scores(self, lo, hi, centers, c_sq, work=None, blocks=None):
         """``|c|^2 - 2 x . c`` (the squared distance less ``|x|^2``) of the slots of cells
         ``lo`` to ``hi - 1`` to each of their cell's centers: ``centers`` is (hi - lo, t, d)
         and ``c_sq`` (hi - lo, t) their squared norms; returns (slots of those cells, t), in
         the front of ``work`` (a flat array of X's dtype, of at least slots x t values: one
-        buffer for every step of a leaf, no fresh pages per step) when given."""
-        b0, b1 = int(self.block_start[lo]), int(self.block_start[hi])
-        owner = self.block_cell[b0:b1] - lo
-        out = None
-        if work is not None:
-            out = work[: (b1 - b0) * self.rows * centers.shape[1]]
-            out = out.reshape(b1 - b0, self.rows, centers.shape[1])
-        G = np.matmul(self.blocks[b0:b1], centers[owner].transpose(0, 2, 1), out=out)
-        G *= -2.0
-        G += c_sq[owner][:, None, :].astype(G.dtype)
-        return G.reshape((b1 - b0) * self.rows, -1)
+        buffer for every step of a leaf, no fresh pages per step) when given. ``blocks``:
+        only the blocks ``(b0, b1)`` of those cells (their slots' scores are returned)."""
+        if blocks is None:
+            blocks = int(self.block_start[lo]), int(self.block_start[hi])
+        b0, b1 = blocks
+        t = centers.shape[1]
+        size = (b1 - b0) * self.rows * t
+        out = np.empty(size, dtype=self.X.dtype) if work is None else work[:size]
+        out = out.reshape(b1 - b0, self.rows, t)
+        for a, b in self.batches(b0, b1) if self.blocks is None else [(b0, b1)]:
+            owner = self.block_cell[a:b] - lo
+            G = np.matmul(
+                self.gather(a, b), centers[owner].transpose(0, 2, 1), out=out[a - b0 : b - b0]
+            )
+            G *= -2.0
+            G += c_sq[owner][:, None, :].astype(G.dtype)
+        return out.reshape((b1 - b0) * self.rows, t)
 
     def distances(self, n_cells, centers, work=None):
         """Squared distances (X's dtype, (slots, t)) of the slots of the first ``n_cells``
@@ -227,22 +319,22 @@ def _seed(layout, share, rng):
     cell needs) and keeps the one that lowers its cost most. Returns centers (cells, max
     share, d) and the number of centers of each cell."""
     n_cells = layout.n_cells
-    d = layout.padded.shape[1]
+    d = layout.n_features
     s_max = int(share.max())
-    centers = np.zeros((n_cells, s_max, d), dtype=layout.padded.dtype)
+    centers = np.zeros((n_cells, s_max, d), dtype=layout.dtype)
     n_centers = np.zeros(n_cells, dtype=np.int64)
     alive = share > 0
     active = int(np.count_nonzero(alive))  # a prefix: cells are sorted by falling share
     w = layout.slot_w
     lo, last = layout.slot_start[:active], layout.slot_last[:active]
     first, _ = _draw(np.cumsum(w), lo, last, rng.random((active, 1)))
-    centers[:active, 0] = layout.padded[first[:, 0]]
+    centers[:active, 0] = layout.at(first[:, 0])
     n_centers[:active] = 1
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
     # Work buffers for every step (no fresh pages per step): the distances, the weighted
     # distances and their running sum.
     n_all = int(layout.slot_start[active])
-    work = np.empty(n_all * int(trials.max()), dtype=layout.padded.dtype)
+    work = np.empty(n_all * int(trials.max()), dtype=layout.dtype)
     closest = layout.distances(active, centers[:active, :1], work)[:, 0].copy()
     weighted, cum = np.empty(n_all), np.empty(n_all)
     for step in range(1, s_max):
@@ -258,7 +350,7 @@ def _seed(layout, share, rng):
         np.multiply(w[:n_slots], closest[:n_slots], out=weighted[:n_slots])
         np.cumsum(weighted[:n_slots], out=cum[:n_slots])
         cand, total = _draw(cum[:n_slots], lo, last, rng.random((active, t)))
-        cands = layout.padded[cand]
+        cands = layout.at(cand)
         D = layout.distances(active, cands, work)
         np.minimum(D, closest[:n_slots, None], out=D)
         pots = _cell_sums(layout, active, D)
@@ -315,19 +407,27 @@ def _lloyd(layout, centers, n_centers, n_iter):
     # Work buffers for every step (no fresh pages per step): the bands' scores and each
     # row's group; and what does not change: the rows' group offsets,
     # the rows whose cell has no center, the unit weights of the sums.
-    sizes = [int(layout.slot_start[hi] - layout.slot_start[lo]) * t for lo, hi, t in bands]
-    work = np.empty(max(sizes, default=0), dtype=layout.padded.dtype)
+    # A band is scored a few blocks at a time (at most SCORE_ELEMENTS scores, at least a
+    # block): each slot's nearest center does not depend on the others'.
+    pieces = [
+        (lo, hi, t, layout.batches(*map(int, layout.block_start[[lo, hi]]), SCORE_ELEMENTS, t))
+        for lo, hi, t in bands
+    ]
+    sizes = [(b - a) * layout.rows * t for _, _, t, parts in pieces for a, b in parts]
+    work = np.empty(max(sizes, default=0), dtype=layout.dtype)
     group = np.empty(cell.shape[0], dtype=np.int64)
     row_offset = offsets[cell]
     no_center = np.flatnonzero(n_centers[cell] == 0)
-    unit = _unit_weights(layout.w, layout.padded.dtype)
+    unit = _unit_weights(layout.w, layout.dtype)
+    rows = layout.rows
     for step in range(n_iter + 1):
-        for lo, hi, t in bands:
+        for lo, hi, t, parts in pieces:
             band = centers[lo:hi, :t]
             c_sq = np.einsum("ctd,ctd->ct", band, band)
             c_sq[np.arange(t)[None, :] >= n_centers[lo:hi, None]] = np.inf
-            S = layout.scores(lo, hi, band, c_sq, work)
-            np.argmin(S, axis=1, out=nearest[layout.slot_start[lo] : layout.slot_start[hi]])
+            for a, b in parts:
+                S = layout.scores(lo, hi, band, c_sq, work, blocks=(a, b))
+                np.argmin(S, axis=1, out=nearest[a * rows : b * rows])
         np.take(nearest, layout.flat, out=group, mode="clip")  # each row's center in its cell...
         group += row_offset  # ...numbered among all groups
         group[no_center] = 0
@@ -335,11 +435,55 @@ def _lloyd(layout, centers, n_centers, n_iter):
             return group
         # Sums by group, moved back to the centers' slots.
         mass = np.bincount(group, weights=layout.w, minlength=n_groups)
-        sums = _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat, unit)
+        sums = _group_sums(layout, group, offsets, n_groups, unit)
         moved = mass > 0
         centers[owner[moved], slot[moved]] = (sums[moved] / mass[moved][:, None]).astype(
             centers.dtype
         )
+
+
+def _group_sums(layout, group, offsets, n_groups, unit):
+    """Weighted sums (float64, (n_groups, d)) of the rows relative to their cell's coarse
+    center by group, summed in X's float type, a segment of about :data:`GATHER_ELEMENTS`
+    values of the sorted rows at a time (:meth:`_Layout.sorted_rows`).
+
+    The sums are those of one product of the weighted indicator with all the rows, bit for
+    bit: that product adds each group's rows one by one in row order, so a segment continues
+    the groups it shares with the segments before by putting their partial sums first, as
+    rows of weight 1 (``0 + 1 * s`` is ``s`` exactly). Rows of cells without centers (group
+    0, weight 0) add nothing and are left out. ``unit``: :func:`_unit_weights` of the sorted
+    rows' weights."""
+    if layout.padded is not None:  # one product over the copy
+        return _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat, unit)
+    unit_w, scale = unit
+    cell = layout.cell
+    n, d = cell.shape[0], layout.n_features
+    ends = np.append(offsets, n_groups)
+    partial = np.zeros((n_groups, d), dtype=layout.dtype)
+    started = np.zeros(n_groups, dtype=bool)
+    per = max(1, GATHER_ELEMENTS // max(d, 1))
+    for r0 in range(0, n, per):
+        r1 = min(r0 + per, n)
+        # The segment's groups: those of its cells (numbered cell by cell).
+        g0, g1 = int(ends[cell[r0]]), int(ends[cell[r1 - 1] + 1])
+        if g1 == g0:
+            continue
+        labels = group[r0:r1] - g0
+        weights = unit_w[r0:r1]
+        rows = layout.sorted_rows(r0, r1)
+        own = (labels >= 0) & (labels < g1 - g0)
+        if not own.all():
+            own = np.flatnonzero(own)
+            rows, labels, weights = rows[own], labels[own], weights[own]
+        carry = np.flatnonzero(started[g0:g1])
+        if carry.shape[0]:
+            rows = np.concatenate([partial[g0 + carry], rows])
+            labels = np.concatenate([carry, labels])
+            weights = np.concatenate([np.ones(carry.shape[0], weights.dtype), weights])
+        indicator = _lloyd.weighted_indicator(labels, weights, g1 - g0)
+        partial[g0:g1] = indicator @ rows
+        started[g0:g1][labels] = True
+    return np.asarray(partial, dtype=np.float64) * scale
 
 
 def _bands(n_centers):

@@ -103,3 +103,52 @@ def test_worker_dying_on_its_first_task_ends_the_fit():
     assert "5,000 rows x 4 features" in message and "memory_limit is 200 MB" in message
     assert "larger memory_limit (at least 400 MB" in message
     assert seconds < 30
+
+
+def _leaf_working_bytes(X, size):
+    """Peak bytes a tree leaf allocates on the chunk X beyond X (tracemalloc), and its time."""
+    import tracemalloc
+
+    from dask_streamkm import _graph
+
+    tracemalloc.start()
+    try:
+        _graph.leaf(
+            X,
+            None,
+            index=0,
+            row_start=0,
+            size=size,
+            method="tree",
+            mini_batch_size=4096,
+            entropy=0,
+        )
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_tree_leaf_memory_is_within_the_guards_estimate(monkeypatch, copy):
+    # Without its padded copy (chunks whose copy is above COPY_BYTES, here all) a leaf holds
+    # its chunk and at most half of it again plus a bound that does not grow with the rows;
+    # with it, more. Either way the worker-memory guard's estimate covers the measured peak.
+    import numpy as np
+
+    from dask_streamkm import _memory, _tree
+    from dask_streamkm.datasets import make_mixture
+
+    if not copy:
+        monkeypatch.setattr(_tree, "COPY_BYTES", 0)
+    rows, d = 100_000, 64
+    X = np.ascontiguousarray(make_mixture(rows, d, 1000, chunks=rows, random_state=0))
+    working = _leaf_working_bytes(X, 256)
+    chunk = X.nbytes
+    estimate = _memory.task_peak_bytes(da.from_array(X, chunks=rows), "tree")
+    assert chunk + working <= estimate, (working / chunk, estimate / chunk)
+    fixed = _memory.TREE_FEATURE_ITEMS * d * 4 + _memory.TREE_FIXED_BYTES
+    if not copy:
+        assert working <= 0.5 * chunk + fixed, working / chunk
+        assert estimate <= 1.5 * chunk + fixed
+    else:
+        assert working > 0.5 * chunk + fixed  # the copy: faster, not smaller
