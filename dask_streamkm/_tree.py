@@ -30,7 +30,8 @@ import math
 
 import numpy as np
 
-from . import _distances, _lloyd, _seeding
+from . import _distances, _seeding
+from ._lloyd import weighted_indicator
 
 #: Coarse cells per square root of the leaf's groups.
 CELLS_PER_ROOT = 6.0
@@ -116,7 +117,7 @@ def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None):
     neither vanish nor overflow; ``unit``: :func:`_unit_weights` of ``w``, when the caller
     sums the same weights many times."""
     unit, scale = _unit_weights(w, rows.dtype) if unit is None else unit
-    indicator = _lloyd.weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
+    indicator = weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
     return np.asarray(indicator @ rows, dtype=np.float64) * scale
 
 
@@ -480,7 +481,7 @@ def _group_sums(layout, group, offsets, n_groups, unit):
             rows = np.concatenate([partial[g0 + carry], rows])
             labels = np.concatenate([carry, labels])
             weights = np.concatenate([np.ones(carry.shape[0], weights.dtype), weights])
-        indicator = _lloyd.weighted_indicator(labels, weights, g1 - g0)
+        indicator = weighted_indicator(labels, weights, g1 - g0)
         partial[g0:g1] = indicator @ rows
         started[g0:g1][labels] = True
     return np.asarray(partial, dtype=np.float64) * scale
