@@ -430,7 +430,7 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
     """A scheduled solve from ``centers`` over the summary's groups: ``(centers, labels,
     n_iter)``, labels the groups' nearest centers as the solve's last assignment found them.
 
-    A swap search (:func:`._kernels.local_search`: a step draws ``SWAP_TRIALS`` candidates by
+    A swap search (:func:`._lloyd.local_search`: a step draws ``SWAP_TRIALS`` candidates by
     D^2 sampling and makes the one swap of a candidate for a center that lowers the cost most)
     that stops at its first step finding no such swap, or after ``WARM_SWAPS_PER_CLUSTER * k``
     candidates; then at most ``min(max_iter, WARM_MAX_ITER)`` weighted Lloyd iterations on
