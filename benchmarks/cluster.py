@@ -24,12 +24,16 @@ centers of every variant are compared bit for bit (one hash per case). Targets: 
 float32 features), each task type in a fresh process on the synchronous path (the task
 function called directly): the peak resident memory above the resident memory with the chunk
 in it (a thread samples it every 5 ms), as a multiple of the chunk and in MB, next to the
-worker-memory guard's estimate (``_memory.task_peak_bytes``). The chunk itself is not counted
-in "working"; "peak / chunk" counts it.
+worker-memory guard's estimate (``_memory.task_peak_bytes``), and its CPU seconds (one BLAS
+thread) as rows per second per core. The chunk itself is not counted in "working"; "peak /
+chunk" counts it. "leaf tree copy" is the tree leaf with its padded copy whatever the chunk
+(``_tree.COPY_BYTES`` raised): faster per row, about 2.5x its chunk.
 
     python benchmarks/cluster.py                          # both cases, 3 rounds
     python benchmarks/cluster.py --cases 4m32 --rounds 2
     python benchmarks/cluster.py --cases --task-memory 250 1000
+    python benchmarks/cluster.py --cases 1m32 --rounds 1 --variants threads "threads trim" 2x1
+    python benchmarks/cluster.py --cases --task-memory 250 --tasks "leaf tree" "leaf tree copy"
     python benchmarks/cluster.py --quick                  # 400k rows: checks the script
 """
 
