@@ -19,7 +19,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _frames, _graph, _memory, _seeds, _stream, _threads
+from . import _frames, _graph, _memory, _search, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._kernels import REFINE_BANDS, auto_n_init, refine_key_span
 from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
@@ -110,6 +110,11 @@ def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="e
         seed=seed,
         spherical=metric == "cosine",
     )
+    if metric == "euclidean" and n_iter < max_iter:
+        # A converged solve goes on with the groups' spread (_search.polish_on_spread).
+        polished = _search.polish_summary(summary, centers)
+        if polished is not centers:
+            centers, bound = polished, summary.cost_bound(polished)
     if n_solve < n_clusters:
         xp = namespace(centers)
         repeat = xp.asarray(np.arange(n_clusters) % n_solve)
