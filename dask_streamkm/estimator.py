@@ -97,7 +97,10 @@ def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="e
     distinct rows than clusters), it is solved for as many clusters as it has groups and the
     centers are repeated, as scikit-learn's KMeans returns duplicate centers. With
     ``metric="cosine"`` (a summary of unit rows) the solve is spherical: unit centers and the
-    exact cosine cost ``sum (1 - cos)`` as the bound. Preconditions:
+    exact cosine cost ``sum (1 - cos)`` as the bound. A Euclidean solve that converged before
+    ``max_iter`` goes on with a few Lloyd steps that let a group straddle its two nearest
+    centers (:func:`._search.polish_summary`), kept when they lower the cost expected from
+    the groups' spread; the bound is then that of the kept centers. Preconditions:
     ``summary.total_weight > 0``; the parameters are valid.
     """
     n_clusters = int(n_clusters)
