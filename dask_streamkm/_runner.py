@@ -18,6 +18,7 @@ import numpy as np
 from ._array import as_weights, device, is_numpy, namespace, to_host
 from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, unit_rows
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
+from ._search import polish_summary
 from ._seeding import kmeans_plusplus
 
 #: The restarts run on a coarse summary of at most this many points per cluster.
@@ -367,7 +368,10 @@ def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="e
     distinct rows than clusters), it is solved for as many clusters as it has groups and the
     centers are repeated, as scikit-learn's KMeans returns duplicate centers. With
     ``metric="cosine"`` (a summary of unit rows) the solve is spherical: unit centers and the
-    exact cosine cost ``sum (1 - cos)`` as the bound. Preconditions:
+    exact cosine cost ``sum (1 - cos)`` as the bound. A Euclidean solve that converged before
+    ``max_iter`` goes on with a few Lloyd steps that let a group straddle its two nearest
+    centers (:func:`._search.polish_summary`), kept when they lower the cost expected from
+    the groups' spread; the bound is then that of the kept centers. Preconditions:
     ``summary.total_weight > 0``; the parameters are valid.
     """
     n_clusters = int(n_clusters)
@@ -380,6 +384,11 @@ def solve_summary(summary, n_clusters, *, n_init, max_iter, tol, seed, metric="e
         seed=seed,
         spherical=metric == "cosine",
     )
+    if metric == "euclidean" and n_iter < max_iter:
+        # A converged solve goes on with the groups' spread (_search.polish_on_spread).
+        polished = polish_summary(summary, centers)
+        if polished is not centers:
+            centers, bound = polished, summary.cost_bound(polished)
     if n_solve < n_clusters:
         xp = namespace(centers)
         repeat = xp.asarray(np.arange(n_clusters) % n_solve)
