@@ -70,7 +70,8 @@ def _border_split(P, w, spread, centers):
     norm = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     u = diff / np.maximum(norm, 1e-300)[:, None]
     h = (d2 - d1) / (2.0 * np.maximum(norm, 1e-300))
-    a = np.where(spread > 0, h / np.maximum(spread, 1e-300), np.inf)
+    with np.errstate(over="ignore"):  # a group far from the border for its spread: a = inf
+        a = np.where(spread > 0, h / np.maximum(spread, 1e-300), np.inf)
     p = ndtr(-a)
     tail = spread * np.exp(-0.5 * np.minimum(a, 40.0) ** 2) / np.sqrt(2.0 * np.pi)
     return i1, i2, u, p, tail, h, norm, d1
