@@ -37,10 +37,18 @@ from datetime import date
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
+from datasets_real import (  # noqa: E402
+    load_cities,
+    load_fr_vectors,
+    load_glove50,
+    load_wordllama,
+    subsample,
+)
 from sklearn.cluster import KMeans, MiniBatchKMeans  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
@@ -126,10 +134,78 @@ SMALL_K_CASES = {
     for k in (5, 10, 20)
 }
 CASES.update(SMALL_K_CASES)
-#: The case lists of ``--suite``: "default" is the cases above the small-k ones.
+
+
+def real_case(loader, n_rows=None):
+    """A loader of real data from :mod:`datasets_real`, subsampled to ``n_rows`` rows with
+    seed 0 (kept in order) where a reference fit on every row would not fit this machine."""
+
+    def load():
+        X = loader()
+        return X if n_rows is None else subsample(X, n_rows, seed=0)
+
+    return load
+
+
+#: Rows kept of GloVe's 400,000 (seed 0): KMeans(n_init=10) at k=500 on all rows takes
+#: over an hour on 2 shared cores.
+GLOVE_ROWS = 100_000
+#: Real data that ships in packages (``benchmarks/datasets_real.py``), k = 100 to 1000 on
+#: three sets of embeddings, pixels, skewed tabular and geographic densities (``--suite public``).
+PUBLIC_CASES = {
+    "glove-k100": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        100,
+        10,
+    ),
+    "glove-k500": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        500,
+        10,
+    ),
+    "glove-k1000": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        1000,
+        3,
+    ),
+    "wordllama-k100": (
+        "WordLlama token embeddings 32,000 x 256",
+        real_case(load_wordllama),
+        100,
+        10,
+    ),
+    "wordllama-k500": (
+        "WordLlama token embeddings 32,000 x 256",
+        real_case(load_wordllama),
+        500,
+        3,
+    ),
+    "frvec-k100": (
+        "spaCy fr_core_news_md vectors 20,000 x 300",
+        real_case(load_fr_vectors),
+        100,
+        10,
+    ),
+    "cities-k100": ("GeoNames cities1000 latitude, longitude", real_case(load_cities), 100, 10),
+}
+CASES.update(PUBLIC_CASES)
+#: The case lists of ``--suite``: "default" is the cases above the small-k and public ones;
+#: "public" the real data sets with MNIST, nycflights13, a mixture and three small-k mixtures.
 SUITES = {
-    "default": [name for name in CASES if name not in SMALL_K_CASES],
+    "default": [name for name in CASES if name not in SMALL_K_CASES and name not in PUBLIC_CASES],
     "small-k": list(SMALL_K_CASES),
+    "public": [
+        *PUBLIC_CASES,
+        "mnist-k10",
+        "flights-k20",
+        "mixture-shuffled",
+        "separated0-k5",
+        "separated0-k10",
+        "separated0-k20",
+    ],
 }
 
 
