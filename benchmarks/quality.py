@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
+from _common import CHUNK_ROWS, exact_cost, reference  # noqa: E402
 from datasets_real import (  # noqa: E402
     load_cities,
     load_fr_vectors,
@@ -53,13 +54,10 @@ from sklearn.cluster import KMeans, MiniBatchKMeans  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
 from dask_streamkm.datasets import (  # noqa: E402
-    cache_dir,
     load_mnist,
     load_nycflights13,
     make_mixture,
 )
-
-CHUNK_ROWS = 100_000
 
 
 def mixture_case(sorted_rows):
@@ -209,45 +207,13 @@ SUITES = {
 }
 
 
-def inertia(X, centers, chunk=65536):
-    """Exact sum of squared distances of X's rows to their nearest center (float64)."""
-    centers = np.asarray(centers, dtype=np.float64)
-    c_sq = (centers**2).sum(1)
-    total = 0.0
-    for start in range(0, X.shape[0], chunk):
-        block = np.asarray(X[start : start + chunk], dtype=np.float64)
-        d = (block**2).sum(1)[:, None] - 2 * block @ centers.T + c_sq[None, :]
-        total += float(np.maximum(d.min(1), 0).sum())
-    return total
-
-
-def reference(name, X, k, reuse, n_init=10, verbose=0):
-    suffix = "" if n_init == 10 else f"-n_init{n_init}"
-    path = cache_dir() / "bench" / f"kmeans-ref-{name}{suffix}-sklearn{sklearn.__version__}.json"
-    if reuse and path.exists():
-        out = json.loads(path.read_text())
-        out["cached"] = True
-        return out
-    t0 = time.perf_counter()
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=0, verbose=verbose).fit(X)
-    out = {
-        "n_init": n_init,
-        "n_iter": int(km.n_iter_),
-        "inertia": inertia(X, km.cluster_centers_),
-        "seconds": time.perf_counter() - t0,
-        "cached": False,
-        "date": date.today().isoformat(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
-    return out
-
-
 #: refine_passes of the rows "ours", "ours r1", "ours r2"
 REFINE_PASSES = (0, 1, 2)
 
 
-def run_case(name, reuse, seed=0, repeat=1):
+def run_case(name, reuse, seed=0, repeat=1, settings=REFINE_PASSES, peers=True):
+    """One case's row. ``settings``: the ``refine_passes`` values fitted (0 first);
+    ``peers``: also fit MiniBatchKMeans one epoch and KMeans on a same-size uniform sample."""
     title, load, k, ref_n_init = CASES[name]
     X = load()
     n, d = X.shape
@@ -257,9 +223,9 @@ def run_case(name, reuse, seed=0, repeat=1):
     # Each setting fits ``repeat`` times, the settings taking turns so that drift in the
     # machine's speed falls on all of them; wall times are medians, the models the first
     # fits' (a fit is deterministic: every repeat gives the same centers).
-    models, runs = {}, {p: [] for p in REFINE_PASSES}
+    models, runs = {}, {p: [] for p in settings}
     for _ in range(repeat):
-        for passes in REFINE_PASSES:
+        for passes in settings:
             t0 = time.perf_counter()
             with dask.config.set(scheduler="threads"):
                 model = StreamingKMeans(n_clusters=k, random_state=seed, refine_passes=passes)
@@ -268,20 +234,12 @@ def run_case(name, reuse, seed=0, repeat=1):
             first = models.setdefault(passes, model)
             if not np.array_equal(first.cluster_centers_, model.cluster_centers_):
                 raise AssertionError(f"{name}: refine_passes={passes} differs between repeats")
-    refined = {p: (models[p], statistics.median(runs[p])) for p in REFINE_PASSES}
+    refined = {p: (models[p], statistics.median(runs[p])) for p in settings}
     ours, t_ours = refined[0]
-    ours_inertia = inertia(X, ours.cluster_centers_)
+    ours_inertia = exact_cost(X, ours.cluster_centers_)
     m = ours.summary_.n_groups
 
-    t0 = time.perf_counter()
-    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1, random_state=seed).fit(X)
-    t_mbk = time.perf_counter() - t0
-    rng = np.random.default_rng(seed)
-    sample = X[rng.choice(n, size=min(m, n), replace=False)]
-    t0 = time.perf_counter()
-    uni = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
-    t_uni = time.perf_counter() - t0
-    return {
+    row = {
         "case": name,
         "title": title,
         "n": n,
@@ -292,19 +250,38 @@ def run_case(name, reuse, seed=0, repeat=1):
         "ours": ours_inertia / ref["inertia"],
         "ours_bound": ours.inertia_ / ref["inertia"],
         **{
-            f"ours_r{p}": inertia(X, refined[p][0].cluster_centers_) / ref["inertia"]
-            for p in REFINE_PASSES[1:]
+            f"ours_r{p}": exact_cost(X, refined[p][0].cluster_centers_) / ref["inertia"]
+            for p in settings[1:]
         },
-        **{f"t_ours_r{p}": refined[p][1] for p in REFINE_PASSES[1:]},
-        "mbk": inertia(X, mbk.cluster_centers_) / ref["inertia"],
-        "sample": inertia(X, uni.cluster_centers_) / ref["inertia"],
+        **{f"t_ours_r{p}": refined[p][1] for p in settings[1:]},
         "t_ours": t_ours,
         "t_ref": ref["seconds"],
-        "t_mbk": t_mbk,
-        "t_sample": t_uni,
         "ref_cached": ref["cached"],
         "repeat": repeat,
-        **{f"t_runs_r{p}": runs[p] for p in REFINE_PASSES},
+        **{f"t_runs_r{p}": runs[p] for p in settings},
+    }
+    if peers:
+        row.update(peer_ratios(X, k, m, seed, ref["inertia"]))
+    return row
+
+
+def peer_ratios(X, k, m, seed, ref_cost):
+    """MiniBatchKMeans(batch_size=4096) one epoch, and KMeans(n_init=10) on a uniform sample
+    of ``m`` rows (our summary's size): ratios to ``ref_cost`` and wall times."""
+    n = X.shape[0]
+    t0 = time.perf_counter()
+    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1, random_state=seed).fit(X)
+    t_mbk = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    sample = X[rng.choice(n, size=min(m, n), replace=False)]
+    t0 = time.perf_counter()
+    uni = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
+    t_uni = time.perf_counter() - t0
+    return {
+        "mbk": exact_cost(X, mbk.cluster_centers_) / ref_cost,
+        "sample": exact_cost(X, uni.cluster_centers_) / ref_cost,
+        "t_mbk": t_mbk,
+        "t_sample": t_uni,
     }
 
 
@@ -322,7 +299,7 @@ def mbk_to_cost(name, seed=0):
             da.from_array(X, chunks=(CHUNK_ROWS, -1))
         )
     t_ours = time.perf_counter() - t0
-    target = inertia(X, ours.cluster_centers_)
+    target = exact_cost(X, ours.cluster_centers_)
     tried = []
     for epochs in MBK_EPOCHS:
         t0 = time.perf_counter()
@@ -335,7 +312,7 @@ def mbk_to_cost(name, seed=0):
             random_state=seed,
         ).fit(X)
         seconds = time.perf_counter() - t0
-        tried.append((epochs, seconds, inertia(X, mbk.cluster_centers_) / target))
+        tried.append((epochs, seconds, exact_cost(X, mbk.cluster_centers_) / target))
         if tried[-1][2] <= 1.0:
             break
     return {"case": name, "k": k, "t_ours": t_ours, "tried": tried}
@@ -364,6 +341,17 @@ def time_ratio(row, key):
     return row["t_" + key] / row["t_ours"]
 
 
+def _cell(row, key, spec=".4f"):
+    """``row[key]`` formatted, or "-" where the run left it out."""
+    return format(row[key], spec) if key in row else "-"
+
+
+def _settings(rows):
+    """(key, label) of the refine_passes settings every row has, the one pass first."""
+    labels = (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2"))
+    return [(key, label) for key, label in labels if all(key in r for r in rows)]
+
+
 def print_table(rows):
     head = (
         "| case | n | d | k | ours | ours (bound) | ours r1 | ours r2 | MiniBatchKMeans 1 epoch "
@@ -380,11 +368,12 @@ def print_table(rows):
             ref_s += f" (n_init={r['ref_n_init']})"
         print(
             f"| {r['case']} | {r['n']:,} | {r['d']} | {r['k']} | {r['ours']:.4f} | "
-            f"{r['ours_bound']:.4f} | {r['ours_r1']:.4f} | {r['ours_r2']:.4f} | {r['mbk']:.4f} | "
-            f"{r['sample']:.4f} ({r['summary_groups']:,}) | {r['t_ours']:.1f} | "
-            f"{r['t_ours_r1']:.1f} | {r['t_ours_r2']:.1f} | {ref_s} | {r['t_mbk']:.1f} |"
+            f"{r['ours_bound']:.4f} | {_cell(r, 'ours_r1')} | {_cell(r, 'ours_r2')} | "
+            f"{_cell(r, 'mbk')} | {_cell(r, 'sample')} ({r['summary_groups']:,}) | "
+            f"{r['t_ours']:.1f} | {_cell(r, 't_ours_r1', '.1f')} | {_cell(r, 't_ours_r2', '.1f')} "
+            f"| {ref_s} | {_cell(r, 't_mbk', '.1f')} |"
         )
-    for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
+    for key, label in _settings(rows):
         ratios = [r[key] for r in rows]
         slow = max(time_ratio(r, key) for r in rows)
         print(
@@ -392,12 +381,13 @@ def print_table(rows):
             f"wall time at most {slow:.2f}x the one pass"
         )
     ratios = [r["ours"] for r in rows]
-    print(
-        f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
-        f"better than MiniBatchKMeans on every case: "
-        f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform sample "
-        f"on every case: {all(r['ours'] < r['sample'] for r in rows)}"
-    )
+    if all("mbk" in r for r in rows):
+        print(
+            f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
+            f"better than MiniBatchKMeans on every case: "
+            f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform "
+            f"sample on every case: {all(r['ours'] < r['sample'] for r in rows)}"
+        )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, sklearn {sklearn.__version__}, "
@@ -405,11 +395,16 @@ def print_table(rows):
     )
 
 
+#: The ratio columns of the medians' table.
+ALL_KEYS = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
+
+
 def print_seed_medians(rows_by_seed):
     """Per case, the median over seeds of each ratio and of the refinements' time ratios
     (:func:`time_ratio`); then their median and worst."""
     seeds = sorted(rows_by_seed)
-    keys = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
+    first = rows_by_seed[seeds[0]]
+    keys = [key for key in ("ours", "ours_r1", "ours_r2", "mbk", "sample") if key in first[0]]
     print(f"\nMedians over seeds {', '.join(map(str, seeds))} (each case, each column):\n")
     print(
         "| case | k | ours | ours r1 | ours r2 | MiniBatchKMeans 1 epoch | uniform sample "
@@ -419,15 +414,15 @@ def print_seed_medians(rows_by_seed):
     medians = []
     for i, row in enumerate(rows_by_seed[seeds[0]]):
         med = {key: statistics.median(rows_by_seed[s][i][key] for s in seeds) for key in keys}
-        for key in ("ours_r1", "ours_r2"):
+        for key, _ in _settings(first)[1:]:
             med["t_" + key] = statistics.median(time_ratio(rows_by_seed[s][i], key) for s in seeds)
         medians.append(med)
         print(
             f"| {row['case']} | {row['k']} | "
-            + " | ".join(f"{med[key]:.4f}" for key in keys)
-            + f" | {med['t_ours_r1']:.2f} | {med['t_ours_r2']:.2f} |"
+            + " | ".join(_cell(med, key) for key in ALL_KEYS)
+            + f" | {_cell(med, 't_ours_r1', '.2f')} | {_cell(med, 't_ours_r2', '.2f')} |"
         )
-    for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
+    for key, label in _settings(first):
         per_case = [m[key] for m in medians]
         single = max(r[key] for s in seeds for r in rows_by_seed[s])
         line = (
@@ -479,6 +474,19 @@ def main(argv=None):
         default=1,
         help="fit each refine_passes setting this many times; wall times are medians",
     )
+    parser.add_argument(
+        "--refine-passes",
+        type=int,
+        nargs="+",
+        default=list(REFINE_PASSES),
+        choices=REFINE_PASSES,
+        help="the refine_passes settings fitted (0 is always fitted); e.g. --refine-passes 0 1",
+    )
+    parser.add_argument(
+        "--skip-peers",
+        action="store_true",
+        help="leave out MiniBatchKMeans one epoch and KMeans on a same-size uniform sample",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
@@ -489,7 +497,16 @@ def main(argv=None):
     for seed in seeds:
         rows = rows_by_seed[seed] = []
         for name in args.cases:
-            rows.append(run_case(name, args.reuse_reference, seed, args.repeat))
+            rows.append(
+                run_case(
+                    name,
+                    args.reuse_reference,
+                    seed,
+                    args.repeat,
+                    settings=tuple(sorted({0, *args.refine_passes})),
+                    peers=not args.skip_peers,
+                )
+            )
             print(
                 f"done {name} (seed {seed}): ours {rows[-1]['ours']:.4f} in "
                 f"{rows[-1]['t_ours']:.1f} s",
