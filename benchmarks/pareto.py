@@ -105,18 +105,12 @@ def _superkmeans(every_row):
         )
         model = SuperKMeans(n_clusters=k, dimensionality=X.shape[1], seed=seed, **params)
         centers = model.train(data)
-        return np.asarray(centers), superkmeans_rows(X.shape[0], k, every_row)
+        # Its flat mode (up to 100,000 rows) trains on a sample, 256 rows per cluster at most;
+        # ``sampled_indices`` is None where no sampling was applied.
+        sampled = model.sampled_indices
+        return np.asarray(centers), X.shape[0] if sampled is None else len(sampled)
 
     return fit
-
-
-def superkmeans_rows(n, k, every_row):
-    """Rows SuperKMeans trains on: by default a fraction (1.0 in its hierarchical mode, taken
-    above 100,000 rows, else 0.3) capped at 256 rows per cluster; all with ``every_row``."""
-    if every_row:
-        return n
-    fraction = 1.0 if n > 100_000 else 0.3
-    return min(int(n * fraction), 256 * k)
 
 
 #: (key, label, module needed or None, fit) in the order they run; ``fit(X, Xd, k, seed)``

@@ -187,9 +187,6 @@ def test_pareto_table_labels_sampling_peers_and_leaves_out_missing_modules():
     assert "| faiss256 (sampling) | 1.00 | 1.0200 | 10 |" in text
     assert "| ours | 2.00 | 1.0100 | 10 |" in text
     assert "a peer: left out" in text and ": none" in text
-    assert pareto.superkmeans_rows(1_000_000, 100, False) == 25_600
-    assert pareto.superkmeans_rows(50_000, 1000, False) == 15_000
-    assert pareto.superkmeans_rows(50_000, 1000, True) == 50_000
 
 
 def test_quality_tables_without_refine_passes_2_and_peers(capsys):
