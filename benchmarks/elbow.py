@@ -27,25 +27,17 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
+from _common import exact_cost  # noqa: E402
 
 from dask_streamkm import StreamingKMeans, elbow  # noqa: E402
 from dask_streamkm.datasets import make_mixture  # noqa: E402
 
 CHUNK_ROWS = 100_000
-
-
-def exact_cost(X, centers):
-    """Sum of squared distances of the rows of X (dask) to their nearest center."""
-    model = StreamingKMeans(n_clusters=centers.shape[0])
-    model.cluster_centers_ = np.asarray(centers, dtype=np.float64)
-    model.n_features_in_ = X.shape[1]
-    return -model.score(X)
 
 
 def main(argv=None):

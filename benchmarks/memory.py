@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,41 +38,9 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, os.path.dirname(__file__))
 
-
-def tree_rss(proc):
-    """Resident bytes of a process and all its children (0 for those that just ended)."""
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def run_measured(cmd, interval=0.05):
-    """Run ``cmd``; returns (exit status, seconds, peak tree RSS in bytes, stdout, stderr)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
-        proc, peak = psutil.Process(child.pid), 0
-        while child.poll() is None:
-            try:
-                peak = max(peak, tree_rss(proc))
-            except psutil.Error:
-                pass
-            time.sleep(interval)
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        return child.returncode, seconds, peak, out.read(), err.read()
-
+from _common import run_measured  # noqa: E402
 
 #: The fits of ``--table``: a dask DataFrame read by dask, the same files as a dask array,
 #: a generated dask DataFrame. ``{path}``, ``{k}``, ``{rows}``, ``{features}``: the run's.

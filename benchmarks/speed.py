@@ -43,25 +43,24 @@ versions and the date.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import gc
 import importlib.util
 import json
 import os
 import platform
 import sys
-import threading
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import psutil  # noqa: E402
 import sklearn  # noqa: E402
+from _common import PeakRSS, exact_cost, trim_heap  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import dask_streamkm  # noqa: E402
@@ -86,62 +85,6 @@ QUICK_SCALING_ROWS = (10_000, 40_000, 160_000)
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def _trim_heap():
-    """Give freed heap pages back to the OS (glibc only), so one method's garbage does not
-    sit in the next method's baseline."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakRSS:
-    """Peak resident memory of this process while the block runs, above the RSS at entry.
-
-    A daemon thread samples ``psutil.Process().memory_info().rss`` every ``interval`` seconds
-    (the GIL is released by BLAS, dask's workers and faiss, so it keeps sampling during fits).
-    """
-
-    def __init__(self, interval=0.01):
-        self.interval = interval
-        self._proc = psutil.Process()
-
-    def __enter__(self):
-        _trim_heap()
-        self.baseline = self._proc.memory_info().rss
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-        self.increase = self.peak - self.baseline
-        return False
-
-
-def exact_inertia(X, centers, block=65536):
-    """Exact sum over all rows of the squared distance to the nearest center, in float64."""
-    centers = np.asarray(centers, dtype=np.float64)
-    centers_sq = np.einsum("ij,ij->i", centers, centers)
-    total = 0.0
-    for start in range(0, X.shape[0], block):
-        rows = np.asarray(X[start : start + block], dtype=np.float64)
-        d2 = np.einsum("ij,ij->i", rows, rows)[:, None] - 2.0 * (rows @ centers.T)
-        d2 += centers_sq[None, :]
-        total += float(np.maximum(d2.min(axis=1), 0.0).sum())
-    return total
 
 
 def floor_seconds(X, k, repeat=3, seed=0):
@@ -291,7 +234,7 @@ def run_case(name, *, quick, skip_reference, chunk_rows, only=None, repeat=1):
             rows.append(row)
             continue
         row["peak_mib"] = mem.increase / MIB
-        row["inertia"] = exact_inertia(X, centers)
+        row["inertia"] = exact_cost(X, centers)
         print(
             f"[{name}] {label}: {row['seconds']:.2f} s, inertia {row['inertia']:.6g}",
             file=sys.stderr,
@@ -613,7 +556,7 @@ def main(argv=None):
         print_case(case, m)
         sys.stdout.flush()
     if args.scaling:
-        _trim_heap()
+        trim_heap()
         k = QUICK_K if args.quick else 100
         result["scaling"] = run_scaling(scaling_rows, k, chunk_rows)
         save()

@@ -69,3 +69,158 @@ def test_time_ratio_is_the_median_of_each_rounds_ratio():
     assert time_ratio(row, "ours") == 1.0
     assert time_ratio(row, "ours_r1") == 1.5  # of 1.4, 1.5, 1.6; the medians' ratio is 1.6
     assert time_ratio({"t_ours": 2.0, "t_ours_r1": 3.0}, "ours_r1") == 1.5
+
+
+# ---------------------------------------------------------------- the shared module and loaders
+
+
+def test_exact_cost_is_the_sum_of_squared_distances_to_the_nearest_center():
+    import dask.array as da
+    import numpy as np
+
+    exact_cost = _bench("_common").exact_cost
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 5)).astype(np.float32) + 1e3  # far from the origin
+    centers = X[:7].astype(np.float64) + 0.25
+    d2 = ((X.astype(np.float64)[:, None, :] - centers[None]) ** 2).sum(-1).min(1)
+    assert np.isclose(exact_cost(X, centers, block=128), d2.sum(), rtol=1e-9)
+    Xd = da.from_array(X, chunks=(300, -1))
+    assert np.isclose(exact_cost(Xd, centers), d2.sum(), rtol=1e-9)
+
+
+def test_reference_is_cached_under_the_case_and_n_init(tmp_path, monkeypatch):
+    import numpy as np
+    import sklearn
+
+    monkeypatch.setenv("DASK_STREAMKM_CACHE", str(tmp_path))
+    common = _bench("_common")
+    X = np.random.default_rng(1).normal(size=(200, 3))
+    first = common.reference("made-up", X, 4, reuse=True, n_init=2)
+    path = tmp_path / "bench" / f"kmeans-ref-made-up-n_init2-sklearn{sklearn.__version__}.json"
+    assert path.exists() and not first["cached"]
+    again = common.reference("made-up", X, 4, reuse=True, n_init=2)
+    assert again["cached"] and again["inertia"] == first["inertia"]
+    assert common.reference_path("made-up").name.startswith("kmeans-ref-made-up-sklearn")
+
+
+def test_safetensors_and_npy_read_from_bytes():
+    import io
+    import json
+    import struct
+
+    import numpy as np
+    import pytest
+
+    real = _bench("datasets_real")
+    a = np.arange(12, dtype=np.float16).reshape(3, 4)
+    b = np.ones((2, 2), dtype=np.float32)
+    header = {
+        "__metadata__": {"format": "pt"},
+        "a": {"dtype": "F16", "shape": [3, 4], "data_offsets": [0, 24]},
+        "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [24, 40]},
+    }
+    text = json.dumps(header).encode()
+    raw = struct.pack("<Q", len(text)) + text + a.tobytes() + b.tobytes()
+    got = real.read_safetensors(raw, "a")
+    assert got.dtype == np.float32 and np.array_equal(got, a.astype(np.float32))
+    assert np.array_equal(real.read_safetensors(raw, "b"), b)
+    with pytest.raises(KeyError, match="'c' not in the file"):
+        real.read_safetensors(raw, "c")
+    buf = io.BytesIO()
+    np.save(buf, b)
+    assert np.array_equal(real.read_npy(buf.getvalue()), b)
+
+
+def test_subsample_is_seeded_and_keeps_row_order():
+    import numpy as np
+
+    subsample = _bench("datasets_real").subsample
+    X = np.arange(100)[:, None] * np.ones((1, 2))
+    a, b = subsample(X, 10, seed=3), subsample(X, 10, seed=3)
+    assert a.shape == (10, 2) and np.array_equal(a, b)
+    assert np.all(np.diff(a[:, 0]) > 0)
+    assert not np.array_equal(a, subsample(X, 10, seed=4))
+    assert subsample(X, 500) is X
+
+
+# ---------------------------------------------------------------- pareto.py's checks
+
+
+def _peer(key, seconds, ratio, sampling=False):
+    return {"key": key, "label": key, "seconds": seconds, "ratio": ratio, "sampling": sampling,
+            "rows": 10}  # fmt: skip
+
+
+def test_pareto_flags_a_peer_only_when_both_faster_and_better():
+    pareto = _bench("pareto")
+    result = {
+        "rows": [
+            _peer("ours", 10.0, 1.0100),
+            _peer("ours_fast", 1.0, 1.0000),  # our own settings never count
+            _peer("minibatch", 8.0, 1.0120),  # faster, worse
+            _peer("faiss256", 8.9, 1.0090, sampling=True),  # faster and better by 0.001
+            _peer("faiss2048", 9.0, 1.0000),  # exactly 0.9x our time: not faster
+            _peer("kmeans1", 2.0, 1.0096),  # better by only 0.0004
+        ]
+    }
+    dominating, vs_mbk = pareto.checks(result)
+    assert dominating == ["faiss256"]
+    assert vs_mbk == 10.0 / 8.0
+    assert pareto.checks({"rows": [_peer("ours", 1.0, 1.0)]}) == ([], None)
+
+
+def test_pareto_table_labels_sampling_peers_and_leaves_out_missing_modules():
+    pareto = _bench("pareto")
+    methods = [
+        ("ours", "ours", None, None),
+        ("gone", "a peer", "no_such_module_for_pareto", None),
+    ]
+    run, skipped = pareto.available(methods)
+    assert [m[0] for m in run] == ["ours"]
+    assert "`import no_such_module_for_pareto` fails" in skipped["gone"]
+    result = {
+        "case": "c", "title": "t", "n": 10, "d": 2, "k": 3, "ref_n_init": 10,
+        "rows": [_peer("ours", 2.0, 1.01), _peer("faiss256", 1.0, 1.02, sampling=True)],
+        "skipped": skipped,
+    }  # fmt: skip
+    text = pareto.case_table(result)
+    assert "| faiss256 (sampling) | 1.00 | 1.0200 | 10 |" in text
+    assert "| ours | 2.00 | 1.0100 | 10 |" in text
+    assert "a peer: left out" in text and ": none" in text
+
+
+def test_quality_tables_without_refine_passes_2_and_peers(capsys):
+    quality = _bench("quality")
+    rows = {}
+    for seed, (ours, r1) in enumerate(((1.01, 1.00), (1.03, 1.02), (1.02, 1.01))):
+        row = _row("a", ours, r1, 0.0)
+        for key in ("ours_r2", "t_runs_r2", "mbk", "sample"):
+            del row[key]
+        row.update(n=10, d=2, ours_bound=1.1, summary_groups=5, t_ours=1.0, t_ours_r1=1.4,
+                   t_ref=3.0, ref_cached=True, ref_n_init=10)  # fmt: skip
+        rows[seed] = [row]
+    quality.print_table(rows[0])
+    quality.print_seed_medians(rows)
+    out = capsys.readouterr().out
+    assert "| a | 10 | 2 | 5 | 1.0100 | 1.1000 | 1.0000 | - | - | - (5) | 1.0 | 1.4 | - |" in out
+    assert "| a | 5 | 1.0200 | 1.0100 | - | - | - | 1.40 | - |" in out
+    assert "1: median of the cases' medians 1.0100" in out
+    assert "2: median" not in out and "MiniBatchKMeans on every case" not in out
+
+
+def test_rows_from_json_joins_runs_in_parts_by_seed(tmp_path):
+    import json
+
+    import pytest
+
+    quality = _bench("quality")
+    part1 = [dict(_row("a", 1.0, 1.0, 1.0), seed=s) for s in (0, 1)]
+    part2 = [dict(_row("b", 1.1, 1.0, 1.0), seed=s) for s in (0, 1)]
+    (tmp_path / "1.json").write_text(json.dumps(part1))
+    (tmp_path / "2.json").write_text(json.dumps(part2))
+    got = quality.rows_from_json([tmp_path / "1.json", tmp_path / "2.json"])
+    assert list(got) == [0, 1]
+    assert [r["case"] for r in got[1]] == ["a", "b"] and got[1][1]["ours"] == 1.1
+    (tmp_path / "3.json").write_text(json.dumps([dict(_row("c", 1.0, 1.0, 1.0), seed=0)]))
+    with pytest.raises(ValueError, match=r"cases missing for some seeds: .*'c'"):
+        quality.rows_from_json([tmp_path / "1.json", tmp_path / "3.json"])

