@@ -3,7 +3,7 @@
 - :func:`mixture` is the synthetic Zipf mixture in memory (``make_mixture(...).compute()``);
   real data sets that ship in packages are in :mod:`datasets_real`.
 - :func:`exact_cost` is the true k-means cost of a set of centers over every row, computed
-  with the library's own distance kernel (``dask_streamkm._kernels.nearest``) in float64.
+  with the library's own distance kernel (``dask_streamkm._distances.nearest``) in float64.
 - :class:`PeakRSS` samples this process's resident memory during a block; :func:`run_measured`
   runs a command and samples its whole process tree.
 - :func:`reference` fits ``sklearn.cluster.KMeans`` once per case and caches the result as
@@ -59,7 +59,7 @@ def exact_cost(X, centers, block=65536):
     X: a numpy array or a dask array (computed one chunk at a time). The distances come from
     the library's kernel on float64 copies of each block of rows and of the centers.
     """
-    from dask_streamkm._kernels import nearest
+    from dask_streamkm._distances import nearest
 
     centers = np.ascontiguousarray(centers, dtype=np.float64)
     if hasattr(X, "to_delayed"):  # dask: one chunk in memory at a time
