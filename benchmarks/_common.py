@@ -53,11 +53,13 @@ def mixture(n_rows, n_features, n_components, *, seed=0, sorted_rows=False, chun
 # --------------------------------------------------------------------------- cost
 
 
-def exact_cost(X, centers, block=65536):
-    """Sum over all rows of X of the squared distance to the nearest center, in float64.
+def exact_cost(X, centers, block=65536, weights=None):
+    """Sum over all rows of X of the (weighted) squared distance to the nearest center, in
+    float64.
 
-    X: a numpy array or a dask array (computed one chunk at a time). The distances come from
-    the library's kernel on float64 copies of each block of rows and of the centers.
+    X: a numpy array or a dask array (computed one chunk at a time); ``weights``: None or one
+    weight a row (numpy X only). The distances come from the library's kernel on float64
+    copies of each block of rows and of the centers.
     """
     from dask_streamkm._distances import nearest
 
@@ -67,7 +69,8 @@ def exact_cost(X, centers, block=65536):
     total = 0.0
     for start in range(0, X.shape[0], block):
         rows = np.ascontiguousarray(X[start : start + block], dtype=np.float64)
-        total += float(nearest(rows, centers)[1].sum())
+        dist = nearest(rows, centers)[1]
+        total += float(dist.sum() if weights is None else dist @ weights[start : start + block])
     return total
 
 

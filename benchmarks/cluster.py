@@ -51,6 +51,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import trim_heap  # noqa: E402
 
 #: name -> (title, rows, k)
 CASES = {"4m32": ("4M x 32, k=20", 4_000_000, 20), "1m32": ("1M x 32, k=100", 1_000_000, 100)}
@@ -201,7 +204,7 @@ def _task_memory(task, megabytes):
             return _tasks.predict_block(block, None, centers, "labels")
 
     gc.collect()
-    _malloc_trim()
+    trim_heap()
     proc = psutil.Process()
     base = proc.memory_info().rss
     peak = [base]
@@ -236,15 +239,6 @@ def _task_memory(task, megabytes):
         "cpu_seconds": cpu,
         "rows": rows,
     }
-
-
-def _malloc_trim():
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 # --------------------------------------------------------------------------- driver

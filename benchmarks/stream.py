@@ -44,23 +44,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
+from _common import exact_cost  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans  # noqa: E402
 from speed import machine, machine_line  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
 from dask_streamkm.datasets import make_mixture  # noqa: E402
-
-
-def cost(X, centers, weights=None, chunk=65536):
-    """Exact (weighted) sum of squared distances of X's rows to their nearest center."""
-    centers = np.asarray(centers, dtype=np.float64)
-    c_sq = (centers**2).sum(1)
-    total = 0.0
-    for start in range(0, X.shape[0], chunk):
-        block = np.asarray(X[start : start + chunk], dtype=np.float64)
-        d = np.maximum(((block**2).sum(1)[:, None] - 2 * block @ centers.T + c_sq).min(1), 0)
-        total += float(d.sum() if weights is None else d @ weights[start : start + chunk])
-    return total
 
 
 def decay_weights(n_rows, batch, half_life):
@@ -100,8 +89,9 @@ def batches_table(X, k, batch, repeat, half_life):
     t = time.perf_counter()
     fit = StreamingKMeans(k, random_state=0).fit(X, sample_weight=w)
     fit_seconds = time.perf_counter() - t
-    ref = cost(X, fit.cluster_centers_, w)
-    c_ours, c_mbk = cost(X, ours_model.cluster_centers_, w), cost(X, mbk_model.cluster_centers_, w)
+    ref = exact_cost(X, fit.cluster_centers_, weights=w)
+    c_ours = exact_cost(X, ours_model.cluster_centers_, weights=w)
+    c_mbk = exact_cost(X, mbk_model.cluster_centers_, weights=w)
     title = f"{n_calls} calls of {batch:,} rows, k={k}, {X.shape[1]} features" + (
         f", half_life={half_life:,}" if half_life else ""
     )
@@ -155,7 +145,8 @@ def incremental_table(k, blocks, block_rows, repeat, half_life):
         fit = StreamingKMeans(k, random_state=0).fit(Y, sample_weight=wd)
         times["fit"].append(time.perf_counter() - t)
     X = Y.compute()
-    ratio = cost(X, inc.estimator_.cluster_centers_, w) / cost(X, fit.cluster_centers_, w)
+    ours = exact_cost(X, inc.estimator_.cluster_centers_, weights=w)
+    ratio = ours / exact_cost(X, fit.cluster_centers_, weights=w)
     title = f"{blocks} blocks of {block_rows:,} x 32, k={k}" + (
         f", half_life={half_life:,}" if half_life else ""
     )
