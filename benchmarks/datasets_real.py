@@ -14,7 +14,7 @@ loader                  rows x features      package            data licence
 ======================  ===================  =================  ============================
 
 :func:`subsample` takes a fixed-seed subset of rows where a reference fit on all rows would
-not fit a working session on 2 cores; the suite says so beside the case.
+take too long on 2 cores; the suite says so beside the case.
 """
 
 from __future__ import annotations

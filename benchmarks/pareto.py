@@ -18,8 +18,8 @@ time) and better (ratio lower by more than 0.0005)? and our time over MiniBatchK
 With ``--out DIR`` it writes one time-vs-ratio figure per case (``pareto-CASE.png``), the
 table (``pareto.md``) and the rows (``pareto.json``).
 
-    python benchmarks/pareto.py --out /tmp/pareto                  # the public suite
-    python benchmarks/pareto.py --cases glove-k500 mnist-k10 --out /tmp/pareto
+    python benchmarks/pareto.py --out pareto-out                  # the public suite
+    python benchmarks/pareto.py --cases glove-k500 mnist-k10 --out pareto-out
 """
 
 from __future__ import annotations
