@@ -14,7 +14,7 @@ counts such a restart as a graceful close, never as a failure of the task: no ``
 ever comes and the fit waited forever (a 150 MB worker was restarted every 2 s for ten minutes).
 Two checks end that: :func:`check_worker_memory` refuses a memory_limit below
 :data:`WORKER_PROCESS_BYTES` before anything is submitted, and :class:`RestartWatch` (used while
-the pass waits, :func:`._graph.run_waves`) ends the fit once the nannies restarted workers for
+the pass waits, :func:`._waves.run_waves`) ends the fit once the nannies restarted workers for
 memory more than ``distributed.scheduler.allowed-failures`` + 1 times per worker.
 """
 
@@ -32,7 +32,7 @@ from ._threads import distributed_client
 
 #: Working memory of one summarize task beyond its input chunk, by method: (bytes per value as a
 #: multiple of the chunk's itemsize, bytes per value in float64 copies, bytes per row). Measured
-#: with tracemalloc (peak of ``_graph.leaf`` on a numpy chunk, the input not counted; 8
+#: with tracemalloc (peak of ``_tasks.leaf`` on a numpy chunk, the input not counted; 8
 #: clusters, summary_size "auto", 2 cores, shared, 2026-12-06, the tasks reusing their work
 #: buffers) on chunks of 200,000 x 32 float64 and float32, 100,000 x 2 float32, 50,000 x 300
 #: float64 and 100,000 x 64 float32. "tree" (the rows relative to their cell, laid out in padded
@@ -48,7 +48,7 @@ from ._threads import distributed_client
 WORKING_BYTES = {"tree": (2.0, 0, 160), "stream": (1.3, 0, 60), "lloyd": (0, 24, 96)}
 
 #: The "tree" leaf's working memory by parts (:func:`tree_task_bytes`), measured with
-#: tracemalloc (peak of ``_graph.leaf`` on a numpy chunk, the input not counted; 2 cores,
+#: tracemalloc (peak of ``_tasks.leaf`` on a numpy chunk, the input not counted; 2 cores,
 #: shared, 2026-12-06): without its padded copy (chunks whose copy is above
 #: ``_tree.COPY_BYTES``) it peaked at 109 B a row on 400,000 x 64 float32 with 256 groups,
 #: 98 on 976,562 x 64 float32 (250 MB), 120 and 162 on 200,000 x 32 float32 / float64 with

@@ -109,11 +109,11 @@ def _leaf_working_bytes(X, size):
     """Peak bytes a tree leaf allocates on the chunk X beyond X (tracemalloc), and its time."""
     import tracemalloc
 
-    from dask_streamkm import _graph
+    from dask_streamkm import _tasks
 
     tracemalloc.start()
     try:
-        _graph.leaf(
+        _tasks.leaf(
             X,
             None,
             index=0,
