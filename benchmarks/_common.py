@@ -58,14 +58,23 @@ def exact_cost(X, centers, block=65536, weights=None):
     float64.
 
     X: a numpy array or a dask array (computed one chunk at a time); ``weights``: None or one
-    weight a row (numpy X only). The distances come from the library's kernel on float64
+    weight a row (a numpy array). The distances come from the library's kernel on float64
     copies of each block of rows and of the centers.
     """
     from dask_streamkm._distances import nearest
 
     centers = np.ascontiguousarray(centers, dtype=np.float64)
     if hasattr(X, "to_delayed"):  # dask: one chunk in memory at a time
-        return sum(exact_cost(np.asarray(part.compute()), centers, block) for part in X.blocks)
+        starts = np.cumsum((0, *X.chunks[0]))
+        return sum(
+            exact_cost(
+                np.asarray(part.compute()),
+                centers,
+                block,
+                None if weights is None else weights[starts[i] : starts[i + 1]],
+            )
+            for i, part in enumerate(X.blocks)
+        )
     total = 0.0
     for start in range(0, X.shape[0], block):
         rows = np.ascontiguousarray(X[start : start + block], dtype=np.float64)

@@ -86,6 +86,9 @@ def test_exact_cost_is_the_sum_of_squared_distances_to_the_nearest_center():
     assert np.isclose(exact_cost(X, centers, block=128), d2.sum(), rtol=1e-9)
     Xd = da.from_array(X, chunks=(300, -1))
     assert np.isclose(exact_cost(Xd, centers), d2.sum(), rtol=1e-9)
+    w = rng.uniform(0.5, 2.0, size=1000)  # weights follow their rows over chunk borders
+    assert np.isclose(exact_cost(X, centers, block=128, weights=w), d2 @ w, rtol=1e-9)
+    assert np.isclose(exact_cost(Xd, centers, weights=w), d2 @ w, rtol=1e-9)
 
 
 def test_reference_is_cached_under_the_case_and_n_init(tmp_path, monkeypatch):
