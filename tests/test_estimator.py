@@ -381,11 +381,24 @@ def test_auto_summary_size_shares_groups_between_chunks():
 
     # One 100,000-row chunk: a group per 32 rows; ten of them: 200 groups per cluster in all.
     assert auto_summary_size(100, 100_000) == 3125
-    assert auto_summary_size(100, 100_000, total_rows=100_000) == 3125
     assert auto_summary_size(100, 100_000, total_rows=1_000_000) == 2000
+    assert auto_summary_size(10, 100_000, total_rows=100_000) == 1000
     # Many chunks: down to the floor of 5 groups per cluster, never below.
     assert auto_summary_size(100, 100_000, total_rows=16_000_000) == 500
     assert auto_summary_size(10, 1_000, total_rows=10**9) == 256
+
+
+def test_auto_summary_size_is_finer_where_clusters_hold_few_rows():
+    from dask_streamkm._runner import auto_summary_size
+
+    # 1,000 rows a cluster: 100 groups per cluster in all, not one group per 32 rows.
+    assert auto_summary_size(100, 100_000, total_rows=100_000) == 10_000
+    assert auto_summary_size(100, 50_000, total_rows=200_000) == 2_500
+    # 200 and 100 rows a cluster: one group per 10 rows at most.
+    assert auto_summary_size(500, 100_000, total_rows=100_000) == 10_000
+    assert auto_summary_size(1000, 100_000, total_rows=100_000) == 10_000
+    # Many rows a cluster: as before (a group per 32 rows, 200 per cluster in all).
+    assert auto_summary_size(20, 100_000, total_rows=327_346) == 1_222
 
 
 def test_sizes_of_the_parameters():

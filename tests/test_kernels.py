@@ -660,6 +660,26 @@ def test_coarsen_keeps_weight_and_mean(rng):
     np.testing.assert_allclose(wp @ P, w @ X, rtol=1e-9, atol=1e-9)
 
 
+def test_coarsen_to_many_points_groups_as_a_leaf(rng):
+    # From TREE_COARSEN_POINTS coarse points on, the rows are grouped by the leaf's tree (a
+    # few hundred distances a row, not two per point): its groups' means, weight and mean kept.
+    from dask_streamkm._tree import tree_labels
+
+    X = rng.normal(size=(30_000, 6)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, size=30_000)
+    n_points = _runner.TREE_COARSEN_POINTS
+    P, wp = _runner.coarsen(X, n_points, np.random.default_rng(0), w)
+    assert P.shape[0] <= n_points and np.all(wp > 0)
+    np.testing.assert_allclose(wp.sum(), w.sum(), rtol=1e-12)
+    np.testing.assert_allclose(wp @ P, w @ X.astype(np.float64), rtol=1e-6, atol=1e-3)
+    labels, n_labels = tree_labels(X, n_points, w, np.random.default_rng(0))
+    mass = np.bincount(labels, weights=w, minlength=n_labels)
+    sums = np.stack(
+        [np.bincount(labels, weights=w * X[:, j], minlength=n_labels) for j in range(6)], 1
+    )
+    np.testing.assert_allclose(P, sums[mass > 0] / mass[mass > 0, None], rtol=1e-6, atol=1e-6)
+
+
 def test_weighted_kmeans_coarse_level_close_to_sklearn():
     # 20 * k is far below the rows, so the restarts run on coarse points and Lloyd finishes
     # on every row; the result must match a full multi-restart k-means.
