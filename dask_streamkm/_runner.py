@@ -342,16 +342,17 @@ AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
 #: solve moves each group whole, so where the clusters' borders run through dense data (word
 #: embeddings) coarse groups lose what Lloyd on the rows would still gain. GloVe 50d, 100,000
 #: rows, seed 0, ratio to KMeans(n_init=10), by rows a group: k=500 (200 rows a cluster) 32,
-#: 16, 8, 4, 2: 1.029, 1.026, 1.020, 1.012, 1.004; k=100 (1,000 a cluster) 32, 20, 10, 4:
-#: 1.011, 1.008, 1.005, 1.002; k=1000: 32 (5,000 groups), 8: 1.038, 1.026. Finer than 10 rows a
-#: group took more than 1.5x MiniBatchKMeans(n_init=3)'s time at k=500 and k=1000.
-AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER = 100
+#: 16, 10, 8, 4, 2: 1.029, 1.026, 1.021, 1.020, 1.012, 1.004; k=100 (1,000 a cluster) 32, 20,
+#: 10, 4: 1.011, 1.008, 1.005, 1.002; k=1000: 32 (5,000 groups), 10: 1.038, 1.028. Finer
+#: groups took more than 1.5x MiniBatchKMeans(batch_size=4096, n_init=3)'s time: 10 rows a
+#: group did at k=100, 8 at k=500 (2 cores, shared).
+AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER = 50
 AUTO_MIN_ROWS_PER_GROUP = 10
 
 
 def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
     """Groups per leaf for summary_size="auto":
-    ``max(5 k, 256, min(max(chunk_rows / 32, min(100 k * chunk_rows / total_rows,
+    ``max(5 k, 256, min(max(chunk_rows / 32, min(50 k * chunk_rows / total_rows,
     chunk_rows / 10)), 100 k, 200 k * chunk_rows / total_rows))``.
 
     One group per 32 rows (up to 100 per cluster) keeps a chunk's summary fine; at least 5
@@ -362,7 +363,7 @@ def auto_summary_size(n_clusters, chunk_rows=0, total_rows=None):
     merge budget the merges would coarsen it anyway, so many chunks get leaner leaves (on a
     4M x 32 mixture at k=100, 500 groups per chunk instead of 3,125 took 0.42x the time at
     costs within the seeds' spread). Where the data hold few rows per cluster (fewer than
-    3,200) the chunks keep at least 100 groups per cluster between them, down to one group
+    1,600) the chunks keep at least 50 groups per cluster between them, down to one group
     per 10 rows (:data:`AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER`): a pass over few rows is cheap,
     and the solve can move only whole groups.
     """

@@ -391,9 +391,10 @@ def test_auto_summary_size_shares_groups_between_chunks():
 def test_auto_summary_size_is_finer_where_clusters_hold_few_rows():
     from dask_streamkm._runner import auto_summary_size
 
-    # 1,000 rows a cluster: 100 groups per cluster in all, not one group per 32 rows.
-    assert auto_summary_size(100, 100_000, total_rows=100_000) == 10_000
-    assert auto_summary_size(100, 50_000, total_rows=200_000) == 2_500
+    # 1,000 rows a cluster: 50 groups per cluster in all, not one group per 32 rows.
+    assert auto_summary_size(100, 100_000, total_rows=100_000) == 5_000
+    assert auto_summary_size(100, 50_000, total_rows=200_000) == 1_563
+    assert auto_summary_size(100, 50_000, total_rows=100_000) == 2_500
     # 200 and 100 rows a cluster: one group per 10 rows at most.
     assert auto_summary_size(500, 100_000, total_rows=100_000) == 10_000
     assert auto_summary_size(1000, 100_000, total_rows=100_000) == 10_000
