@@ -344,8 +344,8 @@ AUTO_TOTAL_GROUPS_PER_CLUSTER = 200
 #: rows, seed 0, ratio to KMeans(n_init=10), by rows a group: k=500 (200 rows a cluster) 32,
 #: 16, 10, 8, 4, 2: 1.029, 1.026, 1.021, 1.020, 1.012, 1.004; k=100 (1,000 a cluster) 32, 20,
 #: 10, 4: 1.011, 1.008, 1.005, 1.002; k=1000: 32 (5,000 groups), 10: 1.038, 1.028. Finer
-#: groups took more than 1.5x MiniBatchKMeans(batch_size=4096, n_init=3)'s time: 10 rows a
-#: group did at k=100, 8 at k=500 (2 cores, shared).
+#: groups took more than 1.5x MiniBatchKMeans(batch_size=4096, n_init=3)'s time in some runs
+#: (2 cores, shared): 10 rows a group at k=100 1.4x and 2.3x, 8 at k=500 1.7x.
 AUTO_MIN_TOTAL_GROUPS_PER_CLUSTER = 50
 AUTO_MIN_ROWS_PER_GROUP = 10
 
