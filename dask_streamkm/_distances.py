@@ -10,6 +10,7 @@ taken on coordinates relative to the centers' mean (:func:`_shifted`).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -36,21 +37,62 @@ class Workspace:
     of a shape and gets a view of the one array kept under that name, made (or made larger)
     only when too small. Where glibc's mmap threshold is fixed (distributed's nanny sets
     ``MALLOC_TRIM_THRESHOLD_`` for every worker), every large temporary is a fresh mmap whose
-    pages fault in anew; the buffers fault in once per task. A buffer is scratch: valid until
-    the next request under its name.
+    pages fault in anew; the buffers fault in once per task, and once per thread for those
+    of :func:`thread_workspace`. A buffer is scratch: valid until the next request under its
+    name. ``buffers`` (a dict) and ``prefix`` are for :func:`thread_workspace`: buffers kept
+    in that dict under ``prefix + name``, at most :data:`KEEP_BYTES` of them in all (a
+    larger request is made fresh and not kept).
     """
 
-    def __init__(self):
-        self._buffers = {}
+    def __init__(self, buffers=None, prefix=""):
+        self._buffers = {} if buffers is None else buffers
+        self._prefix = prefix
+        self._bounded = buffers is not None
 
     def take(self, name, shape, dtype):
         """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
         dtype = np.dtype(dtype)
         size = math.prod(shape)
-        buf = self._buffers.get(name)
+        key = self._prefix + name
+        buf = self._buffers.get(key)
         if buf is None or buf.dtype != dtype or buf.shape[0] < size:
-            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+            self._buffers.pop(key, None)
+            buf = np.empty(size, dtype=dtype)
+            kept = sum(b.nbytes for b in self._buffers.values())
+            if not self._bounded or kept + buf.nbytes <= KEEP_BYTES:
+                self._buffers[key] = buf
         return buf[:size].reshape(shape)
+
+    def zeros(self, name, shape, dtype):
+        """:meth:`take` filled with zeros."""
+        out = self.take(name, shape, dtype)
+        out.fill(0)
+        return out
+
+
+#: Bytes of work buffers one thread keeps between its tasks (:func:`thread_workspace`) at most:
+#: the index arrays, weights and blocks of a leaf of 100,000 rows take about 25 MB.
+KEEP_BYTES = 128 << 20
+
+_THREAD = threading.local()
+
+
+def thread_workspace(prefix):
+    """A :class:`Workspace` whose buffers stay with the calling thread for its next tasks
+    (host numpy arrays only), named under ``prefix`` (one prefix per kernel that takes one,
+    so that nested kernels never share a buffer).
+
+    The next task of the same thread (a dask worker thread runs one task at a time) finds
+    the pages already mapped: with glibc's mmap threshold fixed (distributed's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_`` for every worker) each large temporary of a task was a fresh
+    mmap whose pages faulted in anew, which made a leaf about 1.3x slower there. A thread
+    keeps at most :data:`KEEP_BYTES` (the memory guard counts them,
+    :func:`._memory.task_peak_bytes`). Nothing a task returns may be a view of one.
+    """
+    buffers = getattr(_THREAD, "buffers", None)
+    if buffers is None:
+        buffers = _THREAD.buffers = {}
+    return Workspace(buffers, prefix + ":")
 
 
 def row_norms_sq(X):
@@ -313,7 +355,7 @@ def _score_blocks(X, centers, prepared=None, work=None):
         step = min(step, max(256, slab_rows))
     host = is_numpy(xp)
     if host:  # the blocks, the slabs' rows and their norms go to work buffers (``out=``)
-        work = Workspace() if work is None else work
+        work = thread_workspace("distances") if work is None else work
         block_buf = work.take("scores", (min(step, n), centers.shape[0]), X.dtype)
     if prepared is not None:
         for start in range(0, n, step):
@@ -394,7 +436,7 @@ def prepared_rows(X, origin):
     return origin, rows_aug, row_norms_sq(rows)
 
 
-def nearest(X, centers, prepared=None, work=None):
+def nearest(X, centers, prepared=None, work=None, out=None):
     """Index of and squared distance to the nearest center for each row of X.
 
     One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
@@ -402,13 +444,17 @@ def nearest(X, centers, prepared=None, work=None):
     -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
     center and no other pass over the block is needed.
     ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows; ``work``: the
-    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64).
+    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64), in
+    ``out`` (a pair of such arrays) when given.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
     dev = device(X)
-    labels = xp.empty((n,), dtype=xp.int64, device=dev)
-    dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    if out is None:
+        labels = xp.empty((n,), dtype=xp.int64, device=dev)
+        dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    else:
+        labels, dists = out
     for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
