@@ -69,6 +69,18 @@ class Workspace:
         out.fill(0)
         return out
 
+    def arange(self, n):
+        """``np.arange(n)`` (int64), kept (read only: a view of the one range kept)."""
+        key = self._prefix + "<arange>"
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape[0] < n:
+            self._buffers.pop(key, None)
+            buf = np.arange(n, dtype=np.int64)
+            kept = sum(b.nbytes for b in self._buffers.values())
+            if not self._bounded or kept + buf.nbytes <= KEEP_BYTES:
+                self._buffers[key] = buf
+        return buf[:n]
+
 
 #: Bytes of work buffers one thread keeps between its tasks (:func:`thread_workspace`) at most:
 #: the index arrays, weights and blocks of a leaf of 100,000 rows take about 25 MB.
@@ -455,7 +467,17 @@ def nearest(X, centers, prepared=None, work=None, out=None):
         dists = xp.empty((n,), dtype=xp.float64, device=dev)
     else:
         labels, dists = out
+    if is_numpy(xp):
+        work = thread_workspace("distances") if work is None else work
     for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
+        if is_numpy(xp) and x_sq.dtype == block.dtype:
+            # The same numbers in work buffers (no fresh pages per block).
+            lab = np.argmax(block, axis=1, out=labels[start:stop])
+            best = _at(block, lab, work)
+            np.multiply(best, 2.0, out=best)
+            np.subtract(x_sq, best, out=best)
+            dists[start:stop] = np.maximum(best, 0.0, out=best)
+            continue
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
@@ -464,10 +486,18 @@ def nearest(X, centers, prepared=None, work=None, out=None):
     return labels, dists
 
 
-def _at(block, columns):
+def _at(block, columns, work=None):
     """``block[i, columns[i]]`` for each row i (numpy: from the flat block, cheaper than
-    ``take_along_axis``)."""
+    ``take_along_axis``; in a buffer of ``work`` when given, valid until its next use)."""
     xp = namespace(block)
+    if is_numpy(xp) and work is not None:
+        r = block.shape[0]
+        flat = np.multiply(
+            work.arange(r), block.shape[1], out=work.take("at_index", (r,), np.int64)
+        )
+        flat += columns
+        out = work.take("at", (r,), block.dtype)
+        return np.take(block.reshape(-1), flat, out=out, mode="clip")
     if is_numpy(xp):
         return block.reshape(-1)[np.arange(block.shape[0]) * block.shape[1] + columns]
     return xp.take_along_axis(block, columns[:, None], axis=1)[:, 0]
@@ -515,20 +545,26 @@ def cosine_cost(X, centers, labels, sample_weight=None):
     return max(float(xp.sum(w) - xp.sum(w * dots)), 0.0)
 
 
-def nearest_top(X, centers, count):
+def nearest_top(X, centers, count, work=None):
     """The ``count`` nearest centers of each row, nearest first: ``(labels, sq_dists)``, each
     a list of ``count`` (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row
     block, relative to the centers' mean), with the best scores masked in turn (in place on
     numpy blocks, which are ours); with fewer than ``count`` centers the last one found
-    repeats.
+    repeats. ``work`` (a :class:`Workspace`, host): the results and the blocks' temporaries
+    in its buffers (the results valid until its next use), the same numbers.
     """
     xp = namespace(X, centers)
     n, m = X.shape[0], centers.shape[0]
     dev = device(X)
-    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
-    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
+    if work is not None and is_numpy(xp):
+        labels = [work.take(f"top_labels{j}", (n,), np.int64) for j in range(count)]
+        dists = [work.take(f"top_dists{j}", (n,), np.float64) for j in range(count)]
+    else:
+        work = None
+        labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
+        dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
     columns = xp.arange(m, device=dev)[None, :]
-    for start, stop, block, x_sq in _score_blocks(X, centers):
+    for start, stop, block, x_sq in _score_blocks(X, centers, work=work):
         lab = best = None
         for j in range(count):
             if j < m:
@@ -536,6 +572,14 @@ def nearest_top(X, centers, count):
                     np.put_along_axis(block, lab[:, None], -np.inf, axis=1)
                 elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
+                if work is not None and x_sq.dtype == block.dtype:
+                    # The same numbers in work buffers (no fresh pages per block).
+                    lab = np.argmax(block, axis=1, out=labels[j][start:stop])
+                    best = _at(block, lab, work)
+                    np.multiply(best, 2.0, out=best)
+                    best = np.subtract(x_sq, best, out=best)
+                    dists[j][start:stop] = np.maximum(best, 0.0, out=best)
+                    continue
                 lab = xp.argmax(block, axis=1)
                 best = x_sq - 2.0 * _at(block, lab)
             labels[j][start:stop] = xp.astype(lab, xp.int64)

@@ -97,9 +97,14 @@ def _coarse_cells(X, n_cells, w, rng, rows_work):
     one assignment of all rows. Returns each row's cell, its squared distance to
     the cell's center (both in buffers of ``rows_work``), and the centers (float64) of the
     cells that kept rows."""
-    positive = np.flatnonzero(w > 0)
-    sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
+    # ``rng.permutation`` of the positive rows (a copy shuffled), in a work buffer.
+    positive = w > 0
+    positive = rows_work.arange(w.shape[0]) if positive.all() else np.flatnonzero(positive)
+    shuffled = rows_work.take("positive", positive.shape, np.int64)
+    shuffled[...] = positive
     del positive
+    rng.shuffle(shuffled)
+    sample = shuffled[: COARSE_SAMPLE_PER_CENTER * n_cells].copy()
     sample.sort()
     rows = rows_work.take("sample_rows", (sample.shape[0], X.shape[1]), X.dtype)
     np.take(X, sample, axis=0, out=rows, mode="clip")
@@ -162,15 +167,6 @@ def _unit_weights(w, dtype, work=None, name="unit"):
     out = work.take(name, w.shape, dtype)
     out[...] = unit
     return out, scale
-
-
-def _arange(work, n):
-    """``np.arange(n)`` (int64) in the buffer "arange" of ``work``."""
-    out = work.take("arange", (n,), np.int64)
-    out.fill(1)
-    if n:
-        out[0] = 0
-    return np.cumsum(out, out=out)
 
 
 def _allocate(cost, caps, total):
@@ -249,7 +245,7 @@ class _Layout:
             out=rows_work.take("layout_flat", (n,), np.int64),
             mode="clip",
         )
-        self.flat += _arange(rows_work, n)
+        self.flat += rows_work.arange(n)
         # Each cell's last real row, in slots.
         self.slot_last = self.slot_start[:-1] + np.maximum(counts, 1) - 1
         n_slots = int(self.slot_start[-1])
