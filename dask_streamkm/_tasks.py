@@ -182,7 +182,7 @@ def predict_block(
             return xp.astype(cosine_distances(block, c), out_dtype)
         return xp.astype(xp.sqrt(transform_sq_distances(block, c)), out_dtype)
     out = None
-    if scratch and is_numpy(xp):
+    if (scratch or what == "labels") and is_numpy(xp):  # labels: returned as an int32 copy
         work, n = thread_workspace("predict"), block.shape[0]
         out = work.take("labels", (n,), np.int64), work.take("dist", (n,), np.float64)
     labels, dist = nearest(block, c, out=out)
