@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 import numpy as np
 
@@ -40,8 +41,9 @@ class Workspace:
     pages fault in anew; the buffers fault in once per task, and once per thread for those
     of :func:`thread_workspace`. A buffer is scratch: valid until the next request under its
     name. ``buffers`` (a dict) and ``prefix`` are for :func:`thread_workspace`: buffers kept
-    in that dict under ``prefix + name``, at most :data:`KEEP_BYTES` of them in all (a
-    larger request is made fresh and not kept).
+    in that dict under ``prefix + name``, at most :data:`KEEP_BYTES` of them in all (other
+    prefixes' buffers are let go first; a request that still does not fit is made fresh
+    and not kept).
     """
 
     def __init__(self, buffers=None, prefix=""):
@@ -58,10 +60,23 @@ class Workspace:
         if buf is None or buf.dtype != dtype or buf.shape[0] < size:
             self._buffers.pop(key, None)
             buf = np.empty(size, dtype=dtype)
-            kept = sum(b.nbytes for b in self._buffers.values())
-            if not self._bounded or kept + buf.nbytes <= KEEP_BYTES:
-                self._buffers[key] = buf
+            self._keep(key, buf)
         return buf[:size].reshape(shape)
+
+    def _keep(self, key, buf):
+        """Keep ``buf`` under ``key``; bounded: within :data:`KEEP_BYTES`, letting other
+        prefixes' buffers go first (oldest first). A buffer let go stays valid for whoever
+        holds it; it is only no longer kept."""
+        if not self._bounded:
+            self._buffers[key] = buf
+            return
+        kept = sum(b.nbytes for b in self._buffers.values())
+        for other in [k for k in self._buffers if not k.startswith(self._prefix)]:
+            if kept + buf.nbytes <= KEEP_BYTES:
+                break
+            kept -= self._buffers.pop(other).nbytes
+        if kept + buf.nbytes <= KEEP_BYTES:
+            self._buffers[key] = buf
 
     def zeros(self, name, shape, dtype):
         """:meth:`take` filled with zeros."""
@@ -76,9 +91,7 @@ class Workspace:
         if buf is None or buf.shape[0] < n:
             self._buffers.pop(key, None)
             buf = np.arange(n, dtype=np.int64)
-            kept = sum(b.nbytes for b in self._buffers.values())
-            if not self._bounded or kept + buf.nbytes <= KEEP_BYTES:
-                self._buffers[key] = buf
+            self._keep(key, buf)
         return buf[:n]
 
 
@@ -87,6 +100,21 @@ class Workspace:
 KEEP_BYTES = 128 << 20
 
 _THREAD = threading.local()
+
+
+class _ThreadBuffers:
+    """One thread's kept work buffers (``buffers``, a dict), tracked weakly by
+    :data:`_ALL_THREAD_BUFFERS` (gone with its thread)."""
+
+    __slots__ = ("buffers", "kind", "__weakref__")
+
+    def __init__(self):
+        self.buffers = {}
+        self.kind = None
+
+
+#: Every live thread's kept buffers, for :func:`release_thread_workspaces`.
+_ALL_THREAD_BUFFERS = weakref.WeakSet()
 
 
 def thread_workspace(prefix):
@@ -98,13 +126,40 @@ def thread_workspace(prefix):
     the pages already mapped: with glibc's mmap threshold fixed (distributed's nanny sets
     ``MALLOC_TRIM_THRESHOLD_`` for every worker) each large temporary of a task was a fresh
     mmap whose pages faulted in anew, which made a leaf about 1.3x slower there. A thread
-    keeps at most :data:`KEEP_BYTES` (the memory guard counts them,
-    :func:`._memory.task_peak_bytes`). Nothing a task returns may be a view of one.
+    keeps at most :data:`KEEP_BYTES`, and only those of the kind of task it runs
+    (:func:`begin_task`): part of that task's working memory, which the memory guard's
+    estimate (:func:`._memory.task_peak_bytes`) covers, and the few MiB of distance blocks
+    of merges. Nothing a task returns may be a view of one.
     """
-    buffers = getattr(_THREAD, "buffers", None)
-    if buffers is None:
-        buffers = _THREAD.buffers = {}
-    return Workspace(buffers, prefix + ":")
+    return Workspace(_thread_kept().buffers, prefix + ":")
+
+
+def _thread_kept():
+    """This thread's :class:`_ThreadBuffers` (made on first use)."""
+    kept = getattr(_THREAD, "kept", None)
+    if kept is None:
+        kept = _THREAD.kept = _ThreadBuffers()
+        _ALL_THREAD_BUFFERS.add(kept)
+    return kept
+
+
+def begin_task(kind):
+    """Start a task of ``kind`` ("leaf", "refine", "predict") in this thread: the buffers the
+    thread keeps from tasks of another kind are let go, so that what a thread keeps is the
+    working memory of the task it runs (the memory guard's estimate of one task covers it)
+    and tasks of one kind, a pass of many chunks, reuse theirs."""
+    kept = _thread_kept()
+    if kept.kind != kind:
+        kept.buffers.clear()
+        kept.kind = kind
+
+
+def release_thread_workspaces():
+    """Let go of the work buffers every thread of this process keeps (:func:`thread_workspace`):
+    called when a local pass ends, so that the threaded scheduler's idle threads hold no
+    memory between fits. A task still running keeps what it holds."""
+    for kept in list(_ALL_THREAD_BUFFERS):
+        kept.buffers.clear()
 
 
 def row_norms_sq(X):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._array import float_dtype, from_host, is_numpy, namespace, to_host
 from ._distances import (
+    begin_task,
     cosine_distances,
     distance_dtype,
     nearest,
@@ -132,6 +133,7 @@ def leaf(
 ):
     """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
     limit_blas_in_worker()
+    begin_task("leaf")
     block = check_block(block, weight_block, index, row_start, metric=metric)
     summary = summarize(
         block,
@@ -169,6 +171,7 @@ def predict_block(
     reduces the result (it is valid until the thread's next task).
     """
     xp = namespace(block)
+    begin_task("predict")
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
     single = block.dtype == xp.float32 and c.dtype == xp.float32

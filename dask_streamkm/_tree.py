@@ -59,7 +59,10 @@ def tree_labels(X, size, sample_weight, rng):
     the number of labels. Precondition: more than ``size`` rows of positive weight."""
     n = X.shape[0]
     # The per-row arrays are work buffers of the thread (:func:`._distances.thread_workspace`):
-    # the next leaf finds their pages mapped.
+    # the next leaf finds their pages mapped. Arrays whose lives do not overlap share a
+    # buffer (one name), so the leaf holds no more at once than when it made fresh ones:
+    # "w" and "dist" (float64) and "cell", "cell_sorted_id" and "positive" (int64) before
+    # the layout are the layout's and seeding's and then the Lloyd steps' temporaries.
     work = _distances.thread_workspace("tree")
     w = work.take("w", (n,), np.float64)
     if sample_weight is None:
@@ -155,14 +158,14 @@ def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None, work=N
     return out
 
 
-def _unit_weights(w, dtype, work=None, name="unit"):
+def _unit_weights(w, dtype, work=None, name="unit", name64="unit64"):
     """:func:`._seeding.unit_weights` of ``w``, the scaled weights in ``dtype`` (in the
-    buffer ``name`` of ``work`` when given)."""
+    buffer ``name`` of ``work`` when given, by way of its float64 buffer ``name64``)."""
     if work is None:
         unit, scale = _seeding.unit_weights(w)
         return unit.astype(dtype), scale
     scale = max(float(np.max(w)), 1e-300) if w.shape[0] else 1.0
-    unit = work.take(name + "64", w.shape, np.float64)
+    unit = work.take(name64, w.shape, np.float64)
     np.divide(w, scale, out=unit)
     out = work.take(name, w.shape, dtype)
     out[...] = unit
@@ -253,20 +256,22 @@ class _Layout:
         self.slot_w[self.flat] = self.w
         # The same scaled to at most 1, in X's dtype, for the seeding's sums (they only rank a
         # cell's candidates): no overflow or underflow there.
-        self.slot_w_unit = _unit_weights(self.slot_w, X.dtype, rows_work, "layout_slot_w_unit")[0]
+        self.slot_w_unit = _unit_weights(
+            self.slot_w, X.dtype, rows_work, "layout_slot_w_unit", "dist"
+        )[0]
         self.padded = self.blocks = None
         if n_slots * d * X.dtype.itemsize <= COPY_BYTES:
             # The rows relative to their cell's coarse center, in X's dtype (small numbers):
             # each row copied once to its slot, then every block shifted by its cell's center
             # (the padding slots too: finite, and of weight 0).
             self.padded = rows_work.zeros("layout_padded", (n_slots, d), X.dtype)
-            place = rows_work.take("layout_place", (n,), np.int64)
+            place = rows_work.take("cell", (n,), np.int64)
             place[self.order] = self.flat
             self.padded[place] = X
             del place
             self.blocks = self.padded.reshape(-1, rows, d)
             self.blocks -= self.coarse[self.block_cell][:, None, :]
-            sq = rows_work.take("layout_sq64", (n_slots,), np.float64)
+            sq = rows_work.take("dist", (n_slots,), np.float64)
             np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64, out=sq)
             self.slot_sq = rows_work.take("layout_sq", (n_slots,), X.dtype)
             self.slot_sq[...] = sq
@@ -383,7 +388,7 @@ def _seed(layout, share, rng):
     w = layout.slot_w
     lo, last = layout.slot_start[:active], layout.slot_last[:active]
     rows_work = layout.rows_work
-    cum = rows_work.take("seed_cum", w.shape, np.float64)
+    cum = rows_work.take("w", w.shape, np.float64)
     first, _ = _draw(np.cumsum(w, out=cum), lo, last, rng.random((active, 1)))
     centers[:active, 0] = layout.at(first[:, 0])
     n_centers[:active] = 1
@@ -394,7 +399,7 @@ def _seed(layout, share, rng):
     work = rows_work.take("seed_scores", (n_all * int(trials.max()),), layout.dtype)
     closest = rows_work.take("seed_closest", (n_all,), layout.dtype)
     closest[...] = layout.distances(active, centers[:active, :1], work)[:, 0]
-    weighted = rows_work.take("seed_weighted", (n_all,), np.float64)
+    weighted = rows_work.take("dist", (n_all,), np.float64)
     for step in range(1, s_max):
         active = int(np.count_nonzero(share > step))
         if active == 0:
@@ -462,7 +467,7 @@ def _lloyd(layout, centers, n_centers, n_iter):
     owner = np.repeat(np.arange(n_cells), n_centers)
     slot = np.arange(n_groups) - offsets[owner]
     rows_work = layout.rows_work
-    nearest = rows_work.zeros("lloyd_nearest", layout.slot_w.shape, np.int64)
+    nearest = rows_work.zeros("cell", layout.slot_w.shape, np.int64)
     # Work buffers for every step (no fresh pages per step): the bands' scores and each
     # row's group; and what does not change: the rows' group offsets,
     # the rows whose cell has no center, the unit weights of the sums.
@@ -473,16 +478,16 @@ def _lloyd(layout, centers, n_centers, n_iter):
         for lo, hi, t in bands
     ]
     sizes = [(b - a) * layout.rows * t for _, _, t, parts in pieces for a, b in parts]
-    work = rows_work.take("lloyd_scores", (max(sizes, default=0),), layout.dtype)
+    work = rows_work.take("seed_scores", (max(sizes, default=0),), layout.dtype)
     n = cell.shape[0]
-    group = rows_work.take("lloyd_group", (n,), np.int64)
-    row_offset = rows_work.take("lloyd_offset", (n,), np.int64)
+    group = rows_work.take("cell_sorted_id", (n,), np.int64)
+    row_offset = rows_work.take("positive", (n,), np.int64)
     np.take(offsets, cell, out=row_offset, mode="clip")
     if (n_centers > 0).all():
         no_center = np.zeros(0, dtype=np.int64)
     else:
         no_center = np.flatnonzero(n_centers[cell] == 0)
-    unit = _unit_weights(layout.w, layout.dtype, rows_work, "lloyd_unit")
+    unit = _unit_weights(layout.w, layout.dtype, rows_work, "seed_closest", "w")
     rows = layout.rows
     for step in range(n_iter + 1):
         for lo, hi, t, parts in pieces:
