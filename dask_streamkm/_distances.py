@@ -55,11 +55,16 @@ class Workspace:
         """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
         dtype = np.dtype(dtype)
         size = math.prod(shape)
-        key = self._prefix + name
+        # One buffer a name and dtype: kernels called on float32 rows and on float64
+        # centers keep one of each.
+        key = f"{self._prefix}{name}:{dtype.str}"
         buf = self._buffers.get(key)
-        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
+        if buf is None or buf.shape[0] < size:
             self._buffers.pop(key, None)
-            buf = np.empty(size, dtype=dtype)
+            # Grown with an eighth to spare: the next chunk's arrays, a little larger (the
+            # leaf's padded slots vary), then fit without making it again.
+            grow = buf is not None
+            buf = np.empty(size + size // 8 if grow else size, dtype=dtype)
             self._keep(key, buf)
         return buf[:size].reshape(shape)
 
