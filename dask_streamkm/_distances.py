@@ -52,21 +52,24 @@ class Workspace:
         self._bounded = buffers is not None
 
     def take(self, name, shape, dtype):
-        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
+        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``.
+
+        A buffer is bytes, viewed in the dtype asked for: arrays of different dtypes whose
+        lives do not overlap can share one name, and a kernel called on float32 rows and
+        on float64 centers in turn keeps one buffer, the larger."""
         dtype = np.dtype(dtype)
-        size = math.prod(shape)
-        # One buffer a name and dtype: kernels called on float32 rows and on float64
-        # centers keep one of each.
-        key = f"{self._prefix}{name}:{dtype.str}"
+        nbytes = math.prod(shape) * dtype.itemsize
+        key = self._prefix + name
         buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < size:
+        if buf is None or buf.shape[0] < nbytes:
             self._buffers.pop(key, None)
             # Grown with an eighth to spare: the next chunk's arrays, a little larger (the
-            # leaf's padded slots vary), then fit without making it again.
+            # leaf's padded slots vary), then fit without making it again. (numpy aligns
+            # new arrays for every dtype.)
             grow = buf is not None
-            buf = np.empty(size + size // 8 if grow else size, dtype=dtype)
+            buf = np.empty(nbytes + nbytes // 8 if grow else nbytes, dtype=np.uint8)
             self._keep(key, buf)
-        return buf[:size].reshape(shape)
+        return buf[:nbytes].view(dtype).reshape(shape)
 
     def _keep(self, key, buf):
         """Keep ``buf`` under ``key``; bounded: within :data:`KEEP_BYTES`, letting other
@@ -89,15 +92,13 @@ class Workspace:
         out.fill(0)
         return out
 
-    def arange(self, n):
-        """``np.arange(n)`` (int64), kept (read only: a view of the one range kept)."""
-        key = self._prefix + "<arange>"
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < n:
-            self._buffers.pop(key, None)
-            buf = np.arange(n, dtype=np.int64)
-            self._keep(key, buf)
-        return buf[:n]
+
+def arange_into(out):
+    """``out`` (a 1-D int64 array) filled with ``0, 1, 2, ...`` (no temporary)."""
+    out.fill(1)
+    if out.shape[0]:
+        out[0] = 0
+    return np.cumsum(out, out=out)
 
 
 #: Bytes of work buffers one thread keeps between its tasks (:func:`thread_workspace`) at most:
@@ -552,9 +553,8 @@ def _at(block, columns, work=None):
     xp = namespace(block)
     if is_numpy(xp) and work is not None:
         r = block.shape[0]
-        flat = np.multiply(
-            work.arange(r), block.shape[1], out=work.take("at_index", (r,), np.int64)
-        )
+        flat = arange_into(work.take("at_index", (r,), np.int64))
+        flat *= block.shape[1]
         flat += columns
         out = work.take("at", (r,), block.dtype)
         return np.take(block.reshape(-1), flat, out=out, mode="clip")

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, segment_sum
-from ._distances import GROUP_SUM_ELEMENTS, nearest, nearest_top, thread_workspace
+from ._distances import GROUP_SUM_ELEMENTS, arange_into, nearest, nearest_top, thread_workspace
 from ._indicator import indicator_sums
 from ._seeding import _unique
 
@@ -54,7 +54,11 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     xp = namespace(X, centers)
     k = centers.shape[0]
     # On the host the per-row arrays are work buffers of the thread: the next task finds
-    # their pages mapped (:func:`._distances.thread_workspace`), the same numbers.
+    # their pages mapped (:func:`._distances.thread_workspace`), the same numbers. Arrays
+    # whose lives do not overlap share a buffer (one name): the second and third nearest
+    # centers and distances, the ratio and the band, once used, hold the sort's keys,
+    # ranks and groups, the weights of one, the float64 distances and their weighted
+    # values (see :func:`_sorted_groups`, :func:`_group_sums`, :func:`_sq_to_centers`).
     work = thread_workspace("refine") if is_numpy(xp) else None
     (labels, second, third), (d1, d2, d3) = nearest_top(X, centers, 3, work=work)
     del d3
@@ -91,7 +95,7 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
         distinct = xp.sort(_unique(xp, keys))  # unique_values need not be sorted
         group = xp.searchsorted(distinct, keys)
     if work is not None and sample_weight is None:
-        w = work.take("ones", (X.shape[0],), np.float64)
+        w = work.take("top_dists2", (X.shape[0],), np.float64)
         w.fill(1.0)
     else:
         w = as_weights(sample_weight, X)
@@ -122,7 +126,7 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
         # Float32 rows: their distances came from a float32 expansion (labels and bands need
         # no more); the cost needs float64 differences, or it falls below the exact cost.
         d1 = _sq_to_centers(X, centers64, labels, work=work)
-    wd1 = w * d1 if work is None else np.multiply(w, d1, out=work.take("wd1", d1.shape, d1.dtype))
+    wd1 = w * d1 if work is None else np.multiply(w, d1, out=work.take("ratio", d1.shape, d1.dtype))
     out = (distinct, weights, offsets, segment_sum(wd1, group, n_groups))
     return out if cap is None else (*out, level)
 
@@ -139,7 +143,7 @@ def _sq_to_centers(X, centers, labels, block=16384, work=None):
         if work is None:
             out, diff_buf, gather_buf = np.empty(n), np.empty(shape), np.empty(shape)
         else:
-            out = work.take("sq_to_centers", (n,), np.float64)
+            out = work.take("top_dists1", (n,), np.float64)
             diff_buf = work.take("sq_diff", shape, np.float64)
             gather_buf = work.take("sq_gather", shape, np.float64)
         for start in range(0, n, block):
@@ -195,22 +199,19 @@ class _FreshArrays:
     def take(self, name, shape, dtype):
         return np.empty(shape, dtype=dtype)
 
-    def arange(self, n):
-        return np.arange(n)
-
 
 def _sorted_groups_in(keys, k, cap, n, work):
     """:func:`_sorted_groups` with its per-row arrays from ``work``."""
     if n and int(keys.max()) < np.iinfo(np.int64).max // n:
         # Each key with its row appended is distinct, so any sort gives the stable order:
         # numpy's default sort of int64 took 2 ms on a 100,000-row chunk, its stable one 7.
-        appended = np.multiply(keys, n, out=work.take("sort_keys", (n,), np.int64))
-        appended += work.arange(n)
+        appended = np.multiply(keys, n, out=work.take("top_labels1", (n,), np.int64))
+        appended += arange_into(work.take("top_labels2", (n,), np.int64))
         order = np.argsort(appended)
         del appended
     else:
         order = np.argsort(keys, kind="stable")
-    ranked = np.take(keys, order, out=work.take("ranked", (n,), np.int64), mode="clip")
+    ranked = np.take(keys, order, out=work.take("top_labels2", (n,), np.int64), mode="clip")
     first = work.take("first", (n,), bool)
     first[:1] = True
     np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
@@ -219,8 +220,8 @@ def _sorted_groups_in(keys, k, cap, n, work):
         level += 1
         ranked = coarsen_refine_keys(ranked, level, k)
         np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
-    group = work.take("group", (n,), np.int64)
-    index = np.cumsum(first, out=work.take("group_index", (n,), np.int64))
+    group = work.take("band", (n,), np.int64)
+    index = np.cumsum(first, out=work.take("top_labels1", (n,), np.int64))
     index -= 1
     group[order] = index
     return order, ranked[first], group, level
@@ -248,7 +249,7 @@ def _group_sums(X, w, group, n_groups, order=None, work=None):
         rows = work.take("rows64", (n, d), np.float64)
         rows[...] = X
         if w is None:
-            w = work.take("ones", (n,), np.float64)
+            w = work.take("top_dists2", (n,), np.float64)
             w.fill(1.0)
         return indicator_sums(group, w, n_groups, rows, work, "group_sums").copy()
     if order is None:  # else the stable order of the groups, given

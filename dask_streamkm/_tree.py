@@ -60,9 +60,10 @@ def tree_labels(X, size, sample_weight, rng):
     n = X.shape[0]
     # The per-row arrays are work buffers of the thread (:func:`._distances.thread_workspace`):
     # the next leaf finds their pages mapped. Arrays whose lives do not overlap share a
-    # buffer (one name), so the leaf holds no more at once than when it made fresh ones:
-    # "w" and "dist" (float64) and "cell", "cell_sorted_id" and "positive" (int64) before
-    # the layout are the layout's and seeding's and then the Lloyd steps' temporaries.
+    # buffer (one name, whatever their dtypes), so the leaf holds about what it held when
+    # it made fresh ones: "w", "dist", "cell", "cell_sorted_id" and "positive", the rows'
+    # weights, distances, cells and sample before the layout, are then the layout's, the
+    # seeding's and the Lloyd steps' temporaries.
     work = _distances.thread_workspace("tree")
     w = work.take("w", (n,), np.float64)
     if sample_weight is None:
@@ -102,9 +103,12 @@ def _coarse_cells(X, n_cells, w, rng, rows_work):
     cells that kept rows."""
     # ``rng.permutation`` of the positive rows (a copy shuffled), in a work buffer.
     positive = w > 0
-    positive = rows_work.arange(w.shape[0]) if positive.all() else np.flatnonzero(positive)
-    shuffled = rows_work.take("positive", positive.shape, np.int64)
-    shuffled[...] = positive
+    if positive.all():
+        shuffled = _distances.arange_into(rows_work.take("positive", w.shape, np.int64))
+    else:
+        positive = np.flatnonzero(positive)
+        shuffled = rows_work.take("positive", positive.shape, np.int64)
+        shuffled[...] = positive
     del positive
     rng.shuffle(shuffled)
     sample = shuffled[: COARSE_SAMPLE_PER_CENTER * n_cells].copy()
@@ -134,7 +138,7 @@ def _coarse_cells(X, n_cells, w, rng, rows_work):
         return cell, dist, coarse
     remap = np.cumsum(used) - 1
     return (
-        np.take(remap, cell, out=rows_work.take("cell_used", (n,), np.int64), mode="clip"),
+        np.take(remap, cell, out=rows_work.take("positive", (n,), np.int64), mode="clip"),
         dist,
         coarse[used],
     )
@@ -248,7 +252,7 @@ class _Layout:
             out=rows_work.take("layout_flat", (n,), np.int64),
             mode="clip",
         )
-        self.flat += rows_work.arange(n)
+        self.flat += _distances.arange_into(rows_work.take("positive", (n,), np.int64))
         # Each cell's last real row, in slots.
         self.slot_last = self.slot_start[:-1] + np.maximum(counts, 1) - 1
         n_slots = int(self.slot_start[-1])
@@ -388,7 +392,7 @@ def _seed(layout, share, rng):
     w = layout.slot_w
     lo, last = layout.slot_start[:active], layout.slot_last[:active]
     rows_work = layout.rows_work
-    cum = rows_work.take("w", w.shape, np.float64)
+    cum = rows_work.take("dist", w.shape, np.float64)
     first, _ = _draw(np.cumsum(w, out=cum), lo, last, rng.random((active, 1)))
     centers[:active, 0] = layout.at(first[:, 0])
     n_centers[:active] = 1
@@ -396,10 +400,10 @@ def _seed(layout, share, rng):
     # Work buffers for every step (no fresh pages per step): the distances, the weighted
     # distances and their running sum.
     n_all = int(layout.slot_start[active])
-    work = rows_work.take("seed_scores", (n_all * int(trials.max()),), layout.dtype)
-    closest = rows_work.take("seed_closest", (n_all,), layout.dtype)
+    work = rows_work.take("w", (n_all * int(trials.max()),), layout.dtype)
+    closest = rows_work.take("positive", (n_all,), layout.dtype)
     closest[...] = layout.distances(active, centers[:active, :1], work)[:, 0]
-    weighted = rows_work.take("dist", (n_all,), np.float64)
+    weighted = rows_work.take("cell", (n_all,), np.float64)
     for step in range(1, s_max):
         active = int(np.count_nonzero(share > step))
         if active == 0:
@@ -478,7 +482,7 @@ def _lloyd(layout, centers, n_centers, n_iter):
         for lo, hi, t in bands
     ]
     sizes = [(b - a) * layout.rows * t for _, _, t, parts in pieces for a, b in parts]
-    work = rows_work.take("seed_scores", (max(sizes, default=0),), layout.dtype)
+    work = rows_work.take("w", (max(sizes, default=0),), layout.dtype)
     n = cell.shape[0]
     group = rows_work.take("cell_sorted_id", (n,), np.int64)
     row_offset = rows_work.take("positive", (n,), np.int64)
@@ -487,7 +491,7 @@ def _lloyd(layout, centers, n_centers, n_iter):
         no_center = np.zeros(0, dtype=np.int64)
     else:
         no_center = np.flatnonzero(n_centers[cell] == 0)
-    unit = _unit_weights(layout.w, layout.dtype, rows_work, "seed_closest", "w")
+    unit = _unit_weights(layout.w, layout.dtype, rows_work, "lloyd_unit", "dist")
     rows = layout.rows
     for step in range(n_iter + 1):
         for lo, hi, t, parts in pieces:
