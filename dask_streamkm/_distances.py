@@ -10,6 +10,8 @@ taken on coordinates relative to the centers' mean (:func:`_shifted`).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 
 import numpy as np
 
@@ -36,21 +38,136 @@ class Workspace:
     of a shape and gets a view of the one array kept under that name, made (or made larger)
     only when too small. Where glibc's mmap threshold is fixed (distributed's nanny sets
     ``MALLOC_TRIM_THRESHOLD_`` for every worker), every large temporary is a fresh mmap whose
-    pages fault in anew; the buffers fault in once per task. A buffer is scratch: valid until
-    the next request under its name.
+    pages fault in anew; the buffers fault in once per task, and once per thread for those
+    of :func:`thread_workspace`. A buffer is scratch: valid until the next request under its
+    name. ``buffers`` (a dict) and ``prefix`` are for :func:`thread_workspace`: buffers kept
+    in that dict under ``prefix + name``, at most :data:`KEEP_BYTES` of them in all (other
+    prefixes' buffers are let go first; a request that still does not fit is made fresh
+    and not kept).
     """
 
-    def __init__(self):
-        self._buffers = {}
+    def __init__(self, buffers=None, prefix=""):
+        self._buffers = {} if buffers is None else buffers
+        self._prefix = prefix
+        self._bounded = buffers is not None
 
     def take(self, name, shape, dtype):
-        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``."""
+        """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``.
+
+        A buffer is bytes, viewed in the dtype asked for: arrays of different dtypes whose
+        lives do not overlap can share one name, and a kernel called on float32 rows and
+        on float64 centers in turn keeps one buffer, the larger."""
         dtype = np.dtype(dtype)
-        size = math.prod(shape)
-        buf = self._buffers.get(name)
-        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
-            buf = self._buffers[name] = np.empty(size, dtype=dtype)
-        return buf[:size].reshape(shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        key = self._prefix + name
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape[0] < nbytes:
+            self._buffers.pop(key, None)
+            # Grown with an eighth to spare: the next chunk's arrays, a little larger (the
+            # leaf's padded slots vary), then fit without making it again. (numpy aligns
+            # new arrays for every dtype.)
+            grow = buf is not None
+            buf = np.empty(nbytes + nbytes // 8 if grow else nbytes, dtype=np.uint8)
+            self._keep(key, buf)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def _keep(self, key, buf):
+        """Keep ``buf`` under ``key``; bounded: within :data:`KEEP_BYTES`, letting other
+        prefixes' buffers go first (oldest first). A buffer let go stays valid for whoever
+        holds it; it is only no longer kept."""
+        if not self._bounded:
+            self._buffers[key] = buf
+            return
+        kept = sum(b.nbytes for b in self._buffers.values())
+        for other in [k for k in self._buffers if not k.startswith(self._prefix)]:
+            if kept + buf.nbytes <= KEEP_BYTES:
+                break
+            kept -= self._buffers.pop(other).nbytes
+        if kept + buf.nbytes <= KEEP_BYTES:
+            self._buffers[key] = buf
+
+    def zeros(self, name, shape, dtype):
+        """:meth:`take` filled with zeros."""
+        out = self.take(name, shape, dtype)
+        out.fill(0)
+        return out
+
+
+def arange_into(out):
+    """``out`` (a 1-D int64 array) filled with ``0, 1, 2, ...`` (no temporary)."""
+    out.fill(1)
+    if out.shape[0]:
+        out[0] = 0
+    return np.cumsum(out, out=out)
+
+
+#: Bytes of work buffers one thread keeps between its tasks (:func:`thread_workspace`) at most:
+#: a tree leaf of 100,000 x 32 float32 (12.8 MB) keeps about 40 MB (its padded copy, index
+#: arrays, weights and blocks), a refinement leaf about 46 MB (its float64 rows); the per-row
+#: arrays of chunks above about 300,000 rows are partly made fresh again.
+KEEP_BYTES = 128 << 20
+
+_THREAD = threading.local()
+
+
+class _ThreadBuffers:
+    """One thread's kept work buffers (``buffers``, a dict), tracked weakly by
+    :data:`_ALL_THREAD_BUFFERS` (gone with its thread)."""
+
+    __slots__ = ("buffers", "kind", "__weakref__")
+
+    def __init__(self):
+        self.buffers = {}
+        self.kind = None
+
+
+#: Every live thread's kept buffers, for :func:`release_thread_workspaces`.
+_ALL_THREAD_BUFFERS = weakref.WeakSet()
+
+
+def thread_workspace(prefix):
+    """A :class:`Workspace` whose buffers stay with the calling thread for its next tasks
+    (host numpy arrays only), named under ``prefix`` (one prefix per kernel that takes one,
+    so that nested kernels never share a buffer).
+
+    The next task of the same thread (a dask worker thread runs one task at a time) finds
+    the pages already mapped: with glibc's mmap threshold fixed (distributed's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_`` for every worker) each large temporary of a task was a fresh
+    mmap whose pages faulted in anew, which made a leaf about 1.3x slower there. A thread
+    keeps at most :data:`KEEP_BYTES`, and only those of the kind of task it runs
+    (:func:`begin_task`): part of that task's working memory, which the memory guard's
+    estimate (:func:`._memory.task_peak_bytes`) covers, and the few MiB of distance blocks
+    of merges. Nothing a task returns may be a view of one.
+    """
+    return Workspace(_thread_kept().buffers, prefix + ":")
+
+
+def _thread_kept():
+    """This thread's :class:`_ThreadBuffers` (made on first use)."""
+    kept = getattr(_THREAD, "kept", None)
+    if kept is None:
+        kept = _THREAD.kept = _ThreadBuffers()
+        _ALL_THREAD_BUFFERS.add(kept)
+    return kept
+
+
+def begin_task(kind):
+    """Start a task of ``kind`` ("leaf", "refine", "predict") in this thread: the buffers the
+    thread keeps from tasks of another kind are let go, so that what a thread keeps is the
+    working memory of the task it runs (the memory guard's estimate of one task covers it)
+    and tasks of one kind, a pass of many chunks, reuse theirs."""
+    kept = _thread_kept()
+    if kept.kind != kind:
+        kept.buffers.clear()
+        kept.kind = kind
+
+
+def release_thread_workspaces():
+    """Let go of the work buffers every thread of this process keeps (:func:`thread_workspace`):
+    called when a local pass ends, so that the threaded scheduler's idle threads hold no
+    memory between fits. A task still running keeps what it holds."""
+    for kept in list(_ALL_THREAD_BUFFERS):
+        kept.buffers.clear()
 
 
 def row_norms_sq(X):
@@ -313,7 +430,7 @@ def _score_blocks(X, centers, prepared=None, work=None):
         step = min(step, max(256, slab_rows))
     host = is_numpy(xp)
     if host:  # the blocks, the slabs' rows and their norms go to work buffers (``out=``)
-        work = Workspace() if work is None else work
+        work = thread_workspace("distances") if work is None else work
         block_buf = work.take("scores", (min(step, n), centers.shape[0]), X.dtype)
     if prepared is not None:
         for start in range(0, n, step):
@@ -394,7 +511,7 @@ def prepared_rows(X, origin):
     return origin, rows_aug, row_norms_sq(rows)
 
 
-def nearest(X, centers, prepared=None, work=None):
+def nearest(X, centers, prepared=None, work=None, out=None):
     """Index of and squared distance to the nearest center for each row of X.
 
     One GEMM per cache-sized row block (:func:`_score_blocks`), in X's dtype, on coordinates
@@ -402,14 +519,28 @@ def nearest(X, centers, prepared=None, work=None):
     -||c||^2 / 2, so the block ``[x, 1] . [c, -||c||^2/2]`` is maximized by the nearest
     center and no other pass over the block is needed.
     ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows; ``work``: the
-    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64).
+    task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64), in
+    ``out`` (a pair of such arrays) when given.
     """
     xp = namespace(X, centers)
     n = X.shape[0]
     dev = device(X)
-    labels = xp.empty((n,), dtype=xp.int64, device=dev)
-    dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    if out is None:
+        labels = xp.empty((n,), dtype=xp.int64, device=dev)
+        dists = xp.empty((n,), dtype=xp.float64, device=dev)
+    else:
+        labels, dists = out
+    if is_numpy(xp):
+        work = thread_workspace("distances") if work is None else work
     for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
+        if is_numpy(xp) and x_sq.dtype == block.dtype:
+            # The same numbers in work buffers (no fresh pages per block).
+            lab = np.argmax(block, axis=1, out=labels[start:stop])
+            best = _at(block, lab, work)
+            np.multiply(best, 2.0, out=best)
+            np.subtract(x_sq, best, out=best)
+            dists[start:stop] = np.maximum(best, 0.0, out=best)
+            continue
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
         # A gather at the argmax is cheaper than a second reduction over the block.
@@ -418,10 +549,17 @@ def nearest(X, centers, prepared=None, work=None):
     return labels, dists
 
 
-def _at(block, columns):
+def _at(block, columns, work=None):
     """``block[i, columns[i]]`` for each row i (numpy: from the flat block, cheaper than
-    ``take_along_axis``)."""
+    ``take_along_axis``; in a buffer of ``work`` when given, valid until its next use)."""
     xp = namespace(block)
+    if is_numpy(xp) and work is not None:
+        r = block.shape[0]
+        flat = arange_into(work.take("at_index", (r,), np.int64))
+        flat *= block.shape[1]
+        flat += columns
+        out = work.take("at", (r,), block.dtype)
+        return np.take(block.reshape(-1), flat, out=out, mode="clip")
     if is_numpy(xp):
         return block.reshape(-1)[np.arange(block.shape[0]) * block.shape[1] + columns]
     return xp.take_along_axis(block, columns[:, None], axis=1)[:, 0]
@@ -469,20 +607,26 @@ def cosine_cost(X, centers, labels, sample_weight=None):
     return max(float(xp.sum(w) - xp.sum(w * dots)), 0.0)
 
 
-def nearest_top(X, centers, count):
+def nearest_top(X, centers, count, work=None):
     """The ``count`` nearest centers of each row, nearest first: ``(labels, sq_dists)``, each
     a list of ``count`` (n,) arrays (int64, float64). As :func:`nearest` (one GEMM per row
     block, relative to the centers' mean), with the best scores masked in turn (in place on
     numpy blocks, which are ours); with fewer than ``count`` centers the last one found
-    repeats.
+    repeats. ``work`` (a :class:`Workspace`, host): the results and the blocks' temporaries
+    in its buffers (the results valid until its next use), the same numbers.
     """
     xp = namespace(X, centers)
     n, m = X.shape[0], centers.shape[0]
     dev = device(X)
-    labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
-    dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
+    if work is not None and is_numpy(xp):
+        labels = [work.take(f"top_labels{j}", (n,), np.int64) for j in range(count)]
+        dists = [work.take(f"top_dists{j}", (n,), np.float64) for j in range(count)]
+    else:
+        work = None
+        labels = [xp.empty((n,), dtype=xp.int64, device=dev) for _ in range(count)]
+        dists = [xp.empty((n,), dtype=xp.float64, device=dev) for _ in range(count)]
     columns = xp.arange(m, device=dev)[None, :]
-    for start, stop, block, x_sq in _score_blocks(X, centers):
+    for start, stop, block, x_sq in _score_blocks(X, centers, work=work):
         lab = best = None
         for j in range(count):
             if j < m:
@@ -490,6 +634,14 @@ def nearest_top(X, centers, count):
                     np.put_along_axis(block, lab[:, None], -np.inf, axis=1)
                 elif lab is not None:
                     block = xp.where(columns == lab[:, None], -xp.inf, block)
+                if work is not None and x_sq.dtype == block.dtype:
+                    # The same numbers in work buffers (no fresh pages per block).
+                    lab = np.argmax(block, axis=1, out=labels[j][start:stop])
+                    best = _at(block, lab, work)
+                    np.multiply(best, 2.0, out=best)
+                    best = np.subtract(x_sq, best, out=best)
+                    dists[j][start:stop] = np.maximum(best, 0.0, out=best)
+                    continue
                 lab = xp.argmax(block, axis=1)
                 best = x_sq - 2.0 * _at(block, lab)
             labels[j][start:stop] = xp.astype(lab, xp.int64)

@@ -22,7 +22,7 @@ from dask.base import tokenize
 
 from . import _threads
 from ._array import from_host, to_host
-from ._distances import nearest
+from ._distances import begin_task, nearest
 from ._lloyd import lloyd
 from ._refine_kernels import (
     REFINE_TOP_LEVEL,
@@ -111,6 +111,7 @@ def refine_leaf(block, weight_block, *, index, row_start, centers):
     """One chunk's :func:`._refine_kernels.refine_groups` for ``centers`` (a task), on the host and
     coarsened to at most :func:`refine_cap` groups."""
     limit_blas_in_worker()
+    begin_task("refine")
     block = check_block(block, weight_block, index, row_start)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     k, d = centers.shape

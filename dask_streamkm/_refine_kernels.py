@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, segment_sum
-from ._distances import GROUP_SUM_ELEMENTS, nearest, nearest_top
+from ._distances import GROUP_SUM_ELEMENTS, arange_into, nearest, nearest_top, thread_workspace
+from ._indicator import indicator_sums
 from ._seeding import _unique
 
 #: Bands of a row's margin between its nearest and second-nearest center (:func:`refine_groups`).
@@ -52,16 +53,26 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     """
     xp = namespace(X, centers)
     k = centers.shape[0]
-    (labels, second, third), (d1, d2, d3) = nearest_top(X, centers, 3)
+    # On the host the per-row arrays are work buffers of the thread: the next task finds
+    # their pages mapped (:func:`._distances.thread_workspace`), the same numbers. Arrays
+    # whose lives do not overlap share a buffer (one name): the second and third nearest
+    # centers and distances, the ratio and the band, once used, hold the sort's keys,
+    # ranks and groups, the weights of one, the float64 distances and their weighted
+    # values (see :func:`_sorted_groups`, :func:`_group_sums`, :func:`_sq_to_centers`).
+    work = thread_workspace("refine") if is_numpy(xp) else None
+    (labels, second, third), (d1, d2, d3) = nearest_top(X, centers, 3, work=work)
     del d3
     if is_numpy(xp):  # the same numbers in place: two (n,) temporaries instead of a dozen
-        ratio = np.subtract(d2, d1)
+        n = X.shape[0]
+        ratio = np.subtract(d2, d1, out=work.take("ratio", (n,), np.float64))
         d2 += d1
         ratio /= np.maximum(d2, 1e-300, out=d2)
         np.sqrt(np.clip(ratio, 0.0, 1.0, out=ratio), out=ratio)
-        band = np.floor(np.multiply(ratio, REFINE_BANDS, out=ratio), out=ratio).astype(np.int64)
+        band = work.take("band", (n,), np.int64)
+        np.floor(np.multiply(ratio, REFINE_BANDS, out=ratio), out=ratio)
+        np.copyto(band, ratio, casting="unsafe")
         np.minimum(band, REFINE_BANDS - 1, out=band)
-        keys = labels * k  # labels are used below
+        keys = np.multiply(labels, k, out=work.take("keys", (n,), np.int64))
         keys += second
         for factor, term in ((k, third), (REFINE_BANDS, band)):
             keys *= factor
@@ -79,17 +90,21 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
         # One stable sort of the keys gives the distinct keys, each row's group and the rows
         # in order of group for their sums (a unique, a search of every key and a second sort
         # took a quarter of the leaf).
-        order, distinct, group, level = _sorted_groups(keys, k, cap)
+        order, distinct, group, level = _sorted_groups(keys, k, cap, work)
     else:
         distinct = xp.sort(_unique(xp, keys))  # unique_values need not be sorted
         group = xp.searchsorted(distinct, keys)
-    w = as_weights(sample_weight, X)
+    if work is not None and sample_weight is None:
+        w = work.take("top_dists2", (X.shape[0],), np.float64)
+        w.fill(1.0)
+    else:
+        w = as_weights(sample_weight, X)
     n_groups = distinct.shape[0]
     weights = segment_sum(w, group, n_groups)
     # Sums of the rows less their center's share: the rows far from zero lose float64's
     # last digits here, not the groups' errors (``sq`` is computed relative to the centers).
     if is_numpy(xp):
-        offsets = _group_sums(X, None if sample_weight is None else w, group, n_groups, order)
+        offsets = _group_sums(X, None if sample_weight is None else w, group, n_groups, order, work)
     else:
         rows = xp.astype(X, xp.float64)
         if sample_weight is not None:
@@ -110,21 +125,27 @@ def refine_groups(X, centers, sample_weight=None, *, cap=None):
     if X.dtype != xp.float64:
         # Float32 rows: their distances came from a float32 expansion (labels and bands need
         # no more); the cost needs float64 differences, or it falls below the exact cost.
-        d1 = _sq_to_centers(X, centers64, labels)
-    out = (distinct, weights, offsets, segment_sum(w * d1, group, n_groups))
+        d1 = _sq_to_centers(X, centers64, labels, work=work)
+    wd1 = w * d1 if work is None else np.multiply(w, d1, out=work.take("ratio", d1.shape, d1.dtype))
+    out = (distinct, weights, offsets, segment_sum(wd1, group, n_groups))
     return out if cap is None else (*out, level)
 
 
-def _sq_to_centers(X, centers, labels, block=16384):
+def _sq_to_centers(X, centers, labels, block=16384, work=None):
     """Squared distances (float64) of the rows of X to ``centers[labels]`` (float64 centers),
-    from float64 differences, a row block at a time."""
+    from float64 differences, a row block at a time (numpy: in buffers of ``work`` when
+    given, the result too, valid until its next use)."""
     xp = namespace(X, centers)
     if is_numpy(xp):  # the same numbers into buffers made once (no fresh pages per block)
         n = X.shape[0]
         block = min(block, max(256, GROUP_SUM_ELEMENTS // max(X.shape[1], 1)))  # rows apart
-        out = np.empty(n)
-        diff_buf = np.empty((min(block, n), X.shape[1]))
-        gather_buf = np.empty((min(block, n), X.shape[1]))
+        shape = (min(block, n), X.shape[1])
+        if work is None:
+            out, diff_buf, gather_buf = np.empty(n), np.empty(shape), np.empty(shape)
+        else:
+            out = work.take("top_dists1", (n,), np.float64)
+            diff_buf = work.take("sq_diff", shape, np.float64)
+            gather_buf = work.take("sq_gather", shape, np.float64)
         for start in range(0, n, block):
             stop = min(start + block, n)
             diff = diff_buf[: stop - start]
@@ -158,22 +179,40 @@ def _center_runs(nearest_center, k):
 GROUP_SUM_WHOLE_ELEMENTS = 1 << 22
 
 
-def _sorted_groups(keys, k=None, cap=None):
+def _sorted_groups(keys, k=None, cap=None, work=None):
     """``(order, distinct, group, level)`` of host int64 :func:`refine_groups` ``keys`` (of
     ``k`` centers): the stable order that sorts them, the sorted distinct keys, each key's
     index among them, and the level of :func:`coarsen_refine_keys` they were taken to. With
     ``cap``, the finest level with at most ``cap`` distinct keys (or the top one); a
     coarser level maps sorted keys to sorted keys, so the order of the first sort serves
-    every level."""
+    every level. ``work`` (a :class:`._distances.Workspace`): the per-row temporaries and
+    ``group`` in its buffers (valid until its next use), the same numbers."""
     n = keys.shape[0]
+    if work is None:
+        return _sorted_groups_in(keys, k, cap, n, _FreshArrays())
+    return _sorted_groups_in(keys, k, cap, n, work)
+
+
+class _FreshArrays:
+    """A stand-in for a :class:`._distances.Workspace` that makes every array fresh."""
+
+    def take(self, name, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+
+def _sorted_groups_in(keys, k, cap, n, work):
+    """:func:`_sorted_groups` with its per-row arrays from ``work``."""
     if n and int(keys.max()) < np.iinfo(np.int64).max // n:
         # Each key with its row appended is distinct, so any sort gives the stable order:
         # numpy's default sort of int64 took 2 ms on a 100,000-row chunk, its stable one 7.
-        order = np.argsort(keys * n + np.arange(n))
+        appended = np.multiply(keys, n, out=work.take("top_labels1", (n,), np.int64))
+        appended += arange_into(work.take("top_labels2", (n,), np.int64))
+        order = np.argsort(appended)
+        del appended
     else:
         order = np.argsort(keys, kind="stable")
-    ranked = keys[order]
-    first = np.empty(ranked.shape[0], dtype=bool)
+    ranked = np.take(keys, order, out=work.take("top_labels2", (n,), np.int64), mode="clip")
+    first = work.take("first", (n,), bool)
     first[:1] = True
     np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
     level = 0
@@ -181,12 +220,14 @@ def _sorted_groups(keys, k=None, cap=None):
         level += 1
         ranked = coarsen_refine_keys(ranked, level, k)
         np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
-    group = np.empty(ranked.shape[0], dtype=np.int64)
-    group[order] = np.cumsum(first) - 1
+    group = work.take("band", (n,), np.int64)
+    index = np.cumsum(first, out=work.take("top_labels1", (n,), np.int64))
+    index -= 1
+    group[order] = index
     return order, ranked[first], group, level
 
 
-def _group_sums(X, w, group, n_groups, order=None):
+def _group_sums(X, w, group, n_groups, order=None, work=None):
     """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``
     (``order``: the stable order of ``group``, when the caller has it).
 
@@ -197,10 +238,20 @@ def _group_sums(X, w, group, n_groups, order=None):
     float64 copy of X is made (for MNIST one would be 440 MB, and its allocation took most
     of a refinement leaf). Both add each group's rows in the same order (a group cut by a
     block's end gets two partial sums added: the last digit can differ between the two).
+    ``work`` (a :class:`._distances.Workspace`): the float64 rows in its buffers, and the
+    indicator taken column by column (:func:`._indicator.indicator_sums`, no sort), the same
+    numbers.
     """
     from scipy import sparse
 
     n, d = X.shape
+    if work is not None and n * d <= GROUP_SUM_WHOLE_ELEMENTS:
+        rows = work.take("rows64", (n, d), np.float64)
+        rows[...] = X
+        if w is None:
+            w = work.take("top_dists2", (n,), np.float64)
+            w.fill(1.0)
+        return indicator_sums(group, w, n_groups, rows, work, "group_sums").copy()
     if order is None:  # else the stable order of the groups, given
         order = np.argsort(group, kind="stable")
     sorted_group = group[order]

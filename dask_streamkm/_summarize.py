@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._array import device, from_host, is_numpy, namespace, segment_sum
-from ._distances import Workspace, nearest, nearest_other
+from ._distances import nearest, nearest_other, thread_workspace
 from ._lloyd import centers_from_labels, lloyd
 from ._seeding import d2_sample
 from ._tree import tree_labels
@@ -79,14 +79,20 @@ def _stream_centers(X, size, sample_weight, batch_size, rng):
     n, d = X.shape
     dev = device(X)
     perm = from_host(rng.permutation(n), X)
-    Xs = xp.take(X, perm, axis=0)
+    work = None
+    if is_numpy(xp):
+        # The shuffled rows and the batches' work buffers: kept by the thread for its next
+        # leaf (:func:`._distances.thread_workspace`), the same numbers.
+        work = thread_workspace("stream")
+        Xs = np.take(X, perm, axis=0, out=work.take("shuffled", X.shape, X.dtype), mode="clip")
+    else:
+        Xs = xp.take(X, perm, axis=0)
     ws = (
         xp.ones((n,), dtype=xp.float64, device=dev)
         if sample_weight is None
         else xp.take(xp.astype(sample_weight, xp.float64), perm, axis=0)
     )
     batch_size = int(max(1, batch_size))
-    work = Workspace()  # the batches' work buffers, made once
     # Seed about half the groups by D^2 sampling on the first rows (at least 2 per center).
     n_seed_rows = min(n, max(batch_size, 4 * size))
     first = Xs[:n_seed_rows, ...]

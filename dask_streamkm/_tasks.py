@@ -12,11 +12,13 @@ import math
 
 import numpy as np
 
-from ._array import float_dtype, from_host, namespace, to_host
+from ._array import float_dtype, from_host, is_numpy, namespace, to_host
 from ._distances import (
+    begin_task,
     cosine_distances,
     distance_dtype,
     nearest,
+    thread_workspace,
     transform_sq_distances,
     unit_centers,
     unit_rows,
@@ -131,6 +133,7 @@ def leaf(
 ):
     """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
     limit_blas_in_worker()
+    begin_task("leaf")
     block = check_block(block, weight_block, index, row_start, metric=metric)
     summary = summarize(
         block,
@@ -152,7 +155,9 @@ def merge(*children, cap, level, index, entropy):
     return union
 
 
-def predict_block(block, weights, centers, what, metric="euclidean", index=0, row_start=0):
+def predict_block(
+    block, weights, centers, what, metric="euclidean", index=0, row_start=0, scratch=False
+):
     """What :func:`._graph.nearest_blocks` computes, for one block (a task); errors name the chunk.
 
     ``weights`` is None or the block's sample weights (1-D; only for
@@ -161,9 +166,12 @@ def predict_block(block, weights, centers, what, metric="euclidean", index=0, ro
     ``metric="cosine"`` (unit centers) the rows are scaled to unit length first, the nearest
     center is the one of highest cosine, ``"distances"`` are ``1 - cos`` and the
     ``"sq_distances"`` are the cosine distances to the nearest center (``||u - c||^2 / 2`` for
-    unit u and c).
+    unit u and c). ``scratch``: the nearest centers and distances of numpy blocks go to work
+    buffers of the thread (:func:`._distances.thread_workspace`), for a caller that only
+    reduces the result (it is valid until the thread's next task).
     """
     xp = namespace(block)
+    begin_task("predict")
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
     single = block.dtype == xp.float32 and c.dtype == xp.float32
@@ -176,7 +184,11 @@ def predict_block(block, weights, centers, what, metric="euclidean", index=0, ro
         if cosine:
             return xp.astype(cosine_distances(block, c), out_dtype)
         return xp.astype(xp.sqrt(transform_sq_distances(block, c)), out_dtype)
-    labels, dist = nearest(block, c)
+    out = None
+    if (scratch or what == "labels") and is_numpy(xp):  # labels: returned as an int32 copy
+        work, n = thread_workspace("predict"), block.shape[0]
+        out = work.take("labels", (n,), np.int64), work.take("dist", (n,), np.float64)
+    labels, dist = nearest(block, c, out=out)
     if what == "labels":
         return xp.astype(labels, xp.int32)
     if cosine:
@@ -198,10 +210,12 @@ def sq_distance_part(block, weights, centers, *, index, row_start, metric="eucli
     ``metric="cosine"`` the distances are ``1 - cos``."""
     where = dict(index=index, row_start=row_start)
     if weights is None:
-        dist = predict_block(block, None, centers, "sq_distances", metric, **where)
+        dist = predict_block(block, None, centers, "sq_distances", metric, **where, scratch=True)
         return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
     xp = namespace(weights)
-    dist = predict_block(block, weights, centers, "weighted_sq_distances", metric, **where)
+    dist = predict_block(
+        block, weights, centers, "weighted_sq_distances", metric, **where, scratch=True
+    )
     return float(to_host(xp.sum(dist))), float(to_host(xp.sum(xp.astype(weights, xp.float64))))
 
 

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from . import _distances, _seeding
+from ._indicator import indicator_sums
 from ._lloyd import weighted_indicator
 
 #: Coarse cells per square root of the leaf's groups.
@@ -57,22 +58,35 @@ def tree_labels(X, size, sample_weight, rng):
     """Labels (int64, (n,)) of a partition of the rows of X into at most ``size`` groups, and
     the number of labels. Precondition: more than ``size`` rows of positive weight."""
     n = X.shape[0]
-    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    # The per-row arrays are work buffers of the thread (:func:`._distances.thread_workspace`):
+    # the next leaf finds their pages mapped. Arrays whose lives do not overlap share a
+    # buffer (one name, whatever their dtypes), so the leaf holds about what it held when
+    # it made fresh ones: "w", "dist", "cell", "cell_sorted_id" and "positive", the rows'
+    # weights, distances, cells and sample before the layout, are then the layout's, the
+    # seeding's and the Lloyd steps' temporaries.
+    work = _distances.thread_workspace("tree")
+    w = work.take("w", (n,), np.float64)
+    if sample_weight is None:
+        w.fill(1.0)
+    else:
+        w[...] = sample_weight
     size = int(size)
     n_cells = int(min(max(2, round(CELLS_PER_ROOT * math.sqrt(size))), size))
-    cell, dist, coarse = _coarse_cells(X, n_cells, w, rng)
+    cell, dist, coarse = _coarse_cells(X, n_cells, w, rng, work)
     n_cells = coarse.shape[0]
-    cost = np.bincount(cell, weights=w * dist, minlength=n_cells)
+    cost = np.bincount(cell, weights=np.multiply(w, dist, out=dist), minlength=n_cells)
     del dist
-    positive_rows = np.bincount(cell[w > 0], minlength=n_cells)
+    positive = w > 0
+    positive_rows = np.bincount(cell if positive.all() else cell[positive], minlength=n_cells)
+    del positive
     share = _allocate(cost, positive_rows, size)
     # Cells in order of falling share: the cells still seeding at any step are a prefix.
     rank = np.argsort(-share, kind="stable")
     new_id = np.empty(n_cells, dtype=np.int64)
     new_id[rank] = np.arange(n_cells)
-    cell = new_id[cell]
+    cell = np.take(new_id, cell, out=work.take("cell_sorted_id", (n,), np.int64), mode="clip")
     share = share[rank]
-    layout = _Layout(X, coarse[rank], w, cell, n_cells)
+    layout = _Layout(X, coarse[rank], w, cell, n_cells, work)
     del cell, w  # the layout keeps them in its own order
     centers, n_centers = _seed(layout, share, rng)
     labels_sorted = _lloyd(layout, centers, n_centers, CELL_ITER)
@@ -81,16 +95,28 @@ def tree_labels(X, size, sample_weight, rng):
     return labels, int(n_centers.sum())
 
 
-def _coarse_cells(X, n_cells, w, rng):
+def _coarse_cells(X, n_cells, w, rng, rows_work):
     """Coarse centers seeded by D^2 sampling on a sample of the positive rows and moved by
     ``COARSE_ITER`` Lloyd steps on that sample (they only draw the cells' borders), then
     one assignment of all rows. Returns each row's cell, its squared distance to
-    the cell's center, and the centers (float64) of the cells that kept rows."""
-    positive = np.flatnonzero(w > 0)
-    sample = rng.permutation(positive)[: COARSE_SAMPLE_PER_CENTER * n_cells]
+    the cell's center (both in buffers of ``rows_work``), and the centers (float64) of the
+    cells that kept rows."""
+    # ``rng.permutation`` of the positive rows (a copy shuffled), in a work buffer.
+    positive = w > 0
+    if positive.all():
+        shuffled = _distances.arange_into(rows_work.take("positive", w.shape, np.int64))
+    else:
+        positive = np.flatnonzero(positive)
+        shuffled = rows_work.take("positive", positive.shape, np.int64)
+        shuffled[...] = positive
+    del positive
+    rng.shuffle(shuffled)
+    sample = shuffled[: COARSE_SAMPLE_PER_CENTER * n_cells].copy()
     sample.sort()
-    rows, w_sample = X[sample], w[sample]
-    work = _distances.Workspace()  # the distance blocks of every call below
+    rows = rows_work.take("sample_rows", (sample.shape[0], X.shape[1]), X.dtype)
+    np.take(X, sample, axis=0, out=rows, mode="clip")
+    w_sample = w[sample]
+    work = _distances.thread_workspace("tree.coarse")  # the distance blocks of every call below
     idx = _seeding.d2_sample(rows, n_cells, rng, sample_weight=w_sample, work=work)
     coarse = rows[idx].astype(np.float64)
     for _ in range(COARSE_ITER):
@@ -101,30 +127,53 @@ def _coarse_cells(X, n_cells, w, rng):
         np.take(coarse.astype(X.dtype), cell, axis=0, out=rel, mode="clip")
         np.subtract(rows, rel, out=rel)
         mass = np.bincount(cell, weights=w_sample, minlength=coarse.shape[0])
-        shift = _segment_rows(rel, w_sample, cell, coarse.shape[0])
+        shift = _segment_rows(rel, w_sample, cell, coarse.shape[0], work=work)
         coarse = coarse + shift / np.maximum(mass, 1e-300)[:, None]
-    cell, dist = _distances.nearest(X, coarse.astype(X.dtype), work=work)
+    n = X.shape[0]
+    out = rows_work.take("cell", (n,), np.int64), rows_work.take("dist", (n,), np.float64)
+    cell, dist = _distances.nearest(X, coarse.astype(X.dtype), work=work, out=out)
     # Drop empty cells (their centers lost every row).
     used = np.bincount(cell, minlength=coarse.shape[0]) > 0
+    if used.all():
+        return cell, dist, coarse
     remap = np.cumsum(used) - 1
-    return remap[cell], dist, coarse[used]
+    return (
+        np.take(remap, cell, out=rows_work.take("positive", (n,), np.int64), mode="clip"),
+        dist,
+        coarse[used],
+    )
 
 
-def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None):
+def _segment_rows(rows, w, labels, n_segments, positions=None, unit=None, work=None):
     """Weighted sums of ``rows`` by label (float64), summed in the rows' float type; the
     i-th weight and label belong to row ``positions[i]`` (default i). The weights are scaled
     to at most 1 for the sum and the sums scaled back, so weights beyond float32's range
     neither vanish nor overflow; ``unit``: :func:`_unit_weights` of ``w``, when the caller
-    sums the same weights many times."""
+    sums the same weights many times. With ``work`` (a :class:`._distances.Workspace`) the
+    sums are made in its buffers (valid until the next call with it), the same numbers."""
     unit, scale = _unit_weights(w, rows.dtype) if unit is None else unit
-    indicator = weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
-    return np.asarray(indicator @ rows, dtype=np.float64) * scale
+    if work is None:
+        indicator = weighted_indicator(labels, unit, n_segments, positions, rows.shape[0])
+        return np.asarray(indicator @ rows, dtype=np.float64) * scale
+    sums = indicator_sums(labels, unit, n_segments, rows, work, "segment", positions)
+    out = work.take("segment64", sums.shape, np.float64)
+    out[...] = sums
+    out *= scale
+    return out
 
 
-def _unit_weights(w, dtype):
-    """:func:`._seeding.unit_weights` of ``w``, the scaled weights in ``dtype``."""
-    unit, scale = _seeding.unit_weights(w)
-    return unit.astype(dtype), scale
+def _unit_weights(w, dtype, work=None, name="unit", name64="unit64"):
+    """:func:`._seeding.unit_weights` of ``w``, the scaled weights in ``dtype`` (in the
+    buffer ``name`` of ``work`` when given, by way of its float64 buffer ``name64``)."""
+    if work is None:
+        unit, scale = _seeding.unit_weights(w)
+        return unit.astype(dtype), scale
+    scale = max(float(np.max(w)), 1e-300) if w.shape[0] else 1.0
+    unit = work.take(name64, w.shape, np.float64)
+    np.divide(w, scale, out=unit)
+    out = work.take(name, w.shape, dtype)
+    out[...] = unit
+    return out, scale
 
 
 def _allocate(cost, caps, total):
@@ -172,14 +221,20 @@ class _Layout:
     gathered (finite either way, of weight 0). The layout keeps about 56 bytes per row
     besides (indices, weights, squared norms)."""
 
-    def __init__(self, X, coarse, w, cell, n_cells):
+    def __init__(self, X, coarse, w, cell, n_cells, rows_work):
         n, d = X.shape
         self.X = X
         self.coarse = coarse.astype(X.dtype)
-        self.work = _distances.Workspace()  # the gathered rows
+        self.work = _distances.thread_workspace("tree.layout")  # the gathered rows
         self.order = np.argsort(cell, kind="stable")
-        self.cell = cell[self.order]
-        self.w = w[self.order]
+        # The per-row arrays in buffers of ``rows_work`` (the leaf's): no fresh pages.
+        self.rows_work = rows_work
+        self.cell = np.take(
+            cell, self.order, out=rows_work.take("layout_cell", (n,), np.int64), mode="clip"
+        )
+        self.w = np.take(
+            w, self.order, out=rows_work.take("layout_w", (n,), np.float64), mode="clip"
+        )
         counts = np.bincount(cell, minlength=n_cells)
         self.start = np.concatenate([[0], np.cumsum(counts)])
         self.n_cells = n_cells
@@ -190,32 +245,40 @@ class _Layout:
         self.block_start = np.concatenate([[0], np.cumsum(n_blocks)])
         self.block_cell = np.repeat(np.arange(n_cells), n_blocks)
         self.slot_start = self.block_start * rows
-        local = np.arange(n) - self.start[self.cell]
-        self.flat = self.slot_start[self.cell] + local
-        del local
+        # Each row's slot: its place in the sorted rows plus its cell's padding before it.
+        self.flat = np.take(
+            self.slot_start[:-1] - self.start[:-1],
+            self.cell,
+            out=rows_work.take("layout_flat", (n,), np.int64),
+            mode="clip",
+        )
+        self.flat += _distances.arange_into(rows_work.take("positive", (n,), np.int64))
         # Each cell's last real row, in slots.
         self.slot_last = self.slot_start[:-1] + np.maximum(counts, 1) - 1
         n_slots = int(self.slot_start[-1])
-        self.slot_w = np.zeros(n_slots)
+        self.slot_w = rows_work.zeros("layout_slot_w", (n_slots,), np.float64)
         self.slot_w[self.flat] = self.w
         # The same scaled to at most 1, in X's dtype, for the seeding's sums (they only rank a
         # cell's candidates): no overflow or underflow there.
-        self.slot_w_unit = _seeding.unit_weights(self.slot_w)[0].astype(X.dtype)
+        self.slot_w_unit = _unit_weights(
+            self.slot_w, X.dtype, rows_work, "layout_slot_w_unit", "dist"
+        )[0]
         self.padded = self.blocks = None
         if n_slots * d * X.dtype.itemsize <= COPY_BYTES:
             # The rows relative to their cell's coarse center, in X's dtype (small numbers):
             # each row copied once to its slot, then every block shifted by its cell's center
             # (the padding slots too: finite, and of weight 0).
-            self.padded = np.zeros((n_slots, d), dtype=X.dtype)
-            place = np.empty(n, dtype=np.int64)
+            self.padded = rows_work.zeros("layout_padded", (n_slots, d), X.dtype)
+            place = rows_work.take("cell", (n,), np.int64)
             place[self.order] = self.flat
             self.padded[place] = X
             del place
             self.blocks = self.padded.reshape(-1, rows, d)
             self.blocks -= self.coarse[self.block_cell][:, None, :]
-            self.slot_sq = np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64).astype(
-                X.dtype
-            )
+            sq = rows_work.take("dist", (n_slots,), np.float64)
+            np.einsum("ij,ij->i", self.padded, self.padded, dtype=np.float64, out=sq)
+            self.slot_sq = rows_work.take("layout_sq", (n_slots,), X.dtype)
+            self.slot_sq[...] = sq
             return
         # The row of X in each slot: a padding slot repeats its cell's last row.
         last_row = self.order[np.maximum(self.start[1:] - 1, 0)]
@@ -328,16 +391,19 @@ def _seed(layout, share, rng):
     active = int(np.count_nonzero(alive))  # a prefix: cells are sorted by falling share
     w = layout.slot_w
     lo, last = layout.slot_start[:active], layout.slot_last[:active]
-    first, _ = _draw(np.cumsum(w), lo, last, rng.random((active, 1)))
+    rows_work = layout.rows_work
+    cum = rows_work.take("dist", w.shape, np.float64)
+    first, _ = _draw(np.cumsum(w, out=cum), lo, last, rng.random((active, 1)))
     centers[:active, 0] = layout.at(first[:, 0])
     n_centers[:active] = 1
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
     # Work buffers for every step (no fresh pages per step): the distances, the weighted
     # distances and their running sum.
     n_all = int(layout.slot_start[active])
-    work = np.empty(n_all * int(trials.max()), dtype=layout.dtype)
-    closest = layout.distances(active, centers[:active, :1], work)[:, 0].copy()
-    weighted, cum = np.empty(n_all), np.empty(n_all)
+    work = rows_work.take("w", (n_all * int(trials.max()),), layout.dtype)
+    closest = rows_work.take("positive", (n_all,), layout.dtype)
+    closest[...] = layout.distances(active, centers[:active, :1], work)[:, 0]
+    weighted = rows_work.take("cell", (n_all,), np.float64)
     for step in range(1, s_max):
         active = int(np.count_nonzero(share > step))
         if active == 0:
@@ -404,7 +470,8 @@ def _lloyd(layout, centers, n_centers, n_iter):
     offsets = np.cumsum(n_centers) - n_centers
     owner = np.repeat(np.arange(n_cells), n_centers)
     slot = np.arange(n_groups) - offsets[owner]
-    nearest = np.zeros(layout.slot_w.shape[0], dtype=np.int64)
+    rows_work = layout.rows_work
+    nearest = rows_work.zeros("cell", layout.slot_w.shape, np.int64)
     # Work buffers for every step (no fresh pages per step): the bands' scores and each
     # row's group; and what does not change: the rows' group offsets,
     # the rows whose cell has no center, the unit weights of the sums.
@@ -415,11 +482,16 @@ def _lloyd(layout, centers, n_centers, n_iter):
         for lo, hi, t in bands
     ]
     sizes = [(b - a) * layout.rows * t for _, _, t, parts in pieces for a, b in parts]
-    work = np.empty(max(sizes, default=0), dtype=layout.dtype)
-    group = np.empty(cell.shape[0], dtype=np.int64)
-    row_offset = offsets[cell]
-    no_center = np.flatnonzero(n_centers[cell] == 0)
-    unit = _unit_weights(layout.w, layout.dtype)
+    work = rows_work.take("w", (max(sizes, default=0),), layout.dtype)
+    n = cell.shape[0]
+    group = rows_work.take("cell_sorted_id", (n,), np.int64)
+    row_offset = rows_work.take("positive", (n,), np.int64)
+    np.take(offsets, cell, out=row_offset, mode="clip")
+    if (n_centers > 0).all():
+        no_center = np.zeros(0, dtype=np.int64)
+    else:
+        no_center = np.flatnonzero(n_centers[cell] == 0)
+    unit = _unit_weights(layout.w, layout.dtype, rows_work, "lloyd_unit", "dist")
     rows = layout.rows
     for step in range(n_iter + 1):
         for lo, hi, t, parts in pieces:
@@ -438,6 +510,9 @@ def _lloyd(layout, centers, n_centers, n_iter):
         mass = np.bincount(group, weights=layout.w, minlength=n_groups)
         sums = _group_sums(layout, group, offsets, n_groups, unit)
         moved = mass > 0
+        if moved.all():  # in place: the same numbers, no fresh pages
+            centers[owner, slot] = np.divide(sums, mass[:, None], out=sums)
+            continue
         centers[owner[moved], slot[moved]] = (sums[moved] / mass[moved][:, None]).astype(
             centers.dtype
         )
@@ -455,7 +530,9 @@ def _group_sums(layout, group, offsets, n_groups, unit):
     0, weight 0) add nothing and are left out. ``unit``: :func:`_unit_weights` of the sorted
     rows' weights."""
     if layout.padded is not None:  # one product over the copy
-        return _segment_rows(layout.padded, layout.w, group, n_groups, layout.flat, unit)
+        return _segment_rows(
+            layout.padded, layout.w, group, n_groups, layout.flat, unit, layout.rows_work
+        )
     unit_w, scale = unit
     cell = layout.cell
     n, d = cell.shape[0], layout.n_features

@@ -46,6 +46,7 @@ from dask.layers import ArrayBlockwiseDep
 from dask.task_spec import Task, TaskRef
 
 from . import _memory
+from ._distances import release_thread_workspaces
 from ._threads import distributed_client
 
 #: chunks, the largest such power not above this.
@@ -572,9 +573,12 @@ def run_waves(pending, build, collect):
 
     client = distributed_client()
     if client is None:
-        for index, start, stop in pending:
-            (result,) = dask.compute(build(index, start, stop))
-            collect(index, start, stop, result)
+        try:
+            for index, start, stop in pending:
+                (result,) = dask.compute(build(index, start, stop))
+                collect(index, start, stop, result)
+        finally:  # the idle threads of a local scheduler keep no work buffers between passes
+            release_thread_workspaces()
         return
     from distributed import TimeoutError as WaitTimeout
     from distributed import wait

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._array import as_weights, device, from_host, is_numpy, namespace, segment_sum, to_host
-from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq
+from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, thread_workspace
+from ._indicator import segment_sum_into
 from ._lloyd import group_labels
 from ._location import write_atomic
 from ._npz import NpzReader
@@ -141,9 +142,10 @@ class Summary:
         sums = xp.zeros((n_groups, d), dtype=xp.float64, device=dev)
         squares = xp.zeros((n_groups,), dtype=xp.float64, device=dev)
         host = is_numpy(xp)
-        if host:  # one float64 block and its norms for all blocks (no fresh pages per block)
-            block_buf = np.empty((min(block, n), d))
-            sq_buf = np.empty((min(block, n),))
+        if host:  # one float64 block and its norms, kept by the thread (no fresh pages)
+            work = thread_workspace("summary")
+            block_buf = work.take("block", (min(block, n), d), np.float64)
+            sq_buf = work.take("sq", (min(block, n),), np.float64)
         for start in range(0, n, block):
             stop = min(start + block, n)
             lb = labels[start:stop]
@@ -165,7 +167,11 @@ class Summary:
                 if not unit_weights:
                     Xb = Xb * wb[:, None]
                     sq = sq * wb
-            sums += segment_sum(Xb, lb, n_groups)
+            sums += (
+                segment_sum_into(Xb, lb, n_groups, work, "sums")
+                if host
+                else segment_sum(Xb, lb, n_groups)
+            )
             squares += segment_sum(sq, lb, n_groups)
         weights = segment_sum(w, labels, n_groups)
         return cls(weights, sums, squares, int(n), origin).drop_empty()
