@@ -198,7 +198,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
         if w is None
         else np.bincount(group, weights=w, minlength=n_groups)
     )
-    sums = sorted_sums(X, w, group, n_groups, order)
+    sums = _refine_kernels._group_sums(X, w, group, n_groups, order)
     # Squared distances to the nearest center again in float64, row block by row block: the
     # float32 products rank the centers, but the square sums are the bound's.
     exact = np.empty(X.shape[0])
@@ -277,21 +277,6 @@ def far_from(parts):
     offset = float(np.dot(mean, mean))
     spread = float(np.sum(squares)) / total - offset
     return offset > ORIGIN_NEAR**2 * spread
-
-
-def sorted_sums(X, w, group, n_groups, order):
-    """Float64 sums (weighted by ``w`` unless None) of the numpy rows of X by ``group``,
-    ``order`` the stable order of ``group``: the rows gathered in that order and added up by
-    runs (``np.add.reduceat``), in row order within a group. For a batch of up to
-    :data:`EXACT_BLOCK_ROWS` rows at once (cheaper than a sparse indicator's set-up on a
-    4,096-row batch), larger ones through :func:`._refine_kernels._group_sums`."""
-    if X.shape[0] > EXACT_BLOCK_ROWS:
-        return _refine_kernels._group_sums(X, w, group, n_groups, order)
-    rows = X[order].astype(np.float64)
-    if w is not None:
-        rows *= w[order][:, None]
-    starts = np.searchsorted(group[order], np.arange(int(n_groups)))
-    return np.add.reduceat(rows, starts, axis=0)
 
 
 def merge_groups(parts):
