@@ -349,7 +349,7 @@ class StreamingKMeans(
         """``(X as a dask array, its _frames.Rows)``: tables and labelled arrays unwrapped
         (never computed), their feature names checked as scikit-learn's ``validate_data``.
         ``hashed=False``: a numpy X gets a random graph name instead of a hash of its data
-        (a folded ``partial_fit`` batch, whose name no graph or checkpoint key uses)."""
+        (a ``partial_fit`` batch to fold without a checkpoint: no key outlives the call)."""
         X, rows = _frames.to_array(X, what)
         if rows.kind == "xarray" and not _is_dask(X):
             X = da.from_array(np.asarray(X), chunks=(DEFAULT_CHUNK_ROWS, -1))
@@ -709,9 +709,10 @@ class StreamingKMeans(
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
-        # A batch that will be folded needs no hash of its data for a graph name.
+        # A batch that will be folded needs no hash of its data for a graph name (with a
+        # checkpoint, a far batch's pass is keyed by it: hashed then).
         folds = not first and _stream.streams(self.cluster_centers_, None, self.metric)
-        X, rows = self._input(X, reset=first, hashed=not folds)
+        X, rows = self._input(X, reset=first, hashed=not folds or self.checkpoint is not None)
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X, summed=True)
