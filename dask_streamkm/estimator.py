@@ -668,8 +668,8 @@ class StreamingKMeans(
         same calls give the same centers with the same ``random_state``. On 100 batches of
         4,096 rows at k=100 (32 features) the final centers cost 0.999 of ``fit`` on all the
         rows (1.004 of ``fit`` with the decay weights for ``half_life=100_000``), against
-        1.038 (1.044) for ``MiniBatchKMeans``' stream; over other draws of the data the
-        ratio to ``fit`` ranged from 0.997 to 1.006 (1.010), as it did before warm solves.
+        1.038 (1.044) for ``MiniBatchKMeans``' stream; on two other draws of the data the
+        ratio to ``fit`` was 0.998 and 1.006 (0.997 and 1.010).
 
         Between global solves ``inertia_`` is the bound of the summary's groups each charged
         to the center they were assigned to (an upper bound of ``summary_.cost_bound`` of the
