@@ -247,10 +247,11 @@ def rekey(summary, centers):
 
     The reduction of a stream's summary over the merge budget: the groups merge as a
     batch's rows do when folded, finest near the borders of the current centers, where a
-    solve moves weight between centers. One distance pass over the groups (a 45,000-group
-    summary at k=100 in about 30 ms) instead of :meth:`.Summary.reduce`'s seeding of half
-    the budget (about a second). Preconditions: host float64 ``centers`` (k >= 2, d) and
-    summary."""
+    solve moves weight between centers. One distance pass over the groups instead of
+    :meth:`.Summary.reduce`'s seeding of half the budget: in dask-ml's ``Incremental`` over
+    40 blocks of 100,000 x 32 at k=100, the call over the budget (45,000 groups, re-keyed
+    to 9,700) took 0.2 s with its warm solve, against 1.6 s reduced and solved in full (2
+    cores, shared). Preconditions: host float64 ``centers`` (k >= 1, d) and summary."""
     origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
     points = summary._relative_centroids
     rel = np.asarray(centers, dtype=np.float64) - origin
