@@ -250,8 +250,9 @@ def rekey(summary, centers):
     solve moves weight between centers. One distance pass over the groups instead of
     :meth:`.Summary.reduce`'s seeding of half the budget: in dask-ml's ``Incremental`` over
     40 blocks of 100,000 x 32 at k=100, the call over the budget (45,000 groups, re-keyed
-    to 9,700) took 0.2 s with its warm solve, against 1.6 s reduced and solved in full (2
-    cores, shared). Preconditions: host float64 ``centers`` (k >= 1, d) and summary."""
+    to 9,700) took 0.2 s with its warm solve, against 1.6 s reduced to half the budget
+    and solved warm (2 cores, shared). Preconditions: host float64 ``centers`` (k >= 1,
+    d) and summary."""
     origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
     points = summary._relative_centroids
     rel = np.asarray(centers, dtype=np.float64) - origin
