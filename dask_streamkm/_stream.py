@@ -33,17 +33,20 @@ fit's merge is; its centers are kept and the solve is warm. A due solve is the f
 (restarts, swap search and Ward start, as ``fit``) when the bound per unit weight rose by
 :data:`FULL_DRIFT` (the data moved too far for a start from the current centers), when the
 summary holds no more groups than clusters, and when the rows folded since the last full
-solve reach :data:`FULL_ROWS_PER_GROUP` per group of the summary (:func:`full_solve_due`).
+solve reach :data:`FULL_ROWS_PER_GROUP` per group of the summary, counting at least
+:data:`FULL_MIN_GROUPS_PER_CLUSTER` per cluster (:func:`full_solve_due`).
 
-Which rule holds for the full solve, and why: by rows per group, because both costs are
-linear in them. Folding costs about 0.5 microseconds per row at k=100, 32 features (one BLAS
-thread; 0.7 with the per-call work of 4,096-row batches), a full solve about 20 per group of
-the summary (restarts on a coarse copy, Lloyd to convergence and the spread step on every
-group): one full solve costs what folding 30 to 40 rows per group does, so with 100 rows per
-group the full solves add at most about a third to the work of folding, whatever the batch
-size. A larger share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying
-within 1.5 times ``fit``; between them the warm solves keep the centers in their basin. A
-first batch's full solve gets the restarts its rows pay for by the same measure
+Which rule holds for the full solve, and why: by rows per group, because both costs grow
+with them. Folding costs about 0.5 microseconds per row at k=100, 32 features (one BLAS
+thread; 0.7 with the per-call work of 4,096-row batches), a full solve about 12 to 20 per
+group of the summary (Lloyd to convergence and the spread step on every group) plus a part
+that does not grow with the groups (restarts, Ward start and swap search on a coarse copy:
+about that of 380 groups per cluster). One full solve costs what folding 30 to 40 rows per
+group does, so with 100 rows per group (at least 300 groups per cluster counted) the full
+solves add at most about a third to the work of folding, whatever the batch size. A larger
+share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying within 1.5
+times ``fit``; between full solves the warm ones keep the centers in their basin. A first
+batch's full solve gets the restarts its rows pay for by the same measure
 (:func:`first_restarts`). The units are rows and groups, never seconds: the same calls give
 the same centers on every machine.
 
@@ -94,6 +97,9 @@ from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.
 SOLVE_GROWTH = 2.0
+#: With ``half_life``, a global solve at the latest once the rows folded since the last one
+#: reach this many half-lives.
+SOLVE_HALF_LIVES = 1.0
 #: Bands of the distance ratio between the nearest and second-nearest center in a key.
 STREAM_BANDS = 16
 #: A global solve when the running bound per unit weight exceeds its value after the last
@@ -109,6 +115,11 @@ FULL_DRIFT = 0.25
 #: fold about 0.5 microsecond per row at k=100, 32 features; a full solve about 20 per
 #: group), so full solves add at most about a third to the work of the stream.
 FULL_ROWS_PER_GROUP = 100
+#: ...counting at least this many groups per cluster: the restarts, Ward start and swap
+#: search on the solve's coarse copy cost about what the per-group steps do on 380 groups
+#: per cluster (at k=100, 32 features: 0.5 s on 3,125 groups, 0.85 s on 34,000), so on a
+#: small summary (a stream re-keyed over the budget) the full solves come no more often.
+FULL_MIN_GROUPS_PER_CLUSTER = 300
 #: Reasons of :meth:`Stream.due` that call for the full solve rather than a warm one.
 FULL_REASONS = ("far",)
 #: Candidates of a warm solve's swap search per cluster at most (the full solve's: 10).
@@ -448,7 +459,9 @@ class Stream:
         """Why a global solve is due now, or None: "budget" and "far" (the bound per unit
         weight rose by :data:`FULL_DRIFT`) call for the full solve (:data:`FULL_REASONS`),
         "rows" and "drift" for a warm one (:func:`warm_solve`)."""
-        window = self.rows_at_solve if half_life is None else min(self.rows_at_solve, half_life)
+        window = self.rows_at_solve
+        if half_life is not None:
+            window = min(window, SOLVE_HALF_LIVES * half_life)
         if self.n_groups > budget:
             return "budget"
         rows = self.rows_since >= (SOLVE_GROWTH - 1.0) * window
@@ -475,11 +488,12 @@ class Stream:
         return self._summary
 
 
-def full_solve_due(rows_since_full, n_groups):
-    """True when a due solve is the full one (or a first batch's full solve gets all its
-    restarts): the rows folded since the last full solve reach :data:`FULL_ROWS_PER_GROUP`
-    per group of the summary."""
-    return rows_since_full >= FULL_ROWS_PER_GROUP * n_groups
+def full_solve_due(rows_since_full, n_groups, n_clusters):
+    """True when a due solve is the full one: the rows folded since the last full solve
+    reach :data:`FULL_ROWS_PER_GROUP` per group of the summary, counting at least
+    :data:`FULL_MIN_GROUPS_PER_CLUSTER` groups per cluster."""
+    groups = max(int(n_groups), FULL_MIN_GROUPS_PER_CLUSTER * int(n_clusters))
+    return rows_since_full >= FULL_ROWS_PER_GROUP * groups
 
 
 def first_restarts(summary, n_init):

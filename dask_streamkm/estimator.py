@@ -661,10 +661,12 @@ class StreamingKMeans(
         since. The full solve (restarts, swap search and Ward start, as ``fit``) runs on
         :meth:`refit`, when the bound per unit weight rose 25 % (data too far for a start
         from the current centers), and when the rows folded since the last full solve reach
-        100 per group of the summary. That rule holds because both costs are linear in those
-        units: a full solve costs what folding 30 to 40 rows per group does (at k=100, 32
-        features), so full solves add at most about a third to the work of a stream, however
-        small or large its batches. The rules count rows and groups, never seconds, so the
+        100 per group of the summary (counting at least 300 groups per cluster). That rule
+        holds because both costs grow with those units: a full solve costs what folding 30
+        to 40 rows per group does (at k=100, 32 features), plus a part that does not grow
+        with the groups (its restarts on a coarse copy, about 380 groups per cluster), so
+        full solves add at most about a third to the work of a stream, however small or
+        large its batches. The rules count rows and groups, never seconds, so the
         same calls give the same centers with the same ``random_state``. On 100 batches of
         4,096 rows at k=100 (32 features) the final centers cost 0.999 of ``fit`` on all the
         rows (1.004 of ``fit`` with the decay weights for ``half_life=100_000``), against
@@ -804,7 +806,7 @@ class StreamingKMeans(
             and (
                 stream.summary().n_groups <= self.n_clusters
                 or n_distinct_rows(previous) < self.n_clusters  # fewer distinct rows
-                or _stream.full_solve_due(stream.rows - full_rows, stream.n_groups)
+                or _stream.full_solve_due(stream.rows - full_rows, stream.n_groups, self.n_clusters)
             )
         ):
             summary = self._stream_within_budget(stream.summary(), centers, budget, X, batch)
