@@ -116,7 +116,7 @@ class StreamingKMeans(
         Rows after which an older summary's weight halves across ``partial_fit`` calls (a
         number > 0): a row folded ``n`` rows ago weighs ``2 ** (-n / half_life)``, counted
         a call at a time. It also caps the wait between global solves of ``partial_fit`` at
-        ``half_life`` rows. Groups decayed below what float64 holds are dropped with a
+        ``2 * half_life`` rows. Groups decayed below what float64 holds are dropped with a
         :class:`HalfLifeDecayWarning`.
     random_state : int, RandomState instance or None, default=None
         Seed of every chunk summary, merge and the final solve (an int >= 0 for a
@@ -642,10 +642,10 @@ class StreamingKMeans(
         A global solve over the whole summary runs when it pays:
 
         - when the rows folded since the last global solve reach the rows it saw (the rows
-          seen doubled; with ``half_life``, at the latest every ``half_life`` rows, the rows
-          that still weigh): the solves' total cost stays below twice the last one's, so
-          their cost per row falls as the stream grows, and the centers are never solved
-          on less than half the rows seen;
+          seen doubled; with ``half_life``, at the latest every ``2 * half_life`` rows, when
+          the rows of the last solve weigh a quarter): the solves' total cost stays below
+          twice the last one's, so their cost per row falls as the stream grows, and the
+          centers are never solved on less than half the rows seen;
         - when the running bound per unit weight has risen 5 % above its value after the
           last global solve (data drifting away from the centers), once an eighth of its
           rows came since;

@@ -130,10 +130,11 @@ def test_a_warm_solve_never_raises_the_bound_and_is_reproducible(mixture):
 
 
 def test_a_warm_solve_moves_a_center_whose_part_decayed_away():
-    # With half_life every call is due; a center left on a regime that decayed away has
-    # almost no weight, which Lloyd's steps keep in place: the swap search moves it.
+    # With half_life at half a batch every call is due (a solve at least every two
+    # half-lives); a center left on a regime that decayed away has almost no weight, which
+    # Lloyd's steps keep in place: the swap search moves it.
     rng = np.random.default_rng(1)
-    km = StreamingKMeans(3, random_state=0, half_life=200)
+    km = StreamingKMeans(3, random_state=0, half_life=150)
     for shift in np.repeat([0.0, 60.0], 8):
         blobs = rng.choice([0.0, 12.0, 24.0], (300, 1))
         km.partial_fit(rng.normal(size=(300, 2)) + [shift, 0.0] + blobs)
