@@ -669,7 +669,7 @@ class StreamingKMeans(
         large its batches. The rules count rows and groups, never seconds, so the
         same calls give the same centers with the same ``random_state``. On 100 batches of
         4,096 rows at k=100 (32 features) the final centers cost 0.999 of ``fit`` on all the
-        rows (1.004 of ``fit`` with the decay weights for ``half_life=100_000``), against
+        rows (1.005 of ``fit`` with the decay weights for ``half_life=100_000``), against
         1.038 (1.044) for ``MiniBatchKMeans``' stream; on two other draws of the data the
         ratio to ``fit`` was 0.998 and 1.006 (0.997 and 1.010).
 
