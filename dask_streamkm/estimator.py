@@ -624,7 +624,7 @@ class StreamingKMeans(
         """Fold the batch X into the running summary and update the centers cheaply.
 
         The first call summarizes X and solves (as ``fit``, with the restarts its rows pay
-        for: ``n_init`` times its rows over 100 per group of its summary, at least 1). Later
+        for: ``n_init`` times its rows over 25 per group of its summary, at least 1). Later
         calls on host (numpy)
         models with ``metric="euclidean"`` do not solve again: each row of X goes to its
         nearest current center, into a group keyed by its two nearest centers and how close
