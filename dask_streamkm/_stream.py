@@ -17,24 +17,39 @@ bound for the same centers (which gives each group its nearest center), so of th
 
 A global solve runs when it pays (:meth:`Stream.due`): when the rows folded since the last
 one reach the rows it saw (the rows seen doubled; with ``half_life``, at least every
-``half_life`` rows, the window that still weighs), when the running bound per unit weight
-rose by :data:`DRIFT` since then (once an eighth of those rows came), when the summary
-outgrows the merge budget, and on request (``refit()``). With the doubling rule the solves'
-total cost is at most twice the last one's.
+:data:`SOLVE_HALF_LIVES` ``* half_life`` rows, the window that still weighs), when the
+running bound per unit weight rose by :data:`DRIFT` since then (once an eighth of those
+rows came), when the summary outgrows the merge budget, and on request (``refit()``). With
+the doubling rule the solves' total cost is at most twice the last one's.
 
 Most of those solves are warm (:func:`warm_solve`): from the current centers, a swap search
 that stops at its first step finding no swap that lowers the cost, then at most
 :data:`WARM_MAX_ITER` Lloyd iterations over the summary's groups: a few distance passes over
 the groups (about one group per 12 rows at k=100), so with the doubling rule the warm solves
-cost less than folding the rows did. A due solve is the full one (restarts, swap search and
-Ward start, as ``fit``) when the summary outgrew the budget, when the bound per unit weight
-rose by :data:`FULL_DRIFT` (the data moved too far for a start from the current centers),
-when the summary holds no more groups than clusters, and when the rows folded since the last
-full solve reach :data:`FULL_ROWS_PER_GROUP` per group of the summary
-(:func:`full_solve_due`): folding them then cost about what the full solve costs, so full
-solves at most double the work of the stream. A first batch's full solve gets the restarts
-its rows pay for by the same measure (:func:`first_restarts`). The units are rows and
-groups, never seconds: the same calls give the same centers on every machine.
+cost less than folding the rows did. A summary over the merge budget is first re-keyed
+(:func:`rekey`: its groups added up by the key of their centroid for the current centers, as
+a batch's rows are; one distance pass over the groups), then, if still over it, reduced as a
+fit's merge is; its centers are kept and the solve is warm. A due solve is the full one
+(restarts, swap search and Ward start, as ``fit``) when the bound per unit weight rose by
+:data:`FULL_DRIFT` (the data moved too far for a start from the current centers), when the
+summary holds no more groups than clusters, and when the rows folded since the last full
+solve reach :data:`FULL_ROWS_PER_GROUP` per group of the summary, counting at least
+:data:`FULL_MIN_GROUPS_PER_CLUSTER` per cluster (:func:`full_solve_due`).
+
+Which rule holds for the full solve, and why: by rows per group, because both costs grow
+with them. Folding costs about 0.5 microseconds per row at k=100, 32 features (one BLAS
+thread; 0.7 with the per-call work of 4,096-row batches), a full solve about 12 to 20 per
+group of the summary (Lloyd to convergence and the spread step on every group) plus a part
+that does not grow with the groups (restarts, Ward start and swap search on a coarse copy:
+about that of 380 groups per cluster). One full solve costs what folding 30 to 40 rows per
+group does, so with 100 rows per group (at least 300 groups per cluster counted) the full
+solves add at most about a third to the work of folding, whatever the batch size. A larger
+share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying within 1.5
+times ``fit``; between full solves the warm ones keep the centers in their basin. A first
+batch's full solve gets the restarts its rows pay for at :data:`FIRST_ROWS_PER_GROUP` per
+group (:func:`first_restarts`): its basin is the stream's until the next full one. The
+units are rows and groups, never seconds: the same calls give the same centers on every
+machine.
 
 ``half_life`` decay is applied lazily: the stored groups carry one common scale (its base-2
 logarithm), applied to them when it falls below ``2 ** DECAY_APPLY_LOG2`` or when the summary
@@ -47,8 +62,13 @@ cost over ``fit``'s on all the rows, one seed): with full solves at every doubli
 instead of 2 (three global solves fewer) gave 1.0077 (8 bands) and 1.0047 (16 bands). With
 16 bands and the warm solves (one full solve, the first, with 3 restarts): 0.9982 with at
 most 10 Lloyd iterations (1.0014 with ``half_life=100_000``), 1.0000 with 5 (1.0022) at about
-half the solves' time, 1.0001 with 3; the spread is that of the basins the solves land in, and
-10 keeps both within 1.002. The swap search
+half the solves' time, 1.0001 with 3; the spread is that of the basins the solves land in.
+With the full solves by 100 rows per group and the summary over the budget re-keyed (one
+full solve in 100 calls, the first), three draws of the data (seeds 0, 1, 2) gave 0.9990,
+0.9978, 1.0058 with at most 5 Lloyd iterations and 1.0006, 0.9976, 1.0058 with 10
+(``half_life=100_000``, a solve at least every half-life: 1.0037, 0.9970, 1.0098 and
+1.0060, 0.9967, 1.0104; every two half-lives, seed 0: 1.0048): the draw decides, not the
+iterations, so a warm solve takes 5. The swap search
 rarely finds a swap there (it stops after one step) but moves a center whose part decayed
 away in a drifting stream with ``half_life``, which Lloyd's steps leave in place. The keyed
 groups are finest near the centers they were made from, so the solves must come often
@@ -79,6 +99,12 @@ from .summary import ORIGIN_NEAR, Summary
 
 #: A global solve when the rows seen reach this multiple of the rows of the last one.
 SOLVE_GROWTH = 2.0
+#: With ``half_life``, a global solve at the latest once the rows folded since the last one
+#: reach this many half-lives (the rows of the last solve then weigh a quarter; every call
+#: moves the centers to their parts' means meanwhile). One half-life solved at every call
+#: of dask-ml's ``Incremental`` over blocks of ``half_life`` rows: 40 blocks of 100,000 x 32
+#: at k=100 took 1.25 times the CPU of two, for a cost 0.1 % higher.
+SOLVE_HALF_LIVES = 2.0
 #: Bands of the distance ratio between the nearest and second-nearest center in a key.
 STREAM_BANDS = 16
 #: A global solve when the running bound per unit weight exceeds its value after the last
@@ -90,15 +116,28 @@ DRIFT_MIN_FRACTION = 0.125
 #: fraction since the last solve: the data moved too far for a start from the current centers.
 FULL_DRIFT = 0.25
 #: A solve is the full one once the rows folded since the last full solve reach this many
-#: per group of the summary: folding them cost about as much as the full solve does (a fold
-#: about 1 microsecond per row at k=100, 32 features; a full solve about 25 per group).
-FULL_ROWS_PER_GROUP = 25
+#: per group of the summary: a full solve costs what folding 30 to 40 rows per group does (a
+#: fold about 0.5 microsecond per row at k=100, 32 features; a full solve about 20 per
+#: group), so full solves add at most about a third to the work of the stream.
+FULL_ROWS_PER_GROUP = 100
+#: ...counting at least this many groups per cluster: the restarts, Ward start and swap
+#: search on the solve's coarse copy cost about what the per-group steps do on 380 groups
+#: per cluster (at k=100, 32 features: 0.5 s on 3,125 groups, 0.85 s on 34,000), so on a
+#: small summary (a stream re-keyed over the budget) the full solves come no more often.
+FULL_MIN_GROUPS_PER_CLUSTER = 300
+#: A first batch's full solve gets ``n_init`` restarts times its rows over this many per
+#: group of its summary (:func:`first_restarts`). The first solve's basin is the stream's
+#: until the next full solve, which can be millions of rows away: with 100 (the rule's
+#: constant) dask-ml's ``Incremental`` over 6 blocks of 2,000 rows at k=8 ended 3 % above
+#: ``fit`` on 2 of 10 block orders, with 25 within 0.05 % (the others alike).
+FIRST_ROWS_PER_GROUP = 25
 #: Reasons of :meth:`Stream.due` that call for the full solve rather than a warm one.
-FULL_REASONS = ("budget", "far")
+FULL_REASONS = ("far",)
 #: Candidates of a warm solve's swap search per cluster at most (the full solve's: 10).
 WARM_SWAPS_PER_CLUSTER = 2
-#: Lloyd iterations of a warm solve at most.
-WARM_MAX_ITER = 10
+#: Lloyd iterations of a warm solve at most (10 gave the same costs within the draws'
+#: spread, at twice the warm solves' time).
+WARM_MAX_ITER = 5
 #: Rows whose float64 distances :func:`batch_groups` computes at a time.
 EXACT_BLOCK_ROWS = 16_384
 #: Lazy decay is applied to the stored groups once their scale falls below 2 ** this.
@@ -170,16 +209,9 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     Preconditions: host numpy X
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
-    if check_far and far_from(X, origin):
-        return None
     k = centers.shape[0]
     (first, second), (d1, d2) = _distances.nearest_top(X, centers.astype(X.dtype), 2)
-    ratio = (d2 - d1) / np.maximum(d2 + d1, 1e-300)
-    band = np.minimum(
-        np.floor(STREAM_BANDS * np.sqrt(np.clip(ratio, 0.0, 1.0))).astype(np.int64),
-        STREAM_BANDS - 1,
-    )
-    keys = (first * k + second) * STREAM_BANDS + band
+    keys = stream_keys(first, second, d1, d2, k)
     order, distinct, group, _ = _refine_kernels._sorted_groups(keys)
     n_groups = distinct.shape[0]
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -213,16 +245,62 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
             linear[keep],
             squares[keep],
         )
-    return (distinct, weights, linear, np.maximum(squares, 0.0)), (first, d1, d2)
+    parts = (distinct, weights, linear, np.maximum(squares, 0.0))
+    if check_far and far_from(parts):
+        return None
+    return parts, (first, d1, d2)
 
 
-def far_from(X, origin):
-    """True when the rows' mean lies more than ``ORIGIN_NEAR`` root-mean-square deviations
-    from ``origin``: sums around it would lose the rows' spread to cancellation (as
-    :func:`.summary.chunk_origin` decides for a chunk)."""
-    mean = np.mean(X, axis=0, dtype=np.float64)
-    spread = float(np.mean(np.sum((X - mean.astype(X.dtype)) ** 2, axis=1, dtype=np.float64)))
-    return float(np.sum((mean - origin) ** 2)) > ORIGIN_NEAR**2 * spread
+def stream_keys(first, second, d1, d2, k):
+    """Keys ``(j * k + l) * STREAM_BANDS + band`` of points of nearest center ``first`` (j)
+    and second-nearest ``second`` (l) at squared distances ``d1`` and ``d2`` (int64)."""
+    ratio = (d2 - d1) / np.maximum(d2 + d1, 1e-300)
+    band = np.minimum(
+        np.floor(STREAM_BANDS * np.sqrt(np.clip(ratio, 0.0, 1.0))).astype(np.int64),
+        STREAM_BANDS - 1,
+    )
+    return (first * k + second) * STREAM_BANDS + band
+
+
+def rekey(summary, centers):
+    """The summary's groups added up by the key of their centroid for ``centers``
+    (:func:`stream_keys`): a summary of at most the keys its groups reach (``k * (k - 1) *
+    STREAM_BANDS`` at most), its CF rows summed exactly, ``n_seen`` kept.
+
+    The reduction of a stream's summary over the merge budget: the groups merge as a
+    batch's rows do when folded, finest near the borders of the current centers, where a
+    solve moves weight between centers. One distance pass over the groups instead of
+    :meth:`.Summary.reduce`'s seeding of half the budget: in dask-ml's ``Incremental`` over
+    40 blocks of 100,000 x 32 at k=100, the call over the budget (45,000 groups, re-keyed
+    to 9,700) took 0.2 s with its warm solve, against 1.6 s reduced to half the budget
+    and solved warm (2 cores, shared). Preconditions: host float64 ``centers`` (k >= 1,
+    d) and summary."""
+    origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
+    points = summary._relative_centroids
+    rel = np.asarray(centers, dtype=np.float64) - origin
+    (first, second), (d1, d2) = _distances.nearest_top(points, rel, 2)
+    distinct, group = np.unique(
+        stream_keys(first, second, d1, d2, rel.shape[0]), return_inverse=True
+    )
+    return summary.group_by(group, distinct.shape[0])
+
+
+def far_from(parts):
+    """True when the mean of a batch's keyed groups (:func:`batch_groups`, sums relative to
+    the origin) lies more than ``ORIGIN_NEAR`` root-mean-square deviations from the origin:
+    sums around it lose the rows' spread to cancellation (as :func:`.summary.chunk_origin`
+    decides for a chunk). From the groups' totals, in float64, without another pass over the
+    rows: the spread ``SS / W - ||S / W||^2`` loses about three of float64's digits at the
+    threshold, the float32 rows' own seven were kept by the squares taken around the nearest
+    center. Groups of no weight are never far."""
+    _, weights, sums, squares = parts
+    total = float(np.sum(weights))
+    if total <= 0:
+        return False
+    mean = np.sum(sums, axis=0) / total
+    offset = float(np.dot(mean, mean))
+    spread = float(np.sum(squares)) / total - offset
+    return offset > ORIGIN_NEAR**2 * spread
 
 
 def merge_groups(parts):
@@ -346,11 +424,18 @@ class Stream:
         keys, weights, sums, squares = parts
         inverse = 2.0 ** (-self.log2_scale)
         self.pending.add(keys, weights, sums, squares, inverse)
+        # The keys are sorted, so each center's groups are one run: its sums by reduceat.
         k = self.weights.shape[0]
         nearest_center = keys // (k * STREAM_BANDS)
-        self.weights = self.weights + np.bincount(nearest_center, weights, minlength=k)
-        self.sums = self.sums + segment_sum(sums, nearest_center, k)
-        self.squares = self.squares + np.bincount(nearest_center, squares, minlength=k)
+        starts = np.flatnonzero(np.r_[True, nearest_center[1:] != nearest_center[:-1]])
+        if starts.shape[0]:
+            at = nearest_center[starts]
+            self.weights = self.weights.copy()
+            self.sums = self.sums.copy()
+            self.squares = self.squares.copy()
+            self.weights[at] += np.add.reduceat(weights, starts)
+            self.sums[at] += np.add.reduceat(sums, starts, axis=0)
+            self.squares[at] += np.add.reduceat(squares, starts)
         self.rows += int(n_rows)
         self.rows_since += int(n_rows)
         self._summary = None
@@ -385,7 +470,9 @@ class Stream:
         """Why a global solve is due now, or None: "budget" and "far" (the bound per unit
         weight rose by :data:`FULL_DRIFT`) call for the full solve (:data:`FULL_REASONS`),
         "rows" and "drift" for a warm one (:func:`warm_solve`)."""
-        window = self.rows_at_solve if half_life is None else min(self.rows_at_solve, half_life)
+        window = self.rows_at_solve
+        if half_life is not None:
+            window = min(window, SOLVE_HALF_LIVES * half_life)
         if self.n_groups > budget:
             return "budget"
         rows = self.rows_since >= (SOLVE_GROWTH - 1.0) * window
@@ -412,19 +499,20 @@ class Stream:
         return self._summary
 
 
-def full_solve_due(rows_since_full, n_groups):
-    """True when a due solve is the full one (or a first batch's full solve gets all its
-    restarts): the rows folded since the last full solve reach :data:`FULL_ROWS_PER_GROUP`
-    per group of the summary."""
-    return rows_since_full >= FULL_ROWS_PER_GROUP * n_groups
+def full_solve_due(rows_since_full, n_groups, n_clusters):
+    """True when a due solve is the full one: the rows folded since the last full solve
+    reach :data:`FULL_ROWS_PER_GROUP` per group of the summary, counting at least
+    :data:`FULL_MIN_GROUPS_PER_CLUSTER` groups per cluster."""
+    groups = max(int(n_groups), FULL_MIN_GROUPS_PER_CLUSTER * int(n_clusters))
+    return rows_since_full >= FULL_ROWS_PER_GROUP * groups
 
 
 def first_restarts(summary, n_init):
     """Restarts of a first batch's full solve: ``n_init`` times the batch's rows over
-    :data:`FULL_ROWS_PER_GROUP` per group of its summary, between 1 and ``n_init``. A small
-    first batch does not pay for ten restarts (at k=100, a 4,096-row batch's 500 groups took
-    100 folds' time with ten); its centers are then improved by the warm solves."""
-    share = n_init * summary.n_seen // max(FULL_ROWS_PER_GROUP * summary.n_groups, 1)
+    :data:`FIRST_ROWS_PER_GROUP` per group of its summary, between 1 and ``n_init``. A small
+    first batch does not pay for ten restarts (at k=100, a 4,096-row batch's 500 groups get
+    three); its centers are then improved by the warm solves."""
+    share = n_init * summary.n_seen // max(FIRST_ROWS_PER_GROUP * summary.n_groups, 1)
     return int(min(max(share, 1), n_init))
 
 
@@ -472,8 +560,10 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
 
 def streams(centers, X, metric):
     """True when a batch X (a dask array) is folded by this module: a host (numpy) model
-    and batch, metric "euclidean"; other batches are summarized and solved as before."""
-    return metric == "euclidean" and is_numpy_array(centers) and isinstance(X._meta, np.ndarray)
+    and batch, metric "euclidean"; other batches are summarized and solved as before.
+    With X None: whether the model's batches can be (the model's side alone)."""
+    host = X is None or isinstance(X._meta, np.ndarray)
+    return metric == "euclidean" and is_numpy_array(centers) and host
 
 
 def host_blocks(arrays):
@@ -540,8 +630,6 @@ def pieces_groups(X, w, centers, origin):
     ``ceil(n / FOLD_PIECE_ROWS)`` equal pieces of rows, one task each; the groups added up by
     key in the pieces' order. The pieces depend on the rows only, so the result is the same
     on every scheduler and number of cores."""
-    if far_from(X, origin):
-        return None, None
     bounds = np.linspace(0, X.shape[0], -(-X.shape[0] // FOLD_PIECE_ROWS) + 1).astype(np.int64)
     task = dask.delayed(batch_groups, pure=True)
     tasks = [
@@ -550,8 +638,11 @@ def pieces_groups(X, w, centers, origin):
     ]
     with blas_limits(len(tasks)):
         outs = dask.compute(*tasks)
+    parts = merge_groups([out[0] for out in outs])
+    if far_from(parts):
+        return None, None
     near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
-    return merge_groups([out[0] for out in outs]), (X, near)
+    return parts, (X, near)
 
 
 #: :func:`relabel` computes again the rows whose two nearest centers' distances differ by less

@@ -152,3 +152,27 @@ def solve_threads(summary):
     (measured: 4x slower on 2 busy cores for 2,545 x 32 and 400 x 784 summaries).
     """
     return 1 if summary.n_groups * summary.n_features <= SINGLE_THREAD_VALUES else None
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """One threadpoolctl controller for the process, built on first use (finding the
+    libraries takes about 2 ms; a limit through a built controller about 10 microseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_blas_thread(values):
+    """One BLAS thread inside when ``values`` (the elements of the operands) is at most
+    :data:`SINGLE_THREAD_VALUES`, the limit as it was otherwise. For the many small calls of
+    a stream: BLAS threads waking and spinning on small products cost more than they save
+    (a 4,096 x 32 batch against 100 centers took ten times as long on two BLAS threads of
+    two busy cores), and ``threadpool_limits`` itself, which finds the libraries again at
+    every call, about 2 ms."""
+    if values > SINGLE_THREAD_VALUES:
+        yield
+        return
+    with _controller().limit(limits=1, user_api="blas"):
+        yield

@@ -116,7 +116,7 @@ class StreamingKMeans(
         Rows after which an older summary's weight halves across ``partial_fit`` calls (a
         number > 0): a row folded ``n`` rows ago weighs ``2 ** (-n / half_life)``, counted
         a call at a time. It also caps the wait between global solves of ``partial_fit`` at
-        ``half_life`` rows. Groups decayed below what float64 holds are dropped with a
+        ``2 * half_life`` rows. Groups decayed below what float64 holds are dropped with a
         :class:`HalfLifeDecayWarning`.
     random_state : int, RandomState instance or None, default=None
         Seed of every chunk summary, merge and the final solve (an int >= 0 for a
@@ -345,15 +345,17 @@ class StreamingKMeans(
         """X as a 2-D float dask array with one column chunk and known row chunks."""
         return self._input(X, reset=reset, what=what)[0]
 
-    def _input(self, X, *, reset, what="X"):
+    def _input(self, X, *, reset, what="X", hashed=True):
         """``(X as a dask array, its _frames.Rows)``: tables and labelled arrays unwrapped
-        (never computed), their feature names checked as scikit-learn's ``validate_data``."""
+        (never computed), their feature names checked as scikit-learn's ``validate_data``.
+        ``hashed=False``: a numpy X gets a random graph name instead of a hash of its data
+        (a ``partial_fit`` batch to fold without a checkpoint: no key outlives the call)."""
         X, rows = _frames.to_array(X, what)
         if rows.kind == "xarray" and not _is_dask(X):
             X = da.from_array(np.asarray(X), chunks=(DEFAULT_CHUNK_ROWS, -1))
-        return self._as_dask_array(X, reset=reset, what=what, names=rows.names), rows
+        return self._as_dask_array(X, reset=reset, what=what, names=rows.names, hashed=hashed), rows
 
-    def _as_dask_array(self, X, *, reset, what="X", names=None):
+    def _as_dask_array(self, X, *, reset, what="X", names=None, hashed=True):
         if _is_zarr(X):
             X = da.from_array(X, chunks=(X.chunks[0], -1) if X.ndim == 2 else X.chunks)
         if _is_dask(X):
@@ -411,7 +413,7 @@ class StreamingKMeans(
             ensure_all_finite=False,
             order="C",
         )
-        return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1))
+        return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), name=None if hashed else False)
 
     def _as_dask_weight(self, sample_weight, X, *, summed=False):
         """``sample_weight`` as a dask array chunked like X (None stays None).
@@ -461,7 +463,9 @@ class StreamingKMeans(
         return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
 
     # ------------------------------------------------------------------ summary and solve
-    def _summarize(self, X, sample_weight, entropy):
+    def _summarize(self, X, sample_weight, entropy, one_thread=False):
+        """The summary of X; ``one_thread``: its tasks on one BLAS thread each, however few
+        chunks (a small batch of ``partial_fit``)."""
         size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0), X.shape[0])
         params = _graph.SummaryParams(
             size=size,
@@ -477,7 +481,7 @@ class StreamingKMeans(
         with (
             _memory.worker_memory_guard(X, self.method),
             _threads.device_task_threads(_on_device(X)),
-            _threads.blas_limits(chunks),
+            _threads.one_blas_thread(0) if one_thread else _threads.blas_limits(chunks),
         ):
             return _graph.fit_summary(X, sample_weight, params, checkpoint=self._checkpoint())
 
@@ -629,38 +633,45 @@ class StreamingKMeans(
         summary's weight assigned to it (running sums: one Lloyd step at the cost of ``k``
         rows). A call costs about one distance pass over the batch (its rows' two nearest
         centers; the labels then compare again only the rows near a border), whatever the
-        number of calls before it. A batch far from the summary's origin (more than 32
+        number of calls before it; a batch of more than 32,768 rows is folded in equal
+        pieces on the scheduler's threads, and the products of a small batch or summary run
+        on one BLAS thread. A batch far from the summary's origin (more than 32
         root-mean-square deviations of its rows), where sums around that origin would lose
         the rows' spread, is summarized and merged as a chunk, and solved, as the first.
 
         A global solve over the whole summary runs when it pays:
 
         - when the rows folded since the last global solve reach the rows it saw (the rows
-          seen doubled; with ``half_life``, at the latest every ``half_life`` rows, the rows
-          that still weigh): the solves' total cost stays below twice the last one's, so
-          their cost per row falls as the stream grows, and the centers are never solved
-          on less than half the rows seen;
+          seen doubled; with ``half_life``, at the latest every ``2 * half_life`` rows, when
+          the rows of the last solve weigh a quarter): the solves' total cost stays below
+          twice the last one's, so their cost per row falls as the stream grows, and the
+          centers are never solved on less than half the rows seen;
         - when the running bound per unit weight has risen 5 % above its value after the
           last global solve (data drifting away from the centers), once an eighth of its
           rows came since;
-        - when the summary holds more groups than the merge budget (it is then reduced to
-          half of it, as before);
+        - when the summary holds more groups than the merge budget: its groups are first
+          added up by their key for the current centers, as a batch's rows are (one
+          distance pass over them), then reduced to half the budget if still over it;
         - on request: :meth:`refit`.
 
         Such a solve is warm unless the full one pays: from the current centers, a swap
         search that stops at its first step finding no swap that lowers the cost (at most
-        ``2 k`` candidates), then at most 10 Lloyd iterations over the summary's groups (never
+        ``2 k`` candidates), then at most 5 Lloyd iterations over the summary's groups (never
         raising its bound): a few passes over the groups, less work than folding the rows
         since. The full solve (restarts, swap search and Ward start, as ``fit``) runs on
-        :meth:`refit`, when the summary outgrew the merge budget, when the bound per unit
-        weight rose 25 % (data too far for a start from the current centers), and when the
-        rows folded since the last full solve reach 25 per group of the summary: folding
-        them cost about as much as the full solve does, so full solves at most double the
-        work of a stream, however small its batches. The rules count rows and groups, never
-        seconds, so the same calls give the same centers with the same ``random_state``. On
-        100 batches of 4,096 rows at k=100 (32 features) the final centers cost 0.998 of
-        ``fit`` on all the rows, against 0.994 with full solves at every doubling and
-        1.035 for ``MiniBatchKMeans``' stream.
+        :meth:`refit`, when the bound per unit weight rose 25 % (data too far for a start
+        from the current centers), and when the rows folded since the last full solve reach
+        100 per group of the summary (counting at least 300 groups per cluster). That rule
+        holds because both costs grow with those units: a full solve costs what folding 30
+        to 40 rows per group does (at k=100, 32 features), plus a part that does not grow
+        with the groups (its restarts on a coarse copy, about 380 groups per cluster), so
+        full solves add at most about a third to the work of a stream, however small or
+        large its batches. The rules count rows and groups, never seconds, so the
+        same calls give the same centers with the same ``random_state``. On 100 batches of
+        4,096 rows at k=100 (32 features) the final centers cost 0.999 of ``fit`` on all the
+        rows (1.005 of ``fit`` with the decay weights for ``half_life=100_000``), against
+        1.038 (1.044) for ``MiniBatchKMeans``' stream; on two other draws of the data the
+        ratio to ``fit`` was 0.998 and 1.006 (0.997 and 1.010).
 
         Between global solves ``inertia_`` is the bound of the summary's groups each charged
         to the center they were assigned to (an upper bound of ``summary_.cost_bound`` of the
@@ -704,16 +715,19 @@ class StreamingKMeans(
         if not first:
             self._check_fitted_metric("partial_fit")
         lazy = is_lazy_input(X)
-        X, rows = self._input(X, reset=first)
+        # A batch that will be folded needs no hash of its data for a graph name (with a
+        # checkpoint, a far batch's pass is keyed by it: hashed then).
+        folds = not first and _stream.streams(self.cluster_centers_, None, self.metric)
+        X, rows = self._input(X, reset=first, hashed=not folds or self.checkpoint is not None)
         if first:
             self._check_n_clusters(X)
         sw = self._as_dask_weight(sample_weight, X, summed=True)
-        if (
-            not first
-            and _stream.streams(self.cluster_centers_, X, self.metric)
-            and self._partial_fit_stream(X, sw, lazy)
-        ):
-            return self
+        if folds and _stream.streams(self.cluster_centers_, X, self.metric):
+            # Small products run on one BLAS thread (see _threads.one_blas_thread).
+            values = max(X.shape[0], self._stream_groups()) * X.shape[1]
+            with _threads.one_blas_thread(values):
+                if self._partial_fit_stream(X, sw, lazy):
+                    return self
         if first:
             entropy = _seeds.entropy_from(self.random_state)
             # A new batch gets its own seeds: shift the entropy by the rows seen so far.
@@ -722,7 +736,10 @@ class StreamingKMeans(
         else:
             entropy, dtype = self._entropy_, self.cluster_centers_.dtype
             batch = _seeds.batch_entropy(entropy, self.n_rows_seen_)
-        new = self._summarize(X, sw, batch)
+        # A small batch is summarized and solved on one BLAS thread (a 4,096-row first
+        # batch's leaf took ten times as long on two threads of two busy cores).
+        small = X.shape[0] * X.shape[1] <= _threads.SINGLE_THREAD_VALUES
+        new = self._summarize(X, sw, batch, one_thread=small)
         if first:
             summary = new
         else:
@@ -734,9 +751,15 @@ class StreamingKMeans(
             summary = self._within_budget(old.merge(_like(new, old)), X, batch)
         # A first batch gets the restarts its rows pay for (:func:`._stream.first_restarts`).
         n_init = _stream.first_restarts(new, self._n_init(self.n_clusters)) if first else None
-        self._solve(summary, entropy, dtype, n_init)
+        with _threads.one_blas_thread(summary.n_groups * summary.n_features if small else np.inf):
+            self._solve(summary, entropy, dtype, n_init)
         self.labels_ = rows.labels(self._labels(X, lazy))
         return self
+
+    def _stream_groups(self):
+        """Groups of the running summary, without building it."""
+        stream = self.__dict__.get("_stream_")
+        return stream.n_groups if stream is not None else self.__dict__["_summary"].n_groups
 
     def _within_budget(self, summary, X, batch):
         """``summary`` reduced to half the merge budget when it holds more than the budget."""
@@ -747,6 +770,14 @@ class StreamingKMeans(
             seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
             summary = summary.reduce(budget // 2, seed=seed)
         return summary
+
+    def _stream_within_budget(self, summary, centers, budget, X, batch):
+        """A stream's ``summary`` over the merge ``budget``: its groups added up by their
+        key for ``centers`` (:func:`._stream.rekey`), then reduced as :meth:`_within_budget`
+        does if they still are more."""
+        if summary.n_groups > budget:
+            summary = _stream.rekey(summary, centers)
+        return self._within_budget(summary, X, batch)
 
     def _partial_fit_stream(self, X, sw, lazy):
         """Fold the batch into the running summary (:mod:`._stream`); a global solve when
@@ -775,13 +806,15 @@ class StreamingKMeans(
             and (
                 stream.summary().n_groups <= self.n_clusters
                 or n_distinct_rows(previous) < self.n_clusters  # fewer distinct rows
-                or _stream.full_solve_due(stream.rows - full_rows, stream.n_groups)
+                or _stream.full_solve_due(stream.rows - full_rows, stream.n_groups, self.n_clusters)
             )
         ):
-            summary = self._within_budget(stream.summary(), X, batch)
+            summary = self._stream_within_budget(stream.summary(), centers, budget, X, batch)
             self._solve(summary, self._entropy_, dtype)  # a new stream starts
         elif due:
-            self._warm_solve(stream.summary(), centers, _seeds.solve_seed(batch), dtype)
+            # Over the budget the summary is reduced first; its groups move, not the centers.
+            summary = self._stream_within_budget(stream.summary(), centers, budget, X, batch)
+            self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype)
             self._full_rows_ = full_rows
         else:
             self.cluster_centers_ = _centers_out(centers, dtype)

@@ -80,7 +80,9 @@ def test_global_solves_when_the_rows_seen_double(mixture):
     assert rows == [500, 1_000, 2_000, 4_000, 8_000, 16_000]
 
 
-def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture):
+def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture, monkeypatch):
+    # The rule at 25 rows per group (the default, 100, needs a longer stream than this one).
+    monkeypatch.setattr(_stream, "FULL_ROWS_PER_GROUP", 25)
     X = mixture
     km = StreamingKMeans(2, random_state=0)
     solves, last_full = [], 0
@@ -128,10 +130,11 @@ def test_a_warm_solve_never_raises_the_bound_and_is_reproducible(mixture):
 
 
 def test_a_warm_solve_moves_a_center_whose_part_decayed_away():
-    # With half_life every call is due; a center left on a regime that decayed away has
-    # almost no weight, which Lloyd's steps keep in place: the swap search moves it.
+    # With half_life at half a batch every call is due (a solve at least every two
+    # half-lives); a center left on a regime that decayed away has almost no weight, which
+    # Lloyd's steps keep in place: the swap search moves it.
     rng = np.random.default_rng(1)
-    km = StreamingKMeans(3, random_state=0, half_life=200)
+    km = StreamingKMeans(3, random_state=0, half_life=150)
     for shift in np.repeat([0.0, 60.0], 8):
         blobs = rng.choice([0.0, 12.0, 24.0], (300, 1))
         km.partial_fit(rng.normal(size=(300, 2)) + [shift, 0.0] + blobs)
@@ -152,7 +155,7 @@ def test_large_drift_runs_the_full_solve():
 
 
 def test_a_first_batch_gets_the_restarts_its_rows_pay_for(mixture):
-    per_group = _stream.FULL_ROWS_PER_GROUP
+    per_group = _stream.FIRST_ROWS_PER_GROUP
     small = Summary(np.ones(500), np.zeros((500, 2)), np.zeros(500), 4_096)
     large = Summary(np.ones(3_125), np.zeros((3_125, 2)), np.zeros(3_125), 100_000)
     assert _stream.first_restarts(small, 10) == 10 * 4_096 // (per_group * 500) == 3
@@ -323,3 +326,111 @@ def test_long_stream_keeps_the_summary_bounded(n_calls):
     assert max(sizes) <= budget + 8
     assert solves <= 4 * np.log2(n_calls)
     assert km.n_rows_seen_ == 8 * n_calls
+
+
+def test_a_summary_over_the_budget_is_rekeyed_and_solved_warm(mixture):
+    # Over the merge budget, the groups are added up by their key for the current centers
+    # (one distance pass), not reduced by seeding; the CF sums are kept exactly and the
+    # scheduled solve stays warm.
+    X = mixture[:12_000]
+    km = StreamingKMeans(6, random_state=0, merge_budget=600)
+    kinds = global_solves(km, X, 500, kinds=True)
+    assert [kind for _, kind in kinds][1:] == ["warm"] * (len(kinds) - 1)
+    state = km._stream_
+    summary = state.summary()
+    rekeyed = _stream.rekey(summary, km.cluster_centers_.astype(np.float64))
+    assert rekeyed.n_groups < summary.n_groups
+    assert rekeyed.n_groups <= 6 * 5 * _stream.STREAM_BANDS
+    assert rekeyed.n_seen == summary.n_seen
+    np.testing.assert_allclose(rekeyed.total_weight, summary.total_weight, rtol=1e-12)
+    np.testing.assert_allclose(
+        rekeyed.linear_sums.sum(axis=0), summary.linear_sums.sum(axis=0), rtol=1e-9
+    )
+    np.testing.assert_allclose(rekeyed.square_sums.sum(), summary.square_sums.sum(), rtol=1e-12)
+    # Every row still counted, and the bound still bounds the rows' cost.
+    np.testing.assert_allclose(km.summary_.total_weight, X.shape[0])
+    assert km.summary_.n_groups <= 600 + 6 * 5 * _stream.STREAM_BANDS
+    assert km.inertia_ >= exact_cost(X, km.cluster_centers_) * (1 - 1e-9)
+    # Re-keyed groups keep the bound: no center set costs less on them than on the rows.
+    centers = km.cluster_centers_.astype(np.float64)
+    assert rekeyed.cost_bound(centers) >= exact_cost(X, centers) * (1 - 1e-9)
+
+
+def test_far_from_is_decided_from_the_groups_as_from_the_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2_000, 3))
+    centers = X[:4].astype(np.float64)
+    # The threshold (32 root-mean-square deviations) lies between shifts 31 and 33 here.
+    for shift, far in ((0.0, False), (31.0, False), (33.0, True), (1_000.0, True)):
+        rows = X + shift
+        # Centers with the rows (a model that followed them), the origin at zero.
+        out = _stream.batch_groups(rows, centers + shift, np.zeros(3))
+        mean = rows.mean(axis=0)
+        spread = ((rows - mean) ** 2).sum(axis=1).mean()
+        assert bool(float(mean @ mean) > 32**2 * spread) is far
+        assert (out is None) is far
+
+
+def test_a_streams_small_products_run_on_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from dask_streamkm import _threads
+
+    def blas():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas()
+    with _threads.one_blas_thread(4_096 * 32):
+        assert blas() == {1}
+    assert blas() == before
+    with _threads.one_blas_thread(_threads.SINGLE_THREAD_VALUES + 1):
+        assert blas() == before
+
+
+def call_times(km, batches):
+    """CPU seconds of this thread for each partial_fit call (load on other cores aside)."""
+    import time
+
+    out = []
+    for batch in batches:
+        t = time.thread_time()
+        km.partial_fit(batch)
+        out.append(time.thread_time() - t)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n_calls", [1_000, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_per_call_time_does_not_grow_with_the_calls(n_calls):
+    # A call folds its batch at the cost of one distance pass over it, whatever the calls
+    # before it: the median call of the last tenth of the stream is no slower than that of
+    # the second tenth (the global solves, a few calls, do not move the medians).
+    rng = np.random.default_rng(0)
+    means = rng.normal(scale=20, size=(40, 8))
+    batches = [means[rng.integers(0, 40, 256)] + rng.normal(size=(256, 8)) for _ in range(n_calls)]
+    km = StreamingKMeans(10, random_state=0)
+    times = call_times(km, batches)
+    tenth = n_calls // 10
+    early, late = np.median(times[tenth : 2 * tenth]), np.median(times[-tenth:])
+    assert late <= 1.5 * early + 2e-4, (early, late)
+    assert km.n_rows_seen_ == 256 * n_calls
+    assert km.summary_.n_groups <= 10 * 9 * _stream.STREAM_BANDS + 5 * 10 * 256
+
+
+def test_dask_ml_incremental_with_half_life(mixture):
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    import dask.array as da
+
+    X, block, half_life = mixture[:12_000], 2_000, 3_000.0
+    Y = da.from_array(X, chunks=(block, -1))
+    inc = wrappers.Incremental(
+        StreamingKMeans(8, random_state=0, half_life=half_life), shuffle_blocks=False
+    ).fit(Y)
+    km = inc.estimator_
+    # Blocks in order: row i of block b weighs 2 ** (-(rows after block b) / half_life).
+    ends = (np.arange(X.shape[0]) // block + 1) * block
+    w = 2.0 ** (-(X.shape[0] - ends) / half_life)
+    np.testing.assert_allclose(km.summary_.total_weight, w.sum(), rtol=1e-12)
+    weighted = StreamingKMeans(8, random_state=0).fit(X, sample_weight=w)
+    cost = exact_cost(X, km.cluster_centers_, w)
+    assert cost <= 1.03 * exact_cost(X, weighted.cluster_centers_, w)
+    assert km.inertia_ >= cost * (1 - 1e-9)
