@@ -9,6 +9,7 @@ taken on coordinates relative to the centers' mean (:func:`_shifted`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import weakref
@@ -46,10 +47,13 @@ class Workspace:
     and not kept).
     """
 
-    def __init__(self, buffers=None, prefix=""):
+    def __init__(self, buffers=None, prefix="", lock=None):
         self._buffers = {} if buffers is None else buffers
         self._prefix = prefix
         self._bounded = buffers is not None
+        # A thread's kept buffers may be let go from another thread
+        # (:func:`release_thread_workspaces`): their dict is read and changed under its lock.
+        self._lock = contextlib.nullcontext() if lock is None else lock
 
     def take(self, name, shape, dtype):
         """An uninitialized array of ``shape`` and ``dtype``, a view of the buffer ``name``.
@@ -60,15 +64,17 @@ class Workspace:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         key = self._prefix + name
-        buf = self._buffers.get(key)
+        with self._lock:
+            buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < nbytes:
-            self._buffers.pop(key, None)
             # Grown with an eighth to spare: the next chunk's arrays, a little larger (the
             # leaf's padded slots vary), then fit without making it again. (numpy aligns
             # new arrays for every dtype.)
             grow = buf is not None
             buf = np.empty(nbytes + nbytes // 8 if grow else nbytes, dtype=np.uint8)
-            self._keep(key, buf)
+            with self._lock:
+                self._buffers.pop(key, None)
+                self._keep(key, buf)
         return buf[:nbytes].view(dtype).reshape(shape)
 
     def _keep(self, key, buf):
@@ -114,15 +120,18 @@ class _ThreadBuffers:
     """One thread's kept work buffers (``buffers``, a dict), tracked weakly by
     :data:`_ALL_THREAD_BUFFERS` (gone with its thread)."""
 
-    __slots__ = ("buffers", "kind", "__weakref__")
+    __slots__ = ("buffers", "kind", "lock", "__weakref__")
 
     def __init__(self):
         self.buffers = {}
         self.kind = None
+        self.lock = threading.Lock()
 
 
-#: Every live thread's kept buffers, for :func:`release_thread_workspaces`.
+#: Every live thread's kept buffers, for :func:`release_thread_workspaces` (added to and
+#: listed under :data:`_ALL_THREAD_BUFFERS_LOCK`).
 _ALL_THREAD_BUFFERS = weakref.WeakSet()
+_ALL_THREAD_BUFFERS_LOCK = threading.Lock()
 
 
 def thread_workspace(prefix):
@@ -139,7 +148,8 @@ def thread_workspace(prefix):
     estimate (:func:`._memory.task_peak_bytes`) covers, and the few MiB of distance blocks
     of merges. Nothing a task returns may be a view of one.
     """
-    return Workspace(_thread_kept().buffers, prefix + ":")
+    kept = _thread_kept()
+    return Workspace(kept.buffers, prefix + ":", kept.lock)
 
 
 def _thread_kept():
@@ -147,7 +157,8 @@ def _thread_kept():
     kept = getattr(_THREAD, "kept", None)
     if kept is None:
         kept = _THREAD.kept = _ThreadBuffers()
-        _ALL_THREAD_BUFFERS.add(kept)
+        with _ALL_THREAD_BUFFERS_LOCK:
+            _ALL_THREAD_BUFFERS.add(kept)
     return kept
 
 
@@ -158,16 +169,22 @@ def begin_task(kind):
     and tasks of one kind, a pass of many chunks, reuse theirs."""
     kept = _thread_kept()
     if kept.kind != kind:
-        kept.buffers.clear()
+        with kept.lock:
+            kept.buffers.clear()
         kept.kind = kind
 
 
 def release_thread_workspaces():
     """Let go of the work buffers every thread of this process keeps (:func:`thread_workspace`):
-    called when a local pass ends, so that the threaded scheduler's idle threads hold no
-    memory between fits. A task still running keeps what it holds."""
-    for kept in list(_ALL_THREAD_BUFFERS):
-        kept.buffers.clear()
+    called when a pass ends (on a distributed cluster in every worker), so that idle threads
+    hold no memory between fits. A task still running keeps what it holds (its arrays stay
+    valid; they are only no longer kept). Safe while other threads run tasks (another fit):
+    each thread's buffers change under their lock."""
+    with _ALL_THREAD_BUFFERS_LOCK:
+        everyone = list(_ALL_THREAD_BUFFERS)
+    for kept in everyone:
+        with kept.lock:
+            kept.buffers.clear()
 
 
 def row_norms_sq(X):

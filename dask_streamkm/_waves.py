@@ -609,6 +609,18 @@ def run_waves(pending, build, collect):
     finally:
         if running:  # an error or a stop: the cluster stops computing the other waves
             client.cancel(list(running))
+        _release_worker_buffers(client)
+
+
+def _release_worker_buffers(client):
+    """Let the workers' threads go of their kept work buffers once a pass ends (as a local
+    pass does in this process), so that a worker holds no memory of ours between fits. Best
+    effort: a worker that is gone or unreachable holds nothing of ours either, and an error
+    here must not hide the pass's own result or error."""
+    try:
+        client.run(release_thread_workspaces)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def block_waves(n_blocks):

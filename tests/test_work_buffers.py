@@ -219,3 +219,46 @@ def test_threads_keep_buffers_of_one_kind_of_task_and_let_them_go_after_a_pass()
     # block: a few MiB at most, whatever the chunks).
     kept = [key for k in list(_distances._ALL_THREAD_BUFFERS) for key in k.buffers]
     assert all(key.startswith("distances:") for key in kept), kept
+
+
+def test_cluster_workers_let_their_buffers_go_after_a_pass():
+    # In-process workers: their threads' kept buffers are visible here. Without the release
+    # at the end of a distributed pass, each worker thread kept its leaves' buffers.
+    from distributed import Client, LocalCluster
+
+    from dask_streamkm import _distances
+
+    X = make_mixture(40_000, 8, 20, chunks=10_000, random_state=0)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster:
+        with Client(cluster):
+            StreamingKMeans(n_clusters=4, random_state=0).fit(X)
+            kept = [key for k in list(_distances._ALL_THREAD_BUFFERS) for key in k.buffers]
+    assert all(key.startswith("distances:") for key in kept), kept
+
+
+def test_fits_in_two_threads_at_once_give_the_fits_of_one_at_a_time():
+    # One fit's end lets every thread's buffers go while the other fit's tasks use theirs.
+    import threading
+
+    import dask
+
+    X = make_mixture(60_000, 8, 20, chunks=10_000, random_state=0)
+    with dask.config.set(scheduler="threads"):
+        expected = [StreamingKMeans(n_clusters=k, random_state=0).fit(X) for k in (4, 6)]
+        results, errors = [None, None], []
+
+        def fit(i, k):
+            try:
+                for _ in range(3):
+                    results[i] = StreamingKMeans(n_clusters=k, random_state=0).fit(X)
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=fit, args=(i, k)) for i, k in enumerate((4, 6))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got.cluster_centers_, want.cluster_centers_)
