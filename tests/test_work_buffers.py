@@ -159,6 +159,29 @@ def test_indicator_sums_are_the_sparse_products_bit_for_bit():
             np.testing.assert_array_equal(got, np.asarray(expected))
 
 
+def _tree_leaf(block):
+    """A default-method leaf task of 300 groups on ``block``, in this thread."""
+    from dask_streamkm import _tasks
+
+    return _tasks.leaf(
+        block,
+        None,
+        index=0,
+        row_start=0,
+        size=300,
+        method="tree",
+        mini_batch_size=4096,
+        entropy=0,
+    )
+
+
+def _kept_keys():
+    """The names of the work buffers every thread of this process keeps."""
+    from dask_streamkm import _distances
+
+    return [key for kept in list(_distances._ALL_THREAD_BUFFERS) for key in kept.buffers]
+
+
 def test_results_are_not_views_of_the_threads_buffers():
     # A thread keeps its work buffers for its next task: what a task returned must not
     # change when the next one runs.
@@ -169,16 +192,7 @@ def test_results_are_not_views_of_the_threads_buffers():
     centers = a[:10].astype(np.float64)
 
     def tasks(block):
-        leaf = _tasks.leaf(
-            block,
-            None,
-            index=0,
-            row_start=0,
-            size=300,
-            method="tree",
-            mini_batch_size=4096,
-            entropy=0,
-        )
+        leaf = _tree_leaf(block)
         refine = _refine.refine_leaf(block, None, index=0, row_start=0, centers=centers)
         labels = _tasks.predict_block(block, None, centers, "labels")
         dist = _tasks.predict_block(block, None, centers, "sq_distances")
@@ -198,16 +212,7 @@ def test_threads_keep_buffers_of_one_kind_of_task_and_let_them_go_after_a_pass()
 
     X = make_mixture(40_000, 8, 20, chunks=20_000, random_state=0)
     block = np.ascontiguousarray(X.blocks[0].compute())
-    _tasks.leaf(
-        block,
-        None,
-        index=0,
-        row_start=0,
-        size=300,
-        method="tree",
-        mini_batch_size=4096,
-        entropy=0,
-    )
+    _tree_leaf(block)
     kept = _distances._thread_kept().buffers
     assert kept and sum(b.nbytes for b in kept.values()) <= _distances.KEEP_BYTES
     assert any(key.startswith("tree:") for key in kept)
@@ -217,7 +222,7 @@ def test_threads_keep_buffers_of_one_kind_of_task_and_let_them_go_after_a_pass()
         StreamingKMeans(n_clusters=4, random_state=0).fit(X)
     # After the fit only the distance blocks of the final solve are kept (a slab and a
     # block: a few MiB at most, whatever the chunks).
-    kept = [key for k in list(_distances._ALL_THREAD_BUFFERS) for key in k.buffers]
+    kept = _kept_keys()
     assert all(key.startswith("distances:") for key in kept), kept
 
 
@@ -226,13 +231,11 @@ def test_cluster_workers_let_their_buffers_go_after_a_pass():
     # at the end of a distributed pass, each worker thread kept its leaves' buffers.
     from distributed import Client, LocalCluster
 
-    from dask_streamkm import _distances
-
     X = make_mixture(40_000, 8, 20, chunks=10_000, random_state=0)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster:
         with Client(cluster):
             StreamingKMeans(n_clusters=4, random_state=0).fit(X)
-            kept = [key for k in list(_distances._ALL_THREAD_BUFFERS) for key in k.buffers]
+            kept = _kept_keys()
     assert all(key.startswith("distances:") for key in kept), kept
 
 
