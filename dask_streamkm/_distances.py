@@ -664,3 +664,49 @@ def nearest_top(X, centers, count, work=None):
             labels[j][start:stop] = xp.astype(lab, xp.int64)
             dists[j][start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
     return labels, dists
+
+
+def nearest_two(X, centers):
+    """The nearest and second-nearest center of each row of host numpy X, from one GEMM per
+    row block: ``(first, second, d1, d2)``, labels int64 and squared distances float64 (in
+    X's precision, relative to the centers' mean as :func:`nearest_top`'s); with one center
+    the second is the first.
+
+    :func:`nearest_top` for ``count=2`` on the host, without its per-block copies: each block
+    of rows is shifted once, its scores ``x . c - ||c||^2 / 2`` made by one GEMM into a kept
+    buffer, the best taken by ``argmax``, masked, and the second taken by ``argmax`` again.
+    Preconditions: numpy X (n, d) float32 or float64, centers (m >= 1, d).
+    """
+    origin, shifted = _shifted_centers(np.asarray(centers), X.dtype)
+    centers_t = np.ascontiguousarray(shifted.T)
+    half_sq = row_norms_sq(shifted) * 0.5
+    n, m = X.shape[0], shifted.shape[0]
+    first = np.empty(n, dtype=np.int64)
+    second = np.empty(n, dtype=np.int64)
+    d1, d2 = np.empty(n), np.empty(n)
+    step = block_rows(m, n)
+    work = thread_workspace("nearest_two")
+    scores_buf = work.take("scores", (min(step, n), m), X.dtype)
+    # The rows with a column of ones, the centers with their half norms: one GEMM.
+    rows_buf = work.take("rows", (min(step, n), X.shape[1] + 1), X.dtype)
+    rows_buf[:, -1] = 1.0
+    centers_t = np.concatenate([centers_t, -half_sq[None, :]])
+    index = np.arange(min(step, n))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        r = stop - start
+        rows = np.subtract(X[start:stop], origin, out=rows_buf[:r, :-1])
+        x_sq = row_norms_sq(rows)
+        scores = np.matmul(rows_buf[:r], centers_t, out=scores_buf[:r])
+        at = index[:r]
+        best = np.argmax(scores, axis=1)
+        top = scores[at, best]
+        first[start:stop] = best
+        d1[start:stop] = np.maximum(x_sq - 2.0 * top, 0.0)
+        if m > 1:
+            scores[at, best] = -np.inf
+            best = np.argmax(scores, axis=1)
+            top = scores[at, best]
+        second[start:stop] = best
+        d2[start:stop] = np.maximum(x_sq - 2.0 * top, 0.0)
+    return first, second, d1, d2

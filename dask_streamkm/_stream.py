@@ -1,7 +1,8 @@
 """Streams: a ``partial_fit`` batch folded into the running summary in milliseconds.
 
 A batch is not summarized and solved from scratch. Its rows are compared once with the current
-centers and put in groups keyed by their nearest center j, their second-nearest l and a band of
+centers (:func:`._distances.nearest_two`: one GEMM per row block, the best two by ``argmax``)
+and put in groups keyed by their nearest center j, their second-nearest l and a band of
 how close they lie to the border of j and l (:func:`batch_groups`, the refinement pass's keys
 with two centers and :data:`STREAM_BANDS` bands): near the borders, where a later solve moves
 rows between centers, the groups are small. Groups of equal key are added up across batches
@@ -93,7 +94,7 @@ from dask.core import flatten
 
 from . import _distances, _lloyd, _refine_kernels, _runner
 from ._array import namespace, segment_sum
-from ._tasks import check_block, predict_block
+from ._tasks import check_block
 from ._threads import blas_limits
 from .summary import ORIGIN_NEAR, Summary
 
@@ -103,7 +104,10 @@ SOLVE_GROWTH = 2.0
 #: reach this many half-lives (the rows of the last solve then weigh a quarter; every call
 #: moves the centers to their parts' means meanwhile). One half-life solved at every call
 #: of dask-ml's ``Incremental`` over blocks of ``half_life`` rows: 40 blocks of 100,000 x 32
-#: at k=100 took 1.25 times the CPU of two, for a cost 0.1 % higher.
+#: at k=100 took 1.25 times the CPU of two, for a cost 0.1 % higher. Four took 0.92 times
+#: the CPU of two (10 warm solves instead of 20, costs 0.9934 and 0.9922 of ``fit`` with
+#: the decay weights; 2 cores, shared), but a drifting stream's centers then wait up to
+#: four half-lives for the solve that moves a center off a regime that decayed away.
 SOLVE_HALF_LIVES = 2.0
 #: Bands of the distance ratio between the nearest and second-nearest center in a key.
 STREAM_BANDS = 16
@@ -210,7 +214,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
     k = centers.shape[0]
-    (first, second), (d1, d2) = _distances.nearest_top(X, centers.astype(X.dtype), 2)
+    first, second, d1, d2 = _distances.nearest_two(X, centers.astype(X.dtype))
     keys = stream_keys(first, second, d1, d2, k)
     order, distinct, group, _ = _refine_kernels._sorted_groups(keys)
     n_groups = distinct.shape[0]
@@ -613,6 +617,17 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     ]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
+    return checked_parts(X, w, centers, origin)
+
+
+def host_parts(X, centers, origin):
+    """:func:`batch_parts` of a numpy batch X of one chunk's rows at most (unweighted), without
+    a dask array: checked as its one chunk (errors name chunk 0), then folded."""
+    return checked_parts(check_block(X, None, 0, 0, centers, summed=True), None, centers, origin)
+
+
+def checked_parts(X, w, centers, origin):
+    """:func:`batch_parts` of a checked in-memory batch X (weights ``w`` or None)."""
     if X.shape[0] <= FOLD_PIECE_ROWS:
         out = batch_groups(X, centers, origin, w)
         return (None, None) if out is None else (out[0], (X, out[1]))
@@ -650,7 +665,7 @@ def pieces_groups(X, w, centers, origin):
 RELABEL_MARGIN = 1e-3
 
 
-def host_labels(near, previous, centers, metric):
+def host_labels(near, previous, centers):
     """Labels (int32) of an in-memory batch for ``centers`` (as ``predict`` gives them),
     from its rows' nearest of the ``previous`` centers (:func:`batch_parts`).
 
@@ -663,5 +678,6 @@ def host_labels(near, previous, centers, metric):
     unsure = np.flatnonzero(r1 + moves[first] + moves.max() >= r2 * (1.0 - RELABEL_MARGIN))
     labels = first.astype(np.int32)
     if unsure.shape[0]:
-        labels[unsure] = predict_block(X[unsure], None, centers, "labels", metric)
+        # X was checked (and cast) by batch_parts: predict_block's nearest, without its check.
+        labels[unsure] = _distances.nearest(X[unsure], centers)[0]
     return labels

@@ -37,6 +37,11 @@ from .summary import Summary, weight_range_problem
 DEFAULT_CHUNK_ROWS = 100_000
 
 
+def _chunk_rows(X):
+    """Rows of the largest chunk of a batch: a dask array's, or a numpy array's (one chunk)."""
+    return X.shape[0] if isinstance(X, np.ndarray) else max(X.chunks[0], default=0)
+
+
 def _is_dask(X):
     return isinstance(X, da.Array)
 
@@ -635,9 +640,11 @@ class StreamingKMeans(
         centers; the labels then compare again only the rows near a border), whatever the
         number of calls before it; a batch of more than 32,768 rows is folded in equal
         pieces on the scheduler's threads, and the products of a small batch or summary run
-        on one BLAS thread. A batch far from the summary's origin (more than 32
-        root-mean-square deviations of its rows), where sums around that origin would lose
-        the rows' spread, is summarized and merged as a chunk, and solved, as the first.
+        on one BLAS thread. A numpy batch of float32 or float64 rows in C order, of at most
+        100,000 rows, is checked and folded as it is (no dask array is made around it). A
+        batch far from the summary's origin (more than 32 root-mean-square deviations of its
+        rows), where sums around that origin would lose the rows' spread, is summarized and
+        merged as a chunk, and solved, as the first.
 
         A global solve over the whole summary runs when it pays:
 
@@ -714,6 +721,15 @@ class StreamingKMeans(
         first = "_summary" not in self.__dict__
         if not first:
             self._check_fitted_metric("partial_fit")
+        if not first and sample_weight is None and self._folds_plain(X):
+            # A plain numpy batch of one chunk: folded without a dask array around it.
+            validate_data(
+                self, np.empty((0, X.shape[1]), X.dtype), reset=False, skip_check_array=True
+            )
+            values = max(X.shape[0], self._stream_groups()) * X.shape[1]
+            with _threads.one_blas_thread(values):
+                if self._partial_fit_stream(X, None, False):
+                    return self
         lazy = is_lazy_input(X)
         # A batch that will be folded needs no hash of its data for a graph name (with a
         # checkpoint, a far batch's pass is keyed by it: hashed then).
@@ -756,6 +772,20 @@ class StreamingKMeans(
         self.labels_ = rows.labels(self._labels(X, lazy))
         return self
 
+    def _folds_plain(self, X):
+        """True when X is a batch that :meth:`_partial_fit_stream` folds as it is: a C-ordered
+        2-D float32 or float64 numpy array of 1 to ``DEFAULT_CHUNK_ROWS`` rows (one chunk,
+        what ``_input`` would make of it) and a model whose batches are folded."""
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float32, np.float64)
+            and X.flags.c_contiguous
+            and 1 <= X.shape[0] <= DEFAULT_CHUNK_ROWS
+            and X.shape[1] >= 1
+            and _stream.streams(self.cluster_centers_, None, self.metric)
+        )
+
     def _stream_groups(self):
         """Groups of the running summary, without building it."""
         stream = self.__dict__.get("_stream_")
@@ -765,7 +795,7 @@ class StreamingKMeans(
         """``summary`` reduced to half the merge budget when it holds more than the budget."""
         # The running summary outlives this batch: its budget does not shrink with the
         # batch's share of rows (no total_rows), as before batches were shared out.
-        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        _, budget = self._sizes(X.shape[1], _chunk_rows(X))
         if summary.n_groups > budget:
             seed = _seeds.task_seed(batch, _seeds.PARTIAL_LEVEL, 0)
             summary = summary.reduce(budget // 2, seed=seed)
@@ -788,14 +818,17 @@ class StreamingKMeans(
             stream = _stream.Stream(self.summary_, self.cluster_centers_)
         batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
-        parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+        if isinstance(X, np.ndarray):  # checked by _folds_plain
+            parts, near = _stream.host_parts(X, previous, stream.origin)
+        else:
+            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
         if parts is None:
             return False
         dropped = stream.fold(parts, X.shape[0], self.half_life)
         if dropped:
             _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
         centers = stream.centers(previous)
-        _, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0))
+        _, budget = self._sizes(X.shape[1], _chunk_rows(X))
         self._stream_ = stream
         dtype = self.cluster_centers_.dtype
         due = stream.due(centers, budget, self.half_life)
@@ -824,7 +857,7 @@ class StreamingKMeans(
         self.labels_ = (
             self._labels(X, lazy)
             if lazy
-            else _stream.host_labels(near, previous, self.cluster_centers_, self.metric)
+            else _stream.host_labels(near, previous, self.cluster_centers_)
         )
         return True
 

@@ -434,3 +434,69 @@ def test_dask_ml_incremental_with_half_life(mixture):
     cost = exact_cost(X, km.cluster_centers_, w)
     assert cost <= 1.03 * exact_cost(X, weighted.cluster_centers_, w)
     assert km.inertia_ >= cost * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_centers", [1, 2, 100])
+def test_nearest_two_against_a_numpy_reference(dtype, n_centers):
+    from dask_streamkm import _distances
+
+    rng = np.random.default_rng(n_centers)
+    # Far from zero (1e3 away, spread 1): the kernel works relative to the centers' mean.
+    X = (1e3 + rng.normal(size=(3_000, 7))).astype(dtype)
+    centers = X[rng.choice(3_000, n_centers, replace=False)].astype(np.float64) + 0.1
+    d = ((X.astype(np.float64)[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    ranked = np.sort(d, axis=1)
+    first, second, d1, d2 = _distances.nearest_two(X, centers.astype(dtype))
+    assert first.dtype == second.dtype == np.int64 and d1.dtype == d2.dtype == np.float64
+    rows = np.arange(X.shape[0])
+    # Ties within the dtype's precision may rank either way: compare distances.
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    scale = ranked[:, -1:].max()
+    np.testing.assert_allclose(d[rows, first], ranked[:, 0], atol=tol * scale)
+    np.testing.assert_allclose(d1, ranked[:, 0], atol=tol * scale)
+    if n_centers == 1:
+        np.testing.assert_array_equal(second, first)
+        np.testing.assert_array_equal(d2, d1)
+    else:
+        assert np.all(second != first)
+        np.testing.assert_allclose(d[rows, second], ranked[:, 1], atol=tol * scale)
+        np.testing.assert_allclose(d2, ranked[:, 1], atol=tol * scale)
+
+
+def test_a_numpy_batch_is_folded_without_a_dask_array(mixture, monkeypatch):
+    import dask.array as da
+
+    from dask_streamkm import estimator
+
+    X = mixture[:6_000].astype(np.float32)
+    as_dask = stream(StreamingKMeans(5, random_state=0), da.from_array(X, chunks=500), 500)
+    km = StreamingKMeans(5, random_state=0).partial_fit(X[:500])
+    made = []
+    real = estimator.da.from_array
+    monkeypatch.setattr(estimator.da, "from_array", lambda *a, **k: made.append(1) or real(*a, **k))
+    wrapped = 0
+    for start in range(500, X.shape[0], 500):
+        before = len(made)
+        km.partial_fit(X[start : start + 500])
+        wrapped += len(made) - before
+        np.testing.assert_array_equal(km.labels_, km.predict(X[start : start + 500]))
+    # Folded without wrapping the batch in a dask array...
+    assert wrapped == 0
+    # ...with the centers, bound and summary of the same batches as dask arrays.
+    np.testing.assert_array_equal(km.cluster_centers_, as_dask.cluster_centers_)
+    assert km.inertia_ == as_dask.inertia_
+    np.testing.assert_array_equal(km.labels_, as_dask.labels_)
+    assert km.summary_.n_groups == as_dask.summary_.n_groups
+
+
+def test_a_numpy_batch_folded_as_it_is_is_still_checked(mixture):
+    km = StreamingKMeans(5, random_state=0).partial_fit(mixture[:500])
+    bad = mixture[500:1_000].copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity in chunk 0"):
+        km.partial_fit(bad)
+    with pytest.raises(ValueError, match="features"):
+        km.partial_fit(mixture[500:1_000, :3])
+    # Nothing was folded by the refused batches.
+    assert km.n_rows_seen_ == 500
