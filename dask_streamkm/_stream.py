@@ -230,7 +230,8 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     exact = np.empty(X.shape[0])
     for start in range(0, X.shape[0], EXACT_BLOCK_ROWS):
         rows = slice(start, start + EXACT_BLOCK_ROWS)
-        diff = X[rows].astype(np.float64) - centers[first[rows]]
+        diff = centers[first[rows]]
+        np.subtract(X[rows], diff, out=diff)  # in float64 (X's values are exact there)
         exact[rows] = np.einsum("ij,ij->i", diff, diff)
     sq = np.bincount(group, weights=exact if w is None else w * exact, minlength=n_groups)
     shift = centers[distinct // (k * STREAM_BANDS)] - origin
