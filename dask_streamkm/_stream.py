@@ -224,7 +224,9 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
         if w is None
         else np.bincount(group, weights=w, minlength=n_groups)
     )
-    sums = _refine_kernels._group_sums(X, w, group, n_groups, order)
+    # The rows' float64 copy and the indicator in the thread's kept buffers (the same sums).
+    work = _distances.thread_workspace("stream")
+    sums = _refine_kernels._group_sums(X, w, group, n_groups, order, work=work)
     # Squared distances to the nearest center again in float64, row block by row block: the
     # float32 products rank the centers, but the square sums are the bound's.
     exact = np.empty(X.shape[0])
