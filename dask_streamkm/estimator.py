@@ -723,9 +723,12 @@ class StreamingKMeans(
             self._check_fitted_metric("partial_fit")
         if not first and sample_weight is None and self._folds_plain(X):
             # A plain numpy batch of one chunk: folded without a dask array around it.
-            validate_data(
-                self, np.empty((0, X.shape[1]), X.dtype), reset=False, skip_check_array=True
-            )
+            # scikit-learn's checks of the features (an array has no feature names: they
+            # have nothing to say to a model fitted without names on as many features).
+            if "feature_names_in_" in self.__dict__ or X.shape[1] != self.n_features_in_:
+                validate_data(
+                    self, np.empty((0, X.shape[1]), X.dtype), reset=False, skip_check_array=True
+                )
             values = max(X.shape[0], self._stream_groups()) * X.shape[1]
             with _threads.one_blas_thread(values):
                 if self._partial_fit_stream(X, None, False):

@@ -500,3 +500,11 @@ def test_a_numpy_batch_folded_as_it_is_is_still_checked(mixture):
         km.partial_fit(mixture[500:1_000, :3])
     # Nothing was folded by the refused batches.
     assert km.n_rows_seen_ == 500
+    # A model fitted with feature names warns for an array, as scikit-learn's estimators do.
+    pd = pytest.importorskip("pandas")
+    named = StreamingKMeans(5, random_state=0).partial_fit(
+        pd.DataFrame(mixture[:500]).add_prefix("f")
+    )
+    with pytest.warns(UserWarning, match="feature names"):
+        named.partial_fit(mixture[500:1_000])
+    assert named.n_rows_seen_ == 1_000
