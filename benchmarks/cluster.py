@@ -18,7 +18,9 @@ with ``refine_passes=1``, ``score(X)`` and ``predict(X).compute()``, on a lazily
 float32 mixture (``make_mixture(n, 32, 1000, chunks=100_000)``) persisted in memory first. The
 centers of every variant are compared bit for bit (one hash per case). Targets: ``2x1`` within
 1.15x of ``threads``; ``threads trim`` within 1.1x of ``threads``; ``1x2`` within 1.1x of
-``threads``; ``1x1`` at least 1.7x slower than ``2x1``.
+``threads``; ``1x1`` at least 1.7x slower than ``2x1``. The final solve runs on the client
+whatever the scheduler (its wall time is timed in every variant): its share f of the ``1x1``
+fit bounds what two workers can gain over one, 2 / (1 + f), printed beside the measured ratio.
 
 ``--task-memory MB ...``: the peak memory of one task on a chunk of about MB megabytes (64
 float32 features), each task type in a fresh process on the synchronous path (the task
@@ -92,9 +94,21 @@ def _measure(variant, rows, k):
     import dask
     import numpy as np
 
-    from dask_streamkm import StreamingKMeans
+    from dask_streamkm import StreamingKMeans, estimator
     from dask_streamkm.datasets import make_mixture
 
+    # The final solve runs on the client whatever the scheduler: its wall time, timed here,
+    # is the serial part of a fit that more workers cannot shorten.
+    solve, solve_summary = [0.0], estimator.solve_summary
+
+    def timed_solve(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return solve_summary(*args, **kwargs)
+        finally:
+            solve[0] += time.perf_counter() - t0
+
+    estimator.solve_summary = timed_solve
     shape = VARIANTS[variant]
     client = None
     if shape is None:
@@ -117,8 +131,10 @@ def _measure(variant, rows, k):
     # Warm up imports and pools (in the workers too) on two chunks.
     StreamingKMeans(n_clusters=k, random_state=0).fit(X[: 2 * CHUNK_ROWS])
     out = {"variant": variant, "rows": rows, "k": k, "seconds": {}, "cpu": {}, "hashes": {}}
+    out["solve"] = {}
     for op in OPS:
         cpu0 = _cpu_seconds(client)
+        solve[0] = 0.0
         t0 = time.perf_counter()
         if op in ("fit", "fit r1"):
             model = StreamingKMeans(
@@ -131,6 +147,7 @@ def _measure(variant, rows, k):
             value = model.predict(X).compute()
         out["seconds"][op] = time.perf_counter() - t0
         out["cpu"][op] = _cpu_seconds(client) - cpu0
+        out["solve"][op] = solve[0]
         out["hashes"][op] = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:12]
     if client is not None:
         client.close()
@@ -345,12 +362,36 @@ def print_cases(results, cases):
                 cells = [f"{med[v]:.2f}" for v in names]
                 cells += [_ratio_cell(med[v] / med[ref], t, kind) for v, ref, t, kind in ratios]
                 print(f"| {CASES[case][0]} | {op} | " + " | ".join(cells) + " |")
+    if {"1x1", "2x1"} <= measured:
+        _print_solve_bound(results, cases, rounds)
     print()
     for case in cases:
         for op in OPS:
             hashes = {r["hashes"][op] for r in results if r["case"] == case}
             same = "the same" if len(hashes) == 1 else f"DIFFERENT ({len(hashes)} values)"
             print(f"- {CASES[case][0]}, {op}: results of every variant and round {same}.")
+
+
+def _print_solve_bound(results, cases, rounds):
+    """The final solve's share f of the 1x1 fit (it runs on the client, one at a time) and
+    the most that two workers can gain over one with it, 2 / (1 + f) (Amdahl), beside the
+    measured 1x1 / 2x1."""
+    print(f"\nThe final solve on the client, medians of {rounds} round(s):\n")
+    print("| case | op | solve s (1x1) | 1x1 s | f = solve / 1x1 | bound 2 / (1 + f) | 1x1 / 2x1 |")
+    print("|---|---|---|---|---|---|---|")
+    for case in cases:
+        for op in ("fit", "fit r1"):
+            solve = statistics.median(
+                r["solve"][op]
+                for r in results
+                if r["case"] == case and r["variant"] == "1x1" and "solve" in r
+            )
+            wall = _medians(results, case, op, "seconds")
+            f = solve / wall["1x1"]
+            print(
+                f"| {CASES[case][0]} | {op} | {solve:.2f} | {wall['1x1']:.2f} | {f:.2f} "
+                f"| {2 / (1 + f):.2f} | {wall['1x1'] / wall['2x1']:.2f} |"
+            )
 
 
 def run_task_memory(sizes, tasks=TASKS):

@@ -236,12 +236,14 @@ def block_rows(n_centers: int, n_rows: int, elements: int = BLOCK_ELEMENTS) -> i
     return int(max(256, min(n_rows, elements // max(int(n_centers), 1))))
 
 
-def sq_distances(X, centers, x_sq=None, centers_sq=None):
+def sq_distances(X, centers, x_sq=None, centers_sq=None, out=None):
     """Full (n, m) squared distances ||x||^2 - 2 x.c + ||c||^2, clipped at 0 (small inputs only).
 
     Without ``x_sq`` the distances are computed on coordinates shifted to the centers' mean
     (see :func:`_shifted`), so data far from the origin keeps its precision; ``x_sq`` (and
-    ``centers_sq``) are for callers whose rows are already centered.
+    ``centers_sq``) are for callers whose rows are already centered. ``out``: an (n, m)
+    numpy array to write them into (the same numbers) when its dtype is the result's and the
+    product's; use the returned array.
     """
     xp = namespace(X, centers)
     if x_sq is None:
@@ -250,8 +252,10 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None):
     if centers_sq is None:
         centers_sq = row_norms_sq(centers)
     if is_numpy(xp):  # the same arithmetic in place: one temporary, not four
-        d = np.matmul(X, centers.T)
-        d = d.astype(np.result_type(d, x_sq, centers_sq), copy=False)
+        dtype = np.result_type(X, centers, x_sq, centers_sq)
+        fits = out is not None and out.dtype == dtype == np.result_type(X, centers)
+        d = np.matmul(X, centers.T, out=out if fits else None)
+        d = d.astype(dtype, copy=False)
         d *= -2.0
         d += x_sq[:, None]
         d += centers_sq[None, :]

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, segment_sum
-from ._distances import nearest, row_norms_sq, sq_distances
+from ._distances import Workspace, nearest, row_norms_sq, sq_distances
 
 
 def unit_weights(w):
@@ -55,8 +55,15 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
     chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
     closest = sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0]
     pot = float(xp.sum(w * closest))
+    # numpy: the per-step arrays go to buffers of this call, made once (with glibc's mmap
+    # threshold fixed, as distributed's nanny sets it, each was fresh pages at every step).
+    work = Workspace() if is_numpy(xp) else None
     for _ in range(1, n_clusters):
-        weighted = w * closest
+        if work is not None:
+            weighted = work.take("weighted", (n,), np.result_type(w, closest))
+            weighted = np.multiply(w, closest, out=weighted)
+        else:
+            weighted = w * closest
         if pot <= 0.0:
             # All remaining mass sits on chosen points: pick unchosen positive-weight rows.
             # Zero the chosen rows with a segment sum (array-API arrays have no index assignment).
@@ -68,9 +75,15 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
             weighted = xp.where(hits > 0, 0.0, xp.astype(w > 0, xp.float64))
             if float(xp.sum(weighted)) <= 0.0:
                 weighted = xp.ones((n,), dtype=xp.float64, device=dev)
-        cand = _weighted_choice(xp, xp.cumulative_sum(weighted), rng, n_local_trials)
+        if work is not None:
+            cumulative = work.take("cumulative", (n,), weighted.dtype)
+            cumulative = np.cumsum(weighted, out=cumulative)
+        else:
+            cumulative = xp.cumulative_sum(weighted)
+        cand = _weighted_choice(xp, cumulative, rng, n_local_trials)
         # One pass to the minimum, and the potentials as one matrix-vector product.
-        d_cand = sq_distances(X, xp.take(X, cand, axis=0), x_sq)
+        out = None if work is None else work.take("d_cand", (n, cand.shape[0]), X.dtype)
+        d_cand = sq_distances(X, xp.take(X, cand, axis=0), x_sq, out=out)
         if is_numpy(xp):
             np.minimum(d_cand, closest[:, None], out=d_cand)
         else:
@@ -78,7 +91,11 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
         pots = xp.matmul(w_x, d_cand)
         best = int(xp.argmin(pots))
         chosen.append(int(cand[best]))
-        closest = d_cand[:, best]
+        if work is not None:  # its own buffer: d_cand's is written again at the next step
+            closest = work.take("closest", (n,), d_cand.dtype)
+            closest[...] = d_cand[:, best]
+        else:
+            closest = d_cand[:, best]
         pot = float(pots[best])
     return xp.asarray(chosen, dtype=xp.int64, device=dev)
 
