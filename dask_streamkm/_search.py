@@ -38,72 +38,8 @@ BLOCK_ROWS = 2048
 
 
 def _two_nearest(P, centers):
-    """Each row's nearest and second-nearest center: (i1, d1, i2, d2), squared distances.
-
-    The candidates come from float32 products (half the time of float64 ones at thousands
-    of groups and hundreds of centers); the squared distances of each row to its three
-    nearest candidates are then taken in float64 from the differences, and the two nearest
-    kept. A row is sure of them when the second is nearer than the fourth candidate's float32
-    distance less twice the bound on the float32 error (:func:`_float32_error`); the few rows
-    that are not sure, and k < 4, are done in float64 throughout (:func:`_two_nearest_exact`).
-    """
-    m, k = P.shape[0], centers.shape[0]
-    c_sq_max = float(np.max(np.einsum("ij,ij->i", centers, centers)))
-    x_sq_all = np.einsum("ij,ij->i", P, P)
-    # |x|^2 + |c|^2 - 2 x.c is at most 2 (|x|^2 + |c|^2): float32 holds it below a quarter
-    # of its largest value.
-    fits = m == 0 or float(np.max(x_sq_all)) + c_sq_max < float(np.finfo(np.float32).max) / 4
-    if k < 4 or not fits:
-        return _two_nearest_exact(P, centers)
-    C32 = centers.astype(np.float32)
-    c_sq32 = np.einsum("ij,ij->i", C32, C32)
-    i1 = np.empty(m, dtype=np.int64)
-    i2 = np.empty(m, dtype=np.int64)
-    d1 = np.empty(m)
-    d2 = np.empty(m)
-    unsure = []
-    for start in range(0, m, BLOCK_ROWS):
-        block = P[start : start + BLOCK_ROWS]
-        b32 = block.astype(np.float32)
-        D = b32 @ C32.T
-        D *= -2.0
-        D += c_sq32[None, :]
-        x_sq = x_sq_all[start : start + BLOCK_ROWS]
-        D += x_sq.astype(np.float32)[:, None]
-        four = np.argpartition(D, 3, axis=1)[:, :4]
-        rows = np.arange(block.shape[0])
-        fourth = D[rows, four[:, 3]].astype(np.float64)
-        cand = four[:, :3]
-        exact = np.empty(cand.shape)
-        for j in range(3):
-            diff = block - centers[cand[:, j]]
-            exact[:, j] = np.einsum("ij,ij->i", diff, diff)
-        order = np.argsort(exact, axis=1, kind="stable")[:, :2]
-        first = cand[rows, order[:, 0]]
-        second = cand[rows, order[:, 1]]
-        second_d = exact[rows, order[:, 1]]
-        stop = start + block.shape[0]
-        i1[start:stop], i2[start:stop] = first, second
-        d1[start:stop], d2[start:stop] = exact[rows, order[:, 0]], second_d
-        error = _float32_error(P.shape[1], x_sq, c_sq_max)
-        unsure.append(start + np.flatnonzero(~(second_d < fourth - 2.0 * error)))
-    unsure = np.concatenate(unsure)
-    if unsure.size:
-        i1[unsure], d1[unsure], i2[unsure], d2[unsure] = _two_nearest_exact(P[unsure], centers)
-    return i1, d1, i2, d2
-
-
-def _float32_error(n_features, x_sq, c_sq_max):
-    """A bound on the error of a squared distance ``|x|^2 + |c|^2 - 2 x.c`` computed in
-    float32 from float64 rows x and centers c (rounding of the inputs, the d-term products
-    and sums, and underflow): ``(2 d + 8) (eps (|x|^2 + max |c|^2) + tiny)``."""
-    info = np.finfo(np.float32)
-    terms = 2 * int(n_features) + 8
-    return terms * (float(info.eps) * (x_sq + c_sq_max) + float(info.tiny))
-
-
-def _two_nearest_exact(P, centers):
-    """:func:`_two_nearest` in float64 throughout (squared distances from the expansion)."""
+    """Each row's nearest and second-nearest center: (i1, d1, i2, d2), squared distances
+    (float64, from the expansion ``|x|^2 + |c|^2 - 2 x.c``; two argmins per row block)."""
     m = P.shape[0]
     c_sq = np.einsum("ij,ij->i", centers, centers)
     i1 = np.empty(m, dtype=np.int64)
@@ -112,18 +48,27 @@ def _two_nearest_exact(P, centers):
     d2 = np.empty(m)
     for start in range(0, m, BLOCK_ROWS):
         block = P[start : start + BLOCK_ROWS]
-        D = c_sq[None, :] - 2.0 * (block @ centers.T)
+        D = block @ centers.T
+        D *= -2.0
+        D += c_sq[None, :]
         D += np.einsum("ij,ij->i", block, block)[:, None]
-        rows = np.arange(block.shape[0])
-        two = np.argpartition(D, 1, axis=1)[:, :2]
-        a, b = two[:, 0], two[:, 1]
-        swap = D[rows, b] < D[rows, a]
-        first, second = np.where(swap, b, a), np.where(swap, a, b)
-        i1[start : start + block.shape[0]] = first
-        i2[start : start + block.shape[0]] = second
-        d1[start : start + block.shape[0]] = np.maximum(D[rows, first], 0.0)
-        d2[start : start + block.shape[0]] = np.maximum(D[rows, second], 0.0)
+        stop = start + block.shape[0]
+        i1[start:stop], d1[start:stop] = _pop_smallest(D)
+        i2[start:stop], d2[start:stop] = _pop_smallest(D)
+    np.maximum(d1, 0.0, out=d1)
+    np.maximum(d2, 0.0, out=d2)
     return i1, d1, i2, d2
+
+
+def _pop_smallest(D):
+    """Each row's smallest entry of D, (column, value), which is then set to +inf in D: two
+    argmins over a block's rows took a third to a half of the time of one ``argpartition``
+    (20,000 x 32 groups: 8 ms against 21 ms at k=100, 40 against 107 ms at k=500)."""
+    rows = np.arange(D.shape[0])
+    column = np.argmin(D, axis=1)
+    value = D[rows, column]
+    D[rows, column] = np.inf
+    return column, value
 
 
 def _border_split(P, w, spread, centers):
