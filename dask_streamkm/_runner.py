@@ -40,9 +40,10 @@ WARD_POINTS_PER_CLUSTER = 4
 #: gets before the one of lower cost goes on alone (running both to max_iter tripled the
 #: solve's time at k=100).
 FINAL_PROBE_ITER = 10
-#: Restarts run side by side when points x clusters reaches this (below, threads cost more
-#: than they save).
-PARALLEL_RESTART_WORK = 2**17
+#: Restarts run side by side when points x features x clusters (the multiply-adds of one
+#: assignment) reaches this; below, threads cost more than they save. Features count: MNIST
+#: k=10 (1,000 groups x 784) ran its ten restarts in turn with points x clusters alone.
+PARALLEL_RESTART_WORK = 2**18
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
 #: Work of the default swap search, at most: steps x coarse points x clusters. An accepted
@@ -217,7 +218,7 @@ def weighted_kmeans(
     # Each restart has its own generator, so they can run side by side (numpy releases the
     # GIL in its loops and BLAS) and give the same runs in any order.
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
-    big = P.shape[0] * n_clusters >= PARALLEL_RESTART_WORK
+    big = P.shape[0] * P.shape[1] * n_clusters >= PARALLEL_RESTART_WORK
     runs = _map_restarts(restart, seeds, parallel=is_numpy(xp) and big)
     runs.sort(key=lambda run: run[0])
     best = runs[0]
@@ -306,21 +307,24 @@ def _ward_run(P, wp, n_clusters, rng, tol, max_iter=RESTART_MAX_ITER):
 
 
 def _map_restarts(restart, seeds, parallel):
-    """``[restart(s) for s in seeds]``, on up to one thread per core when ``parallel``, each
-    with one BLAS thread (restarts side by side use the cores better than BLAS threads on
-    their small products). Only from the main thread: a solve that already runs beside
-    others (the elbow's, or one inside a task) keeps its restarts in turn."""
+    """``[restart(s) for s in seeds]``, on up to one thread per core when ``parallel``, in
+    turn otherwise, always on one BLAS thread each: restarts side by side use the cores
+    better than BLAS threads on their small products, and one BLAS thread in both cases
+    keeps the runs bit for bit the same whatever the cores (a product's rounding may depend
+    on its BLAS threads). Side by side only from the main thread: a solve that already runs
+    beside others (the elbow's, or one inside a task) keeps its restarts in turn."""
     import threading
-
-    workers = min(len(seeds), os.cpu_count() or 1)
-    if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
-        return [restart(s) for s in seeds]
-    from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(restart, seeds))
+    workers = min(len(seeds), os.cpu_count() or 1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
+            return [restart(s) for s in seeds]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(restart, seeds))
 
 
 # ---------------------------------------------------------------------- the "auto" sizes

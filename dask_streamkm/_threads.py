@@ -2,7 +2,9 @@
 
 Every ``dask.compute`` of the package runs inside :func:`blas_limits` (or goes through
 :func:`compute`); tasks running on distributed workers call :func:`limit_blas_in_worker`; the
-driver-side solves of :func:`~dask_streamkm.elbow` use :func:`solve_threads`.
+driver-side solves of :func:`~dask_streamkm.elbow` use :func:`solve_threads`, and the
+estimator's solve of a small summary runs on one BLAS thread (:func:`one_blas_thread`, the same
+bound), which also keeps its centers the same whatever the cores.
 """
 
 from __future__ import annotations

@@ -504,15 +504,18 @@ class StreamingKMeans(
                 "sample_weight is zero for every row; at least one row needs a positive weight."
             )
         t0 = time.perf_counter()
-        centers, bound, n_iter = solve_summary(
-            summary,
-            self.n_clusters,
-            n_init=self._n_init(self.n_clusters) if n_init is None else n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            seed=_seeds.solve_seed(entropy),
-            metric=self.metric,
-        )
+        # A small summary is solved on one BLAS thread (:func:`_threads.solve_threads`): its
+        # products are small, and the centers then do not depend on the cores.
+        with _threads.one_blas_thread(summary.n_groups * summary.n_features):
+            centers, bound, n_iter = solve_summary(
+                summary,
+                self.n_clusters,
+                n_init=self._n_init(self.n_clusters) if n_init is None else n_init,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                seed=_seeds.solve_seed(entropy),
+                metric=self.metric,
+            )
         distinct = n_distinct_rows(centers)
         if distinct < self.n_clusters:
             warnings.warn(

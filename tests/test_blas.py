@@ -154,3 +154,31 @@ def test_no_distributed_client_without_one():
     assert distributed_client() is None
     with dask.config.set(scheduler="dask.distributed"):
         assert distributed_client() is None
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: BLAS has one thread anyway")
+def test_small_solve_runs_on_one_blas_thread(monkeypatch):
+    """The fit's solve of a small summary runs on one BLAS thread, its restarts too, whatever
+    BLAS has outside (on two busy cores, two BLAS threads made MNIST k=10's solve several
+    times slower); the limit is lifted after it."""
+    from threadpoolctl import threadpool_limits
+
+    from dask_streamkm import _runner, summary
+
+    seen = {}
+
+    def spy(name, function):
+        def call(*args, **kwargs):
+            seen.setdefault(name, set()).update(_blas_threads(threadpool_info()))
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(summary, "weighted_kmeans", spy("solve", summary.weighted_kmeans))
+    monkeypatch.setattr(_runner, "lloyd", spy("lloyd", _runner.lloyd))
+    X = np.random.default_rng(0).normal(size=(3000, 8))
+    with threadpool_limits(2):
+        StreamingKMeans(n_clusters=5, random_state=0).fit(X)
+        after = _blas_threads(threadpool_info())
+    assert seen == {"solve": {1}, "lloyd": {1}}
+    assert after == [2]

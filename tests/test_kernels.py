@@ -749,7 +749,7 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
         return _runner.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
 
     assert (
-        X.shape[0] * 12 < _runner.PARALLEL_RESTART_WORK
+        X.shape[0] * X.shape[1] * 12 < _runner.PARALLEL_RESTART_WORK
     )  # small: lower the bar to run side by side
     monkeypatch.setattr(_runner, "PARALLEL_RESTART_WORK", 1)
 

@@ -106,3 +106,27 @@ def test_truncated_solve_is_not_polished(blob):
 def test_fit_bound_stays_a_bound(blob):
     model = StreamingKMeans(n_clusters=6, random_state=0, summary_size=100).fit(blob)
     assert model.inertia_ >= _cost(blob, model.cluster_centers_) * (1 - 1e-9)
+
+
+def _two_nearest_reference(P, centers):
+    """Ten-line numpy reference: the two nearest centers by float64 differences."""
+    d = ((P[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :2]
+    rows = np.arange(P.shape[0])
+    return order[:, 0], d[rows, order[:, 0]], order[:, 1], d[rows, order[:, 1]]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_two_nearest_matches_the_reference(offset):
+    """The two nearest centers and their squared distances, against the differences; rows on
+    a border (the same distance to two centers) get the same pair."""
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(40, 8)) * 3.0 + offset
+    P = centers[rng.integers(0, 40, size=5000)] + rng.normal(size=(5000, 8))
+    P[:50] = (centers[0] + centers[1]) / 2  # on a border: two nearest at the same distance
+    i1, d1, i2, d2 = S._two_nearest(P, centers)
+    r1, e1, r2, e2 = _two_nearest_reference(P, centers)
+    np.testing.assert_allclose(d1, e1, rtol=1e-9, atol=1e-12 * max(offset, 1.0) ** 2)
+    np.testing.assert_allclose(d2, e2, rtol=1e-9, atol=1e-12 * max(offset, 1.0) ** 2)
+    assert np.array_equal(np.sort([i1, i2], 0), np.sort([r1, r2], 0))
+    assert np.array_equal(i1[50:], r1[50:])
