@@ -44,6 +44,20 @@ CELL_ITER = 3
 COARSE_SAMPLE_PER_CENTER = 64
 #: Blocks of the batched products per cell, on average (fewer: more padding).
 BLOCKS_PER_CELL = 4
+#: Blocks of one cell (in the range scored) from which the cell is scored by one product
+#: of its own instead of one per block (:meth:`_Layout._runs`).
+CELL_PRODUCT_BLOCKS = 8
+#: Centers scored at once from which a large cell gets a product of its own: below, the
+#: batched products of a block each ran faster (OpenBLAS, 24 x 256 float32 blocks: 25
+#: against 13 GFLOPS at 6 centers, 37 against 67 at 32).
+CELL_PRODUCT_COLUMNS = 16
+#: Centers a cell of ``n`` centers adds at one seeding step: ``max(1, n * SEED_GROWTH)``
+#: (each the best of its own candidates, chosen one after the other): a cell of share s
+#: seeds in about ``log(s) / log(1 + SEED_GROWTH)`` steps instead of s.
+SEED_GROWTH = 0.25
+#: Values of the seeding's candidate distances kept at once, at least (a step adds fewer
+#: centers than its growth asks rather than score more).
+SEED_ELEMENTS = 1 << 22
 #: Bytes of the padded copy of a chunk's rows a leaf keeps at most (64 MiB); above it the
 #: leaf gathers its rows from the chunk at every step instead (:class:`_Layout`).
 COPY_BYTES = 64 << 20
@@ -88,7 +102,7 @@ def tree_labels(X, size, sample_weight, rng):
     share = share[rank]
     layout = _Layout(X, coarse[rank], w, cell, n_cells, work)
     del cell, w  # the layout keeps them in its own order
-    centers, n_centers = _seed(layout, share, rng)
+    centers, n_centers, _ = _seed(layout, share, rng)
     labels_sorted = _lloyd(layout, centers, n_centers, CELL_ITER)
     labels = np.empty(n, dtype=np.int64)
     labels[layout.order] = labels_sorted
@@ -350,14 +364,49 @@ class _Layout:
         size = (b1 - b0) * self.rows * t
         out = np.empty(size, dtype=self.X.dtype) if work is None else work[:size]
         out = out.reshape(b1 - b0, self.rows, t)
-        for a, b in self.batches(b0, b1) if self.blocks is None else [(b0, b1)]:
+        if self.blocks is None:
+            runs = [(a, b, -1) for a, b in self.batches(b0, b1)]
+        elif t < CELL_PRODUCT_COLUMNS:
+            runs = [(b0, b1, -1)]
+        else:
+            runs = self._runs(b0, b1)
+        for a, b, c in runs:
+            G = out[a - b0 : b - b0]
+            if c >= 0:  # one cell's blocks: one product with its centers
+                flat = G.reshape(-1, t)
+                np.matmul(
+                    self.blocks[a:b].reshape(-1, self.X.shape[1]), centers[c - lo].T, out=flat
+                )
+                flat *= -2.0
+                flat += c_sq[c - lo].astype(G.dtype)
+                continue
             owner = self.block_cell[a:b] - lo
-            G = np.matmul(
-                self.gather(a, b), centers[owner].transpose(0, 2, 1), out=out[a - b0 : b - b0]
-            )
+            np.matmul(self.gather(a, b), centers[owner].transpose(0, 2, 1), out=G)
             G *= -2.0
             G += c_sq[owner][:, None, :].astype(G.dtype)
         return out.reshape((b1 - b0) * self.rows, t)
+
+    def _runs(self, b0, b1):
+        """Blocks ``b0`` to ``b1 - 1`` in runs ``(a, b, cell)``: the blocks of one cell of at
+        least :data:`CELL_PRODUCT_BLOCKS` blocks in the range (``cell`` its number), or of
+        consecutive smaller cells (``cell`` -1), scored by one batched product of a block each.
+        A large cell's rows then meet its centers in one product (on WordLlama's cells of
+        240 blocks of 24 rows and 6 candidates, many small products ran far below the
+        machine's speed)."""
+        first, last = int(self.block_cell[b0]), int(self.block_cell[b1 - 1])
+        cells = np.arange(first, last + 1)
+        starts = np.maximum(self.block_start[cells], b0)
+        ends = np.minimum(self.block_start[cells + 1], b1)
+        runs, at = [], b0
+        for i in np.flatnonzero(ends - starts >= CELL_PRODUCT_BLOCKS):
+            a, b = int(starts[i]), int(ends[i])
+            if a > at:
+                runs.append((at, a, -1))
+            runs.append((a, b, int(cells[i])))
+            at = b
+        if at < b1:
+            runs.append((at, b1, -1))
+        return runs
 
     def distances(self, n_cells, centers, work=None):
         """Squared distances (X's dtype, (slots, t)) of the slots of the first ``n_cells``
@@ -379,9 +428,13 @@ def _draw(cum, lo, last, u):
 
 def _seed(layout, share, rng):
     """Greedy k-means++ inside every cell at once: at each step every cell that still needs a
-    center draws candidates by D^2 (``2 + ln(share)``, at most as many as the step's median
-    cell needs) and keeps the one that lowers its cost most. Returns centers (cells, max
-    share, d) and the number of centers of each cell."""
+    center adds ``b`` of them (``max(1, n SEED_GROWTH)`` with n its centers so far, the same
+    for every cell still seeding, at most what it still needs): it draws ``b`` groups of
+    candidates by D^2 (``2 + ln(share)`` each, at most as many as the step's median cell
+    needs) and takes from each group in turn the one that lowers its cost most given the
+    centers taken before it (a candidate no nearer than those, or at one of them, is not
+    taken). Returns centers (cells, max share, d), the number of centers of each cell and the
+    number of steps after the first center."""
     n_cells = layout.n_cells
     d = layout.n_features
     s_max = int(share.max())
@@ -398,50 +451,69 @@ def _seed(layout, share, rng):
     n_centers[:active] = 1
     trials = 2 + np.log(np.maximum(share, 1)).astype(np.int64)
     # Work buffers for every step (no fresh pages per step): the distances, the weighted
-    # distances and their running sum.
+    # distances and their running sum, a group's distances and its candidates' sums.
     n_all = int(layout.slot_start[active])
-    work = rows_work.take("w", (n_all * int(trials.max()),), layout.dtype)
+    budget = max(n_all * int(trials.max()), SEED_ELEMENTS)
+    work = rows_work.take("w", (budget,), layout.dtype)
     closest = rows_work.take("positive", (n_all,), layout.dtype)
     closest[...] = layout.distances(active, centers[:active, :1], work)[:, 0]
     weighted = rows_work.take("cell", (n_all,), np.float64)
-    for step in range(1, s_max):
-        active = int(np.count_nonzero(share > step))
-        if active == 0:
+    group = rows_work.take("seed_group", (n_all * int(trials.max()),), layout.dtype)
+    n = 1  # the centers a cell that took all it could has now
+    steps = 0
+    while True:
+        need = alive & (n_centers < share)
+        if not need.any():
             break
+        active = int(np.flatnonzero(need)[-1]) + 1
         n_slots = int(layout.slot_start[active])
         lo, last = layout.slot_start[:active], layout.slot_last[:active]
         # As many candidates as the median active cell needs (cells come sorted by falling
         # share): a few large cells get fewer than their 2 + ln(share), instead of every
         # cell scoring as many as the largest one needs.
         t = int(trials[active // 2])
+        b = int(min(max(1, n * SEED_GROWTH), max(1, budget // (n_slots * t))))
+        take = np.where(need[:active], np.minimum(share[:active] - n_centers[:active], b), 0)
         np.multiply(w[:n_slots], closest[:n_slots], out=weighted[:n_slots])
         np.cumsum(weighted[:n_slots], out=cum[:n_slots])
-        cand, total = _draw(cum[:n_slots], lo, last, rng.random((active, t)))
+        cand, total = _draw(cum[:n_slots], lo, last, rng.random((active, b * t)))
         cands = layout.at(cand)
         D = layout.distances(active, cands, work)
-        np.minimum(D, closest[:n_slots, None], out=D)
-        pots = _cell_sums(layout, active, D)
+        alive[:active] &= total > 0
+        n_blocks = int(layout.block_start[active])
+        kept = closest[:n_slots].reshape(n_blocks, layout.rows)
         # A cell that needs fewer candidates ignores the extra ones.
         narrow = trials[:active] < t
-        if narrow.any():
-            cols = np.arange(t)[None, :] >= trials[:active, None]
-            pots[cols] = np.inf
-        best = np.argmin(pots, axis=1)
-        grow = alive[:active] & (total > 0)
-        alive[:active] &= total > 0
-        # Each slot of a growing cell keeps its distance to the cell's best candidate: block
-        # by block (a block is in one cell), a candidate column at a time, in place.
-        n_blocks = int(layout.block_start[active])
-        block_best = best[layout.block_cell[:n_blocks]]
-        block_grow = grow[layout.block_cell[:n_blocks]]
-        kept = closest[:n_slots].reshape(n_blocks, layout.rows)
-        D3 = D.reshape(n_blocks, layout.rows, t)
-        for j in range(t):
-            np.copyto(kept, D3[:, :, j], where=(block_grow & (block_best == j))[:, None])
-        idx = np.flatnonzero(grow)
-        centers[idx, n_centers[idx]] = cands[idx, best[idx]]
-        n_centers[idx] += 1
-    return centers, n_centers
+        cols = np.arange(t)[None, :] >= trials[:active, None]
+        for j in range(b):
+            Dj = group[: n_slots * t].reshape(n_slots, t)
+            np.minimum(D[:, j * t : (j + 1) * t], closest[:n_slots, None], out=Dj)
+            pots = _cell_sums(layout, active, Dj)
+            if narrow.any():
+                pots[cols] = np.inf
+            # A candidate at a center taken already (this step) adds nothing.
+            pick = cand[:, j * t : (j + 1) * t]
+            pots[closest[pick] <= 0] = np.inf
+            best = np.argmin(pots, axis=1)
+            grow = alive[:active] & (j < take) & np.isfinite(pots[np.arange(active), best])
+            if j:  # and one no nearer than the centers taken before it
+                cost = _cell_sums(layout, active, closest[:n_slots, None])[:, 0]
+                grow &= pots[np.arange(active), best] < cost
+            # Each slot of a growing cell keeps its distance to the cell's best candidate:
+            # block by block (a block is in one cell), a candidate column at a time.
+            block_best = best[layout.block_cell[:n_blocks]]
+            block_grow = grow[layout.block_cell[:n_blocks]]
+            D3 = Dj.reshape(n_blocks, layout.rows, t)
+            for i in range(t):
+                np.copyto(kept, D3[:, :, i], where=(block_grow & (block_best == i))[:, None])
+            if not j:  # a cell whose first candidates add nothing is done
+                alive[:active] &= grow | (take == 0)
+            idx = np.flatnonzero(grow)
+            centers[idx, n_centers[idx]] = cands[idx, j * t + best[idx]]
+            n_centers[idx] += 1
+        n += b
+        steps += 1
+    return centers, n_centers, steps
 
 
 def _cell_sums(layout, n_cells, D):
