@@ -139,3 +139,45 @@ def test_device_arrays_take_the_streaming_leaf():
     a = summarize(_strict(X, "device1"), 60, method="tree", mini_batch_size=256, seed=5)
     b = summarize(X, 60, method="stream", mini_batch_size=256, seed=5)
     _assert_summary_equal(a, b, "device1")
+
+
+def _one_cell_seeding(X, share, monkeypatch=None, growth=None):
+    """The seeding of one cell holding every row of X with ``share`` groups: the centers'
+    rows (as tuples), their count, the steps, and the squared error of the rows to them."""
+    if growth is not None:
+        monkeypatch.setattr(_tree, "SEED_GROWTH", growth)
+    n = X.shape[0]
+    work = _tree._distances.thread_workspace("test.tree")
+    # Laid out as the first of 20 cells (the others empty): blocks of a quarter of a mean
+    # cell, so 80 blocks in this one.
+    coarse = np.repeat(X.mean(axis=0, dtype=np.float64)[None], 20, axis=0)
+    layout = _tree._Layout(X, coarse, np.ones(n), np.zeros(n, np.int64), 20, work)
+    shares = np.r_[share, np.zeros(19, np.int64)]
+    centers, n_centers, steps = _tree._seed(layout, shares, np.random.default_rng(0))
+    C = centers[0, : n_centers[0]].astype(np.float64) + layout.coarse[0]
+    d2 = ((X[:, None, :] - C[None]) ** 2).sum(-1).min(axis=1)
+    return {tuple(c) for c in centers[0, : n_centers[0]]}, int(n_centers[0]), steps, d2.sum()
+
+
+def test_a_cell_with_a_large_share_seeds_several_centers_a_step(monkeypatch):
+    """A cell of 300 groups seeds in at most 40 steps (one center a step took 299: WordLlama's
+    largest cells held 330 groups), every center a distinct row, and its centers lie about as
+    close to the rows as those seeded one a step."""
+    X = _mixture(n=6000, d=16, components=400, seed=4)
+    distinct, count, steps, sse = _one_cell_seeding(X, 300)
+    assert count == 300 and len(distinct) == 300
+    assert steps <= 40
+    _, one_count, one_steps, one_sse = _one_cell_seeding(X, 300, monkeypatch, 0.0)
+    assert one_count == 300 and one_steps == 299
+    assert sse <= 1.05 * one_sse, (sse, one_sse)
+
+
+def test_seeding_without_the_copy_gives_the_same_centers(monkeypatch):
+    """A large cell's rows meet its centers in one product (a few gathered blocks at a time
+    without the copy): the same centers bit for bit either way."""
+    X = _mixture(n=6000, d=16, components=400, seed=4)
+    with_copy = _one_cell_seeding(X, 300)
+    monkeypatch.setattr(_tree, "COPY_BYTES", 0)
+    monkeypatch.setattr(_tree, "GATHER_ELEMENTS", 1 << 12)  # many gathers per cell
+    gathered = _one_cell_seeding(X, 300)
+    assert gathered[:3] == with_copy[:3]
