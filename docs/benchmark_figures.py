@@ -14,23 +14,24 @@ from pathlib import Path
 
 #: ``python benchmarks/speed.py --cases 1m32 500k64 --no-scaling --methods ours ours_fast
 #: reference minibatch faiss faiss_all`` (2 cores, 23.5 GiB, Intel Xeon, x86_64,
-#: 2026-12-06T17:30+00:00; ours, MiniBatchKMeans and faiss's sample from the run on today's code
-#: at 19:55 with ``--methods ours ours_fast minibatch faiss --repeat 3``): method -> (wall s,
+#: 2026-12-06T17:30+00:00; ours and MiniBatchKMeans from the run on today's code at 22:27
+#: with ``--methods ours ours_fast minibatch --repeat 3``, faiss's sample from one at 19:55):
+#: method -> (wall s,
 #: inertia ratio to the sklearn reference).
 SPEED = {
     "1M x 32, k=100 (reference KMeans(n_init=10))": {
-        "StreamingKMeans (defaults)": (1.68, 0.9972),
-        "StreamingKMeans preset fast": (1.56, 0.9992),
+        "StreamingKMeans (defaults)": (1.90, 1.0011),
+        "StreamingKMeans preset fast": (1.39, 1.0018),
         "sklearn KMeans(n_init=10)": (145.67, 1.0000),
-        "sklearn MiniBatchKMeans": (3.17, 1.0253),
+        "sklearn MiniBatchKMeans": (3.60, 1.0253),
         "faiss Kmeans (256 rows/centroid)": (0.139, 1.1208),
         "faiss Kmeans (every row)": (3.04, 1.1651),
     },
     "500k x 64, k=500 (reference KMeans(n_init=3))": {
-        "StreamingKMeans (defaults)": (4.11, 0.9853),
-        "StreamingKMeans preset fast": (1.83, 0.9862),
+        "StreamingKMeans (defaults)": (5.25, 0.9859),
+        "StreamingKMeans preset fast": (1.87, 0.9837),
         "sklearn KMeans(n_init=3)": (130.65, 1.0000),
-        "sklearn MiniBatchKMeans": (4.66, 1.5384),
+        "sklearn MiniBatchKMeans": (5.15, 1.5384),
         "faiss Kmeans (256 rows/centroid)": (1.73, 1.7653),
         "faiss Kmeans (every row)": (5.43, 1.7488),
     },
