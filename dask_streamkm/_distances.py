@@ -682,7 +682,6 @@ def nearest_two(X, centers):
     Preconditions: numpy X (n, d) float32 or float64, centers (m >= 1, d).
     """
     origin, shifted = _shifted_centers(np.asarray(centers), X.dtype)
-    centers_t = np.ascontiguousarray(shifted.T)
     half_sq = row_norms_sq(shifted) * 0.5
     n, m = X.shape[0], shifted.shape[0]
     first = np.empty(n, dtype=np.int64)
@@ -694,7 +693,7 @@ def nearest_two(X, centers):
     # The rows with a column of ones, the centers with their half norms: one GEMM.
     rows_buf = work.take("rows", (min(step, n), X.shape[1] + 1), X.dtype)
     rows_buf[:, -1] = 1.0
-    centers_t = np.concatenate([centers_t, -half_sq[None, :]])
+    centers_t = np.concatenate([shifted.T, -half_sq[None, :]])
     index = np.arange(min(step, n))
     for start in range(0, n, step):
         stop = min(start + step, n)

@@ -678,10 +678,10 @@ class StreamingKMeans(
         full solves add at most about a third to the work of a stream, however small or
         large its batches. The rules count rows and groups, never seconds, so the
         same calls give the same centers with the same ``random_state``. On 100 batches of
-        4,096 rows at k=100 (32 features) the final centers cost 0.999 of ``fit`` on all the
-        rows (1.005 of ``fit`` with the decay weights for ``half_life=100_000``), against
-        1.038 (1.044) for ``MiniBatchKMeans``' stream; on two other draws of the data the
-        ratio to ``fit`` was 0.998 and 1.006 (0.997 and 1.010).
+        4,096 rows at k=100 (32 features), three draws of the data, the final centers cost
+        1.008, 1.002 and 1.015 times ``fit`` on all the rows (1.004, 1.001 and 1.011 of
+        ``fit`` with the decay weights for ``half_life=100_000``), 2-3 % below
+        ``MiniBatchKMeans``' stream (``python benchmarks/stream.py --seeds 0,1,2``).
 
         Between global solves ``inertia_`` is the bound of the summary's groups each charged
         to the center they were assigned to (an upper bound of ``summary_.cost_bound`` of the
