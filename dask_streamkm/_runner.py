@@ -2,7 +2,7 @@
 
 The final solve of a summary (:func:`solve_summary`, through :meth:`Summary.solve`) is
 :func:`weighted_kmeans`: restarts of k-means++ and Lloyd on a coarse copy (side by side on
-threads, :func:`_map_restarts`), a swap search, a Ward start, then Lloyd on all the points.
+threads with a Ward start, :func:`._pool.map_calls`), a swap search, then Lloyd on all the points.
 The sizes that "auto" stands for (summary size, merge budget, restarts) are chosen here too.
 What the estimator and :func:`~dask_streamkm.elbow` call: prior validation of the parameters
 is assumed. Host-side orchestration over the kernels; never imports dask.
@@ -10,14 +10,15 @@ is assumed. Host-side orchestration over the kernels; never imports dask.
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, to_host
 from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, unit_rows
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
+from ._pool import SMALL_VALUES, map_calls
 from ._search import polish_summary
 from ._seeding import kmeans_plusplus
 from ._tree import tree_labels
@@ -216,10 +217,23 @@ def weighted_kmeans(
         return inertia, centers
 
     # Each restart has its own generator, so they can run side by side (numpy releases the
-    # GIL in its loops and BLAS) and give the same runs in any order.
+    # GIL in its loops and BLAS) and give the same runs in any order. The Ward start of step
+    # 3 runs among them (first: it takes longest), on a generator spawned from ``rng``
+    # (spawning leaves the draws of ``rng`` as they were).
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
     big = P.shape[0] * P.shape[1] * n_clusters >= PARALLEL_RESTART_WORK
-    runs = _map_restarts(restart, seeds, parallel=is_numpy(xp) and big)
+    parallel = is_numpy(xp) and big
+    calls = [functools.partial(restart, seed) for seed in seeds]
+    with_ward = (
+        not spherical
+        and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS
+        and max_iter >= FINAL_PROBE_ITER
+    )
+    if with_ward:
+        ward_rng = rng.spawn(1)[0]
+        calls.insert(0, functools.partial(_ward_run, P, wp, n_clusters, ward_rng, tol, run_iter))
+    runs = map_calls(calls, parallel)
+    ward = runs.pop(0) if with_ward else None
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:
@@ -252,14 +266,7 @@ def weighted_kmeans(
             )
             if cost < best[0]:
                 best = (cost, polished)
-    starts = [best[1]]
-    if (
-        not spherical
-        and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS
-        and max_iter >= FINAL_PROBE_ITER
-    ):
-        ward = _ward_run(P, wp, n_clusters, rng, tol, run_iter)
-        starts.extend([] if ward is None else [ward[1]])
+    starts = [best[1]] + ([] if ward is None else [ward[1]])
 
     def final(start, n):
         # Xc is centered: its rows are shifted (and augmented) once, not at every iteration.
@@ -274,10 +281,15 @@ def weighted_kmeans(
             fixed_origin=True,
         )
 
-    # With two starts, each gets FINAL_PROBE_ITER iterations on all rows; the one of lower
-    # cost (the first on a tie) goes on to max_iter.
+    # With two starts, each gets FINAL_PROBE_ITER iterations on all rows (side by side, as
+    # the restarts: each on one BLAS thread); the one of lower cost (the first on a tie) goes
+    # on to max_iter.
     probe = min(int(max_iter), FINAL_PROBE_ITER) if len(starts) > 1 else int(max_iter)
-    centers, _, _, n_iter = min((final(start, probe) for start in starts), key=lambda r: r[2])
+    if len(starts) > 1 and parallel and Xc.shape[0] * Xc.shape[1] <= SMALL_VALUES:
+        probes = map_calls([functools.partial(final, start, probe) for start in starts], True)
+    else:
+        probes = [final(start, probe) for start in starts]
+    centers, _, _, n_iter = min(probes, key=lambda r: r[2])
     if n_iter == probe < max_iter:
         centers, _, _, more = final(centers, int(max_iter) - probe)
         n_iter += more
@@ -304,27 +316,6 @@ def _ward_run(P, wp, n_clusters, rng, tol, max_iter=RESTART_MAX_ITER):
     sums, mass = centers_from_labels(Q, labels, n_clusters, wq)
     centers, _, inertia, _ = lloyd(P, sums / mass[:, None], wp, max_iter=max_iter, tol=tol)
     return inertia, centers
-
-
-def _map_restarts(restart, seeds, parallel):
-    """``[restart(s) for s in seeds]``, on up to one thread per core when ``parallel``, in
-    turn otherwise, always on one BLAS thread each: restarts side by side use the cores
-    better than BLAS threads on their small products, and one BLAS thread in both cases
-    keeps the runs bit for bit the same whatever the cores (a product's rounding may depend
-    on its BLAS threads). Side by side only from the main thread: a solve that already runs
-    beside others (the elbow's, or one inside a task) keeps its restarts in turn."""
-    import threading
-
-    from threadpoolctl import threadpool_limits
-
-    workers = min(len(seeds), os.cpu_count() or 1)
-    with threadpool_limits(limits=1, user_api="blas"):
-        if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
-            return [restart(s) for s in seeds]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(restart, seeds))
 
 
 # ---------------------------------------------------------------------- the "auto" sizes

@@ -18,9 +18,13 @@ Preconditions for everything here: host numpy float arrays, positive weights, k 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import sparse
 from scipy.special import ndtr
+
+from ._pool import SMALL_VALUES, map_calls
 
 #: Iterations of :func:`spread_lloyd` after the final solve (each one assignment of the
 #: groups to their two nearest centers). On word embeddings (400k x 50, 32 rows a group),
@@ -39,14 +43,17 @@ BLOCK_ROWS = 2048
 
 def _two_nearest(P, centers):
     """Each row's nearest and second-nearest center: (i1, d1, i2, d2), squared distances
-    (float64, from the expansion ``|x|^2 + |c|^2 - 2 x.c``; two argmins per row block)."""
+    (float64, from the expansion ``|x|^2 + |c|^2 - 2 x.c``; two argmins per row block). The
+    blocks run side by side (:func:`._pool.map_calls`, one BLAS thread each) for at most
+    :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way."""
     m = P.shape[0]
     c_sq = np.einsum("ij,ij->i", centers, centers)
     i1 = np.empty(m, dtype=np.int64)
     i2 = np.empty(m, dtype=np.int64)
     d1 = np.empty(m)
     d2 = np.empty(m)
-    for start in range(0, m, BLOCK_ROWS):
+
+    def block_of(start):
         block = P[start : start + BLOCK_ROWS]
         D = block @ centers.T
         D *= -2.0
@@ -55,6 +62,13 @@ def _two_nearest(P, centers):
         stop = start + block.shape[0]
         i1[start:stop], d1[start:stop] = _pop_smallest(D)
         i2[start:stop], d2[start:stop] = _pop_smallest(D)
+
+    starts = range(0, m, BLOCK_ROWS)
+    if len(starts) > 1 and m * P.shape[1] <= SMALL_VALUES:
+        map_calls([functools.partial(block_of, start) for start in starts], parallel=True)
+    else:
+        for start in starts:
+            block_of(start)
     np.maximum(d1, 0.0, out=d1)
     np.maximum(d2, 0.0, out=d2)
     return i1, d1, i2, d2
@@ -97,26 +111,33 @@ def spread_cost(P, w, spread, sse, centers):
     """Expected cost of the groups' rows to their nearest centers under the spread model:
     ``SSE + W d1`` less what the rows beyond the border to the second center save,
     ``2 W |c2 - c1| (s phi(h / s) - h p)``."""
-    _, _, _, p, tail, h, norm, d1 = _border_split(P, w, spread, centers)
+    return _split_cost(w, sse, _border_split(P, w, spread, centers))
+
+
+def _split_cost(w, sse, split):
+    """:func:`spread_cost` from the centers' :func:`_border_split`."""
+    _, _, _, p, tail, h, norm, d1 = split
     saved = 2.0 * w * norm * np.maximum(tail - h * p, 0.0)
     return float(np.sum(sse) + np.sum(w * d1) - np.sum(saved))
 
 
-def spread_lloyd(P, w, spread, centers, n_iter=SPREAD_ITER):
+def spread_lloyd(P, w, spread, centers, n_iter=SPREAD_ITER, split=None):
     """``n_iter`` Lloyd steps on groups that straddle the border of their two nearest centers.
 
     Each step sends the share ``p`` of a group's weight beyond the border to the second
     center, at the mean ``mu + u s phi(a) / p``, and the rest to the nearest (the group's first
     moment is kept); each center moves to the mean of what it received (a center that
-    received nothing stays). Returns the centers (float64).
+    received nothing stays). ``split``: the :func:`_border_split` of ``centers`` when the
+    caller has it. Returns the centers (float64).
     """
     P = np.asarray(P, dtype=np.float64)
     centers = np.array(centers, dtype=np.float64)
     k = centers.shape[0]
     m = P.shape[0]
     rows = np.arange(m)
-    for _ in range(int(n_iter)):
-        i1, i2, u, p, tail, _, _, _ = _border_split(P, w, spread, centers)
+    for step in range(int(n_iter)):
+        first = step == 0 and split is not None
+        i1, i2, u, p, tail, _, _, _ = split if first else _border_split(P, w, spread, centers)
         shift = (w * tail)[:, None] * u
         near = sparse.csr_matrix((w * (1.0 - p), (i1, rows)), shape=(k, m))
         far = sparse.csr_matrix((w * p, (i2, rows)), shape=(k, m))
@@ -143,8 +164,9 @@ def polish_on_spread(P, w, sse, centers, n_iter=SPREAD_ITER):
     if centers.shape[0] < 2 or P.shape[0] <= centers.shape[0]:
         return None
     spread = group_spread(w, sse, P.shape[1])
-    moved = spread_lloyd(P, w, spread, centers, n_iter)
-    before = spread_cost(P, w, spread, sse, centers)
+    split = _border_split(P, w, spread, centers)
+    moved = spread_lloyd(P, w, spread, centers, n_iter, split)
+    before = _split_cost(w, sse, split)
     if spread_cost(P, w, spread, sse, moved) < before * (1.0 - MIN_GAIN):
         return moved
     return None

@@ -1,5 +1,6 @@
 """Kernels against ten-line numpy references, and the weight properties of the final solve."""
 
+import os
 import warnings
 
 import numpy as np
@@ -762,6 +763,48 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     assert not np.array_equal(
         main[0], _runner.weighted_kmeans(X, 12, np.random.default_rng(6), w)[0]
     )
+
+
+def test_ward_start_and_final_probes_run_beside_the_restarts(monkeypatch):
+    """From the main thread the Ward start runs in the restarts' pool (on a generator spawned
+    up front) and the two final probes side by side; from any other thread all run in turn,
+    with the same centers bit for bit."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6000, 6)) + rng.integers(0, 30, size=(6000, 1)) * 3.0
+    w = rng.random(6000) + 0.5
+    seen = []
+    ward_run, lloyd = _runner._ward_run, _runner.lloyd
+
+    def spy(name, function):
+        def call(*args, **kwargs):
+            if name == "ward" or kwargs.get("fixed_origin"):
+                seen.append((name, threading.current_thread() is threading.main_thread()))
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(_runner, "_ward_run", spy("ward", ward_run))
+    monkeypatch.setattr(_runner, "lloyd", spy("final", lloyd))
+    monkeypatch.setattr(_runner, "PARALLEL_RESTART_WORK", 1)
+
+    def solve():
+        return _runner.weighted_kmeans(X, 10, np.random.default_rng(3), w, n_init=4)
+
+    main = solve()
+    beside = list(seen)
+    seen.clear()
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(solve).result()
+    if (os.cpu_count() or 1) >= 2:
+        # The Ward start and both probes off the main thread; the winner goes on in it.
+        assert beside[:3] == [("ward", False), ("final", False), ("final", False)]
+    assert [name for name, _ in seen] == [name for name, _ in beside]
+    assert not any(in_main for _, in_main in seen)  # all on the one calling thread
+    np.testing.assert_array_equal(main[0], other[0])
+    assert main[1] == other[1] and main[2] == other[2]
 
 
 # ---------------------------------------------------------------------- Ward start

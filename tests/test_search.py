@@ -130,3 +130,18 @@ def test_two_nearest_matches_the_reference(offset):
     np.testing.assert_allclose(d2, e2, rtol=1e-9, atol=1e-12 * max(offset, 1.0) ** 2)
     assert np.array_equal(np.sort([i1, i2], 0), np.sort([r1, r2], 0))
     assert np.array_equal(i1[50:], r1[50:])
+
+
+def test_two_nearest_blocks_side_by_side_match_in_turn():
+    """The row blocks of the polish's distances run side by side from the main thread and in
+    turn from any other: the same numbers bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    P = rng.normal(size=(3 * S.BLOCK_ROWS + 17, 5))
+    centers = rng.normal(size=(9, 5))
+    main = S._two_nearest(P, centers)
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(S._two_nearest, P, centers).result()
+    for a, b in zip(main, other, strict=True):
+        np.testing.assert_array_equal(a, b)
