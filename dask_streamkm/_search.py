@@ -48,6 +48,8 @@ def _two_nearest(P, centers):
     :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way."""
     m = P.shape[0]
     c_sq = np.einsum("ij,ij->i", centers, centers)
+    # -2 c: the product is -2 x.c exactly (a power of two), one pass less over each block.
+    scaled_t = (centers * -2.0).T
     i1 = np.empty(m, dtype=np.int64)
     i2 = np.empty(m, dtype=np.int64)
     d1 = np.empty(m)
@@ -55,8 +57,7 @@ def _two_nearest(P, centers):
 
     def block_of(start):
         block = P[start : start + BLOCK_ROWS]
-        D = block @ centers.T
-        D *= -2.0
+        D = block @ scaled_t
         D += c_sq[None, :]
         D += np.einsum("ij,ij->i", block, block)[:, None]
         stop = start + block.shape[0]

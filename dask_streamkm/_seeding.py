@@ -33,6 +33,22 @@ def _weighted_choice(xp, cumulative, rng, size=1):
     return xp.minimum(idx, cumulative.shape[0] - 1)
 
 
+def _candidate_distances(X, cand_rows, x_sq, closest, work):
+    """``minimum(sq_distances(X, cand_rows, x_sq), closest[:, None])`` (host numpy, rows and
+    ``x_sq`` of one float dtype), the same numbers in three passes over the block instead of
+    five: the candidates are scaled by -2 before the product (exact: a power of two) and
+    the clip at 0 and at ``closest`` (never negative) is one ``np.clip``."""
+    c_sq = row_norms_sq(cand_rows)
+    cand_rows *= -2.0
+    dtype = np.result_type(X, cand_rows, x_sq, c_sq)
+    out = work.take("d_cand", (X.shape[0], cand_rows.shape[0]), X.dtype)
+    d = np.matmul(X, cand_rows.T, out=out if out.dtype == dtype else None)
+    d = d.astype(dtype, copy=False)
+    d += x_sq[:, None]
+    d += c_sq[None, :]
+    return np.clip(d, 0.0, closest[:, None], out=d)
+
+
 def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_trials=None):
     """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007; sklearn's greedy variant).
 
@@ -82,11 +98,10 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
             cumulative = xp.cumulative_sum(weighted)
         cand = _weighted_choice(xp, cumulative, rng, n_local_trials)
         # One pass to the minimum, and the potentials as one matrix-vector product.
-        out = None if work is None else work.take("d_cand", (n, cand.shape[0]), X.dtype)
-        d_cand = sq_distances(X, xp.take(X, cand, axis=0), x_sq, out=out)
-        if is_numpy(xp):
-            np.minimum(d_cand, closest[:, None], out=d_cand)
+        if work is not None:
+            d_cand = _candidate_distances(X, np.take(X, cand, axis=0), x_sq, closest, work)
         else:
+            d_cand = sq_distances(X, xp.take(X, cand, axis=0), x_sq)
             d_cand = xp.minimum(d_cand, closest[:, None])
         pots = xp.matmul(w_x, d_cand)
         best = int(xp.argmin(pots))

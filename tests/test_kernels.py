@@ -780,7 +780,7 @@ def test_ward_start_and_final_probes_run_beside_the_restarts(monkeypatch):
 
     def spy(name, function):
         def call(*args, **kwargs):
-            if name == "ward" or kwargs.get("fixed_origin"):
+            if name == "ward" or kwargs.get("keep_best"):  # the final runs keep their best
                 seen.append((name, threading.current_thread() is threading.main_thread()))
             return function(*args, **kwargs)
 
