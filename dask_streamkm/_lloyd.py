@@ -319,8 +319,24 @@ def ward_labels(X, n_clusters, sample_weight=None):
     D = xp.where(index[:, None] == index[None, :], xp.inf, D)
     nn = xp.argmin(D, axis=1)
     nd = xp.min(D, axis=1)
-    parent = list(range(n))
-    for _ in range(n - int(n_clusters)):
+    if is_numpy(xp):
+        parent = _ward_merges_numpy(D, w, nn, nd, n - int(n_clusters))
+    else:
+        parent = _ward_merges(xp, D, w, nn, nd, index, n - int(n_clusters))
+    roots = []
+    for i in range(n):  # every row to its cluster's root (parents come before children)
+        while parent[i] != parent[parent[i]]:
+            parent[i] = parent[parent[i]]
+        roots.append(parent[i])
+    return np.unique(np.asarray(roots), return_inverse=True)[1].astype(np.int64)
+
+
+def _ward_merges(xp, D, w, nn, nd, index, n_merges):
+    """The merges of :func:`ward_labels` (any namespace): each row's parent after
+    ``n_merges`` merges, from the merge costs D (inf on the diagonal), the weights w, and each
+    row's nearest row nn at cost nd (all changed in place)."""
+    parent = list(range(D.shape[0]))
+    for _ in range(n_merges):
         a = int(xp.argmin(nd))
         b = int(nn[a])
         wa, wb = w[a], w[b]
@@ -340,12 +356,50 @@ def ward_labels(X, n_clusters, sample_weight=None):
             i = int(stale[j])
             nn[i] = xp.argmin(D[i, :])
             nd[i] = xp.min(D[i, :])
-    roots = []
-    for i in range(n):  # every row to its cluster's root (parents come before children)
-        while parent[i] != parent[parent[i]]:
-            parent[i] = parent[parent[i]]
-        roots.append(parent[i])
-    return np.unique(np.asarray(roots), return_inverse=True)[1].astype(np.int64)
+    return parent
+
+
+def _ward_merges_numpy(D, w, nn, nd, n_merges):
+    """:func:`_ward_merges` on numpy, the same numbers in fewer calls a merge (the merges
+    are a Python loop of small vector operations; their calls, not arithmetic, took the
+    time): the new row in buffers (``out=``), the stale rows searched together."""
+    n = D.shape[0]
+    parent = list(range(n))
+    row = np.empty(n)
+    other = np.empty(n)
+    stale = np.empty(n, dtype=bool)
+    for _ in range(n_merges):
+        a = int(np.argmin(nd))
+        b = int(nn[a])
+        wa, wb = w[a], w[b]
+        # ((wa + w) D[a] + (wb + w) D[b] - w D[a, b]) / (wa + wb + w), in that order.
+        np.add(wa, w, out=row)
+        row *= D[a]
+        np.add(wb, w, out=other)
+        other *= D[b]
+        row += other
+        row -= np.multiply(w, D[a, b], out=other)
+        row /= np.add(wa + wb, w, out=other)
+        row[a] = row[b] = np.inf
+        D[b, :] = np.inf
+        D[:, b] = np.inf
+        D[a, :] = row
+        D[:, a] = row
+        w[a] = wa + wb
+        parent[b] = a
+        nd[b] = np.inf
+        nn[a] = np.argmin(row)
+        nd[a] = row[nn[a]]
+        np.equal(nn, a, out=stale)
+        stale |= nn == b
+        stale[a] = False
+        stale &= nd < np.inf
+        rows = np.flatnonzero(stale)
+        if rows.shape[0]:
+            block = D[rows]
+            nn[rows] = np.argmin(block, axis=1)
+            nd[rows] = block[np.arange(rows.shape[0]), nn[rows]]
+    return parent
 
 
 #: Rows up to which :func:`group_labels` takes the direct numpy path (:func:`_small_group_labels`).

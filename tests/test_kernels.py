@@ -819,6 +819,18 @@ def test_ward_labels_match_scipy_ward_on_unit_weights(rng):
     assert adjusted_rand_score(labels, expected) == 1.0
 
 
+def test_ward_labels_numpy_merges_match_the_array_api_ones(rng):
+    """numpy's merges (in buffers, stale rows together) give the labels of the generic
+    array-API loop bit for bit, on weighted rows with many ties to break."""
+    xps = pytest.importorskip("array_api_strict")
+    X = rng.normal(size=(300, 4)) + rng.integers(0, 12, size=(300, 1)) * 4.0
+    X[150:180] = X[:30]  # duplicate rows: equal merge costs
+    w = rng.random(300) + 0.2
+    got = _lloyd.ward_labels(X, 11, w)
+    generic = _lloyd.ward_labels(xps.asarray(X), 11, xps.asarray(w))
+    np.testing.assert_array_equal(got, np.asarray(generic))
+
+
 def test_ward_labels_weight_two_equals_a_repeated_row(rng):
     X = rng.normal(size=(200, 4))
     w = np.ones(200)
