@@ -149,11 +149,14 @@ def weighted_kmeans(
        that does not come from k-means++: weighted Ward agglomeration of the coarse points
        (:func:`ward_labels`, on a copy of at most ``WARD_POINTS``), then Lloyd on them. Where
        the data hold more separate groups than k, the restarts settle in basins that join
-       the wrong groups, and the coarse cost cannot tell the basins apart reliably.
+       the wrong groups, and the coarse cost cannot tell the basins apart reliably. It runs
+       beside the restarts of step 2 (:func:`._pool.map_calls`), on a generator spawned from
+       ``rng`` up front (spawning leaves the draws of ``rng`` as they were).
     4. The best centers of step 2, and the Ward start, each go through
-       ``min(max_iter, FINAL_PROBE_ITER)`` Lloyd iterations on all rows of X; the one of lower
-       cost on all rows goes on to at most ``max_iter`` iterations in all. Each run keeps the
-       centers of lowest cost it saw.
+       ``min(max_iter, FINAL_PROBE_ITER)`` Lloyd iterations on all rows of X (side by side,
+       each on one BLAS thread, when the restarts ran so and X holds at most
+       :data:`._pool.SMALL_VALUES` values); the one of lower cost on all rows goes on to at
+       most ``max_iter`` iterations in all. Each run keeps the centers of lowest cost it saw.
 
     ``max_iter`` bounds every Lloyd run, as each of scikit-learn's: the restarts, polish and
     Ward start of steps 2-3 run at most ``min(max_iter, RESTART_MAX_ITER)`` iterations, and
