@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 #: Values (rows x features) up to which the estimator's solve runs on one BLAS thread
-#: (``_threads.SINGLE_THREAD_VALUES``): up to there the solve's steps on all the groups (the
+#: (``_threads.SINGLE_THREAD_VALUES`` is this constant; it lives here so that the solve's
+#: modules need not import dask): up to there the solve's steps on all the groups (the
 #: final probes, the polish's distances) may run side by side on one BLAS thread each; larger
 #: ones keep BLAS's threads.
 SMALL_VALUES = 2**22

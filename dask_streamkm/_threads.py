@@ -18,9 +18,11 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._array import to_host
+from ._pool import SMALL_VALUES
 
-#: Summaries with at most this many values (groups x features) are solved on one BLAS thread.
-SINGLE_THREAD_VALUES = 2**22
+#: Summaries with at most this many values (groups x features) are solved on one BLAS thread
+#: (one constant with the solve's side-by-side runs, :data:`._pool.SMALL_VALUES`).
+SINGLE_THREAD_VALUES = SMALL_VALUES
 
 
 def distributed_client():
