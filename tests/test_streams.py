@@ -5,7 +5,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dask_streamkm import StreamingKMeans, _seeds, _stream
+from dask_streamkm import StreamingKMeans, _lloyd, _seeds, _stream
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.estimator import solve_summary
 from dask_streamkm.summary import Summary
@@ -508,3 +508,34 @@ def test_a_numpy_batch_folded_as_it_is_is_still_checked(mixture):
     with pytest.warns(UserWarning, match="feature names"):
         named.partial_fit(mixture[500:1_000])
     assert named.n_rows_seen_ == 1_000
+
+
+@pytest.mark.parametrize("max_iter", [1, 5, 60])
+def test_bounded_lloyd_gives_lloyds_centers_and_labels(max_iter):
+    # The warm solve's Lloyd steps compare only the points whose bounds may cross with every
+    # center: the same centers, labels and iterations as comparing all of them.
+    rng = np.random.default_rng(4)
+    means = rng.normal(scale=6.0, size=(12, 3))
+    points = means[rng.integers(0, 12, 3_000)] + rng.normal(size=(3_000, 3))
+    points -= points.mean(axis=0)
+    weights = rng.uniform(0.1, 3.0, 3_000)
+    start = points[rng.choice(3_000, 8, replace=False)].astype(np.float64)
+    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
+    )
+    centers, labels, n_iter = _stream.bounded_lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4
+    )
+    assert n_iter == ref_iter
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+
+
+def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
+    points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]])
+    assert _stream.bounded_lloyd(points, start, np.ones(4), max_iter=5, tol=1e-4) is None
+    # ...and the warm solve still answers (Lloyd re-seeds the empty center).
+    summary = Summary(np.ones(4), points, np.einsum("ij,ij->i", points, points), 4)
+    centers, labels, _ = _stream.warm_solve(summary, start, max_iter=5, tol=1e-4, seed=0)
+    assert centers.shape == (3, 2) and labels.shape == (4,)
