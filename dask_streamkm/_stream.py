@@ -612,11 +612,16 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
     k, d = centers.shape
     if not np.all(weights > 0):
         return None
-    rows = points.astype(np.float64)
-    x_sq = np.einsum("ij,ij->i", rows, rows)
-    weighted = rows * weights[:, None]
+    # The float64 rows and weighted rows in the thread's kept buffers (no fresh pages).
+    work = _distances.thread_workspace("bounded_lloyd")
+    rows = work.take("rows", points.shape, np.float64)
+    rows[...] = points
+    x_sq = np.einsum("ij,ij->i", rows, rows, out=work.take("x_sq", (rows.shape[0],), np.float64))
+    weighted = np.multiply(
+        rows, weights[:, None], out=work.take("weighted", rows.shape, np.float64)
+    )
     total = float(np.sum(weights))
-    threshold = tol * float(weights @ x_sq) / total / d
+    threshold = tol * float(np.einsum("i,i->", weights, x_sq)) / total / d
     labels, d1, d2 = _distances.nearest2(points, centers) if nearest is None else nearest
     upper, lower = np.sqrt(d1), np.sqrt(d2)
     running = _lloyd._running_sums(weighted, weights, labels, k)
