@@ -596,7 +596,8 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
     :func:`._lloyd.lloyd` with ``keep_best`` gives them (the centers of lowest cost seen, the
     starting ones included, and their assignment; stops when the total squared shift is
     below ``tol`` times the mean per-feature variance), or None when a center has no
-    points (the caller runs :func:`._lloyd.lloyd`, which re-seeds it).
+    points (the caller runs :func:`._lloyd.lloyd`, which re-seeds it), for one center and
+    for weights that are not all positive.
 
     Each point keeps an upper bound on its distance to its center and a lower bound on
     those to the others (Hamerly, "Making k-means even faster", SDM 2010): after a step
@@ -608,9 +609,9 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
     so a step costs about one pass over the moved points instead of a distance pass over
     all. ``nearest``: the points' :func:`._distances.nearest2` for ``centers`` when the
     caller has it. Preconditions: host ``points`` (n, d) float32 or float64 centered near
-    their weighted mean, float64 ``centers`` (k >= 2, d), positive ``weights`` (n,)."""
+    their weighted mean, float64 ``centers`` (k, d), ``weights`` (n,)."""
     k, d = centers.shape
-    if not np.all(weights > 0):
+    if k < 2 or not np.all(weights > 0):
         return None
     # The float64 rows and weighted rows in the thread's kept buffers (no fresh pages).
     work = _distances.thread_workspace("bounded_lloyd")

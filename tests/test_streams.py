@@ -539,3 +539,8 @@ def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
     summary = Summary(np.ones(4), points, np.einsum("ij,ij->i", points, points), 4)
     centers, labels, _ = _stream.warm_solve(summary, start, max_iter=5, tol=1e-4, seed=0)
     assert centers.shape == (3, 2) and labels.shape == (4,)
+
+
+def test_bounded_lloyd_leaves_one_center_to_lloyd():
+    points = np.array([[0.0, 0.0], [1.0, 0.0]])
+    assert _stream.bounded_lloyd(points, points[:1], np.ones(2), max_iter=5, tol=1e-4) is None
