@@ -32,7 +32,15 @@ per cent of one per iteration, so with the doubling rule the warm solves cost le
 folding the rows did. A summary over the merge budget is first re-keyed
 (:func:`rekey`: its groups added up by the key of their centroid for the current centers, as
 a batch's rows are; one distance pass over the groups), then, if still over it, reduced as a
-fit's merge is; its centers are kept and the solve is warm. A due solve is the full one
+fit's merge is; its centers are kept and the solve is warm. With ``half_life``, a warm
+solve's summary is the archive (the groups of the last solve, decayed since by at least a
+quarter) re-keyed for the current centers and the groups folded since
+(:meth:`Stream.warm_summary`): in dask-ml's ``Incremental`` over 40 blocks of 100,000 x 32 at
+k=100 with ``half_life=100_000`` (a warm solve every two blocks) the warm solves took 0.6 s
+instead of 1.95 s and the stream 6.5 s instead of 8.0 s, for a weighted cost of 0.9881 of
+``fit``'s with the decay weights instead of 0.9890 (2 cores, shared, 2026-12-06); 100 calls
+of 4,096 rows: 1.0042, 1.0012, 1.0115 of it over three draws instead of 1.0037, 1.0010,
+1.0114. A due solve is the full one
 (restarts, swap search and Ward start, as ``fit``) when the bound per unit weight rose by
 :data:`FULL_DRIFT` (the data moved too far for a start from the current centers), when the
 summary holds no more groups than clusters, and when the rows folded since the last full
@@ -509,6 +517,23 @@ class Stream:
         if rows:
             return "rows"
         return "drift" if per_weight > (1.0 + DRIFT) * self.bound_at_solve else None
+
+    def warm_summary(self, centers, half_life):
+        """The summary a warm solve from ``centers`` runs on: :meth:`summary`, where with
+        ``half_life`` the groups of the last global solve (the archive, which decayed by at
+        least the factor of the rows folded since) are first added up by their key for
+        ``centers`` (:func:`rekey`), as a batch's rows are; the groups folded since are kept
+        as they are. Without ``half_life`` the summary itself."""
+        if half_life is None or self.archive.n_groups <= self.pending.n:
+            return self.summary()
+        archive = rekey(self.archive, centers)
+        merged = archive.merge(self.pending.summary(self.archive.origin))
+        merged = Summary(
+            merged.weights, merged.linear_sums, merged.square_sums, self.rows, merged.origin
+        )
+        if self.log2_scale:
+            merged, _ = decay(merged, -self.log2_scale, 1.0)
+        return merged
 
     def summary(self):
         """The summary of every row folded so far, decayed (a new Summary, cached until the

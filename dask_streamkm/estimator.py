@@ -852,7 +852,8 @@ class StreamingKMeans(
             self._solve(summary, self._entropy_, dtype)  # a new stream starts
         elif due:
             # Over the budget the summary is reduced first; its groups move, not the centers.
-            summary = self._stream_within_budget(stream.summary(), centers, budget, X, batch)
+            summary = stream.warm_summary(centers, self.half_life)
+            summary = self._stream_within_budget(summary, centers, budget, X, batch)
             self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype)
             self._full_rows_ = full_rows
         else:

@@ -544,3 +544,27 @@ def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
 def test_bounded_lloyd_leaves_one_center_to_lloyd():
     points = np.array([[0.0, 0.0], [1.0, 0.0]])
     assert _stream.bounded_lloyd(points, points[:1], np.ones(2), max_iter=5, tol=1e-4) is None
+
+
+def test_a_warm_solve_with_half_life_runs_on_the_archive_rekeyed(mixture):
+    # With half_life, the groups of the last global solve (decayed) are added up by their
+    # key for the current centers before a warm solve; the rows folded since stay as they are.
+    km = StreamingKMeans(10, random_state=0, half_life=2_000)
+    stream(km, mixture[:5_300], 500)
+    state = km._stream_
+    assert state.archive.n_groups > state.pending.n > 0
+    centers = state.centers(km.cluster_centers_)
+    whole, warm = state.summary(), state.warm_summary(centers, km.half_life)
+    assert warm.n_groups < whole.n_groups
+    assert warm.n_seen == whole.n_seen
+    np.testing.assert_allclose(warm.weights.sum(), whole.weights.sum(), rtol=1e-12)
+    np.testing.assert_allclose(warm.linear_sums.sum(0), whole.linear_sums.sum(0), rtol=1e-10)
+    np.testing.assert_allclose(warm.square_sums.sum(), whole.square_sums.sum(), rtol=1e-12)
+    assert summary_bound_at_most(warm, whole, centers)
+    # Without half_life the warm solve runs on the summary itself.
+    assert state.warm_summary(centers, None) is whole
+
+
+def summary_bound_at_most(coarse, fine, centers):
+    """Merging groups never lowers the bound (each group to its nearest center)."""
+    return fine.cost_bound(centers) <= coarse.cost_bound(centers) * (1 + 1e-9)
