@@ -53,7 +53,8 @@ thread; 0.7 with the per-call work of 4,096-row batches), a full solve about 12 
 group of the summary (Lloyd to convergence and the spread step on every group) plus a part
 that does not grow with the groups (restarts, Ward start and swap search on a coarse copy:
 about that of 380 groups per cluster). One full solve costs what folding 30 to 40 rows per
-group does, so with 100 rows per group (at least 300 groups per cluster counted) the full
+group does, so with 100 rows per group (at least 600 groups per cluster counted: a
+re-keyed summary holds about 200, and the fixed part is then most of the solve) the full
 solves add at most about a third to the work of folding, whatever the batch size. A larger
 share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying within 1.5
 times ``fit``; between full solves the warm ones keep the centers in their basin. A first
@@ -138,8 +139,14 @@ FULL_ROWS_PER_GROUP = 100
 #: ...counting at least this many groups per cluster: the restarts, Ward start and swap
 #: search on the solve's coarse copy cost about what the per-group steps do on 380 groups
 #: per cluster (at k=100, 32 features: 0.5 s on 3,125 groups, 0.85 s on 34,000), so on a
-#: small summary (a stream re-keyed over the budget) the full solves come no more often.
-FULL_MIN_GROUPS_PER_CLUSTER = 300
+#: small summary (a stream re-keyed, about 200 groups per cluster) a full solve costs what
+#: folding 35 x (200 + 380), about 20,000 rows per cluster, does: a third of the folding
+#: since is 600 groups per cluster at 100 rows per group. With 300, dask-ml's
+#: ``Incremental`` over 40 blocks of 100,000 x 32 at k=100 with ``half_life=100_000``
+#: (re-keyed at every warm solve) ran a second full solve (0.85 s) and took 7.0 s instead of
+#: 5.5 s, for weighted costs of 0.9881 and 0.9882 of ``fit``'s on two draws of the data
+#: against 0.9892 and 0.9861 with 600 (2 cores, shared, 2026-12-07).
+FULL_MIN_GROUPS_PER_CLUSTER = 600
 #: A first batch's full solve gets ``n_init`` restarts times its rows over this many per
 #: group of its summary (:func:`first_restarts`). The first solve's basin is the stream's
 #: until the next full solve, which can be millions of rows away: with 100 (the rule's

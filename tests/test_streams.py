@@ -81,8 +81,10 @@ def test_global_solves_when_the_rows_seen_double(mixture):
 
 
 def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture, monkeypatch):
-    # The rule at 25 rows per group (the default, 100, needs a longer stream than this one).
+    # The rule at 25 rows per group and at least 300 groups per cluster (the defaults, 100
+    # and 600, need a longer stream than this one).
     monkeypatch.setattr(_stream, "FULL_ROWS_PER_GROUP", 25)
+    monkeypatch.setattr(_stream, "FULL_MIN_GROUPS_PER_CLUSTER", 300)
     X = mixture
     km = StreamingKMeans(2, random_state=0)
     solves, last_full = [], 0
@@ -568,3 +570,13 @@ def test_a_warm_solve_with_half_life_runs_on_the_archive_rekeyed(mixture):
 def summary_bound_at_most(coarse, fine, centers):
     """Merging groups never lowers the bound (each group to its nearest center)."""
     return fine.cost_bound(centers) <= coarse.cost_bound(centers) * (1 + 1e-9)
+
+
+def test_full_solves_count_at_least_600_groups_per_cluster():
+    # A re-keyed summary holds about 200 groups per cluster; the full solve's fixed part
+    # (restarts on a coarse copy) is then most of its work, so the rule counts 600.
+    k = 10
+    assert not _stream.full_solve_due(100 * 599 * k, 500 * k, k)
+    assert _stream.full_solve_due(100 * 600 * k, 500 * k, k)
+    assert _stream.full_solve_due(100 * 700 * k, 700 * k, k)
+    assert not _stream.full_solve_due(100 * 700 * k - 1, 700 * k, k)
