@@ -207,6 +207,9 @@ def local_search(
     lloyd_steps=0,
     n_trials=1,
     spherical=False,
+    until_no_swap=False,
+    nearest_start=None,
+    return_nearest=False,
 ):
     """Swap local search on weighted k-means (LocalSearch++, Lattanzi & Sohler, ICML 2019).
 
@@ -217,14 +220,21 @@ def local_search(
     one center on two groups and two on one; a swap moves such a center in one step.
     ``n_steps`` counts steps (each ``n_trials`` candidates); default ``2 k``. With
     ``spherical`` the candidates are the drawn rows scaled to unit length and the Lloyd steps
-    are spherical (:func:`lloyd`), so every center stays a unit vector.
+    are spherical (:func:`lloyd`), so every center stays a unit vector. With
+    ``until_no_swap``, the search stops at the first step whose candidates give no swap that
+    lowers the cost (the same centers as calling it for one step at a time until one
+    accepts none, without the distance pass each such call begins with). ``nearest_start``:
+    the rows' :func:`nearest2` for ``centers``, when the caller has it (the search's first
+    distance pass is then not made); with ``return_nearest`` a third value gives it for the
+    returned centers (None when X has no more rows than centers).
     Returns (centers float64, number of accepted swaps).
     """
     xp = namespace(X)
     n = X.shape[0]
     k = centers.shape[0]
     if k < 2 or n <= k:
-        return xp.astype(centers, xp.float64), 0
+        out = (xp.astype(centers, xp.float64), 0)
+        return out + (None,) if return_nearest else out
     dev = device(X)
     w = as_weights(sample_weight, X)
     if x_sq is None:
@@ -233,7 +243,7 @@ def local_search(
         n_steps = 2 * k
     n_trials = max(1, int(n_trials))
     centers = xp.astype(centers, xp.float64)
-    labels, d1, d2 = nearest2(X, centers)
+    labels, d1, d2 = nearest2(X, centers) if nearest_start is None else nearest_start
     cost = float(xp.sum(w * d1))
     accepted = 0
     # numpy: the rows' weights by center as one sparse matrix, made again only after a swap.
@@ -276,7 +286,9 @@ def local_search(
             if by_center is not None:
                 by_center = weighted_indicator(labels, w, k)
             accepted += 1
-    return centers, accepted
+        elif until_no_swap:
+            break
+    return (centers, accepted, (labels, d1, d2)) if return_nearest else (centers, accepted)
 
 
 def weighted_indicator(labels, w, k, positions=None, n_rows=None):

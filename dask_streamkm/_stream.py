@@ -25,12 +25,22 @@ the doubling rule the solves' total cost is at most twice the last one's.
 
 Most of those solves are warm (:func:`warm_solve`): from the current centers, a swap search
 that stops at its first step finding no swap that lowers the cost, then at most
-:data:`WARM_MAX_ITER` Lloyd iterations over the summary's groups: a few distance passes over
-the groups (about one group per 12 rows at k=100), so with the doubling rule the warm solves
-cost less than folding the rows did. A summary over the merge budget is first re-keyed
+:data:`WARM_MAX_ITER` Lloyd iterations over the summary's groups (:func:`bounded_lloyd`: only
+the groups whose nearest center may have changed are compared with every center again): two
+or three distance passes over the groups (about one group per 12 rows at k=100) and a few
+per cent of one per iteration, so with the doubling rule the warm solves cost less than
+folding the rows did. A summary over the merge budget is first re-keyed
 (:func:`rekey`: its groups added up by the key of their centroid for the current centers, as
 a batch's rows are; one distance pass over the groups), then, if still over it, reduced as a
-fit's merge is; its centers are kept and the solve is warm. A due solve is the full one
+fit's merge is; its centers are kept and the solve is warm. With ``half_life``, a warm
+solve's summary is the archive (the groups of the last solve, decayed since by at least a
+quarter) re-keyed for the current centers and the groups folded since
+(:meth:`Stream.warm_summary`): in dask-ml's ``Incremental`` over 40 blocks of 100,000 x 32 at
+k=100 with ``half_life=100_000`` (a warm solve every two blocks) the warm solves took 0.6 s
+instead of 1.95 s and the stream 6.5 s instead of 8.0 s, for a weighted cost of 0.9881 of
+``fit``'s with the decay weights instead of 0.9890 (2 cores, shared, 2026-12-06); 100 calls
+of 4,096 rows: 1.0042, 1.0012, 1.0115 of it over three draws instead of 1.0037, 1.0010,
+1.0114. A due solve is the full one
 (restarts, swap search and Ward start, as ``fit``) when the bound per unit weight rose by
 :data:`FULL_DRIFT` (the data moved too far for a start from the current centers), when the
 summary holds no more groups than clusters, and when the rows folded since the last full
@@ -43,7 +53,8 @@ thread; 0.7 with the per-call work of 4,096-row batches), a full solve about 12 
 group of the summary (Lloyd to convergence and the spread step on every group) plus a part
 that does not grow with the groups (restarts, Ward start and swap search on a coarse copy:
 about that of 380 groups per cluster). One full solve costs what folding 30 to 40 rows per
-group does, so with 100 rows per group (at least 300 groups per cluster counted) the full
+group does, so with 100 rows per group (at least 600 groups per cluster counted: a
+re-keyed summary holds about 200, and the fixed part is then most of the solve) the full
 solves add at most about a third to the work of folding, whatever the batch size. A larger
 share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying within 1.5
 times ``fit``; between full solves the warm ones keep the centers in their basin. A first
@@ -94,6 +105,7 @@ from dask.core import flatten
 
 from . import _distances, _lloyd, _refine_kernels, _runner
 from ._array import namespace, segment_sum
+from ._indicator import indicator_sums
 from ._tasks import check_block
 from ._threads import blas_limits
 from .summary import ORIGIN_NEAR, Summary
@@ -127,8 +139,14 @@ FULL_ROWS_PER_GROUP = 100
 #: ...counting at least this many groups per cluster: the restarts, Ward start and swap
 #: search on the solve's coarse copy cost about what the per-group steps do on 380 groups
 #: per cluster (at k=100, 32 features: 0.5 s on 3,125 groups, 0.85 s on 34,000), so on a
-#: small summary (a stream re-keyed over the budget) the full solves come no more often.
-FULL_MIN_GROUPS_PER_CLUSTER = 300
+#: small summary (a stream re-keyed, about 200 groups per cluster) a full solve costs what
+#: folding 35 x (200 + 380), about 20,000 rows per cluster, does: a third of the folding
+#: since is 600 groups per cluster at 100 rows per group. With 300, dask-ml's
+#: ``Incremental`` over 40 blocks of 100,000 x 32 at k=100 with ``half_life=100_000``
+#: (re-keyed at every warm solve) ran a second full solve (0.85 s) and took 7.0 s instead of
+#: 5.5 s, for weighted costs of 0.9881 and 0.9882 of ``fit``'s on two draws of the data
+#: against 0.9892 and 0.9861 with 600 (2 cores, shared, 2026-12-07).
+FULL_MIN_GROUPS_PER_CLUSTER = 600
 #: A first batch's full solve gets ``n_init`` restarts times its rows over this many per
 #: group of its summary (:func:`first_restarts`). The first solve's basin is the stream's
 #: until the next full solve, which can be millions of rows away: with 100 (the rule's
@@ -206,9 +224,10 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     STREAM_BANDS + band`` (int64; j nearest, l second nearest, band ``floor(STREAM_BANDS *
     sqrt((d_l - d_j) / (d_l + d_j)))``), each group's total weight, its weighted sum of
     ``x - origin`` and of ``||x - origin||^2`` (float64), groups of zero weight left out.
-    Squares are taken around the nearest center and moved to ``origin`` exactly, so rows far
-    from zero keep their digits. A second value holds each row's nearest center and its
-    squared distances to its two nearest, ``(j, d_j, d_l)``, for :func:`host_labels`. None
+    Sums and squares are taken of the rows moved to ``origin`` in float64
+    (:func:`_group_moments`), so rows far from zero keep their digits. A second value holds
+    each row's nearest center and its squared distances to its two nearest, ``(j, d_j,
+    d_l)``, for :func:`host_labels`. None
     when the rows lie far from ``origin`` (:func:`far_from`; unchecked without ``check_far``).
     Preconditions: host numpy X
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
@@ -224,26 +243,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
         if w is None
         else np.bincount(group, weights=w, minlength=n_groups)
     )
-    # The rows' float64 copy and the indicator in the thread's kept buffers (the same sums).
-    work = _distances.thread_workspace("stream")
-    sums = _refine_kernels._group_sums(X, w, group, n_groups, order, work=work)
-    # Squared distances to the nearest center again in float64, row block by row block: the
-    # float32 products rank the centers, but the square sums are the bound's.
-    exact = np.empty(X.shape[0])
-    for start in range(0, X.shape[0], EXACT_BLOCK_ROWS):
-        rows = slice(start, start + EXACT_BLOCK_ROWS)
-        diff = centers[first[rows]]
-        np.subtract(X[rows], diff, out=diff)  # in float64 (X's values are exact there)
-        exact[rows] = np.einsum("ij,ij->i", diff, diff)
-    sq = np.bincount(group, weights=exact if w is None else w * exact, minlength=n_groups)
-    shift = centers[distinct // (k * STREAM_BANDS)] - origin
-    offsets = sums - weights[:, None] * (shift + origin)  # sums of x - c_j
-    squares = (
-        sq
-        + 2.0 * np.einsum("ij,ij->i", offsets, shift)
-        + weights * np.einsum("ij,ij->i", shift, shift)
-    )
-    linear = offsets + weights[:, None] * shift
+    linear, squares = _group_moments(X, w, group, n_groups, order, origin)
     keep = weights > 0
     if not np.all(keep):
         distinct, weights, linear, squares = (
@@ -252,10 +252,43 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
             linear[keep],
             squares[keep],
         )
-    parts = (distinct, weights, linear, np.maximum(squares, 0.0))
+    parts = (distinct, weights, linear, squares)
     if check_far and far_from(parts):
         return None
     return parts, (first, d1, d2)
+
+
+def _group_moments(X, w, group, n_groups, order, origin):
+    """Each group's weighted sum of ``x - origin`` and of ``||x - origin||^2`` (float64),
+    for :func:`batch_groups`.
+
+    The rows are taken to float64 and moved to ``origin`` there (X's values are exact in
+    float64), so the squares are those of the rows' own deviations, rows far from zero
+    included; with :data:`._refine_kernels.GROUP_SUM_WHOLE_ELEMENTS` values at most, the
+    rows and their squared norms are one (n, d + 1) block in the thread's kept buffer and
+    one indicator product adds up both (no float32 round trip, no per-group moves).
+    Preconditions: as :func:`batch_groups`; ``group`` in ``[0, n_groups)``, ``order`` its
+    stable order."""
+    n, d = X.shape
+    work = _distances.thread_workspace("stream")
+    if n * (d + 1) <= _refine_kernels.GROUP_SUM_WHOLE_ELEMENTS:
+        rows = work.take("moments", (n, d + 1), np.float64)
+        moved = np.subtract(X, origin, out=rows[:, :d])
+        rows[:, d] = np.einsum("ij,ij->i", moved, moved)
+        if w is None:
+            w = work.take("moments:ones", (n,), np.float64)
+            w.fill(1.0)
+        out = indicator_sums(group, w, n_groups, rows, work, "moments:sums")
+        return out[:, :d].copy(), out[:, d].copy()
+    # A large block: its float64 rows a block at a time (memory bounded by the block).
+    exact = np.empty(n)
+    for start in range(0, n, EXACT_BLOCK_ROWS):
+        moved = np.subtract(X[start : start + EXACT_BLOCK_ROWS], origin)
+        exact[start : start + EXACT_BLOCK_ROWS] = np.einsum("ij,ij->i", moved, moved)
+    squares = np.bincount(group, weights=exact if w is None else w * exact, minlength=n_groups)
+    sums = _refine_kernels._group_sums(X, w, group, n_groups, order, work=work)
+    weights = np.bincount(group, weights=w, minlength=n_groups)
+    return sums - weights[:, None] * origin, squares
 
 
 def stream_keys(first, second, d1, d2, k):
@@ -298,8 +331,8 @@ def far_from(parts):
     sums around it lose the rows' spread to cancellation (as :func:`.summary.chunk_origin`
     decides for a chunk). From the groups' totals, in float64, without another pass over the
     rows: the spread ``SS / W - ||S / W||^2`` loses about three of float64's digits at the
-    threshold, the float32 rows' own seven were kept by the squares taken around the nearest
-    center. Groups of no weight are never far."""
+    threshold, the float32 rows' own seven were kept by the squares taken in float64 around
+    the origin. Groups of no weight are never far."""
     _, weights, sums, squares = parts
     total = float(np.sum(weights))
     if total <= 0:
@@ -492,6 +525,23 @@ class Stream:
             return "rows"
         return "drift" if per_weight > (1.0 + DRIFT) * self.bound_at_solve else None
 
+    def warm_summary(self, centers, half_life):
+        """The summary a warm solve from ``centers`` runs on: :meth:`summary`, where with
+        ``half_life`` the groups of the last global solve (the archive, which decayed by at
+        least the factor of the rows folded since) are first added up by their key for
+        ``centers`` (:func:`rekey`), as a batch's rows are; the groups folded since are kept
+        as they are. Without ``half_life`` the summary itself."""
+        if half_life is None or self.archive.n_groups <= self.pending.n:
+            return self.summary()
+        archive = rekey(self.archive, centers)
+        merged = archive.merge(self.pending.summary(self.archive.origin))
+        merged = Summary(
+            merged.weights, merged.linear_sums, merged.square_sums, self.rows, merged.origin
+        )
+        if self.log2_scale:
+            merged, _ = decay(merged, -self.log2_scale, 1.0)
+        return merged
+
     def summary(self):
         """The summary of every row folded so far, decayed (a new Summary, cached until the
         next fold)."""
@@ -530,10 +580,12 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
     A swap search (:func:`._lloyd.local_search`: a step draws ``SWAP_TRIALS`` candidates by
     D^2 sampling and makes the one swap of a candidate for a center that lowers the cost most)
     that stops at its first step finding no such swap, or after ``WARM_SWAPS_PER_CLUSTER * k``
-    candidates; then at most ``min(max_iter, WARM_MAX_ITER)`` weighted Lloyd iterations on
-    the group centroids, keeping the centers of lowest cost seen. The summary's bound never
-    rises above that of ``centers``, and the solve costs a few distance passes over the
-    groups (about ``WARM_MAX_ITER + 2`` where no swap pays) instead of the full solve's
+    candidates (:func:`._lloyd.local_search` with ``until_no_swap``); then at most
+    ``min(max_iter, WARM_MAX_ITER)`` weighted Lloyd iterations on the group centroids, keeping
+    the centers of lowest cost seen (:func:`bounded_lloyd`, from the search's last
+    assignment). The summary's bound never rises above that of ``centers``, and the solve
+    costs two distance passes over the groups where no swap pays, one more per swap, and
+    per Lloyd iteration one over the groups near a border, instead of the full solve's
     hundreds. The swaps move a center whose part has decayed or drifted away to where the
     weight is, which Lloyd's steps cannot. The centroids are centered and their distances
     taken in float32 unless they overflow it. Preconditions: host float64 ``centers`` (k, d),
@@ -547,22 +599,108 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
     start = np.asarray(centers, dtype=np.float64) - origin - mean
     rng = np.random.default_rng(seed)
     x_sq = _distances.row_norms_sq(points)
-    for _ in range(-(-WARM_SWAPS_PER_CLUSTER * start.shape[0] // _runner.SWAP_TRIALS)):
-        start, accepted = _lloyd.local_search(
-            points, start, rng, w, 1, x_sq, lloyd_steps=0, n_trials=_runner.SWAP_TRIALS
-        )
-        if not accepted:
-            break
-    out, labels, _, n_iter = _lloyd.lloyd(
+    start, _, near = _lloyd.local_search(
         points,
         start,
+        rng,
         w,
-        max_iter=max(1, min(int(max_iter), WARM_MAX_ITER)),
-        tol=tol,
-        keep_best=True,
-        fixed_origin=True,
+        -(-WARM_SWAPS_PER_CLUSTER * start.shape[0] // _runner.SWAP_TRIALS),
+        x_sq,
+        lloyd_steps=0,
+        n_trials=_runner.SWAP_TRIALS,
+        until_no_swap=True,
+        return_nearest=True,
     )
+    iterations = max(1, min(int(max_iter), WARM_MAX_ITER))
+    found = bounded_lloyd(points, start, w, max_iter=iterations, tol=tol, nearest=near)
+    if found is None:  # a center without groups: Lloyd's steps re-seed it
+        found = _lloyd.lloyd(
+            points, start, w, max_iter=iterations, tol=tol, keep_best=True, fixed_origin=True
+        )
+        found = found[0], found[1], found[3]
+    out, labels, n_iter = found
     return out + origin + mean, labels, n_iter
+
+
+def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
+    """Weighted Lloyd iterations from ``centers`` that compare with every center only the
+    points whose nearest center may have changed: ``(centers, labels, n_iter)`` as
+    :func:`._lloyd.lloyd` with ``keep_best`` gives them (the centers of lowest cost seen, the
+    starting ones included, and their assignment; stops when the total squared shift is
+    below ``tol`` times the mean per-feature variance), or None when a center has no
+    points (the caller runs :func:`._lloyd.lloyd`, which re-seeds it), for one center and
+    for weights that are not all positive.
+
+    Each point keeps an upper bound on its distance to its center and a lower bound on
+    those to the others (Hamerly, "Making k-means even faster", SDM 2010): after a step
+    that moves center j by ``m_j``, the first grows by ``m_j`` and the second shrinks by the
+    largest move of another center; only points whose bounds come within
+    :data:`RELABEL_MARGIN` of crossing are compared with every center again (in a warm
+    solve, where the centers move little, a few per cent). The cost of each assignment is
+    taken from the centers' moments (``sum_j Q_j - 2 c_j . S_j + W_j ||c_j||^2``, float64),
+    so a step costs about one pass over the moved points instead of a distance pass over
+    all. ``nearest``: the points' :func:`._distances.nearest2` for ``centers`` when the
+    caller has it. Preconditions: host ``points`` (n, d) float32 or float64 centered near
+    their weighted mean, float64 ``centers`` (k, d), ``weights`` (n,)."""
+    k, d = centers.shape
+    if k < 2 or not np.all(weights > 0):
+        return None
+    # The float64 rows and weighted rows in the thread's kept buffers (no fresh pages).
+    work = _distances.thread_workspace("bounded_lloyd")
+    rows = work.take("rows", points.shape, np.float64)
+    rows[...] = points
+    x_sq = np.einsum("ij,ij->i", rows, rows, out=work.take("x_sq", (rows.shape[0],), np.float64))
+    weighted = np.multiply(
+        rows, weights[:, None], out=work.take("weighted", rows.shape, np.float64)
+    )
+    total = float(np.sum(weights))
+    threshold = tol * float(np.einsum("i,i->", weights, x_sq)) / total / d
+    labels, d1, d2 = _distances.nearest2(points, centers) if nearest is None else nearest
+    upper, lower = np.sqrt(d1), np.sqrt(d2)
+    running = _lloyd._running_sums(weighted, weights, labels, k)
+    squares = np.bincount(labels, weights=weights * x_sq, minlength=k)
+
+    def cost(c, sums, mass):
+        total = np.sum(squares) - 2.0 * np.einsum("ij,ij->", c, sums)
+        return max(float(total + mass @ np.einsum("ij,ij->i", c, c)), 0.0)
+
+    if np.any(running[2] <= 0):
+        return None
+    best = (cost(centers, running[1], running[2]), centers, labels)
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        _, sums, mass, _ = running
+        if np.any(mass <= 0):
+            return None
+        step = sums / mass[:, None]
+        moves = np.sqrt(np.einsum("ij,ij->i", step - centers, step - centers))
+        shift = float(np.sum(moves**2))
+        top = int(np.argmax(moves))
+        others = np.full(k, moves[top])
+        others[top] = np.max(np.delete(moves, top))
+        upper += moves[labels]
+        lower -= others[labels]
+        unsure = np.flatnonzero(upper >= lower * (1.0 - RELABEL_MARGIN))
+        if unsure.shape[0]:
+            # Their distances to their own center first (Hamerly's tightening): most stay.
+            gap = rows[unsure] - step[labels[unsure]]
+            upper[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
+            unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
+        if unsure.shape[0]:
+            (first, _), (n1, n2) = _distances.nearest_top(points[unsure], step, 2)
+            labels = labels.copy()  # the running sums hold the previous labels
+            labels[unsure] = first
+            upper[unsure], lower[unsure] = np.sqrt(n1), np.sqrt(n2)
+        centers = step
+        running = _lloyd._running_sums(weighted, weights, labels, k, running)
+        squares = np.bincount(labels, weights=weights * x_sq, minlength=k)
+        inertia = cost(centers, running[1], running[2])
+        if inertia < best[0]:
+            best = (inertia, centers, labels)
+        if shift <= threshold:
+            break
+    return best[1], best[2], n_iter
 
 
 def streams(centers, X, metric):

@@ -671,7 +671,7 @@ class StreamingKMeans(
         since. The full solve (restarts, swap search and Ward start, as ``fit``) runs on
         :meth:`refit`, when the bound per unit weight rose 25 % (data too far for a start
         from the current centers), and when the rows folded since the last full solve reach
-        100 per group of the summary (counting at least 300 groups per cluster). That rule
+        100 per group of the summary (counting at least 600 groups per cluster). That rule
         holds because both costs grow with those units: a full solve costs what folding 30
         to 40 rows per group does (at k=100, 32 features), plus a part that does not grow
         with the groups (its restarts on a coarse copy, about 380 groups per cluster), so
@@ -852,7 +852,8 @@ class StreamingKMeans(
             self._solve(summary, self._entropy_, dtype)  # a new stream starts
         elif due:
             # Over the budget the summary is reduced first; its groups move, not the centers.
-            summary = self._stream_within_budget(stream.summary(), centers, budget, X, batch)
+            summary = stream.warm_summary(centers, self.half_life)
+            summary = self._stream_within_budget(summary, centers, budget, X, batch)
             self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype)
             self._full_rows_ = full_rows
         else:

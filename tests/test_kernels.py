@@ -840,3 +840,35 @@ def test_ward_labels_weight_two_equals_a_repeated_row(rng):
     # The same partition of the 200 rows (labels may be numbered differently).
     pairs = set(zip(weighted.tolist(), repeated.tolist(), strict=True))
     assert len(pairs) == 7
+
+
+def test_local_search_until_no_swap_equals_one_step_at_a_time(rng):
+    # A warm solve's swap search: one call that stops at the first step without a swap gives
+    # the centers of one-step calls made until one accepts none, and the final nearest two.
+    means = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    X = np.concatenate([m + rng.normal(size=(100, 2)) for m in means])
+    w = rng.uniform(0.5, 2.0, size=X.shape[0])
+    start = np.array([[-0.5, 0.0], [0.5, 0.0], [20.0, 0.0], [10.0, 20.0]])
+    steps, centers = 0, start
+    gen = np.random.default_rng(7)
+    while steps < 20:
+        steps += 1
+        centers, accepted = _lloyd.local_search(X, centers, gen, w, 1, n_trials=4)
+        if not accepted:
+            break
+    out, accepted, (labels, d1, d2) = _lloyd.local_search(
+        X,
+        start,
+        np.random.default_rng(7),
+        w,
+        20,
+        n_trials=4,
+        until_no_swap=True,
+        return_nearest=True,
+    )
+    assert accepted >= 1
+    np.testing.assert_array_equal(out, centers)
+    ref_labels, ref_d1, ref_d2 = _distances.nearest2(X, out)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(d1, ref_d1)
+    np.testing.assert_array_equal(d2, ref_d2)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dask_streamkm import StreamingKMeans, _seeds, _stream
+from dask_streamkm import StreamingKMeans, _lloyd, _seeds, _stream
 from dask_streamkm.datasets import make_mixture
 from dask_streamkm.estimator import solve_summary
 from dask_streamkm.summary import Summary
@@ -81,8 +81,10 @@ def test_global_solves_when_the_rows_seen_double(mixture):
 
 
 def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture, monkeypatch):
-    # The rule at 25 rows per group (the default, 100, needs a longer stream than this one).
+    # The rule at 25 rows per group and at least 300 groups per cluster (the defaults, 100
+    # and 600, need a longer stream than this one).
     monkeypatch.setattr(_stream, "FULL_ROWS_PER_GROUP", 25)
+    monkeypatch.setattr(_stream, "FULL_MIN_GROUPS_PER_CLUSTER", 300)
     X = mixture
     km = StreamingKMeans(2, random_state=0)
     solves, last_full = [], 0
@@ -508,3 +510,73 @@ def test_a_numpy_batch_folded_as_it_is_is_still_checked(mixture):
     with pytest.warns(UserWarning, match="feature names"):
         named.partial_fit(mixture[500:1_000])
     assert named.n_rows_seen_ == 1_000
+
+
+@pytest.mark.parametrize("max_iter", [1, 5, 60])
+def test_bounded_lloyd_gives_lloyds_centers_and_labels(max_iter):
+    # The warm solve's Lloyd steps compare only the points whose bounds may cross with every
+    # center: the same centers, labels and iterations as comparing all of them.
+    rng = np.random.default_rng(4)
+    means = rng.normal(scale=6.0, size=(12, 3))
+    points = means[rng.integers(0, 12, 3_000)] + rng.normal(size=(3_000, 3))
+    points -= points.mean(axis=0)
+    weights = rng.uniform(0.1, 3.0, 3_000)
+    start = points[rng.choice(3_000, 8, replace=False)].astype(np.float64)
+    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
+    )
+    centers, labels, n_iter = _stream.bounded_lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4
+    )
+    assert n_iter == ref_iter
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+
+
+def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
+    points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]])
+    assert _stream.bounded_lloyd(points, start, np.ones(4), max_iter=5, tol=1e-4) is None
+    # ...and the warm solve still answers (Lloyd re-seeds the empty center).
+    summary = Summary(np.ones(4), points, np.einsum("ij,ij->i", points, points), 4)
+    centers, labels, _ = _stream.warm_solve(summary, start, max_iter=5, tol=1e-4, seed=0)
+    assert centers.shape == (3, 2) and labels.shape == (4,)
+
+
+def test_bounded_lloyd_leaves_one_center_to_lloyd():
+    points = np.array([[0.0, 0.0], [1.0, 0.0]])
+    assert _stream.bounded_lloyd(points, points[:1], np.ones(2), max_iter=5, tol=1e-4) is None
+
+
+def test_a_warm_solve_with_half_life_runs_on_the_archive_rekeyed(mixture):
+    # With half_life, the groups of the last global solve (decayed) are added up by their
+    # key for the current centers before a warm solve; the rows folded since stay as they are.
+    km = StreamingKMeans(10, random_state=0, half_life=2_000)
+    stream(km, mixture[:5_300], 500)
+    state = km._stream_
+    assert state.archive.n_groups > state.pending.n > 0
+    centers = state.centers(km.cluster_centers_)
+    whole, warm = state.summary(), state.warm_summary(centers, km.half_life)
+    assert warm.n_groups < whole.n_groups
+    assert warm.n_seen == whole.n_seen
+    np.testing.assert_allclose(warm.weights.sum(), whole.weights.sum(), rtol=1e-12)
+    np.testing.assert_allclose(warm.linear_sums.sum(0), whole.linear_sums.sum(0), rtol=1e-10)
+    np.testing.assert_allclose(warm.square_sums.sum(), whole.square_sums.sum(), rtol=1e-12)
+    assert summary_bound_at_most(warm, whole, centers)
+    # Without half_life the warm solve runs on the summary itself.
+    assert state.warm_summary(centers, None) is whole
+
+
+def summary_bound_at_most(coarse, fine, centers):
+    """Merging groups never lowers the bound (each group to its nearest center)."""
+    return fine.cost_bound(centers) <= coarse.cost_bound(centers) * (1 + 1e-9)
+
+
+def test_full_solves_count_at_least_600_groups_per_cluster():
+    # A re-keyed summary holds about 200 groups per cluster; the full solve's fixed part
+    # (restarts on a coarse copy) is then most of its work, so the rule counts 600.
+    k = 10
+    assert not _stream.full_solve_due(100 * 599 * k, 500 * k, k)
+    assert _stream.full_solve_due(100 * 600 * k, 500 * k, k)
+    assert _stream.full_solve_due(100 * 700 * k, 700 * k, k)
+    assert not _stream.full_solve_due(100 * 700 * k - 1, 700 * k, k)
