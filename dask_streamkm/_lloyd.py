@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._array import as_weights, device, is_numpy, namespace, segment_sum
+from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_sum
 from ._distances import (
     GROUP_SUM_ELEMENTS,
     Workspace,
@@ -331,10 +331,7 @@ def ward_labels(X, n_clusters, sample_weight=None):
     D = xp.where(index[:, None] == index[None, :], xp.inf, D)
     nn = xp.argmin(D, axis=1)
     nd = xp.min(D, axis=1)
-    if is_numpy(xp):
-        parent = _ward_merges_numpy(D, w, nn, nd, n - int(n_clusters))
-    else:
-        parent = _ward_merges(xp, D, w, nn, nd, index, n - int(n_clusters))
+    parent = _ward_merges(xp, D, w, nn, nd, index, n - int(n_clusters))
     roots = []
     for i in range(n):  # every row to its cluster's root (parents come before children)
         while parent[i] != parent[parent[i]]:
@@ -344,16 +341,22 @@ def ward_labels(X, n_clusters, sample_weight=None):
 
 
 def _ward_merges(xp, D, w, nn, nd, index, n_merges):
-    """The merges of :func:`ward_labels` (any namespace): each row's parent after
-    ``n_merges`` merges, from the merge costs D (inf on the diagonal), the weights w, and each
-    row's nearest row nn at cost nd (all changed in place)."""
+    """The merges of :func:`ward_labels`: each row's parent after ``n_merges`` merges, from
+    the merge costs D (inf on the diagonal), the weights w, and each row's nearest row nn at
+    cost nd (all changed in place). The rows whose nearest merged are searched again in one
+    block (one call, not one per row: the merges are a Python loop of small vector
+    operations, and their calls took the time); numpy and cupy write their results back in
+    one call too, other namespaces row by row (the standard has no assignment by an index
+    array)."""
     parent = list(range(D.shape[0]))
+    scatter = is_numpy(xp) or is_cupy(xp)
     for _ in range(n_merges):
         a = int(xp.argmin(nd))
         b = int(nn[a])
         wa, wb = w[a], w[b]
         row = ((wa + w) * D[a, :] + (wb + w) * D[b, :] - w * D[a, b]) / (wa + wb + w)
-        row = xp.where((index == a) | (index == b), xp.inf, row)
+        row[a] = xp.inf
+        row[b] = xp.inf
         D[b, :] = xp.inf
         D[:, b] = xp.inf
         D[a, :] = row
@@ -364,53 +367,16 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
         nn[a] = xp.argmin(row)
         nd[a] = xp.min(row)
         stale = xp.nonzero(((nn == a) | (nn == b)) & (index != a) & (nd < xp.inf))[0]
+        if not stale.shape[0]:
+            continue
+        block = xp.take(D, stale, axis=0)
+        near, cost = xp.argmin(block, axis=1), xp.min(block, axis=1)
+        if scatter:
+            nn[stale], nd[stale] = near, cost
+            continue
         for j in range(stale.shape[0]):
             i = int(stale[j])
-            nn[i] = xp.argmin(D[i, :])
-            nd[i] = xp.min(D[i, :])
-    return parent
-
-
-def _ward_merges_numpy(D, w, nn, nd, n_merges):
-    """:func:`_ward_merges` on numpy, the same numbers in fewer calls a merge (the merges
-    are a Python loop of small vector operations; their calls, not arithmetic, took the
-    time): the new row in buffers (``out=``), the stale rows searched together."""
-    n = D.shape[0]
-    parent = list(range(n))
-    row = np.empty(n)
-    other = np.empty(n)
-    stale = np.empty(n, dtype=bool)
-    for _ in range(n_merges):
-        a = int(np.argmin(nd))
-        b = int(nn[a])
-        wa, wb = w[a], w[b]
-        # ((wa + w) D[a] + (wb + w) D[b] - w D[a, b]) / (wa + wb + w), in that order.
-        np.add(wa, w, out=row)
-        row *= D[a]
-        np.add(wb, w, out=other)
-        other *= D[b]
-        row += other
-        row -= np.multiply(w, D[a, b], out=other)
-        row /= np.add(wa + wb, w, out=other)
-        row[a] = row[b] = np.inf
-        D[b, :] = np.inf
-        D[:, b] = np.inf
-        D[a, :] = row
-        D[:, a] = row
-        w[a] = wa + wb
-        parent[b] = a
-        nd[b] = np.inf
-        nn[a] = np.argmin(row)
-        nd[a] = row[nn[a]]
-        np.equal(nn, a, out=stale)
-        stale |= nn == b
-        stale[a] = False
-        stale &= nd < np.inf
-        rows = np.flatnonzero(stale)
-        if rows.shape[0]:
-            block = D[rows]
-            nn[rows] = np.argmin(block, axis=1)
-            nd[rows] = block[np.arange(rows.shape[0]), nn[rows]]
+            nn[i], nd[i] = near[j], cost[j]
     return parent
 
 
