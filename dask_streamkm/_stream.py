@@ -654,14 +654,15 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
         rows, weights[:, None], out=work.take("weighted", rows.shape, np.float64)
     )
     total = float(np.sum(weights))
-    threshold = tol * float(np.einsum("i,i->", weights, x_sq)) / total / d
+    # sum_j Q_j: every point's weighted square, whatever its center.
+    squares = float(np.einsum("i,i->", weights, x_sq))
+    threshold = tol * squares / total / d
     labels, d1, d2 = _distances.nearest2(points, centers) if nearest is None else nearest
     upper, lower = np.sqrt(d1), np.sqrt(d2)
     running = _lloyd._running_sums(weighted, weights, labels, k)
-    squares = np.bincount(labels, weights=weights * x_sq, minlength=k)
 
     def cost(c, sums, mass):
-        total = np.sum(squares) - 2.0 * np.einsum("ij,ij->", c, sums)
+        total = squares - 2.0 * np.einsum("ij,ij->", c, sums)
         return max(float(total + mass @ np.einsum("ij,ij->i", c, c)), 0.0)
 
     if np.any(running[2] <= 0):
@@ -694,7 +695,6 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
             upper[unsure], lower[unsure] = np.sqrt(n1), np.sqrt(n2)
         centers = step
         running = _lloyd._running_sums(weighted, weights, labels, k, running)
-        squares = np.bincount(labels, weights=weights * x_sq, minlength=k)
         inertia = cost(centers, running[1], running[2])
         if inertia < best[0]:
             best = (inertia, centers, labels)

@@ -820,8 +820,9 @@ def test_ward_labels_match_scipy_ward_on_unit_weights(rng):
 
 
 def test_ward_labels_numpy_merges_match_the_array_api_ones(rng):
-    """numpy's merges (in buffers, stale rows together) give the labels of the generic
-    array-API loop bit for bit, on weighted rows with many ties to break."""
+    """The merges on numpy (stale rows written back in one call) give the labels of an
+    array-API namespace (written back row by row) bit for bit, on weighted rows with many
+    ties to break."""
     xps = pytest.importorskip("array_api_strict")
     X = rng.normal(size=(300, 4)) + rng.integers(0, 12, size=(300, 1)) * 4.0
     X[150:180] = X[:30]  # duplicate rows: equal merge costs
