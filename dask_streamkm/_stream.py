@@ -243,7 +243,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
         if w is None
         else np.bincount(group, weights=w, minlength=n_groups)
     )
-    linear, squares = _group_moments(X, w, group, n_groups, order, origin)
+    linear, squares = _group_moments(X, w, weights, group, order, origin)
     keep = weights > 0
     if not np.all(keep):
         distinct, weights, linear, squares = (
@@ -258,7 +258,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     return parts, (first, d1, d2)
 
 
-def _group_moments(X, w, group, n_groups, order, origin):
+def _group_moments(X, w, weights, group, order, origin):
     """Each group's weighted sum of ``x - origin`` and of ``||x - origin||^2`` (float64),
     for :func:`batch_groups`.
 
@@ -267,9 +267,10 @@ def _group_moments(X, w, group, n_groups, order, origin):
     included; with :data:`._refine_kernels.GROUP_SUM_WHOLE_ELEMENTS` values at most, the
     rows and their squared norms are one (n, d + 1) block in the thread's kept buffer and
     one indicator product adds up both (no float32 round trip, no per-group moves).
-    Preconditions: as :func:`batch_groups`; ``group`` in ``[0, n_groups)``, ``order`` its
-    stable order."""
+    ``weights``: each group's total weight (one per group). Preconditions: as
+    :func:`batch_groups`; ``group`` in ``[0, len(weights))``, ``order`` its stable order."""
     n, d = X.shape
+    n_groups = weights.shape[0]
     work = _distances.thread_workspace("stream")
     if n * (d + 1) <= _refine_kernels.GROUP_SUM_WHOLE_ELEMENTS:
         rows = work.take("moments", (n, d + 1), np.float64)
@@ -287,7 +288,6 @@ def _group_moments(X, w, group, n_groups, order, origin):
         exact[start : start + EXACT_BLOCK_ROWS] = np.einsum("ij,ij->i", moved, moved)
     squares = np.bincount(group, weights=exact if w is None else w * exact, minlength=n_groups)
     sums = _refine_kernels._group_sums(X, w, group, n_groups, order, work=work)
-    weights = np.bincount(group, weights=w, minlength=n_groups)
     return sums - weights[:, None] * origin, squares
 
 

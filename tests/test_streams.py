@@ -580,3 +580,23 @@ def test_full_solves_count_at_least_600_groups_per_cluster():
     assert _stream.full_solve_due(100 * 600 * k, 500 * k, k)
     assert _stream.full_solve_due(100 * 700 * k, 700 * k, k)
     assert not _stream.full_solve_due(100 * 700 * k - 1, 700 * k, k)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_batch_groups_large_block_branch_gives_the_one_product_moments(monkeypatch, weighted):
+    # A batch over GROUP_SUM_WHOLE_ELEMENTS values takes its moments a row block at a time;
+    # the groups' weights, sums and squares are those of the one-product branch.
+    from dask_streamkm import _refine_kernels
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(5000, 8)) + 100.0).astype(np.float32)
+    centers = rng.normal(size=(10, 8)) + 100.0
+    origin = np.full(8, 100.0)
+    w = rng.random(5000) + 0.1 if weighted else None
+    whole = _stream.batch_groups(X, centers, origin, w)[0]
+    monkeypatch.setattr(_refine_kernels, "GROUP_SUM_WHOLE_ELEMENTS", 0)
+    monkeypatch.setattr(_stream, "EXACT_BLOCK_ROWS", 1024)  # several row blocks
+    blocks = _stream.batch_groups(X, centers, origin, w)[0]
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    for got, want in zip(blocks[1:], whole[1:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(want))))
