@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._array import segment_sum
-
-try:  # scipy's CSC x dense kernel (``y += A @ X``); the public product when it moves
-    from scipy.sparse._sparsetools import csc_matvecs
-except ImportError:  # pragma: no cover - depends on scipy's layout
-    csc_matvecs = None
+from ._array import csc_matvecs, segment_sum
 
 
 def indicator_sums(labels, weights, k, rows, work, name, positions=None):

@@ -36,8 +36,9 @@ def _weighted_choice(xp, cumulative, rng, size=1):
 def _candidate_distances(X, cand_rows, x_sq, closest, work):
     """``minimum(sq_distances(X, cand_rows, x_sq), closest[:, None])`` (host numpy, rows and
     ``x_sq`` of one float dtype), the same numbers in three passes over the block instead of
-    five: the candidates are scaled by -2 before the product (exact: a power of two) and
-    the clip at 0 and at ``closest`` (never negative) is one ``np.clip``."""
+    five: the candidates are scaled by -2 before the product (exact: a power of two), then
+    the clip at 0 and at ``closest`` (never negative), as two in-place ufuncs (``np.clip``
+    with a column of bounds took twice their time on 1,863 x 24 blocks)."""
     c_sq = row_norms_sq(cand_rows)
     cand_rows *= -2.0
     dtype = np.result_type(X, cand_rows, x_sq, c_sq)
@@ -46,7 +47,8 @@ def _candidate_distances(X, cand_rows, x_sq, closest, work):
     d = d.astype(dtype, copy=False)
     d += x_sq[:, None]
     d += c_sq[None, :]
-    return np.clip(d, 0.0, closest[:, None], out=d)
+    np.maximum(d, 0.0, out=d)
+    return np.minimum(d, closest[:, None], out=d)
 
 
 def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_trials=None):
