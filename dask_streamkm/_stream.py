@@ -106,6 +106,7 @@ from dask.core import flatten
 from . import _distances, _lloyd, _refine_kernels, _runner
 from ._array import namespace, segment_sum
 from ._indicator import indicator_sums
+from ._seeding import kmeans_plusplus
 from ._tasks import check_block
 from ._threads import blas_limits
 from .summary import ORIGIN_NEAR, Summary
@@ -573,7 +574,7 @@ def first_restarts(summary, n_init):
     return int(min(max(share, 1), n_init))
 
 
-def warm_solve(summary, centers, *, max_iter, tol, seed):
+def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
     """A scheduled solve from ``centers`` over the summary's groups: ``(centers, labels,
     n_iter)``, labels the groups' nearest centers as the solve's last assignment found them.
 
@@ -588,8 +589,15 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
     per Lloyd iteration one over the groups near a border, instead of the full solve's
     hundreds. The swaps move a center whose part has decayed or drifted away to where the
     weight is, which Lloyd's steps cannot. The centroids are centered and their distances
-    taken in float32 unless they overflow it. Preconditions: host float64 ``centers`` (k, d),
-    ``summary`` of more than k groups, positive total weight.
+    taken in float32 unless they overflow it.
+
+    With ``fresh`` (a re-solve, :func:`resolve_due`), the same search and Lloyd run a second
+    time from a start that does not come from ``centers`` (:func:`fresh_start`, on a coarse
+    copy of the groups), with up to :data:`._runner.FINAL_PROBE_ITER` Lloyd iterations, and
+    the run of lower cost on the groups is kept (``centers``' on a tie): a basin chosen when
+    the stream had seen few rows can be left, which the swaps and Lloyd's steps from it
+    cannot do. Preconditions: host float64 ``centers`` (k, d), ``summary`` of more than k
+    groups, positive total weight.
     """
     origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
     points, w = summary._relative_centroids, summary.weights
@@ -599,6 +607,21 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
     start = np.asarray(centers, dtype=np.float64) - origin - mean
     rng = np.random.default_rng(seed)
     x_sq = _distances.row_norms_sq(points)
+    iterations = max(1, min(int(max_iter), WARM_MAX_ITER))
+    best = _warm_run(points, w, x_sq, start, rng, iterations, tol)
+    if fresh:
+        other = fresh_start(points, w, start.shape[0], rng, tol)
+        if other is not None:
+            probe = max(1, min(int(max_iter), _runner.FINAL_PROBE_ITER))
+            run = _warm_run(points, w, x_sq, other, rng, probe, tol)
+            best = run if run[3] < best[3] else best
+    out, labels, n_iter, _ = best
+    return out + origin + mean, labels, n_iter
+
+
+def _warm_run(points, w, x_sq, start, rng, iterations, tol):
+    """:func:`warm_solve`'s search and Lloyd from ``start`` on centered ``points``:
+    ``(centers, labels, n_iter, cost)``, the cost that of the groups' centroids."""
     start, _, near = _lloyd.local_search(
         points,
         start,
@@ -611,18 +634,78 @@ def warm_solve(summary, centers, *, max_iter, tol, seed):
         until_no_swap=True,
         return_nearest=True,
     )
-    iterations = max(1, min(int(max_iter), WARM_MAX_ITER))
-    found = bounded_lloyd(points, start, w, max_iter=iterations, tol=tol, nearest=near)
+    found = bounded_lloyd(
+        points, start, w, max_iter=iterations, tol=tol, nearest=near, return_cost=True
+    )
     if found is None:  # a center without groups: Lloyd's steps re-seed it
         found = _lloyd.lloyd(
             points, start, w, max_iter=iterations, tol=tol, keep_best=True, fixed_origin=True
         )
-        found = found[0], found[1], found[3]
-    out, labels, n_iter = found
-    return out + origin + mean, labels, n_iter
+        found = found[0], found[1], found[3], found[2]
+    return found
 
 
-def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
+#: A due solve is a re-solve (:func:`warm_solve` with ``fresh``) once the rows seen reach
+#: this multiple of the rows at the last full solve or re-solve (:func:`resolve_due`).
+RESOLVE_GROWTH = 16
+
+
+def resolve_due(rows, rows_at_resolve):
+    """True when a due warm solve is a re-solve: the rows seen reach :data:`RESOLVE_GROWTH`
+    times those at the last full solve or re-solve.
+
+    Why: the first full solve of a stream chooses its basin on its first batch (at k=100, a
+    4,096-row batch is 41 rows a cluster), and the warm solves keep it: on 100 calls of 4,096
+    rows of the 32-feature Zipf mixture (three draws) the final centers cost 1.0069, 1.0017
+    and 1.0092 times ``fit``'s; a swap search of 63 steps from the stream's centers at every
+    warm solve gave 1.0049, 1.0017, 1.0069; a full solve once at 16 times the first batch's
+    rows gave 0.9971, 1.0002, 0.9957, with one restart or ten alike (its Ward start won). A
+    re-solve costs about what folding three rows per group of the summary does (the fresh
+    start on a coarse copy, a second search and Lloyd run), and the geometric schedule
+    spaces them so that a re-solve at R rows follows 15 R / 16 rows of folding."""
+    return rows >= RESOLVE_GROWTH * rows_at_resolve
+
+
+#: The Ward start of a re-solve (:func:`fresh_start`) runs on a coarse copy of this many
+#: points per cluster, at least :data:`FRESH_MIN_WARD_POINTS` and at most the full solve's
+#: ``WARD_POINTS``: Ward's merges cost about the square of the points (at k=100 on 10,800
+#: groups the fresh start took 118 ms with 1,000 points and 51 ms with 500; the stream's
+#: costs over three draws 0.9974 / 1.0017 / 0.9947 and 0.9973 / 1.0017 / 0.9943 of ``fit``).
+FRESH_WARD_POINTS_PER_CLUSTER = 5
+FRESH_MIN_WARD_POINTS = 500
+
+
+def fresh_start(points, w, k, rng, tol):
+    """A start for ``k`` centers that does not come from the stream's centers, from a coarse
+    copy of the weighted ``points`` (:func:`._runner.coarsen`), as the full solve's: its Ward
+    start where k is small enough for one (:func:`._runner._ward_run`, on
+    :data:`FRESH_WARD_POINTS_PER_CLUSTER` points per cluster), else one restart of k-means++
+    and Lloyd on ``COARSE_POINTS_PER_CLUSTER * k`` points (at least ``MIN_COARSE_POINTS``).
+    None when the coarse copy holds fewer distinct points than clusters."""
+    ward = k * _runner.WARD_POINTS_PER_CLUSTER <= _runner.WARD_POINTS
+    n_coarse = (
+        min(max(FRESH_WARD_POINTS_PER_CLUSTER * k, FRESH_MIN_WARD_POINTS), _runner.WARD_POINTS)
+        if ward
+        else max(_runner.COARSE_POINTS_PER_CLUSTER * k, _runner.MIN_COARSE_POINTS)
+    )
+    if points.shape[0] > n_coarse:
+        P, wp = _runner.coarsen(points, n_coarse, rng, w)
+        P = P.astype(points.dtype)
+    else:
+        P, wp = points, w
+    if P.shape[0] < k:
+        return None
+    if ward:
+        run = _runner._ward_run(P, wp, k, rng, tol)
+        return None if run is None else run[1]
+    p_sq = _distances.row_norms_sq(P)
+    idx = kmeans_plusplus(P, k, rng, wp, p_sq, 4 * (2 + int(np.log(k))))
+    return _lloyd.lloyd(
+        P, P[idx], wp, max_iter=_runner.RESTART_MAX_ITER, tol=tol, fixed_origin=True
+    )[0]
+
+
+def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, return_cost=False):
     """Weighted Lloyd iterations from ``centers`` that compare with every center only the
     points whose nearest center may have changed: ``(centers, labels, n_iter)`` as
     :func:`._lloyd.lloyd` with ``keep_best`` gives them (the centers of lowest cost seen, the
@@ -640,7 +723,8 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
     taken from the centers' moments (``sum_j Q_j - 2 c_j . S_j + W_j ||c_j||^2``, float64),
     so a step costs about one pass over the moved points instead of a distance pass over
     all. ``nearest``: the points' :func:`._distances.nearest2` for ``centers`` when the
-    caller has it. Preconditions: host ``points`` (n, d) float32 or float64 centered near
+    caller has it; with ``return_cost`` a fourth value gives the returned centers' cost.
+    Preconditions: host ``points`` (n, d) float32 or float64 centered near
     their weighted mean, float64 ``centers`` (k, d), ``weights`` (n,)."""
     k, d = centers.shape
     if k < 2 or not np.all(weights > 0):
@@ -700,7 +784,7 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None):
             best = (inertia, centers, labels)
         if shift <= threshold:
             break
-    return best[1], best[2], n_iter
+    return (best[1], best[2], n_iter) + ((best[0],) if return_cost else ())
 
 
 def streams(centers, X, metric):

@@ -854,8 +854,12 @@ class StreamingKMeans(
             # Over the budget the summary is reduced first; its groups move, not the centers.
             summary = stream.warm_summary(centers, self.half_life)
             summary = self._stream_within_budget(summary, centers, budget, X, batch)
-            self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype)
+            # Rows at the last full solve or re-solve (a warm solve from a fresh start too).
+            resolve_rows = self.__dict__.get("_resolve_rows_", full_rows)
+            fresh = _stream.resolve_due(stream.rows, resolve_rows)
+            self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype, fresh)
             self._full_rows_ = full_rows
+            self._resolve_rows_ = stream.rows if fresh else resolve_rows
         else:
             self.cluster_centers_ = _centers_out(centers, dtype)
             self.inertia_ = stream.bound(self.cluster_centers_)
@@ -868,12 +872,13 @@ class StreamingKMeans(
         )
         return True
 
-    def _warm_solve(self, summary, centers, seed, dtype):
-        """A scheduled solve of ``partial_fit`` from ``centers`` (:func:`._stream.warm_solve`);
-        sets the fitted attributes as :meth:`_solve` does, and starts the next stream."""
+    def _warm_solve(self, summary, centers, seed, dtype, fresh=False):
+        """A scheduled solve of ``partial_fit`` from ``centers`` (:func:`._stream.warm_solve`,
+        a re-solve with ``fresh``); sets the fitted attributes as :meth:`_solve` does, and
+        starts the next stream."""
         t0 = time.perf_counter()
         centers, labels, n_iter = _stream.warm_solve(
-            summary, centers, max_iter=self.max_iter, tol=self.tol, seed=seed
+            summary, centers, max_iter=self.max_iter, tol=self.tol, seed=seed, fresh=fresh
         )
         self.summary_ = summary
         self.__dict__.pop("cluster_sizes_", None)  # sizes of earlier centers
@@ -902,6 +907,7 @@ class StreamingKMeans(
         self.__dict__["_summary"] = summary
         self.__dict__.pop("_stream_", None)
         self.__dict__.pop("_full_rows_", None)  # a full solve, unless a warm one says not
+        self.__dict__.pop("_resolve_rows_", None)
 
     def refit(self, n_clusters=None, **params):
         """Solve again from ``summary_`` for other solve parameters, without reading data.

@@ -28,12 +28,15 @@ def stream(model, X, batch):
 
 
 def solve_kind(model):
-    """ "full" after a full solve (no stream state yet), "warm" after a warm solve (a stream
-    state with nothing folded since), else None."""
+    """ "full" after a full solve (no stream state yet), "fresh" after a re-solve (a warm
+    solve that also ran from a fresh start), "warm" after another warm solve (a stream state
+    with nothing folded since), else None."""
     stream = model.__dict__.get("_stream_")
     if stream is None:
         return "full"
-    return "warm" if stream.rows_since == 0 else None
+    if stream.rows_since:
+        return None
+    return "fresh" if model.__dict__.get("_resolve_rows_") == stream.rows else "warm"
 
 
 def global_solves(model, X, batch, kinds=False):
@@ -102,14 +105,15 @@ def test_scheduled_solves_are_warm_until_the_rows_pay_for_a_full_one(mixture, mo
                 rows_since = km.n_rows_seen_ - last_full
                 assert rows_since < _stream.FULL_ROWS_PER_GROUP * km.summary_.n_groups
     # Doubling (and one drift at 600); the full solve at the first call and once the rows
-    # folded since it pay for another (19,000 rows, 25 per group of about 410 groups).
+    # folded since it pay for another (19,000 rows, 25 per group of about 410 groups); a
+    # re-solve once the rows reach RESOLVE_GROWTH (16) times those of the first solve.
     assert solves == [
         (200, "full"),
         (400, "warm"),
         (600, "warm"),
         (1_200, "warm"),
         (2_400, "warm"),
-        (4_800, "warm"),
+        (4_800, "fresh"),
         (9_600, "warm"),
         (19_200, "full"),
     ]
@@ -129,6 +133,27 @@ def test_a_warm_solve_never_raises_the_bound_and_is_reproducible(mixture):
     assert summary.cost_bound(out) <= bound * (1 + 1e-9)
     # max_iter=1 (a user's truncated solve) is one Lloyd iteration.
     assert _stream.warm_solve(summary, centers, max_iter=1, tol=1e-4, seed=7)[2] == 1
+
+
+def test_a_re_solve_leaves_a_basin_that_the_warm_search_keeps():
+    # Six separate blobs, the stream's centers all on one of them: a warm solve's swap search
+    # (one step of 16 candidates at k=6) and Lloyd's steps leave most of them there; the
+    # re-solve's fresh start (Ward on a coarse copy) finds the blobs, and keeps the better
+    # run, so it is never worse than the warm solve from the same seed.
+    rng = np.random.default_rng(0)
+    means = rng.normal(scale=50.0, size=(6, 3))
+    X = means[rng.integers(0, 6, 6_000)] + rng.normal(size=(6_000, 3))
+    summary = StreamingKMeans(6, random_state=0).fit(X).summary_
+    bad = means[0] + rng.normal(scale=0.5, size=(6, 3))
+    warm, _, _ = _stream.warm_solve(summary, bad, max_iter=300, tol=1e-4, seed=3)
+    fresh, labels, _ = _stream.warm_solve(summary, bad, max_iter=300, tol=1e-4, seed=3, fresh=True)
+    assert summary.cost_bound(fresh) < 0.1 * summary.cost_bound(warm)
+    assert sorted(np.bincount(labels, minlength=6) > 0) == [True] * 6
+    np.testing.assert_allclose(np.sort(fresh[:, 0]), np.sort(means[:, 0]), atol=0.2)
+    # From good centers the incumbent's run is kept (the fresh start does not beat it).
+    again, _, _ = _stream.warm_solve(summary, fresh, max_iter=300, tol=1e-4, seed=3)
+    kept, _, _ = _stream.warm_solve(summary, fresh, max_iter=300, tol=1e-4, seed=3, fresh=True)
+    assert summary.cost_bound(kept) <= summary.cost_bound(again) * (1 + 1e-12)
 
 
 def test_a_warm_solve_moves_a_center_whose_part_decayed_away():
@@ -333,11 +358,12 @@ def test_long_stream_keeps_the_summary_bounded(n_calls):
 def test_a_summary_over_the_budget_is_rekeyed_and_solved_warm(mixture):
     # Over the merge budget, the groups are added up by their key for the current centers
     # (one distance pass), not reduced by seeding; the CF sums are kept exactly and the
-    # scheduled solve stays warm.
+    # scheduled solve stays warm (a re-solve, once the rows reach 16 times the first
+    # solve's, is a warm solve too).
     X = mixture[:12_000]
     km = StreamingKMeans(6, random_state=0, merge_budget=600)
-    kinds = global_solves(km, X, 500, kinds=True)
-    assert [kind for _, kind in kinds][1:] == ["warm"] * (len(kinds) - 1)
+    kinds = [kind for _, kind in global_solves(km, X, 500, kinds=True)]
+    assert kinds[0] == "full" and set(kinds[1:]) == {"warm", "fresh"}
     state = km._stream_
     summary = state.summary()
     rekeyed = _stream.rekey(summary, km.cluster_centers_.astype(np.float64))
