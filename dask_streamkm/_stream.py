@@ -778,6 +778,12 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
             upper[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
             unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
         if unsure.shape[0]:
+            # Then, where a few centers moved far, their distances taken exactly.
+            here = labels[unsure]
+            before = lower[unsure] + others[here]
+            lower[unsure] = _far_movers_bound(rows[unsure], x_sq[unsure], here, before, step, moves)
+            unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
+        if unsure.shape[0]:
             (first, _), (n1, n2) = _distances.nearest_top(points[unsure], step, 2)
             labels = labels.copy()  # the running sums hold the previous labels
             labels[unsure] = first
@@ -790,6 +796,40 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
         if shift <= threshold:
             break
     return (best[1], best[2], n_iter) + ((best[0],) if return_cost else ())
+
+
+#: :func:`_far_movers_bound` takes the distances to this many centers of largest move
+#: exactly (at most one in 16 of the centers) when they moved more than twice the next one.
+FAR_MOVERS = 8
+
+
+def _far_movers_bound(rows, x_sq, labels, before, step, moves):
+    """Lower bounds on the distances of ``rows`` (float64, squared norms ``x_sq``) to every
+    center other than their own (``labels``) after the centers moved to ``step`` by
+    ``moves``, from ``before``, the bounds before the move.
+
+    Hamerly's bound shrinks by the largest move of another center, so one center that moves
+    far (a swapped one, brought to the mean of its new points) sends every point to a full
+    comparison. When the few largest moves (at most :data:`FAR_MOVERS`, one in 16 centers)
+    exceed twice the next, those centers' distances are taken exactly (float64, one small
+    product, transposed so that the minimum runs along rows) and the bound shrinks by the
+    next move only; otherwise ``before`` less the largest move of another center."""
+    k = moves.shape[0]
+    n_far = min(FAR_MOVERS, k // 16)
+    order = np.argsort(-moves, kind="stable")
+    if n_far == 0 or moves[order[0]] <= 2.0 * moves[order[n_far]]:
+        others = np.where(labels == order[0], moves[order[1]], moves[order[0]])
+        return before - others
+    far = order[:n_far]
+    c = step[far]
+    # (far centers, rows): squared distances, a point's own center left out.
+    d_far = c @ rows.T
+    d_far *= -2.0
+    d_far += x_sq[None, :]
+    d_far += np.einsum("ij,ij->i", c, c)[:, None]
+    d_far[far[:, None] == labels[None, :]] = np.inf
+    nearest_far = np.sqrt(np.maximum(np.min(d_far, axis=0), 0.0))
+    return np.minimum(before - moves[order[n_far]], nearest_far)
 
 
 def streams(centers, X, metric):

@@ -559,6 +559,36 @@ def test_bounded_lloyd_gives_lloyds_centers_and_labels(max_iter):
     np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("max_iter", [1, 5, 60])
+def test_bounded_lloyd_with_a_far_moving_center_gives_lloyds_centers(max_iter):
+    # 49 centers on 48 blobs (the far-movers bound applies from 16 centers): each started
+    # near its blob, and one more 3 standard deviations beside blob 0, owning only its tail.
+    # Its first step moves it several times as far as any other's, into blob 0, where it
+    # takes points from blob 0's own center: the bound of those points must count its
+    # distances, taken exactly.
+    rng = np.random.default_rng(5)
+    means = rng.normal(scale=20.0, size=(48, 4))
+    raw = means[rng.integers(0, 48, 6_000)] + rng.normal(size=(6_000, 4))
+    points = raw - raw.mean(axis=0)
+    weights = rng.uniform(0.5, 2.0, 6_000)
+    start = means - raw.mean(axis=0) + rng.normal(scale=0.1, size=(48, 4))
+    start = np.concatenate([start[:1] + [3.0, 0.0, 0.0, 0.0], start])
+    moves = np.linalg.norm(
+        _lloyd.lloyd(points, start, weights, max_iter=1, tol=0, fixed_origin=True)[0] - start,
+        axis=1,
+    )
+    assert np.sort(moves)[-1] > 2.0 * np.sort(moves)[-3]
+    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
+    )
+    centers, labels, n_iter = _stream.bounded_lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4
+    )
+    assert n_iter == ref_iter
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+
+
 def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
     points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]])
