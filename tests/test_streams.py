@@ -538,6 +538,19 @@ def test_a_numpy_batch_folded_as_it_is_is_still_checked(mixture):
     assert named.n_rows_seen_ == 1_000
 
 
+def assert_bounded_lloyd_is_lloyd(points, start, weights, max_iter):
+    """bounded_lloyd gives the centers, labels and iterations of Lloyd with keep_best."""
+    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
+    )
+    centers, labels, n_iter = _stream.bounded_lloyd(
+        points, start, weights, max_iter=max_iter, tol=1e-4
+    )
+    assert n_iter == ref_iter
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("max_iter", [1, 5, 60])
 def test_bounded_lloyd_gives_lloyds_centers_and_labels(max_iter):
     # The warm solve's Lloyd steps compare only the points whose bounds may cross with every
@@ -548,15 +561,7 @@ def test_bounded_lloyd_gives_lloyds_centers_and_labels(max_iter):
     points -= points.mean(axis=0)
     weights = rng.uniform(0.1, 3.0, 3_000)
     start = points[rng.choice(3_000, 8, replace=False)].astype(np.float64)
-    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
-        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
-    )
-    centers, labels, n_iter = _stream.bounded_lloyd(
-        points, start, weights, max_iter=max_iter, tol=1e-4
-    )
-    assert n_iter == ref_iter
-    np.testing.assert_array_equal(labels, ref_labels)
-    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+    assert_bounded_lloyd_is_lloyd(points, start, weights, max_iter)
 
 
 @pytest.mark.parametrize("max_iter", [1, 5, 60])
@@ -578,15 +583,7 @@ def test_bounded_lloyd_with_a_far_moving_center_gives_lloyds_centers(max_iter):
         axis=1,
     )
     assert np.sort(moves)[-1] > 2.0 * np.sort(moves)[-3]
-    ref_centers, ref_labels, _, ref_iter = _lloyd.lloyd(
-        points, start, weights, max_iter=max_iter, tol=1e-4, keep_best=True, fixed_origin=True
-    )
-    centers, labels, n_iter = _stream.bounded_lloyd(
-        points, start, weights, max_iter=max_iter, tol=1e-4
-    )
-    assert n_iter == ref_iter
-    np.testing.assert_array_equal(labels, ref_labels)
-    np.testing.assert_allclose(centers, ref_centers, rtol=1e-9, atol=1e-9)
+    assert_bounded_lloyd_is_lloyd(points, start, weights, max_iter)
 
 
 def test_bounded_lloyd_leaves_an_empty_center_to_lloyd():
