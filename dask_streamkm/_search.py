@@ -19,11 +19,13 @@ Preconditions for everything here: host numpy float arrays, positive weights, k 
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 from scipy import sparse
 from scipy.special import ndtr
 
+from ._distances import Workspace
 from ._pool import SMALL_VALUES, map_calls
 
 #: Iterations of :func:`spread_lloyd` after the final solve (each one assignment of the
@@ -41,12 +43,17 @@ MIN_GAIN = 1e-5
 BLOCK_ROWS = 2048
 
 
-def _two_nearest(P, centers):
+def _two_nearest(P, centers, work=None):
     """Each row's nearest and second-nearest center: (i1, d1, i2, d2), squared distances
     (float64, from the expansion ``|x|^2 + |c|^2 - 2 x.c``; two argmins per row block). The
     blocks run side by side (:func:`._pool.map_calls`, one BLAS thread each) for at most
-    :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way."""
-    m = P.shape[0]
+    :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way.
+    ``work``: a :class:`._distances.Workspace` shared by the calls of one polish (each
+    thread's block in its own buffer of it; with glibc's mmap threshold fixed, as
+    distributed's nanny sets it, a fresh block per call was most of the solve's page faults).
+    """
+    m, k = P.shape[0], centers.shape[0]
+    work = Workspace(lock=threading.Lock()) if work is None else work
     c_sq = np.einsum("ij,ij->i", centers, centers)
     # -2 c: the product is -2 x.c exactly (a power of two), one pass less over each block.
     scaled_t = (centers * -2.0).T
@@ -57,7 +64,8 @@ def _two_nearest(P, centers):
 
     def block_of(start):
         block = P[start : start + BLOCK_ROWS]
-        D = block @ scaled_t
+        out = work.take(f"D:{threading.get_ident()}", (block.shape[0], k), np.float64)
+        D = np.matmul(block, scaled_t, out=out)
         D += c_sq[None, :]
         D += np.einsum("ij,ij->i", block, block)[:, None]
         stop = start + block.shape[0]
@@ -86,14 +94,17 @@ def _pop_smallest(D):
     return column, value
 
 
-def _border_split(P, w, spread, centers):
+def _border_split(P, w, spread, centers, work=None):
     """For every group: its two nearest centers, the unit normal u of their border (toward
     the second), the share p beyond the border and ``s phi(h / s)`` (the mean offset along u
-    of the rows beyond it, times p), and the squared distance to the nearest."""
-    i1, d1, i2, d2 = _two_nearest(P, centers)
-    diff = centers[i2] - centers[i1]
+    of the rows beyond it, times p), and the squared distance to the nearest. ``work``: as
+    :func:`_two_nearest`'s; ``u`` is then its buffer, valid until the next call."""
+    work = Workspace(lock=threading.Lock()) if work is None else work
+    i1, d1, i2, d2 = _two_nearest(P, centers, work)
+    diff = np.take(centers, i2, axis=0, out=work.take("diff", P.shape, np.float64))
+    diff -= np.take(centers, i1, axis=0, out=work.take("first", P.shape, np.float64))
     norm = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    u = diff / np.maximum(norm, 1e-300)[:, None]
+    u = np.divide(diff, np.maximum(norm, 1e-300)[:, None], out=diff)
     h = (d2 - d1) / (2.0 * np.maximum(norm, 1e-300))
     with np.errstate(over="ignore"):  # a group far from the border for its spread: a = inf
         a = np.where(spread > 0, h / np.maximum(spread, 1e-300), np.inf)
@@ -108,11 +119,11 @@ def group_spread(weights, group_sse, n_features):
     return np.sqrt(np.maximum(group_sse, 0.0) / (weights * int(n_features)))
 
 
-def spread_cost(P, w, spread, sse, centers):
+def spread_cost(P, w, spread, sse, centers, work=None):
     """Expected cost of the groups' rows to their nearest centers under the spread model:
     ``SSE + W d1`` less what the rows beyond the border to the second center save,
     ``2 W |c2 - c1| (s phi(h / s) - h p)``."""
-    return _split_cost(w, sse, _border_split(P, w, spread, centers))
+    return _split_cost(w, sse, _border_split(P, w, spread, centers, work))
 
 
 def _split_cost(w, sse, split):
@@ -122,24 +133,25 @@ def _split_cost(w, sse, split):
     return float(np.sum(sse) + np.sum(w * d1) - np.sum(saved))
 
 
-def spread_lloyd(P, w, spread, centers, n_iter=SPREAD_ITER, split=None):
+def spread_lloyd(P, w, spread, centers, n_iter=SPREAD_ITER, split=None, work=None):
     """``n_iter`` Lloyd steps on groups that straddle the border of their two nearest centers.
 
     Each step sends the share ``p`` of a group's weight beyond the border to the second
     center, at the mean ``mu + u s phi(a) / p``, and the rest to the nearest (the group's first
     moment is kept); each center moves to the mean of what it received (a center that
     received nothing stays). ``split``: the :func:`_border_split` of ``centers`` when the
-    caller has it. Returns the centers (float64).
+    caller has it; ``work``: as :func:`_border_split`'s. Returns the centers (float64).
     """
     P = np.asarray(P, dtype=np.float64)
     centers = np.array(centers, dtype=np.float64)
     k = centers.shape[0]
     m = P.shape[0]
     rows = np.arange(m)
+    work = Workspace(lock=threading.Lock()) if work is None else work
     for step in range(int(n_iter)):
         first = step == 0 and split is not None
-        i1, i2, u, p, tail, _, _, _ = split if first else _border_split(P, w, spread, centers)
-        shift = (w * tail)[:, None] * u
+        i1, i2, u, p, tail, _, _, _ = split if first else _border_split(P, w, spread, centers, work)
+        shift = np.multiply((w * tail)[:, None], u, out=work.take("shift", u.shape, np.float64))
         near = sparse.csr_matrix((w * (1.0 - p), (i1, rows)), shape=(k, m))
         far = sparse.csr_matrix((w * p, (i2, rows)), shape=(k, m))
         sums = near @ P + far @ P
@@ -165,10 +177,12 @@ def polish_on_spread(P, w, sse, centers, n_iter=SPREAD_ITER):
     if centers.shape[0] < 2 or P.shape[0] <= centers.shape[0]:
         return None
     spread = group_spread(w, sse, P.shape[1])
-    split = _border_split(P, w, spread, centers)
-    moved = spread_lloyd(P, w, spread, centers, n_iter, split)
+    # The polish's work buffers, let go when it returns (none kept by the thread).
+    work = Workspace(lock=threading.Lock())
+    split = _border_split(P, w, spread, centers, work)
     before = _split_cost(w, sse, split)
-    if spread_cost(P, w, spread, sse, moved) < before * (1.0 - MIN_GAIN):
+    moved = spread_lloyd(P, w, spread, centers, n_iter, split, work)
+    if spread_cost(P, w, spread, sse, moved, work) < before * (1.0 - MIN_GAIN):
         return moved
     return None
 
