@@ -777,11 +777,12 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
             gap = rows[unsure] - step[labels[unsure]]
             upper[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
             unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
-        if unsure.shape[0]:
+        far = _far_movers(moves) if unsure.shape[0] else None
+        if far is not None:
             # Then, where a few centers moved far, their distances taken exactly.
             here = labels[unsure]
             before = lower[unsure] + others[here]
-            lower[unsure] = _far_movers_bound(rows[unsure], x_sq[unsure], here, before, step, moves)
+            lower[unsure] = _far_movers_bound(rows[unsure], x_sq[unsure], here, before, step, far)
             unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
         if unsure.shape[0]:
             (first, _), (n1, n2) = _distances.nearest_top(points[unsure], step, 2)
@@ -803,24 +804,29 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
 FAR_MOVERS = 8
 
 
-def _far_movers_bound(rows, x_sq, labels, before, step, moves):
+def _far_movers(moves):
+    """``(far, rest)``: the centers of the largest moves (at most :data:`FAR_MOVERS`, one in
+    16 centers) and the largest move of the others, when those moves exceed twice ``rest``;
+    else None."""
+    n_far = min(FAR_MOVERS, moves.shape[0] // 16)
+    if n_far == 0:
+        return None
+    order = np.argsort(-moves, kind="stable")
+    rest = moves[order[n_far]]
+    return (order[:n_far], rest) if moves[order[0]] > 2.0 * rest else None
+
+
+def _far_movers_bound(rows, x_sq, labels, before, step, far):
     """Lower bounds on the distances of ``rows`` (float64, squared norms ``x_sq``) to every
-    center other than their own (``labels``) after the centers moved to ``step`` by
-    ``moves``, from ``before``, the bounds before the move.
+    center other than their own (``labels``) after the centers moved to ``step``, from
+    ``before``, the bounds before the move, and ``far`` (:func:`_far_movers`).
 
     Hamerly's bound shrinks by the largest move of another center, so one center that moves
     far (a swapped one, brought to the mean of its new points) sends every point to a full
-    comparison. When the few largest moves (at most :data:`FAR_MOVERS`, one in 16 centers)
-    exceed twice the next, those centers' distances are taken exactly (float64, one small
+    comparison. Here the far centers' distances are taken exactly (float64, one small
     product, transposed so that the minimum runs along rows) and the bound shrinks by the
-    next move only; otherwise ``before`` less the largest move of another center."""
-    k = moves.shape[0]
-    n_far = min(FAR_MOVERS, k // 16)
-    order = np.argsort(-moves, kind="stable")
-    if n_far == 0 or moves[order[0]] <= 2.0 * moves[order[n_far]]:
-        others = np.where(labels == order[0], moves[order[1]], moves[order[0]])
-        return before - others
-    far = order[:n_far]
+    largest move of the others only."""
+    far, rest = far
     c = step[far]
     # (far centers, rows): squared distances, a point's own center left out.
     d_far = c @ rows.T
@@ -829,7 +835,7 @@ def _far_movers_bound(rows, x_sq, labels, before, step, moves):
     d_far += np.einsum("ij,ij->i", c, c)[:, None]
     d_far[far[:, None] == labels[None, :]] = np.inf
     nearest_far = np.sqrt(np.maximum(np.min(d_far, axis=0), 0.0))
-    return np.minimum(before - moves[order[n_far]], nearest_far)
+    return np.minimum(before - rest, nearest_far)
 
 
 def streams(centers, X, metric):
