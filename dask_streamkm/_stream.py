@@ -597,11 +597,10 @@ def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
 
     With ``fresh`` (a re-solve, :func:`resolve_due`), the same search and Lloyd run a second
     time from a start that does not come from ``centers`` (:func:`fresh_start`, on a coarse
-    copy of the groups), with up to :data:`._runner.FINAL_PROBE_ITER` Lloyd iterations, and
-    the run of lower cost on the groups is kept (``centers``' on a tie): a basin chosen when
-    the stream had seen few rows can be left, which the swaps and Lloyd's steps from it
-    cannot do. Preconditions: host float64 ``centers`` (k, d), ``summary`` of more than k
-    groups, positive total weight.
+    copy of the groups), and the run of lower cost on the groups is kept (``centers``' on a
+    tie): a basin chosen when the stream had seen few rows can be left, which the swaps and
+    Lloyd's steps from it cannot do. Preconditions: host float64 ``centers`` (k, d),
+    ``summary`` of more than k groups, positive total weight.
     """
     origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
     points, w = summary._relative_centroids, summary.weights  # a fresh array: ours
@@ -616,8 +615,7 @@ def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
     if fresh:
         other = fresh_start(points, w, start.shape[0], rng, tol)
         if other is not None:
-            probe = max(1, min(int(max_iter), _runner.FINAL_PROBE_ITER))
-            run = _warm_run(points, w, x_sq, other, rng, probe, tol)
+            run = _warm_run(points, w, x_sq, other, rng, iterations, tol)
             best = run if run[3] < best[3] else best
     out, labels, n_iter, _ = best
     return out + origin + mean, labels, n_iter
@@ -664,9 +662,9 @@ def resolve_due(rows, rows_at_resolve):
     and 1.0092 times ``fit``'s; a swap search of 63 steps from the stream's centers at every
     warm solve gave 1.0049, 1.0017, 1.0069; a full solve once at 16 times the first batch's
     rows gave 0.9971, 1.0002, 0.9957, with one restart or ten alike (its Ward start won). A
-    re-solve costs about six warm solves (the fresh start on a coarse copy, a second search
-    and up to ten Lloyd iterations: 104 ms against 16.5 ms on the 10,800 groups of that
-    stream at 65,536 rows, one BLAS thread, 2 cores, shared), and the geometric schedule
+    re-solve costs about five warm solves (the fresh start on a coarse copy, a second search
+    and Lloyd run: on the 10,800 groups of that stream at 65,536 rows, one BLAS thread, 2
+    cores, shared), and the geometric schedule
     leaves 15 R rows of folding before the re-solve at 16 R."""
     return rows >= RESOLVE_GROWTH * rows_at_resolve
 
