@@ -156,6 +156,22 @@ def test_a_re_solve_leaves_a_basin_that_the_warm_search_keeps():
     assert summary.cost_bound(kept) <= summary.cost_bound(again) * (1 + 1e-12)
 
 
+def test_a_re_solve_beyond_the_ward_start_takes_one_restart():
+    # Above k = 250 the full solve has no Ward start; a re-solve's fresh start is one
+    # k-means++ restart and Lloyd (on a coarse copy of 20 points per cluster, here on the
+    # points themselves).
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(3_000, 3))
+    w = rng.uniform(0.5, 2.0, 3_000)
+    start = _stream.fresh_start(points, w, 260, np.random.default_rng(0), 1e-4)
+    assert start.shape == (260, 3) and np.unique(start, axis=0).shape[0] == 260
+    summary = Summary(w, points * w[:, None], w * np.einsum("ij,ij->i", points, points), 3_000)
+    bad = points[:260] * 0.01  # every center near the middle
+    warm, _, _ = _stream.warm_solve(summary, bad, max_iter=300, tol=1e-4, seed=2)
+    fresh, _, _ = _stream.warm_solve(summary, bad, max_iter=300, tol=1e-4, seed=2, fresh=True)
+    assert summary.cost_bound(fresh) < summary.cost_bound(warm)
+
+
 def test_a_warm_solve_moves_a_center_whose_part_decayed_away():
     # With half_life at half a batch every call is due (a solve at least every two
     # half-lives); a center left on a regime that decayed away has almost no weight, which
