@@ -178,13 +178,15 @@ def partition_lengths(frame):
     element-wise operations on those. Otherwise each partition is computed once more and
     counted, one partition per task (memory stays that of a partition). The fast path uses
     dask-expr's ``Lengths`` expression, which has no public name; where it is missing, the
-    lengths are counted.
+    lengths are counted. Metadata lengths are used only when there is one per partition:
+    dask-expr can answer a selection of partitions (``frame.partitions[i]``) with the lengths
+    of every partition of its source once those were computed.
     """
     try:
         from dask.dataframe.dask_expr._expr import Lengths, Literal
 
         expr = Lengths(frame.expr).optimize(fuse=False)
-        if isinstance(expr, Literal):
+        if isinstance(expr, Literal) and len(expr.value) == frame.npartitions:
             return tuple(int(n) for n in expr.value)
     except (ImportError, AttributeError, TypeError):
         pass

@@ -84,6 +84,19 @@ def test_partitions_of_unknown_length_are_counted_then_read_once(frame):
     assert len(labels.compute()) == 1200 and distances.compute().shape == (1200, 3)
 
 
+def test_a_selection_of_partitions_after_its_source_was_counted(ddf, frame):
+    # Counting a frame's partitions once made dask-expr answer a later selection of them
+    # (frame.partitions[i]) with the lengths of every partition: partial_fit over partitions
+    # failed on dask's "lengths ... 4 != 1", or read rows as the wrong chunks.
+    StreamingKMeans(3, random_state=0).fit(ddf.clear_divisions())
+    km = StreamingKMeans(3, random_state=0)
+    for i in range(ddf.npartitions):
+        km.partial_fit(ddf.partitions[i])
+    assert km.n_rows_seen_ == len(frame)
+    labels = km.predict(ddf.partitions[[1, 3]])
+    assert labels.compute().shape == (600,)
+
+
 def test_feature_names_are_checked_as_scikit_learn_checks_them(ddf, frame):
     km = StreamingKMeans(3, random_state=0).fit(ddf)
     with pytest.raises(ValueError, match="The feature names should match"):
