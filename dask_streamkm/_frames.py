@@ -170,6 +170,31 @@ def _float_columns(frame):
     return frame.astype({c: "float64" for c in extension})
 
 
+def _bools_as_numbers(frame):
+    """``frame`` with its bool columns as the other columns' common dtype when it has both
+    (a dask DataFrame of bool and float columns is otherwise an object array, as
+    ``to_dask_array`` makes it); pandas frames are converted by scikit-learn's checks."""
+    dtypes = [np.dtype(t) for t in frame.dtypes]
+    bools = [c for c, t in zip(frame.columns, dtypes, strict=True) if t == np.bool_]
+    if not bools or len(bools) == len(dtypes):
+        return frame
+    common = np.result_type(*dtypes)
+    return frame.astype({c: common for c in bools})
+
+
+def _object_numbers(frame):
+    """A pandas ``frame`` with its object columns as float64 when every one of them holds
+    numbers, as scikit-learn's ``check_array`` converts them; otherwise unchanged, for
+    :func:`check_numeric_columns` to name them."""
+    objects = [c for c, t in frame.dtypes.items() if t == np.dtype(object)]
+    if not objects:
+        return frame
+    try:
+        return frame.astype({c: np.float64 for c in objects})
+    except (TypeError, ValueError):
+        return frame
+
+
 def partition_lengths(frame):
     """The number of rows of each partition of a dask DataFrame.
 
@@ -221,7 +246,7 @@ def to_array(X, what="X"):
 
         frame = X.to_frame() if X.ndim == 1 else X
         check_numeric_columns(frame.dtypes, what)
-        frame = _float_columns(frame)
+        frame = _bools_as_numbers(_float_columns(frame))
         lengths = partition_lengths(frame)
         array = frame.to_dask_array(lengths=lengths)
         # Partitions larger than a summarize task of array.chunk-size are summarized in
@@ -252,6 +277,7 @@ def to_array(X, what="X"):
             "the features."
         )
     if is_pandas_frame(X):
+        X = _object_numbers(X)
         check_numeric_columns(X.dtypes, what)
         return X, Rows("pandas", X, None)
     return X, Rows()

@@ -124,6 +124,24 @@ def test_non_numeric_columns_are_an_error_naming_them(frame, kind):
     assert "X[['a', 'b', 'c']]" in str(info.value)
 
 
+def test_bool_columns_beside_numbers_and_object_columns_of_numbers(frame):
+    # A dask DataFrame of bool and float columns was "X has dtype object" (to_dask_array's
+    # object array); a pandas object column of numbers was "non-numeric", which
+    # scikit-learn's KMeans converts to float64.
+    table = frame.assign(d=frame["a"] > 0)
+    numbers = table.astype({"d": np.float64})
+    ref = StreamingKMeans(3, random_state=0).fit(numbers)
+    km = StreamingKMeans(3, random_state=0).fit(dd.from_pandas(table, npartitions=1))
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert list(km.feature_names_in_) == ["a", "b", "c", "d"]
+    objects = numbers.astype({"a": object})
+    km = StreamingKMeans(3, random_state=0).fit(objects)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(km.predict(objects), ref.predict(numbers))
+    with pytest.raises(ValueError, match=r"non-numeric columns: 'e' \(object\)"):
+        StreamingKMeans(3).fit(numbers.assign(e=[1.0, "x"] * 600))
+
+
 def test_nullable_columns_and_their_missing_values(frame):
     table = frame.astype({"a": "Float64"})
     ddf = dd.from_pandas(table, npartitions=3)
