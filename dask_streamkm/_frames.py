@@ -219,16 +219,21 @@ def partition_lengths(frame):
 
 
 def weights_array(sample_weight):
-    """``sample_weight`` as an array: a dask Series (or one-column DataFrame) becomes a dask
-    array with its partitions as chunks, a DataArray its data; anything else is unchanged."""
-    if is_dask_frame(sample_weight):
-        frame = sample_weight.to_frame() if sample_weight.ndim == 1 else sample_weight
+    """``sample_weight`` as an array (:func:`column_array`)."""
+    return column_array(sample_weight)
+
+
+def column_array(values):
+    """``values`` as an array: a dask Series (or one-column DataFrame) becomes a dask array
+    with its partitions as chunks, a DataArray its data; anything else is unchanged."""
+    if is_dask_frame(values):
+        frame = values.to_frame() if values.ndim == 1 else values
         frame = _float_columns(frame)
         array = frame.to_dask_array(lengths=partition_lengths(frame))
         return array[:, 0] if array.shape[1] == 1 else array
-    if is_xarray(sample_weight):
-        return sample_weight.data
-    return sample_weight
+    if is_xarray(values):
+        return values.data
+    return values
 
 
 def to_array(X, what="X"):

@@ -737,7 +737,11 @@ def _open(path, name, columns, chunks, storage_options):
 
 
 def write_labels(labels, url, overwrite=False, storage_options=None):
-    """Store a lazy 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
+    """Store a 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
+
+    ``labels`` is what :meth:`StreamingKMeans.predict <dask_streamkm.StreamingKMeans.predict>`
+    returns: a lazy dask array, a numpy array, a dask Series (for a dask DataFrame) or a
+    DataArray (for xarray input); any 1-D array-like is accepted.
 
     Written in waves of at most ``_waves.WAVE_CHUNKS`` chunks, each chunk to its own region of
     one zarr array, so the graphs stay small at any chunk count. Uneven chunks are made regular
@@ -758,9 +762,33 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
     write_atomic(where, labels_writer(labels, storage_options), overwrite=overwrite, flag="url")
 
 
+def _labels_array(labels):
+    """``labels`` as a 1-D dask array of known chunks: what ``predict`` returns for every
+    input (a dask or numpy array, a dask Series, a DataArray), or any 1-D array-like."""
+    from . import _frames
+
+    labels = _frames.column_array(labels)
+    if not isinstance(labels, da.Array):
+        labels = da.asarray(np.asarray(labels))
+    if labels.ndim != 1:
+        raise InputError(
+            f"labels has shape {labels.shape}; write_labels stores one label per row, a 1-D "
+            "array such as StreamingKMeans.predict(X) returns (transform's distances are "
+            "2-D: store them with dask.array.to_zarr)."
+        )
+    if any(np.isnan(c) for c in labels.chunks[0]):
+        raise InputError(
+            f"labels has unknown chunk sizes {labels.chunks[0]}; call "
+            "labels.compute_chunk_sizes() before write_labels."
+        )
+    return labels
+
+
 def labels_writer(labels, storage_options=None):
-    """``write(path)``: store ``labels`` as a new zarr array at ``path`` (a path or URL), every
-    chunk stored (even one of zeros: the switch into place checks that all are there)."""
+    """``write(path)``: store ``labels`` (:func:`_labels_array`) as a new zarr array at
+    ``path`` (a path or URL), every chunk stored (even one of zeros: the switch into place
+    checks that all are there)."""
+    labels = _labels_array(labels)
     rows = max(labels.chunks[0]) if labels.shape[0] else 1
     if len(set(labels.chunks[0][:-1])) > 1 or (
         len(labels.chunks[0]) > 1 and labels.chunks[0][-1] > labels.chunks[0][0]

@@ -172,6 +172,34 @@ def test_parquet_file_without_a_column_of_the_dataset_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------------- labels out
+def test_write_labels_takes_what_predict_returns_for_every_input(tmp_path, rng):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    xr = pytest.importorskip("xarray")
+    data = _data(rng, 300, 3)
+    km = StreamingKMeans(3, random_state=0).fit(data)
+    expected = km.predict(data)
+    frame = dd.from_pandas(pd.DataFrame(data, columns=["a", "b", "c"]), npartitions=3)
+    inputs = {
+        "numpy": data,  # numpy labels: an AttributeError ('no attribute chunks') before
+        "dask DataFrame": frame,  # a dask Series: a TypeError of dask's
+        "DataArray": xr.DataArray(data, dims=("sample", "feature")).chunk({"sample": 70}),
+    }
+    for i, (kind, X) in enumerate(inputs.items()):
+        model = StreamingKMeans(3, random_state=0).fit(X)
+        labels = model.predict(X)
+        write_labels(labels, tmp_path / f"{i}.zarr")
+        stored = zarr.open(tmp_path / f"{i}.zarr", mode="r")[:]
+        np.testing.assert_array_equal(stored, np.asarray(labels), err_msg=kind)
+        assert len(np.unique(stored)) == 3 and stored.shape == expected.shape
+    with pytest.raises(InputError, match=r"labels has shape \(300, 3\); write_labels stores one"):
+        write_labels(km.transform(da.from_array(data)), tmp_path / "d.zarr")
+    labels = km.predict(da.from_array(data, chunks=100))
+    with pytest.raises(InputError, match=r"unknown chunk sizes .*labels.compute_chunk_sizes\(\)"):
+        write_labels(labels[labels > 0], tmp_path / "u.zarr")
+    assert not (tmp_path / "d.zarr").exists() and not (tmp_path / "u.zarr").exists()
+
+
 def test_write_labels_uneven_chunks(tmp_path):
     labels = da.from_array(np.arange(10), chunks=((3, 2, 5),))
     write_labels(labels, tmp_path / "l.zarr")
