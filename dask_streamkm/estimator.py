@@ -373,7 +373,7 @@ class StreamingKMeans(
             if any(np.isnan(c) for c in X.chunks[0]):
                 raise ValueError(
                     f"{what} has unknown chunk sizes {X.chunks[0]}. Call X.compute_chunk_sizes() "
-                    "(or pass lengths=True to to_dask_array) before fitting."
+                    "(or pass lengths=True to to_dask_array) first."
                 )
             if X.numblocks[1] != 1:
                 raise ValueError(

@@ -727,6 +727,12 @@ def _open(path, name, columns, chunks, storage_options):
     if name is not None:
         raise InputError(f"{where.shown!r} is not a zarr group, so ':{name}' cannot name an array.")
     if where.url.endswith(".npy") or (where.isdir() and where.files(".npy")):
+        if where.isdir() and where.files(".parquet"):
+            raise InputError(
+                f"{where.shown!r} holds both .npy files and Parquet files; a directory is read "
+                "as one kind, so the other rows would be left out. Move the .npy files or the "
+                "Parquet files to a directory of their own."
+            )
         return _open_npy(where, chunks)
     if _is_parquet(where):
         return _open_parquet(where, columns, chunks)

@@ -171,6 +171,19 @@ def test_parquet_file_without_a_column_of_the_dataset_is_named(tmp_path):
     assert open_array(tmp_path / "pq", columns=["b"]).compute().ravel().tolist() == [3, 4, 3, 4]
 
 
+def test_directory_of_npy_and_parquet_files_is_refused(tmp_path, rng):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    data = _data(rng, 20, 2)
+    np.save(tmp_path / "a.npy", data)
+    pd.DataFrame(data, columns=["x", "y"]).to_parquet(tmp_path / "b.parquet")
+    # The .npy files alone were read: the Parquet rows were left out without a word.
+    with pytest.raises(InputError, match="holds both .npy files and Parquet files"):
+        open_array(tmp_path)
+    (tmp_path / "b.parquet").unlink()
+    assert open_array(tmp_path).shape == (20, 2)
+
+
 # ---------------------------------------------------------------------- labels out
 def test_write_labels_takes_what_predict_returns_for_every_input(tmp_path, rng):
     pd = pytest.importorskip("pandas")
