@@ -249,6 +249,10 @@ def to_array(X, what="X"):
     if is_dask_frame(X):
         from ._memory import rows_per_task, split_rows, target_chunk_bytes
 
+        # Optimized first, so that the array and the index of the outputs come from one
+        # expression: dask could not compute a dask array of a repartitioned frame put back
+        # on that frame's index (a "Missing dependency" error).
+        X = X.optimize(fuse=False) if hasattr(X, "optimize") else X
         frame = X.to_frame() if X.ndim == 1 else X
         check_numeric_columns(frame.dtypes, what)
         frame = _bools_as_numbers(_float_columns(frame))

@@ -97,6 +97,18 @@ def test_a_selection_of_partitions_after_its_source_was_counted(ddf, frame):
     assert labels.compute().shape == (600,)
 
 
+def test_repartitioned_frame_gets_its_labels_and_distances(ddf, frame):
+    # dask could not compute the labels of a repartitioned frame put back on its index
+    # ("Missing dependency"); the frame is optimized into one expression first.
+    km = StreamingKMeans(3, random_state=0).fit(frame)
+    moved = ddf.repartition(npartitions=5)
+    labels = km.predict(moved).compute()
+    assert labels.index.equals(frame.index)
+    np.testing.assert_array_equal(labels.to_numpy(), km.predict(frame))
+    assert km.transform(moved).compute().shape == (len(frame), 3)
+    assert StreamingKMeans(3, random_state=0).fit(moved).labels_.compute().index.equals(frame.index)
+
+
 def test_feature_names_are_checked_as_scikit_learn_checks_them(ddf, frame):
     km = StreamingKMeans(3, random_state=0).fit(ddf)
     with pytest.raises(ValueError, match="The feature names should match"):
