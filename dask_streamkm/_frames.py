@@ -195,6 +195,21 @@ def _object_numbers(frame):
         return frame
 
 
+def untuned():
+    """A context in which dask reads a DataFrame in the partitions it reports.
+
+    dask's tuning step (``optimization.tune.active``) squashes the partitions of a Parquet
+    read that selects some of its columns (``dd.read_parquet(path)[["x", "y"]]``) when a
+    graph is made, while ``npartitions`` and the lengths from the footers still count them
+    one by one: the dask array made of such a frame had more chunks than its graph
+    ("Missing dependency" errors). The array's graph is made in this context, so its chunks
+    are the partitions counted.
+    """
+    import dask
+
+    return dask.config.set({"optimization.tune.active": False})
+
+
 def partition_lengths(frame):
     """The number of rows of each partition of a dask DataFrame.
 
@@ -229,7 +244,8 @@ def column_array(values):
     if is_dask_frame(values):
         frame = values.to_frame() if values.ndim == 1 else values
         frame = _float_columns(frame)
-        array = frame.to_dask_array(lengths=partition_lengths(frame))
+        with untuned():
+            array = frame.to_dask_array(lengths=partition_lengths(frame))
         return array[:, 0] if array.shape[1] == 1 else array
     if is_xarray(values):
         return values.data
@@ -252,12 +268,13 @@ def to_array(X, what="X"):
         # Optimized first, so that the array and the index of the outputs come from one
         # expression: dask could not compute a dask array of a repartitioned frame put back
         # on that frame's index (a "Missing dependency" error).
-        X = X.optimize(fuse=False) if hasattr(X, "optimize") else X
-        frame = X.to_frame() if X.ndim == 1 else X
-        check_numeric_columns(frame.dtypes, what)
-        frame = _bools_as_numbers(_float_columns(frame))
-        lengths = partition_lengths(frame)
-        array = frame.to_dask_array(lengths=lengths)
+        with untuned():
+            X = X.optimize(fuse=False) if hasattr(X, "optimize") else X
+            frame = X.to_frame() if X.ndim == 1 else X
+            check_numeric_columns(frame.dtypes, what)
+            frame = _bools_as_numbers(_float_columns(frame))
+            lengths = partition_lengths(frame)
+            array = frame.to_dask_array(lengths=lengths)
         # Partitions larger than a summarize task of array.chunk-size are summarized in
         # parts (slices of the partition, read once), so that memory stays that of a task.
         rows = rows_per_task(target_chunk_bytes(), array.shape[1], array.dtype)

@@ -206,6 +206,29 @@ def test_parquet_dataset_read_by_dask_dataframe(tmp_path, frame):
     np.testing.assert_array_equal(km.predict(table).compute().to_numpy(), km.labels_.compute())
 
 
+@pytest.mark.parametrize("split_row_groups", [False, True])
+def test_some_columns_of_a_parquet_dataset_read_by_dask_dataframe(
+    tmp_path, frame, split_row_groups
+):
+    # Selecting some columns made dask squash the files' partitions when it built the graph,
+    # while npartitions still counted them one by one: "Missing dependency" in every call.
+    (tmp_path / "pq").mkdir()
+    table = frame.assign(d=1.0, e=2.0)
+    for i in range(4):
+        table.iloc[i * 300 : (i + 1) * 300].to_parquet(tmp_path / "pq" / f"part-{i}.parquet")
+    source = dd.read_parquet(tmp_path / "pq", split_row_groups=split_row_groups)
+    X = source[COLUMNS]
+    km = StreamingKMeans(3, random_state=0).fit(X, sample_weight=source["d"])
+    ref = StreamingKMeans(3, random_state=0).fit(
+        da.from_array(frame.to_numpy(), chunks=(300, 3)), sample_weight=np.ones(len(frame))
+    )
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    labels = km.predict(X).compute()
+    np.testing.assert_array_equal(labels.to_numpy(), ref.predict(frame.to_numpy()))
+    assert km.transform(X).compute().shape == (1200, 3)
+    assert km.score(X) == pytest.approx(ref.score(frame.to_numpy()), rel=1e-12)
+
+
 def test_elbow_of_a_dask_dataframe(ddf):
     from dask_streamkm import elbow
 
