@@ -450,7 +450,13 @@ class Summary:
                     int(n_seen),
                     checked_origin(origin, d, f"{path!r}: origin"),
                 )
-        except (KeyError, OSError, EOFError) as exc:
+        except KeyError as exc:
+            raise ValueError(
+                f"{path!r} is not a dask_streamkm summary file: it has no member {exc}. A "
+                "model file's summary is StreamingKMeans.load(path).summary_; write summary "
+                "files with Summary.save(path)."
+            ) from exc
+        except (OSError, EOFError) as exc:
             raise ValueError(f"{path!r} is not a dask_streamkm summary file: {exc}") from exc
         except Exception as exc:  # zipfile.BadZipFile and friends from a truncated file
             if isinstance(exc, ValueError) and "format version" in str(exc):

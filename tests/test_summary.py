@@ -275,6 +275,15 @@ def test_load_non_summary_file(tmp_path):
         Summary.load(text)
 
 
+def test_load_model_file_says_where_its_summary_is(rng, tmp_path):
+    from dask_streamkm import StreamingKMeans
+
+    StreamingKMeans(2, random_state=0).fit(rng.normal(size=(50, 2))).save(tmp_path / "m.npz")
+    # It said "... summary file: 'format_version'" (a KeyError's text).
+    with pytest.raises(ValueError, match=r"has no member .*StreamingKMeans.load\(path\).summary_"):
+        Summary.load(tmp_path / "m.npz")
+
+
 def test_load_pickled_member_rejected(tmp_path):
     path = tmp_path / "pickled.npz"
     np.savez(
