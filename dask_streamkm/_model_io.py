@@ -164,14 +164,7 @@ def _check_savable(model):
     parameters that fail the estimator's checks, or ``n_clusters`` changed by ``set_params``
     after fitting (the centers are those of the fitted number)."""
     model._check_params()
-    fitted = len(model.cluster_centers_)
-    if model.n_clusters != fitted:
-        raise ValueError(
-            f"n_clusters={model.n_clusters} but the model holds {fitted} centers (n_clusters "
-            f"was changed after fitting), so its file could not be loaded. Call "
-            f"refit() to solve for n_clusters={model.n_clusters} from the summary, or "
-            f"set_params(n_clusters={fitted}), then save."
-        )
+    model._check_fitted_n_clusters("its file could not be loaded.")
 
 
 def _read_npz(where):

@@ -125,7 +125,7 @@ def test_save_refuses_what_load_would_refuse(data, tmp_path):
     # set_params after fit wrote a file that load then called damaged or hand-edited.
     km = StreamingKMeans(3, random_state=0).fit(data)
     km.set_params(n_clusters=4)
-    match = r"n_clusters=4 but the model holds 3 centers .* Call refit\(\) .* set_params"
+    match = r"n_clusters=4 but this model holds 3 centers .* Call refit\(\) .* set_params"
     with pytest.raises(ValueError, match=match):
         km.save(tmp_path / "k.npz")
     km.set_params(n_clusters=3, summary_size=2)
