@@ -170,6 +170,46 @@ def _float_columns(frame):
     return frame.astype({c: "float64" for c in extension})
 
 
+def _bools_as_numbers(frame):
+    """``frame`` with its bool columns as the other columns' common dtype when it has both
+    (a dask DataFrame of bool and float columns is otherwise an object array, as
+    ``to_dask_array`` makes it); pandas frames are converted by scikit-learn's checks."""
+    dtypes = [np.dtype(t) for t in frame.dtypes]
+    bools = [c for c, t in zip(frame.columns, dtypes, strict=True) if t == np.bool_]
+    if not bools or len(bools) == len(dtypes):
+        return frame
+    common = np.result_type(*dtypes)
+    return frame.astype({c: common for c in bools})
+
+
+def _object_numbers(frame):
+    """A pandas ``frame`` with its object columns as float64 when every one of them holds
+    numbers, as scikit-learn's ``check_array`` converts them; otherwise unchanged, for
+    :func:`check_numeric_columns` to name them."""
+    objects = [c for c, t in frame.dtypes.items() if t == np.dtype(object)]
+    if not objects:
+        return frame
+    try:
+        return frame.astype({c: np.float64 for c in objects})
+    except (TypeError, ValueError):
+        return frame
+
+
+def untuned():
+    """A context in which dask reads a DataFrame in the partitions it reports.
+
+    dask's tuning step (``optimization.tune.active``) squashes the partitions of a Parquet
+    read that selects some of its columns (``dd.read_parquet(path)[["x", "y"]]``) when a
+    graph is made, while ``npartitions`` and the lengths from the footers still count them
+    one by one: the dask array made of such a frame had more chunks than its graph
+    ("Missing dependency" errors). The array's graph is made in this context, so its chunks
+    are the partitions counted.
+    """
+    import dask
+
+    return dask.config.set({"optimization.tune.active": False})
+
+
 def partition_lengths(frame):
     """The number of rows of each partition of a dask DataFrame.
 
@@ -178,13 +218,15 @@ def partition_lengths(frame):
     element-wise operations on those. Otherwise each partition is computed once more and
     counted, one partition per task (memory stays that of a partition). The fast path uses
     dask-expr's ``Lengths`` expression, which has no public name; where it is missing, the
-    lengths are counted.
+    lengths are counted. Metadata lengths are used only when there is one per partition:
+    dask-expr can answer a selection of partitions (``frame.partitions[i]``) with the lengths
+    of every partition of its source once those were computed.
     """
     try:
         from dask.dataframe.dask_expr._expr import Lengths, Literal
 
         expr = Lengths(frame.expr).optimize(fuse=False)
-        if isinstance(expr, Literal):
+        if isinstance(expr, Literal) and len(expr.value) == frame.npartitions:
             return tuple(int(n) for n in expr.value)
     except (ImportError, AttributeError, TypeError):
         pass
@@ -192,16 +234,22 @@ def partition_lengths(frame):
 
 
 def weights_array(sample_weight):
-    """``sample_weight`` as an array: a dask Series (or one-column DataFrame) becomes a dask
-    array with its partitions as chunks, a DataArray its data; anything else is unchanged."""
-    if is_dask_frame(sample_weight):
-        frame = sample_weight.to_frame() if sample_weight.ndim == 1 else sample_weight
+    """``sample_weight`` as an array (:func:`column_array`)."""
+    return column_array(sample_weight)
+
+
+def column_array(values):
+    """``values`` as an array: a dask Series (or one-column DataFrame) becomes a dask array
+    with its partitions as chunks, a DataArray its data; anything else is unchanged."""
+    if is_dask_frame(values):
+        frame = values.to_frame() if values.ndim == 1 else values
         frame = _float_columns(frame)
-        array = frame.to_dask_array(lengths=partition_lengths(frame))
+        with untuned():
+            array = frame.to_dask_array(lengths=partition_lengths(frame))
         return array[:, 0] if array.shape[1] == 1 else array
-    if is_xarray(sample_weight):
-        return sample_weight.data
-    return sample_weight
+    if is_xarray(values):
+        return values.data
+    return values
 
 
 def to_array(X, what="X"):
@@ -217,11 +265,16 @@ def to_array(X, what="X"):
     if is_dask_frame(X):
         from ._memory import rows_per_task, split_rows, target_chunk_bytes
 
-        frame = X.to_frame() if X.ndim == 1 else X
-        check_numeric_columns(frame.dtypes, what)
-        frame = _float_columns(frame)
-        lengths = partition_lengths(frame)
-        array = frame.to_dask_array(lengths=lengths)
+        # Optimized first, so that the array and the index of the outputs come from one
+        # expression: dask could not compute a dask array of a repartitioned frame put back
+        # on that frame's index (a "Missing dependency" error).
+        with untuned():
+            X = X.optimize(fuse=False) if hasattr(X, "optimize") else X
+            frame = X.to_frame() if X.ndim == 1 else X
+            check_numeric_columns(frame.dtypes, what)
+            frame = _bools_as_numbers(_float_columns(frame))
+            lengths = partition_lengths(frame)
+            array = frame.to_dask_array(lengths=lengths)
         # Partitions larger than a summarize task of array.chunk-size are summarized in
         # parts (slices of the partition, read once), so that memory stays that of a task.
         rows = rows_per_task(target_chunk_bytes(), array.shape[1], array.dtype)
@@ -250,6 +303,7 @@ def to_array(X, what="X"):
             "the features."
         )
     if is_pandas_frame(X):
+        X = _object_numbers(X)
         check_numeric_columns(X.dtypes, what)
         return X, Rows("pandas", X, None)
     return X, Rows()

@@ -104,6 +104,7 @@ def save_model(model, path, storage_options=None):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model, ["cluster_centers_", "summary_"])
+    _check_savable(model)
     # storage_options may hold credentials: never written to a model file.
     params = {
         k: _json_param(k, v)
@@ -158,6 +159,14 @@ def save_model(model, path, storage_options=None):
 
 
 # ---------------------------------------------------------------------- load
+def _check_savable(model):
+    """Refuse, before anything is written, a model whose file :func:`load_model` would refuse:
+    parameters that fail the estimator's checks, or ``n_clusters`` changed by ``set_params``
+    after fitting (the centers are those of the fitted number)."""
+    model._check_params()
+    model._check_fitted_n_clusters("its file could not be loaded.")
+
+
 def _read_npz(where):
     """Metadata dict and arrays of the model file at ``where`` (a :class:`._location.Location`),
     or a ModelFileError saying what is wrong."""

@@ -64,7 +64,7 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
         if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
             raise ValueError(
                 f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
-                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), before fitting."
+                "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), first."
             )
         weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
         dtype = distance_dtype(X, centers, bounds, weight=weight)

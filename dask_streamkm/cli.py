@@ -96,7 +96,7 @@ def _check_outputs(args, outputs, inputs):
 def _open(args):
     from .io import open_array
 
-    columns = args.columns.split(",") if getattr(args, "columns", None) else None
+    columns = _columns(args)
     try:
         X = open_array(
             args.store,
@@ -123,6 +123,29 @@ def _missing_columns(args, columns, exc):
     return (
         f"--columns {','.join(columns)}: {args.store!r} has no column "
         f"{', '.join(map(repr, missing or [str(exc)]))}; its columns are {existing}."
+    )
+
+
+def _columns(args):
+    """The ``--columns`` names, or None without the flag."""
+    return args.columns.split(",") if getattr(args, "columns", None) else None
+
+
+def _check_model_columns(args, model):
+    """Refuse ``--columns`` that differ from the columns the model was fitted on (its
+    ``feature_names_in_``: a ``fit --columns`` of the command line, or a DataFrame in
+    Python), in names or order: the rows' values would be read against the wrong centers'
+    coordinates. The loaded model then forgets its names: the arrays read from paths have
+    none for it to check (it would warn that X has none)."""
+    names = model.__dict__.pop("feature_names_in_", None)
+    columns = _columns(args)
+    if names is None or columns is None or columns == [str(n) for n in names]:
+        return
+    fitted = ",".join(map(str, names))
+    raise UserError(
+        f"--columns {args.columns}: the model was fitted on the columns {fitted} (in that "
+        f"order), so the rows would be compared with centers of other columns; pass "
+        f"--columns {fitted}."
     )
 
 
@@ -276,6 +299,12 @@ def cmd_fit(args):
     _check_rows(X, args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         model = _fit(X, args, client)
+    if _columns(args) is not None:
+        # The Parquet columns, saved with the model: predict and score check theirs against
+        # them (_check_model_columns), as scikit-learn checks a DataFrame's names.
+        import numpy as np
+
+        model.feature_names_in_ = np.asarray(_columns(args), dtype=object)
     _save_model(model, args)
     return 0
 
@@ -293,6 +322,7 @@ def cmd_predict(args):
         args, [("--out", args.out, "store")], [("input", args.store), ("model", args.model)]
     )
     model = _load_model(args)
+    _check_model_columns(args, model)
     X = _open(args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         labels = model.predict(X)
@@ -309,6 +339,7 @@ def cmd_predict(args):
 
 def cmd_score(args):
     model = _load_model(args)
+    _check_model_columns(args, model)
     X = _open(args)
     _check_rows(X, args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:

@@ -7,6 +7,8 @@ array whose every chunk is generated from its own child of one ``SeedSequence``;
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -80,6 +82,12 @@ def make_mixture(
     """
     import dask.array as da
 
+    _check_mixture_sizes(
+        n_samples=(n_samples, 0),
+        n_features=(n_features, 1),
+        n_components=(n_components, 1),
+        chunks=(chunks, 1),
+    )
     means, stds, weights = mixture_parameters(n_features, n_components, random_state, zipf_exponent)
     row_chunks = da.core.normalize_chunks((chunks, n_features), (n_samples, n_features))
     return da.map_blocks(
@@ -98,6 +106,18 @@ def make_mixture(
         sorted_rows=sorted_by_component,
         out_dtype=dtype,
     )
+
+
+def _check_mixture_sizes(**sizes):
+    """Refuse a size of :func:`make_mixture` that is not an integer at least its minimum
+    (``sizes``: name -> (value, minimum)); -5 rows made an array of 99,995 rows, and
+    chunks=0 a ZeroDivisionError."""
+    for name, (value, minimum) in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(
+                f"{name}={value!r} should be an integer >= {minimum}, e.g. "
+                f"{name}={max(minimum, 10)}."
+            )
 
 
 # ---------------------------------------------------------------------- real data, read offline

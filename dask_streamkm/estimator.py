@@ -338,6 +338,18 @@ class StreamingKMeans(
                 f"start over with metric={self.metric!r}."
             )
 
+    def _check_fitted_n_clusters(self, why):
+        """Refuse an action when ``n_clusters`` was changed after fitting (a ValueError);
+        ``why``: why the action needs the fitted number, a sentence."""
+        fitted = len(self.cluster_centers_)
+        if self.n_clusters != fitted:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} but this model holds {fitted} centers (n_clusters "
+                f"was changed after fitting); {why} Call refit() to solve for "
+                f"n_clusters={self.n_clusters} from the summary, set_params(n_clusters={fitted}), "
+                "or fit() to start over."
+            )
+
     def _sizes(self, n_features, chunk_rows=0, total_rows=None):
         k = self.n_clusters
         size = resolve_summary_size(k, self.summary_size, chunk_rows, total_rows)
@@ -374,7 +386,7 @@ class StreamingKMeans(
             if any(np.isnan(c) for c in X.chunks[0]):
                 raise ValueError(
                     f"{what} has unknown chunk sizes {X.chunks[0]}. Call X.compute_chunk_sizes() "
-                    "(or pass lengths=True to to_dask_array) before fitting."
+                    "(or pass lengths=True to to_dask_array) first."
                 )
             if X.numblocks[1] != 1:
                 raise ValueError(
@@ -727,6 +739,8 @@ class StreamingKMeans(
         first = "_summary" not in self.__dict__
         if not first:
             self._check_fitted_metric("partial_fit")
+            # A later solve for the new number failed on the running centers' shapes.
+            self._check_fitted_n_clusters("partial_fit folds batches into the fitted centers.")
         if not first and sample_weight is None and self._folds_plain(X):
             # A plain numpy batch of one chunk: folded without a dask array around it.
             # scikit-learn's checks of the features (an array has no feature names: they

@@ -393,6 +393,51 @@ def _numeric(dtype):
         return False
 
 
+def _column_dtype(dtype):
+    """The numpy dtype a Parquet column's values are read as, or None for a non-numeric
+    column: numpy numbers and bools as they are; pandas' nullable numbers and booleans
+    (``Int64``, ``Float64``, ``boolean``, which ``pd.read_parquet`` gives for columns written
+    from them) as float64, their missing values as NaN (which the fit's checks refuse,
+    naming the chunk)."""
+    if _numeric(dtype):
+        return np.dtype(dtype)
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return np.dtype(np.float64)
+    return None
+
+
+def _parquet_column_dtypes(f, schema, columns, storage_options):
+    """The numpy dtype of each of ``columns`` in the Parquet file ``f`` (``schema``: its
+    pyarrow schema; an all-null column as float64). A file that lacks one of them or holds
+    one as non-numeric values is refused, naming the file, before anything is read."""
+    import pyarrow as pa
+
+    dtypes = []
+    for name in columns:
+        index = schema.get_field_index(name)
+        if index < 0:
+            problem = f"has no column {name!r} (its columns are {schema.names})"
+        else:
+            kind = schema.field(index).type
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+                dtypes.append(np.dtype(kind.to_pandas_dtype()))
+                continue
+            if pa.types.is_boolean(kind) or pa.types.is_null(kind):
+                dtypes.append(np.dtype(bool if pa.types.is_boolean(kind) else np.float64))
+                continue
+            problem = f"holds column {name!r} as {kind}, not numbers"
+        raise _fail(
+            f"the Parquet file {_remote.display(f)!r} {problem}, unlike the dataset's first "
+            f"file; every file must hold the columns {list(columns)} as numbers. Remove the "
+            "file from the dataset, write it again with those columns, or choose columns "
+            "every file holds with --columns (columns=[...]).",
+            storage_options,
+        )
+    return dtypes
+
+
 def _bad_parquet_file(where):
     """The first file of a Parquet dataset whose footer pyarrow cannot read, or None."""
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
@@ -434,20 +479,24 @@ def _read_parquet(where, columns, chunks):
                 f"{missing[0]!r}; its columns are {list(df.columns)}."
             )
         df = df[list(columns)]
-    bad = [c for c, t in df.dtypes.items() if not _numeric(t)]
+    bad = [c for c, t in df.dtypes.items() if _column_dtype(t) is None]
     if bad:
         raise InputError(
             f"the Parquet dataset {where.shown!r} has non-numeric columns {bad}; choose numeric "
             "ones with --columns (columns=[...])."
         )
     names = [str(c) for c in df.columns]
-    dtype = np.dtype(df._meta.to_numpy().dtype)
+    dtype = np.result_type(*[_column_dtype(t) for t in df.dtypes])
     # Chunks of row groups, read by our own tasks (the row groups' columns with pyarrow), so
     # that a read that fails mid-fit (the store went away) is an error naming the file, as for
     # zarr and .npy; dask's dataframe reader raised the raw connection error. Row counts come
     # from the footers.
     files = [where.url] if where.isfile() else where.files(".parquet", recursive=True)
-    groups = [_parquet_row_groups(f, where.storage_options) for f in files]
+    footers = [_parquet_footer(f, where.storage_options, names) for f in files]
+    groups = [rows for rows, _ in footers]
+    # The columns' common type over every file, as numpy promotes them (bool and float
+    # columns: float64; int8 in one file and int64 in another: int64, never wrapped).
+    dtype = np.result_type(dtype, *[t for _, dtypes in footers for t in dtypes])
     rows = _row_chunks(chunks, len(names), dtype)
     plan = parquet_chunks([n for g in groups for n in g], rows)
     remote = where.local is None
@@ -501,11 +550,18 @@ def _parquet_source(f, storage_options):
 
 def _parquet_row_groups(f, storage_options):
     """The rows of each row group of the Parquet file ``f``, from its footer."""
+    return _parquet_footer(f, storage_options, ())[0]
+
+
+def _parquet_footer(f, storage_options, columns):
+    """``(rows of each row group, dtype of each of columns)`` of the Parquet file ``f``, from
+    its footer (:func:`_parquet_column_dtypes`)."""
     import pyarrow.parquet as pq
 
     with _parquet_source(f, storage_options) as source:
         meta = pq.read_metadata(source)
-        return tuple(int(meta.row_group(j).num_rows) for j in range(meta.num_row_groups))
+    dtypes = _parquet_column_dtypes(f, meta.schema.to_arrow_schema(), columns, storage_options)
+    return tuple(int(meta.row_group(j).num_rows) for j in range(meta.num_row_groups)), dtypes
 
 
 def _parquet_rows(f, storage_options):
@@ -671,6 +727,12 @@ def _open(path, name, columns, chunks, storage_options):
     if name is not None:
         raise InputError(f"{where.shown!r} is not a zarr group, so ':{name}' cannot name an array.")
     if where.url.endswith(".npy") or (where.isdir() and where.files(".npy")):
+        if where.isdir() and where.files(".parquet"):
+            raise InputError(
+                f"{where.shown!r} holds both .npy files and Parquet files; a directory is read "
+                "as one kind, so the other rows would be left out. Move the .npy files or the "
+                "Parquet files to a directory of their own."
+            )
         return _open_npy(where, chunks)
     if _is_parquet(where):
         return _open_parquet(where, columns, chunks)
@@ -681,7 +743,11 @@ def _open(path, name, columns, chunks, storage_options):
 
 
 def write_labels(labels, url, overwrite=False, storage_options=None):
-    """Store a lazy 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
+    """Store a 1-D array of labels in a zarr store at a path or URL (computes it, one pass).
+
+    ``labels`` is what :meth:`StreamingKMeans.predict <dask_streamkm.StreamingKMeans.predict>`
+    returns: a lazy dask array, a numpy array, a dask Series (for a dask DataFrame) or a
+    DataArray (for xarray input); any 1-D array-like is accepted.
 
     Written in waves of at most ``_waves.WAVE_CHUNKS`` chunks, each chunk to its own region of
     one zarr array, so the graphs stay small at any chunk count. Uneven chunks are made regular
@@ -702,9 +768,33 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
     write_atomic(where, labels_writer(labels, storage_options), overwrite=overwrite, flag="url")
 
 
+def _labels_array(labels):
+    """``labels`` as a 1-D dask array of known chunks: what ``predict`` returns for every
+    input (a dask or numpy array, a dask Series, a DataArray), or any 1-D array-like."""
+    from . import _frames
+
+    labels = _frames.column_array(labels)
+    if not isinstance(labels, da.Array):
+        labels = da.asarray(np.asarray(labels))
+    if labels.ndim != 1:
+        raise InputError(
+            f"labels has shape {labels.shape}; write_labels stores one label per row, a 1-D "
+            "array such as StreamingKMeans.predict(X) returns (transform's distances are "
+            "2-D: store them with dask.array.to_zarr)."
+        )
+    if any(np.isnan(c) for c in labels.chunks[0]):
+        raise InputError(
+            f"labels has unknown chunk sizes {labels.chunks[0]}; call "
+            "labels.compute_chunk_sizes() before write_labels."
+        )
+    return labels
+
+
 def labels_writer(labels, storage_options=None):
-    """``write(path)``: store ``labels`` as a new zarr array at ``path`` (a path or URL), every
-    chunk stored (even one of zeros: the switch into place checks that all are there)."""
+    """``write(path)``: store ``labels`` (:func:`_labels_array`) as a new zarr array at
+    ``path`` (a path or URL), every chunk stored (even one of zeros: the switch into place
+    checks that all are there)."""
+    labels = _labels_array(labels)
     rows = max(labels.chunks[0]) if labels.shape[0] else 1
     if len(set(labels.chunks[0][:-1])) > 1 or (
         len(labels.chunks[0]) > 1 and labels.chunks[0][-1] > labels.chunks[0][0]

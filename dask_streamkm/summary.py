@@ -246,6 +246,7 @@ class Summary:
         share, else the mean of all their rows.
         """
         parts = [self, *others]
+        _check_same_features(parts)
         parts = [p for p in parts if p.n_groups > 0] or [self]
         n_seen = sum(int(p.n_seen) for p in [self, *others])
         if len(parts) == 1:
@@ -337,6 +338,11 @@ class Summary:
             return 0.0
         xp = namespace(self.weights)
         centers = xp.asarray(centers, dtype=xp.float64, device=device(self.weights))
+        if centers.ndim != 2 or centers.shape[1] != self.n_features:
+            raise ValueError(
+                f"centers has shape {tuple(centers.shape)}; cost_bound needs centers of shape "
+                f"(n_clusters, {self.n_features}), the summary's n_features={self.n_features}."
+            )
         if spherical:  # on the centroids themselves: unit centers live there
             labels, _ = nearest(self.centroids, centers)
             return cosine_cost(self.centroids, centers, labels, self.weights)
@@ -444,7 +450,13 @@ class Summary:
                     int(n_seen),
                     checked_origin(origin, d, f"{path!r}: origin"),
                 )
-        except (KeyError, OSError, EOFError) as exc:
+        except KeyError as exc:
+            raise ValueError(
+                f"{path!r} is not a dask_streamkm summary file: it has no member {exc}. A "
+                "model file's summary is StreamingKMeans.load(path).summary_; write summary "
+                "files with Summary.save(path)."
+            ) from exc
+        except (OSError, EOFError) as exc:
             raise ValueError(f"{path!r} is not a dask_streamkm summary file: {exc}") from exc
         except Exception as exc:  # zipfile.BadZipFile and friends from a truncated file
             if isinstance(exc, ValueError) and "format version" in str(exc):
@@ -532,6 +544,16 @@ def chunk_origin(X):
     if float(xp.sum(mean * mean)) <= ORIGIN_NEAR**2 * spread:
         return None
     return mean
+
+
+def _check_same_features(parts):
+    """Refuse merging summaries of different numbers of features, naming them."""
+    features = [p.n_features for p in parts]
+    if len(set(features)) > 1:
+        raise ValueError(
+            f"cannot merge summaries of {features} features; every summary must hold rows of "
+            "the same features (summarize the same columns)."
+        )
 
 
 def checked_origin(origin, n_features, name):

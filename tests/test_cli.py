@@ -186,6 +186,35 @@ def test_other_inputs(tmp_path, capsys, rng):
     assert rc == 1 and "non-numeric columns ['name']; choose numeric ones with --columns" in err
 
 
+def test_columns_in_another_order_than_the_fit_are_refused(tmp_path, capsys, rng):
+    pd = pytest.importorskip("pandas")
+    data = rng.standard_normal((600, 3)) + [0.0, 5.0, 10.0]
+    pd.DataFrame(data, columns=["a", "b", "c"]).to_parquet(tmp_path / "x.parquet")
+    model = tmp_path / "m.npz"
+    rc, _, err = run(
+        capsys, "fit", tmp_path / "x.parquet", "--k", 2, "--columns", "a,b", "--out", model
+    )
+    assert rc == 0, err
+    assert list(StreamingKMeans.load(model).feature_names_in_) == ["a", "b"]
+    # The same columns in another order were read against the centers' coordinates: a
+    # wrong score and labels without an error.
+    for command in (("score",), ("predict", "--out", tmp_path / "l.zarr")):
+        rc, _, err = run(
+            capsys, command[0], tmp_path / "x.parquet", model, "--columns", "b,a", *command[1:]
+        )
+        _one_line_error(
+            rc, err, "--columns b,a: the model was fitted on the columns a,b (in that order)"
+        )
+    assert not (tmp_path / "l.zarr").exists()
+    rc, out, err = run(
+        capsys, "score", tmp_path / "x.parquet", model, "--columns", "a,b", "--quiet"
+    )
+    assert rc == 0 and err == "", err  # no warning that the rows have no feature names
+    km = StreamingKMeans.load(model)
+    expected = -km.score(pd.DataFrame(data[:, :2], columns=["a", "b"]))
+    assert f"inertia                {expected:.6g}" in out
+
+
 def test_demo_runs_on_a_lazy_mixture(capsys):
     rc, out, err = run(capsys, "demo", "--rows", 40_000, "--chunks", 10_000, "--k", 5, "--quiet")
     assert rc == 0, err

@@ -272,3 +272,22 @@ def test_few_distinct_rows_in_a_large_chunk():
     assert km.inertia_ < 1e-9
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(5\)"):
         StreamingKMeans(6, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": -5}, r"n_samples=-5 should be an integer >= 0"),  # was 99,995 rows
+        ({"chunks": 0}, r"chunks=0 should be an integer >= 1"),  # was a ZeroDivisionError
+        ({"n_components": 0}, r"n_components=0 should be an integer >= 1"),
+        ({"n_features": 0}, r"n_features=0 should be an integer >= 1"),
+        ({"n_samples": 10.5}, r"n_samples=10.5 should be an integer"),
+    ],
+)
+def test_make_mixture_sizes_name_the_parameter(kwargs, match):
+    from dask_streamkm.datasets import make_mixture
+
+    args = {"n_samples": 100, "n_features": 3, "n_components": 2, "chunks": 50, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        make_mixture(**args)
+    assert make_mixture(0, 3, 2, chunks=50).shape == (0, 3)

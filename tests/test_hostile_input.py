@@ -122,3 +122,13 @@ def test_partial_fit_after_set_params_n_clusters_0(X):
     km.set_params(n_clusters=0)
     with pytest.raises(ValueError, match=r"n_clusters=0 should be an integer >= 1"):
         km.partial_fit(X[100:200])
+
+
+def test_partial_fit_after_set_params_n_clusters_other_number(X):
+    km = StreamingKMeans(3, random_state=0).partial_fit(X[:100])
+    km.set_params(n_clusters=5)
+    # It folded into the 3 centers until a solve for 5 failed on their shapes (numpy's
+    # "operands could not be broadcast").
+    with pytest.raises(ValueError, match=r"n_clusters=5 but this model holds 3 centers .*refit"):
+        km.partial_fit(X[100:200])
+    assert km.refit().partial_fit(X[100:200]).cluster_centers_.shape == (5, X.shape[1])

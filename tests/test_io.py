@@ -129,7 +129,90 @@ def test_parquet_numeric_columns(tmp_path, rng):
     assert open_array(tmp_path / "pq", columns=["a"], chunks=100).chunks[0] == (84, 83, 83, 75, 75)
 
 
+def test_parquet_columns_keep_their_values_across_types_and_files(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    (tmp_path / "pq").mkdir()
+    # int8 in the first file, int64 values beyond int8 in the second: read as int64 (the
+    # first file's type wrapped 1000 to -24).
+    pd.DataFrame({"a": np.arange(3, dtype=np.int8)}).to_parquet(tmp_path / "pq" / "0.parquet")
+    pd.DataFrame({"a": np.arange(3) + 1000}).to_parquet(tmp_path / "pq" / "1.parquet")
+    X = open_array(tmp_path / "pq")
+    assert X.dtype == np.int64
+    np.testing.assert_array_equal(X.compute()[:, 0], [0, 1, 2, 1000, 1001, 1002])
+    # A bool column beside a float one is float64 (it was an object array), a nullable
+    # Int64 column is numbers (it was "non-numeric"), its missing values NaN.
+    frame = pd.DataFrame(
+        {"b": [True, False, True], "f": [0.5, 1.5, 2.5], "n": pd.array([1, None, 3], "Int64")}
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    X = open_array(tmp_path / "t.parquet")
+    assert X.dtype == np.float64
+    expected = [[1.0, 0.5, 1.0], [0.0, 1.5, np.nan], [1.0, 2.5, 3.0]]
+    np.testing.assert_array_equal(X.compute(), expected)
+    with pytest.raises(ValueError, match="NaN or infinity in chunk 0"):
+        StreamingKMeans(2, random_state=0).fit(X)
+    assert StreamingKMeans(2, random_state=0).fit(X[[0, 2]]).n_features_in_ == 3
+
+
+def test_parquet_file_without_a_column_of_the_dataset_is_named(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    (tmp_path / "pq").mkdir()
+    pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}).to_parquet(tmp_path / "pq" / "0.parquet")
+    pd.DataFrame({"a": [1.0, 2.0], "c": [3.0, 4.0]}).to_parquet(tmp_path / "pq" / "1.parquet")
+    pd.DataFrame({"a": ["x", "y"], "b": [3.0, 4.0]}).to_parquet(tmp_path / "pq" / "2.parquet")
+    # Refused when opened, naming the file (it was a KeyError "['b'] not in index" mid-fit).
+    with pytest.raises(InputError, match=r"1\.parquet' has no column 'b' \(its columns are"):
+        open_array(tmp_path / "pq")
+    (tmp_path / "pq" / "1.parquet").unlink()
+    with pytest.raises(InputError, match=r"2\.parquet' holds column 'a' as \w*string, not numbers"):
+        open_array(tmp_path / "pq")
+    assert open_array(tmp_path / "pq", columns=["b"]).compute().ravel().tolist() == [3, 4, 3, 4]
+
+
+def test_directory_of_npy_and_parquet_files_is_refused(tmp_path, rng):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    data = _data(rng, 20, 2)
+    np.save(tmp_path / "a.npy", data)
+    pd.DataFrame(data, columns=["x", "y"]).to_parquet(tmp_path / "b.parquet")
+    # The .npy files alone were read: the Parquet rows were left out without a word.
+    with pytest.raises(InputError, match="holds both .npy files and Parquet files"):
+        open_array(tmp_path)
+    (tmp_path / "b.parquet").unlink()
+    assert open_array(tmp_path).shape == (20, 2)
+
+
 # ---------------------------------------------------------------------- labels out
+def test_write_labels_takes_what_predict_returns_for_every_input(tmp_path, rng):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    xr = pytest.importorskip("xarray")
+    data = _data(rng, 300, 3)
+    km = StreamingKMeans(3, random_state=0).fit(data)
+    expected = km.predict(data)
+    frame = dd.from_pandas(pd.DataFrame(data, columns=["a", "b", "c"]), npartitions=3)
+    inputs = {
+        "numpy": data,  # numpy labels: an AttributeError ('no attribute chunks') before
+        "dask DataFrame": frame,  # a dask Series: a TypeError of dask's
+        "DataArray": xr.DataArray(data, dims=("sample", "feature")).chunk({"sample": 70}),
+    }
+    for i, (kind, X) in enumerate(inputs.items()):
+        model = StreamingKMeans(3, random_state=0).fit(X)
+        labels = model.predict(X)
+        write_labels(labels, tmp_path / f"{i}.zarr")
+        stored = zarr.open(tmp_path / f"{i}.zarr", mode="r")[:]
+        np.testing.assert_array_equal(stored, np.asarray(labels), err_msg=kind)
+        assert len(np.unique(stored)) == 3 and stored.shape == expected.shape
+    with pytest.raises(InputError, match=r"labels has shape \(300, 3\); write_labels stores one"):
+        write_labels(km.transform(da.from_array(data)), tmp_path / "d.zarr")
+    labels = km.predict(da.from_array(data, chunks=100))
+    with pytest.raises(InputError, match=r"unknown chunk sizes .*labels.compute_chunk_sizes\(\)"):
+        write_labels(labels[labels > 0], tmp_path / "u.zarr")
+    assert not (tmp_path / "d.zarr").exists() and not (tmp_path / "u.zarr").exists()
+
+
 def test_write_labels_uneven_chunks(tmp_path):
     labels = da.from_array(np.arange(10), chunks=((3, 2, 5),))
     write_labels(labels, tmp_path / "l.zarr")

@@ -121,6 +121,22 @@ def rewrite(path, out, **changes):
     return out
 
 
+def test_save_refuses_what_load_would_refuse(data, tmp_path):
+    # set_params after fit wrote a file that load then called damaged or hand-edited.
+    km = StreamingKMeans(3, random_state=0).fit(data)
+    km.set_params(n_clusters=4)
+    match = r"n_clusters=4 but this model holds 3 centers .* Call refit\(\) .* set_params"
+    with pytest.raises(ValueError, match=match):
+        km.save(tmp_path / "k.npz")
+    km.set_params(n_clusters=3, summary_size=2)
+    with pytest.raises(ValueError, match=r"summary_size=2 should be"):
+        km.save(tmp_path / "s.npz")
+    assert not list(tmp_path.iterdir())
+    km.set_params(n_clusters=4, summary_size="auto").refit()
+    km.save(tmp_path / "m.npz")
+    assert StreamingKMeans.load(tmp_path / "m.npz").cluster_centers_.shape == (4, data.shape[1])
+
+
 def test_newer_format_version_is_a_clear_error(fitted, tmp_path):
     path = fitted.save(tmp_path / "m.npz")
     newer = rewrite(path, tmp_path / "newer.npz", format_version=MODEL_FORMAT_VERSION + 1)

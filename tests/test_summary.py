@@ -140,6 +140,18 @@ def test_merge_with_empty_keeps_n_seen(rng):
     assert Summary.merge(e, e).n_groups == 0
 
 
+def test_merge_and_cost_bound_refuse_other_features_naming_them(rng):
+    s3 = Summary.from_points(rng.normal(size=(20, 3)))
+    s2 = Summary.from_points(rng.normal(size=(20, 2)))
+    # Both were numpy's broadcasting or concatenation errors.
+    with pytest.raises(ValueError, match=r"cannot merge summaries of \[3, 2\] features"):
+        s3.merge(s2)
+    with pytest.raises(
+        ValueError, match=r"centers has shape \(4, 2\); cost_bound needs .* \(n_clusters, 3\)"
+    ):
+        s3.cost_bound(np.zeros((4, 2)))
+
+
 def test_merge_does_not_mutate(rng):
     a, b = grouped(rng)[3], grouped(rng)[3]
     wa = a.weights.copy()
@@ -261,6 +273,15 @@ def test_load_non_summary_file(tmp_path):
     text.write_text("hello")
     with pytest.raises(ValueError, match="not a .*summary file"):
         Summary.load(text)
+
+
+def test_load_model_file_says_where_its_summary_is(rng, tmp_path):
+    from dask_streamkm import StreamingKMeans
+
+    StreamingKMeans(2, random_state=0).fit(rng.normal(size=(50, 2))).save(tmp_path / "m.npz")
+    # It said "... summary file: 'format_version'" (a KeyError's text).
+    with pytest.raises(ValueError, match=r"has no member .*StreamingKMeans.load\(path\).summary_"):
+        Summary.load(tmp_path / "m.npz")
 
 
 def test_load_pickled_member_rejected(tmp_path):

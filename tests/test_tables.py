@@ -84,6 +84,31 @@ def test_partitions_of_unknown_length_are_counted_then_read_once(frame):
     assert len(labels.compute()) == 1200 and distances.compute().shape == (1200, 3)
 
 
+def test_a_selection_of_partitions_after_its_source_was_counted(ddf, frame):
+    # Counting a frame's partitions once made dask-expr answer a later selection of them
+    # (frame.partitions[i]) with the lengths of every partition: partial_fit over partitions
+    # failed on dask's "lengths ... 4 != 1", or read rows as the wrong chunks.
+    StreamingKMeans(3, random_state=0).fit(ddf.clear_divisions())
+    km = StreamingKMeans(3, random_state=0)
+    for i in range(ddf.npartitions):
+        km.partial_fit(ddf.partitions[i])
+    assert km.n_rows_seen_ == len(frame)
+    labels = km.predict(ddf.partitions[[1, 3]])
+    assert labels.compute().shape == (600,)
+
+
+def test_repartitioned_frame_gets_its_labels_and_distances(ddf, frame):
+    # dask could not compute the labels of a repartitioned frame put back on its index
+    # ("Missing dependency"); the frame is optimized into one expression first.
+    km = StreamingKMeans(3, random_state=0).fit(frame)
+    moved = ddf.repartition(npartitions=5)
+    labels = km.predict(moved).compute()
+    assert labels.index.equals(frame.index)
+    np.testing.assert_array_equal(labels.to_numpy(), km.predict(frame))
+    assert km.transform(moved).compute().shape == (len(frame), 3)
+    assert StreamingKMeans(3, random_state=0).fit(moved).labels_.compute().index.equals(frame.index)
+
+
 def test_feature_names_are_checked_as_scikit_learn_checks_them(ddf, frame):
     km = StreamingKMeans(3, random_state=0).fit(ddf)
     with pytest.raises(ValueError, match="The feature names should match"):
@@ -109,6 +134,24 @@ def test_non_numeric_columns_are_an_error_naming_them(frame, kind):
     with pytest.raises(ValueError, match=r"non-numeric columns: 'city' \(.*\), 'when'") as info:
         StreamingKMeans(3).fit(table)
     assert "X[['a', 'b', 'c']]" in str(info.value)
+
+
+def test_bool_columns_beside_numbers_and_object_columns_of_numbers(frame):
+    # A dask DataFrame of bool and float columns was "X has dtype object" (to_dask_array's
+    # object array); a pandas object column of numbers was "non-numeric", which
+    # scikit-learn's KMeans converts to float64.
+    table = frame.assign(d=frame["a"] > 0)
+    numbers = table.astype({"d": np.float64})
+    ref = StreamingKMeans(3, random_state=0).fit(numbers)
+    km = StreamingKMeans(3, random_state=0).fit(dd.from_pandas(table, npartitions=1))
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert list(km.feature_names_in_) == ["a", "b", "c", "d"]
+    objects = numbers.astype({"a": object})
+    km = StreamingKMeans(3, random_state=0).fit(objects)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(km.predict(objects), ref.predict(numbers))
+    with pytest.raises(ValueError, match=r"non-numeric columns: 'e' \(object\)"):
+        StreamingKMeans(3).fit(numbers.assign(e=[1.0, "x"] * 600))
 
 
 def test_nullable_columns_and_their_missing_values(frame):
@@ -161,6 +204,29 @@ def test_parquet_dataset_read_by_dask_dataframe(tmp_path, frame):
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.feature_names_in_.tolist() == COLUMNS
     np.testing.assert_array_equal(km.predict(table).compute().to_numpy(), km.labels_.compute())
+
+
+@pytest.mark.parametrize("split_row_groups", [False, True])
+def test_some_columns_of_a_parquet_dataset_read_by_dask_dataframe(
+    tmp_path, frame, split_row_groups
+):
+    # Selecting some columns made dask squash the files' partitions when it built the graph,
+    # while npartitions still counted them one by one: "Missing dependency" in every call.
+    (tmp_path / "pq").mkdir()
+    table = frame.assign(d=1.0, e=2.0)
+    for i in range(4):
+        table.iloc[i * 300 : (i + 1) * 300].to_parquet(tmp_path / "pq" / f"part-{i}.parquet")
+    source = dd.read_parquet(tmp_path / "pq", split_row_groups=split_row_groups)
+    X = source[COLUMNS]
+    km = StreamingKMeans(3, random_state=0).fit(X, sample_weight=source["d"])
+    ref = StreamingKMeans(3, random_state=0).fit(
+        da.from_array(frame.to_numpy(), chunks=(300, 3)), sample_weight=np.ones(len(frame))
+    )
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    labels = km.predict(X).compute()
+    np.testing.assert_array_equal(labels.to_numpy(), ref.predict(frame.to_numpy()))
+    assert km.transform(X).compute().shape == (1200, 3)
+    assert km.score(X) == pytest.approx(ref.score(frame.to_numpy()), rel=1e-12)
 
 
 def test_elbow_of_a_dask_dataframe(ddf):
