@@ -20,6 +20,7 @@ from dask.base import tokenize
 from ._tasks import add_counts, add_parts, leaf, merge, predict_task, sq_distance_part, store_block
 from ._waves import (
     Reduction,
+    RowCountDep,
     RowStartDep,
     block_wave,
     block_waves,
@@ -148,7 +149,14 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
     from dask.layers import ArrayBlockIdDep
 
     row_chunks = (X.chunks[0],)
-    where = [ArrayBlockIdDep(row_chunks), "i", RowStartDep(row_chunks), "i"]
+    where = [
+        ArrayBlockIdDep(row_chunks),
+        "i",
+        RowStartDep(row_chunks),
+        "i",
+        RowCountDep(row_chunks),
+        "i",
+    ]
     weights = [None, None] if sample_weight is None else [sample_weight, "i"]
     # The output keeps X's array type (numpy, cupy...) through ``meta``.
     if what == "distances":

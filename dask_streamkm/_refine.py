@@ -107,12 +107,12 @@ def refine_cap(k, d):
     return max(8 * int(k), REFINE_GROUP_BYTES // (8 * max(1, int(d))))
 
 
-def refine_leaf(block, weight_block, *, index, row_start, centers):
+def refine_leaf(block, weight_block, *, index, row_start, centers, rows=None):
     """One chunk's :func:`._refine_kernels.refine_groups` for ``centers`` (a task), on the host and
-    coarsened to at most :func:`refine_cap` groups."""
+    coarsened to at most :func:`refine_cap` groups; ``rows``: the chunk's declared rows."""
     limit_blas_in_worker()
     begin_task("refine")
-    block = check_block(block, weight_block, index, row_start)
+    block = check_block(block, weight_block, index, row_start, rows=rows)
     c = centers if type(centers) is type(block) else from_host(to_host(centers), block)
     k, d = centers.shape
     cap = refine_cap(k, d)

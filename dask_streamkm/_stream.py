@@ -856,12 +856,13 @@ def host_blocks(arrays):
     return list(dask.core.get(graph, keys))
 
 
-def block_groups(block, weights, centers, origin, index=0, row_start=0):
-    """:func:`batch_groups` of one block, checked first (errors name the chunk; a task)."""
+def block_groups(block, weights, centers, origin, index=0, row_start=0, rows=None):
+    """:func:`batch_groups` of one block, checked first (errors name the chunk; ``rows``: its
+    declared rows; a task)."""
+    block = check_block(block, weights, index, row_start, centers, summed=True, rows=rows)
     if block.shape[0] == 0:
         d = centers.shape[1]
         return np.empty(0, np.int64), np.zeros(0), np.zeros((0, d)), np.zeros(0)
-    block = check_block(block, weights, index, row_start, centers, summed=True)
     out = batch_groups(block, centers, origin, weights)
     return None if out is None else out[0]
 
@@ -878,7 +879,10 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
         ws = [None] * len(xs) if sample_weight is None else sample_weight.to_delayed().ravel()
         task = dask.delayed(block_groups, pure=True)
         parts = dask.compute(
-            *[task(xs[i], ws[i], centers, origin, i, int(starts[i])) for i in range(len(xs))]
+            *[
+                task(xs[i], ws[i], centers, origin, i, int(starts[i]), int(X.chunks[0][i]))
+                for i in range(len(xs))
+            ]
         )
         if any(part is None for part in parts):
             return None, None

@@ -30,8 +30,15 @@ from ._threads import limit_blas_in_worker
 from .summary import Summary, weight_range_problem
 
 
-def check_block(X, sample_weight, index, row_start, centers=None, metric="euclidean", summed=None):
+def check_block(
+    X, sample_weight, index, row_start, centers=None, metric="euclidean", summed=None, rows=None
+):
     """Validate one block inside its task; errors name the chunk. Returns X as float.
+
+    ``rows``: the rows the array declares for this chunk (None: not checked). A block of
+    other rows (a ``map_blocks`` function that drops or adds rows, with the array's chunks
+    left as they were) is an error, not a silent shift of every later row's label; so is a
+    block of other columns than ``centers``.
 
     X comes back in the dtype the distance kernels need (:func:`._distances.distance_dtype`,
     with ``centers`` when given): float64 for float32 values whose squared distances overflow
@@ -45,6 +52,19 @@ def check_block(X, sample_weight, index, row_start, centers=None, metric="euclid
     :func:`.summary.weight_range_problem`); by default, when no ``centers`` are given (fit,
     refinement; predict and score pass centers).
     """
+    if rows is not None and X.shape[0] != rows:
+        raise ValueError(
+            f"chunk {index} of the array holds {X.shape[0]} rows where its chunks declare "
+            f"{rows} (rows {row_start} to {row_start + rows}): a block that does not match "
+            "the array's chunks, as map_blocks makes when its function returns other rows "
+            "than it was told. Pass map_blocks the chunks the function returns (chunks=...)."
+        )
+    if centers is not None and X.ndim == 2 and X.shape[1] != centers.shape[1]:
+        raise ValueError(
+            f"chunk {index} of the array holds {X.shape[1]} columns where the model has "
+            f"{centers.shape[1]} features (rows {row_start} onwards): a block that does not "
+            "match the array's chunks. Pass map_blocks the chunks its function returns."
+        )
     xp = namespace(X)
     if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
         X = xp.astype(X, float_dtype(xp, X.dtype))
@@ -130,11 +150,13 @@ def leaf(
     mini_batch_size,
     entropy,
     metric="euclidean",
+    rows=None,
 ):
-    """Summarize one row block (a task); cosine: of its rows scaled to unit length."""
+    """Summarize one row block (a task); cosine: of its rows scaled to unit length.
+    ``rows``: the chunk's declared rows (:func:`check_block`)."""
     limit_blas_in_worker()
     begin_task("leaf")
-    block = check_block(block, weight_block, index, row_start, metric=metric)
+    block = check_block(block, weight_block, index, row_start, metric=metric, rows=rows)
     summary = summarize(
         block,
         size,
@@ -156,7 +178,15 @@ def merge(*children, cap, level, index, entropy):
 
 
 def predict_block(
-    block, weights, centers, what, metric="euclidean", index=0, row_start=0, scratch=False
+    block,
+    weights,
+    centers,
+    what,
+    metric="euclidean",
+    index=0,
+    row_start=0,
+    scratch=False,
+    rows=None,
 ):
     """What :func:`._graph.nearest_blocks` computes, for one block (a task); errors name the chunk.
 
@@ -176,7 +206,7 @@ def predict_block(
     # As scikit-learn's: float32 distances only for float32 rows and float32 centers.
     single = block.dtype == xp.float32 and c.dtype == xp.float32
     out_dtype = xp.float32 if single else xp.float64
-    block = check_block(block, weights, index, row_start, c, metric)
+    block = check_block(block, weights, index, row_start, c, metric, rows=rows)
     cosine = metric == "cosine"
     if cosine:  # unit length in the block's dtype, as the rows
         c = unit_centers(xp.astype(c, block.dtype), xp.astype(c, block.dtype))
@@ -198,17 +228,18 @@ def predict_block(
     return dist
 
 
-def predict_task(block, weights, centers, block_id, row_start, *, what, metric):
-    """:func:`predict_block` with the chunk's index from dask's block id."""
+def predict_task(block, weights, centers, block_id, row_start, rows, *, what, metric):
+    """:func:`predict_block` with the chunk's index from dask's block id, its first row and
+    declared rows from :class:`._waves.RowStartDep` and :class:`._waves.RowCountDep`."""
     index, row_start = int(block_id[0]), int(row_start)
-    return predict_block(block, weights, centers, what, metric, index, row_start)
+    return predict_block(block, weights, centers, what, metric, index, row_start, rows=int(rows))
 
 
-def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean"):
+def sq_distance_part(block, weights, centers, *, index, row_start, metric="euclidean", rows=None):
     """``(sum of weighted squared distances to the nearest center, total weight)`` of one
     block, as floats (a task); ``weights`` None or the block's 1-D weights. For
     ``metric="cosine"`` the distances are ``1 - cos``."""
-    where = dict(index=index, row_start=row_start)
+    where = dict(index=index, row_start=row_start, rows=rows)
     if weights is None:
         dist = predict_block(block, None, centers, "sq_distances", metric, **where, scratch=True)
         return float(to_host(namespace(dist).sum(dist))), float(block.shape[0])
@@ -224,9 +255,15 @@ def add_parts(*parts):
     return math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)
 
 
-def store_block(block, *, index, row_start, target):
+def store_block(block, *, index, row_start, target, rows=None):
     """Write one block to rows ``[row_start, row_start + len(block))`` of the zarr array
-    ``target`` (a task); returns the rows written."""
+    ``target`` (a task); returns the rows written. A block of other rows than the chunk's
+    declared ``rows`` is an error (it would write over its neighbours' rows)."""
+    if rows is not None and block.shape[0] != rows:
+        raise ValueError(
+            f"chunk {index} of the labels holds {block.shape[0]} rows where its chunks declare "
+            f"{rows} (rows {row_start} to {row_start + rows}); nothing of it was written."
+        )
     target[row_start : row_start + block.shape[0]] = to_host(block)
     return block.shape[0]
 

@@ -65,7 +65,8 @@ WAVE_RETRIES = 1
 class Reduction:
     """What a tree reduction computes (a spec of :func:`reduce_in_waves`).
 
-    ``leaf(block, weight_block, *, index, row_start)`` is one chunk's task (``weight_block``
+    ``leaf(block, weight_block, *, index, row_start, rows)`` is one chunk's task (``rows``:
+    the chunk's declared rows) (``weight_block``
     None without weights); ``combine(*children, **keywords)`` merges two or more results, in
     a task inside a wave and on the client above the waves. Its keywords at node
     ``(level, index)`` over ``covered`` of the ``n_leaves`` chunks (:meth:`keywords`): the cap
@@ -203,6 +204,7 @@ def wave_graph(
                 weight,
                 index=i,
                 row_start=int(row_starts[i]),
+                rows=int(row_starts[i + 1]) - int(row_starts[i]),
             )
         return [(leaf_name, i) for i in range(a, b)]
 
@@ -477,6 +479,14 @@ class RowStartDep(ArrayBlockwiseDep):
         return type(self).__name__, self.chunks
 
 
+class RowCountDep(ArrayBlockwiseDep):
+    """The declared rows of each row chunk, as a blockwise argument (the chunks' own sizes:
+    nothing kept per chunk)."""
+
+    def __getitem__(self, idx):
+        return self.chunks[0][idx[0]]
+
+
 def reduce_in_waves(X, sample_weight, spec, *, split_every, hooks=None, on_wave=None):
     """The reduction ``spec`` of X's row chunks, computed in waves of at most
     :data:`WAVE_CHUNKS` chunks.
@@ -635,17 +645,19 @@ def block_wave(name, arrays, starts, start, stop, func, combine, **params):
 
     ``arrays``: dask arrays with the same row chunks and one column block (or None, passed as
     None); ``starts``: their :func:`row_starts`; ``func(*blocks, index=i, row_start=r,
-    **params)`` is one task per chunk, named ``name``. Built as the fit's waves are: one
-    layer of tasks that refer to the arrays' own chunk keys, so dask culls their graphs to
-    the wave's chunks.
+    rows=n, **params)`` (n: the chunk's declared rows) is one task per chunk, named
+    ``name``. Built as the fit's waves are: one layer of tasks that refer to the arrays' own
+    chunk keys, so dask culls their graphs to the wave's chunks.
     """
     token = tokenize(name, [None if a is None else a.name for a in arrays], func, params)
     part, top = f"{name}-{token}", f"{name}-wave-{token}"
     dsk = {}
     for i in range(start, stop):
         refs = [None if a is None else TaskRef((a.name, i) + (0,) * (a.ndim - 1)) for a in arrays]
-        row_start = int(starts[i])
-        dsk[(part, i)] = Task((part, i), func, *refs, index=i, row_start=row_start, **params)
+        row_start, rows = int(starts[i]), int(starts[i + 1]) - int(starts[i])
+        dsk[(part, i)] = Task(
+            (part, i), func, *refs, index=i, row_start=row_start, rows=rows, **params
+        )
     dsk[(top, start)] = Task(
         (top, start), combine, *[TaskRef((part, i)) for i in range(start, stop)]
     )

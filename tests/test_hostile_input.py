@@ -132,3 +132,43 @@ def test_partial_fit_after_set_params_n_clusters_other_number(X):
     with pytest.raises(ValueError, match=r"n_clusters=5 but this model holds 3 centers .*refit"):
         km.partial_fit(X[100:200])
     assert km.refit().partial_fit(X[100:200]).cluster_centers_.shape == (5, X.shape[1])
+
+
+def _lying_chunks(n=4_000, d=3, chunk=1_000, cols=False):
+    """A dask array whose chunk 2 holds fewer rows (or, with ``cols``, another column count)
+    than its declared chunks: what map_blocks makes when its function changes the shape."""
+    X = da.from_array(
+        np.random.default_rng(0).normal(size=(n, d)), chunks=(chunk, d), name="lying-source"
+    )
+
+    def drop(block, block_info=None):
+        if block_info[0]["chunk-location"][0] != 2:
+            return block
+        return block[:, :-1] if cols else block[:-5]
+
+    return X.map_blocks(drop, dtype=X.dtype)
+
+
+def test_a_chunk_of_other_rows_than_declared_is_refused_everywhere():
+    # Rows dropped inside one block with the chunks left as declared: every later row's
+    # label would shift by five, and the fit would count 3,995 rows, without an error.
+    X = _lying_chunks()
+    with pytest.raises(ValueError, match=r"chunk 2 of the array holds 995 rows where its chunks"):
+        StreamingKMeans(3, random_state=0).fit(X)
+    good = np.random.default_rng(1).normal(size=(500, 3))
+    km = StreamingKMeans(3, random_state=0).fit(good)
+    for call in (km.predict, km.transform, km.score):
+        with pytest.raises(ValueError, match="holds 995 rows where its chunks declare 1000"):
+            out = call(X)
+            if hasattr(out, "compute"):
+                out.compute()
+    with pytest.raises(ValueError, match="holds 995 rows"):
+        km.partial_fit(X)
+    with pytest.raises(ValueError, match="holds 995 rows"):
+        StreamingKMeans(3, random_state=0, refine_passes=1).fit(X)
+
+
+def test_a_chunk_of_other_columns_than_the_model_is_refused():
+    km = StreamingKMeans(3, random_state=0).fit(np.random.default_rng(1).normal(size=(500, 3)))
+    with pytest.raises(ValueError, match="chunk 2 of the array holds 2 columns where the model"):
+        km.predict(_lying_chunks(cols=True)).compute()

@@ -101,8 +101,10 @@ def test_waves_on_threads_and_a_local_cluster_give_the_same_centers(data, monkey
     assert max(counts) <= 4 * 8 + 2
 
 
-def _rows_of(block, weight_block, *, index, row_start):
-    """A leaf of the rows reduction: its chunk's ``(index, first row, rows)``."""
+def _rows_of(block, weight_block, *, index, row_start, rows):
+    """A leaf of the rows reduction: its chunk's ``(index, first row, rows)`` (the rows it
+    holds, which are the rows the engine says the chunk declares)."""
+    assert block.shape[0] == rows
     return [(index, row_start, block.shape[0])]
 
 
