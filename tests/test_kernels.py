@@ -749,10 +749,8 @@ def test_restarts_side_by_side_give_the_runs_in_turn(monkeypatch):
     def solve():
         return _runner.weighted_kmeans(X, 12, np.random.default_rng(5), w, n_init=4)
 
-    assert (
-        X.shape[0] * X.shape[1] * 12 < _runner.PARALLEL_RESTART_WORK
-    )  # small: lower the bar to run side by side
-    monkeypatch.setattr(_runner, "PARALLEL_RESTART_WORK", 1)
+    assert X.shape[0] * X.shape[1] < _runner.PARALLEL_VALUES  # small: lower the bar
+    monkeypatch.setattr(_runner, "PARALLEL_VALUES", 1)
 
     main = solve()
     with ThreadPoolExecutor(1) as pool:
@@ -788,7 +786,7 @@ def test_ward_start_and_final_probes_run_beside_the_restarts(monkeypatch):
 
     monkeypatch.setattr(_runner, "_ward_run", spy("ward", ward_run))
     monkeypatch.setattr(_runner, "lloyd", spy("final", lloyd))
-    monkeypatch.setattr(_runner, "PARALLEL_RESTART_WORK", 1)
+    monkeypatch.setattr(_runner, "PARALLEL_VALUES", 1)
 
     def solve():
         return _runner.weighted_kmeans(X, 10, np.random.default_rng(3), w, n_init=4)
