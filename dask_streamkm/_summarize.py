@@ -46,20 +46,24 @@ def summarize(X, size, method="tree", sample_weight=None, mini_batch_size=4096, 
     else:
         n_positive = n
     if n_positive <= size:
-        return Summary.from_points(X, sample_weight)
+        return Summary.from_points(X, sample_weight, check=False)
     rng = np.random.default_rng(seed)
     if method == "lloyd":
         centers = _lloyd_centers(X, size, sample_weight, rng)
     elif method == "tree" and is_numpy(xp):
         labels, n_groups = tree_labels(X, size, sample_weight, rng)
-        summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=n_groups)
+        summary = Summary.from_points(
+            X, sample_weight, labels=labels, n_groups=n_groups, check=False
+        )
         return _merge_light(summary, _typical_weight(sample_weight, n_positive))
     elif method in ("stream", "tree"):  # "tree" on device arrays: the streaming leaf
         centers = _stream_centers(X, size, sample_weight, mini_batch_size, rng)
     else:  # validated by the estimator
         raise ValueError(f"method={method!r} should be one of {METHODS}.")
     labels, _ = nearest(X, xp.astype(centers, X.dtype))
-    summary = Summary.from_points(X, sample_weight, labels=labels, n_groups=centers.shape[0])
+    summary = Summary.from_points(
+        X, sample_weight, labels=labels, n_groups=centers.shape[0], check=False
+    )
     return _merge_light(summary, _typical_weight(sample_weight, n_positive))
 
 

@@ -38,6 +38,43 @@ MAX_WEIGHT_RATIO = 1e6
 MIN_WEIGHT = 1e-150
 
 
+def _check_points(X, sample_weight, labels, n_groups):
+    """The checks of :meth:`Summary.from_points`' inputs (ValueErrors naming the fix)."""
+    xp = namespace(X)
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(
+            f"Summary.from_points needs 2-D rows X, got shape {getattr(X, 'shape', None)}; "
+            "reshape a single feature with X.reshape(-1, 1)."
+        )
+    if X.shape[0] and not bool(xp.all(xp.isfinite(xp.astype(X, xp.float64)))):
+        raise ValueError("Summary.from_points: X holds NaN or infinite values; remove them first.")
+    n = X.shape[0]
+    if sample_weight is not None:
+        if tuple(sample_weight.shape) != (n,):
+            raise ValueError(
+                f"Summary.from_points: sample_weight has shape {tuple(sample_weight.shape)}; "
+                f"it needs one weight per row, shape ({n},)."
+            )
+        sw = xp.astype(sample_weight, xp.float64)
+        if n and (not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0))):
+            raise ValueError(
+                "Summary.from_points: sample_weight has negative, NaN or infinite values; "
+                "weights must be finite and >= 0."
+            )
+    if labels is not None:
+        if tuple(labels.shape) != (n,):
+            raise ValueError(
+                f"Summary.from_points: labels has shape {tuple(labels.shape)}; it needs one "
+                f"label per row, shape ({n},)."
+            )
+        if n and (
+            int(xp.min(labels)) < 0 or (n_groups is not None and int(xp.max(labels)) >= n_groups)
+        ):
+            raise ValueError(
+                f"Summary.from_points: labels must lie in [0, n_groups) (n_groups={n_groups})."
+            )
+
+
 @dataclass(frozen=True, eq=False)
 class Summary:
     """Weighted summary of rows: for each of m groups its weight, linear sum and square sum.
@@ -93,7 +130,9 @@ class Summary:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_points(cls, X, sample_weight=None, labels=None, n_groups=None, origin="auto"):
+    def from_points(
+        cls, X, sample_weight=None, labels=None, n_groups=None, origin="auto", check=True
+    ):
         """Summary of rows of X: one group per distinct row, or one per label if ``labels`` given.
 
         Rows of zero weight carry no mass and are dropped from the groups (they still
@@ -102,8 +141,13 @@ class Summary:
         not depend on the order of the rows and a row of weight N gives the same summary
         as N copies of it (each group's sums are its weight times the row: exact).
         ``origin`` is "auto" (:func:`chunk_origin`: zero for rows near zero, else their
-        mean), None (zero) or an array of shape (d,).
+        mean), None (zero) or an array of shape (d,). X must be 2-D and finite, the weights
+        one per row, finite and >= 0, the labels one per row in ``[0, n_groups)``: a
+        ``ValueError`` names what is not (``check=False``: the caller checked them, as the
+        fit's tasks do).
         """
+        if check:
+            _check_points(X, sample_weight, labels, n_groups)
         xp = namespace(X)
         n = X.shape[0]
         w = as_weights(sample_weight, X)

@@ -323,3 +323,27 @@ def test_distinct_rows_match_numpy_unique():
         got_first, got_inverse = _distinct_rows(X)
         np.testing.assert_array_equal(got_first, first)
         np.testing.assert_array_equal(got_inverse, inverse.reshape(-1))
+
+
+def test_from_points_names_bad_input():
+    # The public constructor checks what the fit's tasks check before they call it: a 1-D X
+    # was an IndexError, NaN rows and negative weights gave a summary of NaN or no groups.
+    X = np.arange(12.0).reshape(6, 2)
+    with pytest.raises(ValueError, match="2-D rows"):
+        Summary.from_points(np.arange(6.0))
+    bad = X.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Summary.from_points(bad)
+    with pytest.raises(ValueError, match="negative, NaN or infinite"):
+        Summary.from_points(X, sample_weight=np.array([1.0, -1.0, 1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"one weight per row, shape \(6,\)"):
+        Summary.from_points(X, sample_weight=np.ones(5))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, n_groups\)"):
+        Summary.from_points(X, labels=np.array([0, 1, 2, 0, 1, 3]), n_groups=3)
+    with pytest.raises(ValueError, match=r"one label per row"):
+        Summary.from_points(X, labels=np.zeros(4, dtype=np.int64), n_groups=1)
+    # Valid input is unchanged, checked or not.
+    a = Summary.from_points(X, labels=np.array([0, 1, 2, 0, 1, 2]), n_groups=3)
+    b = Summary.from_points(X, labels=np.array([0, 1, 2, 0, 1, 2]), n_groups=3, check=False)
+    np.testing.assert_array_equal(a.linear_sums, b.linear_sums)
