@@ -452,3 +452,24 @@ def test_k_below_the_separate_groups_matches_kmeans(seed):
     reference = KMeans(n_clusters=10, n_init=10, random_state=0).fit(Xn).inertia_
     model = StreamingKMeans(n_clusters=10, random_state=seed).fit(X)
     assert -model.score(Xn) <= 1.005 * reference
+
+
+def test_a_pickle_leaves_out_a_lazy_labels_and_the_rows_it_reads():
+    # labels_ of a dask input is a graph over the input: pickled, it carried the rows of an
+    # in-memory dask array (the pickle as large as the data) or dead references to a
+    # persisted one. The pickle holds the model alone and predicts the same labels.
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.normal(size=(100_000, 8)), chunks=25_000)  # 6.4 MB of rows
+    km = StreamingKMeans(5, random_state=0).fit(X)
+    assert hasattr(km.labels_, "dask")
+    blob = pickle.dumps(km)
+    assert len(blob) < 500_000
+    again = pickle.loads(blob)
+    assert not hasattr(again, "labels_")
+    np.testing.assert_array_equal(again.cluster_centers_, km.cluster_centers_)
+    np.testing.assert_array_equal(again.predict(X).compute(), km.labels_.compute())
+    # In-memory input: labels_ is an array, and it is kept.
+    local = StreamingKMeans(5, random_state=0).fit(rng.normal(size=(1_000, 8)))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(local)).labels_, local.labels_)
