@@ -683,6 +683,21 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
         The path does not exist, cannot be reached, is of an unknown kind, is damaged, or does
         not hold a 2-D array.
     """
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InputError(
+            f"open_array needs a path or URL (a str or os.PathLike), got {type(spec).__name__}; "
+            "pass e.g. 'data.zarr', 'rows.npy', 'table.parquet' or 's3://bucket/data.zarr'."
+        )
+    if columns is not None and isinstance(columns, str):
+        raise InputError(
+            f"columns={columns!r}: give a list of column names, e.g. columns=[{columns!r}]."
+        )
+    columns = None if columns is None else list(columns)
+    if columns is not None and not columns:
+        raise InputError(
+            "columns=[] selects no column; give the columns to read, or columns=None for "
+            "every (numeric) column."
+        )
     path, name = _split_spec(spec)
     try:
         return _open(path, name, columns, chunks, storage_options)

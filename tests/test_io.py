@@ -346,3 +346,15 @@ def test_zarr_over_plain_http(tmp_path, rng):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_open_array_names_a_wrong_spec_or_columns(tmp_path):
+    from dask_streamkm.io import InputError, open_array
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 2)))
+    with pytest.raises(InputError, match="needs a path or URL"):
+        open_array(None)
+    with pytest.raises(InputError, match="columns=\\[\\] selects no column"):
+        open_array(str(tmp_path / "x.npy"), columns=[])
+    with pytest.raises(InputError, match="give a list of column names"):
+        open_array(str(tmp_path / "x.npy"), columns="a")
