@@ -325,10 +325,23 @@ def ward_labels(X, n_clusters, sample_weight=None):
     w = w / xp.max(w)
     P = P - xp.sum(P * w[:, None], axis=0) / xp.sum(w)
     sq = xp.sum(P * P, axis=1)
-    D = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * xp.matmul(P, P.T), 0.0)
-    D = D * (w[:, None] * w[None, :] / (w[:, None] + w[None, :]))
     index = xp.arange(n, device=dev)
-    D = xp.where(index[:, None] == index[None, :], xp.inf, D)
+    if is_numpy(xp):
+        # The same numbers in three n x n arrays instead of seven (each a fresh mmap with
+        # glibc's mmap threshold fixed, as distributed's nanny sets it).
+        G = np.matmul(P, P.T)
+        G *= 2.0
+        D = np.add.outer(sq, sq)
+        D -= G
+        np.maximum(D, 0.0, out=D)
+        factor = np.multiply.outer(w, w, out=G)
+        factor /= np.add.outer(w, w)
+        D *= factor
+        np.fill_diagonal(D, np.inf)
+    else:
+        D = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * xp.matmul(P, P.T), 0.0)
+        D = D * (w[:, None] * w[None, :] / (w[:, None] + w[None, :]))
+        D = xp.where(index[:, None] == index[None, :], xp.inf, D)
     nn = xp.argmin(D, axis=1)
     nd = xp.min(D, axis=1)
     parent = _ward_merges(xp, D, w, nn, nd, index, n - int(n_clusters))
