@@ -1213,10 +1213,9 @@ class StreamingKMeans(
 
     def __getstate__(self):
         """The pickled (and deep-copied) state: a lazy ``labels_`` (dask or zarr input) is
-        left out. It is a
-        graph over the input, so it would carry an in-memory input's rows into the pickle
-        (a 12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input persisted on a
-        cluster, references that no longer compute once the cluster is gone;
+        left out. It is a graph over the input, so it would carry an in-memory input's rows
+        into the pickle (a 12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input
+        persisted on a cluster, references that no longer compute once the cluster is gone;
         ``predict(X)`` gives the labels again."""
         state = super().__getstate__()
         if dask.is_dask_collection(state.get("labels_")):
