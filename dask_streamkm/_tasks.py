@@ -68,28 +68,28 @@ def check_block(
     xp = namespace(X)
     if X.dtype != float_dtype(xp, X.dtype):  # integers, bools and float16 compute in float64
         X = xp.astype(X, float_dtype(xp, X.dtype))
-    rows = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
+    where = f"chunk {index} (rows {row_start} to {row_start + X.shape[0]})"
     if sample_weight is not None and sample_weight.shape[0]:
         sw = xp.astype(sample_weight, xp.float64)
         if not bool(xp.all(xp.isfinite(sw))) or bool(xp.any(sw < 0)):
             raise ValueError(
-                f"sample_weight has negative, NaN or infinite values in {rows}; "
+                f"sample_weight has negative, NaN or infinite values in {where}; "
                 "sample_weight should be finite and >= 0."
             )
         if centers is None if summed is None else summed:
-            _check_weight_range(sw, f" in {rows}")
+            _check_weight_range(sw, f" in {where}")
     if X.shape[0]:
         # NaN and inf show in the extremes (read once for both checks).
         bounds = value_range(X)
         if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
             raise ValueError(
-                f"Input contains NaN or infinity in {rows}. Remove or impute those rows, e.g. "
+                f"Input contains NaN or infinity in {where}. Remove or impute those rows, e.g. "
                 "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), first."
             )
         weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
         dtype = distance_dtype(X, centers, bounds, weight=weight)
         if dtype is None:
-            raise ValueError(_too_large_message(X, centers, bounds, rows, weight))
+            raise ValueError(_too_large_message(X, centers, bounds, where, weight))
         if dtype != X.dtype:
             X = xp.astype(X, dtype)
     if metric == "cosine" and X.shape[0]:
@@ -97,7 +97,7 @@ def check_block(
         if bool(xp.any(zero)):
             row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
             raise ValueError(
-                f"metric='cosine': row {row} in {rows} has zero norm, so it has no "
+                f"metric='cosine': row {row} in {where} has zero norm, so it has no "
                 "direction and no cosine. Drop all-zero rows first, e.g. "
                 "X[(X != 0).any(axis=1)], or use metric='euclidean'."
             )
