@@ -43,17 +43,17 @@ MIN_GAIN = 1e-5
 BLOCK_ROWS = 2048
 
 
-def _two_nearest(P, centers, work=None):
+def _two_nearest(P, centers):
     """Each row's nearest and second-nearest center: (i1, d1, i2, d2), squared distances
     (float64, from the expansion ``|x|^2 + |c|^2 - 2 x.c``; two argmins per row block). The
     blocks run side by side (:func:`._pool.map_calls`, one BLAS thread each) for at most
-    :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way.
-    ``work``: a :class:`._distances.Workspace` shared by the calls of one polish (each
-    thread's block in its own buffer of it; with glibc's mmap threshold fixed, as
-    distributed's nanny sets it, a fresh block per call was most of the solve's page faults).
+    :data:`._pool.SMALL_VALUES` values: each block's numbers are the same either way. Each
+    thread keeps one block buffer for the call (with glibc's mmap threshold fixed, as
+    distributed's nanny sets it, a fresh block each was most of the polish's page faults);
+    at most one per thread is alive, as before.
     """
     m, k = P.shape[0], centers.shape[0]
-    work = Workspace(lock=threading.Lock()) if work is None else work
+    buffers, lock = {}, threading.Lock()
     c_sq = np.einsum("ij,ij->i", centers, centers)
     # -2 c: the product is -2 x.c exactly (a power of two), one pass less over each block.
     scaled_t = (centers * -2.0).T
@@ -64,8 +64,13 @@ def _two_nearest(P, centers, work=None):
 
     def block_of(start):
         block = P[start : start + BLOCK_ROWS]
-        out = work.take(f"D:{threading.get_ident()}", (block.shape[0], k), np.float64)
-        D = np.matmul(block, scaled_t, out=out)
+        with lock:
+            out = buffers.get(threading.get_ident())
+        if out is None:
+            out = np.empty((min(BLOCK_ROWS, m), k))
+            with lock:
+                buffers[threading.get_ident()] = out
+        D = np.matmul(block, scaled_t, out=out[: block.shape[0]])
         D += c_sq[None, :]
         D += np.einsum("ij,ij->i", block, block)[:, None]
         stop = start + block.shape[0]
@@ -97,10 +102,11 @@ def _pop_smallest(D):
 def _border_split(P, w, spread, centers, work=None):
     """For every group: its two nearest centers, the unit normal u of their border (toward
     the second), the share p beyond the border and ``s phi(h / s)`` (the mean offset along u
-    of the rows beyond it, times p), and the squared distance to the nearest. ``work``: as
-    :func:`_two_nearest`'s; ``u`` is then its buffer, valid until the next call."""
-    work = Workspace(lock=threading.Lock()) if work is None else work
-    i1, d1, i2, d2 = _two_nearest(P, centers, work)
+    of the rows beyond it, times p), and the squared distance to the nearest. ``work``: a
+    :class:`._distances.Workspace` shared by the calls of one polish; ``u`` is then its
+    buffer, valid until the next call."""
+    work = Workspace() if work is None else work
+    i1, d1, i2, d2 = _two_nearest(P, centers)
     diff = np.take(centers, i2, axis=0, out=work.take("diff", P.shape, np.float64))
     diff -= np.take(centers, i1, axis=0, out=work.take("first", P.shape, np.float64))
     norm = np.sqrt(np.einsum("ij,ij->i", diff, diff))
@@ -147,7 +153,7 @@ def spread_lloyd(P, w, spread, centers, n_iter=SPREAD_ITER, split=None, work=Non
     k = centers.shape[0]
     m = P.shape[0]
     rows = np.arange(m)
-    work = Workspace(lock=threading.Lock()) if work is None else work
+    work = Workspace() if work is None else work
     for step in range(int(n_iter)):
         first = step == 0 and split is not None
         i1, i2, u, p, tail, _, _, _ = split if first else _border_split(P, w, spread, centers, work)
@@ -178,7 +184,7 @@ def polish_on_spread(P, w, sse, centers, n_iter=SPREAD_ITER):
         return None
     spread = group_spread(w, sse, P.shape[1])
     # The polish's work buffers, let go when it returns (none kept by the thread).
-    work = Workspace(lock=threading.Lock())
+    work = Workspace()
     split = _border_split(P, w, spread, centers, work)
     before = _split_cost(w, sse, split)
     moved = spread_lloyd(P, w, spread, centers, n_iter, split, work)
