@@ -65,10 +65,10 @@ WAVE_RETRIES = 1
 class Reduction:
     """What a tree reduction computes (a spec of :func:`reduce_in_waves`).
 
-    ``leaf(block, weight_block, *, index, row_start, rows)`` is one chunk's task (``rows``:
-    the chunk's declared rows) (``weight_block``
-    None without weights); ``combine(*children, **keywords)`` merges two or more results, in
-    a task inside a wave and on the client above the waves. Its keywords at node
+    ``leaf(block, weight_block, *, index, row_start, rows)`` is one chunk's task
+    (``weight_block`` None without weights; ``rows`` the chunk's declared rows);
+    ``combine(*children, **keywords)`` merges two or more results, in a task inside a wave
+    and on the client above the waves. Its keywords at node
     ``(level, index)`` over ``covered`` of the ``n_leaves`` chunks (:meth:`keywords`): the cap
     rule ``cap(covered, n_leaves)`` as ``cap=`` when ``cap`` is given, and the seed rule's
     ``level=, index=, entropy=`` when ``entropy`` is not None (the combine draws from
@@ -485,6 +485,9 @@ class RowCountDep(ArrayBlockwiseDep):
 
     def __getitem__(self, idx):
         return self.chunks[0][idx[0]]
+
+    def __dask_tokenize__(self):
+        return type(self).__name__, self.chunks
 
 
 def reduce_in_waves(X, sample_weight, spec, *, split_every, hooks=None, on_wave=None):
