@@ -78,6 +78,12 @@ AUTO_RESTART_WORK = 1000
 AUTO_MIN_RESTARTS = 3
 
 
+def restart_trials(n_clusters):
+    """k-means++ candidates per step of a restart on the coarse copy: ``4 * (2 + ln k)``, four
+    times scikit-learn's (the coarse points are few, and wider seeding found lower costs)."""
+    return 4 * (2 + int(math.log(n_clusters)))
+
+
 def auto_n_init(n_clusters):
     """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
 
@@ -197,7 +203,7 @@ def weighted_kmeans(
     if n_init == "auto":
         n_init = auto_n_init(n_clusters)
     if n_local_trials is None:
-        n_local_trials = 4 * (2 + int(math.log(n_clusters)))
+        n_local_trials = restart_trials(n_clusters)
     if coarse_points is None:
         coarse_points = max(COARSE_POINTS_PER_CLUSTER * n_clusters, MIN_COARSE_POINTS)
     coarse_points = max(int(coarse_points), n_clusters)

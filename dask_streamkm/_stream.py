@@ -702,7 +702,7 @@ def fresh_start(points, w, k, rng, tol):
         run = _runner._ward_run(P, wp, k, rng, tol)
         return None if run is None else run[1]
     p_sq = _distances.row_norms_sq(P)
-    idx = kmeans_plusplus(P, k, rng, wp, p_sq, 4 * (2 + int(np.log(k))))
+    idx = kmeans_plusplus(P, k, rng, wp, p_sq, _runner.restart_trials(k))
     return _lloyd.lloyd(
         P, P[idx], wp, max_iter=_runner.RESTART_MAX_ITER, tol=tol, fixed_origin=True
     )[0]
