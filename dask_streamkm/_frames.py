@@ -233,11 +233,6 @@ def partition_lengths(frame):
     return tuple(int(n) for n in frame.map_partitions(len).compute())
 
 
-def weights_array(sample_weight):
-    """``sample_weight`` as an array (:func:`column_array`)."""
-    return column_array(sample_weight)
-
-
 def column_array(values):
     """``values`` as an array: a dask Series (or one-column DataFrame) becomes a dask array
     with its partitions as chunks, a DataArray its data; anything else is unchanged."""

@@ -442,7 +442,7 @@ class StreamingKMeans(
         must also lie in the range :func:`.summary.weight_range_problem` accepts, over the
         whole array; dask weights are checked chunk by chunk in their tasks.
         """
-        sample_weight = _frames.weights_array(sample_weight)
+        sample_weight = _frames.column_array(sample_weight)
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
