@@ -649,7 +649,8 @@ class StreamingKMeans(
         """Fold the batch X into the running summary and update the centers cheaply.
 
         The first call summarizes X and solves (as ``fit``, with the restarts its rows pay
-        for: ``n_init`` times its rows over 25 per group of its summary, at least 1). Later
+        for: ``n_init`` times its rows over 25 per group of its summary and at most over 400
+        per cluster, at least 1). Later
         calls on host (numpy)
         models with ``metric="euclidean"`` do not solve again: each row of X goes to its
         nearest current center, into a group keyed by its two nearest centers and how close
@@ -791,7 +792,11 @@ class StreamingKMeans(
                     _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=2)
             summary = self._within_budget(old.merge(_like(new, old)), X, batch)
         # A first batch gets the restarts its rows pay for (:func:`._stream.first_restarts`).
-        n_init = _stream.first_restarts(new, self._n_init(self.n_clusters)) if first else None
+        n_init = (
+            _stream.first_restarts(new, self._n_init(self.n_clusters), self.n_clusters)
+            if first
+            else None
+        )
         with _threads.one_blas_thread(summary.n_groups * summary.n_features if small else np.inf):
             self._solve(summary, entropy, dtype, n_init)
         self.labels_ = rows.labels(self._labels(X, lazy))

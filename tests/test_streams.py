@@ -204,10 +204,14 @@ def test_a_first_batch_gets_the_restarts_its_rows_pay_for(mixture):
     assert _stream.first_restarts(small, 10) == 10 * 4_096 // (per_group * 500) == 3
     assert _stream.first_restarts(large, 10) == 10
     assert _stream.first_restarts(Summary(np.ones(9), np.zeros((9, 2)), np.zeros(9), 9), 10) == 1
+    # Few rows per cluster: at most n_init times the rows over FIRST_ROWS_PER_CLUSTER per cluster.
+    per_cluster = _stream.FIRST_ROWS_PER_CLUSTER
+    assert _stream.first_restarts(small, 10, 100) == 10 * 4_096 // (per_cluster * 100) == 1
+    assert _stream.first_restarts(large, 10, 100) == 10
     # A small first batch is solved with those restarts (as solve_summary with that n_init).
     X = mixture[:2_000]
     km = StreamingKMeans(10, random_state=0).partial_fit(X)
-    restarts = _stream.first_restarts(km.summary_, 10)
+    restarts = _stream.first_restarts(km.summary_, 10, 10)
     assert restarts < 10
     centers, _, _ = solve_summary(
         km.summary_,
