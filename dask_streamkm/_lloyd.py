@@ -361,8 +361,10 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
     operations, and their calls took the time); numpy and cupy write their results back in
     one call too, other namespaces row by row (the standard has no assignment by an index
     array)."""
+    if is_numpy(xp):
+        return _ward_merges_host(D, w, nn, nd, index, n_merges)
     parent = list(range(D.shape[0]))
-    scatter = is_numpy(xp) or is_cupy(xp)
+    scatter = is_cupy(xp)
     for _ in range(n_merges):
         a = int(xp.argmin(nd))
         b = int(nn[a])
@@ -390,6 +392,56 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
         for j in range(stale.shape[0]):
             i = int(stale[j])
             nn[i], nd[i] = near[j], cost[j]
+    return parent
+
+
+def _ward_merges_host(D, w, nn, nd, index, n_merges):
+    """:func:`_ward_merges` for numpy arrays, the same numbers: each merge's row of costs is
+    made in two kept buffers (``out=``), the nearest cost of a row is read at its
+    ``argmin`` instead of a second pass (``min``), and so for the rows searched again (a merge
+    is a Python loop of small vector operations: at 500 rows, their number and allocations
+    took the time)."""
+    parent = list(range(D.shape[0]))
+    row, other = np.empty_like(w), np.empty_like(w)
+    stale = np.empty(w.shape[0], dtype=bool)
+    mask = np.empty(w.shape[0], dtype=bool)
+    for _ in range(n_merges):
+        a = int(np.argmin(nd))
+        b = int(nn[a])
+        wa, wb = w[a], w[b]
+        # ((wa + w) * D[a] + (wb + w) * D[b] - w * D[a, b]) / (wa + wb + w), in that order.
+        np.add(wa, w, out=row)
+        row *= D[a, :]
+        np.add(wb, w, out=other)
+        other *= D[b, :]
+        row += other
+        np.multiply(w, D[a, b], out=other)
+        row -= other
+        np.add(wa + wb, w, out=other)
+        row /= other
+        row[a] = np.inf
+        row[b] = np.inf
+        D[b, :] = np.inf
+        D[:, b] = np.inf
+        D[a, :] = row
+        D[:, a] = row
+        w[a] = wa + wb
+        parent[b] = a
+        nd[b] = np.inf
+        near = int(np.argmin(row))
+        nn[a] = near
+        nd[a] = row[near]
+        np.equal(nn, a, out=stale)
+        stale |= np.equal(nn, b, out=mask)
+        stale[a] = False
+        stale &= np.less(nd, np.inf, out=mask)
+        found = np.flatnonzero(stale)
+        if not found.shape[0]:
+            continue
+        block = D[found]
+        near = np.argmin(block, axis=1)
+        nn[found] = near
+        nd[found] = block[np.arange(found.shape[0]), near]
     return parent
 
 
