@@ -63,9 +63,9 @@ solves add at most about a third to the work of folding, whatever the batch size
 share kept dask-ml's ``Incremental`` (40 blocks of 100,000 rows) from staying within 1.5
 times ``fit``; between full solves the warm ones keep the centers in their basin. A first
 batch's full solve gets the restarts its rows pay for at :data:`FIRST_ROWS_PER_GROUP` per
-group and :data:`FIRST_ROWS_PER_CLUSTER` per cluster (:func:`first_restarts`): its basin is the stream's until the next full one. The
-units are rows and groups, never seconds: the same calls give the same centers on every
-machine.
+group and :data:`FIRST_ROWS_PER_CLUSTER` per cluster (:func:`first_restarts`): its basin
+is the stream's until the next full one or the re-solve. The units are rows and groups,
+never seconds: the same calls give the same centers on every machine.
 
 ``half_life`` decay is applied lazily: the stored groups carry one common scale (its base-2
 logarithm), applied to them when it falls below ``2 ** DECAY_APPLY_LOG2`` or when the summary
