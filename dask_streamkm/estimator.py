@@ -32,6 +32,7 @@ from ._runner import (
 )
 from ._stream import MIN_DECAYED_WEIGHT, HalfLifeDecayWarning, decay  # noqa: F401
 from ._summarize import METHODS
+from ._tasks import predict_block
 from .summary import Summary, weight_range_problem
 
 #: Rows per chunk when an in-memory array is wrapped as a dask array.
@@ -757,6 +758,8 @@ class StreamingKMeans(
                 if self._partial_fit_stream(X, None, False):
                     return self
         lazy = is_lazy_input(X)
+        # A plain first batch is labelled by the chunk's task itself, not a one-task graph.
+        plain = X if first and sample_weight is None and self._plain_batch(X) else None
         # A batch that will be folded needs no hash of its data for a graph name (with a
         # checkpoint, a far batch's pass is keyed by it: hashed then).
         folds = not first and _stream.streams(self.cluster_centers_, None, self.metric)
@@ -799,13 +802,20 @@ class StreamingKMeans(
         )
         with _threads.one_blas_thread(summary.n_groups * summary.n_features if small else np.inf):
             self._solve(summary, entropy, dtype, n_init)
-        self.labels_ = rows.labels(self._labels(X, lazy))
+        if plain is not None:
+            with _threads.one_blas_thread(plain.size):
+                labels = predict_block(
+                    plain, None, self.cluster_centers_, "labels", self.metric, rows=len(plain)
+                )
+        else:
+            labels = self._labels(X, lazy)
+        self.labels_ = rows.labels(labels)
         return self
 
-    def _folds_plain(self, X):
-        """True when X is a batch that :meth:`_partial_fit_stream` folds as it is: a C-ordered
-        2-D float32 or float64 numpy array of 1 to ``DEFAULT_CHUNK_ROWS`` rows (one chunk,
-        what ``_input`` would make of it) and a model whose batches are folded."""
+    @staticmethod
+    def _plain_batch(X):
+        """True when X is a C-ordered 2-D float32 or float64 numpy array of 1 to
+        ``DEFAULT_CHUNK_ROWS`` rows: one chunk, what ``_input`` would make of it, uncast."""
         return (
             type(X) is np.ndarray
             and X.ndim == 2
@@ -813,8 +823,12 @@ class StreamingKMeans(
             and X.flags.c_contiguous
             and 1 <= X.shape[0] <= DEFAULT_CHUNK_ROWS
             and X.shape[1] >= 1
-            and _stream.streams(self.cluster_centers_, None, self.metric)
         )
+
+    def _folds_plain(self, X):
+        """True when X is a batch that :meth:`_partial_fit_stream` folds as it is: a plain
+        batch (:meth:`_plain_batch`) and a model whose batches are folded."""
+        return self._plain_batch(X) and _stream.streams(self.cluster_centers_, None, self.metric)
 
     def _stream_groups(self):
         """Groups of the running summary, without building it."""
