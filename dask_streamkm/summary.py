@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -330,7 +331,14 @@ class Summary:
         return Summary(self.weights, sums, xp.maximum(squares, 0.0), self.n_seen, origin)
 
     def scaled(self, factor: float):
-        """The summary with W, S and SS multiplied by ``factor`` (decay of older data)."""
+        """The summary with W, S and SS multiplied by ``factor`` (decay of older data).
+
+        ``factor`` must be a finite number >= 0, else ``ValueError``: a negative, NaN or
+        infinite factor gives weights that are not. 0 is allowed (a decay whose factor
+        underflows passes it): every group then has weight 0, and :meth:`drop_empty`
+        removes them. The centroids do not change.
+        """
+        factor = _checked_factor(factor)
         return Summary(
             self.weights * factor,
             self.linear_sums * factor,
@@ -523,6 +531,19 @@ class Summary:
             f"Summary(n_groups={self.n_groups}, n_features={self.n_features}, "
             f"total_weight={self.total_weight:.6g}, n_seen={self.n_seen})"
         )
+
+
+def _checked_factor(factor):
+    """``factor`` of :meth:`Summary.scaled` as a float; ValueError unless a real number (numpy
+    scalars included), finite and >= 0."""
+    value = float(factor) if isinstance(factor, numbers.Real) else None
+    if value is None or not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            f"Summary.scaled: factor={factor!r} should be a finite number >= 0 (every weight "
+            "and sum is multiplied by it, so a negative, NaN or infinite factor gives weights "
+            "that are not); pass e.g. 2 ** (-n_new_rows / half_life) to decay older data."
+        )
+    return value
 
 
 def weight_range_problem(smallest, largest, where=""):

@@ -187,6 +187,23 @@ def test_scaled(rng):
     np.testing.assert_allclose(h.group_sse, 0.25 * s.group_sse, atol=1e-9)
 
 
+@pytest.mark.parametrize("factor", [-0.5, float("nan"), float("inf"), -float("inf"), "2"])
+def test_scaled_refuses_a_factor_that_is_not_finite_and_non_negative(rng, factor):
+    # A negative or NaN factor gave negative or NaN weights without a word.
+    s = grouped(rng)[3]
+    with pytest.raises(ValueError, match=r"factor=.* should be a finite number >= 0"):
+        s.scaled(factor)
+
+
+def test_scaled_by_zero_leaves_groups_of_zero_weight(rng):
+    # What a decay whose factor underflows passes: the groups weigh 0 and drop_empty
+    # removes them.
+    s = grouped(rng)[3]
+    z = s.scaled(0.0)
+    assert z.n_groups == s.n_groups and z.total_weight == 0.0
+    assert z.drop_empty().n_groups == 0 and z.n_seen == s.n_seen
+
+
 def test_solve_returns_centers_and_bound(rng):
     X = np.concatenate([rng.normal(size=(100, 2)) + c for c in ([0, 0], [20, 0], [0, 20])])
     s = Summary.from_points(X)
