@@ -417,8 +417,13 @@ class Summary:
         summary of unit vectors) the solve is spherical k-means (unit centers), on the
         centroids themselves, and the bound is the cosine cost ``sum_g W_g - S_g . c_g``,
         which is exact: a group's cosine cost to a unit center depends on its rows only
-        through W and S. Precondition: ``n_groups >= n_clusters``.
+        through W and S.
+
+        A summary with no groups or a total weight of 0 (``Summary.empty(d)``, a summary of
+        rows whose weights are all zero) and ``n_clusters`` outside ``[1, n_groups]`` raise a
+        ``ValueError`` naming the fix.
         """
+        _check_solvable(self, n_clusters)
         rng = np.random.default_rng(seed)
         if spherical:
             return weighted_kmeans(
@@ -530,6 +535,31 @@ class Summary:
         return (
             f"Summary(n_groups={self.n_groups}, n_features={self.n_features}, "
             f"total_weight={self.total_weight:.6g}, n_seen={self.n_seen})"
+        )
+
+
+def _check_solvable(summary, n_clusters):
+    """Refuse a solve of a summary without rows of positive weight, or for a number of clusters
+    outside ``[1, n_groups]``: ValueErrors naming the value and the fix."""
+    if summary.n_groups == 0:
+        raise ValueError(
+            f"Summary.solve: the summary holds no rows (n_groups=0, n_seen={summary.n_seen}), "
+            "so there are no centers to find. Summarize rows first: Summary.from_points(X), "
+            "StreamingKMeans().fit(X).summary_, or merge it with a summary that holds rows."
+        )
+    total = summary.total_weight
+    if not total > 0.0:
+        raise ValueError(
+            f"Summary.solve: the summary's weights are zero for every group (total_weight="
+            f"{total:g}); at least one row needs a positive weight. Summarize rows of positive "
+            "sample_weight, or merge it with a summary that holds some."
+        )
+    k = int(n_clusters)
+    if not 1 <= k <= summary.n_groups:
+        raise ValueError(
+            f"Summary.solve: n_clusters={n_clusters!r} should be >= 1 and <= the summary's "
+            f"n_groups={summary.n_groups} (its distinct rows of positive weight); use "
+            f"n_clusters <= {summary.n_groups} or summarize more rows."
         )
 
 

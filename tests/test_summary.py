@@ -213,6 +213,26 @@ def test_solve_returns_centers_and_bound(rng):
     np.testing.assert_allclose(bound, true_cost(X, centers), rtol=1e-9)
 
 
+def test_solve_of_a_summary_without_rows_names_the_fix(rng):
+    # numpy's "zero-size array to reduction operation minimum" came out of the seeding.
+    with pytest.raises(ValueError, match=r"holds no rows \(n_groups=0.*Summary.from_points"):
+        Summary.empty(3).solve(2)
+    # Every weight zero: a float division by zero came out.
+    zero = Summary.from_points(rng.normal(size=(10, 3))).scaled(0.0)
+    with pytest.raises(ValueError, match=r"zero for every group.*positive weight"):
+        zero.solve(2)
+    # Solved once merged with a summary that holds rows.
+    merged = Summary.empty(3).merge(Summary.from_points(rng.normal(size=(10, 3))))
+    assert merged.solve(2, n_init=1, seed=0)[0].shape == (2, 3)
+
+
+@pytest.mark.parametrize("n_clusters", [0, 4])
+def test_solve_for_clusters_outside_the_groups_names_the_fix(n_clusters):
+    s = Summary.from_points(np.eye(3))
+    with pytest.raises(ValueError, match=rf"n_clusters={n_clusters} should be >= 1 and <= .*=3"):
+        s.solve(n_clusters)
+
+
 # ---------------------------------------------------------------------- files
 @pytest.mark.parametrize("seed", range(20))
 def test_solve_max_iter_bounds_n_iter_and_more_iterations_above_the_cap_never_cost_more(seed):
