@@ -1231,15 +1231,24 @@ class StreamingKMeans(
         return super(StreamingKMeans, self._shown())._repr_mimebundle_(**kwargs)
 
     def __getstate__(self):
-        """The pickled (and deep-copied) state: a lazy ``labels_`` (dask or zarr input) is
-        left out. It is a graph over the input, so it would carry an in-memory input's rows
-        into the pickle (a 12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input
-        persisted on a cluster, references that no longer compute once the cluster is gone;
-        ``predict(X)`` gives the labels again."""
+        """The pickled state: a lazy ``labels_`` (dask or zarr input) is left out. It is a
+        graph over the input, so it would carry an in-memory input's rows into the pickle (a
+        12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input persisted on a
+        cluster, references that no longer compute once the cluster is gone; ``predict(X)``
+        gives the labels again. A deep copy keeps it (:meth:`__deepcopy__`)."""
         state = super().__getstate__()
         if dask.is_dask_collection(state.get("labels_")):
             state = {key: value for key, value in state.items() if key != "labels_"}
         return state
+
+    def __deepcopy__(self, memo):
+        """A deep copy in memory keeps a lazy ``labels_``: its graph copies as any other
+        attribute, and nothing leaves the process (only a pickle leaves it out, see
+        :meth:`__getstate__`). ``sklearn.base.clone`` copies the parameters alone, as ever."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(super().__getstate__(), memo))
+        return copied
 
     # ------------------------------------------------------------------ files, export, SageMaker
     def save(self, path, storage_options=None):
