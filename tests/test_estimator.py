@@ -197,14 +197,28 @@ def test_refit_rejects_unknown_parameter(blobs):
         km.refit(method="lloyd")
 
 
-def test_refit_too_many_clusters():
+def test_refit_for_more_clusters_than_rows_is_refused_as_fit_refuses_it():
+    # It returned repeated centers with a warning where fit raises.
     X = np.arange(20.0).reshape(10, 2)
     km = StreamingKMeans(2, random_state=0).fit(X)
-    # More clusters than the 10 distinct rows: sklearn's ConvergenceWarning and duplicates.
+    centers = km.cluster_centers_
+    with pytest.raises(ValueError, match=r"refit\(n_clusters=11\): n_samples=10 should be >= "):
+        km.refit(n_clusters=11)
+    assert km.n_clusters == 2 and km.cluster_centers_ is centers  # left as it was
+    with pytest.raises(ValueError, match=r"n_samples=10 should be >= n_clusters=11"):
+        StreamingKMeans(11).fit(X)
+
+
+def test_refit_for_more_clusters_than_distinct_rows_warns_as_fit_does():
+    # 20 rows, 10 distinct: scikit-learn's ConvergenceWarning and duplicate centers.
+    X = np.repeat(np.arange(20.0).reshape(10, 2), 2, axis=0)
+    km = StreamingKMeans(2, random_state=0).fit(X)
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(10\)"):
         km.refit(n_clusters=11)
     assert km.cluster_centers_.shape == (11, 2)
     assert len(np.unique(km.cluster_centers_, axis=0)) == 10
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(10\)"):
+        StreamingKMeans(11, random_state=0).fit(X)
 
 
 def test_refit_before_fit():
