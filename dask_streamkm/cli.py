@@ -131,21 +131,41 @@ def _columns(args):
     return args.columns.split(",") if getattr(args, "columns", None) else None
 
 
-def _check_model_columns(args, model):
-    """Refuse ``--columns`` that differ from the columns the model was fitted on (its
-    ``feature_names_in_``: a ``fit --columns`` of the command line, or a DataFrame in
-    Python), in names or order: the rows' values would be read against the wrong centers'
-    coordinates. The loaded model then forgets its names: the arrays read from paths have
-    none for it to check (it would warn that X has none)."""
-    names = model.__dict__.pop("feature_names_in_", None)
+def _table_columns(args):
+    """The columns read from the input: the ``--columns`` names, else a Parquet input's own
+    columns in their order (:func:`.io.table_columns`); None for an array input (zarr,
+    ``.npy``), which has no names. Call it once :func:`_open` has opened the input."""
+    from .io import table_columns
+
     columns = _columns(args)
-    if names is None or columns is None or columns == [str(n) for n in names]:
+    if columns is not None:
+        return columns
+    return table_columns(args.store, **_options_for(_outputs.input_path(args.store), args))
+
+
+def _check_model_columns(args, model):
+    """Refuse input columns that differ from the columns the model was fitted on (its
+    ``feature_names_in_``: a ``fit`` of a Parquet input on the command line, or a DataFrame
+    in Python), in names or order: the rows' values would be read against the wrong centers'
+    coordinates. The columns are the ``--columns`` names, else a Parquet input's own
+    (:func:`_table_columns`; none for an array input, which is not checked). Call it once
+    :func:`_open` has opened the input. The loaded model then forgets its names: the arrays
+    read from paths have none for it to check (it would warn that X has none)."""
+    names = model.__dict__.pop("feature_names_in_", None)
+    if names is None:
+        return
+    columns = _table_columns(args)
+    if columns is None or columns == [str(n) for n in names]:
         return
     fitted = ",".join(map(str, names))
+    given = (
+        f"--columns {args.columns}"
+        if _columns(args) is not None
+        else f"{args.store!r} has the columns {','.join(columns)} and no --columns was given"
+    )
     raise UserError(
-        f"--columns {args.columns}: the model was fitted on the columns {fitted} (in that "
-        f"order), so the rows would be compared with centers of other columns; pass "
-        f"--columns {fitted}."
+        f"{given}: the model was fitted on the columns {fitted} (in that order), so the rows "
+        f"would be compared with centers of other columns; pass --columns {fitted}."
     )
 
 
@@ -297,14 +317,16 @@ def cmd_fit(args):
     )
     X = _open(args)
     _check_rows(X, args)
+    # The Parquet columns read (--columns, else all the table's), saved with the model:
+    # predict and score check theirs against them (_check_model_columns), as scikit-learn
+    # checks a DataFrame's names. An array input (zarr, .npy) has none.
+    columns = _table_columns(args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         model = _fit(X, args, client)
-    if _columns(args) is not None:
-        # The Parquet columns, saved with the model: predict and score check theirs against
-        # them (_check_model_columns), as scikit-learn checks a DataFrame's names.
+    if columns is not None:
         import numpy as np
 
-        model.feature_names_in_ = np.asarray(_columns(args), dtype=object)
+        model.feature_names_in_ = np.asarray(columns, dtype=object)
     _save_model(model, args)
     return 0
 
@@ -322,8 +344,8 @@ def cmd_predict(args):
         args, [("--out", args.out, "store")], [("input", args.store), ("model", args.model)]
     )
     model = _load_model(args)
-    _check_model_columns(args, model)
     X = _open(args)
+    _check_model_columns(args, model)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         labels = model.predict(X)
         with (
@@ -339,8 +361,8 @@ def cmd_predict(args):
 
 def cmd_score(args):
     model = _load_model(args)
-    _check_model_columns(args, model)
     X = _open(args)
+    _check_model_columns(args, model)
     _check_rows(X, args)
     with scheduler(args.scheduler, args.n_workers, args.connect_timeout) as client:
         with _progress(client, BLOCK_TASKS, "score", args.quiet):

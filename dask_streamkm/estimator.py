@@ -960,7 +960,10 @@ class StreamingKMeans(
         Parameters
         ----------
         n_clusters : int, optional
-            New number of clusters; the current one when None.
+            New number of clusters; the current one when None. At most the rows seen
+            (``n_rows_seen_``): more raise ``ValueError``, as ``fit`` refuses more clusters
+            than rows. Between the distinct rows and the rows seen, some centers are
+            duplicates and a ``ConvergenceWarning`` is raised, as ``fit`` does.
         **params
             New values of ``n_init``, ``max_iter``, ``tol`` or ``random_state``. A rejected
             value raises ``ValueError`` and leaves every parameter as it was. ``metric`` may
@@ -1003,8 +1006,10 @@ class StreamingKMeans(
             params["n_clusters"] = n_clusters
         before = {name: getattr(self, name) for name in params}
         self.set_params(**params)
+        summary = self.summary_
         try:
             self._check_params()
+            _check_refit_rows(self.n_clusters, summary.n_seen)
             entropy = (
                 _seeds.entropy_from(self.random_state)
                 if "random_state" in params
@@ -1013,7 +1018,7 @@ class StreamingKMeans(
         except ValueError:
             self.set_params(**before)
             raise
-        self._solve(self.summary_, entropy, self.cluster_centers_.dtype)
+        self._solve(summary, entropy, self.cluster_centers_.dtype)
         if hasattr(self, "labels_"):
             del self.labels_
         return self
@@ -1235,15 +1240,24 @@ class StreamingKMeans(
         return super(StreamingKMeans, self._shown())._repr_mimebundle_(**kwargs)
 
     def __getstate__(self):
-        """The pickled (and deep-copied) state: a lazy ``labels_`` (dask or zarr input) is
-        left out. It is a graph over the input, so it would carry an in-memory input's rows
-        into the pickle (a 12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input
-        persisted on a cluster, references that no longer compute once the cluster is gone;
-        ``predict(X)`` gives the labels again."""
+        """The pickled state: a lazy ``labels_`` (dask or zarr input) is left out. It is a
+        graph over the input, so it would carry an in-memory input's rows into the pickle (a
+        12.9 MB pickle for a fit of 12.8 MB of rows) and, for an input persisted on a
+        cluster, references that no longer compute once the cluster is gone; ``predict(X)``
+        gives the labels again. A deep copy keeps it (:meth:`__deepcopy__`)."""
         state = super().__getstate__()
         if dask.is_dask_collection(state.get("labels_")):
             state = {key: value for key, value in state.items() if key != "labels_"}
         return state
+
+    def __deepcopy__(self, memo):
+        """A deep copy in memory keeps a lazy ``labels_``: its graph copies as any other
+        attribute, and nothing leaves the process (only a pickle leaves it out, see
+        :meth:`__getstate__`). ``sklearn.base.clone`` copies the parameters alone, as ever."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(super().__getstate__(), memo))
+        return copied
 
     # ------------------------------------------------------------------ files, export, SageMaker
     def save(self, path, storage_options=None):
@@ -1460,6 +1474,17 @@ def _weight_dtype_message(dtype):
         f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "
         "first, e.g. sample_weight.astype(float)."
     )
+
+
+def _check_refit_rows(n_clusters, n_seen):
+    """Refuse a refit for more clusters than the rows seen, as ``fit`` refuses more clusters
+    than rows (fewer distinct rows than clusters only warn, as in scikit-learn)."""
+    if n_clusters > n_seen:
+        raise ValueError(
+            f"refit(n_clusters={n_clusters}): n_samples={n_seen} should be >= "
+            f"n_clusters={n_clusters}; the model has seen {n_seen} rows. Use n_clusters <= "
+            f"{n_seen}, or fit (or partial_fit) more rows first."
+        )
 
 
 def _out_dtype(dtype):

@@ -716,6 +716,23 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
         ) from None
 
 
+def table_columns(spec, storage_options=None):
+    """The names of the columns :func:`open_array` reads from ``spec`` without ``columns``.
+
+    A Parquet file or directory: its columns, in order (its schema is read, no rows). An
+    array input (zarr, ``.npy``) has no names: None. Meant for a ``spec`` that
+    :func:`open_array` has opened: it does not name the problems of one it cannot open.
+    """
+    path, name = _split_spec(spec)
+    where = _Location(path, storage_options)
+    if name is not None or _is_zarr(where) or not _is_parquet(where):
+        return None
+    import dask.dataframe as dd
+
+    frame = dd.read_parquet(where.url, storage_options=where.storage_options or None)
+    return [str(c) for c in frame.columns]
+
+
 # Filesystems whose first path component is a bucket or container.
 _BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -330,7 +331,14 @@ class Summary:
         return Summary(self.weights, sums, xp.maximum(squares, 0.0), self.n_seen, origin)
 
     def scaled(self, factor: float):
-        """The summary with W, S and SS multiplied by ``factor`` (decay of older data)."""
+        """The summary with W, S and SS multiplied by ``factor`` (decay of older data).
+
+        ``factor`` must be a finite number >= 0, else ``ValueError``: a negative, NaN or
+        infinite factor gives weights that are not. 0 is allowed (a decay whose factor
+        underflows passes it): every group then has weight 0, and :meth:`drop_empty`
+        removes them. The centroids do not change.
+        """
+        factor = _checked_factor(factor)
         return Summary(
             self.weights * factor,
             self.linear_sums * factor,
@@ -409,8 +417,13 @@ class Summary:
         summary of unit vectors) the solve is spherical k-means (unit centers), on the
         centroids themselves, and the bound is the cosine cost ``sum_g W_g - S_g . c_g``,
         which is exact: a group's cosine cost to a unit center depends on its rows only
-        through W and S. Precondition: ``n_groups >= n_clusters``.
+        through W and S.
+
+        A summary with no groups or a total weight of 0 (``Summary.empty(d)``, a summary of
+        rows whose weights are all zero) and ``n_clusters`` outside ``[1, n_groups]`` raise a
+        ``ValueError`` naming the fix.
         """
+        _check_solvable(self, n_clusters)
         rng = np.random.default_rng(seed)
         if spherical:
             return weighted_kmeans(
@@ -523,6 +536,44 @@ class Summary:
             f"Summary(n_groups={self.n_groups}, n_features={self.n_features}, "
             f"total_weight={self.total_weight:.6g}, n_seen={self.n_seen})"
         )
+
+
+def _check_solvable(summary, n_clusters):
+    """Refuse a solve of a summary without rows of positive weight, or for a number of clusters
+    outside ``[1, n_groups]``: ValueErrors naming the value and the fix."""
+    if summary.n_groups == 0:
+        raise ValueError(
+            f"Summary.solve: the summary holds no rows (n_groups=0, n_seen={summary.n_seen}), "
+            "so there are no centers to find. Summarize rows first: Summary.from_points(X), "
+            "StreamingKMeans().fit(X).summary_, or merge it with a summary that holds rows."
+        )
+    total = summary.total_weight
+    if not total > 0.0:
+        raise ValueError(
+            f"Summary.solve: the summary's weights are zero for every group (total_weight="
+            f"{total:g}); at least one row needs a positive weight. Summarize rows of positive "
+            "sample_weight, or merge it with a summary that holds some."
+        )
+    k = int(n_clusters)
+    if not 1 <= k <= summary.n_groups:
+        raise ValueError(
+            f"Summary.solve: n_clusters={n_clusters!r} should be >= 1 and <= the summary's "
+            f"n_groups={summary.n_groups} (its distinct rows of positive weight); use "
+            f"n_clusters <= {summary.n_groups} or summarize more rows."
+        )
+
+
+def _checked_factor(factor):
+    """``factor`` of :meth:`Summary.scaled` as a float; ValueError unless a real number (numpy
+    scalars included), finite and >= 0."""
+    value = float(factor) if isinstance(factor, numbers.Real) else None
+    if value is None or not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            f"Summary.scaled: factor={factor!r} should be a finite number >= 0 (every weight "
+            "and sum is multiplied by it, so a negative, NaN or infinite factor gives weights "
+            "that are not); pass e.g. 2 ** (-n_new_rows / half_life) to decay older data."
+        )
+    return value
 
 
 def weight_range_problem(smallest, largest, where=""):

@@ -215,6 +215,49 @@ def test_columns_in_another_order_than_the_fit_are_refused(tmp_path, capsys, rng
     assert f"inertia                {expected:.6g}" in out
 
 
+def test_a_parquet_fit_without_columns_checks_the_columns_of_predict_and_score(
+    tmp_path, capsys, rng
+):
+    # Without --columns the model stored no names, so a table of the same columns in another
+    # order was read against the centers' coordinates: wrong labels without an error.
+    pd = pytest.importorskip("pandas")
+    data = rng.standard_normal((600, 3)) + [0.0, 5.0, 10.0]
+    frame = pd.DataFrame(data, columns=["a", "b", "c"])
+    frame.to_parquet(tmp_path / "x.parquet")
+    frame[["c", "a", "b"]].to_parquet(tmp_path / "y.parquet")
+    model = tmp_path / "m.npz"
+    rc, _, err = run(capsys, "fit", tmp_path / "x.parquet", "--k", 2, "--out", model)
+    assert rc == 0, err
+    assert list(StreamingKMeans.load(model).feature_names_in_) == ["a", "b", "c"]
+    for command in (("score",), ("predict", "--out", tmp_path / "l.zarr")):
+        rc, _, err = run(capsys, command[0], tmp_path / "y.parquet", model, *command[1:])
+        _one_line_error(
+            rc,
+            err,
+            f"{str(tmp_path / 'y.parquet')!r} has the columns c,a,b and no --columns was "
+            "given: the model was fitted on the columns a,b,c (in that order), so the rows "
+            "would be compared with centers of other columns; pass --columns a,b,c.",
+        )
+    assert not (tmp_path / "l.zarr").exists()
+    # The fix the message names: the model's columns read in its order.
+    km = StreamingKMeans.load(model)
+    expected = km.predict(frame)
+    for table, extra in (("x.parquet", ()), ("y.parquet", ("--columns", "a,b,c"))):
+        out_path = tmp_path / f"labels-{table}.zarr"
+        rc, _, err = run(
+            capsys, "predict", tmp_path / table, model, "--out", out_path, "--quiet", *extra
+        )
+        assert rc == 0 and err == "", err  # no warning that the rows have no feature names
+        np.testing.assert_array_equal(zarr.open(out_path, mode="r")[:], expected)
+    # An array input has no names to store, and none is checked.
+    np.save(tmp_path / "x.npy", data)
+    rc, _, err = run(capsys, "fit", tmp_path / "x.npy", "--k", 2, "--out", tmp_path / "n.npz")
+    assert rc == 0, err
+    assert not hasattr(StreamingKMeans.load(tmp_path / "n.npz"), "feature_names_in_")
+    rc, _, err = run(capsys, "score", tmp_path / "x.npy", model, "--quiet")
+    assert rc == 0 and err == "", err
+
+
 def test_demo_runs_on_a_lazy_mixture(capsys):
     rc, out, err = run(capsys, "demo", "--rows", 40_000, "--chunks", 10_000, "--k", 5, "--quiet")
     assert rc == 0, err

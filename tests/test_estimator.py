@@ -197,14 +197,28 @@ def test_refit_rejects_unknown_parameter(blobs):
         km.refit(method="lloyd")
 
 
-def test_refit_too_many_clusters():
+def test_refit_for_more_clusters_than_rows_is_refused_as_fit_refuses_it():
+    # It returned repeated centers with a warning where fit raises.
     X = np.arange(20.0).reshape(10, 2)
     km = StreamingKMeans(2, random_state=0).fit(X)
-    # More clusters than the 10 distinct rows: sklearn's ConvergenceWarning and duplicates.
+    centers = km.cluster_centers_
+    with pytest.raises(ValueError, match=r"refit\(n_clusters=11\): n_samples=10 should be >= "):
+        km.refit(n_clusters=11)
+    assert km.n_clusters == 2 and km.cluster_centers_ is centers  # left as it was
+    with pytest.raises(ValueError, match=r"n_samples=10 should be >= n_clusters=11"):
+        StreamingKMeans(11).fit(X)
+
+
+def test_refit_for_more_clusters_than_distinct_rows_warns_as_fit_does():
+    # 20 rows, 10 distinct: scikit-learn's ConvergenceWarning and duplicate centers.
+    X = np.repeat(np.arange(20.0).reshape(10, 2), 2, axis=0)
+    km = StreamingKMeans(2, random_state=0).fit(X)
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(10\)"):
         km.refit(n_clusters=11)
     assert km.cluster_centers_.shape == (11, 2)
     assert len(np.unique(km.cluster_centers_, axis=0)) == 10
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(10\)"):
+        StreamingKMeans(11, random_state=0).fit(X)
 
 
 def test_refit_before_fit():
@@ -473,3 +487,39 @@ def test_a_pickle_leaves_out_a_lazy_labels_and_the_rows_it_reads():
     # In-memory input: labels_ is an array, and it is kept.
     local = StreamingKMeans(5, random_state=0).fit(rng.normal(size=(1_000, 8)))
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(local)).labels_, local.labels_)
+
+
+def test_a_deep_copy_keeps_a_lazy_labels_and_a_pickle_still_leaves_it_out():
+    # copy.deepcopy went through the pickle's state and dropped a lazy labels_; in memory
+    # the graph copies as any other attribute.
+    import copy
+    import pickle
+
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.normal(size=(2_000, 3)), chunks=500)
+    km = StreamingKMeans(4, random_state=0).fit(X)
+    copied = copy.deepcopy(km)
+    assert copied is not km and hasattr(copied.labels_, "dask")
+    np.testing.assert_array_equal(copied.labels_.compute(), km.labels_.compute())
+    np.testing.assert_array_equal(copied.cluster_centers_, km.cluster_centers_)
+    assert copied.cluster_centers_ is not km.cluster_centers_
+    assert copied.summary_ is not km.summary_
+    np.testing.assert_array_equal(copied.summary_.weights, km.summary_.weights)
+    assert not hasattr(pickle.loads(pickle.dumps(km)), "labels_")
+    assert not hasattr(pickle.loads(pickle.dumps(copied)), "labels_")
+    # clone copies the parameters only, as ever.
+    fresh = clone(km)
+    assert fresh.get_params() == km.get_params() and not hasattr(fresh, "cluster_centers_")
+    # A copy refits and predicts as the original does.
+    np.testing.assert_array_equal(
+        copied.refit(n_clusters=3).cluster_centers_, km.refit(n_clusters=3).cluster_centers_
+    )
+    # A lazy dask DataFrame's labels_ (a dask Series) is kept as well.
+    dd = pytest.importorskip("dask.dataframe")
+    frame = dd.from_dask_array(X, columns=["a", "b", "c"])
+    km = StreamingKMeans(4, random_state=0).fit(frame)
+    copied = copy.deepcopy(km)
+    np.testing.assert_array_equal(copied.labels_.compute(), km.labels_.compute())
+    assert list(copied.feature_names_in_) == ["a", "b", "c"]

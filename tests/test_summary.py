@@ -187,6 +187,23 @@ def test_scaled(rng):
     np.testing.assert_allclose(h.group_sse, 0.25 * s.group_sse, atol=1e-9)
 
 
+@pytest.mark.parametrize("factor", [-0.5, float("nan"), float("inf"), -float("inf"), "2"])
+def test_scaled_refuses_a_factor_that_is_not_finite_and_non_negative(rng, factor):
+    # A negative or NaN factor gave negative or NaN weights without a word.
+    s = grouped(rng)[3]
+    with pytest.raises(ValueError, match=r"factor=.* should be a finite number >= 0"):
+        s.scaled(factor)
+
+
+def test_scaled_by_zero_leaves_groups_of_zero_weight(rng):
+    # What a decay whose factor underflows passes: the groups weigh 0 and drop_empty
+    # removes them.
+    s = grouped(rng)[3]
+    z = s.scaled(0.0)
+    assert z.n_groups == s.n_groups and z.total_weight == 0.0
+    assert z.drop_empty().n_groups == 0 and z.n_seen == s.n_seen
+
+
 def test_solve_returns_centers_and_bound(rng):
     X = np.concatenate([rng.normal(size=(100, 2)) + c for c in ([0, 0], [20, 0], [0, 20])])
     s = Summary.from_points(X)
@@ -194,6 +211,26 @@ def test_solve_returns_centers_and_bound(rng):
     assert centers.shape == (3, 2) and n_iter >= 1
     np.testing.assert_allclose(bound, s.cost_bound(centers), rtol=1e-9)
     np.testing.assert_allclose(bound, true_cost(X, centers), rtol=1e-9)
+
+
+def test_solve_of_a_summary_without_rows_names_the_fix(rng):
+    # numpy's "zero-size array to reduction operation minimum" came out of the seeding.
+    with pytest.raises(ValueError, match=r"holds no rows \(n_groups=0.*Summary.from_points"):
+        Summary.empty(3).solve(2)
+    # Every weight zero: a float division by zero came out.
+    zero = Summary.from_points(rng.normal(size=(10, 3))).scaled(0.0)
+    with pytest.raises(ValueError, match=r"zero for every group.*positive weight"):
+        zero.solve(2)
+    # Solved once merged with a summary that holds rows.
+    merged = Summary.empty(3).merge(Summary.from_points(rng.normal(size=(10, 3))))
+    assert merged.solve(2, n_init=1, seed=0)[0].shape == (2, 3)
+
+
+@pytest.mark.parametrize("n_clusters", [0, 4])
+def test_solve_for_clusters_outside_the_groups_names_the_fix(n_clusters):
+    s = Summary.from_points(np.eye(3))
+    with pytest.raises(ValueError, match=rf"n_clusters={n_clusters} should be >= 1 and <= .*=3"):
+        s.solve(n_clusters)
 
 
 # ---------------------------------------------------------------------- files
