@@ -302,3 +302,34 @@ def to_array(X, what="X"):
         check_numeric_columns(X.dtypes, what)
         return X, Rows("pandas", X, None)
     return X, Rows()
+
+
+def numpy_chunks(X, chunk_rows, hashed=True):
+    """A host numpy X (2-D) as a dask array of row chunks of at most ``chunk_rows`` rows, each
+    a read-only view of X: no copy of the rows.
+
+    ``da.from_array`` copies its input whole first (``x.copy()``, so that a later change of
+    the array cannot reach a lazy graph): the peak memory of a fit on an in-memory array was
+    twice the array, and the copy's fresh pages cost 0.08 s for MNIST's 219 MB warm (seconds
+    where the pages had been given back). The library computes every pass over a numpy input
+    within the call that made it (its results are numpy too), so no graph outlives the rows;
+    the views are read-only, so no task can write into the caller's array. ``hashed``: the
+    graph's name is a hash of the rows and their chunks (a checkpoint's key), else random.
+    """
+    import uuid
+
+    import dask.array as da
+    from dask.base import tokenize
+
+    n = X.shape[0]
+    step = max(1, int(chunk_rows))
+    bounds = list(range(0, n, step)) + [n] if n else [0, 0]
+    row_chunks = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    chunks = (row_chunks, (X.shape[1],))
+    name = "array-" + (tokenize(X, chunks) if hashed else uuid.uuid4().hex)
+    graph = {}
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        view = X[a:b]
+        view.flags.writeable = False
+        graph[(name, i, 0)] = view
+    return da.Array(graph, name, chunks, dtype=X.dtype, meta=X[:0, :0])

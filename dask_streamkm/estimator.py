@@ -434,7 +434,7 @@ class StreamingKMeans(
             ensure_all_finite=False,
             order="C",
         )
-        return da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), name=None if hashed else False)
+        return _frames.numpy_chunks(X, DEFAULT_CHUNK_ROWS, hashed)
 
     def _as_dask_weight(self, sample_weight, X, *, summed=False):
         """``sample_weight`` as a dask array chunked like X (None stays None).

@@ -523,3 +523,30 @@ def test_a_deep_copy_keeps_a_lazy_labels_and_a_pickle_still_leaves_it_out():
     copied = copy.deepcopy(km)
     np.testing.assert_array_equal(copied.labels_.compute(), km.labels_.compute())
     assert list(copied.feature_names_in_) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"method": "stream"}, {"metric": "cosine"}, {"refine_passes": 1}],
+    ids=["tree", "stream", "cosine", "refine"],
+)
+def test_a_numpy_input_is_read_in_place_never_copied_or_written(monkeypatch, params):
+    import dask_streamkm.estimator as estimator_module
+
+    monkeypatch.setattr(estimator_module, "DEFAULT_CHUNK_ROWS", 700)
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(3_000, 4)) + rng.choice([0.0, 9.0], (3_000, 1))).astype(np.float32)
+    before = X.copy()
+    km = StreamingKMeans(3, random_state=0, **params)
+    # The chunks are read-only views of the caller's rows (da.from_array copied them whole).
+    Xd = km._input(X, reset=True)[0]
+    graph = Xd.__dask_graph__()
+    blocks = [graph[(Xd.name, i, 0)] for i in range(Xd.numblocks[0])]
+    assert Xd.chunks[0] == (700, 700, 700, 700, 200)
+    assert all(np.shares_memory(b, X) and not b.flags.writeable for b in blocks)
+    km.fit(X)
+    km.fit(X, sample_weight=np.ones(3_000))
+    km.predict(X), km.transform(X), km.score(X), km.fit_predict(X)
+    km.partial_fit(X)
+    np.testing.assert_array_equal(X, before)
+    assert X.flags.writeable
