@@ -317,6 +317,7 @@ def numpy_chunks(X, chunk_rows, hashed=True):
     graph's name is a hash of the rows and their chunks (a checkpoint's key), else random.
     """
     import uuid
+    from itertools import pairwise
 
     import dask.array as da
     from dask.base import tokenize
@@ -324,11 +325,11 @@ def numpy_chunks(X, chunk_rows, hashed=True):
     n = X.shape[0]
     step = max(1, int(chunk_rows))
     bounds = list(range(0, n, step)) + [n] if n else [0, 0]
-    row_chunks = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    row_chunks = tuple(b - a for a, b in pairwise(bounds))
     chunks = (row_chunks, (X.shape[1],))
     name = "array-" + (tokenize(X, chunks) if hashed else uuid.uuid4().hex)
     graph = {}
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for i, (a, b) in enumerate(pairwise(bounds)):
         view = X[a:b]
         view.flags.writeable = False
         graph[(name, i, 0)] = view

@@ -179,7 +179,9 @@ def nearest_blocks(X, centers, what, sample_weight=None, metric="euclidean"):
         metric=metric,
         dtype=dtype,
         meta=meta.reshape((0,) * len(out)),
-        concatenate=True,
+        # X's one column chunk reaches the task as a list of it (dask's concatenation of the
+        # contracted feature axis copies even a lone block: a copy of every chunk per task).
+        concatenate=False,
         align_arrays=False,
         token="predict_block",  # the CLI's progress bar counts tasks by this name
         **extra,
