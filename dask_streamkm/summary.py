@@ -76,6 +76,11 @@ def _check_points(X, sample_weight, labels, n_groups):
             )
 
 
+#: Values of the float64 row block of :meth:`Summary.from_points` at most (8 MB: 16,384 rows of
+#: 64 features).
+FROM_LABELS_BLOCK_ELEMENTS = 1 << 20
+
+
 @dataclass(frozen=True, eq=False)
 class Summary:
     """Weighted summary of rows: for each of m groups its weight, linear sum and square sum.
@@ -178,11 +183,15 @@ class Summary:
     def _from_labels(cls, X, w, labels, n_groups, unit_weights, origin=None, block=16384):
         """Clustering features of the rows of X summed by label, in float64 row blocks.
 
-        Blocks keep the float64 working copy small (a chunk is never copied whole); rows are
-        taken relative to ``origin`` (None: zero) in float64.
+        Blocks keep the float64 working copy small (a chunk is never copied whole): at most
+        ``block`` rows and :data:`FROM_LABELS_BLOCK_ELEMENTS` values (at least 256 rows), so
+        that wide rows make no larger copy than 64 features do (MNIST's 784: 1,337 rows, 8
+        MB, where 16,384 rows made 103 MB); rows are taken relative to ``origin`` (None:
+        zero) in float64.
         """
         xp = namespace(X)
         n, d = X.shape
+        block = max(256, min(int(block), FROM_LABELS_BLOCK_ELEMENTS // max(d, 1)))
         dev = device(X)
         sums = xp.zeros((n_groups, d), dtype=xp.float64, device=dev)
         squares = xp.zeros((n_groups,), dtype=xp.float64, device=dev)
