@@ -373,7 +373,12 @@ class StreamingKMeans(
         no key outlives the call)."""
         X, rows = _frames.to_array(X, what)
         if rows.kind == "xarray" and not _is_dask(X):
-            X = da.from_array(np.asarray(X), chunks=(DEFAULT_CHUNK_ROWS, -1))
+            values = np.asarray(X)
+            X = (
+                _frames.numpy_chunks(np.ascontiguousarray(values), DEFAULT_CHUNK_ROWS, hashed)
+                if values.ndim == 2
+                else da.from_array(values, chunks=(DEFAULT_CHUNK_ROWS, -1))  # refused below
+            )
         return self._as_dask_array(X, reset=reset, what=what, names=rows.names, hashed=hashed), rows
 
     def _as_dask_array(self, X, *, reset, what="X", names=None, hashed=True):

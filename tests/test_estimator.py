@@ -550,3 +550,16 @@ def test_a_numpy_input_is_read_in_place_never_copied_or_written(monkeypatch, par
     km.partial_fit(X)
     np.testing.assert_array_equal(X, before)
     assert X.flags.writeable
+
+
+def test_a_numpy_backed_dataarray_is_read_in_place():
+    xr = pytest.importorskip("xarray")
+    values = np.random.default_rng(1).normal(size=(500, 3))
+    data = xr.DataArray(values, dims=("sample", "feature"))
+    km = StreamingKMeans(2, random_state=0)
+    Xd = km._input(data, reset=True)[0]
+    (block,) = [Xd.__dask_graph__()[(Xd.name, 0, 0)]]
+    assert np.shares_memory(block, values) and not block.flags.writeable
+    before = values.copy()
+    km.fit(data).predict(data)
+    np.testing.assert_array_equal(values, before)
