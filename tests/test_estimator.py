@@ -527,8 +527,8 @@ def test_a_deep_copy_keeps_a_lazy_labels_and_a_pickle_still_leaves_it_out():
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"method": "stream"}, {"metric": "cosine"}, {"refine_passes": 1}],
-    ids=["tree", "stream", "cosine", "refine"],
+    [{}, {"method": "stream"}, {"method": "lloyd"}, {"metric": "cosine"}, {"refine_passes": 1}],
+    ids=["tree", "stream", "lloyd", "cosine", "refine"],
 )
 def test_a_numpy_input_is_read_in_place_never_copied_or_written(monkeypatch, params):
     import dask_streamkm.estimator as estimator_module
