@@ -316,21 +316,28 @@ def numpy_chunks(X, chunk_rows, hashed=True):
     the views are read-only, so no task can write into the caller's array. ``hashed``: the
     graph's name is a hash of the rows and their chunks (a checkpoint's key), else random.
     """
+    step = max(1, int(chunk_rows))
+    n = X.shape[0]
+    row_chunks = tuple(min(step, n - a) for a in range(0, n, step)) or (0,)
+    return numpy_views(X, row_chunks, hashed)
+
+
+def numpy_views(X, row_chunks, hashed=True):
+    """A host numpy X (1-D or 2-D) as a dask array of the row chunks ``row_chunks`` (their sum
+    X's rows), each a read-only view of X (:func:`numpy_chunks`); one column chunk."""
     import uuid
-    from itertools import pairwise
+    from itertools import accumulate
 
     import dask.array as da
     from dask.base import tokenize
 
-    n = X.shape[0]
-    step = max(1, int(chunk_rows))
-    bounds = list(range(0, n, step)) + [n] if n else [0, 0]
-    row_chunks = tuple(b - a for a, b in pairwise(bounds))
-    chunks = (row_chunks, (X.shape[1],))
+    row_chunks = tuple(int(r) for r in row_chunks)
+    chunks = (row_chunks,) + tuple((size,) for size in X.shape[1:])
     name = "array-" + (tokenize(X, chunks) if hashed else uuid.uuid4().hex)
     graph = {}
-    for i, (a, b) in enumerate(pairwise(bounds)):
-        view = X[a:b]
+    starts = [0, *accumulate(row_chunks)]
+    for i, rows in enumerate(row_chunks):
+        view = X[starts[i] : starts[i] + rows]
         view.flags.writeable = False
-        graph[(name, i, 0)] = view
-    return da.Array(graph, name, chunks, dtype=X.dtype, meta=X[:0, :0])
+        graph[(name, i) + (0,) * (X.ndim - 1)] = view
+    return da.Array(graph, name, chunks, dtype=X.dtype, meta=X[(slice(0, 0),) * X.ndim])

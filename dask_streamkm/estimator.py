@@ -486,7 +486,8 @@ class StreamingKMeans(
             problem = weight_range_problem(float(positive.min()), float(positive.max()))
             if problem is not None:
                 raise ValueError(problem)
-        return _weights_like(da.from_array(sw, chunks=(X.chunks[0],)), X)
+        # Read-only views of the weights, as of a numpy X (no copy).
+        return _weights_like(_frames.numpy_views(np.ascontiguousarray(sw), X.chunks[0]), X)
 
     # ------------------------------------------------------------------ summary and solve
     def _summarize(self, X, sample_weight, entropy, one_thread=False):

@@ -544,12 +544,21 @@ def test_a_numpy_input_is_read_in_place_never_copied_or_written(monkeypatch, par
     blocks = [graph[(Xd.name, i, 0)] for i in range(Xd.numblocks[0])]
     assert Xd.chunks[0] == (700, 700, 700, 700, 200)
     assert all(np.shares_memory(b, X) and not b.flags.writeable for b in blocks)
+    w = rng.uniform(0.5, 2.0, 3_000)
+    wd = km._as_dask_weight(w, Xd, summed=True)
+    wgraph = wd.__dask_graph__()
+    assert all(
+        np.shares_memory(wgraph[(wd.name, i)], w) and not wgraph[(wd.name, i)].flags.writeable
+        for i in range(wd.numblocks[0])
+    )
+    w_before = w.copy()
     km.fit(X)
-    km.fit(X, sample_weight=np.ones(3_000))
-    km.predict(X), km.transform(X), km.score(X), km.fit_predict(X)
+    km.fit(X, sample_weight=w)
+    km.predict(X), km.transform(X), km.score(X, sample_weight=w), km.fit_predict(X)
     km.partial_fit(X)
     np.testing.assert_array_equal(X, before)
-    assert X.flags.writeable
+    np.testing.assert_array_equal(w, w_before)
+    assert X.flags.writeable and w.flags.writeable
 
 
 def test_a_numpy_backed_dataarray_is_read_in_place():
