@@ -657,9 +657,8 @@ class StreamingKMeans(
 
         The first call summarizes X and solves (as ``fit``, with the restarts its rows pay
         for: ``n_init`` times its rows over 25 per group of its summary and at most over 400
-        per cluster, at least 1). Later
-        calls on host (numpy)
-        models with ``metric="euclidean"`` do not solve again: each row of X goes to its
+        per cluster, at least 1). Later calls on host (numpy) models with
+        ``metric="euclidean"`` do not solve again: each row of X goes to its
         nearest current center, into a group keyed by its two nearest centers and how close
         it lies to their border (groups of equal key add up across calls, so they stay as
         few as the keys the data reaches), and each center moves to the mean of the
