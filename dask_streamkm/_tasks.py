@@ -231,10 +231,9 @@ def predict_block(
 def predict_task(block, weights, centers, block_id, row_start, rows, *, what, metric):
     """:func:`predict_block` with the chunk's index from dask's block id, its first row and
     declared rows from :class:`._waves.RowStartDep` and :class:`._waves.RowCountDep`;
-    ``block``: the chunk, or a list of its one column block (a blockwise layer that does not
+    ``block``: the list of the chunk's one column block (the blockwise layer does not
     concatenate the contracted feature axis, which would copy the chunk)."""
-    if isinstance(block, list):
-        (block,) = block
+    (block,) = block
     index, row_start = int(block_id[0]), int(row_start)
     return predict_block(block, weights, centers, what, metric, index, row_start, rows=int(rows))
 
