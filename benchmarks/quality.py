@@ -58,6 +58,8 @@ import sklearn  # noqa: E402
 from _common import CHUNK_ROWS, exact_cost, reference  # noqa: E402
 from datasets_real import (  # noqa: E402
     load_cities,
+    load_diabetes,
+    load_digits,
     load_fr_vectors,
     load_glove50,
     load_wordllama,
@@ -201,6 +203,14 @@ PUBLIC_CASES = {
         10,
     ),
     "cities-k100": ("GeoNames cities1000 latitude, longitude", real_case(load_cities), 100, 10),
+    "digits-k10": ("scikit-learn digits 1,797 x 64 (small data)", real_case(load_digits), 10, 10),
+    "digits-k30": ("scikit-learn digits 1,797 x 64 (small data)", real_case(load_digits), 30, 10),
+    "diabetes-k10": (
+        "scikit-learn diabetes 442 x 10 (small data)",
+        real_case(load_diabetes),
+        10,
+        10,
+    ),
 }
 CASES.update(PUBLIC_CASES)
 #: The case lists of ``--suite``: "default" is the cases above the small-k and public ones;

@@ -93,7 +93,10 @@ class StreamingKMeans(
         Groups kept per chunk (SageMaker's ``extra_center_factor * k``); "auto" is
         ``max(5 * n_clusters, 256, min(rows of the largest chunk / 32, 100 * n_clusters,
         200 * n_clusters * rows of the largest chunk / rows of X))``: fine chunk summaries,
-        and about 200 groups per cluster from all chunks together.
+        and about 200 groups per cluster from all chunks together (finer, down to one group
+        per 10 rows, where clusters hold few rows). Every row is kept, one group a row,
+        when X has at most 10,000 rows or a chunk would keep half its rows anyway: a
+        summary of so few rows saves little and costs accuracy.
     method : {"tree", "stream", "lloyd"}, default="tree"
         Per-chunk summarizer. "tree": the rows go into about ``6 sqrt(summary_size)``
         coarse cells, each cell gets groups in proportion to its squared error, and greedy
@@ -353,9 +356,9 @@ class StreamingKMeans(
                 "or fit() to start over."
             )
 
-    def _sizes(self, n_features, chunk_rows=0, total_rows=None):
+    def _sizes(self, n_features, chunk_rows=0, total_rows=None, whole=True):
         k = self.n_clusters
-        size = resolve_summary_size(k, self.summary_size, chunk_rows, total_rows)
+        size = resolve_summary_size(k, self.summary_size, chunk_rows, total_rows, whole, n_features)
         return size, resolve_merge_budget(k, n_features, size, self.merge_budget)
 
     def _n_init(self, n_clusters):
@@ -490,10 +493,12 @@ class StreamingKMeans(
         return _weights_like(_frames.numpy_views(np.ascontiguousarray(sw), X.chunks[0]), X)
 
     # ------------------------------------------------------------------ summary and solve
-    def _summarize(self, X, sample_weight, entropy, one_thread=False):
+    def _summarize(self, X, sample_weight, entropy, one_thread=False, whole=True):
         """The summary of X; ``one_thread``: its tasks on one BLAS thread each, however few
-        chunks (a small batch of ``partial_fit``)."""
-        size, budget = self._sizes(X.shape[1], max(X.chunks[0], default=0), X.shape[0])
+        chunks (a small batch of ``partial_fit``); ``whole``: X is all the data (not a batch
+        of a stream), for the summary's size."""
+        chunk_rows = max(X.chunks[0], default=0)
+        size, budget = self._sizes(X.shape[1], chunk_rows, X.shape[0], whole)
         params = _graph.SummaryParams(
             size=size,
             method=self.method,
@@ -793,7 +798,7 @@ class StreamingKMeans(
         # A small batch is summarized and solved on one BLAS thread (a 4,096-row first
         # batch's leaf took ten times as long on two threads of two busy cores).
         small = X.shape[0] * X.shape[1] <= _threads.SINGLE_THREAD_VALUES
-        new = self._summarize(X, sw, batch, one_thread=small)
+        new = self._summarize(X, sw, batch, one_thread=small, whole=False)
         if first:
             summary = new
         else:

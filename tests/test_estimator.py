@@ -416,6 +416,37 @@ def test_auto_summary_size_is_finer_where_clusters_hold_few_rows():
     assert auto_summary_size(20, 100_000, total_rows=327_346) == 1_222
 
 
+def test_auto_summary_keeps_every_row_of_small_data():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_diabetes
+
+    from dask_streamkm._runner import AUTO_EXACT_ROWS, auto_summary_size
+
+    # All the data at most AUTO_EXACT_ROWS rows: one group a row (not a stream's batch).
+    assert auto_summary_size(10, 442, total_rows=442) == 442
+    assert auto_summary_size(50, 8_000, total_rows=8_000) == 8_000
+    assert auto_summary_size(10, 5_000, total_rows=AUTO_EXACT_ROWS) == 5_000
+    assert auto_summary_size(10, 5_000, total_rows=5_000, whole=False) == 500
+    assert auto_summary_size(50, 20_000, total_rows=20_000) == 2_000
+    # Wide rows: at most AUTO_EXACT_VALUES values kept whole (the sums are float64).
+    assert auto_summary_size(10, 8_000, total_rows=8_000, n_features=2_000) == 8_000
+    wide = auto_summary_size(10, 8_000, total_rows=8_000, n_features=4_000)
+    assert wide == auto_summary_size(10, 8_000, total_rows=8_000, whole=False) == 500
+    # A chunk that would keep half its rows keeps them all, whatever the data's size.
+    assert auto_summary_size(10, 500, total_rows=10**9) == 500
+    assert auto_summary_size(10, 600, total_rows=10**9) == 256
+    # Real small data (scikit-learn's diabetes, 442 x 10): the summary is the rows
+    # themselves, and k=10 is not left 1 % above KMeans(n_init=10) by 256 coarse groups.
+    X = load_diabetes().data
+    reference = KMeans(10, n_init=10, random_state=0).fit(X).inertia_
+    ratios = []
+    for seed in range(3):
+        km = StreamingKMeans(10, random_state=seed).fit(X)
+        assert km.summary_.n_groups == X.shape[0]
+        ratios.append(-km.score(X) / reference)
+    assert np.median(ratios) < 1.003
+
+
 def test_sizes_of_the_parameters():
     from dask_streamkm._runner import (
         auto_merge_budget,

@@ -805,6 +805,36 @@ def test_ward_start_and_final_probes_run_beside_the_restarts(monkeypatch):
     assert main[1] == other[1] and main[2] == other[2]
 
 
+def test_one_seed_object_gives_every_solve_the_same_centers():
+    """A SeedSequence passed to several solves (the elbow passes one to every k) gives each
+    the same centers whatever was solved from it before: the Ward start's generator is the
+    seed's first child, not a new spawn each time (spawning counts children in the seed)."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0, 0], [20, 0, 0], [0, 20, 0], [0, 0, 20]], dtype=float)
+    X = rng.permutation(np.concatenate([c + rng.standard_normal((500, 3)) for c in centers]))
+    summary = Summary.from_points(X)
+    seed = np.random.SeedSequence(0, spawn_key=(2**32 - 1, 0))
+
+    def solve(k):
+        return _runner.solve_summary(summary, k, n_init=10, max_iter=300, tol=1e-4, seed=seed)
+
+    first = solve(5)
+    for k in (2, 3, 4, 6):
+        solve(k)
+    # Five more solves of k=5 from the same seed object (their Ward starts drew other
+    # children, and reached other basins, when each solve spawned one).
+    for _ in range(5):
+        again = solve(5)
+        np.testing.assert_array_equal(first[0], again[0])
+        assert first[1] == again[1]
+    # The same generator as the first spawn of a fresh seed: fits keep their centers.
+    fresh = np.random.SeedSequence(0, spawn_key=(2**32 - 1, 0))
+    spawned = np.random.default_rng(fresh).spawn(1)[0].random(4)
+    np.testing.assert_array_equal(
+        _runner.first_child(np.random.default_rng(seed)).random(4), spawned
+    )
+
+
 # ---------------------------------------------------------------------- Ward start
 def test_ward_labels_match_scipy_ward_on_unit_weights(rng):
     from scipy.cluster.hierarchy import fcluster, linkage

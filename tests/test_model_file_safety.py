@@ -21,7 +21,8 @@ def model_file(tmp_path):
     """A model fitted on rows far from zero (so its summary has a non-zero origin), saved."""
     rng = np.random.default_rng(0)
     X = 1e6 + rng.normal(size=(600, 4)) + np.repeat(np.eye(3, 4) * 20, 200, axis=0)
-    km = StreamingKMeans(n_clusters=3, random_state=0).fit(X)
+    # 256 groups (the rows themselves by default): a small file, a summary of real groups.
+    km = StreamingKMeans(n_clusters=3, random_state=0, summary_size=256).fit(X)
     assert np.any(km.summary_.host_origin() != 0)
     return km.save(tmp_path / "model.npz"), X
 
