@@ -215,3 +215,18 @@ def test_a_client_closed_mid_fit_is_one_clear_error(rng):
         threading.Timer(0.8, client.close).start()
         with pytest.raises(ConnectionError, match="client was closed or lost its scheduler"):
             StreamingKMeans(n_clusters=4, random_state=0).fit(slow)
+
+
+# ---------------------------------------------------------------------- outputs
+def test_a_summary_that_cannot_be_written_names_its_path_not_a_temporary(tmp_path):
+    from dask_streamkm.summary import Summary
+
+    summary = Summary.from_points(_data())
+    target = tmp_path / "missing" / "s.npz"
+    with pytest.raises(FileNotFoundError, match="directory does not exist") as info:
+        summary.save(target)
+    assert str(info.value).startswith(f"cannot write {str(target)!r}")
+    (tmp_path / "a-dir").mkdir()
+    with pytest.raises(IsADirectoryError, match="cannot write"):
+        summary.save(tmp_path / "a-dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"]
