@@ -652,6 +652,14 @@ def parquet_chunks(group_rows, rows):
     return tuple(out)
 
 
+def _damaged_local_file(path, exc):
+    """``exc``, raised while decoding the local file ``path``, is about its bytes: the file
+    is there and readable, so no rerun reads it otherwise (remote files: not known)."""
+    if _remote.is_url(path) or isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
 def _parquet_source(f, storage_options):
     """An open binary file for pyarrow: local path or a file object of the remote store."""
     if not _remote.is_url(f):
@@ -727,6 +735,13 @@ class _ParquetRows:
                 else:
                     table = pa.Table.from_batches(self._part(pf, j, a, b))
         except Exception as exc:
+            if _damaged_local_file(self.files[i], exc):
+                raise _fail(
+                    f"row group {j} of {self.files[i]!r} cannot be decoded "
+                    f"({type(exc).__name__}: {exc}); its bytes are damaged, so a rerun fails "
+                    "the same way. Restore the file or write it again (DataFrame.to_parquet).",
+                    None,
+                ) from None
             raise _fail(
                 f"reading {_remote.display(self.files[i])!r} failed "
                 f"({type(exc).__name__}: {exc}); check that the file is reachable and "

@@ -230,3 +230,18 @@ def test_a_summary_that_cannot_be_written_names_its_path_not_a_temporary(tmp_pat
     with pytest.raises(IsADirectoryError, match="cannot write"):
         summary.save(tmp_path / "a-dir")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"]
+
+
+# ---------------------------------------------------------------------- Parquet
+def test_a_damaged_parquet_page_is_named_as_damaged_not_a_rerun(tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "x.parquet"
+    frame = pd.DataFrame(_data(), columns=["a", "b", "c"])
+    frame.to_parquet(path, row_group_size=500, compression=None)
+    blob = bytearray(path.read_bytes())
+    blob[5000:9000] = b"\xff" * 4000  # data pages; the footer is intact
+    path.write_bytes(bytes(blob))
+    X = open_array(path)
+    with pytest.raises(InputError, match="cannot be decoded") as info:
+        _fit(X)
+    assert str(path) in str(info.value) and "a rerun fails the same way" in str(info.value)
