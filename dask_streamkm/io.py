@@ -193,14 +193,15 @@ class _Rows:
             return
         unit_rows, unit_cols = self.array.shards or self.array.chunks
         fill = self.array.fill_value
+        fill = np.zeros((), self.dtype) if fill is None else fill  # zarr v2's None reads as 0
+        nan_fill = bool(np.isnan(fill))
         for first in range(start - start % unit_rows, stop, unit_rows):
             for col in range(col_start - col_start % unit_cols, col_stop, unit_cols):
                 region = block[
                     max(first, start) - start : min(first + unit_rows, stop) - start,
                     max(col, col_start) - col_start : min(col + unit_cols, col_stop) - col_start,
                 ]
-                same = np.isnan(region) if fill is not None and np.isnan(fill) else region == fill
-                if region.size == 0 or not same.all():
+                if region.size == 0 or not _all_equal(region, fill, nan_fill):
                     continue
                 index = (first // unit_rows, col // unit_cols)
                 name = self.array.metadata.encode_chunk_key(index)
@@ -314,6 +315,15 @@ def _open_zarr(where, name, chunks):
         name=f"zarr-{token}",
         meta=np.empty((0, 0), dtype=node.dtype),
     )
+
+
+def _all_equal(region, fill, nan_fill):
+    """Every value of ``region`` is ``fill`` (NaN when ``nan_fill``); its first value is
+    looked at first, so that a region of data costs no pass over it."""
+    first = region.flat[0]
+    if not (first != first if nan_fill else first == fill):
+        return False
+    return bool(np.isnan(region).all() if nan_fill else (region == fill).all())
 
 
 _ZARR_METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}

@@ -245,3 +245,16 @@ def test_a_damaged_parquet_page_is_named_as_damaged_not_a_rerun(tmp_path):
     with pytest.raises(InputError, match="cannot be decoded") as info:
         _fit(X)
     assert str(path) in str(info.value) and "a rerun fails the same way" in str(info.value)
+
+
+@pytest.mark.parametrize("fill", [None, np.nan])
+def test_a_zarr_v2_chunk_deleted_after_open_whatever_the_fill_value(tmp_path, fill):
+    path = tmp_path / "x.zarr"
+    z = zarr.create_array(
+        path, shape=(2000, 3), chunks=(250, 3), dtype="f8", zarr_format=2, fill_value=fill
+    )
+    z[:] = _data()
+    X = open_array(path)
+    os.remove(path / "6.0")
+    with pytest.raises(InputError, match=r"stored chunk \(6, 0\) \(rows 1500:1750\)"):
+        _fit(X)
