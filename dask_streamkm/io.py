@@ -206,7 +206,7 @@ class _Rows:
                 index = (first // unit_rows, col // unit_cols)
                 name = self.array.metadata.encode_chunk_key(index)
                 url = _remote.join(self.url, name)
-                if name in self.absent or Location.of(url, self.storage_options).exists():
+                if name in self.absent or _still_there(url, self.storage_options):
                     continue
                 last = min(first + unit_rows, self.shape[0])
                 raise _fail(
@@ -315,6 +315,15 @@ def _open_zarr(where, name, chunks):
         name=f"zarr-{token}",
         meta=np.empty((0, 0), dtype=node.dtype),
     )
+
+
+def _still_there(url, storage_options):
+    """The file or object ``url`` exists now (a listing cached by fsspec is not trusted)."""
+    if not _remote.is_url(url):
+        return os.path.exists(_remote.local_path(url))
+    fs, path = _remote.filesystem(url, storage_options)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
 
 
 def _all_equal(region, fill, nan_fill):
