@@ -142,7 +142,8 @@ def _transport_error(exc):
 
 class _Rows:
     """A zarr array whose read errors name the input (network faults, missing objects) or,
-    for a chunk that cannot be decoded, the chunk and its file."""
+    for a chunk that cannot be decoded or deleted since the array was opened, the chunk and
+    its file."""
 
     def __init__(self, array, shown, storage_options, url=None, absent=None):
         self.array, self.shown, self.storage_options = array, shown, storage_options
@@ -342,13 +343,16 @@ def _absent_chunks(node, listing):
     """The keys of ``node``'s stored chunks (shards, when sharded) that the listing of its
     files (:func:`._remote.fingerprint`) lacks; None when it lists no chunk at all (a store
     that cannot be listed, or an array never written: then nothing is checked)."""
-    present = {str(entry[0]).replace(os.sep, "/").strip("/") for entry in listing}
+    names = (str(entry[0]).replace(os.sep, "/").strip("/") for entry in listing)
+    # No chunk key has a part starting with a dot: those are metadata or other files.
+    present = {name for name in names if not any(p.startswith(".") for p in name.split("/"))}
     present -= _ZARR_METADATA
     grid = [-(-n // c) for n, c in zip(node.shape, node.shards or node.chunks, strict=True)]
     if not present:
         return None
-    if len(present) >= int(np.prod(grid)):
+    if len(present) == int(np.prod(grid)):  # every chunk written (the usual case)
         return frozenset()
+    # Otherwise each key is looked up: other files may sit among the chunks.
     keys = (node.metadata.encode_chunk_key(index) for index in np.ndindex(*grid))
     return frozenset(key for key in keys if key not in present)
 
@@ -827,7 +831,11 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     ------
     InputError
         The path does not exist, cannot be reached, is of an unknown kind, is damaged, or does
-        not hold a 2-D array.
+        not hold a 2-D array; a ``.npy`` file shorter than its header declares. When the
+        array is computed: a file or object that cannot be read, a zarr chunk or Parquet page
+        that cannot be decoded, a ``.npy`` file cut short or rewritten, or a zarr chunk there
+        when the array was opened and deleted since (zarr would read it as the fill value);
+        each names the file or chunk.
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise InputError(

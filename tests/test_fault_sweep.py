@@ -75,6 +75,9 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     z = zarr.create_array(tmp_path / "x.zarr", shape=data.shape, chunks=(250, 3), dtype="f8")
     z[:] = data
     assert not (tmp_path / "x.zarr" / "c" / "2" / "0").exists()
+    for stray in (".DS_Store", "._0", "2/.tmp"):  # files that are no chunks
+        (tmp_path / "x.zarr" / "c" / stray).parent.mkdir(exist_ok=True)
+        (tmp_path / "x.zarr" / "c" / stray).write_bytes(b"")
     X = open_array(tmp_path / "x.zarr")
     np.testing.assert_array_equal(X.compute(), data)
     ref = _fit(data)
