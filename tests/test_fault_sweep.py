@@ -1,6 +1,7 @@
-"""Faults of the environment mid-fit: a file or object of the input deleted, cut short or
-rewritten after the array was opened; each gives an error naming it, never centers from
-partial data."""
+"""Faults of the environment mid-fit, each one clear error and never centers from partial
+data: a file, chunk or object of the input deleted, cut short, rewritten or damaged after
+the array was opened; a Dask client closed mid-pass; SIGTERM or Ctrl-C while an output is
+written (no temporary output left behind); a summary that cannot be written."""
 
 import io
 import os
@@ -207,7 +208,7 @@ def _slow(block, delay):
     return block
 
 
-def test_a_client_closed_mid_fit_is_one_clear_error(rng):
+def test_a_client_closed_mid_fit_is_one_clear_error():
     distributed = pytest.importorskip("distributed")
     from dask_streamkm.datasets import make_mixture
 
