@@ -203,9 +203,19 @@ def test_a_signal_mid_write_removes_the_temporary_store_and_keeps_the_old(
 
 
 # ---------------------------------------------------------------------- distributed
+_STARTED = threading.Event()
+
+
 def _slow(block, delay):
+    _STARTED.set()  # the workers run in this process (processes=False)
     time.sleep(delay)
     return block
+
+
+def _close_once_started(client):
+    _STARTED.wait(60)
+    time.sleep(0.3)
+    client.close()
 
 
 def test_a_client_closed_mid_fit_is_one_clear_error():
@@ -218,7 +228,8 @@ def test_a_client_closed_mid_fit_is_one_clear_error():
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
     ) as cluster:
         client = distributed.Client(cluster)
-        threading.Timer(0.8, client.close).start()
+        _STARTED.clear()
+        threading.Thread(target=_close_once_started, args=(client,), daemon=True).start()
         with pytest.raises(ConnectionError, match="client was closed or lost its scheduler"):
             StreamingKMeans(n_clusters=4, random_state=0).fit(slow)
 
