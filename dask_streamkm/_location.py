@@ -164,8 +164,58 @@ def write_atomic(where, content, storage_options=None, overwrite=True, flag="--o
         elif os.path.isdir(path) and not os.path.islink(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         _switch_local(flag, spec, tmp, path, overwrite)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # an interrupt: writers may still be running
+            _remove_late_writes(tmp)
+        raise
     finally:
         _remove_local(tmp)
+
+
+#: After an interrupt, a temporary store is removed again until nothing has written to it
+#: for this many seconds (at most :data:`LATE_WRITES_MAX_SECONDS` in all).
+LATE_WRITES_QUIET_SECONDS = 1.0
+LATE_WRITES_MAX_SECONDS = 15.0
+
+
+def _remove_late_writes(tmp):
+    """Remove ``tmp`` after an interrupt (Ctrl-C, SIGTERM) of its writer, once the writes
+    still under way have ended: the interrupt stops the main thread only, while zarr's I/O
+    thread finishes the chunk writes it was given and a threaded scheduler's running tasks
+    finish theirs, and each of them would create ``tmp`` again after a single removal.
+    Waits for zarr's pending writes, then removes ``tmp`` until it stays absent for
+    :data:`LATE_WRITES_QUIET_SECONDS`."""
+    _wait_for_zarr_io(LATE_WRITES_MAX_SECONDS)
+    start = quiet = time.monotonic()
+    while time.monotonic() - quiet < LATE_WRITES_QUIET_SECONDS:
+        if time.monotonic() - start > LATE_WRITES_MAX_SECONDS:
+            return
+        if os.path.lexists(tmp):
+            _remove_local(tmp)
+            quiet = time.monotonic()
+        time.sleep(0.02)
+
+
+def _wait_for_zarr_io(timeout):
+    """Wait (at most ``timeout`` seconds) for the tasks of zarr's I/O event loop, if zarr
+    runs one in this process, to end; their errors are theirs to report."""
+    import asyncio
+    import sys
+
+    zarr_sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def others():
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    try:
+        asyncio.run_coroutine_threadsafe(others(), loop).result(timeout + 1)
+    except Exception:  # noqa: BLE001 - best effort: the removal below still runs
+        pass
 
 
 def _remove_local(tmp):

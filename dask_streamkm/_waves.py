@@ -619,10 +619,36 @@ def run_waves(pending, build, collect):
                 result = future.result()
                 future.release()
                 collect(index, start, stop, result)
+    except Exception as exc:
+        if client.status == "running":
+            raise
+        raise _client_lost(client, exc) from exc
     finally:
         if running:  # an error or a stop: the cluster stops computing the other waves
-            client.cancel(list(running))
+            _cancel_quietly(client, list(running))
         _release_worker_buffers(client)
+
+
+def _client_lost(client, exc):
+    """The error of a pass whose client was closed, or lost its scheduler, while it ran (a
+    ConnectionError, so the command line prints it as one line): what happened and the fix,
+    not the cancelled futures' own error."""
+    return ConnectionError(
+        f"the Dask client was closed or lost its scheduler while the pass ran (client status "
+        f"{client.status!r}; {type(exc).__name__}); the pass's results are lost. Start the "
+        "scheduler and client again and rerun the fit (with checkpoint=..., the chunk ranges "
+        "finished before are not read again)."
+    )
+
+
+def _cancel_quietly(client, futures):
+    """Cancel the waves still running after an error or a stop. Best effort: a client that
+    is closed or has lost its scheduler has nothing left to cancel, and an error here must
+    not hide the pass's own error."""
+    try:
+        client.cancel(futures)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def _release_worker_buffers(client):

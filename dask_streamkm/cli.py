@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 
@@ -716,6 +717,32 @@ def build_parser():
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system or container stopping the command), raised in the main thread
+    as an interrupt so that every temporary output is removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises :class:`_Terminated` while the command runs (the default action would
+    end the process at once and leave its temporary files and stores behind); the previous
+    handler is restored afterwards. Only the main thread can install a handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     """Entry point of the ``dask-streamkm`` console script; returns the exit status."""
     parser = build_parser()
@@ -724,11 +751,15 @@ def main(argv=None):
     from .io import InputError
 
     try:
-        return args.func(args)
+        with _terminate_as_interrupt():
+            return args.func(args)
     except (UserError, InputError, _outputs.OutputError, SchedulerConnectError) as exc:
         message = str(exc)
     except (ValueError, OSError) as exc:
         message = first_line(exc)
+    except _Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -142,16 +142,20 @@ def _transport_error(exc):
 
 class _Rows:
     """A zarr array whose read errors name the input (network faults, missing objects) or,
-    for a chunk that cannot be decoded, the chunk and its file."""
+    for a chunk that cannot be decoded or deleted since the array was opened, the chunk and
+    its file."""
 
-    def __init__(self, array, shown, storage_options, url=None):
+    def __init__(self, array, shown, storage_options, url=None, absent=None):
         self.array, self.shown, self.storage_options = array, shown, storage_options
         self.url = url
+        # Keys of the stored chunks that were missing when the array was opened (zarr reads
+        # them as the fill value); None when the store could not be listed.
+        self.absent = absent
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
 
     def __getitem__(self, key):
         try:
-            return self.array[key]
+            block = self.array[key]
         except Exception as exc:
             rows = key[0] if isinstance(key, tuple) else key
             if not _transport_error(exc):
@@ -162,6 +166,58 @@ class _Rows:
                 "rerun (a fit with a checkpoint resumes where it stopped).",
                 self.storage_options,
             ) from None
+        if self.absent is not None:
+            self._check_not_deleted(key, block)
+        return block
+
+    def _check_not_deleted(self, key, block):
+        """Raise an InputError when a stored chunk that was there when the array was opened
+        is gone now: zarr reads a missing chunk as its fill value, so the rows would silently
+        be replaced. Only a region that reads as the fill value throughout is looked up (one
+        existence check); any other value came from the chunk's bytes."""
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (2 - len(key))
+        if len(key) != 2 or not all(isinstance(k, (slice, int, np.integer)) for k in key):
+            return  # dask slices its chunks; other indexing is not checked
+        for axis, k in enumerate(key):
+            if not isinstance(k, slice):  # an integer index drops its axis: put it back
+                block = np.expand_dims(block, axis)
+        rows, cols = (
+            k if isinstance(k, slice) else slice(k % n, k % n + 1)
+            for k, n in zip(key, self.shape, strict=True)
+        )
+        (start, stop, step), (col_start, col_stop, col_step) = (
+            rows.indices(self.shape[0]),
+            cols.indices(self.shape[1]),
+        )
+        if step != 1 or col_step != 1:
+            return
+        unit_rows, unit_cols = self.array.shards or self.array.chunks
+        fill = self.array.fill_value
+        fill = np.zeros((), self.dtype) if fill is None else fill  # zarr v2's None reads as 0
+        nan_fill = bool(np.isnan(fill))
+        for first in range(start - start % unit_rows, stop, unit_rows):
+            for col in range(col_start - col_start % unit_cols, col_stop, unit_cols):
+                region = block[
+                    max(first, start) - start : min(first + unit_rows, stop) - start,
+                    max(col, col_start) - col_start : min(col + unit_cols, col_stop) - col_start,
+                ]
+                if region.size == 0 or not _all_equal(region, fill, nan_fill):
+                    continue
+                index = (first // unit_rows, col // unit_cols)
+                name = self.array.metadata.encode_chunk_key(index)
+                url = _remote.join(self.url, name)
+                if name in self.absent or _still_there(url, self.storage_options):
+                    continue
+                last = min(first + unit_rows, self.shape[0])
+                raise _fail(
+                    f"stored chunk {index} (rows {first}:{last}) of {self.shown!r} was there "
+                    f"when the array was opened but its file {_remote.display(url)!r} is "
+                    "missing now (zarr would read its rows as the fill value, silently). The "
+                    "store changed during the fit: restore the chunk or write the store again, "
+                    "then open the array again and rerun.",
+                    self.storage_options,
+                )
 
     def _damaged_chunk(self, start, stop):
         """Read the stored chunks of rows start:stop one by one; raise an InputError naming
@@ -245,20 +301,60 @@ def _open_zarr(where, name, chunks):
         rows = max(store_rows, rows // store_rows * store_rows)
     else:
         rows = max(store_rows, -(-rows // store_rows) * store_rows)
+    listing = where.fingerprint(array_url)
     token = tokenize(
         os.path.abspath(where.url) if where.local is not None else where.url,
         name,
         node.shape,
         node.dtype.str,
         rows,
-        where.fingerprint(array_url),
+        listing,
     )
     return da.from_array(
-        _Rows(node, what, where.storage_options, array_url),
+        _Rows(node, what, where.storage_options, array_url, _absent_chunks(node, listing)),
         chunks=(rows, -1),
         name=f"zarr-{token}",
         meta=np.empty((0, 0), dtype=node.dtype),
     )
+
+
+def _still_there(url, storage_options):
+    """The file or object ``url`` exists now (a listing cached by fsspec is not trusted)."""
+    if not _remote.is_url(url):
+        return os.path.exists(_remote.local_path(url))
+    fs, path = _remote.filesystem(url, storage_options)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
+
+
+def _all_equal(region, fill, nan_fill):
+    """Every value of ``region`` is ``fill`` (NaN when ``nan_fill``); its first value is
+    looked at first, so that a region of data costs no pass over it."""
+    first = region.flat[0]
+    if not (first != first if nan_fill else first == fill):
+        return False
+    return bool(np.isnan(region).all() if nan_fill else (region == fill).all())
+
+
+_ZARR_METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+
+
+def _absent_chunks(node, listing):
+    """The keys of ``node``'s stored chunks (shards, when sharded) that the listing of its
+    files (:func:`._remote.fingerprint`) lacks; None when it lists no chunk at all (a store
+    that cannot be listed, or an array never written: then nothing is checked)."""
+    names = (str(entry[0]).replace(os.sep, "/").strip("/") for entry in listing)
+    # No chunk key has a part starting with a dot: those are metadata or other files.
+    present = {name for name in names if not any(p.startswith(".") for p in name.split("/"))}
+    present -= _ZARR_METADATA
+    grid = [-(-n // c) for n, c in zip(node.shape, node.shards or node.chunks, strict=True)]
+    if not present:
+        return None
+    if len(present) == int(np.prod(grid)):  # every chunk written (the usual case)
+        return frozenset()
+    # Otherwise each key is looked up: other files may sit among the chunks.
+    keys = (node.metadata.encode_chunk_key(index) for index in np.ndindex(*grid))
+    return frozenset(key for key in keys if key not in present)
 
 
 def _check_2d(shape, what):
@@ -283,6 +379,7 @@ def _npy_header(url, storage_options):
             read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran_order, dtype = read(fh)
             offset = fh.tell()
+            size = fh.size if hasattr(fh, "size") else os.fstat(fh.fileno()).st_size
     except (ValueError, EOFError) as exc:
         raise _fail(
             f"{_remote.display(url)!r} is not a .npy file ({exc}); write it with numpy.save "
@@ -295,7 +392,21 @@ def _npy_header(url, storage_options):
             "write a numeric array with numpy.save.",
             storage_options,
         )
+    _check_npy_size(url, shape, dtype, offset, size, storage_options)
     return shape, fortran_order, dtype, offset
+
+
+def _check_npy_size(url, shape, dtype, offset, size, storage_options):
+    """An InputError when a .npy file holds fewer bytes than its header declares (a copy or
+    upload cut short): its last rows would fail to read, or be read as garbage, mid-fit."""
+    need = offset + int(np.prod(shape)) * dtype.itemsize
+    if size is not None and size < need:
+        raise _fail(
+            f"{_remote.display(url)!r} holds {size} bytes but its header declares shape "
+            f"{tuple(shape)} of {dtype} ({need} bytes with the header): the file is truncated "
+            "(a copy or upload cut short). Copy or write it again (numpy.save).",
+            storage_options,
+        )
 
 
 def _open_npy(where, chunks):
@@ -368,8 +479,24 @@ class _NpyRows:
         rows, cols = index if isinstance(index, tuple) else (index, slice(None))
         start, stop, _ = rows.indices(self.shape[0])
         if self.url is None:
-            block = np.load(self.path, mmap_mode="r", allow_pickle=False)[start:stop]
-            return np.array(block[:, cols])
+            try:
+                block = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise _fail(
+                    f"reading rows {start}:{stop} of {self.path!r} failed "
+                    f"({type(exc).__name__}: {exc}); the file changed or was cut short since "
+                    "the array was opened. Restore it (numpy.save), then open it again and "
+                    "rerun.",
+                    None,
+                ) from None
+            if block.shape != self.shape or block.dtype != self.dtype:
+                raise _fail(
+                    f"{self.path!r} now holds an array of shape {block.shape} and dtype "
+                    f"{block.dtype}, not the {self.shape} of {self.dtype} it held when it was "
+                    "opened: it was rewritten during the fit. Open it again and rerun.",
+                    None,
+                )
+            return np.array(block[start:stop, cols])
         row_bytes = self.dtype.itemsize * self.n_cols
         try:
             fs, fpath = _remote.filesystem(self.url, self.storage_options)
@@ -382,6 +509,14 @@ class _NpyRows:
                 f"({type(exc).__name__}: {exc}); check that the file is reachable and rerun.",
                 self.storage_options,
             ) from None
+        if len(data) != (stop - start) * row_bytes:
+            raise _fail(
+                f"reading rows {start}:{stop} of {_remote.display(self.url)!r} gave "
+                f"{len(data)} of their {(stop - start) * row_bytes} bytes: the file was cut "
+                "short or rewritten since the array was opened. Restore it (numpy.save), then "
+                "open it again and rerun.",
+                self.storage_options,
+            )
         block = np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.n_cols)
         return block[:, cols].copy()
 
@@ -540,6 +675,14 @@ def parquet_chunks(group_rows, rows):
     return tuple(out)
 
 
+def _damaged_local_file(path, exc):
+    """``exc``, raised while decoding the local file ``path``, is about its bytes: the file
+    is there and readable, so no rerun reads it otherwise (remote files: not known)."""
+    if _remote.is_url(path) or isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
 def _parquet_source(f, storage_options):
     """An open binary file for pyarrow: local path or a file object of the remote store."""
     if not _remote.is_url(f):
@@ -615,6 +758,13 @@ class _ParquetRows:
                 else:
                     table = pa.Table.from_batches(self._part(pf, j, a, b))
         except Exception as exc:
+            if _damaged_local_file(self.files[i], exc):
+                raise _fail(
+                    f"row group {j} of {self.files[i]!r} cannot be decoded "
+                    f"({type(exc).__name__}: {exc}); its bytes are damaged, so a rerun fails "
+                    "the same way. Restore the file or write it again (DataFrame.to_parquet).",
+                    None,
+                ) from None
             raise _fail(
                 f"reading {_remote.display(self.files[i])!r} failed "
                 f"({type(exc).__name__}: {exc}); check that the file is reachable and "
@@ -681,7 +831,11 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
     ------
     InputError
         The path does not exist, cannot be reached, is of an unknown kind, is damaged, or does
-        not hold a 2-D array.
+        not hold a 2-D array; a ``.npy`` file shorter than its header declares. When the
+        array is computed: a file or object that cannot be read, a zarr chunk or Parquet page
+        that cannot be decoded, a ``.npy`` file cut short or rewritten, or a zarr chunk there
+        when the array was opened and deleted since (zarr would read it as the fill value);
+        each names the file or chunk.
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise InputError(

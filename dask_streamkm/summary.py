@@ -13,7 +13,7 @@ from ._array import as_weights, device, from_host, is_numpy, namespace, segment_
 from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, thread_workspace
 from ._indicator import segment_sum_into
 from ._lloyd import group_labels
-from ._location import write_atomic
+from ._location import Location, _write_error, write_atomic
 from ._npz import NpzReader
 from ._runner import weighted_kmeans
 
@@ -485,7 +485,10 @@ class Summary:
             with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to its name
                 np.savez(fh, **fields)
 
-        write_atomic(path, write, local=True)
+        try:
+            write_atomic(path, write, local=True)
+        except OSError as exc:  # a full disk, a missing directory: name the path, not its temp
+            raise _write_error(exc, Location.of(path)) from exc
         return path
 
     @classmethod
