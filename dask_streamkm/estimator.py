@@ -670,8 +670,9 @@ class StreamingKMeans(
         on one BLAS thread. A numpy batch of float32 or float64 rows in C order, of at most
         100,000 rows, is checked and folded as it is (no dask array is made around it). A
         batch far from the summary's origin (more than 32 root-mean-square deviations of its
-        rows), where sums around that origin would lose the rows' spread, is summarized and
-        merged as a chunk, and solved, as the first.
+        rows, and of the summary's rows: a batch of one row is judged by the summary's),
+        where sums around that origin would lose the rows' spread, is summarized and merged
+        as a chunk, and solved, as the first.
 
         A global solve over the whole summary runs when it pays:
 
@@ -872,9 +873,9 @@ class StreamingKMeans(
         batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
         if isinstance(X, np.ndarray):  # checked by _folds_plain
-            parts, near = _stream.host_parts(X, previous, stream.origin)
+            parts, near = _stream.host_parts(X, previous, stream.origin, stream.spread)
         else:
-            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy, stream.spread)
         if parts is None:
             return False
         dropped = stream.fold(parts, X.shape[0], self.half_life)
