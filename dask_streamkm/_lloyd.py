@@ -189,9 +189,13 @@ def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False, totals=None
     empty = xp.nonzero(mass <= 0)[0]
     if empty.shape[0] > 0:
         far = xp.argsort(-(w * dist))[: empty.shape[0]]
+        # With fewer rows than empty centers (a run over a few groups: a refinement of rows
+        # all equal), the first ones get a row each and the others stay where they were.
+        empty = empty[: far.shape[0]]
         # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
         fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
-        new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
+        filled = segment_sum(xp.ones_like(xp.take(w, far)), empty, k) > 0
+        new_centers = xp.where(filled[:, None], fill, new_centers)
     if spherical:
         new_centers = unit_centers(new_centers, centers)
     return new_centers, int(empty.shape[0])

@@ -795,6 +795,8 @@ class StreamingKMeans(
         # batch's leaf took ten times as long on two threads of two busy cores).
         small = X.shape[0] * X.shape[1] <= _threads.SINGLE_THREAD_VALUES
         new = self._summarize(X, sw, batch, one_thread=small)
+        if not first and not new.total_weight > 0:
+            raise _zero_weight_batch()  # as numpy weights are refused, before any change
         if first:
             summary = new
         else:
@@ -878,6 +880,8 @@ class StreamingKMeans(
             parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy, stream.spread)
         if parts is None:
             return False
+        if parts[1].shape[0] == 0:  # dask weights, checked in their tasks: all zero
+            raise _zero_weight_batch()
         dropped = stream.fold(parts, X.shape[0], self.half_life)
         if dropped:
             _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
@@ -1479,6 +1483,15 @@ def _weight_dtype_message(dtype):
     return (
         f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "
         "first, e.g. sample_weight.astype(float)."
+    )
+
+
+def _zero_weight_batch():
+    """The error for a ``partial_fit`` batch whose dask ``sample_weight`` is zero for every
+    row (numpy weights are refused as a whole by ``_as_dask_weight``)."""
+    return ValueError(
+        "sample_weight is zero for every row of the batch; at least one row needs a positive "
+        "weight. A batch of no weight adds nothing: leave it out of partial_fit."
     )
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from _helpers import true_cost
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 
 from dask_streamkm import StreamingKMeans
 
@@ -48,3 +49,35 @@ def test_a_single_row_far_from_the_data_is_still_summarized_with_its_own_origin(
     assert km.solve_seconds_ != solved  # summarized and solved, as a first batch
     rows = np.concatenate([blobs[:2_000], far])
     assert km.inertia_ >= true_cost(rows, km.cluster_centers_) * (1 - 1e-9)
+
+
+# ---------------------------------------------------------------------- weights
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("offset", [0.0, 1e9], ids=["near", "far"])
+def test_a_later_batch_of_dask_weights_all_zero_is_refused_as_numpy_weights_are(
+    blobs, metric, offset
+):
+    # Numpy weights all zero were refused; dask weights (checked in their tasks) crashed the
+    # fold with an IndexError, or, for cosine, were merged silently.
+    km = StreamingKMeans(5, random_state=0, metric=metric).partial_fit(blobs[:1_000])
+    seen, centers = km.n_rows_seen_, km.cluster_centers_.copy()
+    X = da.from_array(blobs[1_000:1_300] + offset, chunks=100)
+    with pytest.raises(ValueError, match="sample_weight is zero for every row of the batch"):
+        km.partial_fit(X, sample_weight=da.zeros(300, chunks=100))
+    assert km.n_rows_seen_ == seen
+    np.testing.assert_array_equal(km.cluster_centers_, centers)
+    with pytest.raises(ValueError, match="sample_weight is zero for every row"):
+        km.partial_fit(blobs[1_000:1_300], sample_weight=np.zeros(300))
+
+
+# ---------------------------------------------------------------------- few distinct rows
+@pytest.mark.parametrize("rows", [np.ones((30, 2)), np.repeat(np.eye(2), 10, axis=0)])
+def test_refinement_of_fewer_distinct_rows_than_clusters(rows):
+    # The refinement's Lloyd run re-seeds each empty center at a row of its own: with fewer
+    # groups than empty centers it raised "The weights and list don't have the same length".
+    with pytest.warns(ConvergenceWarning):
+        km = StreamingKMeans(5, refine_passes=2, random_state=0).fit(rows)
+    assert km.inertia_ == 0.0
+    np.testing.assert_array_equal(np.unique(km.cluster_centers_, axis=0), np.unique(rows, axis=0))
+    assert km.cluster_sizes_.sum() == rows.shape[0]
+    np.testing.assert_array_equal(km.predict(rows), km.labels_)
