@@ -81,3 +81,23 @@ def test_refinement_of_fewer_distinct_rows_than_clusters(rows):
     np.testing.assert_array_equal(np.unique(km.cluster_centers_, axis=0), np.unique(rows, axis=0))
     assert km.cluster_sizes_.sum() == rows.shape[0]
     np.testing.assert_array_equal(km.predict(rows), km.labels_)
+
+
+# ---------------------------------------------------------------------- tables
+def test_a_table_of_no_numeric_column_is_told_to_convert_not_to_select_none():
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    # Numbers in object columns: pandas frames are converted as scikit-learn converts them;
+    # dask reads them as strings. The message suggested selecting X[[]].
+    frame = dd.from_pandas(pd.DataFrame(np.ones((10, 2)), columns=["a", "b"]).astype(str), 2)
+    with pytest.raises(ValueError, match=r"no numeric columns: 'a' .*X\.astype\(float\)") as err:
+        StreamingKMeans(2).fit(frame)
+    assert "X[[]]" not in str(err.value)
+
+
+def test_a_pandas_frame_of_no_columns_is_a_clear_error():
+    pd = pytest.importorskip("pandas")
+    # pandas' conversion failed in numpy: "at least one array or dtype is required".
+    frame = pd.DataFrame(np.ones((10, 2)), columns=["a", "b"]).iloc[:, :0]
+    with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(10, 0\)\).*minimum of 1"):
+        StreamingKMeans(2).fit(frame)
