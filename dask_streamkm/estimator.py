@@ -782,6 +782,8 @@ class StreamingKMeans(
             values = max(X.shape[0], self._stream_groups()) * X.shape[1]
             with _threads.one_blas_thread(values):
                 if self._partial_fit_stream(X, sw, lazy):
+                    # In the input's container, as fit and a solved batch give them.
+                    self.labels_ = rows.labels(self.labels_)
                     return self
         if first:
             entropy = _seeds.entropy_from(self.random_state)

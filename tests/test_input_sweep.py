@@ -101,3 +101,28 @@ def test_a_pandas_frame_of_no_columns_is_a_clear_error():
     frame = pd.DataFrame(np.ones((10, 2)), columns=["a", "b"]).iloc[:, :0]
     with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(10, 0\)\).*minimum of 1"):
         StreamingKMeans(2).fit(frame)
+
+
+def test_labels_of_a_folded_batch_are_in_the_input_s_container():
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    xr = pytest.importorskip("xarray")
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    frame = pd.DataFrame(X, columns=["a", "b", "c"], index=np.arange(300) * 2)
+    # A batch folded into the running summary had plain (dask) arrays as labels_, where fit
+    # and the first partial_fit give a dask Series or a DataArray, as predict does.
+    batches = {
+        "dask": (dd.from_pandas(frame, npartitions=3), dd.Series),
+        "xarray": (xr.DataArray(X, dims=("sample", "feature")).chunk({"sample": 100}), None),
+        "xarray-numpy": (xr.DataArray(X, dims=("sample", "feature")), None),
+    }
+    for name, (batch, kind) in batches.items():
+        km = StreamingKMeans(3, random_state=0).partial_fit(batch)
+        km.partial_fit(batch)
+        labels, predicted = km.labels_, km.predict(batch)
+        assert type(labels) is type(predicted), name
+        if kind is dd.Series:
+            pd.testing.assert_index_equal(labels.compute().index, frame.index)
+        else:
+            assert labels.dims == ("sample",)
+        np.testing.assert_array_equal(np.asarray(labels), np.asarray(predicted))
