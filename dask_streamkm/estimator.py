@@ -420,17 +420,18 @@ class StreamingKMeans(
                 names = np.empty((0, X.shape[1]), dtype=X.dtype)
             validate_data(self, names, reset=reset, skip_check_array=True)
             return X
-        if not isinstance(X, np.ndarray) and (
-            hasattr(X, "__array_namespace__") or is_cupy_array(X)
-        ):
-            # An in-memory array of another namespace (cupy, which has no
-            # ``__array_namespace__``, or an array-API array): wrap it as it is.
+        if not isinstance(X, np.ndarray) and is_cupy_array(X):
+            # An in-memory cupy array (which has no ``__array_namespace__``): wrap it as it is.
             return self._as_dask_array(
                 da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
                 reset=reset,
                 what=what,
                 names=names,
             )
+        if not isinstance(X, np.ndarray) and hasattr(X, "__array_namespace__"):
+            # Another array-API array (array_api_strict...): dask holds numpy-like chunks only
+            # (it reads their dtype with np.dtype); read on the host, as scikit-learn reads it.
+            X = _host_array(X, what)
         X = validate_data(
             self,
             X,
@@ -1486,6 +1487,18 @@ def _weight_dtype_message(dtype):
         f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "
         "first, e.g. sample_weight.astype(float)."
     )
+
+
+def _host_array(X, what):
+    """An in-memory array of an array-API namespace other than numpy's and cupy's (such as
+    array_api_strict) as a numpy array; a clear error where it cannot be read on the host."""
+    try:
+        return to_host(X)
+    except (TypeError, ValueError, RuntimeError, BufferError) as err:
+        raise TypeError(
+            f"{what} is a {type(X).__module__}.{type(X).__name__} array that cannot be read "
+            f"as a numpy array ({err}). Pass a numpy or cupy array, or a dask array of them."
+        ) from err
 
 
 def _zero_weight_batch():

@@ -126,3 +126,20 @@ def test_labels_of_a_folded_batch_are_in_the_input_s_container():
         else:
             assert labels.dims == ("sample",)
         np.testing.assert_array_equal(np.asarray(labels), np.asarray(predicted))
+
+
+# ---------------------------------------------------------------------- other namespaces
+def test_an_array_api_array_is_read_as_numpy_as_scikit_learn_reads_it(blobs):
+    xps = pytest.importorskip("array_api_strict")
+    # dask refused its dtype ("Cannot interpret 'array_api_strict.float64' as a data type").
+    X = blobs[:600].astype(np.float32)
+    A = xps.asarray(X)
+    km = StreamingKMeans(5, random_state=0).fit(A)
+    ref = StreamingKMeans(5, random_state=0).fit(X)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.cluster_centers_.dtype == np.float32
+    np.testing.assert_array_equal(km.predict(A), ref.labels_)
+    np.testing.assert_array_equal(km.transform(A), ref.transform(X))
+    assert km.score(A) == ref.score(X)
+    km.partial_fit(A)
+    assert km.n_rows_seen_ == 1_200
