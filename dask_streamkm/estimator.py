@@ -402,9 +402,16 @@ class StreamingKMeans(
                     f"{X.chunks[1]}; every chunk must hold whole rows. Call X.rechunk({{1: -1}})."
                 )
             if X.dtype.kind == "c":
-                raise ValueError("Complex data not supported.")
+                raise ValueError(
+                    f"Complex data not supported: {what} has dtype {X.dtype}, and k-means needs "
+                    f"real numbers. Take {what}.real or abs({what}) first."
+                )
             if X.dtype.kind not in "fiub":
-                raise ValueError(f"{what} has dtype {X.dtype}; expected a numeric dtype.")
+                raise ValueError(
+                    f"{what} has dtype {X.dtype}; expected a numeric dtype (float, int or "
+                    f"bool). Convert it first, e.g. {what}.astype(float) for numbers stored as "
+                    "text or objects, or encode it."
+                )
             if X.shape[1] == 0:
                 raise ValueError(
                     f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required."

@@ -143,3 +143,14 @@ def test_an_array_api_array_is_read_as_numpy_as_scikit_learn_reads_it(blobs):
     assert km.score(A) == ref.score(X)
     km.partial_fit(A)
     assert km.n_rows_seen_ == 1_200
+
+
+@pytest.mark.parametrize(
+    "dtype, fix",
+    [(np.complex128, r"X\.real or abs\(X\)"), (object, r"X\.astype\(float\)"), ("U8", "astype")],
+)
+def test_dask_arrays_of_other_dtypes_are_told_how_to_convert(dtype, fix):
+    X = da.from_array(np.ones((10, 2)).astype(dtype), chunks=5)
+    # The messages named the dtype but no fix ("Complex data not supported.").
+    with pytest.raises(ValueError, match=fix):
+        StreamingKMeans(2).fit(X)
