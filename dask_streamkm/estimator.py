@@ -460,6 +460,12 @@ class StreamingKMeans(
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
+            if any(np.isnan(c) for c in sample_weight.chunks[0]):
+                raise ValueError(
+                    f"sample_weight has unknown chunk sizes {sample_weight.chunks[0]}. Call "
+                    "sample_weight.compute_chunk_sizes() (or pass lengths=True to "
+                    "to_dask_array) first."
+                )
             if sample_weight.ndim != 1 or sample_weight.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"sample_weight.shape={sample_weight.shape} should be ({X.shape[0]},), "

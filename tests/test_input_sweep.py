@@ -154,3 +154,13 @@ def test_dask_arrays_of_other_dtypes_are_told_how_to_convert(dtype, fix):
     # The messages named the dtype but no fix ("Complex data not supported.").
     with pytest.raises(ValueError, match=fix):
         StreamingKMeans(2).fit(X)
+
+
+def test_dask_weights_of_unknown_chunk_sizes_are_told_to_compute_them(blobs):
+    w = da.from_array(np.ones(len(blobs)), chunks=1_000)
+    w = w[w > 0]  # unknown chunk sizes: it said "sample_weight.shape=(nan,) should be (3000,)"
+    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes\(\)"):
+        StreamingKMeans(5).fit(da.from_array(blobs, chunks=1_000), sample_weight=w)
+    km = StreamingKMeans(5, random_state=0).fit(blobs)
+    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes\(\)"):
+        km.score(blobs, sample_weight=w)
