@@ -104,8 +104,13 @@ class Rows:
                 "dask collection); use set_output(transform='pandas') for a lazy dask "
                 "DataFrame, or compute the input first."
             )
-        import polars as pl
-
+        try:
+            import polars as pl
+        except ImportError as err:
+            raise ImportError(
+                "set_output(transform='polars') needs polars, which is not installed: "
+                "pip install polars, or use set_output(transform='pandas')."
+            ) from err
         return pl.DataFrame(np.asarray(distances), schema=columns, orient="row")
 
     def _dask_frame(self, distances, columns):

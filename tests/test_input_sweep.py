@@ -164,3 +164,16 @@ def test_dask_weights_of_unknown_chunk_sizes_are_told_to_compute_them(blobs):
     km = StreamingKMeans(5, random_state=0).fit(blobs)
     with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes\(\)"):
         km.score(blobs, sample_weight=w)
+
+
+def test_polars_output_without_polars_says_how_to_get_it(blobs):
+    try:
+        import polars  # noqa: F401
+
+        pytest.skip("polars is installed")
+    except ImportError:
+        pass
+    km = StreamingKMeans(5, random_state=0).fit(blobs).set_output(transform="polars")
+    # It raised "No module named 'polars'" from inside the transform.
+    with pytest.raises(ImportError, match=r"needs polars.*pip install polars"):
+        km.transform(blobs)
