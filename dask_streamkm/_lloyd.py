@@ -12,6 +12,7 @@ from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_su
 from ._distances import (
     GROUP_SUM_ELEMENTS,
     Workspace,
+    bulk_origin,
     nearest,
     nearest2,
     prepared_rows,
@@ -90,7 +91,10 @@ def lloyd(
     threshold = tol * variance
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
-    prepared = prepared_rows(X, xp.astype(mean, X.dtype)) if fixed_origin else None
+    if fixed_origin:  # the mean, unless a few rows far away pulled it from the others
+        prepared = prepared_rows(X, xp.astype(bulk_origin(X, mean, w), X.dtype))
+    else:
+        prepared = None
     labels, dist = nearest(X, centers, prepared)
     inertia = float(xp.sum(w * dist))
     best = (inertia, centers, labels)

@@ -640,7 +640,7 @@ def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
     points, w = summary._relative_centroids, summary.weights  # a fresh array: ours
     mean = (w @ points) / np.sum(w)
     points -= mean
-    points = points.astype(_distances.distance_dtype(points, dtype=np.float32) or np.float64)
+    points = points.astype(_distances.centered_dtype(points))
     start = np.asarray(centers, dtype=np.float64) - origin - mean
     rng = np.random.default_rng(seed)
     x_sq = _distances.row_norms_sq(points)

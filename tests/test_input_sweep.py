@@ -1,6 +1,8 @@
 """Unusual but legitimate inputs to the public estimator: streams of single rows, and others
 found by sweeping the inputs a demanding user or another project's test-suite passes."""
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -177,3 +179,52 @@ def test_polars_output_without_polars_says_how_to_get_it(blobs):
     # It raised "No module named 'polars'" from inside the transform.
     with pytest.raises(ImportError, match=r"needs polars.*pip install polars"):
         km.transform(blobs)
+
+
+# ---------------------------------------------------------------------- one row far away
+def blobs_and_an_outlier(offset, dtype, n=300):
+    rng = np.random.default_rng(0)
+    corners = ([0, 0, 0], [10, 0, 0], [0, 10, 0])
+    X = np.concatenate([rng.normal(size=(n // 3, 3)) + c for c in corners])
+    return np.vstack([X, X[:1] + offset]).astype(dtype)
+
+
+def exact_nearest(X, centers):
+    d = ((X.astype(np.float64)[:, None] - centers.astype(np.float64)[None]) ** 2).sum(axis=2)
+    return d.argmin(axis=1), float(d.min(axis=1).sum())
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float32, 1e5), (np.float64, 1e12)])
+def test_predict_and_score_of_a_center_far_from_the_others(dtype, offset):
+    # Centers of three blobs and of one outlier row: distances were taken relative to the
+    # centers' mean, pulled far from the blobs by the outlier's center, and the expansion's
+    # rounding there swamped them (float32: 1126 of 3001 rows given a wrong center, score
+    # 8 times the cost; scikit-learn's KMeans predicts all of them right).
+    X = blobs_and_an_outlier(offset, dtype, n=3_000)
+    km = StreamingKMeans(4, random_state=0).fit(X)
+    labels, cost = exact_nearest(X, km.cluster_centers_)
+    np.testing.assert_array_equal(km.predict(X), labels)
+    assert -km.score(X) == pytest.approx(cost, rel=1e-9)
+    assert km.inertia_ >= cost * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("offset", [1e9, 1e12])
+@pytest.mark.parametrize("fit", ["fit", "partial_fit"])
+def test_an_outlier_row_far_away_gets_its_own_center_and_the_blobs_theirs(offset, fit):
+    # The solve centered the groups at their mean, pulled to the outlier, and took them in
+    # float32, which kept none of the blobs' structure: two centers on the outlier and a
+    # ConvergenceWarning about duplicate points (301 distinct rows), 2.6 to 150,000 times the
+    # cost of the blobs' own centers.
+    X = blobs_and_an_outlier(offset, np.float64)
+    km = StreamingKMeans(4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        if fit == "fit":
+            km.fit(X)
+        else:
+            km.partial_fit(X[:-1]).partial_fit(X[-1:])
+    _, cost = exact_nearest(X, km.cluster_centers_)
+    blob_centers = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], dtype=float)
+    _, blobs_cost = exact_nearest(X[:-1], blob_centers)
+    assert cost <= 1.1 * blobs_cost
+    assert len(np.unique(km.cluster_centers_, axis=0)) == 4
