@@ -331,6 +331,14 @@ def assigned_sq_distances(X, centers, labels, out=None):
         out = xp.empty((n,), dtype=xp.float64, device=device(X))
     c64 = xp.astype(centers, xp.float64)
     step = block_rows(1, n, GROUP_SUM_ELEMENTS // max(X.shape[1], 1))
+    if is_numpy(xp):  # in a kept buffer: one gather, one subtraction, one product per block
+        buf = thread_workspace("assigned").take("diff", (min(step, n), X.shape[1]), np.float64)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            diff = np.take(c64, labels[start:stop], axis=0, out=buf[: stop - start])
+            np.subtract(X[start:stop], diff, out=diff)
+            out[start:stop] = np.einsum("ij,ij->i", diff, diff)
+        return out
     for start in range(0, n, step):
         stop = min(n, start + step)
         diff = xp.astype(X[start:stop, ...], xp.float64) - xp.take(c64, labels[start:stop], axis=0)
