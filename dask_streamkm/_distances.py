@@ -321,10 +321,11 @@ def _shifted_centers(centers, dtype):
 
 
 def assigned_sq_distances(X, centers, labels, out=None):
-    """``||x - c_label||^2`` of each row of X to its center ``labels`` (float64), from the
-    differences (no expansion, so no cancellation: what a sum of distances such as
-    ``score`` needs, whose rows far from every other center lose digits in the expansion),
-    a row block at a time. ``out``: a float64 (n,) array to write them into."""
+    """``||x - c_label||^2`` of each row of X to its center ``labels`` (float64 values; on
+    the host taken in float32 when X and the centers both are), from the differences (no
+    expansion, so no cancellation: what a sum of distances such as ``score`` needs, whose
+    rows far from every other center lose digits in the expansion), a row block at a time.
+    ``out``: a float64 (n,) array to write them into."""
     xp = namespace(X, centers)
     n = X.shape[0]
     if out is None:
@@ -332,10 +333,14 @@ def assigned_sq_distances(X, centers, labels, out=None):
     c64 = xp.astype(centers, xp.float64)
     step = block_rows(1, n, GROUP_SUM_ELEMENTS // max(X.shape[1], 1))
     if is_numpy(xp):  # in a kept buffer: one gather, one subtraction, one product per block
-        buf = thread_workspace("assigned").take("diff", (min(step, n), X.shape[1]), np.float64)
+        # float32 rows and centers in float32, as scikit-learn's inertia: the differences of
+        # a row and its center are exact there, their squares to float32's precision.
+        dtype = np.result_type(X.dtype, centers.dtype)
+        c = np.asarray(centers, dtype=dtype)
+        buf = thread_workspace("assigned").take("diff", (min(step, n), X.shape[1]), dtype)
         for start in range(0, n, step):
             stop = min(n, start + step)
-            diff = np.take(c64, labels[start:stop], axis=0, out=buf[: stop - start])
+            diff = np.take(c, labels[start:stop], axis=0, out=buf[: stop - start])
             np.subtract(X[start:stop], diff, out=diff)
             out[start:stop] = np.einsum("ij,ij->i", diff, diff)
         return out

@@ -204,7 +204,8 @@ def test_predict_and_score_of_a_center_far_from_the_others(dtype, offset):
     km = StreamingKMeans(4, random_state=0).fit(X)
     labels, cost = exact_nearest(X, km.cluster_centers_)
     np.testing.assert_array_equal(km.predict(X), labels)
-    assert -km.score(X) == pytest.approx(cost, rel=1e-9)
+    # float32 rows and centers are scored in float32, as scikit-learn scores them.
+    assert -km.score(X) == pytest.approx(cost, rel=1e-5 if dtype == np.float32 else 1e-12)
     assert km.inertia_ >= cost * (1 - 1e-9)
 
 
