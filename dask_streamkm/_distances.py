@@ -330,20 +330,21 @@ def assigned_sq_distances(X, centers, labels, out=None):
     n = X.shape[0]
     if out is None:
         out = xp.empty((n,), dtype=xp.float64, device=device(X))
-    c64 = xp.astype(centers, xp.float64)
     step = block_rows(1, n, GROUP_SUM_ELEMENTS // max(X.shape[1], 1))
     if is_numpy(xp):  # in a kept buffer: one gather, one subtraction, one product per block
         # float32 rows and centers in float32, as scikit-learn's inertia: the differences of
         # a row and its center are exact there, their squares to float32's precision.
         dtype = np.result_type(X.dtype, centers.dtype)
         c = np.asarray(centers, dtype=dtype)
-        buf = thread_workspace("assigned").take("diff", (min(step, n), X.shape[1]), dtype)
+        buf = thread_workspace("distances").take("assigned", (min(step, n), X.shape[1]), dtype)
         for start in range(0, n, step):
             stop = min(n, start + step)
-            diff = np.take(c, labels[start:stop], axis=0, out=buf[: stop - start])
+            # mode="clip" (the labels are valid): "raise" buffers ``out`` in a temporary.
+            diff = np.take(c, labels[start:stop], axis=0, out=buf[: stop - start], mode="clip")
             np.subtract(X[start:stop], diff, out=diff)
-            out[start:stop] = np.einsum("ij,ij->i", diff, diff)
+            np.einsum("ij,ij->i", diff, diff, out=out[start:stop])
         return out
+    c64 = xp.astype(centers, xp.float64)
     for start in range(0, n, step):
         stop = min(n, start + step)
         diff = xp.astype(X[start:stop, ...], xp.float64) - xp.take(c64, labels[start:stop], axis=0)
