@@ -1202,7 +1202,9 @@ class StreamingKMeans(
         """Minus the exact sum of (weighted) squared distances of X to the nearest center.
 
         For ``metric="cosine"``: minus the sum of (weighted) ``1 - cos`` to the center of
-        highest cosine.
+        highest cosine. Each row's squared distance to its nearest center is taken from the
+        differences (in float32 for float32 rows and centers, as scikit-learn's), so a row
+        or a center far from the others (an outlier) costs the others no precision.
 
         Parameters
         ----------
