@@ -307,12 +307,49 @@ def transform_sq_distances(X, centers):
 def _shifted_centers(centers, dtype):
     """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it.
 
-    The centers are shifted in float64 and rounded to ``dtype`` after the shift.
+    The mean, unless a few centers far from the others pulled it away from them for the
+    precision of ``dtype`` (:func:`bulk_origin`): one center on an outlier 1e5 away from
+    rows of unit spread put the mean so far from the other centers that the expansion's
+    cancellation, about ``eps * ||x - origin||^2``, swamped the distances of every other row
+    (float32 rows: a third of them given the wrong center). The centers are shifted in
+    float64 and rounded to ``dtype`` after the shift.
     """
     xp = namespace(centers)
     c64 = xp.astype(centers, xp.float64)
-    origin = xp.astype(xp.mean(c64, axis=0), dtype)
+    origin = xp.astype(bulk_origin(c64, xp.mean(c64, axis=0), dtype=dtype), dtype)
     return origin, xp.astype(c64 - xp.astype(origin, xp.float64), dtype)
+
+
+def assigned_sq_distances(X, centers, labels, out=None):
+    """``||x - c_label||^2`` of each row of X to its center ``labels`` (float64 values; on
+    the host taken in float32 when X and the centers both are), from the differences (no
+    expansion, so no cancellation: what a sum of distances such as ``score`` needs, whose
+    rows far from every other center lose digits in the expansion), a row block at a time.
+    ``out``: a float64 (n,) array to write them into."""
+    xp = namespace(X, centers)
+    n = X.shape[0]
+    if out is None:
+        out = xp.empty((n,), dtype=xp.float64, device=device(X))
+    step = block_rows(1, n, GROUP_SUM_ELEMENTS // max(X.shape[1], 1))
+    if is_numpy(xp):  # in a kept buffer: one gather, one subtraction, one product per block
+        # float32 rows and centers in float32, as scikit-learn's inertia: the differences of
+        # a row and its center are exact there, their squares to float32's precision.
+        dtype = np.result_type(X.dtype, centers.dtype)
+        c = np.asarray(centers, dtype=dtype)
+        buf = thread_workspace("distances").take("assigned", (min(step, n), X.shape[1]), dtype)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            # mode="clip" (the labels are valid): "raise" buffers ``out`` in a temporary.
+            diff = np.take(c, labels[start:stop], axis=0, out=buf[: stop - start], mode="clip")
+            np.subtract(X[start:stop], diff, out=diff)
+            np.einsum("ij,ij->i", diff, diff, out=out[start:stop])
+        return out
+    c64 = xp.astype(centers, xp.float64)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        diff = xp.astype(X[start:stop, ...], xp.float64) - xp.take(c64, labels[start:stop], axis=0)
+        out[start:stop] = xp.sum(diff * diff, axis=1)
+    return out
 
 
 def _shifted(X, centers):
@@ -403,6 +440,113 @@ def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
             xp.astype(col_hi, xp.float64), xp.astype(xp.max(centers, axis=0), xp.float64)
         )
     return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
+
+
+#: Centered points are handled in float32 only while the mean of their inner half (the half
+#: nearest their mean) lies within ``sqrt(BULK_FLOAT32_RATIO)`` root-mean-square deviations of
+#: that half from the mean: there float32's rounding of the squared distances of the bulk's
+#: points, about ``2 eps32 ||bulk mean||^2``, stays below 1e-3 of their spread.
+BULK_FLOAT32_RATIO = 1e-3 / (2.0 * float(np.finfo(np.float32).eps))
+
+
+def centered_dtype(points):
+    """The float dtype in which a solve handles ``points`` centered at their weighted mean:
+    float32 (its GEMMs run twice as fast) unless the squared distances overflow or underflow
+    it (:func:`distance_dtype`) or the bulk of the points lies far from their mean for
+    float32's precision (:func:`_bulk_near_mean`), float64 otherwise.
+
+    A few rows far away (an outlier at 1e9 among rows of unit spread) pull the mean far from
+    the others: centered there, float32 kept none of their structure, and the solve put two
+    centers on the outlier (2 to 4 times the cost of scikit-learn's KMeans) with a
+    ConvergenceWarning about duplicate points. Precondition: float64 ``points`` (n, d).
+    """
+    xp = namespace(points)
+    dtype = distance_dtype(points, dtype=xp.float32)
+    if dtype is None:
+        return xp.float64
+    if dtype == xp.float32 and not _bulk_near_mean(points):
+        return xp.float64
+    return dtype
+
+
+def _bulk_near_mean(points):
+    """Whether the inner half of the centered ``points`` (by distance to zero) has its mean
+    within ``sqrt(BULK_FLOAT32_RATIO)`` of its root-mean-square deviations of zero (True
+    for fewer than two points, or an inner half of equal points)."""
+    xp = namespace(points)
+    bulk, spread = _inner_half(points, xp.zeros_like(points[0, ...]))
+    spread = float(spread)
+    return float(xp.sum(bulk * bulk)) <= BULK_FLOAT32_RATIO * spread or spread == 0.0
+
+
+def _inner_half(points, center, w=None):
+    """``(mean, mean squared deviation)`` (weights ``w``, or none) of the half of ``points``
+    nearest ``center``, float64 arrays of the points' namespace (no value read on the host:
+    no device sync); ``(center, 0)`` for fewer than two points or no weight in the half."""
+    xp = namespace(points)
+    zero = xp.zeros((), dtype=xp.float64, device=device(points))
+    if points.shape[0] < 2:
+        return center, zero
+    p64 = xp.astype(points, xp.float64)
+    moved = p64 - center
+    r2 = xp.sum(moved * moved, axis=1)
+    cut = xp.sort(r2)[(points.shape[0] - 1) // 2]
+    # The half as weights (zero outside it): no boolean indexing, which not every array
+    # namespace has.
+    weights = xp.ones_like(r2) if w is None else xp.astype(w, xp.float64)
+    weights = xp.where(r2 <= cut, weights, xp.zeros_like(weights))
+    total = xp.sum(weights)
+    safe = xp.where(total > 0, total, xp.ones_like(total))
+    bulk = xp.sum(p64 * weights[:, None], axis=0) / safe
+    dev = p64 - bulk
+    spread = xp.sum(weights * xp.sum(dev * dev, axis=1)) / safe
+    return xp.where(total > 0, bulk, center), xp.where(total > 0, spread, zero)
+
+
+def bulk_origin(points, mean, w=None, dtype=None):
+    """The origin for distances among ``points`` (float64 (d,)): their weighted ``mean``, or,
+    where the inner half of them lies far from it for the precision of their dtype, the
+    weighted mean of that half (:func:`_inner_half`).
+
+    The expansion ``||x||^2 - 2 x.c + ||c||^2`` relative to an origin loses about ``eps
+    ||x - origin||^2``. A few points far away (an outlier 1e12 from groups of unit spread)
+    pull the mean so far from the others that this swamps their distances (Lloyd's runs then
+    could not tell the groups apart); the mean of the inner half lies among them. Where the
+    mean is within ``1e-3 / (2 eps)`` squared deviations of that half, the mean is kept (the
+    same arithmetic as before for all other data). ``dtype``: the one the distances are
+    computed in (default: the points'). Chosen on the points' device, without a sync."""
+    xp = namespace(points)
+    if is_numpy(xp):
+        return _bulk_origin_host(points, mean, w, dtype)
+    bulk, spread = _inner_half(points, mean, w)
+    ratio = 1e-3 / (2.0 * float(xp.finfo(points.dtype if dtype is None else dtype).eps))
+    shift = bulk - mean
+    keep = (xp.sum(shift * shift) <= ratio * spread) | (spread == 0.0)
+    return xp.where(keep, mean, bulk)
+
+
+def _bulk_origin_host(points, mean, w, dtype):
+    """:func:`bulk_origin` of host numpy ``points`` in plain numpy calls (the same numbers;
+    a few microseconds for the centers of each distance call, not the 50 of the namespace's
+    wrappers)."""
+    n = points.shape[0]
+    if n < 2:
+        return mean
+    p64 = np.asarray(points, dtype=np.float64)
+    moved = p64 - mean
+    r2 = np.einsum("ij,ij->i", moved, moved)
+    mid = (n - 1) // 2
+    inner = r2 <= np.partition(r2, mid)[mid]
+    weights = inner.astype(np.float64) if w is None else np.where(inner, w, 0.0)
+    total = float(weights.sum())
+    if not total > 0:
+        return mean
+    bulk = weights @ p64 / total
+    dev = p64 - bulk
+    spread = float(weights @ np.einsum("ij,ij->i", dev, dev)) / total
+    shift = bulk - mean
+    ratio = 1e-3 / (2.0 * float(np.finfo(points.dtype if dtype is None else dtype).eps))
+    return mean if spread == 0.0 or float(shift @ shift) <= ratio * spread else bulk
 
 
 def _augmented(X, centers, centers_sq):

@@ -104,8 +104,13 @@ class Rows:
                 "dask collection); use set_output(transform='pandas') for a lazy dask "
                 "DataFrame, or compute the input first."
             )
-        import polars as pl
-
+        try:
+            import polars as pl
+        except ImportError as err:
+            raise ImportError(
+                "set_output(transform='polars') needs polars, which is not installed: "
+                "pip install polars, or use set_output(transform='pandas')."
+            ) from err
         return pl.DataFrame(np.asarray(distances), schema=columns, orient="row")
 
     def _dask_frame(self, distances, columns):
@@ -151,6 +156,12 @@ def check_numeric_columns(dtypes, what="X"):
     if bad:
         listed = ", ".join(f"{c!r} ({t})" for c, t in bad.items())
         numeric = [str(c) for c, t in dtypes.items() if _is_numeric(t)]
+        if not numeric:  # nothing to select: the columns must be converted
+            raise ValueError(
+                f"{what} has no numeric columns: {listed}; k-means needs numbers. Convert "
+                f"them first, e.g. {what}.astype(float) for numbers stored as text, or encode "
+                "them."
+            )
         raise ValueError(
             f"{what} has non-numeric columns: {listed}; k-means needs numbers. Select the "
             f"numeric ones, e.g. {what}[{numeric}], or encode the others first."
@@ -298,6 +309,11 @@ def to_array(X, what="X"):
             "the features."
         )
     if is_pandas_frame(X):
+        if X.shape[1] == 0:  # pandas' conversion of no columns fails on numpy's result_type
+            raise ValueError(
+                f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required; {what} is "
+                "a DataFrame with no columns. Select at least one numeric column."
+            )
         X = _object_numbers(X)
         check_numeric_columns(X.dtypes, what)
         return X, Rows("pandas", X, None)

@@ -12,6 +12,7 @@ from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_su
 from ._distances import (
     GROUP_SUM_ELEMENTS,
     Workspace,
+    bulk_origin,
     nearest,
     nearest2,
     prepared_rows,
@@ -90,7 +91,10 @@ def lloyd(
     threshold = tol * variance
     centers = xp.astype(centers, xp.float64)
     n_iter = 0
-    prepared = prepared_rows(X, xp.astype(mean, X.dtype)) if fixed_origin else None
+    if fixed_origin:  # the mean, unless a few rows far away pulled it from the others
+        prepared = prepared_rows(X, xp.astype(bulk_origin(X, mean, w), X.dtype))
+    else:
+        prepared = None
     labels, dist = nearest(X, centers, prepared)
     inertia = float(xp.sum(w * dist))
     best = (inertia, centers, labels)
@@ -189,9 +193,13 @@ def _lloyd_update(Xf, Xw, w, labels, dist, centers, spherical=False, totals=None
     empty = xp.nonzero(mass <= 0)[0]
     if empty.shape[0] > 0:
         far = xp.argsort(-(w * dist))[: empty.shape[0]]
+        # With fewer rows than empty centers (a run over a few groups: a refinement of rows
+        # all equal), the first ones get a row each and the others stay where they were.
+        empty = empty[: far.shape[0]]
         # Row j of ``fill`` is the far row given to empty center j (labels are distinct).
         fill = segment_sum(xp.take(Xf, far, axis=0), empty, k)
-        new_centers = xp.where((mass <= 0)[:, None], fill, new_centers)
+        filled = segment_sum(xp.ones_like(xp.take(w, far)), empty, k) > 0
+        new_centers = xp.where(filled[:, None], fill, new_centers)
     if spherical:
         new_centers = unit_centers(new_centers, centers)
     return new_centers, int(empty.shape[0])

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, to_host
-from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, unit_rows
+from ._distances import centered_dtype, cosine_cost, nearest, row_norms_sq, unit_rows
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
 from ._pool import SMALL_VALUES, map_calls
 from ._search import polish_summary
@@ -198,7 +198,7 @@ def weighted_kmeans(
         mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
     Xc = Xf - mean
     # float32 unless the squared distances of the centered rows overflow it (then float64).
-    Xc = xp.astype(Xc, distance_dtype(Xc, dtype=xp.float32) or xp.float64)
+    Xc = xp.astype(Xc, centered_dtype(Xc))
     x_sq = row_norms_sq(Xc)
     if n_init == "auto":
         n_init = auto_n_init(n_clusters)

@@ -230,7 +230,7 @@ def warn_dropped(dropped, n_rows, half_life, stacklevel):
     )
 
 
-def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
+def batch_groups(X, centers, origin, sample_weight=None, check_far=True, spread=0.0):
     """A batch's rows in groups by their two nearest ``centers`` and band, with their sums.
 
     Returns ``(keys, weights, sums, squares)``: the sorted distinct keys ``(j * k + l) *
@@ -241,7 +241,8 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
     (:func:`_group_moments`), so rows far from zero keep their digits. A second value holds
     each row's nearest center and its squared distances to its two nearest, ``(j, d_j,
     d_l)``, for :func:`host_labels`. None
-    when the rows lie far from ``origin`` (:func:`far_from`; unchecked without ``check_far``).
+    when the rows lie far from ``origin`` (:func:`far_from`, at least by the summary's
+    ``spread``; unchecked without ``check_far``).
     Preconditions: host numpy X
     (n >= 1, checked finite), float64 ``centers`` (k, d) and ``origin`` (d,).
     """
@@ -266,7 +267,7 @@ def batch_groups(X, centers, origin, sample_weight=None, check_far=True):
             squares[keep],
         )
     parts = (distinct, weights, linear, squares)
-    if check_far and far_from(parts):
+    if check_far and far_from(parts, spread):
         return None
     return parts, (first, d1, d2)
 
@@ -338,22 +339,45 @@ def rekey(summary, centers):
     return summary.group_by(group, distinct.shape[0])
 
 
-def far_from(parts):
+def far_from(parts, spread=0.0):
     """True when the mean of a batch's keyed groups (:func:`batch_groups`, sums relative to
     the origin) lies more than ``ORIGIN_NEAR`` root-mean-square deviations from the origin:
     sums around it lose the rows' spread to cancellation (as :func:`.summary.chunk_origin`
     decides for a chunk). From the groups' totals, in float64, without another pass over the
     rows: the spread ``SS / W - ||S / W||^2`` loses about three of float64's digits at the
     threshold, the float32 rows' own seven were kept by the squares taken in float64 around
-    the origin. Groups of no weight are never far."""
+    the origin. Groups of no weight are never far.
+
+    ``spread``: the mean squared deviation of the summary's rows (:func:`summary_spread`), the
+    least spread the batch is judged by. A batch of one row, or of equal rows, has none of
+    its own (its groups' errors are zero whatever the origin): judged by its own spread alone,
+    every such batch was far, and each ``partial_fit`` of one row summarized and solved in
+    full. Rows within ``ORIGIN_NEAR`` deviations of the summary's spread are as near the
+    origin as the summary's own rows."""
     _, weights, sums, squares = parts
     total = float(np.sum(weights))
     if total <= 0:
         return False
     mean = np.sum(sums, axis=0) / total
     offset = float(np.dot(mean, mean))
-    spread = float(np.sum(squares)) / total - offset
-    return offset > ORIGIN_NEAR**2 * spread
+    own = float(np.sum(squares)) / total - offset
+    return offset > ORIGIN_NEAR**2 * max(own, float(spread))
+
+
+def summary_spread(summary):
+    """The mean squared deviation of a host summary's rows from their mean (float; 0 without
+    weight): each group's own error plus its weight times its centroid's squared distance to
+    the mean, over the total weight (as :func:`.summary._common_origin` takes it)."""
+    weights = np.asarray(summary.weights, dtype=np.float64)
+    keep = weights > 0
+    total = float(np.sum(weights[keep]))
+    if not total > 0:
+        return 0.0
+    centroids = np.asarray(summary._relative_centroids)[keep]
+    mean = weights[keep] @ centroids / total
+    moved = centroids - mean
+    between = float(weights[keep] @ np.einsum("ij,ij->i", moved, moved))
+    return (float(np.sum(np.asarray(summary.group_sse)[keep])) + between) / total
 
 
 def merge_groups(parts):
@@ -454,6 +478,8 @@ class Stream:
         self.sums = segment_sum(summary.linear_sums, labels, k)
         self.squares = segment_sum(summary.square_sums, labels, k)
         self.bound_at_solve = self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
+        # The least spread a batch is judged by in far_from (a batch of one row has none).
+        self.spread = summary_spread(summary)
         self._summary = summary
 
     @property
@@ -614,7 +640,7 @@ def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
     points, w = summary._relative_centroids, summary.weights  # a fresh array: ours
     mean = (w @ points) / np.sum(w)
     points -= mean
-    points = points.astype(_distances.distance_dtype(points, dtype=np.float32) or np.float64)
+    points = points.astype(_distances.centered_dtype(points))
     start = np.asarray(centers, dtype=np.float64) - origin - mean
     rng = np.random.default_rng(seed)
     x_sq = _distances.row_norms_sq(points)
@@ -864,23 +890,24 @@ def host_blocks(arrays):
     return list(dask.core.get(graph, keys))
 
 
-def block_groups(block, weights, centers, origin, index=0, row_start=0, rows=None):
+def block_groups(block, weights, centers, origin, index=0, row_start=0, rows=None, spread=0.0):
     """:func:`batch_groups` of one block, checked first (errors name the chunk; ``rows``: its
-    declared rows; a task)."""
+    declared rows; ``spread``: the summary's, for :func:`far_from`; a task)."""
     block = check_block(block, weights, index, row_start, centers, summed=True, rows=rows)
     if block.shape[0] == 0:
         d = centers.shape[1]
         return np.empty(0, np.int64), np.zeros(0), np.zeros((0, d)), np.zeros(0)
-    out = batch_groups(block, centers, origin, weights)
+    out = batch_groups(block, centers, origin, weights, spread=spread)
     return None if out is None else out[0]
 
 
-def batch_parts(X, sample_weight, centers, origin, lazy):
+def batch_parts(X, sample_weight, centers, origin, lazy, spread=0.0):
     """The keyed groups of the batch X (a dask array; ``sample_weight`` None or a dask array
     of its row chunks) for ``centers`` (float64), and what :func:`host_labels` needs (None
     for lazy input). In memory: on this thread; lazy input: one task per chunk on the
     current scheduler (memory bounded by a chunk). ``(None, None)`` when rows lie far from
-    ``origin`` (:func:`far_from`): the caller summarizes the batch with its own origin."""
+    ``origin`` (:func:`far_from`, at least by the summary's ``spread``): the caller
+    summarizes the batch with its own origin."""
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
     if lazy:
         xs = X.to_delayed().ravel()
@@ -888,7 +915,7 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
         task = dask.delayed(block_groups, pure=True)
         parts = dask.compute(
             *[
-                task(xs[i], ws[i], centers, origin, i, int(starts[i]), int(X.chunks[0][i]))
+                task(xs[i], ws[i], centers, origin, i, int(starts[i]), int(X.chunks[0][i]), spread)
                 for i in range(len(xs))
             ]
         )
@@ -903,21 +930,22 @@ def batch_parts(X, sample_weight, centers, origin, lazy):
     ]
     X = xs[0] if len(xs) == 1 else np.concatenate(xs)
     w = None if sample_weight is None else (ws[0] if len(ws) == 1 else np.concatenate(ws))
-    return checked_parts(X, w, centers, origin)
+    return checked_parts(X, w, centers, origin, spread)
 
 
-def host_parts(X, centers, origin):
+def host_parts(X, centers, origin, spread=0.0):
     """:func:`batch_parts` of a numpy batch X of one chunk's rows at most (unweighted), without
     a dask array: checked as its one chunk (errors name chunk 0), then folded."""
-    return checked_parts(check_block(X, None, 0, 0, centers, summed=True), None, centers, origin)
+    block = check_block(X, None, 0, 0, centers, summed=True)
+    return checked_parts(block, None, centers, origin, spread)
 
 
-def checked_parts(X, w, centers, origin):
+def checked_parts(X, w, centers, origin, spread=0.0):
     """:func:`batch_parts` of a checked in-memory batch X (weights ``w`` or None)."""
     if X.shape[0] <= FOLD_PIECE_ROWS:
-        out = batch_groups(X, centers, origin, w)
+        out = batch_groups(X, centers, origin, w, spread=spread)
         return (None, None) if out is None else (out[0], (X, out[1]))
-    return pieces_groups(X, w, centers, origin)
+    return pieces_groups(X, w, centers, origin, spread)
 
 
 #: An in-memory batch of more rows is folded in equal pieces of at most this many rows, one
@@ -926,7 +954,7 @@ def checked_parts(X, w, centers, origin):
 FOLD_PIECE_ROWS = 32_768
 
 
-def pieces_groups(X, w, centers, origin):
+def pieces_groups(X, w, centers, origin, spread=0.0):
     """:func:`batch_parts` of a checked in-memory batch X (weights ``w`` or None) in
     ``ceil(n / FOLD_PIECE_ROWS)`` equal pieces of rows, one task each; the groups added up by
     key in the pieces' order. The pieces depend on the rows only, so the result is the same
@@ -940,7 +968,7 @@ def pieces_groups(X, w, centers, origin):
     with blas_limits(len(tasks)):
         outs = dask.compute(*tasks)
     parts = merge_groups([out[0] for out in outs])
-    if far_from(parts):
+    if far_from(parts, spread):
         return None, None
     near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
     return parts, (X, near)

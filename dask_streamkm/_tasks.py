@@ -14,6 +14,7 @@ import numpy as np
 
 from ._array import float_dtype, from_host, is_numpy, namespace, to_host
 from ._distances import (
+    assigned_sq_distances,
     begin_task,
     cosine_distances,
     distance_dtype,
@@ -223,6 +224,8 @@ def predict_block(
         return xp.astype(labels, xp.int32)
     if cosine:
         dist = dist / 2.0
+    else:  # summed by score: from the differences, exact also for rows far from the others
+        dist = assigned_sq_distances(block, c, labels, out=dist)
     if weights is not None:
         return dist * xp.astype(weights, xp.float64)
     return dist

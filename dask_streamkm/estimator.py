@@ -405,9 +405,16 @@ class StreamingKMeans(
                     f"{X.chunks[1]}; every chunk must hold whole rows. Call X.rechunk({{1: -1}})."
                 )
             if X.dtype.kind == "c":
-                raise ValueError("Complex data not supported.")
+                raise ValueError(
+                    f"Complex data not supported: {what} has dtype {X.dtype}, and k-means needs "
+                    f"real numbers. Take {what}.real or abs({what}) first."
+                )
             if X.dtype.kind not in "fiub":
-                raise ValueError(f"{what} has dtype {X.dtype}; expected a numeric dtype.")
+                raise ValueError(
+                    f"{what} has dtype {X.dtype}; expected a numeric dtype (float, int or "
+                    f"bool). Convert it first, e.g. {what}.astype(float) for numbers stored as "
+                    "text or objects, or encode it."
+                )
             if X.shape[1] == 0:
                 raise ValueError(
                     f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
@@ -423,17 +430,18 @@ class StreamingKMeans(
                 names = np.empty((0, X.shape[1]), dtype=X.dtype)
             validate_data(self, names, reset=reset, skip_check_array=True)
             return X
-        if not isinstance(X, np.ndarray) and (
-            hasattr(X, "__array_namespace__") or is_cupy_array(X)
-        ):
-            # An in-memory array of another namespace (cupy, which has no
-            # ``__array_namespace__``, or an array-API array): wrap it as it is.
+        if not isinstance(X, np.ndarray) and is_cupy_array(X):
+            # An in-memory cupy array (which has no ``__array_namespace__``): wrap it as it is.
             return self._as_dask_array(
                 da.from_array(X, chunks=(DEFAULT_CHUNK_ROWS, -1), asarray=False),
                 reset=reset,
                 what=what,
                 names=names,
             )
+        if not isinstance(X, np.ndarray) and hasattr(X, "__array_namespace__"):
+            # Another array-API array (array_api_strict...): dask holds numpy-like chunks only
+            # (it reads their dtype with np.dtype); read on the host, as scikit-learn reads it.
+            X = _host_array(X, what)
         X = validate_data(
             self,
             X,
@@ -455,6 +463,12 @@ class StreamingKMeans(
         if sample_weight is None:
             return None
         if _is_dask(sample_weight):
+            if any(np.isnan(c) for c in sample_weight.chunks[0]):
+                raise ValueError(
+                    f"sample_weight has unknown chunk sizes {sample_weight.chunks[0]}. Call "
+                    "sample_weight.compute_chunk_sizes() (or pass lengths=True to "
+                    "to_dask_array) first."
+                )
             if sample_weight.ndim != 1 or sample_weight.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"sample_weight.shape={sample_weight.shape} should be ({X.shape[0]},), "
@@ -675,8 +689,9 @@ class StreamingKMeans(
         on one BLAS thread. A numpy batch of float32 or float64 rows in C order, of at most
         100,000 rows, is checked and folded as it is (no dask array is made around it). A
         batch far from the summary's origin (more than 32 root-mean-square deviations of its
-        rows), where sums around that origin would lose the rows' spread, is summarized and
-        merged as a chunk, and solved, as the first.
+        rows, and of the summary's rows: a batch of one row is judged by the summary's),
+        where sums around that origin would lose the rows' spread, is summarized and merged
+        as a chunk, and solved, as the first.
 
         A global solve over the whole summary runs when it pays:
 
@@ -786,6 +801,8 @@ class StreamingKMeans(
             values = max(X.shape[0], self._stream_groups()) * X.shape[1]
             with _threads.one_blas_thread(values):
                 if self._partial_fit_stream(X, sw, lazy):
+                    # In the input's container, as fit and a solved batch give them.
+                    self.labels_ = rows.labels(self.labels_)
                     return self
         if first:
             entropy = _seeds.entropy_from(self.random_state)
@@ -799,6 +816,8 @@ class StreamingKMeans(
         # batch's leaf took ten times as long on two threads of two busy cores).
         small = X.shape[0] * X.shape[1] <= _threads.SINGLE_THREAD_VALUES
         new = self._summarize(X, sw, batch, one_thread=small, whole=False)
+        if not first and not new.total_weight > 0:
+            raise _zero_weight_batch()  # as numpy weights are refused, before any change
         if first:
             summary = new
         else:
@@ -877,11 +896,13 @@ class StreamingKMeans(
         batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
         if isinstance(X, np.ndarray):  # checked by _folds_plain
-            parts, near = _stream.host_parts(X, previous, stream.origin)
+            parts, near = _stream.host_parts(X, previous, stream.origin, stream.spread)
         else:
-            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy)
+            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy, stream.spread)
         if parts is None:
             return False
+        if parts[1].shape[0] == 0:  # dask weights, checked in their tasks: all zero
+            raise _zero_weight_batch()
         dropped = stream.fold(parts, X.shape[0], self.half_life)
         if dropped:
             _stream.warn_dropped(dropped, X.shape[0], self.half_life, stacklevel=3)
@@ -1186,7 +1207,9 @@ class StreamingKMeans(
         """Minus the exact sum of (weighted) squared distances of X to the nearest center.
 
         For ``metric="cosine"``: minus the sum of (weighted) ``1 - cos`` to the center of
-        highest cosine.
+        highest cosine. Each row's squared distance to its nearest center is taken from the
+        differences (in float32 for float32 rows and centers, as scikit-learn's), so a row
+        or a center far from the others (an outlier) costs the others no precision.
 
         Parameters
         ----------
@@ -1483,6 +1506,27 @@ def _weight_dtype_message(dtype):
     return (
         f"sample_weight has dtype {dtype}; it should hold numbers (finite, >= 0). Convert it "
         "first, e.g. sample_weight.astype(float)."
+    )
+
+
+def _host_array(X, what):
+    """An in-memory array of an array-API namespace other than numpy's and cupy's (such as
+    array_api_strict) as a numpy array; a clear error where it cannot be read on the host."""
+    try:
+        return to_host(X)
+    except (TypeError, ValueError, RuntimeError, BufferError) as err:
+        raise TypeError(
+            f"{what} is a {type(X).__module__}.{type(X).__name__} array that cannot be read "
+            f"as a numpy array ({err}). Pass a numpy or cupy array, or a dask array of them."
+        ) from err
+
+
+def _zero_weight_batch():
+    """The error for a ``partial_fit`` batch whose dask ``sample_weight`` is zero for every
+    row (numpy weights are refused as a whole by ``_as_dask_weight``)."""
+    return ValueError(
+        "sample_weight is zero for every row of the batch; at least one row needs a positive "
+        "weight. A batch of no weight adds nothing: leave it out of partial_fit."
     )
 
 

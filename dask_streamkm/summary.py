@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._array import as_weights, device, from_host, is_numpy, namespace, segment_sum, to_host
-from ._distances import cosine_cost, distance_dtype, nearest, row_norms_sq, thread_workspace
+from ._distances import (
+    assigned_sq_distances,
+    centered_dtype,
+    cosine_cost,
+    nearest,
+    row_norms_sq,
+    thread_workspace,
+)
 from ._indicator import segment_sum_into
 from ._lloyd import group_labels
 from ._location import Location, _write_error, write_atomic
@@ -382,7 +389,7 @@ class Summary:
         xp = namespace(cents)
         mean = xp.sum(self.linear_sums, axis=0) / xp.sum(self.weights)
         points = cents - mean
-        points = xp.astype(points, distance_dtype(points, dtype=xp.float32) or xp.float64)
+        points = xp.astype(points, centered_dtype(points))
         labels, n_labels = group_labels(points, size, rng, self.weights, n_iter=n_iter)
         return self.group_by(labels, n_labels)
 
@@ -409,7 +416,11 @@ class Summary:
             return cosine_cost(self.centroids, centers, labels, self.weights)
         if self.origin is not None:
             centers = centers - self.origin
-        _, dist = nearest(self._relative_centroids, centers)
+        points = self._relative_centroids
+        labels, _ = nearest(points, centers)
+        # From the differences: the expansion's rounding of a group far from the others
+        # (an outlier's) could take the bound below the rows' cost.
+        dist = assigned_sq_distances(points, centers, labels)
         return float(xp.sum(self.group_sse) + xp.sum(self.weights * dist))
 
     def solve(self, n_clusters, n_init="auto", max_iter=300, tol=1e-4, seed=None, spherical=False):
