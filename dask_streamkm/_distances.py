@@ -442,13 +442,6 @@ def distance_dtype(X, centers=None, bounds=None, dtype=None, weight=None):
     return _fitting_dtype(xp, dtype, squared_extent(col_lo, col_hi), weight)
 
 
-#: Centered points are handled in float32 only while the mean of their inner half (the half
-#: nearest their mean) lies within ``sqrt(BULK_FLOAT32_RATIO)`` root-mean-square deviations of
-#: that half from the mean: there float32's rounding of the squared distances of the bulk's
-#: points, about ``2 eps32 ||bulk mean||^2``, stays below 1e-3 of their spread.
-BULK_FLOAT32_RATIO = 1e-3 / (2.0 * float(np.finfo(np.float32).eps))
-
-
 def centered_dtype(points):
     """The float dtype in which a solve handles ``points`` centered at their weighted mean:
     float32 (its GEMMs run twice as fast) unless the squared distances overflow or underflow
@@ -476,20 +469,18 @@ BULK_SAMPLE_ROWS = 4096
 
 
 def _bulk_near_mean(points):
-    """Whether the inner half of the centered ``points`` (by distance to zero) has its mean
-    within ``sqrt(BULK_FLOAT32_RATIO)`` of its root-mean-square deviations of zero (True
-    for fewer than two points, or an inner half of equal points); judged on at most
-    :data:`BULK_SAMPLE_ROWS` of them, evenly strided."""
+    """Whether float32 keeps zero as the origin of the centered ``points``
+    (:func:`bulk_origin` for float32: the mean of their inner half lies within about
+    ``sqrt(1e-3 / (2 eps32))`` root-mean-square deviations of that half from zero, where
+    float32's rounding of the bulk's squared distances stays below 1e-3 of their spread);
+    judged on at most :data:`BULK_SAMPLE_ROWS` of them, evenly strided."""
     xp = namespace(points)
     step = -(-points.shape[0] // BULK_SAMPLE_ROWS)
     if step > 1:
         points = points[::step, ...]
-    if is_numpy(xp):
-        shift, spread = _inner_half_host(points, np.zeros(points.shape[1]), None)
-        return spread == 0.0 or float(shift @ shift) <= BULK_FLOAT32_RATIO * spread
-    bulk, spread = _inner_half(points, xp.zeros_like(points[0, ...]))
-    spread = float(spread)
-    return float(xp.sum(bulk * bulk)) <= BULK_FLOAT32_RATIO * spread or spread == 0.0
+    zero = xp.zeros_like(points[0, ...])
+    # bulk_origin returns the origin given (zero) exactly when it keeps it.
+    return bool(xp.all(bulk_origin(points, zero, dtype=xp.float32) == zero))
 
 
 def _inner_half(points, center, w=None):

@@ -95,8 +95,8 @@ class StreamingKMeans(
         200 * n_clusters * rows of the largest chunk / rows of X))``: fine chunk summaries,
         and about 200 groups per cluster from all chunks together (finer, down to one group
         per 10 rows, where clusters hold few rows). Every row is kept, one group a row,
-        when X has at most 10,000 rows or a chunk would keep half its rows anyway: a
-        summary of so few rows saves little and costs accuracy.
+        when X has at most 10,000 rows (and 2^24 values) or a chunk would keep half its
+        rows anyway: a summary of so few rows saves little and costs accuracy.
     method : {"tree", "stream", "lloyd"}, default="tree"
         Per-chunk summarizer. "tree": the rows go into about ``6 sqrt(summary_size)``
         coarse cells, each cell gets groups in proportion to its squared error, and greedy
