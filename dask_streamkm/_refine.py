@@ -156,15 +156,48 @@ def refine_merge(*children):
 
 
 def _added(*stats):
-    """:class:`RefineStats` added by key in their order, within their cap."""
+    """:class:`RefineStats` added by key in their order, within their cap.
+
+    Only the keys are concatenated: each child's groups are added into the result where
+    their keys went (:func:`_add_rows`), so a merge holds its result beside its inputs
+    instead of a copy of every input too (at 1M x 32, k=100, ten leaves' 228,000 groups
+    made a 58 MB concatenation whose fresh pages took most of the root merge). The sums are
+    the same bit for bit: each group's rows are added in the children's order, from zero.
+    """
     first = stats[0]
     top = max(c.level for c in stats)
-    keys = [coarsen_refine_keys(c.keys, top, c.k) if top > c.level else c.keys for c in stats]
-    arrays = reduce_refine_groups(
-        np.concatenate(keys),
-        *(np.concatenate([c.arrays[i] for c in stats]) for i in (1, 2, 3)),
-    )
-    return _within_cap(RefineStats(*arrays, level=top, k=first.k, cap=first.cap))
+    coarsened = [top > c.level for c in stats]
+    keys = [
+        coarsen_refine_keys(c.keys, top, c.k) if up else c.keys
+        for c, up in zip(stats, coarsened, strict=True)
+    ]
+    distinct, group = np.unique(np.concatenate(keys), return_inverse=True)
+    n = distinct.shape[0]
+    arrays = [np.zeros((n,) + stats[0].arrays[i].shape[1:]) for i in (1, 2, 3)]
+    start = 0
+    for child, up in zip(stats, coarsened, strict=True):
+        stop = start + child.keys.shape[0]
+        for out, rows in zip(arrays, child.arrays[1:], strict=True):
+            _add_rows(out, group[start:stop], rows, distinct=not up)
+        start = stop
+    return _within_cap(RefineStats(distinct, *arrays, level=top, k=first.k, cap=first.cap))
+
+
+#: Rows of a child that :func:`_add_rows` adds in one indexed step (its temporaries stay
+#: below a megabyte, in memory the allocator keeps).
+ADD_BLOCK_ROWS = 2048
+
+
+def _add_rows(out, index, rows, distinct):
+    """``out[index[i]] += rows[i]`` for every i in turn (host numpy, in place). With
+    ``distinct`` (no index twice) a block of rows at a time, else one by one
+    (``np.add.at``); the same sums either way."""
+    if not distinct:
+        np.add.at(out, index, rows)
+        return
+    for start in range(0, index.shape[0], ADD_BLOCK_ROWS):
+        at = index[start : start + ADD_BLOCK_ROWS]
+        out[at] += rows[start : start + ADD_BLOCK_ROWS]
 
 
 def refine_reduction(centers):

@@ -154,6 +154,43 @@ def test_a_merge_adds_its_children_in_batches_as_one_at_a_time(data, cap):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-6)
 
 
+@pytest.mark.parametrize("cap", [10**6, 40])
+def test_a_merge_adds_by_key_as_one_concatenation_bit_for_bit(data, cap):
+    # The merge adds each child into the result without concatenating the children's sums;
+    # the sums must be those of the concatenation reduced in order, also where a child is
+    # coarsened to another's level (its keys then repeat within it).
+    leaves = _leaves(data, cap)
+    leaves[1] = _refine._within_cap(
+        _refine.RefineStats(*leaves[1].arrays, level=leaves[1].level, k=leaves[1].k, cap=8)
+    )
+    leaves[1] = _refine.RefineStats(
+        *leaves[1].arrays, level=leaves[1].level, k=leaves[1].k, cap=cap
+    )
+    assert leaves[1].level > leaves[0].level
+    top = max(leaf.level for leaf in leaves)
+    keys = np.concatenate(
+        [
+            _refine_kernels.coarsen_refine_keys(leaf.keys, top, leaf.k)
+            if leaf.level < top
+            else leaf.keys
+            for leaf in leaves
+        ]
+    )
+    expected = _refine_kernels.reduce_refine_groups(
+        keys, *(np.concatenate([leaf.arrays[i] for leaf in leaves]) for i in (1, 2, 3))
+    )
+    merged = _refine._added(*leaves)
+    if merged.level == top:
+        for a, b in zip(merged.arrays, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    else:  # over the cap: the expected groups coarsened as the merge does
+        again = _refine._within_cap(
+            _refine.RefineStats(*expected, level=top, k=leaves[0].k, cap=cap)
+        )
+        for a, b in zip(merged.arrays, again.arrays, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_groups_as_points_relative_to_an_origin_and_in_any_order(data):
     Xd, wd, _, _ = data
     start = fit(Xd, wd, 0).cluster_centers_
