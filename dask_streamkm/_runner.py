@@ -84,14 +84,34 @@ def restart_trials(n_clusters):
     return 4 * (2 + int(math.log(n_clusters)))
 
 
-def auto_n_init(n_clusters):
-    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3.
+#: n_init="auto" on few points: as many restarts as this many values x clusters allow
+#: (points x features x k per restart), up to AUTO_MAX_CHEAP_RESTARTS. On data that
+#: scikit-learn ships (seeds 0-2, ratios to KMeans(n_init=10), median / worst): iris k=10
+#: 1.0086 / 1.0142 with 10 restarts, 1.0003 / 1.0069 with 50, 0.9949 / 0.9984 with 100;
+#: breast cancer k=3 1.0015 / 1.0015, then 1.0000 / 1.0000 with 100; standardized wine k=10
+#: 0.9835, then 0.9765; diabetes k=10 0.9969 / 1.0012, then 0.9937 / 0.9944; each fit
+#: 0.1-0.15 s longer (2 cores, 2026-12-07).
+CHEAP_RESTART_WORK = 2**22
+AUTO_MAX_CHEAP_RESTARTS = 100
+
+
+def auto_n_init(n_clusters, n_points=None, n_features=None):
+    """Restarts for n_init="auto": 10 up to k=100, then 1000 / k, but at least 3; with
+    ``n_points`` (the points the restarts run on) of ``n_features``, more where restarts
+    are cheap: :data:`CHEAP_RESTART_WORK` over points x features x k, at most
+    :data:`AUTO_MAX_CHEAP_RESTARTS`.
 
     Each restart of the final solve costs about k^2 (k-means++ and Lloyd on ~20 k points),
     so a fixed number of restarts makes the solve cubic in k; this keeps it about linear.
+    On small data (a few thousand values x clusters) a restart takes about a millisecond,
+    and the basin the best of ten finds is a lottery that more restarts win.
     """
     by_work = AUTO_RESTART_WORK // max(int(n_clusters), 1)
-    return int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
+    n_init = int(min(AUTO_MAX_RESTARTS, max(AUTO_MIN_RESTARTS, by_work)))
+    if n_points is not None:
+        work = max(int(n_points) * int(n_features) * int(n_clusters), 1)
+        n_init = max(n_init, min(AUTO_MAX_CHEAP_RESTARTS, CHEAP_RESTART_WORK // work))
+    return n_init
 
 
 #: Lloyd iterations of :func:`coarsen`'s groups after their D^2 seeding (with none,
@@ -148,7 +168,7 @@ def weighted_kmeans(
        ``COARSE_POINTS_PER_CLUSTER * k``, at least ``MIN_COARSE_POINTS``), it is coarsened
        to that many weighted points (:func:`coarsen`); otherwise the rows are used as they
        are.
-    2. On those points: ``n_init`` runs (``"auto"``: :func:`auto_n_init`) of greedy
+    2. On those points: ``n_init`` runs (``"auto"``: :func:`auto_n_init` for their number) of greedy
        k-means++ (``n_local_trials`` candidates per step, default ``4 * (2 + ln k)``, four
        times scikit-learn's: the coarse points are few, and wider seeding found lower costs
        there) + Lloyd; the ``n_polish`` best runs are improved by :func:`local_search`
@@ -200,8 +220,6 @@ def weighted_kmeans(
     # float32 unless the squared distances of the centered rows overflow it (then float64).
     Xc = xp.astype(Xc, centered_dtype(Xc))
     x_sq = row_norms_sq(Xc)
-    if n_init == "auto":
-        n_init = auto_n_init(n_clusters)
     if n_local_trials is None:
         n_local_trials = restart_trials(n_clusters)
     if coarse_points is None:
@@ -219,6 +237,8 @@ def weighted_kmeans(
     # are twice the cosine distances.
     S = unit_rows(P)[0] if spherical else P
     s_sq = row_norms_sq(S) if spherical else p_sq
+    if n_init == "auto":
+        n_init = auto_n_init(n_clusters, P.shape[0], P.shape[1])
 
     # Every Lloyd run of the solve stops after max_iter iterations, as each of KMeans's.
     run_iter = min(RESTART_MAX_ITER, int(max_iter))

@@ -605,7 +605,10 @@ def _add_fit_params(p, k=None):
         "--n-init",
         type=_int_or_auto,
         default="auto",
-        help="final restarts (n_init; auto: 10 up to k=100, then 1000/k, at least 3)",
+        help=(
+            "final restarts (n_init; auto: 10 up to k=100, then 1000/k, at least 3; up to 100 "
+            "where restarts are cheap)"
+        ),
     )
     p.add_argument("--max-iter", type=_positive_int, default=300, help="final Lloyd iterations")
     p.add_argument("--tol", type=float, default=1e-4, help="final Lloyd tolerance (tol)")

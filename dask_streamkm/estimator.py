@@ -113,7 +113,9 @@ class StreamingKMeans(
     n_init : int or "auto", default="auto"
         Restarts of the final weighted k-means++ + Lloyd on the summary; "auto" is 10 up to
         ``n_clusters=100``, then ``1000 // n_clusters`` but at least 3 (each restart costs
-        about ``n_clusters**2``).
+        about ``n_clusters**2``), and up to 100 where a restart is cheap: ``2**22`` over
+        points x features x ``n_clusters`` of the points the restarts run on (iris at k=10
+        gets 100).
     max_iter : int, default=300
         Maximum number of Lloyd iterations of each run of the final solve: the restarts on
         a coarse copy of the summary, the Lloyd steps of its swap search (which makes at
@@ -551,7 +553,7 @@ class StreamingKMeans(
             centers, bound, n_iter = solve_summary(
                 summary,
                 self.n_clusters,
-                n_init=self._n_init(self.n_clusters) if n_init is None else n_init,
+                n_init=self.n_init if n_init is None else n_init,
                 max_iter=self.max_iter,
                 tol=self.tol,
                 seed=_seeds.solve_seed(entropy),

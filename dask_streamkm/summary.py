@@ -427,9 +427,10 @@ class Summary:
         """Weighted k-means on the group centroids (:func:`._runner.weighted_kmeans`).
 
         ``n_init`` is the number of restarts, or "auto" (10 up to k=100, then 1000 / k, at
-        least 3). ``max_iter`` bounds the iterations of every Lloyd run of the solve (the
-        restarts on the coarse copy, the swap search's, the final run on all groups), as
-        each of scikit-learn's ``KMeans`` runs (see :func:`._runner.weighted_kmeans`).
+        least 3; up to 100 where restarts are cheap, :func:`._runner.auto_n_init`).
+        ``max_iter`` bounds the iterations of every Lloyd run of the solve (the restarts on
+        the coarse copy, the swap search's, the final run on all groups), as each of
+        scikit-learn's ``KMeans`` runs (see :func:`._runner.weighted_kmeans`).
 
         Returns ``(centers, cost_bound, n_iter)``; centers are float64 on the summary's device;
         ``n_iter`` counts the iterations of the final Lloyd run (``1 <= n_iter <= max_iter``).
