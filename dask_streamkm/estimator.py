@@ -659,9 +659,8 @@ class StreamingKMeans(
 
         With ``summary_size="auto"``, rows held in memory (a numpy array, a pandas DataFrame,
         an in-memory DataArray) are then polished where the summary is coarse for
-        ``n_clusters`` (fewer than 200 groups
-        per cluster: data of few rows per cluster, such as word embeddings at large k): up to
-        10 exact Lloyd steps on the rows from the solve's centers, as long as they cost at
+        ``n_clusters`` (fewer than 100 groups per cluster: data of fewer than about 3,200
+        rows per cluster, such as word embeddings at large k): up to 10 exact Lloyd steps on the rows from the solve's centers, as long as they cost at
         most ``2**36`` multiply-adds (rows x features x ``n_clusters`` a step), within
         ``max_iter`` and ``tol``; the last assignment gives ``labels_`` and the exact
         ``inertia_``. Dask, zarr and lazily read tables are read once (``refine_passes``

@@ -29,12 +29,13 @@ def rows():
         (100_000, 50, 500, 10_000, 300, 10),  # GloVe at k=500: 20 groups a cluster
         (100_000, 50, 1000, 10_000, 300, 10),
         (1_000_000, 32, 100, 20_000, 300, 0),  # 200 groups a cluster: fine enough
-        (70_000, 784, 10, 2_000, 300, 0),
+        (70_000, 784, 10, 1_000, 300, 0),  # MNIST at k=10: the most a leaf keeps
+        (70_000, 784, 10, 999, 300, 10),
         (5_000, 8, 10, 5_000, 300, 0),  # every row kept
         (100_000, 50, 500, 500, 300, 0),  # no more groups than clusters
         (100_000, 50, 500, 10_000, 3, 3),  # max_iter bounds the steps
         (10_000_000, 100, 1000, 50_000, 300, 0),  # over the work bound
-        (2_000_000, 50, 500, 50_000, 300, 1),
+        (2_000_000, 50, 500, 40_000, 300, 1),
     ],
 )
 def test_polish_steps(n, d, k, groups, max_iter, expected):
@@ -45,7 +46,7 @@ def test_rows_in_memory_are_polished_and_lazy_rows_are_not(rows):
     X = rows
     lazy = StreamingKMeans(60, random_state=0).fit(da.from_array(X, chunks=(100_000, -1)))
     here = StreamingKMeans(60, random_state=0).fit(X)
-    assert here.summary_.n_groups < 200 * 60
+    assert here.summary_.n_groups < 100 * 60
     assert _rows.polish_steps(*X.shape, 60, here.summary_.n_groups, 300) > 0
     # The same summary and solve; the in-memory fit goes on with steps on the rows.
     assert lazy.summary_.n_groups == here.summary_.n_groups
