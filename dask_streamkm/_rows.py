@@ -6,7 +6,7 @@ such as word embeddings at k = 100-1000) and the rows are already in this proces
 (a numpy array or an in-memory table passed to ``fit``), a few exact Lloyd iterations on
 the rows from the solve's centers lower the cost the groups could not (:func:`rows_lloyd`);
 their last assignment gives the labels ``fit`` returns, which it computed with one pass
-over the rows anyway. Memory: one block of rows (its float64 offsets and distances) per
+over the rows anyway. Memory: one block's differences from its centers and distances per
 thread beside the rows; nothing the size of the data. Input read from files, S3 or a dask
 graph is never read again.
 """
@@ -18,13 +18,13 @@ import math
 
 import numpy as np
 
-from ._array import segment_sum
 from ._distances import assigned_sq_distances, nearest, thread_workspace
+from ._indicator import indicator_sums
 from ._pool import map_calls
 from ._runner import AUTO_MAX_GROUPS_PER_CLUSTER
 
 #: Values (rows x features) of one block of :func:`rows_lloyd` (a task on one BLAS thread;
-#: its float64 offsets 8 MB at most).
+#: its differences from the centers 4 or 8 MB at most).
 BLOCK_VALUES = 1 << 20
 #: The rows are polished where the summary holds fewer groups per cluster than this: the
 #: most a leaf keeps with ``summary_size="auto"`` (:data:`._runner.AUTO_MAX_GROUPS_PER_CLUSTER`),
@@ -78,27 +78,36 @@ def host_chunks(X):
     return chunks
 
 
-def _block_step(block, w, centers, origin):
-    """One block's assignment to ``centers`` (in the block's dtype): ``(labels, cost, sums,
-    mass)``: each row's nearest center, the weighted squared distances summed (from the
-    differences, as ``score``), and the rows' weighted offsets from ``origin`` (float64)
-    and weights summed by label."""
+def _block_step(block, w, centers, exact):
+    """One block's assignment to ``centers`` (in the block's dtype): ``(labels, cost, exact
+    cost, sums, mass)``: each row's nearest center; the weighted squared distances summed,
+    of the expansion (which ranks the steps) and, with ``exact``, from the differences (as
+    ``score`` takes them; else None); per center the weighted sum of its rows' differences
+    from it (float64) and their weight."""
     labels, dist = nearest(block, centers)
-    dist = assigned_sq_distances(block, centers, labels, out=dist)
     k = centers.shape[0]
-    # In the thread's kept buffer, cast first (numpy's mixed-type subtraction into float64
-    # took four times as long).
-    offsets = thread_workspace("rows").take("offsets", block.shape, np.float64)
-    offsets[...] = block
-    offsets -= origin
+    true = None
+    if exact:
+        true = assigned_sq_distances(block, centers, labels)
+        true = math.fsum(true if w is None else true * w)
+    work = thread_workspace("rows")
+    # Each row less its center, exact in the rows' dtype (in the thread's kept buffer), and
+    # summed by center in that dtype: differences from the row's own center are small, so
+    # their sums keep the digits the step needs, and no float64 copy of the rows is made.
+    diff = work.take("diff", block.shape, block.dtype)
+    np.take(centers, labels, axis=0, out=diff, mode="clip")
+    np.subtract(block, diff, out=diff)
     if w is None:
         mass = np.bincount(labels, minlength=k).astype(np.float64)
+        weights = work.take("ones", (block.shape[0],), block.dtype)
+        weights.fill(1)
         cost = math.fsum(dist)
     else:
-        offsets *= w[:, None]
         mass = np.bincount(labels, weights=w, minlength=k)
+        weights = w.astype(block.dtype)
         cost = math.fsum(dist * w)
-    return labels, cost, segment_sum(offsets, labels, k), mass
+    sums = indicator_sums(labels, weights, k, diff, work, "sums").astype(np.float64)
+    return labels, cost, true, sums, mass
 
 
 def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=True):
@@ -129,36 +138,47 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
             blocks.append((chunk[a:b], start + a, start + b))
         start += chunk.shape[0]
     labels = np.empty(start, dtype=np.int64)
-    centers = np.asarray(centers, dtype=np.float64).astype(dtype).astype(np.float64)
-    origin = centers.mean(axis=0)
-    threshold, best, converged = None, None, False
-    for step in range(int(n_steps) + 1):
+
+    def assign(centers, exact):
         at = centers.astype(dtype)
         calls = [
-            functools.partial(_block_step, x, None if w is None else w[a:b], at, origin)
+            functools.partial(_block_step, x, None if w is None else w[a:b], at, exact)
             for x, a, b in blocks
         ]
-        cost, sums, mass = 0.0, np.zeros_like(centers), np.zeros(centers.shape[0])
-        for (_, a, b), (lab, part_cost, part_sums, part_mass) in zip(
+        cost, true, sums = 0.0, 0.0, np.zeros_like(centers)
+        mass = np.zeros(centers.shape[0])
+        for (_, a, b), (lab, part_cost, part_true, part_sums, part_mass) in zip(
             blocks, map_calls(calls, parallel), strict=True
         ):
             labels[a:b] = lab
             cost += part_cost
+            true = None if part_true is None else true + part_true
             sums += part_sums
             mass += part_mass
+        return cost, true, sums, mass
+
+    centers = np.asarray(centers, dtype=np.float64).astype(dtype).astype(np.float64)
+    threshold, best, converged = None, None, False
+    for step in range(int(n_steps) + 1):
+        last = converged or step == n_steps
+        # The expansion's costs rank the assignments; the last one's is also taken exactly.
+        cost, true, sums, mass = assign(centers, exact=last)
         if best is None or cost < best[2]:
-            best = (centers, labels.copy(), cost)
-        if converged or step == n_steps:
+            best = (centers, true, cost)
+        if last:
             break
         if threshold is None:
-            threshold = tol * _variance(blocks, w, origin, mass) / d
+            threshold = tol * _variance(blocks, w, centers.mean(axis=0), mass) / d
         kept = mass > 0
         moved = centers.copy()
-        moved[kept] = origin + sums[kept] / mass[kept, None]
+        moved[kept] += sums[kept] / mass[kept, None]
         moved = moved.astype(dtype).astype(np.float64)
         converged = float(np.sum((moved - centers) ** 2)) <= threshold
         centers = moved
-    return best
+    if best[1] is None:
+        # An earlier assignment ranked lower (rounding): its labels and exact cost, again.
+        best = (best[0], assign(best[0], exact=True)[1])
+    return best[0], labels, best[1]
 
 
 def _variance(blocks, w, origin, mass):

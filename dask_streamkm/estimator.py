@@ -660,12 +660,13 @@ class StreamingKMeans(
         With ``summary_size="auto"``, rows held in memory (a numpy array, a pandas DataFrame,
         an in-memory DataArray) are then polished where the summary is coarse for
         ``n_clusters`` (fewer than 100 groups per cluster: data of fewer than about 3,200
-        rows per cluster, such as word embeddings at large k): up to 10 exact Lloyd steps on the rows from the solve's centers, as long as they cost at
-        most ``2**36`` multiply-adds (rows x features x ``n_clusters`` a step), within
-        ``max_iter`` and ``tol``; the last assignment gives ``labels_`` and the exact
-        ``inertia_``. Dask, zarr and lazily read tables are read once (``refine_passes``
-        reads them again on request). On 100,000 GloVe word vectors at k=500 the steps took
-        the cost from 1.021 to 1.003 times ``KMeans(n_init=10)``'s in 0.5 s more.
+        rows per cluster, such as word embeddings at large k): up to 10 exact Lloyd steps on
+        the rows from the solve's centers, as long as they cost at most ``2**36``
+        multiply-adds (rows x features x ``n_clusters`` a step), within ``max_iter`` and
+        ``tol``; the last assignment gives ``labels_`` and the exact ``inertia_``. Dask, zarr
+        and lazily read tables are read once (``refine_passes`` reads them again on
+        request). On 100,000 GloVe word vectors at k=500 the steps took the cost from 1.021
+        to 1.003 times ``KMeans(n_init=10)``'s in 0.5 s more.
 
         Parameters
         ----------
