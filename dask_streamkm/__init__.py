@@ -1,6 +1,6 @@
 """dask_streamkm: one-pass k-means for data larger than memory, on Dask."""
 
-from ._memory import WorkerMemoryError
+from ._memory import NoWorkersWarning, WorkerMemoryError
 from ._model_io import ModelFileError, SklearnPrecisionWarning, library_version
 from .elbow import elbow
 from .estimator import HalfLifeDecayWarning, StreamingKMeans
@@ -13,6 +13,7 @@ __all__ = [
     "HalfLifeDecayWarning",
     "InputError",
     "ModelFileError",
+    "NoWorkersWarning",
     "SklearnPrecisionWarning",
     "StreamingKMeans",
     "Summary",

@@ -77,6 +77,15 @@ WORKER_PROCESS_TYPICAL_BYTES = 300 * _MB
 RESTART_POLL_SECONDS = 1.0
 #: The scheduler's event topic on which nannies report a memory restart.
 RESTART_TOPIC = "worker-restart-memory"
+#: Seconds a pass waits on a cluster without a worker before a :class:`NoWorkersWarning`.
+NO_WORKERS_WARN_SECONDS = 60.0
+
+
+class NoWorkersWarning(UserWarning):
+    """A pass has waited on a Dask cluster that has no worker (all left, or none started):
+    distributed waits for workers to join without limit, so the fit looks hung. The warning
+    says so once a pass, after :data:`NO_WORKERS_WARN_SECONDS`; the pass goes on waiting (an
+    adaptive cluster or a batch queue may start workers late)."""
 
 
 class WorkerMemoryError(ValueError):
@@ -266,6 +275,8 @@ class RestartWatch:
         self.allowed = (max(0, failures) + 1) * max(1, n_workers)
         self.limit = smallest_memory_limit(client)
         self.started = time.monotonic()
+        self.no_workers_since = None
+        self.warned = False
 
     def _events(self):
         try:
@@ -274,7 +285,10 @@ class RestartWatch:
             return ()
 
     def check(self):
-        """Raise WorkersRestartedError when the workers were restarted too often."""
+        """Raise WorkersRestartedError when the workers were restarted too often; warn
+        (:class:`NoWorkersWarning`, once) when the cluster has had no worker for
+        :data:`NO_WORKERS_WARN_SECONDS`."""
+        self._check_workers()
         restarts = [msg for stamp, msg in self._events() if stamp > self.since]
         if len(restarts) <= self.allowed:
             return
@@ -294,6 +308,34 @@ class RestartWatch:
             else " Start the workers with a larger memory_limit or use smaller chunks."
         )
         raise WorkersRestartedError(head + tail, head)
+
+    def _check_workers(self):
+        if self.warned:
+            return
+        try:
+            n_workers = len(self.client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 - no information: nothing to say
+            return
+        now = time.monotonic()
+        if n_workers:
+            self.no_workers_since = None
+            return
+        if self.no_workers_since is None:
+            self.no_workers_since = now
+        waited = now - self.no_workers_since
+        if waited >= NO_WORKERS_WARN_SECONDS:
+            import warnings
+
+            self.warned = True
+            warnings.warn(
+                NoWorkersWarning(
+                    f"The Dask cluster has had no worker for {waited:.0f} s, so the pass over "
+                    "the data waits (distributed waits for workers without limit). Start "
+                    "workers (cluster.scale(n), or `dask worker SCHEDULER_ADDRESS`), or set "
+                    "distributed.scheduler.no-workers-timeout to make the tasks fail instead."
+                ),
+                stacklevel=2,
+            )
 
 
 @contextlib.contextmanager

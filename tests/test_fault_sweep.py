@@ -234,6 +234,38 @@ def test_a_client_closed_mid_fit_is_one_clear_error():
             StreamingKMeans(n_clusters=4, random_state=0).fit(slow)
 
 
+def _leave_then_return(cluster, away):
+    _STARTED.wait(60)
+    time.sleep(0.2)
+    cluster.scale(0)
+    time.sleep(away)
+    cluster.scale(1)
+
+
+def test_a_fit_on_a_cluster_left_without_workers_warns_and_goes_on(monkeypatch):
+    # distributed waits for workers without limit: a fit whose workers all left looked hung.
+    distributed = pytest.importorskip("distributed")
+    from dask_streamkm import NoWorkersWarning, _memory
+    from dask_streamkm.datasets import make_mixture
+
+    monkeypatch.setattr(_memory, "NO_WORKERS_WARN_SECONDS", 0.5)
+    monkeypatch.setattr(_memory, "RESTART_POLL_SECONDS", 0.2)
+    X = make_mixture(40 * 500, 4, 5, chunks=500, random_state=0)
+    slow = X.map_blocks(_slow, 0.05, dtype=X.dtype)
+    expected = StreamingKMeans(n_clusters=4, random_state=0).fit(X).cluster_centers_
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        _STARTED.clear()
+        threading.Thread(target=_leave_then_return, args=(cluster, 3.0), daemon=True).start()
+        with pytest.warns(NoWorkersWarning, match=r"no worker for .*cluster\.scale"):
+            km = StreamingKMeans(n_clusters=4, random_state=0).fit(slow)
+    np.testing.assert_array_equal(km.cluster_centers_, expected)
+
+
 # ---------------------------------------------------------------------- outputs
 def test_a_summary_that_cannot_be_written_names_its_path_not_a_temporary(tmp_path):
     from dask_streamkm.summary import Summary
