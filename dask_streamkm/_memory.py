@@ -313,7 +313,8 @@ class RestartWatch:
         if self.warned:
             return
         try:
-            n_workers = len(self.client.scheduler_info().get("workers", {}))
+            # One worker's information at most (not the whole cluster's, every second).
+            n_workers = len(self.client.scheduler_info(n_workers=1).get("workers", {}))
         except Exception:  # noqa: BLE001 - no information: nothing to say
             return
         now = time.monotonic()

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._distances import assigned_sq_distances, nearest, thread_workspace
 from ._indicator import indicator_sums
+from ._lloyd import _weighted_variance
 from ._pool import map_calls
 from ._runner import AUTO_MAX_GROUPS_PER_CLUSTER
 
@@ -168,7 +169,15 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
         if last:
             break
         if threshold is None:
-            threshold = tol * _variance(blocks, w, centers.mean(axis=0), mass) / d
+            # The rows' weighted mean from the assignment's sums (each center's rows less
+            # it), their variance a block at a time.
+            total = float(np.sum(mass))
+            mean = (mass @ centers + np.sum(sums, axis=0)) / total
+            spread = sum(
+                _weighted_variance(x, np.ones(b - a) if w is None else w[a:b], mean)
+                for x, a, b in blocks
+            )
+            threshold = tol * spread / total / d
         kept = mass > 0
         moved = centers.copy()
         moved[kept] += sums[kept] / mass[kept, None]
@@ -179,23 +188,3 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
         # An earlier assignment ranked lower (rounding): its labels and exact cost, again.
         best = (best[0], assign(best[0], exact=True)[1])
     return best[0], labels, best[1]
-
-
-def _variance(blocks, w, origin, mass):
-    """The rows' weighted total variance (float64), a block at a time."""
-    total = float(np.sum(mass))
-    mean = np.zeros(origin.shape[0])
-    square = 0.0
-    work = thread_workspace("rows")
-    for x, a, b in blocks:
-        block = work.take("offsets", x.shape, np.float64)
-        block[...] = x
-        block -= origin
-        if w is None:
-            mean += block.sum(axis=0)
-            square += float(np.einsum("ij,ij->", block, block))
-        else:
-            mean += w[a:b] @ block
-            square += float(w[a:b] @ np.einsum("ij,ij->i", block, block))
-    mean /= total
-    return max(square / total - float(mean @ mean), 0.0)
