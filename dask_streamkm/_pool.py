@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 #: Values (rows x features) up to which the estimator's solve runs on one BLAS thread
@@ -10,6 +11,16 @@ import os
 #: final probes, the polish's distances) may run side by side on one BLAS thread each; larger
 #: ones keep BLAS's threads.
 SMALL_VALUES = 2**22
+
+
+@functools.lru_cache(maxsize=1)
+def blas_controller():
+    """One threadpoolctl controller for the process, built on first use: finding the
+    libraries takes 2-5 ms (``threadpool_limits`` does it at every call, and a fit enters
+    about ten limits), a limit through a built controller about 10 microseconds."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def map_calls(calls, parallel):
@@ -23,10 +34,8 @@ def map_calls(calls, parallel):
     its runs in turn."""
     import threading
 
-    from threadpoolctl import threadpool_limits
-
     workers = min(len(calls), os.cpu_count() or 1)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_controller().limit(limits=1, user_api="blas"):
         if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():
             return [call() for call in calls]
         from concurrent.futures import ThreadPoolExecutor

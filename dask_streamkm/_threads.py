@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._array import to_host
-from ._pool import SMALL_VALUES
+from ._pool import SMALL_VALUES, blas_controller
 
 #: Summaries with at most this many values (groups x features) are solved on one BLAS thread
 #: (one constant with the solve's side-by-side runs, :data:`._pool.SMALL_VALUES`).
@@ -130,7 +130,7 @@ def blas_limits(tasks=None):
         return
     threads = scheduler_threads()
     threads = threads if at_once is None else min(threads, at_once)
-    with threadpool_limits(max(1, cores // threads)):
+    with blas_controller().limit(limits=max(1, cores // threads)):
         yield
 
 
@@ -158,15 +158,6 @@ def solve_threads(summary):
     return 1 if summary.n_groups * summary.n_features <= SINGLE_THREAD_VALUES else None
 
 
-@functools.lru_cache(maxsize=1)
-def _controller():
-    """One threadpoolctl controller for the process, built on first use (finding the
-    libraries takes about 2 ms; a limit through a built controller about 10 microseconds)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 @contextlib.contextmanager
 def one_blas_thread(values):
     """One BLAS thread inside when ``values`` (the elements of the operands) is at most
@@ -178,5 +169,5 @@ def one_blas_thread(values):
     if values > SINGLE_THREAD_VALUES:
         yield
         return
-    with _controller().limit(limits=1, user_api="blas"):
+    with blas_controller().limit(limits=1, user_api="blas"):
         yield

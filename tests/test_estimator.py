@@ -379,13 +379,18 @@ def test_a_small_fit_runs_the_restarts_its_size_allows(monkeypatch):
     from dask_streamkm import _runner
 
     calls = []
-    seeding = _runner.kmeans_plusplus
+    seeding, together = _runner.kmeans_plusplus, _runner.batched_kmeans_plusplus
 
     def spy(*args, **kw):
         calls.append(1)
         return seeding(*args, **kw)
 
+    def spy_together(X, n_clusters, rngs, *args, **kw):  # the restarts run together
+        calls.extend([1] * len(rngs))
+        return together(X, n_clusters, rngs, *args, **kw)
+
     monkeypatch.setattr(_runner, "kmeans_plusplus", spy)
+    monkeypatch.setattr(_runner, "batched_kmeans_plusplus", spy_together)
     X = np.random.default_rng(0).normal(size=(150, 4))
     StreamingKMeans(n_clusters=10, random_state=0).fit(X)
     assert len(calls) == 100
