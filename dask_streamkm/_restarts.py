@@ -5,14 +5,17 @@ A restart of :func:`._runner.weighted_kmeans` is greedy k-means++ on the coarse 
 fixed origin). On a coarse copy of a few thousand points each of their steps is a small
 product and a dozen small operations, so ten restarts one after another spent most of their
 time in Python and numpy's per-call work, and side by side on threads they contended for the
-GIL. Here every step of R restarts is one product of the points with the candidates (or
-centers) of all R, and one pass of each reduction over their (points, R, ...) block.
+GIL. Here the R restarts take their steps together: each step makes one product per run into
+one (R, points, ...) block, and every other operation of the step is one call over that block
+(the clips, the argmax, the sums of a Lloyd update), so the per-call work is paid once a step,
+not R times.
 
 The numbers are those of the restarts run one by one: every run draws from its own generator
-in the same order, each distance and score is the same product of one point and one
-candidate or center (a column of a wider product), and the sums of each Lloyd update add
-each run's rows in their order (:func:`_sums_by_run`). ``test_restarts`` checks this bit for
-bit against :func:`._seeding.kmeans_plusplus` and :func:`._lloyd.lloyd`.
+in the same order, each run's product is the same GEMM on the same blocks of rows (OpenBLAS
+rounds a column of a wider product differently), the other operations are elementwise or
+per run, and the sums of each Lloyd update add each run's rows in their order
+(:func:`_sums_by_run`). ``tests/test_restarts.py`` checks this bit for bit against
+:func:`._seeding.kmeans_plusplus` and :func:`._lloyd.lloyd`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,18 @@ try:  # scipy's CSC kernel, as :func:`._array.segment_sum` uses it
 except ImportError:  # pragma: no cover - scipy without the private module
     csc_matvecs = None
 
-#: Scores (points x runs x centers) of a Lloyd step kept at once: larger steps go a block of
-#: points at a time (8 MiB of float32).
-SCORE_ELEMENTS = 1 << 21
+#: Values of the (runs, points, candidates) block of the seeding at most (32 MiB of float32):
+#: more runs go in several batches (:func:`batches`), so that many restarts (``n_init`` is
+#: the user's) on many points never hold more than the runs one by one would, times a bound.
+BATCH_ELEMENTS = 1 << 23
+
+
+def batches(seeds, n_points, n_local_trials, n_clusters):
+    """``seeds`` in consecutive batches of runs that take their steps together, each within
+    :data:`BATCH_ELEMENTS` (points x the larger of candidates and clusters a run)."""
+    per_run = max(int(n_points) * max(int(n_local_trials), int(n_clusters), 1), 1)
+    size = max(1, BATCH_ELEMENTS // per_run)
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
 
 
 def batched_kmeans_plusplus(X, n_clusters, rngs, w, x_sq, n_local_trials):

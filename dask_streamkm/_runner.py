@@ -19,7 +19,7 @@ from ._array import as_weights, device, is_numpy, namespace, to_host
 from ._distances import centered_dtype, cosine_cost, nearest, row_norms_sq, unit_rows
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
 from ._pool import SMALL_VALUES, map_calls
-from ._restarts import batched_kmeans_plusplus, batched_lloyd
+from ._restarts import batched_kmeans_plusplus, batched_lloyd, batches
 from ._search import polish_summary
 from ._seeding import kmeans_plusplus
 from ._tree import tree_labels
@@ -372,12 +372,16 @@ def _batched_runs(P, wp, p_sq, n_clusters, seeds, n_local_trials, max_iter, tol,
     """The restarts of ``seeds`` on host numpy points P together (:mod:`._restarts`): a list
     of (inertia, centers) in the seeds' order, the numbers of ``restart(seed)`` for each
     (which runs them one by one where the seeding reaches a zero potential)."""
-    rngs = [np.random.default_rng(seed) for seed in seeds]
-    chosen = batched_kmeans_plusplus(P, n_clusters, rngs, wp, p_sq, n_local_trials)
-    if chosen is None:
-        return [restart(seed) for seed in seeds]
-    starts = np.take(P, chosen, axis=0).astype(np.float64)
-    return batched_lloyd(P, starts, wp, max_iter, tol)
+    runs = []
+    for batch in batches(seeds, P.shape[0], n_local_trials, n_clusters):
+        rngs = [np.random.default_rng(seed) for seed in batch]
+        chosen = batched_kmeans_plusplus(P, n_clusters, rngs, wp, p_sq, n_local_trials)
+        if chosen is None:
+            runs.extend(restart(seed) for seed in batch)
+            continue
+        starts = np.take(P, chosen, axis=0).astype(np.float64)
+        runs.extend(batched_lloyd(P, starts, wp, max_iter, tol))
+    return runs
 
 
 def first_child(rng):

@@ -78,3 +78,20 @@ def test_fewer_distinct_points_than_clusters_fall_back_to_the_runs_alone():
     centers, cost, _ = _runner.weighted_kmeans(P, 5, np.random.default_rng(0), w, n_init=4)
     assert cost == pytest.approx(0.0, abs=1e-9)
     assert centers.shape == (5, 2)
+
+
+def test_many_restarts_go_in_batches_of_bounded_size(monkeypatch):
+    # A user's large n_init on many points: the runs go in consecutive batches, whose block
+    # stays within BATCH_ELEMENTS, and the solve is the same as in one batch.
+    from dask_streamkm import _restarts
+
+    seeds = list(range(7))
+    assert _restarts.batches(seeds, 1000, 12, 8) == [seeds]
+    monkeypatch.setattr(_restarts, "BATCH_ELEMENTS", 2 * 1000 * 12)
+    assert _restarts.batches(seeds, 1000, 12, 8) == [[0, 1], [2, 3], [4, 5], [6]]
+    P, w = _points(1000, 5, seed=9)
+    one = _runner.weighted_kmeans(P, 8, np.random.default_rng(1), w, n_init=7)
+    monkeypatch.setattr(_restarts, "BATCH_ELEMENTS", 10**9)
+    many = _runner.weighted_kmeans(P, 8, np.random.default_rng(1), w, n_init=7)
+    np.testing.assert_array_equal(one[0], many[0])
+    assert one[1] == many[1]
