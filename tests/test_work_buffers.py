@@ -28,12 +28,18 @@ REFERENCE = Path(__file__).parent / "data" / "reference_fits.npz"
 
 
 def blas_fingerprint():
-    """A hash of a few float32 and float64 products: machines whose BLAS kernels round
-    differently get different fingerprints."""
+    """A hash of a few float32 and float64 products on one BLAS thread (the rounding of a
+    product may depend on the threads, and an earlier test may leave them limited): machines
+    whose BLAS kernels round differently get different fingerprints."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((257, 97))
     b = rng.standard_normal((97, 41))
-    products = [(a.astype(dtype) @ b.astype(dtype)).tobytes() for dtype in (np.float32, np.float64)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        products = [
+            (a.astype(dtype) @ b.astype(dtype)).tobytes() for dtype in (np.float32, np.float64)
+        ]
     return hashlib.sha256(b"".join(products)).hexdigest()[:12]
 
 
