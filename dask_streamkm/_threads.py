@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._array import to_host
-from ._pool import SMALL_VALUES, blas_controller
+from ._pool import SMALL_VALUES, blas_limit
 
 #: Summaries with at most this many values (groups x features) are solved on one BLAS thread
 #: (one constant with the solve's side-by-side runs, :data:`._pool.SMALL_VALUES`).
@@ -130,7 +130,7 @@ def blas_limits(tasks=None):
         return
     threads = scheduler_threads()
     threads = threads if at_once is None else min(threads, at_once)
-    with blas_controller().limit(limits=max(1, cores // threads)):
+    with blas_limit(max(1, cores // threads)):
         yield
 
 
@@ -169,5 +169,5 @@ def one_blas_thread(values):
     if values > SINGLE_THREAD_VALUES:
         yield
         return
-    with blas_controller().limit(limits=1, user_api="blas"):
+    with blas_limit(1, "blas"):
         yield

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import _seeds, _threads
+from ._pool import blas_limit
 from ._runner import auto_summary_size, resolve_summary_size, solve_summary
 
 __all__ = ["ElbowResult", "ElbowSummaryWarning", "elbow", "knee_point", "parse_k_range"]
@@ -490,7 +490,7 @@ def elbow(
     # Small summaries: one BLAS thread per solve and the values of k solved side by side on
     # the cores; large ones: one k at a time, each solve using threaded BLAS.
     workers = min(len(ks), os.cpu_count() or 1) if blas_threads == 1 else 1
-    with threadpool_limits(blas_threads):
+    with blas_limit(blas_threads):
         if workers > 1:
             # Largest k first (they take longest), so the cores finish together.
             with ThreadPoolExecutor(workers) as pool:

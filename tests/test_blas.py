@@ -182,3 +182,24 @@ def test_small_solve_runs_on_one_blas_thread(monkeypatch):
         after = _blas_threads(threadpool_info())
     assert seen == {"solve": {1}, "lloyd": {1}}
     assert after == [2]
+
+
+def test_limits_left_in_another_order_than_entered_are_lifted():
+    # Context a entered, then b, then a left before b: what two task threads do when their
+    # computes overlap (dask-ml's Incremental.predict ran ours so). With threadpool_limits
+    # each context put back what it found, so b put back a's limit and the process stayed
+    # on one BLAS thread for good.
+    from threadpoolctl import threadpool_limits
+
+    from dask_streamkm import _pool
+
+    with threadpool_limits(3, user_api="blas"):
+        before = _blas_threads(threadpool_info())
+        a, b = _pool.blas_limit(1, "blas"), _pool.blas_limit(1, "blas")
+        a.__enter__()
+        b.__enter__()
+        assert _blas_threads(threadpool_info()) == [1]
+        a.__exit__(None, None, None)
+        assert _blas_threads(threadpool_info()) == [1]  # b is still open
+        b.__exit__(None, None, None)
+        assert _blas_threads(threadpool_info()) == before
