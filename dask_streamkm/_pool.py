@@ -73,8 +73,6 @@ def map_calls(calls, parallel):
     on nothing the others change (its own generator). Side by side only from the main
     thread: a solve that already runs beside others (the elbow's, or one inside a task) keeps
     its runs in turn."""
-    import threading
-
     workers = min(len(calls), os.cpu_count() or 1)
     with blas_limit(1, "blas"):
         if not parallel or workers < 2 or threading.current_thread() is not threading.main_thread():

