@@ -404,53 +404,102 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
 
 
 def _ward_merges_host(D, w, nn, nd, index, n_merges):
-    """:func:`_ward_merges` for numpy arrays, the same numbers: each merge's row of costs is
-    made in two kept buffers (``out=``), the nearest cost of a row is read at its
-    ``argmin`` instead of a second pass (``min``), and so for the rows searched again (a merge
-    is a Python loop of small vector operations: at 500 rows, their number and allocations
-    took the time)."""
-    parent = list(range(D.shape[0]))
-    row, other = np.empty_like(w), np.empty_like(w)
-    stale = np.empty(w.shape[0], dtype=bool)
-    mask = np.empty(w.shape[0], dtype=bool)
-    for _ in range(n_merges):
-        a = int(np.argmin(nd))
-        b = int(nn[a])
+    """:func:`_ward_merges` for numpy arrays, in rounds of merges: a round merges every pair
+    of clusters that are each other's nearest, where :func:`_ward_merges` makes one merge
+    a Python step (at 1,000 rows 990 steps of small vector operations and their calls took
+    the time: 120 ms against 62 ms in 36 rounds, 2 cores).
+
+    Why the same merges: Ward's cost is reducible, so a pair of mutual nearest clusters is
+    merged by the one-at-a-time order too, and merging it leaves the nearest of every
+    other cluster as it was, unless that was one of the pair (those are searched again).
+    The rounds go on to one cluster, and the ``n_merges`` merges of lowest cost are kept:
+    the one-at-a-time order makes them first, as Ward's costs never fall along a branch
+    (each merge is ranked at least as high as those below it, so the kept ones hold their
+    sub-merges). Within a round the pairs merge in order of cost, each pair's costs to the
+    clusters before the round by Lance-Williams in :func:`_ward_merges`' operation order,
+    and the cost between two pairs of one round from the earlier pair's costs, as the
+    one-at-a-time order makes it; the kept cluster of a pair is its lower index, as there.
+    So the labels are those of :func:`_ward_merges`, ties and all (tested)."""
+    n = D.shape[0]
+    parent = np.arange(n)
+    if n_merges <= 0:
+        return parent.tolist()
+    alive = np.ones(n, dtype=bool)
+    top = np.full(n, -np.inf)  # the rank of the last merge into each cluster
+    kept, gone, ranks = [], [], []
+    while True:
+        live = np.flatnonzero(alive)
+        if live.shape[0] < 2:
+            break
+        partner = nn[live]
+        a = live[(nn[partner] == live) & (live < partner)]
+        if not a.shape[0]:  # none only through rounding: the nearest pair alone
+            i = live[np.argmin(nd[live])]
+            a = np.array([min(i, nn[i])])
+            b = np.array([max(i, nn[i])])
+        else:
+            b = nn[a]
+        h = D[a, b]
+        order = np.lexsort((a, h))
+        a, b, h = a[order], b[order], h[order]
         wa, wb = w[a], w[b]
-        # ((wa + w) * D[a] + (wb + w) * D[b] - w * D[a, b]) / (wa + wb + w), in that order.
-        np.add(wa, w, out=row)
-        row *= D[a, :]
-        np.add(wb, w, out=other)
-        other *= D[b, :]
-        row += other
-        np.multiply(w, D[a, b], out=other)
-        row -= other
-        np.add(wa + wb, w, out=other)
-        row /= other
-        row[a] = np.inf
-        row[b] = np.inf
-        D[b, :] = np.inf
+        wab = wa + wb
+        rows = _lance_williams(wa, wb, wab, h, w, D[a], D[b])
+        if a.shape[0] > 1:
+            # Pair j against an earlier pair i (j > i): j's row at the cluster of i (of
+            # weight wab[i]), from i's row at j's two clusters; (j, i) in ``later``.
+            later = _lance_williams(wa, wb, wab, h, wab[None, :], rows[:, a].T, rows[:, b].T)
+            upper = np.tril(later, -1).T
+            rows[:, a] = upper + upper.T
+        at = np.arange(a.shape[0])
+        rows[at, a] = np.inf
+        rows[:, b] = np.inf
+        D[a] = rows
+        D[:, a] = rows.T
+        D[b] = np.inf
         D[:, b] = np.inf
-        D[a, :] = row
-        D[:, a] = row
-        w[a] = wa + wb
-        parent[b] = a
+        w[a] = wab
+        alive[b] = False
         nd[b] = np.inf
-        near = int(np.argmin(row))
+        near = np.argmin(rows, axis=1)
         nn[a] = near
-        nd[a] = row[near]
-        np.equal(nn, a, out=stale)
-        stale |= np.equal(nn, b, out=mask)
+        nd[a] = rows[at, near]
+        stale = np.zeros(n, dtype=bool)
+        stale[a] = True
+        stale[b] = True
+        stale = stale[nn] & alive
         stale[a] = False
-        stale &= np.less(nd, np.inf, out=mask)
         found = np.flatnonzero(stale)
-        if not found.shape[0]:
-            continue
-        block = D[found]
-        near = np.argmin(block, axis=1)
-        nn[found] = near
-        nd[found] = block[np.arange(found.shape[0]), near]
-    return parent
+        if found.shape[0]:
+            block = D[found]
+            near = np.argmin(block, axis=1)
+            nn[found] = near
+            nd[found] = block[np.arange(found.shape[0]), near]
+        rank = np.maximum(h, np.maximum(top[a], top[b]))
+        top[a] = rank
+        kept.append(a)
+        gone.append(b)
+        ranks.append(rank)
+    kept, gone, ranks = np.concatenate(kept), np.concatenate(gone), np.concatenate(ranks)
+    chosen = np.lexsort((np.arange(ranks.shape[0]), ranks))[:n_merges]
+    parent[gone[chosen]] = kept[chosen]
+    return parent.tolist()
+
+
+def _lance_williams(wa, wb, wab, h, w, Da, Db):
+    """Ward's costs of merged pairs (a, b) of weights ``wa``, ``wb`` (sum ``wab``, merge
+    cost ``h``; one per row) to clusters of weights ``w`` at costs ``Da`` and ``Db``:
+    ``((wa + w) Da + (wb + w) Db - w h) / (wa + wb + w)`` in :func:`_ward_merges`' order
+    (``Da`` and ``Db`` fresh arrays, overwritten)."""
+    wa, wb, wab, h = wa[:, None], wb[:, None], wab[:, None], h[:, None]
+    Da *= wa + w
+    Db *= wb + w
+    Da += Db
+    np.multiply(w, h, out=Db)
+    Da -= Db
+    np.add(wab, w, out=Db)
+    Da /= Db
+    return Da
 
 
 #: Rows up to which :func:`group_labels` takes the direct numpy path (:func:`_small_group_labels`).

@@ -860,6 +860,41 @@ def test_ward_labels_numpy_merges_match_the_array_api_ones(rng):
     np.testing.assert_array_equal(got, np.asarray(generic))
 
 
+def _ward_cost(X, labels, w):
+    cost = 0.0
+    for label in np.unique(labels):
+        rows, weights = X[labels == label], w[labels == label]
+        mean = weights @ rows / weights.sum()
+        cost += weights @ np.sum((rows - mean) ** 2, axis=1)
+    return cost
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_ward_labels_rounds_give_the_one_at_a_time_merges(case):
+    """The numpy merges go in rounds of mutual nearest pairs; the array-API path merges one
+    pair a step. The same labels on weighted rows of many shapes and cluster counts; on
+    rows of small integers (many equal costs, where either order is a valid Ward) the same
+    Ward cost."""
+    xps = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(case)
+    n, d = int(rng.integers(2, 160)), int(rng.integers(1, 12))
+    k = int(rng.integers(1, n + 1))
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10.0, size=d)
+    X += rng.integers(0, 6, size=(n, 1)) * 5.0
+    w = rng.uniform(0.05, 3.0, size=n)
+    got = _lloyd.ward_labels(X, k, w)
+    np.testing.assert_array_equal(
+        got, np.asarray(_lloyd.ward_labels(xps.asarray(X), k, xps.asarray(w)))
+    )
+    ties = np.round(X[:, :2])
+    got = _lloyd.ward_labels(ties, k, w)
+    generic = np.asarray(_lloyd.ward_labels(xps.asarray(ties), k, xps.asarray(w)))
+    assert np.unique(got).shape[0] == np.unique(generic).shape[0] == k
+    assert _ward_cost(ties, got, w) == pytest.approx(
+        _ward_cost(ties, generic, w), rel=1e-12, abs=1e-12
+    )
+
+
 def test_ward_labels_weight_two_equals_a_repeated_row(rng):
     X = rng.normal(size=(200, 4))
     w = np.ones(200)
