@@ -198,11 +198,18 @@ def _typical_weight(sample_weight, n_positive):
 
 
 def _merge_light(summary, typical_total=None):
-    """Merge groups lighter than LIGHT_FRACTION of a typical group's weight into their nearest one.
+    """Merge groups lighter than LIGHT_FRACTION of a typical group's weight into their nearest
+    one, where the merge adds at most the error a group holds on average.
 
     A typical group weighs ``typical_total / m`` (None: the total weight): the chunk's rows of
     positive weight shared out over the m groups, each row of the median weight. Mass is
     never dropped, and a row far heavier than the others never makes their groups light.
+    A merge adds Ward's cost ``W_l W_h / (W_l + W_h) ||mu_l - mu_h||^2`` to the summary's
+    error; a light group whose merge would add more than the groups' mean own error (their
+    ``group_sse``) keeps its place: a few rows far from all others (two readings of 281
+    standard deviations among 400,000 lab values) merged into a group of moderate rows made
+    that group's error larger than the whole data's cost at k=10, which no solve can take
+    back (2.7 times ``KMeans(n_init=10)``'s cost, against 1.0 kept apart).
     """
     m = summary.n_groups
     if m < 2:
@@ -215,10 +222,19 @@ def _merge_light(summary, typical_total=None):
         return summary
     heavy = xp.nonzero(summary.weights >= threshold)[0]
     cents = summary.centroids
-    target, _ = nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
-    # labels[light] = heavy[target], as a permutation (array-API arrays have no index assignment):
-    # heavy and light together list every group once.
-    positions = xp.concat([heavy, light])
-    values = xp.concat([heavy, xp.take(heavy, target, axis=0)])
+    target, dist = nearest(xp.take(cents, light, axis=0), xp.take(cents, heavy, axis=0))
+    w_light = xp.take(summary.weights, light, axis=0)
+    w_heavy = xp.take(xp.take(summary.weights, heavy, axis=0), target, axis=0)
+    added = w_light * w_heavy / (w_light + w_heavy) * xp.astype(dist, xp.float64)
+    cheap = added <= xp.sum(summary.group_sse) / m
+    kept = xp.take(light, xp.nonzero(xp.logical_not(cheap))[0], axis=0)
+    cheap = xp.nonzero(cheap)[0]
+    if cheap.shape[0] == 0:
+        return summary
+    light, target = xp.take(light, cheap, axis=0), xp.take(target, cheap, axis=0)
+    # labels[light] = heavy[target], every other group its own: as a permutation (array-API
+    # arrays have no index assignment), the heavy, kept and merged groups list each once.
+    positions = xp.concat([heavy, kept, light])
+    values = xp.concat([heavy, kept, xp.take(heavy, target, axis=0)])
     labels = xp.take(values, xp.argsort(positions), axis=0)
     return summary.group_by(labels, m)

@@ -295,18 +295,31 @@ def test_summarize_small_block_exact(dev):
 
 
 def test_summarize_merges_light_groups(dev):
-    """Far outliers open light groups that merge into their nearest heavy group."""
+    """Light groups merge into their nearest heavy group where the merge adds at most the
+    groups' mean own error; a light group far from all others keeps its place."""
     from dask_streamkm._summarize import _merge_light
 
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, 6))
-    w = rng.uniform(0.5, 2.0, 200)
-    w[::7] = 1e-4  # light groups
-    s_np = Summary(w, X * w[:, None], (X**2).sum(1) * w, 200)
-    s = Summary(_strict(w, dev), _strict(X * w[:, None], dev), _strict((X**2).sum(1) * w, dev), 200)
+    X = rng.standard_normal((400, 6))
+    w = rng.uniform(0.5, 2.0, 400)
+    labels = np.arange(400) // 2  # 200 groups of two rows: each holds an error of its own
+    w[labels % 7 == 0] = 1e-4  # light groups
+    X[:2] += 1000.0  # group 0, light, far from every other
+    s_np = Summary.from_points(X, w, labels=labels, n_groups=200, check=False)
+    s = Summary(
+        _strict(s_np.weights, dev),
+        _strict(s_np.linear_sums, dev),
+        _strict(s_np.square_sums, dev),
+        400,
+    )
     merged, merged_np = _merge_light(s), _merge_light(s_np)
-    assert merged_np.n_groups == 200 - len(w[::7])
+    n_light = len(range(0, 200, 7))
+    assert merged_np.n_groups == 200 - (n_light - 1)
     assert merged_np.total_weight == pytest.approx(w.sum(), rel=1e-12)
+    # The far group is still there, as it was.
+    far = np.flatnonzero(merged_np.centroids[:, 0] > 500)
+    assert far.shape[0] == 1
+    assert merged_np.weights[far[0]] == pytest.approx(2e-4, rel=1e-12)
     _assert_summary_equal(merged, merged_np, dev)
     Y = np.vstack([rng.standard_normal((3000, 4)), rng.standard_normal((3, 4)) * 100])
     for method in ("stream", "lloyd"):

@@ -1,10 +1,12 @@
 """Per-chunk summarizers: mass conservation, exact small chunks, quality against the oracle."""
 
+import dask.array as da
 import numpy as np
 import pytest
 from _helpers import by_row, true_cost
 from sklearn.datasets import make_blobs
 
+from dask_streamkm import StreamingKMeans
 from dask_streamkm._summarize import METHODS, summarize
 from dask_streamkm.summary import Summary
 
@@ -173,3 +175,22 @@ def test_float32_chunk_far_from_the_origin_summarizes_like_the_centered_one(meth
     cost_far = true_cost(X.astype(np.float64), c_far)
     assert cost_far <= 1.01 * true_cost(centered, c_near)
     assert bound == pytest.approx(cost_far, rel=1e-4)
+
+
+def test_a_far_row_keeps_a_group_and_a_center_of_its_own():
+    """A row far from all others is a light group of its own in a leaf; merged into its
+    nearest group it made that group's error larger than the whole data's cost, which no
+    solve can take back. Kept apart, the fit gives it a center, as KMeans does."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60_000, 2))
+    X[123] = [0.0, 300.0]
+    s = summarize(X, 400, seed=0)
+    far = np.flatnonzero(s.centroids[:, 1] > 100)
+    assert far.shape[0] == 1 and s.weights[far[0]] == 1.0
+    np.testing.assert_allclose(s.centroids[far[0]], X[123])
+    model = StreamingKMeans(5, random_state=0).fit(da.from_array(X, chunks=(20_000, 2)))
+    assert np.min(np.abs(model.cluster_centers_[:, 1] - 300.0)) < 1e-6
+    reference = KMeans(5, n_init=3, random_state=0).fit(X).inertia_
+    assert -model.score(X) <= 1.01 * reference
