@@ -934,7 +934,7 @@ class StreamingKMeans(
         key for ``centers`` (:func:`._stream.rekey`), then reduced as :meth:`_within_budget`
         does if they still are more."""
         if summary.n_groups > budget:
-            summary = _stream.rekey(summary, centers)
+            summary = _stream.rekey(summary, centers, self._stream_.outlier_cost())
         return self._within_budget(summary, X, batch)
 
     def _partial_fit_stream(self, X, sw, lazy):
@@ -947,9 +947,13 @@ class StreamingKMeans(
         batch = _seeds.batch_entropy(self._entropy_, self.n_rows_seen_)
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
         if isinstance(X, np.ndarray):  # checked by _folds_plain
-            parts, near = _stream.host_parts(X, previous, stream.origin, stream.spread)
+            parts, near = _stream.host_parts(
+                X, previous, stream.origin, stream.spread, stream.outlier_cost()
+            )
         else:
-            parts, near = _stream.batch_parts(X, sw, previous, stream.origin, lazy, stream.spread)
+            parts, near = _stream.batch_parts(
+                X, sw, previous, stream.origin, lazy, stream.spread, stream.outlier_cost()
+            )
         if parts is None:
             return False
         if parts[1].shape[0] == 0:  # dask weights, checked in their tasks: all zero

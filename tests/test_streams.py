@@ -673,3 +673,41 @@ def test_batch_groups_large_block_branch_gives_the_one_product_moments(monkeypat
     np.testing.assert_array_equal(blocks[0], whole[0])
     for got, want in zip(blocks[1:], whole[1:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(want))))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_far_row_keeps_a_group_and_a_center_of_its_own_in_a_stream(weighted):
+    """A fold keys a row by its two nearest centers and band; a row far from every center
+    joined the rows near the border of those two, and that group's error held the far row's
+    whole cost for good. It gets a key of its own: a group of its own, then a center."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40_960, 2))
+    X[10_000] = [0.0, 300.0]
+    w = rng.uniform(0.5, 2.0, X.shape[0]) if weighted else None
+    model = StreamingKMeans(5, random_state=0)
+    for start in range(0, X.shape[0], 2048):
+        rows = slice(start, start + 2048)
+        model.partial_fit(X[rows], sample_weight=None if w is None else w[rows])
+    summary = model.summary_
+    far = np.flatnonzero(summary.centroids[:, 1] > 100)
+    assert far.shape[0] == 1
+    np.testing.assert_allclose(summary.centroids[far[0]], X[10_000])
+    assert summary.weights[far[0]] == (1.0 if w is None else w[10_000])
+    # At the far row (a warm solve's centroids are float32: a few digits less).
+    assert np.min(np.abs(model.cluster_centers_[:, 1] - 300.0)) < 1e-3
+    fit = StreamingKMeans(5, random_state=0).fit(X, sample_weight=w)
+    assert model.score(X, sample_weight=w) >= 1.01 * fit.score(X, sample_weight=w)
+
+
+def test_far_rows_are_the_costliest_over_the_bound_and_equal_rows_share_a_serial():
+    d1 = np.array([0.5, 9.0, 3.0, 50.0, 0.1])
+    np.testing.assert_array_equal(_stream.far_rows(d1, None, 2.0), [1, 2, 3])
+    np.testing.assert_array_equal(_stream.far_rows(d1, np.array([1, 0.1, 1, 1, 1.0]), 2.0), [2, 3])
+    assert _stream.far_rows(d1, None, np.inf).shape == (0,)
+    many = np.arange(200.0)
+    far = _stream.far_rows(many, None, 10.0)
+    np.testing.assert_array_equal(far, np.arange(199, 199 - _stream.FAR_ROWS_PER_BATCH, -1))
+    rows = np.array([[1.0, 2.0], [1.0, 2.0], [2.0, 1.0]])
+    serials = _stream.row_serials(rows, _stream.serial_bits(100))
+    assert serials[0] == serials[1] != serials[2]
+    assert np.all((serials >= 1) & (serials < 2 ** _stream.serial_bits(100)))
