@@ -286,13 +286,15 @@ OUTLIER_SHARE = 0.01
 #: ...the costliest this many rows of a batch at most (the others keyed as usual).
 FAR_ROWS_PER_BATCH = 64
 #: Bits of a key below the centers' and band's (:func:`serial_bits`): a far row's serial.
-SERIAL_BITS = 24
+#: 16 keep a batch's keys times its rows within int64 up to k of a few thousand (the sort's
+#: fast path, :func:`._refine_kernels._sorted_groups`).
+SERIAL_BITS = 16
 
 
 def serial_bits(k):
     """Bits under a stream key's ``(j * k + l) * STREAM_BANDS + band`` for far rows'
     serials (:data:`SERIAL_BITS`, fewer where the keys of ``k`` centers would not leave room
-    in int64; 0 at about k > 180,000)."""
+    in int64)."""
     return max(0, min(SERIAL_BITS, 62 - int(k * k * STREAM_BANDS).bit_length()))
 
 
