@@ -948,11 +948,23 @@ class StreamingKMeans(
         previous = np.asarray(self.cluster_centers_, dtype=np.float64)
         if isinstance(X, np.ndarray):  # checked by _folds_plain
             parts, near = _stream.host_parts(
-                X, previous, stream.origin, stream.spread, stream.outlier_cost()
+                X,
+                previous,
+                stream.origin,
+                stream.spread,
+                stream.outlier_cost(),
+                stream.bound_at_solve,
             )
         else:
             parts, near = _stream.batch_parts(
-                X, sw, previous, stream.origin, lazy, stream.spread, stream.outlier_cost()
+                X,
+                sw,
+                previous,
+                stream.origin,
+                lazy,
+                stream.spread,
+                stream.outlier_cost(),
+                stream.bound_at_solve,
             )
         if parts is None:
             return False

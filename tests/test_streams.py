@@ -711,3 +711,21 @@ def test_far_rows_are_the_costliest_over_the_bound_and_equal_rows_share_a_serial
     serials = _stream.row_serials(rows, _stream.serial_bits(100))
     assert serials[0] == serials[1] != serials[2]
     assert np.all((serials >= 1) & (serials < 2 ** _stream.serial_bits(100)))
+
+
+def test_stream_keys_shells_split_a_cell_by_distance_from_its_center():
+    """A key holds the nearest center, the second, the band and (with a mean cost) the shell
+    of the row's cost to its nearest center, a factor 4 apart; the nearest center is read
+    back from any key."""
+    k = 3
+    first, second = np.array([0, 0, 0, 0, 2]), np.array([1, 1, 1, 1, 0])
+    d1 = np.array([0.01, 0.5, 2.0, 50.0, 3.0])
+    d2 = 1e6 + d1  # deep in the cell: one band for all
+    plain = _stream.stream_keys(first, second, d1, d2, k)
+    assert np.unique(plain[:4]).shape[0] == 1
+    keys = _stream.stream_keys(first, second, d1, d2, k, scale=1.0)
+    np.testing.assert_array_equal(keys % _stream.STREAM_SHELLS, [0, 1, 2, 3, 2])
+    np.testing.assert_array_equal(keys // _stream.STREAM_SHELLS, plain // _stream.STREAM_SHELLS)
+    np.testing.assert_array_equal(keys // (k * _stream.KEY_SPAN), first)
+    for scale in (None, 0.0, np.inf):
+        np.testing.assert_array_equal(_stream.stream_keys(first, second, d1, d2, k, scale), plain)
