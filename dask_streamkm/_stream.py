@@ -403,8 +403,9 @@ def rekey(summary, centers, outlier=np.inf, scale=None):
     1) * STREAM_BANDS`` without ``scale``, besides far groups), its CF rows summed exactly,
     ``n_seen`` kept. A summary over the merge budget is re-keyed without shells (a
     reduction: with them, a small budget at a few centers was exceeded again at once, a
-    global solve every few calls); a warm solve's archive with ``half_life`` with them (without,
-    the 100-call stream's cost rose from 0.9948 to 1.0097 of ``fit``'s on one draw).
+    global solve every few calls). The archive of a warm solve with ``half_life`` is
+    re-keyed with them (without, the 100-call stream's cost rose from 0.9948 to 1.0097 of
+    ``fit``'s on one draw).
 
     The reduction of a stream's summary over the merge budget: the groups merge as a
     batch's rows do when folded, finest near the borders of the current centers, where a
