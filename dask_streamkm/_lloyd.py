@@ -370,7 +370,7 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
     one call too, other namespaces row by row (the standard has no assignment by an index
     array)."""
     if is_numpy(xp):
-        return _ward_merges_host(D, w, nn, nd, index, n_merges)
+        return _ward_merges_host(D, w, nn, nd, n_merges)
     parent = list(range(D.shape[0]))
     scatter = is_cupy(xp)
     for _ in range(n_merges):
@@ -403,7 +403,7 @@ def _ward_merges(xp, D, w, nn, nd, index, n_merges):
     return parent
 
 
-def _ward_merges_host(D, w, nn, nd, index, n_merges):
+def _ward_merges_host(D, w, nn, nd, n_merges):
     """:func:`_ward_merges` for numpy arrays, in rounds of merges: a round merges every pair
     of clusters that are each other's nearest, where :func:`_ward_merges` makes one merge
     a Python step (at 1,000 rows 990 steps of small vector operations and their calls took
@@ -419,7 +419,9 @@ def _ward_merges_host(D, w, nn, nd, index, n_merges):
     clusters before the round by Lance-Williams in :func:`_ward_merges`' operation order,
     and the cost between two pairs of one round from the earlier pair's costs, as the
     one-at-a-time order makes it; the kept cluster of a pair is its lower index, as there.
-    So the labels are those of :func:`_ward_merges`, ties and all (tested)."""
+    So the labels are those of :func:`_ward_merges` where no two merge costs are equal; where
+    some are (rows of small integers), either order is a Ward agglomeration, and the
+    partitions may differ at the same Ward cost (both tested)."""
     n = D.shape[0]
     parent = np.arange(n)
     if n_merges <= 0:

@@ -261,11 +261,12 @@ def batch_groups(
     """
     k = centers.shape[0]
     first, second, d1, d2 = _distances.nearest_two(X, centers.astype(X.dtype))
-    keys = stream_keys(first, second, d1, d2, k, scale) << serial_bits(k)
+    bits = serial_bits(k)
+    keys = stream_keys(first, second, d1, d2, k, scale) << bits
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    far = far_rows(d1, w, outlier)
-    if far.shape[0] and serial_bits(k):
-        keys[far] += row_serials(X[far], serial_bits(k))
+    far = far_rows(d1, w, outlier) if bits else ()
+    if len(far):
+        keys[far] += row_serials(X[far], bits)
     order, distinct, group, _ = _refine_kernels._sorted_groups(keys)
     n_groups = distinct.shape[0]
     weights = (
@@ -293,7 +294,7 @@ def batch_groups(
 OUTLIER_SHARE = 0.01
 #: ...the costliest this many rows of a batch at most (the others keyed as usual).
 FAR_ROWS_PER_BATCH = 64
-#: Bits of a key below the centers' and band's (:func:`serial_bits`): a far row's serial.
+#: Bits of a key below its centers, band and shell (:func:`serial_bits`): a far row's serial.
 #: 16 keep a batch's keys times its rows within int64 up to k of a few thousand (the sort's
 #: fast path, :func:`._refine_kernels._sorted_groups`).
 SERIAL_BITS = 16
@@ -1078,15 +1079,23 @@ def pieces_groups(X, w, centers, origin, spread=0.0, outlier=np.inf, scale=None)
     bounds = np.linspace(0, X.shape[0], -(-X.shape[0] // FOLD_PIECE_ROWS) + 1).astype(np.int64)
     task = dask.delayed(batch_groups, pure=True)
     tasks = [
-        task(X[a:b], centers, origin, None if w is None else w[a:b], False, 0.0, outlier, scale)
+        task(
+            X[a:b],
+            centers,
+            origin,
+            None if w is None else w[a:b],
+            check_far=False,
+            outlier=outlier,
+            scale=scale,
+        )
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     with blas_limits(len(tasks)):
         outs = dask.compute(*tasks)
     parts = merge_groups([out[0] for out in outs])
-    near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
     if far_from(parts, spread):
         return None, None
+    near = tuple(np.concatenate([out[1][i] for out in outs]) for i in range(3))
     return parts, (X, near)
 
 
