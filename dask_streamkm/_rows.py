@@ -80,18 +80,20 @@ def host_chunks(X):
     return chunks
 
 
-def _block_step(block, w, centers, exact):
+def _block_step(block, w, centers, exact, moves=True):
     """One block's assignment to ``centers`` (in the block's dtype): ``(labels, cost, exact
     cost, sums, mass)``: each row's nearest center; the weighted squared distances summed,
     of the expansion (which ranks the steps) and, with ``exact``, from the differences (as
     ``score`` takes them; else None); per center the weighted sum of its rows' differences
-    from it (float64) and their weight."""
+    from it (float64) and their weight (both None without ``moves``: no step follows)."""
     labels, dist = nearest(block, centers)
     k = centers.shape[0]
     true = None
     if exact:
         true = assigned_sq_distances(block, centers, labels)
         true = float(np.sum(true if w is None else true * w))
+    if not moves:
+        return labels, float(np.sum(dist if w is None else dist * w)), true, None, None
     work = thread_workspace("rows")
     # Each row less its center, exact in the rows' dtype (in the thread's kept buffer), and
     # summed by center in that dtype: differences from the row's own center are small, so
@@ -144,7 +146,7 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
     def assign(centers, exact):
         at = centers.astype(dtype)
         calls = [
-            functools.partial(_block_step, x, None if w is None else w[a:b], at, exact)
+            functools.partial(_block_step, x, None if w is None else w[a:b], at, exact, n_steps > 0)
             for x, a, b in blocks
         ]
         cost, true, sums = 0.0, 0.0, np.zeros_like(centers)
@@ -155,8 +157,9 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
             labels[a:b] = lab
             cost += part_cost
             true = None if part_true is None else true + part_true
-            sums += part_sums
-            mass += part_mass
+            if part_sums is not None:
+                sums += part_sums
+                mass += part_mass
         return cost, true, sums, mass
 
     centers = np.asarray(centers, dtype=np.float64).astype(dtype).astype(np.float64)

@@ -141,9 +141,30 @@ def test_cosine_and_repeated_centers_are_left_as_solved(rows):
 def test_a_summary_size_given_is_the_callers_trade_and_not_polished(rows):
     X = rows
     km = StreamingKMeans(60, summary_size=4 * 60, n_init=1, random_state=0).fit(X)
-    assert km.inertia_ >= -km.score(X)  # the summary's bound: no steps on the rows
     # One chunk, as the estimator chunks the in-memory array (100,000 rows a chunk).
     lazy = StreamingKMeans(60, summary_size=4 * 60, n_init=1, random_state=0).fit(
         da.from_array(X, chunks=(100_000, -1))
     )
     np.testing.assert_array_equal(km.cluster_centers_, lazy.cluster_centers_)
+    # No steps on the rows, but the assignment that labels them gives their exact cost.
+    np.testing.assert_allclose(km.inertia_, -km.score(X), rtol=1e-9)
+    assert lazy.inertia_ > km.inertia_ * 1.001  # the lazy fit's: the summary's bound
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_fine_summary_is_not_polished_and_its_inertia_is_the_rows_cost(weighted):
+    # 40,000 rows at k=4: far more than 100 groups a cluster, so no steps on the rows.
+    X = make_mixture(40_000, 8, 30, chunks=40_000, random_state=1).compute()
+    w = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else None
+    here = StreamingKMeans(4, random_state=0).fit(X, sample_weight=w)
+    lazy = StreamingKMeans(4, random_state=0).fit(
+        da.from_array(X, chunks=(100_000, -1)),
+        sample_weight=None if w is None else da.from_array(w, chunks=100_000),
+    )
+    assert _rows.polish_steps(*X.shape, 4, here.summary_.n_groups, 300) == 0
+    np.testing.assert_array_equal(here.cluster_centers_, lazy.cluster_centers_)
+    exact = -here.score(X, sample_weight=w)
+    np.testing.assert_allclose(here.inertia_, exact, rtol=1e-9)
+    assert lazy.inertia_ > exact * 1.001, (lazy.inertia_, exact)
+    np.testing.assert_array_equal(here.labels_, here.predict(X))
+    assert here.labels_.dtype == np.int32
