@@ -779,9 +779,10 @@ class StreamingKMeans(
         with the groups (its restarts on a coarse copy, about 380 groups per cluster), so
         full solves add at most about a third to the work of a stream, however small or
         large its batches. Once the rows seen reach 16 times those of the last full solve
-        or re-solve, a due warm solve also runs from a fresh start (the full solve's Ward
-        start on a coarse copy of the groups) and keeps the run of lower cost: the first
-        batch's basin, chosen on few rows a cluster, can be left. The rules count rows and
+        or re-solve, or the bound per unit weight rose 25 % since then (data drifting), a
+        due warm solve also runs from a fresh start (the full solve's Ward start on a coarse
+        copy of the groups) and keeps the run of lower cost: the first batch's basin, chosen
+        on few rows a cluster, can be left. The rules count rows and
         groups, never seconds, so the same calls give the same centers with the same
         ``random_state``. On 100 batches of 4,096 rows at k=100 (32 features), three draws
         of the data, the final centers cost 0.998, 1.002 and 0.994 times ``fit`` on all the
@@ -1001,12 +1002,17 @@ class StreamingKMeans(
             # Over the budget the summary is reduced first; its groups move, not the centers.
             summary = stream.warm_summary(centers, self.half_life)
             summary = self._stream_within_budget(summary, centers, budget, X, batch)
-            # Rows at the last full solve or re-solve (a warm solve from a fresh start too).
+            # Rows at the last full solve or re-solve (a warm solve from a fresh start too),
+            # and the bound per unit weight then.
             resolve_rows = self.__dict__.get("_resolve_rows_", full_rows)
-            fresh = _stream.resolve_due(stream.rows, resolve_rows)
+            resolve_bound = self.__dict__.get("_resolve_bound_", stream.bound_at_solve)
+            fresh = _stream.resolve_due(stream.rows, resolve_rows) or _stream.drifted(
+                stream.bound(centers) / stream.weight, resolve_bound
+            )
             self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype, fresh)
             self._full_rows_ = full_rows
             self._resolve_rows_ = stream.rows if fresh else resolve_rows
+            self._resolve_bound_ = self._stream_.bound_at_solve if fresh else resolve_bound
         else:
             self.cluster_centers_ = _centers_out(centers, dtype)
             self.inertia_ = stream.bound(self.cluster_centers_)
@@ -1055,6 +1061,7 @@ class StreamingKMeans(
         self.__dict__.pop("_stream_", None)
         self.__dict__.pop("_full_rows_", None)  # a full solve, unless a warm one says not
         self.__dict__.pop("_resolve_rows_", None)
+        self.__dict__.pop("_resolve_bound_", None)
 
     def refit(self, n_clusters=None, **params):
         """Solve again from ``summary_`` for other solve parameters, without reading data.

@@ -729,3 +729,26 @@ def test_stream_keys_shells_split_a_cell_by_distance_from_its_center():
     np.testing.assert_array_equal(keys // (k * _stream.KEY_SPAN), first)
     for scale in (None, 0.0, np.inf):
         np.testing.assert_array_equal(_stream.stream_keys(first, second, d1, d2, k, scale), plain)
+
+
+@pytest.mark.parametrize("drift", [True, False])
+def test_slow_drift_runs_a_resolve_before_the_rows_grow(drift, monkeypatch):
+    # Three clusters that move a little at every batch: the bound per unit weight rises a
+    # few per cent between the doubling solves, never FULL_DRIFT at once, but more than
+    # RESOLVE_DRIFT since the first solve long before the rows reach RESOLVE_GROWTH times
+    # the first batch's.
+    if not drift:
+        monkeypatch.setattr(_stream, "RESOLVE_DRIFT", np.inf)
+    rng = np.random.default_rng(4)
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    km = StreamingKMeans(3, random_state=0)
+    kinds = []
+    for i in range(14):
+        X = means[rng.integers(0, 3, 400)] + rng.normal(size=(400, 2)) + [0.3 * i, 0.0]
+        km.partial_fit(X)
+        kind = solve_kind(km)
+        if kind:
+            kinds.append((km.n_rows_seen_, kind))
+    assert km.n_rows_seen_ < _stream.RESOLVE_GROWTH * 400
+    assert kinds[0] == (400, "full") and "full" not in [kind for _, kind in kinds[1:]], kinds
+    assert ("fresh" in [kind for _, kind in kinds]) == drift, kinds
