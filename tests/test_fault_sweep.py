@@ -188,7 +188,15 @@ def test_a_signal_mid_write_removes_the_temporary_store_and_keeps_the_old(
     cmd, env = _cli(
         "predict", tmp_path / "x.zarr", tmp_path / "m.npz", "--out", labels, "--overwrite"
     )
-    proc = subprocess.Popen(cmd + ["--scheduler", scheduler, "--quiet"], env=env, stderr=PIPE)
+    # SIGINT as a terminal's Ctrl-C sends it: a command started in the background by a shell
+    # without job control (a CI runner's) inherits SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt.
+    proc = subprocess.Popen(
+        cmd + ["--scheduler", scheduler, "--quiet"],
+        env=env,
+        stderr=PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if any(p.name.startswith(".labels") for p in tmp_path.iterdir()):
