@@ -566,7 +566,7 @@ class Stream:
         self.weights = segment_sum(summary.weights, labels, k)
         self.sums = segment_sum(summary.linear_sums, labels, k)
         self.squares = segment_sum(summary.square_sums, labels, k)
-        self.bound_at_solve = self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
+        self.bound_at_solve = self.per_weight(centers)
         # The least spread a batch is judged by in far_from (a batch of one row has none).
         self.spread = parts_spread(self.weights, self.sums, self.squares)
         self._summary = summary
@@ -575,10 +575,10 @@ class Stream:
     def n_groups(self):
         return self.archive.n_groups + self.pending.n
 
-    @property
-    def weight(self):
-        """The (decayed) weight of every row folded so far, at least 1e-300."""
-        return max(float(np.sum(self.weights)), 1e-300)
+    def per_weight(self, centers):
+        """The running bound (:meth:`bound`) for ``centers`` per unit of the (decayed) weight
+        folded so far: what the drift rules compare (:meth:`due`, :func:`drifted`)."""
+        return self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
 
     def outlier_cost(self):
         """The cost of one row beyond which it gets a key of its own in a fold
@@ -657,7 +657,7 @@ class Stream:
         rows = self.rows_since >= (SOLVE_GROWTH - 1.0) * window
         if not rows and self.rows_since < DRIFT_MIN_FRACTION * window:
             return None
-        per_weight = self.bound(centers) / max(float(np.sum(self.weights)), 1e-300)
+        per_weight = self.per_weight(centers)
         if per_weight > (1.0 + FULL_DRIFT) * self.bound_at_solve:
             return "far"
         if rows:

@@ -1007,7 +1007,7 @@ class StreamingKMeans(
             resolve_rows = self.__dict__.get("_resolve_rows_", full_rows)
             resolve_bound = self.__dict__.get("_resolve_bound_", stream.bound_at_solve)
             fresh = _stream.resolve_due(stream.rows, resolve_rows) or _stream.drifted(
-                stream.bound(centers) / stream.weight, resolve_bound
+                stream.per_weight(centers), resolve_bound
             )
             self._warm_solve(summary, centers, _seeds.solve_seed(batch), dtype, fresh)
             self._full_rows_ = full_rows
