@@ -304,7 +304,32 @@ def transform_sq_distances(X, centers):
     return xp.where(hit, scattered, d)
 
 
+#: Host centers of at most this many values have their :func:`_shifted_centers` kept for
+#: the next call of the same thread on the same values (a stream's fold and labels each ask
+#: for the centers of the last call again).
+SHIFTED_CACHE_VALUES = 1 << 16
+
+
 def _shifted_centers(centers, dtype):
+    """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it
+    (:func:`_shift_centers`); on the host, for centers of at most
+    :data:`SHIFTED_CACHE_VALUES` values, the last result of this thread is given again
+    (read-only) for equal centers and ``dtype``: the same numbers, without the inner half's
+    partition at every small call (0.1 ms of a 4,096-row fold's 5 at k=100)."""
+    if not isinstance(centers, np.ndarray) or centers.size > SHIFTED_CACHE_VALUES:
+        return _shift_centers(centers, dtype)
+    key = (centers.dtype, np.dtype(dtype), centers.shape)
+    last = getattr(_THREAD, "shifted", None)
+    if last is not None and last[0] == key and np.array_equal(last[1], centers):
+        return last[2]
+    out = _shift_centers(centers, dtype)
+    for array in out:
+        array.flags.writeable = False
+    _THREAD.shifted = (key, centers.copy(), out)
+    return out
+
+
+def _shift_centers(centers, dtype):
     """The centers' mean rounded to ``dtype`` (the origin) and the centers relative to it.
 
     The mean, unless a few centers far from the others pulled it away from them for the
@@ -797,8 +822,21 @@ def nearest_top(X, centers, count, work=None):
     block, relative to the centers' mean), with the best scores masked in turn (in place on
     numpy blocks, which are ours); with fewer than ``count`` centers the last one found
     repeats. ``work`` (a :class:`Workspace`, host): the results and the blocks' temporaries
-    in its buffers (the results valid until its next use), the same numbers.
+    in its buffers (the results valid until its next use), the same numbers. Two nearest
+    of host float rows to more centers than features are :func:`nearest_two`'s (the same
+    numbers: the same augmented product and masking, without the per-block copies; a
+    swap search's and a warm solve's distance passes, about a fifth faster).
     """
+    if (
+        count == 2
+        and isinstance(X, np.ndarray)
+        and isinstance(centers, np.ndarray)
+        and X.ndim == 2
+        and X.dtype in (np.float32, np.float64)
+        and centers.shape[0] > X.shape[1]
+    ):
+        first, second, d1, d2 = nearest_two(X, centers)
+        return [first, second], [d1, d2]
     xp = namespace(X, centers)
     n, m = X.shape[0], centers.shape[0]
     dev = device(X)

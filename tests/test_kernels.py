@@ -76,6 +76,39 @@ def test_nearest_with_more_features_than_centers_matches_reference(rng, m):
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, d, m", [(0, 4, 9), (1, 4, 9), (700, 3, 50), (5_000, 31, 32)])
+def test_two_nearest_are_the_generic_blocks_numbers(rng, dtype, n, d, m):
+    # Two nearest of host rows to more centers than features come from nearest_two; its
+    # numbers are the generic path's (the first two of three nearest), bit for bit.
+    X = (rng.normal(size=(n, d)) * 30.0 + 1e3).astype(dtype)
+    C = rng.normal(size=(m, d)) * 30.0 + 1e3
+    (a1, a2), (e1, e2) = _distances.nearest_top(X, C, 2)
+    (b1, b2, _), (f1, f2, _) = _distances.nearest_top(X, C, 3)
+    for got, want in ((a1, b1), (a2, b2), (e1, f1), (e2, f2)):
+        np.testing.assert_array_equal(got, want)
+    assert a1.dtype == np.int64 and e1.dtype == np.float64 and a1.shape == (n,)
+
+
+def test_shifted_centers_are_kept_for_equal_centers_only(rng):
+    C = rng.normal(size=(50, 8)) + 1e4
+    first = _distances._shifted_centers(C, np.float32)
+    again = _distances._shifted_centers(C.copy(), np.float32)
+    assert again[0] is first[0] and again[1] is first[1]  # kept: equal values
+    assert not again[1].flags.writeable  # no caller can change what is kept
+    fresh = _distances._shift_centers(C, np.float32)
+    for kept, made in zip(first, fresh, strict=True):
+        np.testing.assert_array_equal(kept, made)
+    moved = C.copy()
+    moved[3, 2] += 1e-3
+    other = _distances._shifted_centers(moved, np.float32)
+    assert other[1] is not first[1]
+    np.testing.assert_array_equal(other[1], _distances._shift_centers(moved, np.float32)[1])
+    # Another dtype is another result.
+    wide = _distances._shifted_centers(moved, np.float64)
+    assert wide[1].dtype == np.float64
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("d", [3, 40, 3_000])  # 3,000 features: a block of 256 rows
 def test_group_sums_match_the_float64_segment_sums(rng, weighted, d):
