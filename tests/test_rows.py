@@ -64,6 +64,36 @@ def test_rows_in_memory_are_polished_and_lazy_rows_are_not(rows):
     np.testing.assert_array_equal(here.cluster_centers_, again[0].astype(np.float32))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_refined_in_memory_fit_is_polished_from_the_refined_centers(rows, weighted):
+    X = rows
+    w = np.random.default_rng(3).uniform(0.5, 2.0, size=X.shape[0]) if weighted else None
+    lazy_w = None if w is None else da.from_array(w, chunks=100_000)
+    lazy = StreamingKMeans(60, random_state=0, refine_passes=1).fit(
+        da.from_array(X, chunks=(100_000, -1)), sample_weight=lazy_w
+    )
+    here = StreamingKMeans(60, random_state=0, refine_passes=1).fit(X, sample_weight=w)
+    # The lazy fit's refined centers, then the steps on the rows (as without refine_passes).
+    steps = _rows.polish_steps(*X.shape, 60, here.summary_.n_groups, 300)
+    assert steps > 0
+    start = np.asarray(lazy.cluster_centers_, dtype=np.float64)
+    again = _rows.rows_lloyd([X], start, w, n_steps=steps, tol=1e-4)
+    np.testing.assert_array_equal(here.cluster_centers_, again[0].astype(np.float32))
+    assert not np.array_equal(here.cluster_centers_, lazy.cluster_centers_)
+    ones = np.ones(X.shape[0]) if w is None else w
+    here_cost = -here.score(X, sample_weight=w)
+    assert here_cost < -lazy.score(X, sample_weight=w)
+    # inertia_, labels_ and cluster_sizes_ are those of the final centers' assignment (the
+    # lazy fit's are those of the centers its pass started from).
+    np.testing.assert_allclose(here.inertia_, here_cost, rtol=1e-9)
+    labels = here.predict(X)
+    np.testing.assert_array_equal(here.labels_, labels)
+    np.testing.assert_allclose(
+        here.cluster_sizes_, np.bincount(labels, weights=ones, minlength=60), rtol=1e-12
+    )
+    assert lazy.inertia_ >= -lazy.score(X, sample_weight=w) * (1 - 1e-12)
+
+
 def test_polished_fit_is_the_same_on_one_thread_and_many(rows):
     chunks = [rows[i : i + 10_000] for i in range(0, rows.shape[0], 10_000)]
     start = rows[:: rows.shape[0] // 60][:60].astype(np.float64)
