@@ -10,6 +10,7 @@ taken on coordinates relative to the centers' mean (:func:`_shifted`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import weakref
@@ -880,37 +881,54 @@ def nearest_two(X, centers):
     :func:`nearest_top` for ``count=2`` on the host, without its per-block copies: each block
     of rows is shifted once, its scores ``x . c - ||c||^2 / 2`` made by one GEMM into a kept
     buffer, the best taken by ``argmax``, masked, and the second taken by ``argmax`` again.
-    Preconditions: numpy X (n, d) float32 or float64, centers (m >= 1, d).
+    A pass of enough rows x centers, from the main thread, runs in pieces of rows side by
+    side on the cores (:func:`._pool.row_pieces`; each row's numbers are the same in any
+    piece): a stream's fold, a warm solve's and a swap search's passes, whose other steps
+    leave the other cores idle. Preconditions: numpy X (n, d) float32 or float64, centers
+    (m >= 1, d).
     """
+    from ._pool import block_pieces, run_pieces
+
     origin, shifted = _shifted_centers(np.asarray(centers), X.dtype)
     half_sq = row_norms_sq(shifted) * 0.5
     n, m = X.shape[0], shifted.shape[0]
-    first = np.empty(n, dtype=np.int64)
-    second = np.empty(n, dtype=np.int64)
-    d1, d2 = np.empty(n), np.empty(n)
-    step = block_rows(m, n)
-    work = thread_workspace("nearest_two")
-    scores_buf = work.take("scores", (min(step, n), m), X.dtype)
-    # The rows with a column of ones, the centers with their half norms: one GEMM.
-    rows_buf = work.take("rows", (min(step, n), X.shape[1] + 1), X.dtype)
-    rows_buf[:, -1] = 1.0
+    out = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n))
+    # The centers with their half norms, to meet the rows with a column of ones: one GEMM.
     centers_t = np.concatenate([shifted.T, -half_sq[None, :]])
-    index = np.arange(min(step, n))
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        r = stop - start
-        rows = np.subtract(X[start:stop], origin, out=rows_buf[:r, :-1])
+    step = block_rows(m, n)
+    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
+    run_pieces(
+        [
+            functools.partial(_nearest_two_rows, X, origin, centers_t, piece, step, out)
+            for piece in block_pieces(blocks, m)
+        ]
+    )
+    return out
+
+
+def _nearest_two_rows(X, origin, centers_t, blocks, step, out):
+    """:func:`nearest_two` of the row ``blocks`` of X (each at most ``step`` rows) into
+    those rows of ``out``, the blocks in this thread's kept buffers."""
+    first, second, d1, d2 = out
+    m = centers_t.shape[1]
+    work = thread_workspace("nearest_two")
+    scores_buf = work.take("scores", (step, m), X.dtype)
+    rows_buf = work.take("rows", (step, X.shape[1] + 1), X.dtype)
+    rows_buf[:, -1] = 1.0
+    index = np.arange(step)
+    for a, b in blocks:
+        r = b - a
+        rows = np.subtract(X[a:b], origin, out=rows_buf[:r, :-1])
         x_sq = row_norms_sq(rows)
         scores = np.matmul(rows_buf[:r], centers_t, out=scores_buf[:r])
         at = index[:r]
         best = np.argmax(scores, axis=1)
         top = scores[at, best]
-        first[start:stop] = best
-        d1[start:stop] = np.maximum(x_sq - 2.0 * top, 0.0)
+        first[a:b] = best
+        d1[a:b] = np.maximum(x_sq - 2.0 * top, 0.0)
         if m > 1:
             scores[at, best] = -np.inf
             best = np.argmax(scores, axis=1)
             top = scores[at, best]
-        second[start:stop] = best
-        d2[start:stop] = np.maximum(x_sq - 2.0 * top, 0.0)
-    return first, second, d1, d2
+        second[a:b] = best
+        d2[a:b] = np.maximum(x_sq - 2.0 * top, 0.0)

@@ -49,19 +49,98 @@ def blas_limit(limits, user_api=None):
         return
     entry = [limits, user_api]
     with _LIMITS_LOCK:
-        limiter = blas_controller().limit(limits=limits, user_api=user_api)
-        if not _OPEN:
-            _FIRST.append(limiter)
+        # Inside a context of the same limits they hold already: nothing to set (a stream's
+        # fold enters three such contexts a call, each 20-50 microseconds through the
+        # controller).
+        if not (_OPEN and _OPEN[-1] == entry):
+            limiter = blas_controller().limit(limits=limits, user_api=user_api)
+            if not _OPEN:
+                _FIRST.append(limiter)
         _OPEN.append(entry)
     try:
         yield
     finally:
         with _LIMITS_LOCK:
-            del _OPEN[next(i for i, e in enumerate(_OPEN) if e is entry)]
+            at = next(i for i, e in enumerate(_OPEN) if e is entry)
+            del _OPEN[at]
             if not _OPEN:
                 _FIRST.pop().restore_original_limits()
-            else:
+            elif at == len(_OPEN) and _OPEN[-1] != entry:
+                # The last one opened closed: the one now last holds again.
                 blas_controller().limit(limits=_OPEN[-1][0], user_api=_OPEN[-1][1])
+
+
+#: Rows x centers of one piece of a distance pass split by :func:`row_pieces`, at least.
+PIECE_VALUES = 1 << 17
+
+_KEPT_POOL = {}
+_KEPT_POOL_LOCK = threading.Lock()
+
+
+def _kept_pool():
+    """The process's kept threads for :func:`run_pieces` (one fewer than the cores: the
+    caller runs a piece too), made on first use and again in a forked child, whose copy of
+    the pool has no threads. A thread pool made per call, as :func:`map_calls` makes one,
+    starts its threads again at every call: about 0.1 ms, a tenth of a piece here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = os.getpid()
+    with _KEPT_POOL_LOCK:
+        pool = _KEPT_POOL.get(pid)
+        if pool is None:
+            _KEPT_POOL.clear()
+            workers = max((os.cpu_count() or 1) - 1, 1)
+            pool = _KEPT_POOL[pid] = ThreadPoolExecutor(workers, "dask_streamkm-rows")
+    return pool
+
+
+def block_pieces(blocks, n_centers):
+    """The row ``blocks`` ``[(start, stop), ...]`` of a distance pass to ``n_centers`` centers,
+    in pieces to run side by side (:func:`run_pieces`): runs of whole blocks, one per core,
+    of about equal rows, each of at least :data:`PIECE_VALUES` rows x centers. One piece on
+    one core, for a small pass, off the main thread (a task of a scheduler, a run of
+    :func:`map_calls`: the other cores have their own work, as :func:`map_calls` decides),
+    and unless the pass runs on one BLAS thread (inside a :func:`blas_limit` of 1, as a
+    stream's calls and the solves of small summaries do; elsewhere BLAS's threads use the
+    cores). The blocks are the pass's own whatever the pieces (a block's numbers can depend
+    on where it starts and ends), and each piece runs on one BLAS thread as the whole pass
+    would, so the pass gives the same numbers on any number of cores."""
+    rows = sum(stop - start for start, stop in blocks)
+    count = min(os.cpu_count() or 1, len(blocks), rows * int(n_centers) // PIECE_VALUES)
+    if (
+        count < 2
+        or threading.current_thread() is not threading.main_thread()
+        or not (_OPEN and _OPEN[-1] == [1, "blas"])
+    ):
+        return [list(blocks)]
+    pieces, done = [[]], 0
+    for start, stop in blocks:
+        # A new piece once this one holds its share of the rows.
+        if pieces[-1] and done >= rows * len(pieces) / count and len(pieces) < count:
+            pieces.append([])
+        pieces[-1].append((start, stop))
+        done += stop - start
+    return pieces
+
+
+def run_pieces(calls):
+    """Run ``calls`` (no arguments; each writes its own part of a result) side by side: the
+    first on this thread, the others on the process's kept threads, all on one BLAS thread;
+    returns when all have ended, raising the first one's error, or else the first error of
+    the others."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    from concurrent.futures import wait
+
+    with blas_limit(1, "blas"):
+        futures = [_kept_pool().submit(call) for call in calls[1:]]
+        try:
+            calls[0]()
+        finally:
+            wait(futures)
+        for future in futures:
+            future.result()
 
 
 def map_calls(calls, parallel):

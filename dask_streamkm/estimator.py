@@ -198,14 +198,14 @@ class StreamingKMeans(
         ``partial_fit`` call that ran no global solve, the bound of the groups each charged to
         the center they were assigned to (see :meth:`partial_fit`): still an upper bound.
         With ``refine_passes > 0`` (input not held in memory) it is the exact (weighted)
-        cost of the centers the last refinement pass started from, measured in that pass (float64 distances, also
-        for float32 rows): an upper bound for the final centers (the exact step and the
-        Lloyd run over the groups never raise it), or, where larger, the pass's bound for
-        the centers as stored (float32 rounding of float32 models can move them). After
-        ``fit`` of rows held in memory (a numpy array, a pandas DataFrame, an in-memory
-        DataArray; Euclidean, with or without ``refine_passes``), the exact cost of the
-        rows, as ``-score(X)`` gives it, from the assignment that gives ``labels_`` (no
-        pass more).
+        cost of the centers the last refinement pass started from, measured in that pass
+        (float64 distances, also for float32 rows): an upper bound for the final centers
+        (the exact step and the Lloyd run over the groups never raise it), or, where larger,
+        the pass's bound for the centers as stored (float32 rounding of float32 models can
+        move them). After ``fit`` of rows held in memory (a numpy array, a pandas
+        DataFrame, an in-memory DataArray; Euclidean, with or without ``refine_passes``),
+        the exact cost of the rows, as ``-score(X)`` gives it, from the assignment that
+        gives ``labels_`` (no pass more).
     cluster_sizes_ : ndarray of shape (n_clusters,), float64
         Only after ``fit`` with ``refine_passes > 0``: the total (sample) weight of the rows
         nearest each center at the start of the last refinement pass (the rows whose mean
@@ -683,8 +683,9 @@ class StreamingKMeans(
         ``n_clusters`` a step), within ``max_iter`` and ``tol``. With steps or without
         (whatever ``summary_size``), the last assignment of rows held in memory gives
         ``labels_`` and the exact ``inertia_`` (Euclidean). Dask, zarr and lazily read tables
-        are read once (``refine_passes`` reads them again on request). On 100,000 GloVe word vectors at k=500 the steps took the cost from 1.021
-        to 1.003 times ``KMeans(n_init=10)``'s in 0.5 s more.
+        are read once (``refine_passes`` reads them again on request). On 100,000 GloVe word
+        vectors at k=500 the steps took the cost from 1.021 to 1.003 times
+        ``KMeans(n_init=10)``'s in 0.5 s more.
 
         Parameters
         ----------

@@ -203,3 +203,76 @@ def test_limits_left_in_another_order_than_entered_are_lifted():
         assert _blas_threads(threadpool_info()) == [1]  # b is still open
         b.__exit__(None, None, None)
         assert _blas_threads(threadpool_info()) == before
+
+
+def test_nested_limits_of_the_same_value_and_of_others():
+    # A context of the limit already held sets nothing; closing the last one opened puts
+    # back the one now last, and closing an older one changes nothing.
+    from threadpoolctl import threadpool_limits
+
+    from dask_streamkm import _pool
+
+    with threadpool_limits(3, user_api="blas"):
+        before = _blas_threads(threadpool_info())
+        with _pool.blas_limit(2, "blas"):
+            with _pool.blas_limit(1, "blas"):
+                with _pool.blas_limit(1, "blas"):
+                    assert _blas_threads(threadpool_info()) == [1]
+                assert _blas_threads(threadpool_info()) == [1]
+            assert _blas_threads(threadpool_info()) == [2]
+        assert _blas_threads(threadpool_info()) == before
+        a, b = _pool.blas_limit(1, "blas"), _pool.blas_limit(2, "blas")
+        a.__enter__()
+        b.__enter__()
+        a.__exit__(None, None, None)
+        assert _blas_threads(threadpool_info()) == [2]  # b is still open: its limit holds
+        b.__exit__(None, None, None)
+        assert _blas_threads(threadpool_info()) == before
+
+
+def test_a_distance_pass_in_pieces_is_the_pass_in_one(monkeypatch):
+    # Inside one BLAS thread, on the main thread, a pass of enough rows x centers runs in
+    # pieces of whole blocks side by side; each row's numbers are those of one piece.
+    import threading
+
+    from dask_streamkm import _distances, _pool
+
+    monkeypatch.setattr(_pool.os, "cpu_count", lambda: 3)
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(9_000, 20)) * 10.0 + 100.0).astype(np.float32)
+    C = rng.normal(size=(150, 20)) * 10.0 + 100.0
+    blocks = [(a, min(a + 1_000, 9_000)) for a in range(0, 9_000, 1_000)]
+    assert _pool.block_pieces(blocks, 150) == [blocks]  # BLAS's own threads: one piece
+    with _pool.blas_limit(1, "blas"):
+        pieces = _pool.block_pieces(blocks, 150)
+        assert [len(p) for p in pieces] == [3, 3, 3] and sum(pieces, []) == blocks
+        assert _pool.block_pieces(blocks[:1], 150) == [blocks[:1]]  # one block: one piece
+        assert _pool.block_pieces([(0, 300)], 150) == [[(0, 300)]]  # small: one piece
+        off = []
+        worker = threading.Thread(target=lambda: off.append(_pool.block_pieces(blocks, 150)))
+        worker.start()
+        worker.join()
+        assert off == [[blocks]]  # off the main thread: one piece
+        split = _distances.nearest_two(X, C)
+        monkeypatch.setattr(_pool, "block_pieces", lambda blocks, m: [list(blocks)])
+        whole = _distances.nearest_two(X, C)
+    for a, b in zip(split, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pieces_raise_the_first_error_after_all_ended():
+    from dask_streamkm import _pool
+
+    ended = []
+
+    def ok():
+        ended.append(1)
+
+    def bad():
+        raise ValueError("piece failed")
+
+    with pytest.raises(ValueError, match="piece failed"):
+        _pool.run_pieces([bad, ok, ok])
+    assert len(ended) == 2
+    with pytest.raises(ValueError, match="piece failed"):
+        _pool.run_pieces([ok, bad])
