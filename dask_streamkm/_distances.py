@@ -607,7 +607,16 @@ def _augmented(X, centers, centers_sq):
     return X_aug, xp.concat([centers, half_sq[:, None]], axis=1).T
 
 
-def _score_blocks(X, centers, prepared=None, work=None):
+def _block_step(n_rows, n_centers, n_features, prepared, device):
+    """Rows per block of :func:`_score_blocks` (the blocks start at multiples of it)."""
+    step = block_rows(n_centers, n_rows, DEVICE_BLOCK_ELEMENTS if device else BLOCK_ELEMENTS)
+    if not prepared and not device:
+        # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
+        step = min(step, max(256, SLAB_ELEMENTS // (n_features + 1)))
+    return step
+
+
+def _score_blocks(X, centers, prepared=None, work=None, rows=None):
     """Row blocks of the scores ``[x, 1] . [c, -||c||^2 / 2]`` (largest for the nearest center).
 
     The one blocked-GEMM loop of the kernels: yields ``(start, stop, block, x_sq)`` with
@@ -622,9 +631,12 @@ def _score_blocks(X, centers, prepared=None, work=None):
     shifted and augmented once, and the centers are taken relative to that origin. On the
     host the blocks and the slabs are views of buffers of ``work`` (a :class:`Workspace`;
     default one for this call): a yielded block is valid until the next one is asked for.
+    ``rows``: ``(start, stop)``, the blocks of those rows only, ``start`` a block's start (the
+    same blocks, and numbers, as those rows get in the whole pass).
     """
     xp = namespace(X, centers)
     n = X.shape[0]
+    first, last = (0, n) if rows is None else rows
     if prepared is None:
         origin, centers = _shifted_centers(centers, X.dtype)
     else:
@@ -632,19 +644,15 @@ def _score_blocks(X, centers, prepared=None, work=None):
         c64 = xp.astype(centers, xp.float64) - xp.astype(origin, xp.float64)
         centers = xp.astype(c64, X.dtype)
     _, centers_aug_t = _augmented(X[:0, ...], centers, row_norms_sq(centers))
-    elements = DEVICE_BLOCK_ELEMENTS if is_cupy(xp) else BLOCK_ELEMENTS
-    step = block_rows(centers.shape[0], n, elements)
+    step = _block_step(n, centers.shape[0], X.shape[1], prepared is not None, is_cupy(xp))
     slab_rows = SLAB_ELEMENTS // (X.shape[1] + 1)
-    if prepared is None and not is_cupy(xp):
-        # Few centers make long blocks: their rows' copies stay slab-sized too (at least 256).
-        step = min(step, max(256, slab_rows))
     host = is_numpy(xp)
     if host:  # the blocks, the slabs' rows and their norms go to work buffers (``out=``)
         work = thread_workspace("distances") if work is None else work
         block_buf = work.take("scores", (min(step, n), centers.shape[0]), X.dtype)
     if prepared is not None:
-        for start in range(0, n, step):
-            stop = min(start + step, n)
+        for start in range(first, last, step):
+            stop = min(start + step, last)
             if host:
                 block = np.matmul(
                     rows_aug[start:stop, ...], centers_aug_t, out=block_buf[: stop - start]
@@ -661,11 +669,11 @@ def _score_blocks(X, centers, prepared=None, work=None):
     # block is under a hundred rows, and doing it per block cost about 10 % of a fit).
     slab = max(step, slab_rows // step * step)
     if host:
-        slab_n = min(slab, n)
+        slab_n = min(slab, last - first)
         slab_buf = work.take("slab", (slab_n, X.shape[1] + augment), X.dtype)
         sq_buf = work.take("slab_sq", (slab_n,), X.dtype)
-    for slab_start in range(0, n, slab):
-        slab_stop = min(slab_start + slab, n)
+    for slab_start in range(first, last, slab):
+        slab_stop = min(slab_start + slab, last)
         part = X[slab_start:slab_stop, ...]
         if host:
             width = slab_stop - slab_start
@@ -730,8 +738,12 @@ def nearest(X, centers, prepared=None, work=None, out=None):
     center and no other pass over the block is needed.
     ``prepared``: :func:`prepared_rows` of X, for many calls on the same rows; ``work``: the
     task's :class:`Workspace` (host). Returns (labels int64 (n,), sq_dist (n,) float64), in
-    ``out`` (a pair of such arrays) when given.
+    ``out`` (a pair of such arrays) when given. On the host a pass of enough rows x centers
+    from the main thread, on one BLAS thread, runs its blocks in pieces side by side
+    (:func:`._pool.block_pieces`; the same numbers): Lloyd's runs and D^2 rounds of a solve.
     """
+    from ._pool import block_pieces, run_pieces
+
     xp = namespace(X, centers)
     n = X.shape[0]
     dev = device(X)
@@ -740,9 +752,35 @@ def nearest(X, centers, prepared=None, work=None, out=None):
         dists = xp.empty((n,), dtype=xp.float64, device=dev)
     else:
         labels, dists = out
-    if is_numpy(xp):
+    if not is_numpy(xp):
+        _nearest_rows(X, centers, prepared, None, labels, dists, None)
+        return labels, dists
+    step = _block_step(n, centers.shape[0], X.shape[1], prepared is not None, False)
+    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
+    pieces = block_pieces(blocks, centers.shape[0])
+    if len(pieces) == 1:
         work = thread_workspace("distances") if work is None else work
-    for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work):
+        _nearest_rows(X, centers, prepared, work, labels, dists, None)
+        return labels, dists
+    run_pieces(
+        [
+            functools.partial(
+                _nearest_rows, X, centers, prepared, None, labels, dists, (p[0][0], p[-1][1])
+            )
+            for p in pieces
+        ]
+    )
+    return labels, dists
+
+
+def _nearest_rows(X, centers, prepared, work, labels, dists, rows):
+    """:func:`nearest` of the rows ``rows`` (``(start, stop)``, a block's start; None: all)
+    into those of ``labels`` and ``dists``; on the host in ``work``, or in this thread's kept
+    buffers when None."""
+    xp = namespace(X, centers)
+    if is_numpy(xp) and work is None:
+        work = thread_workspace("distances")
+    for start, stop, block, x_sq in _score_blocks(X, centers, prepared, work, rows):
         if is_numpy(xp) and x_sq.dtype == block.dtype:
             # The same numbers in work buffers (no fresh pages per block).
             lab = np.argmax(block, axis=1, out=labels[start:stop])
@@ -756,7 +794,6 @@ def nearest(X, centers, prepared=None, work=None, out=None):
         # A gather at the argmax is cheaper than a second reduction over the block.
         best = x_sq - 2.0 * _at(block, lab)
         dists[start:stop] = xp.astype(xp.maximum(best, 0.0), xp.float64)
-    return labels, dists
 
 
 def _at(block, columns, work=None):

@@ -260,6 +260,29 @@ def test_a_distance_pass_in_pieces_is_the_pass_in_one(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("prepared", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nearest_pass_in_pieces_is_the_pass_in_one(monkeypatch, prepared, dtype):
+    # nearest's blocks in pieces side by side (Lloyd's runs of a solve): the numbers of the
+    # pass in one piece, with rows shifted per call or once (prepared_rows).
+    from dask_streamkm import _distances, _pool
+
+    monkeypatch.setattr(_pool.os, "cpu_count", lambda: 4)
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(20_000, 12)) * 10.0 + 100.0).astype(dtype)
+    C = rng.normal(size=(120, 12)) * 10.0 + 100.0
+    prep = _distances.prepared_rows(X, X.mean(axis=0).astype(dtype)) if prepared else None
+    with _pool.blas_limit(1, "blas"):
+        step = _distances._block_step(20_000, 120, 12, prepared, False)
+        blocks = [(a, min(a + step, 20_000)) for a in range(0, 20_000, step)]
+        assert len(_pool.block_pieces(blocks, 120)) == 4
+        split = _distances.nearest(X, C, prep)
+        monkeypatch.setattr(_pool, "block_pieces", lambda blocks, m: [list(blocks)])
+        whole = _distances.nearest(X, C, prep)
+    for a, b in zip(split, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_pieces_raise_the_first_error_after_all_ended():
     from dask_streamkm import _pool
 
