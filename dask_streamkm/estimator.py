@@ -756,8 +756,10 @@ class StreamingKMeans(
         centers; the labels then compare again only the rows near a border), whatever the
         number of calls before it; a batch of more than 32,768 rows is folded in equal
         pieces on the scheduler's threads, and the products of a small batch or summary run
-        on one BLAS thread. A numpy batch of float32 or float64 rows in C order, of at most
-        100,000 rows, is checked and folded as it is (no dask array is made around it). A
+        on one BLAS thread (called from the main thread, the distance passes in pieces of
+        rows on the cores: the same numbers on any number of cores). A numpy batch of float32
+        or float64 rows in C order, of at most 100,000 rows, is checked and folded as it is
+        (no dask array is made around it). A
         batch far from the summary's origin (more than 32 root-mean-square deviations of its
         rows, and of the summary's rows: a batch of one row is judged by the summary's),
         where sums around that origin would lose the rows' spread, is summarized and merged
