@@ -918,11 +918,11 @@ def nearest_two(X, centers):
     :func:`nearest_top` for ``count=2`` on the host, without its per-block copies: each block
     of rows is shifted once, its scores ``x . c - ||c||^2 / 2`` made by one GEMM into a kept
     buffer, the best taken by ``argmax``, masked, and the second taken by ``argmax`` again.
-    A pass of enough rows x centers, from the main thread, runs in pieces of rows side by
-    side on the cores (:func:`._pool.row_pieces`; each row's numbers are the same in any
-    piece): a stream's fold, a warm solve's and a swap search's passes, whose other steps
-    leave the other cores idle. Preconditions: numpy X (n, d) float32 or float64, centers
-    (m >= 1, d).
+    A pass of enough rows x centers, from the main thread on one BLAS thread, runs in
+    pieces of whole blocks side by side on the cores (:func:`._pool.block_pieces`; each
+    row's numbers are those of one piece): a stream's fold, a warm solve's and a swap
+    search's passes, whose other steps leave the other cores idle. Preconditions: numpy X
+    (n, d) float32 or float64, centers (m >= 1, d).
     """
     from ._pool import block_pieces, run_pieces
 

@@ -70,7 +70,7 @@ def blas_limit(limits, user_api=None):
                 blas_controller().limit(limits=_OPEN[-1][0], user_api=_OPEN[-1][1])
 
 
-#: Rows x centers of one piece of a distance pass split by :func:`row_pieces`, at least.
+#: Rows x centers of one piece of a distance pass split by :func:`block_pieces`, at least.
 PIECE_VALUES = 1 << 17
 
 _KEPT_POOL = {}
