@@ -100,10 +100,13 @@ def test_second_pass_starts_from_the_first_and_never_raises_the_cost(data):
 @pytest.mark.parametrize("offset", [-1e4, 0.0])  # near zero, and 1e4 away (float32 steps 1e-3)
 def test_unweighted_and_float32(data, offset):
     # The Lloyd run over the groups scores them in float32 here, shifted in float64 first.
-    _, _, X, _ = data
+    # A dask array: rows held in memory go on with Lloyd steps on them (tests/test_rows.py),
+    # whose assignment gives inertia_ and cluster_sizes_ instead.
+    Xd, _, X, _ = data
     X32 = (X + offset).astype(np.float32)
-    start = StreamingKMeans(6, random_state=0).fit(X32)
-    one = StreamingKMeans(6, random_state=0, refine_passes=1).fit(X32)
+    X32d = da.from_array(X32, chunks=(Xd.chunks[0], -1))
+    start = StreamingKMeans(6, random_state=0).fit(X32d)
+    one = StreamingKMeans(6, random_state=0, refine_passes=1).fit(X32d)
     assert one.cluster_centers_.dtype == np.float32
     _, cost, sizes = lloyd_step(
         X32.astype(np.float64), start.cluster_centers_.astype(np.float64), np.ones(len(X32))
