@@ -756,18 +756,15 @@ def nearest(X, centers, prepared=None, work=None, out=None):
         _nearest_rows(X, centers, prepared, None, labels, dists, None)
         return labels, dists
     step = _block_step(n, centers.shape[0], X.shape[1], prepared is not None, False)
-    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
-    pieces = block_pieces(blocks, centers.shape[0])
+    pieces = block_pieces(n, step, centers.shape[0])
     if len(pieces) == 1:
         work = thread_workspace("distances") if work is None else work
         _nearest_rows(X, centers, prepared, work, labels, dists, None)
         return labels, dists
     run_pieces(
         [
-            functools.partial(
-                _nearest_rows, X, centers, prepared, None, labels, dists, (p[0][0], p[-1][1])
-            )
-            for p in pieces
+            functools.partial(_nearest_rows, X, centers, prepared, None, labels, dists, piece)
+            for piece in pieces
         ]
     )
     return labels, dists
@@ -933,19 +930,19 @@ def nearest_two(X, centers):
     # The centers with their half norms, to meet the rows with a column of ones: one GEMM.
     centers_t = np.concatenate([shifted.T, -half_sq[None, :]])
     step = block_rows(m, n)
-    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
     run_pieces(
         [
             functools.partial(_nearest_two_rows, X, origin, centers_t, piece, step, out)
-            for piece in block_pieces(blocks, m)
+            for piece in block_pieces(n, step, m)
         ]
     )
     return out
 
 
-def _nearest_two_rows(X, origin, centers_t, blocks, step, out):
-    """:func:`nearest_two` of the row ``blocks`` of X (each at most ``step`` rows) into
-    those rows of ``out``, the blocks in this thread's kept buffers."""
+def _nearest_two_rows(X, origin, centers_t, span, step, out):
+    """:func:`nearest_two` of the rows ``span`` (``(start, stop)``, ``start`` a multiple of
+    ``step``) of X into those rows of ``out``, in blocks of ``step`` rows in this thread's
+    kept buffers."""
     first, second, d1, d2 = out
     m = centers_t.shape[1]
     work = thread_workspace("nearest_two")
@@ -953,7 +950,8 @@ def _nearest_two_rows(X, origin, centers_t, blocks, step, out):
     rows_buf = work.take("rows", (step, X.shape[1] + 1), X.dtype)
     rows_buf[:, -1] = 1.0
     index = np.arange(step)
-    for a, b in blocks:
+    for a in range(span[0], span[1], step):
+        b = min(a + step, span[1])
         r = b - a
         rows = np.subtract(X[a:b], origin, out=rows_buf[:r, :-1])
         x_sq = row_norms_sq(rows)

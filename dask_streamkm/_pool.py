@@ -94,33 +94,35 @@ def _kept_pool():
     return pool
 
 
-def block_pieces(blocks, n_centers):
-    """The row ``blocks`` ``[(start, stop), ...]`` of a distance pass to ``n_centers`` centers,
-    in pieces to run side by side (:func:`run_pieces`): runs of whole blocks, one per core,
-    of about equal rows, each of at least :data:`PIECE_VALUES` rows x centers. One piece on
-    one core, for a small pass, off the main thread (a task of a scheduler, a run of
-    :func:`map_calls`: the other cores have their own work, as :func:`map_calls` decides),
-    and unless the pass runs on one BLAS thread (inside a :func:`blas_limit` of 1, as a
-    stream's calls and the solves of small summaries do; elsewhere BLAS's threads use the
-    cores). The blocks are the pass's own whatever the pieces (a block's numbers can depend
-    on where it starts and ends), and each piece runs on one BLAS thread as the whole pass
-    would, so the pass gives the same numbers on any number of cores."""
-    rows = sum(stop - start for start, stop in blocks)
-    count = min(os.cpu_count() or 1, len(blocks), rows * int(n_centers) // PIECE_VALUES)
+def block_pieces(n_rows, step, n_centers):
+    """The pieces ``[(start, stop), ...]`` a distance pass over ``n_rows`` rows in blocks of
+    ``step`` rows (starting at multiples of it) to ``n_centers`` centers runs in side by side
+    (:func:`run_pieces`): runs of whole blocks, one per core, of about equal rows, each of at
+    least :data:`PIECE_VALUES` rows x centers. One piece on one core, for a small pass, off
+    the main thread (a task of a scheduler, a run of :func:`map_calls`: the other cores have
+    their own work, as :func:`map_calls` decides), and unless the pass runs on one BLAS
+    thread (inside a :func:`blas_limit` of 1, as a stream's calls and the solves of small
+    summaries do; elsewhere BLAS's threads use the cores). The blocks are the pass's own
+    whatever the pieces (a block's numbers can depend on where it starts and ends), and each
+    piece runs on one BLAS thread as the whole pass would, so the pass gives the same numbers
+    on any number of cores."""
+    n_rows, step = int(n_rows), int(step)
+    n_blocks = -(-n_rows // step)
+    count = min(os.cpu_count() or 1, n_blocks, n_rows * int(n_centers) // PIECE_VALUES)
     if (
         count < 2
         or threading.current_thread() is not threading.main_thread()
         or not (_OPEN and _OPEN[-1] == [1, "blas"])
     ):
-        return [list(blocks)]
-    pieces, done = [[]], 0
-    for start, stop in blocks:
+        return [(0, n_rows)]
+    pieces = [[0, 0]]
+    for start in range(0, n_rows, step):
         # A new piece once this one holds its share of the rows.
-        if pieces[-1] and done >= rows * len(pieces) / count and len(pieces) < count:
-            pieces.append([])
-        pieces[-1].append((start, stop))
-        done += stop - start
-    return pieces
+        if pieces[-1][1] > pieces[-1][0] and start >= n_rows * len(pieces) / count:
+            if len(pieces) < count:
+                pieces.append([start, start])
+        pieces[-1][1] = min(start + step, n_rows)
+    return [tuple(piece) for piece in pieces]
 
 
 def run_pieces(calls):

@@ -645,10 +645,11 @@ class StreamingKMeans(
         # Repeated centers (fewer distinct rows than clusters) stay as the solve gave them.
         if steps and n_distinct_rows(self.cluster_centers_) < self.n_clusters:
             steps = 0
+        w = None if weights is None else np.concatenate(weights)
         centers, labels, cost = _rows.rows_lloyd(
             chunks,
             np.asarray(self.cluster_centers_, dtype=np.float64),
-            None if weights is None else np.concatenate(weights),
+            w,
             n_steps=steps,
             tol=float(self.tol),
         )
@@ -656,11 +657,8 @@ class StreamingKMeans(
             self.cluster_centers_ = _centers_out(centers, self.cluster_centers_.dtype)
         self.inertia_ = float(cost)
         if "cluster_sizes_" in self.__dict__:  # refined: the sizes of the final assignment
-            self.cluster_sizes_ = np.bincount(
-                labels,
-                weights=None if weights is None else np.concatenate(weights),
-                minlength=self.n_clusters,
-            ).astype(np.float64)
+            sizes = np.bincount(labels, weights=w, minlength=self.n_clusters)
+            self.cluster_sizes_ = sizes.astype(np.float64)
         return labels.astype(np.int32)
 
     def _check_n_clusters(self, X):

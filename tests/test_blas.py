@@ -241,20 +241,20 @@ def test_a_distance_pass_in_pieces_is_the_pass_in_one(monkeypatch):
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(9_000, 20)) * 10.0 + 100.0).astype(np.float32)
     C = rng.normal(size=(150, 20)) * 10.0 + 100.0
-    blocks = [(a, min(a + 1_000, 9_000)) for a in range(0, 9_000, 1_000)]
-    assert _pool.block_pieces(blocks, 150) == [blocks]  # BLAS's own threads: one piece
+    assert _pool.block_pieces(9_000, 1_000, 150) == [(0, 9_000)]  # BLAS's threads: one piece
     with _pool.blas_limit(1, "blas"):
-        pieces = _pool.block_pieces(blocks, 150)
-        assert [len(p) for p in pieces] == [3, 3, 3] and sum(pieces, []) == blocks
-        assert _pool.block_pieces(blocks[:1], 150) == [blocks[:1]]  # one block: one piece
-        assert _pool.block_pieces([(0, 300)], 150) == [[(0, 300)]]  # small: one piece
+        pieces = _pool.block_pieces(9_000, 1_000, 150)
+        assert pieces == [(0, 3_000), (3_000, 6_000), (6_000, 9_000)]  # whole blocks
+        assert _pool.block_pieces(9_000, 2_621, 150) == [(0, 5_242), (5_242, 7_863), (7_863, 9_000)]
+        assert _pool.block_pieces(1_000, 1_000, 150) == [(0, 1_000)]  # one block: one piece
+        assert _pool.block_pieces(300, 256, 150) == [(0, 300)]  # small: one piece
         off = []
-        worker = threading.Thread(target=lambda: off.append(_pool.block_pieces(blocks, 150)))
+        worker = threading.Thread(target=lambda: off.append(_pool.block_pieces(9_000, 1_000, 150)))
         worker.start()
         worker.join()
-        assert off == [[blocks]]  # off the main thread: one piece
+        assert off == [[(0, 9_000)]]  # off the main thread: one piece
         split = _distances.nearest_two(X, C)
-        monkeypatch.setattr(_pool, "block_pieces", lambda blocks, m: [list(blocks)])
+        monkeypatch.setattr(_pool, "block_pieces", lambda n, step, m: [(0, n)])
         whole = _distances.nearest_two(X, C)
     for a, b in zip(split, whole, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -274,10 +274,10 @@ def test_a_nearest_pass_in_pieces_is_the_pass_in_one(monkeypatch, prepared, dtyp
     prep = _distances.prepared_rows(X, X.mean(axis=0).astype(dtype)) if prepared else None
     with _pool.blas_limit(1, "blas"):
         step = _distances._block_step(20_000, 120, 12, prepared, False)
-        blocks = [(a, min(a + step, 20_000)) for a in range(0, 20_000, step)]
-        assert len(_pool.block_pieces(blocks, 120)) == 4
+        pieces = _pool.block_pieces(20_000, step, 120)
+        assert len(pieces) == 4 and all(start % step == 0 for start, _ in pieces)
         split = _distances.nearest(X, C, prep)
-        monkeypatch.setattr(_pool, "block_pieces", lambda blocks, m: [list(blocks)])
+        monkeypatch.setattr(_pool, "block_pieces", lambda n, step, m: [(0, n)])
         whole = _distances.nearest(X, C, prep)
     for a, b in zip(split, whole, strict=True):
         np.testing.assert_array_equal(a, b)
