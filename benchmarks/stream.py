@@ -40,6 +40,7 @@ carries across machines and loads where the milliseconds do not.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -176,6 +177,57 @@ def incremental_table(k, blocks, block_rows, repeat, half_life):
     return {"time_ratio": ti / tf, "cost_ratio": ratio}
 
 
+def file_order_table(batch, seeds, names=None):
+    """Streams of ``batch``-row calls over real tables in their own row order (the R tables
+    of ``quality.py --suite tables``): for each case and seed, the final centers' cost over
+    that of ``fit`` (seed 0) on all the rows, the same after one :meth:`refit` at the end
+    of the stream, and MiniBatchKMeans' stream in the same order; medians over the seeds."""
+    from quality import TABLE_CASES
+
+    print(f"\n### File order: {batch:,}-row batches of real tables in their row order\n")
+    print(
+        "| case | rows x features | k | calls | ms per call | stream / fit (worst) "
+        "| stream + refit / fit | refit s | MBK stream / fit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary = {"stream": [], "refit": [], "mbk": []}
+    for name, (_, load, k, _) in TABLE_CASES.items():
+        if names and name not in names:
+            continue
+        X = np.ascontiguousarray(load())
+        ref = exact_cost(X, StreamingKMeans(k, random_state=0).fit(X).cluster_centers_)
+        rows = {"stream": [], "refit": [], "mbk": [], "ms": [], "refit_s": []}
+        for seed in seeds:
+            ours = functools.partial(StreamingKMeans, k, random_state=seed)
+            seconds, _, _, model = run_stream(ours, X, batch)
+            rows["ms"].append(seconds / -(-X.shape[0] // batch) * 1e3)
+            rows["stream"].append(exact_cost(X, model.cluster_centers_) / ref)
+            t = time.perf_counter()
+            model.refit()
+            rows["refit_s"].append(time.perf_counter() - t)
+            rows["refit"].append(exact_cost(X, model.cluster_centers_) / ref)
+            mbk = functools.partial(
+                MiniBatchKMeans, k, batch_size=batch, n_init=1, random_state=seed
+            )
+            rows["mbk"].append(exact_cost(X, run_stream(mbk, X, batch)[3].cluster_centers_) / ref)
+        med = {key: statistics.median(values) for key, values in rows.items()}
+        for key in summary:
+            summary[key].append(med[key])
+        print(
+            f"| {name} | {X.shape[0]:,} x {X.shape[1]} | {k} | {-(-X.shape[0] // batch)} "
+            f"| {med['ms']:.1f} | {med['stream']:.4f} ({max(rows['stream']):.4f}) "
+            f"| {med['refit']:.4f} | {med['refit_s']:.2f} | {med['mbk']:.4f} |"
+        )
+    print(
+        "\nMedians over the cases of their medians over seeds "
+        f"{', '.join(map(str, seeds))}: stream / fit "
+        f"{statistics.median(summary['stream']):.4f} (worst case "
+        f"{max(summary['stream']):.4f}), with one refit at the end "
+        f"{statistics.median(summary['refit']):.4f} ({max(summary['refit']):.4f}), "
+        f"MiniBatchKMeans' stream {statistics.median(summary['mbk']):.4f}."
+    )
+
+
 def over_seeds(tables):
     """One batches result from those of several data seeds: the first seed's costs, the
     median ms per call over the seeds, and the worst cost ratio to ``fit``."""
@@ -222,12 +274,22 @@ def main(argv=None):
     p.add_argument("--no-incremental", action="store_true")
     p.add_argument("--no-half-life", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    p.add_argument(
+        "--file-order",
+        nargs="*",
+        metavar="CASE",
+        help="only the streams of real tables in their row order (quality.py's table cases; "
+        "all without names), seeds from --seeds",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.k, a.batch, a.calls, a.blocks, a.block_rows, a.half_life = 10, 512, 20, 4, 5_000, 4_000
     dask.config.set(scheduler="threads")
     print(machine_line(machine()))
     seeds = [int(seed) for seed in a.seeds.split(",")]
+    if a.file_order is not None:
+        file_order_table(a.batch, seeds, a.file_order)
+        return
     draws = {
         seed: make_mixture(a.batch * a.calls, 32, 1000, chunks=a.batch, random_state=seed).compute()
         for seed in seeds
