@@ -29,6 +29,12 @@ quality benchmarks):
     python benchmarks/stream.py --quick              # small sizes: checks the script
     python benchmarks/stream.py --no-incremental --repeat 3
     python benchmarks/stream.py --no-incremental --repeat 3 --seeds 0,1,2
+    python benchmarks/stream.py --file-order --seeds 0,1,2      # real tables in row order
+
+``--file-order`` runs only streams of real tables in their own row order (the R tables of
+``quality.py --suite tables``, names to pick some): per case the final cost over ``fit``'s
+(seed 0, all rows), the same after one ``refit()`` at the end, and MiniBatchKMeans' stream of
+the same batches, medians over ``--seeds`` (the seeds of both streams).
 
 The tables are printed as Markdown with the machine line of ``speed.py`` and the date; a last
 table puts the issue's targets side by side (without and with ``half_life``). The time target
