@@ -12,6 +12,7 @@ only when the input is one of theirs: the package imports without them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,7 +268,14 @@ def to_array(X, what="X"):
     one; a DataArray its
     ``data`` (dims: sample, then feature); a pandas DataFrame stays as it is (scikit-learn's
     ``validate_data`` reads it) after its dtypes are checked; anything else is returned as is.
+    A path (``str``, ``bytes`` or ``os.PathLike``) is refused with the call that opens it.
     """
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"{what} is a path or string ({X!r}), not an array of rows. Open a zarr store, "
+            f".npy file or Parquet file lazily with dask_streamkm.io.open_array({X!r}) and "
+            "pass the array it returns (or run `dask-streamkm fit` on it from the command line)."
+        )
     if is_dask_frame(X):
         from ._memory import rows_per_task, split_rows, target_chunk_bytes
 

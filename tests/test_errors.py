@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+import dask_streamkm.io
 from dask_streamkm import StreamingKMeans
 
 
@@ -217,6 +218,22 @@ def test_complex_data(X):
 def test_string_data():
     with pytest.raises(ValueError):
         StreamingKMeans(2).fit(np.array([["a", "b"], ["c", "d"]]))
+
+
+@pytest.mark.parametrize("kind", ["str", "path", "bytes"])
+def test_a_path_names_the_call_that_opens_it(tmp_path, kind):
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(20.0).reshape(10, 2))
+    X = {"str": str(path), "path": path, "bytes": str(path).encode()}[kind]
+    with pytest.raises(ValueError, match=r"X is a path.*dask_streamkm\.io\.open_array"):
+        StreamingKMeans(2).fit(X)
+    model = StreamingKMeans(2, random_state=0).fit(np.load(path))
+    for method in (model.predict, model.transform, model.score, model.partial_fit):
+        with pytest.raises(ValueError, match=r"X is a path"):
+            method(X)
+    # The call the message names reads it.
+    opened = dask_streamkm.io.open_array(str(path))
+    assert StreamingKMeans(2, random_state=0).fit(opened).n_rows_seen_ == 10
 
 
 # ---------------------------------------------------------------------- parameters
