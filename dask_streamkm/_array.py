@@ -148,3 +148,27 @@ def random_generator(seed):
     Drawing on the host keeps numpy and cupy runs on the same seed identical.
     """
     return np.random.default_rng(seed)
+
+
+#: Values of the block of zeros :func:`clip_negative` compares against (read only, float32).
+CLIP_BLOCK = 1 << 16
+_ZEROS32 = np.zeros(CLIP_BLOCK, dtype=np.float32)
+_ZEROS32.flags.writeable = False
+
+
+def clip_negative(x):
+    """``np.maximum(x, 0.0, out=x)`` for a host numpy array x, in place; returns x.
+
+    The same values bit for bit: the same ufunc with its operands in the same order, NaN,
+    infinities and signed zeros included. numpy 2.4 runs float32 ``maximum`` against a
+    scalar in a loop about five times slower than against an array (450,000 values: 0.44
+    against 0.09 ms; 100,000 x 20: 2.0 against 0.6 ms; 2 cores, 2026-12-07), so a C-ordered
+    float32 x is compared with a block of zeros, :data:`CLIP_BLOCK` values at a time. Other
+    dtypes and layouts (float64 gains little) take the scalar form."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous or x.size < 64:
+        return np.maximum(x, 0.0, out=x)
+    flat = x.reshape(-1)
+    for start in range(0, flat.shape[0], CLIP_BLOCK):
+        part = flat[start : start + CLIP_BLOCK]
+        np.maximum(part, _ZEROS32[: part.shape[0]], out=part)
+    return x

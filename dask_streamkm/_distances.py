@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from ._array import as_weights, device, is_cupy, is_numpy, namespace
+from ._array import as_weights, clip_negative, device, is_cupy, is_numpy, namespace
 
 #: Elements of the (rows x centers) distance block kept at once (about 1 MiB of float32).
 BLOCK_ELEMENTS = 1 << 18
@@ -260,7 +260,7 @@ def sq_distances(X, centers, x_sq=None, centers_sq=None, out=None):
         d *= -2.0
         d += x_sq[:, None]
         d += centers_sq[None, :]
-        return np.maximum(d, 0.0, out=d)
+        return clip_negative(d)
     d = x_sq[:, None] - 2.0 * xp.matmul(X, centers.T) + centers_sq[None, :]
     return xp.maximum(d, 0.0)
 
@@ -784,7 +784,7 @@ def _nearest_rows(X, centers, prepared, work, labels, dists, rows):
             best = _at(block, lab, work)
             np.multiply(best, 2.0, out=best)
             np.subtract(x_sq, best, out=best)
-            dists[start:stop] = np.maximum(best, 0.0, out=best)
+            dists[start:stop] = clip_negative(best)
             continue
         lab = xp.argmax(block, axis=1)
         labels[start:stop] = xp.astype(lab, xp.int64)
@@ -897,7 +897,7 @@ def nearest_top(X, centers, count, work=None):
                     best = _at(block, lab, work)
                     np.multiply(best, 2.0, out=best)
                     best = np.subtract(x_sq, best, out=best)
-                    dists[j][start:stop] = np.maximum(best, 0.0, out=best)
+                    dists[j][start:stop] = clip_negative(best)
                     continue
                 lab = xp.argmax(block, axis=1)
                 best = x_sq - 2.0 * _at(block, lab)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._array import as_weights, device, is_cupy, is_numpy, namespace, segment_sum
+from ._array import as_weights, clip_negative, device, is_cupy, is_numpy, namespace, segment_sum
 from ._distances import (
     GROUP_SUM_ELEMENTS,
     Workspace,
@@ -341,7 +341,7 @@ def ward_labels(X, n_clusters, sample_weight=None):
         G *= 2.0
         D = np.add.outer(sq, sq)
         D -= G
-        np.maximum(D, 0.0, out=D)
+        clip_negative(D)
         factor = np.multiply.outer(w, w, out=G)
         factor /= np.add.outer(w, w)
         D *= factor

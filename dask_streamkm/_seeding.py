@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._array import as_weights, device, is_numpy, namespace, segment_sum
+from ._array import as_weights, clip_negative, device, is_numpy, namespace, segment_sum
 from ._distances import Workspace, nearest, row_norms_sq, sq_distances
 
 
@@ -47,7 +47,7 @@ def _candidate_distances(X, cand_rows, x_sq, closest, work):
     d = d.astype(dtype, copy=False)
     d += x_sq[:, None]
     d += c_sq[None, :]
-    np.maximum(d, 0.0, out=d)
+    clip_negative(d)
     return np.minimum(d, closest[:, None], out=d)
 
 

@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from . import _distances, _seeding
+from ._array import clip_negative
 from ._indicator import indicator_sums
 from ._lloyd import weighted_indicator
 
@@ -424,7 +425,7 @@ class _Layout:
         c_sq = np.einsum("ctd,ctd->ct", centers, centers, dtype=np.float64)
         D = self.scores(0, n_cells, centers, c_sq, work)
         D += self.slot_sq[: D.shape[0], None]
-        return np.maximum(D, 0.0, out=D)
+        return clip_negative(D)
 
 
 def _draw(cum, lo, last, u):

@@ -90,6 +90,33 @@ def test_two_nearest_are_the_generic_blocks_numbers(rng, dtype, n, d, m):
     assert a1.dtype == np.int64 and e1.dtype == np.float64 and a1.shape == (n,)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7,), (3, 50), (2 * _array.CLIP_BLOCK + 17,), (40, 30, 90)])
+def test_clip_negative_is_numpys_maximum_bit_for_bit(rng, dtype, shape):
+    special = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, -1e-40])
+    x = rng.normal(size=shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.shape[0], size=min(flat.shape[0], 9), replace=False)] = special[
+        : min(flat.shape[0], 9)
+    ].astype(dtype)
+    want = np.maximum(x, 0.0)
+    got = x.copy()
+    assert _array.clip_negative(got) is got
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    assert np.array_equal(got.view(bits), want.view(bits))  # NaN and the sign of zero too
+    # A view that is not C-ordered is clipped in place as well.
+    y = x.copy()
+    view = y[..., ::2] if y.ndim > 1 else y[::2]
+    _array.clip_negative(view)
+    expect = x.copy()
+    np.maximum(
+        expect[..., ::2] if x.ndim > 1 else expect[::2],
+        0.0,
+        out=expect[..., ::2] if x.ndim > 1 else expect[::2],
+    )
+    assert np.array_equal(y.view(bits), expect.view(bits))
+
+
 def test_shifted_centers_are_kept_for_equal_centers_only(rng):
     C = rng.normal(size=(50, 8)) + 1e4
     first = _distances._shifted_centers(C, np.float32)
