@@ -151,9 +151,61 @@ def test_the_steps_allocate_blocks_not_the_data():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The labels (8 bytes a row, twice: the best ones kept) and a block's temporaries; the
-    # rows themselves are 12.8 MB, a float64 copy of them 25.6 MB.
-    assert peak < 2 * 8 * X.shape[0] + 8 * _rows.BLOCK_VALUES, peak
+    # The labels and the two bounds of every row (8 bytes each a row) and a block's
+    # temporaries; the rows themselves are 12.8 MB, a float64 copy of them 25.6 MB.
+    assert peak < 3 * 8 * X.shape[0] + 8 * _rows.BLOCK_VALUES, peak
+
+
+def _plain_lloyd(X, centers, n_steps):
+    """Lloyd's steps with every row compared with every center at every step (float64)."""
+    X = X.astype(np.float64)
+    for _ in range(n_steps):
+        labels = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+        moved = centers.copy()
+        for j in range(centers.shape[0]):
+            if np.any(labels == j):
+                moved[j] = X[labels == j].mean(axis=0)
+        centers = moved
+    labels = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    return centers, labels
+
+
+@pytest.mark.parametrize(
+    "d, k, bounded",
+    [
+        (2, 20, True),  # few features: the bounds keep most rows from a comparison
+        (64, 30, False),  # uniform rows in 64 dimensions: most blocks compared whole
+    ],
+)
+def test_bounded_steps_are_lloyds_steps(monkeypatch, d, k, bounded):
+    rng = np.random.default_rng(5)
+    if d == 2:
+        X = make_mixture(12_000, d, 40, chunks=12_000, random_state=1).compute()
+    else:
+        X = rng.uniform(size=(6_000, d))
+    X = X.astype(np.float64)
+    # From centers near a solution, as a solve gives them: the centers move little.
+    start = _plain_lloyd(X, X[rng.choice(X.shape[0], k, replace=False)], 5)[0]
+    compared = []
+    relabel = _rows._block_relabel
+
+    def counted(block, *args):
+        compared.append((relabel(block, *args), block.shape[0]))
+        return compared[-1][0]
+
+    monkeypatch.setattr(_rows, "_block_relabel", counted)
+    chunks = [X[: X.shape[0] // 2], X[X.shape[0] // 2 :]]
+    centers, labels, cost = _rows.rows_lloyd(chunks, start, n_steps=8, tol=0.0)
+    want_centers, want_labels = _plain_lloyd(X, start, 8)
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_allclose(centers, want_centers, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(cost, _cost(X, centers), rtol=1e-9)
+    again, total = sum(c for c, _ in compared), sum(n for _, n in compared)
+    assert len(compared) == 7 * len(chunks)  # the steps between the first and last
+    if bounded:
+        assert again < 0.5 * total, (again, total)
+    else:
+        assert again > 0.5 * total, (again, total)
 
 
 def test_cosine_and_repeated_centers_are_left_as_solved(rows):
