@@ -123,9 +123,12 @@ def batched_lloyd(X, starts, w, max_iter, tol):
     while active.shape[0]:
         n_iter += 1
         sums, mass = _sums_by_run(Xw, w, labels, k)
-        new = np.empty_like(centers)
-        n_empty = np.zeros(active.shape[0], dtype=np.int64)
-        for i in range(active.shape[0]):
+        # Each center to its mean, all runs at once (the same elementwise operations as
+        # :func:`._lloyd._lloyd_update`); a run with an empty center takes that function's
+        # way, which gives the center a far row.
+        new = np.where(mass[:, :, None] > 0, sums / np.maximum(mass, 1e-300)[:, :, None], centers)
+        n_empty = np.sum(mass <= 0, axis=1)
+        for i in np.flatnonzero(n_empty):
             new[i], n_empty[i] = _lloyd_update(
                 Xf, Xw, w, labels[i], dist[i], centers[i], totals=(sums[i], mass[i])
             )
