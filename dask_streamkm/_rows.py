@@ -8,13 +8,13 @@ the rows from the solve's centers lower the cost the groups could not (:func:`ro
 their last assignment gives the labels ``fit`` returns, which it computed with one pass
 over the rows anyway. Between the first and the last assignment each row keeps bounds on its
 distances (Hamerly's), so a step compares with every center only the rows near a border
-(on tables of 2-7 features at k = 50-100, 5-27 % of them: ggplot2's diamonds, MovieLens
-ratings, Minneapolis police stops, GeoNames cities; the steps took 0.5-0.8 times their
-time and the fits 0.85-0.97 times, the centers the same bit for bit; on 50-dimensional
-word vectors, where most blocks are compared whole, the time is unchanged: 2 cores,
-2026-12-07). Memory: per row its label and two bounds (24 bytes), and one block's
-differences from its centers and distances per thread beside the rows; no copy of the
-data. Input read from files, S3 or a dask graph is never read again.
+(ggplot2's diamonds, 7 features at k=100: 6-27 % of them a step). On tables of 2-7
+features at k = 50-100 (diamonds, MovieLens ratings, Minneapolis police stops, GeoNames
+cities) the steps took 0.5-0.8 times their time and the fits 0.85-0.97 times, the centers
+the same bit for bit; on 50-dimensional word vectors, where most blocks are compared whole,
+the time is unchanged (2 cores, 2026-12-07). Memory: per row its label and two bounds (24
+bytes), and one block's differences from its centers and distances per thread beside the
+rows; no copy of the data. Input read from files, S3 or a dask graph is never read again.
 """
 
 from __future__ import annotations
@@ -90,17 +90,13 @@ def host_chunks(X):
     return chunks
 
 
-def _block_step(block, w, centers, exact):
-    """One block's assignment to ``centers`` (in the block's dtype): ``(labels, cost, exact
-    cost)``: each row's nearest center (as ``predict`` gives it), the weighted squared
-    distances summed, of the expansion and, with ``exact``, from the differences (as
-    ``score`` takes them; else None)."""
-    labels, dist = nearest(block, centers)
-    true = None
-    if exact:
-        true = assigned_sq_distances(block, centers, labels)
-        true = float(np.sum(true if w is None else true * w))
-    return labels, float(np.sum(dist if w is None else dist * w)), true
+def _block_step(block, w, centers):
+    """One block's assignment to ``centers`` (in the block's dtype): ``(labels, cost)``, each
+    row's nearest center (as ``predict`` gives it) and the weighted squared distances summed
+    from the differences (as ``score`` takes them)."""
+    labels = nearest(block, centers)[0]
+    true = assigned_sq_distances(block, centers, labels)
+    return labels, float(np.sum(true if w is None else true * w))
 
 
 def _block_sums(block, w, centers, labels):
@@ -202,7 +198,8 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
     changed (:func:`_block_relabel`: Hamerly's bounds, kept per row), and the last one
     compares every row with every center again, as ``predict`` does, for the labels and the
     exact cost. The steps are Lloyd's: a row keeps its label only where the triangle
-    inequality proves it nearest with a margin that float rounding never reaches. Blocks of
+    inequality proves it nearest by a margin (``RELABEL_MARGIN`` of the distance) far above
+    the rounding of the distances. Blocks of
     at most :data:`BLOCK_VALUES` values run side by side on the cores
     (:func:`._pool.map_calls`, one BLAS thread each) and their sums are added in block
     order, so the result does not depend on the cores.
@@ -225,9 +222,9 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
     def assign(centers):
         """The full assignment: labels (into ``labels``) and the exact cost."""
         at = centers.astype(dtype)
-        calls = [functools.partial(_block_step, x, weights(a, b), at, True) for x, a, b in blocks]
+        calls = [functools.partial(_block_step, x, weights(a, b), at) for x, a, b in blocks]
         true = 0.0
-        for (_, a, b), (lab, _, part_true) in zip(blocks, map_calls(calls, parallel), strict=True):
+        for (_, a, b), (lab, part_true) in zip(blocks, map_calls(calls, parallel), strict=True):
             labels[a:b] = lab
             true += part_true
         return true
