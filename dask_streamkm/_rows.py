@@ -28,7 +28,7 @@ from ._indicator import indicator_sums
 from ._lloyd import _weighted_variance
 from ._pool import map_calls
 from ._runner import AUTO_MAX_GROUPS_PER_CLUSTER
-from ._stream import RELABEL_MARGIN, _far_movers, _far_movers_bound
+from ._stream import RELABEL_MARGIN, other_moves, still_unsure
 
 #: Values of one block of :func:`rows_lloyd` (a task on one BLAS thread), rows x the larger
 #: of features and clusters: its differences from the centers 4 or 8 MB at most, and blocks
@@ -139,7 +139,8 @@ def _block_relabel(block, centers, labels, near, far, moves, other):
     of the distance to the row's center) rises by its center's move and ``far`` (a lower
     bound of the distance to every other center) falls by ``other``; a row keeps its label
     while ``near < far * (1 - RELABEL_MARGIN)``; for the others ``near`` is first taken
-    exactly (float64, Hamerly's tightening: most keep their label), and those still unsure
+    exactly and, where a few centers moved far, ``far`` from those (float64,
+    :func:`._stream.still_unsure`, as the stream's bounded Lloyd), and those still unsure
     are compared with every center again (:func:`nearest_two`). In place; returns the rows
     compared again. ``centers``: float64, in the block's dtype's values."""
     near += moves[labels]
@@ -154,23 +155,11 @@ def _block_relabel(block, centers, labels, near, far, moves, other):
         np.sqrt(d2, out=far)
         return int(block.shape[0])
     if unsure.shape[0]:
+        # Around the centers' mean, for the precision of the far movers' expansion.
+        origin = np.mean(centers, axis=0)
         rows = np.take(block, unsure, axis=0).astype(np.float64)
-        own = np.take(labels, unsure)
-        gap = rows - np.take(centers, own, axis=0)
-        near[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
-        keep = near[unsure] >= far[unsure] * (1.0 - RELABEL_MARGIN)
-        unsure, rows, own = unsure[keep], rows[keep], own[keep]
-        movers = _far_movers(moves) if unsure.shape[0] else None
-        if movers is not None:
-            # Where a few centers moved far, the distances to them taken exactly, and the
-            # bound lowered by the largest move of the others only (around the centers'
-            # mean, for the precision of the expansion).
-            origin = np.mean(centers, axis=0)
-            rows -= origin
-            x_sq = np.einsum("ij,ij->i", rows, rows)
-            before = far[unsure] + other[own]
-            far[unsure] = _far_movers_bound(rows, x_sq, own, before, centers - origin, movers)
-            unsure = unsure[near[unsure] >= far[unsure] * (1.0 - RELABEL_MARGIN)]
+        rows -= origin
+        unsure = still_unsure(unsure, rows, labels, near, far, moves, other, centers - origin)
     if unsure.shape[0]:
         first, _, d1, d2 = nearest_two(np.take(block, unsure, axis=0), centers)
         labels[unsure] = first
@@ -277,11 +266,7 @@ def rows_lloyd(chunks, centers, sample_weight=None, *, n_steps, tol, parallel=Tr
             centers = moved
             break
         moves = np.sqrt(np.sum((moved - centers) ** 2, axis=1))
-        # For a row of center j, the largest move of another center.
-        order = np.argsort(moves)[::-1]
-        other = np.full(moves.shape, moves[order[0]])
-        if moves.shape[0] > 1:
-            other[order[0]] = moves[order[1]]
+        other = other_moves(moves)
         centers = moved
         map_calls(
             [

@@ -919,24 +919,14 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
         step = sums / mass[:, None]
         moves = np.sqrt(np.einsum("ij,ij->i", step - centers, step - centers))
         shift = float(np.sum(moves**2))
-        top = int(np.argmax(moves))
-        others = np.full(k, moves[top])
-        others[top] = np.max(np.delete(moves, top))
+        others = other_moves(moves)
         upper += moves[labels]
         lower -= others[labels]
         unsure = np.flatnonzero(upper >= lower * (1.0 - RELABEL_MARGIN))
         if unsure.shape[0]:
-            # Their distances to their own center first (Hamerly's tightening): most stay.
-            gap = rows[unsure] - step[labels[unsure]]
-            upper[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
-            unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
-        far = _far_movers(moves) if unsure.shape[0] else None
-        if far is not None:
-            # Then, where a few centers moved far, their distances taken exactly.
-            here = labels[unsure]
-            before = lower[unsure] + others[here]
-            lower[unsure] = _far_movers_bound(rows[unsure], x_sq[unsure], here, before, step, far)
-            unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
+            unsure = still_unsure(
+                unsure, rows[unsure], labels, upper, lower, moves, others, step, x_sq[unsure]
+            )
         if unsure.shape[0]:
             (first, _), (n1, n2) = _distances.nearest_top(points[unsure], step, 2)
             labels = labels.copy()  # the running sums hold the previous labels
@@ -950,6 +940,39 @@ def bounded_lloyd(points, centers, weights, *, max_iter, tol, nearest=None, retu
         if shift <= threshold:
             break
     return (best[1], best[2], n_iter) + ((best[0],) if return_cost else ())
+
+
+def other_moves(moves):
+    """For a point of center j, the largest move of another center (``moves``: each
+    center's): Hamerly's lower bound on its distances to the other centers falls by it."""
+    top = int(np.argmax(moves))
+    others = np.full(moves.shape[0], moves[top])
+    if moves.shape[0] > 1:
+        others[top] = np.max(np.delete(moves, top))
+    return others
+
+
+def still_unsure(unsure, rows, labels, upper, lower, moves, others, centers, x_sq=None):
+    """Of the points ``unsure``, whose bounds came within :data:`RELABEL_MARGIN` of crossing
+    after the centers moved (by ``moves``; ``others``: :func:`other_moves`) to ``centers``,
+    those that stay unsure once their distance to their own center is taken exactly
+    (Hamerly's tightening: most keep their label) and then, where a few centers moved far
+    (:func:`_far_movers`), their distances to those (:func:`_far_movers_bound`). ``rows``:
+    the unsure points' float64 coordinates, in the frame of ``centers`` (float64);
+    ``x_sq``: their squared norms (taken here where None); ``upper``, ``lower``: the bounds
+    of all the points (``labels`` their centers), updated in place at ``unsure``."""
+    own = labels[unsure]
+    gap = rows - centers[own]
+    upper[unsure] = np.sqrt(np.einsum("ij,ij->i", gap, gap))
+    keep = upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)
+    unsure, rows, own = unsure[keep], rows[keep], own[keep]
+    far = _far_movers(moves) if unsure.shape[0] else None
+    if far is not None:
+        x_sq = np.einsum("ij,ij->i", rows, rows) if x_sq is None else x_sq[keep]
+        before = lower[unsure] + others[own]
+        lower[unsure] = _far_movers_bound(rows, x_sq, own, before, centers, far)
+        unsure = unsure[upper[unsure] >= lower[unsure] * (1.0 - RELABEL_MARGIN)]
+    return unsure
 
 
 #: :func:`_far_movers_bound` takes the distances to this many centers of largest move
