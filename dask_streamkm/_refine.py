@@ -22,7 +22,7 @@ from dask.base import tokenize
 
 from . import _threads
 from ._array import from_host, to_host
-from ._distances import begin_task, nearest
+from ._distances import begin_task, distance_dtype, nearest
 from ._lloyd import lloyd
 from ._refine_kernels import (
     REFINE_TOP_LEVEL,
@@ -303,10 +303,14 @@ def refine(
         # never above the step's cost bound (keep_best; up to float32 rounding for float32
         # data), itself at most ``cost``. The groups are scored in X's float type (float32
         # GEMMs for float32 data, as in the first pass), shifted to their weighted mean in
-        # float64 first so that no digits of their spread go to their distance from zero.
-        # The rows' weighted mean is the groups' (the exact step's sums over its weights).
+        # float64 first so that no digits of their spread go to their distance from zero;
+        # in float64 where their squared distances overflow or underflow float32
+        # (distance_dtype: float32 rows near 1e20 overflowed it here). The rows' weighted
+        # mean is the groups' (the exact step's sums over its weights).
         origin = np.sum(sums, axis=0) / float(np.sum(weights))
-        points, point_weights, _ = stats.points(centers, origin, points_dtype)
+        points, point_weights, _ = stats.points(centers, origin)
+        dtype = distance_dtype(points, step - origin, dtype=points_dtype) or np.float64
+        points = points.astype(dtype, copy=False)
         shifted = lloyd(
             points,
             step - origin,

@@ -204,6 +204,44 @@ def test_float32_values_whose_squares_overflow_are_handled_exactly(blobs, scale)
     np.testing.assert_allclose(km.transform(X[:5]), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("power", [-73, 66, 100])  # about 1e-22, 7e19 and 1e30
+@pytest.mark.parametrize("refine_passes", [0, 1])
+@pytest.mark.parametrize("n_rows, k", [(1000, 3), (20_000, 20)])  # without and with steps
+def test_float32_rows_held_in_memory_whose_squares_overflow_are_handled_exactly(
+    power, refine_passes, n_rows, k
+):
+    # Rows held in memory get Lloyd steps and their last assignment (labels_, the exact
+    # inertia_) from the graph's own arrays, and a refinement's groups are scored in X's
+    # float type: float32 rows near 1e20 overflowed there (centers at up to 1.07 times the
+    # cost, inertia_ 2.2 times it), near 1e-22 underflowed. Scaled by a power of two the rows are
+    # the same float32 numbers, so the fit must cost what it costs at scale 1.
+    import warnings
+
+    from dask_streamkm import _rows
+
+    X = np.random.default_rng(0).normal(size=(n_rows, 5)).astype(np.float32)
+    scale = 2.0**power
+    Xs = (X * scale).astype(np.float32)
+    assert np.array_equal(Xs.astype(np.float64) / scale, X)
+    params = dict(random_state=0, refine_passes=refine_passes)
+    base = StreamingKMeans(k, **params).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, underflow or invalid-value warning
+        km = StreamingKMeans(k, **params).fit(Xs)
+    # The summary of 1,000 rows keeps them all (no steps); of 20,000 it is coarse (steps).
+    steps = _rows.polish_steps(n_rows, 5, k, km.summary_.n_groups, km.max_iter)
+    assert (steps > 0) == (n_rows == 20_000)
+    exact = true_cost(Xs.astype(np.float64), km.cluster_centers_)
+    assert np.isfinite(exact) and exact > 0
+    assert km.inertia_ == pytest.approx(exact, rel=1e-4)
+    assert km.inertia_ / scale**2 == pytest.approx(base.inertia_, rel=1e-4)
+    np.testing.assert_allclose(
+        km.cluster_centers_ / scale, base.cluster_centers_, rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_array_equal(km.labels_, base.labels_)
+    np.testing.assert_array_equal(km.predict(Xs), km.labels_)
+
+
 def test_float64_values_whose_squares_overflow_are_a_clear_error(blobs):
     X = blobs * 1e200
     with pytest.raises(
