@@ -25,7 +25,7 @@ import numpy as np
 from ._array import clip_negative, csc_matvecs
 from ._distances import block_rows, bulk_origin, prepared_rows, row_norms_sq
 from ._lloyd import _lloyd_update, _weighted_variance
-from ._seeding import _weighted_choice, unit_weights
+from ._seeding import _weighted_choice, potential_weights
 
 #: Values of the (runs, points, candidates) block of the seeding at most (32 MiB of float32):
 #: more runs go in several batches (:func:`batches`), so that many restarts (``n_init`` is
@@ -51,7 +51,7 @@ def batched_kmeans_plusplus(X, n_clusters, rngs, w, x_sq, n_local_trials):
     runs = len(rngs)
     t = int(n_local_trials)
     x_sq = x_sq.astype(X.dtype, copy=False)
-    w_x = unit_weights(w)[0].astype(X.dtype)
+    w_x = potential_weights(w, x_sq, X.dtype)
     chosen = np.empty((runs, n_clusters), dtype=np.int64)
     total = np.cumsum(w)
     chosen[:, 0] = [int(_weighted_choice(np, total, rng)[0]) for rng in rngs]

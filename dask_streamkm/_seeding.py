@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ._array import as_weights, clip_negative, device, is_numpy, namespace, segment_sum
-from ._distances import Workspace, nearest, row_norms_sq, sq_distances
+from ._distances import OVERFLOW_MARGIN, Workspace, nearest, row_norms_sq, sq_distances
 
 
 def unit_weights(w):
@@ -22,6 +22,28 @@ def unit_weights(w):
     xp = namespace(w)
     scale = max(float(xp.max(w)), 1e-300) if w.shape[0] else 1.0
     return w / scale, scale
+
+
+def potential_weights(w, x_sq, dtype):
+    """The weights (:func:`unit_weights`, at most 1) by which the seeding sums the rows'
+    squared distances to a candidate into its potential (a product with them; potentials
+    only rank the candidates), in ``dtype``, or in float64 where the float32 sums could
+    overflow: the weights' total times the largest squared distance between two rows (at
+    most 4 times the largest squared norm ``x_sq``, times ``OVERFLOW_MARGIN``) beyond
+    float32's range.
+
+    Why: the rows' distances are kept in float32 where each of them fits, but a sum over n
+    rows is up to n times larger: rows of values near 2**55 (each squared distance within
+    float32's range) made every candidate's potential ``inf``, and the seeding took the first
+    candidate at every step instead of the best (the choices differed from those of the same
+    rows scaled to 1, which a power of two leaves exact)."""
+    xp = namespace(w)
+    unit = unit_weights(w)[0]
+    if dtype == xp.float32 and x_sq.shape[0]:
+        largest = 4.0 * float(xp.max(x_sq)) * OVERFLOW_MARGIN
+        if not float(xp.sum(unit)) * largest <= float(xp.finfo(xp.float32).max):
+            dtype = xp.float64
+    return xp.astype(unit, dtype)
 
 
 def _weighted_choice(xp, cumulative, rng, size=1):
@@ -67,9 +89,10 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, x_sq=None, n_local_t
         x_sq = row_norms_sq(X)
     # The distances stay in X's dtype (float32 halves the passes over the n x trials block);
     # the draws sum in float64, the potentials in X's dtype (they only rank the candidates,
-    # so the weights are scaled to at most 1 first: no overflow or underflow in float32).
+    # so the weights are scaled to at most 1 first: no underflow in float32, and float64
+    # weights where the sums could overflow it: potential_weights).
     x_sq = xp.astype(x_sq, X.dtype)
-    w_x = xp.astype(unit_weights(w)[0], X.dtype)
+    w_x = potential_weights(w, x_sq, X.dtype)
     chosen = [int(_weighted_choice(xp, xp.cumulative_sum(w), rng)[0])]
     closest = sq_distances(X, X[chosen[0] : chosen[0] + 1, ...], x_sq)[:, 0]
     pot = float(xp.sum(w * closest))

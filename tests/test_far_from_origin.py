@@ -265,3 +265,31 @@ def test_weights_times_squares_that_overflow_are_a_clear_error(blobs):
         StreamingKMeans(5, random_state=0).fit(
             da.from_array(X, chunks=(2000, -1)), sample_weight=da.from_array(w, chunks=2000)
         )
+
+
+@pytest.mark.parametrize("power", [40, 58])  # 2**58: each distance fits float32, sums do not
+def test_seeding_potentials_of_float32_rows_do_not_overflow(blobs, power):
+    # The seeding keeps the rows' distances in float32 where each fits and sums them into a
+    # candidate's potential; the sum over the rows overflowed near 2**58 and every potential
+    # was inf (the first candidate taken at every step). A power of two leaves the float32
+    # rows and every distance exact, so the choices must be those of the rows at scale 1.
+    from dask_streamkm._distances import distance_dtype, row_norms_sq
+    from dask_streamkm._restarts import batched_kmeans_plusplus
+    from dask_streamkm._seeding import kmeans_plusplus
+
+    X = (blobs / 20).astype(np.float32)
+    Xs = X * np.float32(2.0**power)
+    assert distance_dtype(Xs) == np.float32  # each squared distance fits float32
+    w = np.ones(X.shape[0])
+    for rows in (X, Xs):
+        assert np.all(np.isfinite(row_norms_sq(rows)))
+    if power == 58:  # a sum of the rows' squared norms is beyond float32's range
+        assert np.sum(row_norms_sq(Xs).astype(np.float64)) > np.finfo(np.float32).max
+
+    def seeds(rows):
+        one = kmeans_plusplus(rows, 8, np.random.default_rng(1), w, None, 20)
+        rngs = [np.random.default_rng(s) for s in (1, 2, 3)]
+        return one, batched_kmeans_plusplus(rows, 8, rngs, w, row_norms_sq(rows), 20)
+
+    for got, want in zip(seeds(Xs), seeds(X), strict=True):
+        np.testing.assert_array_equal(got, want)
