@@ -147,15 +147,31 @@ def _block_sums(block, w, centers, labels):
     diff = work.take("diff", block.shape, block.dtype)
     np.take(centers, labels, axis=0, out=diff, mode="clip")
     np.subtract(block, diff, out=diff)
+    scale = 1.0
     if w is None:
         mass = np.bincount(labels, minlength=k).astype(np.float64)
         weights = work.take("ones", (block.shape[0],), block.dtype)
         weights.fill(1)
     else:
         mass = np.bincount(labels, weights=w, minlength=k)
-        weights = w.astype(block.dtype)
+        # Summed in the rows' dtype as weights of at most 1 (a power of two times them:
+        # exact, so the same sums, scaled back, as of the weights themselves): weights
+        # beyond float32's range (1e-300 or 1e300 each, within 1e6 of each other) became
+        # 0 or inf there, and the steps left the centers where they were.
+        scale = _power_of_two_at_least(float(np.max(w))) if w.shape[0] else 1.0
+        weights = (w / scale).astype(block.dtype)
     sums = indicator_sums(labels, weights, k, diff, work, "sums").astype(np.float64)
+    if scale != 1.0:
+        sums *= scale
     return sums, mass
+
+
+def _power_of_two_at_least(value):
+    """The least power of two at least ``value`` (a positive float; 1.0 for 0)."""
+    if not value > 0.0:
+        return 1.0
+    mantissa, exponent = np.frexp(value)
+    return float(np.ldexp(1.0, int(exponent) - (mantissa == 0.5)))
 
 
 def _block_near(block, w, centers, labels, near, far, wide=False):

@@ -117,6 +117,30 @@ def test_scaled_weights_change_only_rounding(mixture, scale, spread):
     assert km.inertia_ == pytest.approx(scale * ref.inertia_, rel=1e-12)
 
 
+@pytest.mark.parametrize("power", [-480, -300, 300, 480])
+def test_weights_scaled_by_a_power_of_two_give_the_same_fit_of_rows_in_memory(power):
+    # The Lloyd steps on float32 rows held in memory summed the weighted rows in float32:
+    # weights of 1e-90 or 1e90 (each within the accepted range, 1e6 apart) became 0 or inf
+    # there, and the steps left the centers where the solve put them. Scaled by a power of
+    # two the weights' sums are the same numbers scaled, so the fit must be the same.
+    from dask_streamkm import _rows
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(20_000, 4)) + 6 * rng.integers(0, 30, size=(20_000, 1))).astype(
+        np.float32
+    )
+    w = rng.uniform(1, 100, X.shape[0])
+    scale = 2.0**power
+    for params in ({}, {"refine_passes": 1}):
+        ref = StreamingKMeans(20, random_state=0, **params).fit(X, sample_weight=w)
+        steps = _rows.polish_steps(X.shape[0], 4, 20, ref.summary_.n_groups, ref.max_iter)
+        assert steps > 0  # the steps on the rows ran
+        km = StreamingKMeans(20, random_state=0, **params).fit(X, sample_weight=w * scale)
+        np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+        np.testing.assert_array_equal(km.labels_, ref.labels_)
+        assert km.inertia_ == pytest.approx(scale * ref.inertia_, rel=1e-12)
+
+
 # ---------------------------------------------------------------------- float16
 @pytest.fixture(scope="module")
 def half():
