@@ -46,8 +46,9 @@ def check_block(
     float32; values whose squared distances overflow float64 are an error.
 
     With ``metric="cosine"`` the rows are returned scaled to unit length (the one place
-    where they are, inside the chunk's own task), and a row of zero norm, which has no
-    direction, is an error naming the chunk and the row.
+    where they are, inside the chunk's own task; before the dtype check, so rows of any
+    finite length are accepted), and a row of zero norm, which has no direction, is an
+    error naming the chunk and the row.
 
     ``summed`` says whether the weights go into summary sums (their range then counts, see
     :func:`.summary.weight_range_problem`); by default, when no ``centers`` are given (fit,
@@ -87,21 +88,24 @@ def check_block(
                 f"Input contains NaN or infinity in {where}. Remove or impute those rows, e.g. "
                 "X[da.isfinite(X).all(axis=1)] or da.nan_to_num(X), first."
             )
+        if metric == "cosine":
+            # Scaled to unit length first (without overflow or underflow): the distances
+            # are those of unit rows, so values near 1e300 have a cosine too.
+            X, zero = unit_rows(X)
+            if bool(xp.any(zero)):
+                row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
+                raise ValueError(
+                    f"metric='cosine': row {row} in {where} has zero norm, so it has no "
+                    "direction and no cosine. Drop all-zero rows first, e.g. "
+                    "X[(X != 0).any(axis=1)], or use metric='euclidean'."
+                )
+            bounds = (-1.0, 1.0)  # unit rows (no pass over them)
         weight = X.shape[0] if sample_weight is None else float(xp.sum(sw))
         dtype = distance_dtype(X, centers, bounds, weight=weight)
         if dtype is None:
             raise ValueError(_too_large_message(X, centers, bounds, where, weight))
         if dtype != X.dtype:
             X = xp.astype(X, dtype)
-    if metric == "cosine" and X.shape[0]:
-        X, zero = unit_rows(X)
-        if bool(xp.any(zero)):
-            row = row_start + int(xp.argmax(xp.astype(zero, xp.int32)))
-            raise ValueError(
-                f"metric='cosine': row {row} in {where} has zero norm, so it has no "
-                "direction and no cosine. Drop all-zero rows first, e.g. "
-                "X[(X != 0).any(axis=1)], or use metric='euclidean'."
-            )
     return X
 
 

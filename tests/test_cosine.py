@@ -155,6 +155,19 @@ def test_cosine_fit_ignores_row_lengths(X, rng):
     assert not np.allclose(np.linalg.norm(e.cluster_centers_, axis=1), 1.0)
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e200, 1e300])
+def test_cosine_rows_of_extreme_length_have_a_cosine(X, scale):
+    # Rows were checked for squares that overflow float64 before they were scaled to unit
+    # length, so rows near 1e300 were refused although their cosines are those of any length.
+    a = StreamingKMeans(6, metric="cosine", random_state=0).fit(X)
+    b = StreamingKMeans(6, metric="cosine", random_state=0).fit(X * scale)
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, atol=1e-12)
+    assert b.inertia_ == pytest.approx(a.inertia_, rel=1e-9)
+    np.testing.assert_array_equal(b.predict(X * scale), a.predict(X))
+    assert b.score(da.from_array(X * scale, chunks=2_000)) == pytest.approx(a.score(X), rel=1e-9)
+    np.testing.assert_allclose(b.transform(X[:5] * scale), a.transform(X[:5]), atol=1e-12)
+
+
 def test_cosine_quality_close_to_a_multi_pass_spherical_reference(rng):
     X, _ = directions(8_000, 16, 8, rng, spread=0.6)
     km = StreamingKMeans(8, metric="cosine", random_state=0).fit(da.from_array(X, chunks=1_000))
