@@ -8,7 +8,9 @@ gets a name derived from the URL, the layout and a fingerprint of EVERY file or 
 input (local: size and ``st_mtime_ns`` of each file; object stores: size and ETag, version or
 modification time of each object, from one listing; see :mod:`._remote`), so the same unchanged
 input opened in another process has the same name (checkpoints rely on this) and an input with
-any chunk rewritten does not.
+any chunk rewritten does not. A local ``.npy`` file rewritten after it was opened (its size or
+modification time changed) is an error when its rows are read, not a silent mix of old and new
+rows.
 """
 
 from __future__ import annotations
@@ -441,12 +443,13 @@ def _open_npy(where, chunks):
         # Tasks hold the path, not the memory map: da.from_array would copy a memmap (it copies
         # array-likes with a copy method) and pickling one to a worker would send its data.
         # Remote files: each task reads only its rows' byte range (the header is parsed once).
-        remote = {}
         if where.local is None:
-            remote = dict(
+            where_rows = dict(
                 url=f, storage_options=where.storage_options, offset=offset, n_cols=shape[1]
             )
-        rows_of = _NpyRows(os.fspath(f), shape, dtype.str, **remote)
+        else:  # the file's size and time at opening, checked by every read of its rows
+            where_rows = dict(stamp=_npy_stamp(os.fspath(f)))
+        rows_of = _NpyRows(os.fspath(f), shape, dtype.str, **where_rows)
         parts.append(
             da.from_array(
                 rows_of,
@@ -469,11 +472,22 @@ class _NpyRows:
     its path and header, never its data.
     """
 
-    def __init__(self, path, shape, dtype_str, url=None, storage_options=None, offset=0, n_cols=0):
+    def __init__(
+        self,
+        path,
+        shape,
+        dtype_str,
+        url=None,
+        storage_options=None,
+        offset=0,
+        n_cols=0,
+        stamp=None,
+    ):
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype_str)
         self.ndim = len(self.shape)
         self.url, self.storage_options = url, storage_options
         self.offset, self.n_cols = offset, n_cols
+        self.stamp = stamp  # local: (size, st_mtime_ns) when opened (_npy_stamp)
 
     def __getitem__(self, index):
         rows, cols = index if isinstance(index, tuple) else (index, slice(None))
@@ -496,7 +510,16 @@ class _NpyRows:
                     "opened: it was rewritten during the fit. Open it again and rerun.",
                     None,
                 )
-            return np.array(block[start:stop, cols])
+            rows = np.array(block[start:stop, cols])
+            # After the copy: a rewrite before or while the rows were read shows in the stamp.
+            if self.stamp is not None and _npy_stamp(self.path) != self.stamp:
+                raise _fail(
+                    f"{self.path!r} was rewritten since the array was opened (its size or "
+                    "modification time changed), so its rows may mix old and new data. Open "
+                    "it again and rerun.",
+                    None,
+                )
+            return rows
         row_bytes = self.dtype.itemsize * self.n_cols
         try:
             fs, fpath = _remote.filesystem(self.url, self.storage_options)
@@ -519,6 +542,12 @@ class _NpyRows:
             )
         block = np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.n_cols)
         return block[:, cols].copy()
+
+
+def _npy_stamp(path):
+    """``(size, st_mtime_ns)`` of a local file: what a rewrite changes."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
 
 
 def _numeric(dtype):
@@ -833,7 +862,8 @@ def open_array(spec, columns=None, chunks=None, storage_options=None):
         The path does not exist, cannot be reached, is of an unknown kind, is damaged, or does
         not hold a 2-D array; a ``.npy`` file shorter than its header declares. When the
         array is computed: a file or object that cannot be read, a zarr chunk or Parquet page
-        that cannot be decoded, a ``.npy`` file cut short or rewritten, or a zarr chunk there
+        that cannot be decoded, a ``.npy`` file cut short or rewritten (a local one: its
+        size or modification time changed since opening), or a zarr chunk there
         when the array was opened and deleted since (zarr would read it as the fill value);
         each names the file or chunk.
     """

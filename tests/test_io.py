@@ -1,5 +1,6 @@
 """Paths to lazy dask arrays (zarr, zarr groups, .npy directories, Parquet); one read per chunk."""
 
+import os
 import threading
 import time
 
@@ -93,12 +94,18 @@ def test_npy_directory_is_memory_mapped_one_chunk_per_file(tmp_path, rng):
     X = open_array(tmp_path)
     assert X.chunks[0] == (300, 200, 500)
     np.testing.assert_array_equal(X.compute(), np.concatenate(parts))
-    # Nothing is read or copied when opening: a change to a file shows in the computed array.
+    # The rows are read when computed: a file changed in place since opening is refused
+    # (its rows could mix old and new values), and opened again its new values are read.
+    before = os.stat(tmp_path / "part-01.npy").st_mtime_ns
     mm = np.load(tmp_path / "part-01.npy", mmap_mode="r+")
     mm[0, 0] = 1234.0
     mm.flush()
     del mm
-    assert X[300, 0].compute() == 1234.0
+    os.utime(tmp_path / "part-01.npy", ns=(before + 10**9, before + 10**9))  # coarse clocks
+    with pytest.raises(InputError, match="part-01.npy' was rewritten since the array was"):
+        X[300, 0].compute()
+    assert X[0, 0].compute() == parts[0][0, 0]  # the other files are as they were
+    assert open_array(tmp_path)[300, 0].compute() == 1234.0
     assert open_array(tmp_path, chunks=150).chunks[0] == (150, 150, 150, 50, 150, 150, 150, 50)
 
 
