@@ -448,7 +448,7 @@ def _open_npy(where, chunks):
                 url=f, storage_options=where.storage_options, offset=offset, n_cols=shape[1]
             )
         else:  # the file's size and time at opening, checked by every read of its rows
-            where_rows = dict(stamp=_npy_stamp(os.fspath(f)))
+            where_rows = dict(stamp=_file_stamp(os.fspath(f)))
         rows_of = _NpyRows(os.fspath(f), shape, dtype.str, **where_rows)
         parts.append(
             da.from_array(
@@ -487,7 +487,7 @@ class _NpyRows:
         self.ndim = len(self.shape)
         self.url, self.storage_options = url, storage_options
         self.offset, self.n_cols = offset, n_cols
-        self.stamp = stamp  # local: (size, st_mtime_ns) when opened (_npy_stamp)
+        self.stamp = stamp  # local: (size, st_mtime_ns) when opened (_file_stamp)
 
     def __getitem__(self, index):
         rows, cols = index if isinstance(index, tuple) else (index, slice(None))
@@ -512,13 +512,8 @@ class _NpyRows:
                 )
             rows = np.array(block[start:stop, cols])
             # After the copy: a rewrite before or while the rows were read shows in the stamp.
-            if self.stamp is not None and _npy_stamp(self.path) != self.stamp:
-                raise _fail(
-                    f"{self.path!r} was rewritten since the array was opened (its size or "
-                    "modification time changed), so its rows may mix old and new data. Open "
-                    "it again and rerun.",
-                    None,
-                )
+            if _rewritten(self.path, self.stamp):
+                raise _rewritten_error(self.path)
             return rows
         row_bytes = self.dtype.itemsize * self.n_cols
         try:
@@ -544,10 +539,30 @@ class _NpyRows:
         return block[:, cols].copy()
 
 
-def _npy_stamp(path):
-    """``(size, st_mtime_ns)`` of a local file: what a rewrite changes."""
+def _file_stamp(path):
+    """``(size, st_mtime_ns)`` of a local file (a ``.npy`` or Parquet file): what a rewrite
+    changes."""
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns
+
+
+def _rewritten(path, stamp):
+    """True when the local file ``path`` no longer has the :func:`_file_stamp` ``stamp`` it
+    had when the array was opened (False without a stamp: a remote file)."""
+    if stamp is None:
+        return False
+    try:
+        return _file_stamp(path) != stamp
+    except OSError:
+        return True
+
+
+def _rewritten_error(path):
+    return _fail(
+        f"{path!r} was rewritten since the array was opened (its size or modification time "
+        "changed), so its rows may mix old and new data. Open it again and rerun.",
+        None,
+    )
 
 
 def _numeric(dtype):
@@ -673,8 +688,10 @@ def _read_parquet(where, columns, chunks):
         groups,
         plan,
     )
+    # Local files: their size and time now, checked by every read (_ParquetRows._read).
+    stamps = None if remote else [_file_stamp(f) for f in files]
     return da.from_array(
-        _ParquetRows(files, groups, names, dtype.str, where.storage_options),
+        _ParquetRows(files, groups, names, dtype.str, where.storage_options, stamps),
         chunks=(plan, (len(names),)),
         name=f"parquet-{token}",
         meta=np.empty((0, 0), dtype=dtype),
@@ -750,8 +767,10 @@ class _ParquetRows:
     pyarrow, a whole group at once, or, for part of a group, its record batches one at a
     time (memory: the part, not the group). Pickles as paths and names, never data."""
 
-    def __init__(self, files, groups, columns, dtype_str, storage_options=None):
+    def __init__(self, files, groups, columns, dtype_str, storage_options=None, stamps=None):
         self.files, self.columns = list(files), list(columns)
+        # Local files' (size, st_mtime_ns) when opened: a rewrite since is an error.
+        self.stamps = [None] * len(self.files) if stamps is None else list(stamps)
         # (file, group) of every row group in order, and the first row of each.
         self.groups = [(i, j) for i, g in enumerate(groups) for j in range(len(g))]
         sizes = [n for g in groups for n in g]
@@ -787,6 +806,8 @@ class _ParquetRows:
                 else:
                     table = pa.Table.from_batches(self._part(pf, j, a, b))
         except Exception as exc:
+            if _rewritten(self.files[i], self.stamps[i]):  # not damaged: another file now
+                raise _rewritten_error(self.files[i]) from None
             if _damaged_local_file(self.files[i], exc):
                 raise _fail(
                     f"row group {j} of {self.files[i]!r} cannot be decoded "
@@ -800,6 +821,8 @@ class _ParquetRows:
                 "rerun (a fit with a checkpoint resumes where it stopped).",
                 self.storage_options,
             ) from None
+        if _rewritten(self.files[i], self.stamps[i]):
+            raise _rewritten_error(self.files[i])
         frame = table.to_pandas()[self.columns]
         return frame.to_numpy(dtype=self.dtype, na_value=np.nan)
 

@@ -321,6 +321,23 @@ def test_a_damaged_parquet_page_is_named_as_damaged_not_a_rerun(tmp_path):
     assert str(path) in str(info.value) and "a rerun fails the same way" in str(info.value)
 
 
+@pytest.mark.parametrize("rows", [2000, 1500])  # the same row groups, or fewer
+def test_a_parquet_file_rewritten_after_open_is_named_as_rewritten(tmp_path, rows):
+    # The same layout with other values was read silently; fewer row groups were called
+    # damaged bytes ("a rerun fails the same way"), where opening it again reads it.
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "x.parquet"
+    pd.DataFrame(_data(), columns=["a", "b", "c"]).to_parquet(path, row_group_size=500)
+    X = open_array(path)
+    before = os.stat(path).st_mtime_ns
+    pd.DataFrame(_data()[:rows] * 2.0, columns=["a", "b", "c"]).to_parquet(path, row_group_size=500)
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # coarse clocks
+    with pytest.raises(InputError, match="was rewritten since the array was opened") as info:
+        _fit(X)
+    assert str(path) in str(info.value) and "damaged" not in str(info.value)
+    assert _fit(open_array(path)).n_rows_seen_ == rows
+
+
 @pytest.mark.parametrize("fill", [None, np.nan])
 def test_a_zarr_v2_chunk_deleted_after_open_whatever_the_fill_value(tmp_path, fill):
     path = tmp_path / "x.zarr"
