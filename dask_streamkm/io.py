@@ -126,7 +126,15 @@ def _row_chunks(chunks, n_features, dtype):
                 f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
             ) from exc
         return rows_per_task(size, n_features, dtype)
-    if isinstance(chunks, bool) or int(chunks) < 1:
+    import numbers
+
+    # A whole number of rows (1000.0 too); 1.5 was taken as chunks of 1 row, "1.5" is bytes.
+    whole = (
+        isinstance(chunks, numbers.Real)
+        and np.isfinite(float(chunks))
+        and float(chunks) == int(chunks)
+    )
+    if isinstance(chunks, bool) or not whole or int(chunks) < 1:
         raise InputError(
             f"chunks={chunks!r} should be a number of rows >= 1 or a size such as '128MiB'."
         )

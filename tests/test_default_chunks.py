@@ -27,6 +27,11 @@ def test_npy_file_is_read_in_row_ranges_of_the_chunk_size(tmp_path, rng):
     assert open_array(tmp_path / "big.npy", chunks=30_000).chunks[0] == (30_000,) * 3 + (10_000,)
     with pytest.raises(InputError, match="a number of rows >= 1 or a size such as '128MiB'"):
         open_array(tmp_path / "big.npy", chunks="lots")
+    # A whole number of rows may be a float; a fraction is refused (1.5 made 1-row chunks).
+    assert open_array(tmp_path / "big.npy", chunks=30_000.0).chunks[0][0] == 30_000
+    for bad in (1.5, 0.5, float("nan"), float("inf"), True, 0):
+        with pytest.raises(InputError, match=f"chunks={bad!r} should be a number of rows >= 1"):
+            open_array(tmp_path / "big.npy", chunks=bad)
 
 
 def test_parquet_chunks_combine_small_row_groups_and_split_a_large_one():
