@@ -772,7 +772,8 @@ class StreamingKMeans(
           centers are never solved on less than half the rows seen;
         - when the running bound per unit weight has risen 5 % above its value after the
           last global solve (data drifting away from the centers), once an eighth of its
-          rows came since;
+          rows came since, and 25 % above it at any call (a batch in a region no center
+          serves, as rows sorted by a feature bring);
         - when the summary holds more groups than the merge budget: its groups are first
           added up by their key for the current centers, as a batch's rows are (one
           distance pass over them), then reduced to half the budget if still over it;

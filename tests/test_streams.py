@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _helpers import true_cost
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -195,6 +196,27 @@ def test_large_drift_runs_the_full_solve():
     # unit weight rises by more than FULL_DRIFT long before the rows double.
     km.partial_fit(means[rng.integers(0, 3, 400)] * 1.5 + rng.normal(size=(400, 2)))
     assert solve_kind(km) == "full"
+
+
+def test_rows_sorted_by_a_feature_get_a_solve_when_a_batch_jumps(monkeypatch):
+    # Each few batches bring a group no center serves; the drift rule waited for an eighth
+    # of the rows, so the last call left the centers at 3.68 times fit's cost (60,000 rows).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30_000, 5)) + 8.0 * rng.integers(0, 12, size=(30_000, 1))
+    X = X[np.argsort(X[:, 0], kind="stable")]
+
+    def stream_cost():
+        km = StreamingKMeans(12, random_state=0)
+        for start in range(0, X.shape[0], 1_000):
+            km.partial_fit(X[start : start + 1_000])
+        true = true_cost(X, km.cluster_centers_)
+        assert km.inertia_ >= true * (1 - 1e-9)  # the bound says how far off it is
+        return true
+
+    fit = true_cost(X, StreamingKMeans(12, random_state=0).fit(X).cluster_centers_)
+    assert stream_cost() <= 1.02 * fit
+    monkeypatch.setattr(_stream, "JUMP_DRIFT", np.inf)  # no jump rule: the old behaviour
+    assert stream_cost() > 1.5 * fit
 
 
 def test_a_first_batch_gets_the_restarts_its_rows_pay_for(mixture):
