@@ -16,7 +16,14 @@ import math
 import numpy as np
 
 from ._array import as_weights, device, is_numpy, namespace, to_host
-from ._distances import centered_dtype, cosine_cost, nearest, row_norms_sq, unit_rows
+from ._distances import (
+    centered_dtype,
+    cosine_cost,
+    float32_resolves,
+    nearest,
+    row_norms_sq,
+    unit_rows,
+)
 from ._lloyd import centers_from_labels, group_labels, lloyd, local_search, ward_labels
 from ._pool import SMALL_VALUES, map_calls
 from ._restarts import batched_kmeans_plusplus, batched_lloyd, batches
@@ -159,6 +166,7 @@ def weighted_kmeans(
     n_local_trials=None,
     coarse_points=None,
     spherical=False,
+    _dtype=None,
 ):
     """Weighted k-means of the rows of X: restarts on a coarse copy, then Lloyd on all rows.
 
@@ -219,8 +227,10 @@ def weighted_kmeans(
         mean = xp.sum(Xf * w[:, None], axis=0) / xp.sum(w)
     Xc = Xf - mean
     # float32 unless the squared distances of the centered rows overflow it (then float64).
-    Xc = xp.astype(Xc, centered_dtype(Xc))
+    Xc = xp.astype(Xc, centered_dtype(Xc) if _dtype is None else _dtype)
     x_sq = row_norms_sq(Xc)
+    # The generator's state, for a second solve in float64 (float32_resolves, below).
+    state = rng.bit_generator.state
     if n_local_trials is None:
         n_local_trials = restart_trials(n_clusters)
     if coarse_points is None:
@@ -365,7 +375,27 @@ def weighted_kmeans(
     labels, dist = nearest(Xf, centers)
     if spherical:
         return centers, cosine_cost(Xf, centers, labels, w), n_iter
-    return centers, float(xp.sum(w * dist)), n_iter
+    cost = float(xp.sum(w * dist))
+    if Xc.dtype == xp.float32 and not float32_resolves(x_sq, Xc.shape[1], cost / float(xp.sum(w))):
+        # float32's rounding of the centered rows' distances was not small against the
+        # cost found: the same solve in float64, from the same draws.
+        rng.bit_generator.state = state
+        return weighted_kmeans(
+            X,
+            n_clusters,
+            rng,
+            sample_weight,
+            n_init,
+            max_iter,
+            tol,
+            n_swaps,
+            n_polish,
+            n_local_trials,
+            coarse_points,
+            spherical,
+            _dtype=xp.float64,
+        )
+    return centers, cost, n_iter
 
 
 def _batched_runs(P, wp, p_sq, n_clusters, seeds, n_local_trials, max_iter, tol, restart):

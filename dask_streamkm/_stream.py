@@ -748,24 +748,33 @@ def warm_solve(summary, centers, *, max_iter, tol, seed, fresh=False):
     time from a start that does not come from ``centers`` (:func:`fresh_start`, on a coarse
     copy of the groups), and the run of lower cost on the groups is kept (``centers``' on a
     tie): a basin chosen when the stream had seen few rows can be left, which the swaps and
-    Lloyd's steps from it cannot do. Preconditions: host float64 ``centers`` (k, d),
+    Lloyd's steps from it cannot do. A solve in float32 whose rounding was not small against
+    the cost it found (:func:`._distances.float32_resolves`) runs again in float64, from the
+    same draws. Preconditions: host float64 ``centers`` (k, d),
     ``summary`` of more than k groups, positive total weight.
     """
     origin = np.zeros(summary.n_features) if summary.origin is None else summary.origin
-    points, w = summary._relative_centroids, summary.weights  # a fresh array: ours
-    mean = (w @ points) / np.sum(w)
-    points -= mean
-    points = points.astype(_distances.centered_dtype(points))
+    centroids, w = summary._relative_centroids, summary.weights  # a fresh array: ours
+    mean = (w @ centroids) / np.sum(w)
+    centroids -= mean
     start = np.asarray(centers, dtype=np.float64) - origin - mean
-    rng = np.random.default_rng(seed)
-    x_sq = _distances.row_norms_sq(points)
     iterations = max(1, min(int(max_iter), WARM_MAX_ITER))
-    best = _warm_run(points, w, x_sq, start, rng, iterations, tol)
-    if fresh:
-        other = fresh_start(points, w, start.shape[0], rng, tol)
-        if other is not None:
-            run = _warm_run(points, w, x_sq, other, rng, iterations, tol)
-            best = run if run[3] < best[3] else best
+    dtype = _distances.centered_dtype(centroids)
+    while True:
+        points = centroids.astype(dtype)
+        rng = np.random.default_rng(seed)
+        x_sq = _distances.row_norms_sq(points)
+        best = _warm_run(points, w, x_sq, start, rng, iterations, tol)
+        if fresh:
+            other = fresh_start(points, w, start.shape[0], rng, tol)
+            if other is not None:
+                run = _warm_run(points, w, x_sq, other, rng, iterations, tol)
+                best = run if run[3] < best[3] else best
+        if dtype == np.float64 or _distances.float32_resolves(
+            x_sq, points.shape[1], best[3] / float(np.sum(w))
+        ):
+            break
+        dtype = np.float64  # float32 too coarse for the cost found: again in float64
     out, labels, n_iter, _ = best
     return out + origin + mean, labels, n_iter
 

@@ -293,3 +293,33 @@ def test_seeding_potentials_of_float32_rows_do_not_overflow(blobs, power):
 
     for got, want in zip(seeds(Xs), seeds(X), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e6])
+def test_two_dense_regions_far_apart_are_solved_in_float64(shift):
+    # The solves take the centered points' distances in float32 unless the bulk of them lies
+    # far from their mean; with two dense regions far apart the mean lies between them, far
+    # from every point, and float32's rounding (about 6,000 at 1e5) swamped the distances
+    # that matter (3 per row): fits split the six groups 4-2 between the regions, 3 to 7
+    # times KMeans's cost (the numpy fit on draw 2 at 1e5, the stream on draw 0 at 1e6).
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        groups = 5.0 * rng.integers(0, 3, size=(30_000, 1))
+        X = rng.normal(size=(30_000, 3)) + groups + shift * rng.integers(0, 2, size=(30_000, 1))
+        ref = true_cost(X, KMeans(6, n_init=10, random_state=0).fit(X).cluster_centers_)
+        km = StreamingKMeans(6, random_state=seed).fit(X)
+        assert true_cost(X, km.cluster_centers_) <= 1.01 * ref
+        stream = StreamingKMeans(6, random_state=seed)
+        for start in range(0, X.shape[0], 2_500):
+            stream.partial_fit(X[start : start + 2_500])
+        assert true_cost(X, stream.cluster_centers_) <= 1.01 * ref
+
+
+def test_float32_resolves_compares_the_rounding_with_the_cost():
+    from dask_streamkm._distances import float32_resolves
+
+    x_sq = np.full(100, 7.5e9)  # points about 5e4 from their mean, in 3 features
+    assert not float32_resolves(x_sq, 3, 3.0)  # rounding about 6,000 against 3 per point
+    assert float32_resolves(x_sq, 3, 1e7)
+    assert float32_resolves(np.full(100, 3.0), 3, 0.03)  # unit data, a cost of 0.03
+    assert float32_resolves(x_sq, 3, 0.0)  # nothing finer to resolve
