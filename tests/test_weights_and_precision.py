@@ -117,7 +117,7 @@ def test_scaled_weights_change_only_rounding(mixture, scale, spread):
     assert km.inertia_ == pytest.approx(scale * ref.inertia_, rel=1e-12)
 
 
-@pytest.mark.parametrize("power", [-480, -300, 300, 480])
+@pytest.mark.parametrize("power", [-480, 480])
 def test_weights_scaled_by_a_power_of_two_give_the_same_fit_of_rows_in_memory(power):
     # The Lloyd steps on float32 rows held in memory summed the weighted rows in float32:
     # weights of 1e-90 or 1e90 (each within the accepted range, 1e6 apart) became 0 or inf
