@@ -382,6 +382,8 @@ class Summary:
         centroids (float64 when their squared distances overflow float32), which only decides
         the grouping. Returns self when it already has at most ``size`` groups.
         """
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"Summary.reduce: size={size!r} should be an integer >= 1.")
         if self.n_groups <= size:
             return self
         rng = np.random.default_rng(seed)
@@ -411,6 +413,8 @@ class Summary:
                 f"centers has shape {tuple(centers.shape)}; cost_bound needs centers of shape "
                 f"(n_clusters, {self.n_features}), the summary's n_features={self.n_features}."
             )
+        if not bool(xp.all(xp.isfinite(centers))):
+            raise ValueError("centers hold NaN or infinity; cost_bound needs finite centers.")
         if spherical:  # on the centroids themselves: unit centers live there
             labels, _ = nearest(self.centroids, centers)
             return cosine_cost(self.centroids, centers, labels, self.weights)
@@ -666,7 +670,14 @@ def chunk_origin(X):
 
 
 def _check_same_features(parts):
-    """Refuse merging summaries of different numbers of features, naming them."""
+    """Refuse merging what is not a Summary, and summaries of different numbers of features,
+    naming them."""
+    for p in parts:
+        if not isinstance(p, Summary):
+            raise TypeError(
+                f"Summary.merge takes Summary objects, got {type(p).__name__}; summarize rows "
+                "first, e.g. Summary.from_points(X) or StreamingKMeans().fit(X).summary_."
+            )
     features = [p.n_features for p in parts]
     if len(set(features)) > 1:
         raise ValueError(

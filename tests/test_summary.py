@@ -384,3 +384,18 @@ def test_from_points_names_bad_input():
     a = Summary.from_points(X, labels=np.array([0, 1, 2, 0, 1, 2]), n_groups=3)
     b = Summary.from_points(X, labels=np.array([0, 1, 2, 0, 1, 2]), n_groups=3, check=False)
     np.testing.assert_array_equal(a.linear_sums, b.linear_sums)
+
+
+def test_merge_reduce_and_cost_bound_refuse_bad_arguments_by_name():
+    rng = np.random.default_rng(0)
+    summary = Summary.from_points(rng.normal(size=(200, 3)))
+    with pytest.raises(TypeError, match="Summary.merge takes Summary objects, got ndarray"):
+        summary.merge(rng.normal(size=(10, 3)))  # was an AttributeError on n_features
+    for size in (0, -3, 2.5, True):  # 0 gave one group without a word
+        with pytest.raises(ValueError, match=rf"size={size!r} should be an integer >= 1"):
+            summary.reduce(size)
+    assert summary.reduce(np.int64(20), seed=0).n_groups <= 20
+    centers = np.zeros((2, 3))
+    centers[1, 0] = np.nan  # was a NaN bound
+    with pytest.raises(ValueError, match="centers hold NaN or infinity"):
+        summary.cost_bound(centers)
