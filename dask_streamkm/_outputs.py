@@ -50,6 +50,26 @@ def overlap(a, b):
     return x == y or x.startswith(y.rstrip(sep) + sep) or y.startswith(x.rstrip(sep) + sep)
 
 
+#: Name endings of files that a zarr store of labels is not (``np.load`` or pandas would be
+#: handed a directory): refused as the name of one (:func:`refuse_file_name`).
+FILE_SUFFIXES = (".npy", ".npz", ".parquet", ".csv", ".txt", ".json", ".pkl", ".h5", ".hdf5")
+
+
+def refuse_file_name(flag, spec):
+    """Refuse a zarr store's path that names a file of another kind (``labels.npy``): the
+    store is a directory (or prefix of objects), which ``np.load`` and the like cannot
+    read. Raises :class:`OutputError` naming the flag and a name that fits."""
+    name = os.fspath(spec).rstrip("/").rpartition("/")[2]
+    stem, dot, suffix = name.rpartition(".")
+    if dot and stem and f".{suffix.lower()}" in FILE_SUFFIXES:
+        raise OutputError(
+            f"{flag} {spec!r} names a .{suffix} file, but labels are written as a zarr store "
+            f"(a directory that np.load and other readers of .{suffix} files cannot open); "
+            f"name it e.g. {stem + '.zarr'!r} and read it with zarr.open or "
+            "dask.array.from_zarr."
+        )
+
+
 def check_outputs(outputs, inputs, overwrite=False, storage_options=None):
     """Check every destination before any data is read.
 
@@ -87,6 +107,8 @@ def check_outputs(outputs, inputs, overwrite=False, storage_options=None):
                     f"{os.fspath(source)!r}; writing there would destroy the input, so it is "
                     "refused even with --overwrite. Choose another path."
                 )
+        if kind == "store":
+            refuse_file_name(flag, spec)
         if kind == "checkpoint":
             check_checkpoint(flag, spec, storage_options)
             continue

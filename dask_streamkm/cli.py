@@ -671,7 +671,13 @@ def build_parser():
         _add_input(p)
         p.add_argument("model", metavar="MODEL", help="model file written by fit (path or URL)")
         if name == "predict":
-            p.add_argument("--out", required=True, metavar="LABELS", help="zarr store for labels")
+            p.add_argument(
+                "--out",
+                required=True,
+                metavar="LABELS",
+                help="zarr store for labels, e.g. labels.zarr (a directory: a name ending in "
+                ".npy, .csv, .parquet... is refused)",
+            )
             p.add_argument("--overwrite", action="store_true", help="replace an existing LABELS")
         _add_scheduler(p)
         _add_storage_options(p)

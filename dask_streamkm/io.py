@@ -1005,8 +1005,13 @@ def write_labels(labels, url, overwrite=False, storage_options=None):
     and readable until the new one is complete (see ``_location.write_atomic`` for what is
     atomic on each filesystem). Without ``overwrite`` the switch is an exclusive create: a
     store made at ``url`` meanwhile by another writer is kept and this write fails.
-    Raises InputError when the store exists and ``overwrite`` is False.
+    Raises InputError when the store exists and ``overwrite`` is False, and ValueError
+    (``OutputError``) when ``url`` names a file of another kind (``labels.npy``,
+    ``labels.csv``...): the store is a directory, which readers of those files cannot open.
     """
+    from ._outputs import refuse_file_name
+
+    refuse_file_name("url", url)
     where = Location.of(url, storage_options)
     if where.exists() and not overwrite:
         raise InputError(

@@ -129,6 +129,9 @@ def test_destinations_are_checked_before_any_data_is_read(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     cases.append((("fit", "--checkpoint", tmp_path / "file"), "is a file"))
     cases.append((("predict", "--out", tmp_path / "file"), "is a file; a zarr store is a dir"))
+    # A store named as a file of another kind: a directory that np.load would be handed.
+    for name in ("labels.npy", "labels.CSV", "labels.parquet"):
+        cases.append((("predict", "--out", tmp_path / name), "but labels are written as a zarr"))
     for (command, *flags), match in cases:
         extra = ("--k", 2) if command == "fit" else ()
         if command == "predict":

@@ -220,6 +220,16 @@ def test_write_labels_takes_what_predict_returns_for_every_input(tmp_path, rng):
     assert not (tmp_path / "d.zarr").exists() and not (tmp_path / "u.zarr").exists()
 
 
+def test_write_labels_refuses_a_file_name_of_another_kind(tmp_path):
+    # labels.npy became a directory holding a zarr store, which np.load cannot open.
+    for name in ("labels.npy", "labels.parquet"):
+        with pytest.raises(ValueError, match=r"labels.zarr'.*zarr.open or dask.array.from_zarr"):
+            write_labels(np.zeros(10, dtype=np.int32), tmp_path / name)
+        assert not (tmp_path / name).exists()
+    write_labels(np.zeros(10, dtype=np.int32), tmp_path / "labels.zarr")
+    assert zarr.open(tmp_path / "labels.zarr").shape == (10,)
+
+
 def test_write_labels_uneven_chunks(tmp_path):
     labels = da.from_array(np.arange(10), chunks=((3, 2, 5),))
     write_labels(labels, tmp_path / "l.zarr")
