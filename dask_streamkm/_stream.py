@@ -532,9 +532,11 @@ class _Pending:
             self.keys = np.insert(self.keys, pos[fresh], keys[fresh])
             self.slots = np.insert(self.slots, pos[fresh], slot[fresh])
             self.n += int(fresh.shape[0])
-        self.weights[slot] += scale * weights
-        self.sums[slot] += scale * sums
-        self.squares[slot] += scale * squares
+        if scale != 1.0:  # (no decay yet, or none: the batch's sums as they are, exactly)
+            weights, sums, squares = scale * weights, scale * sums, scale * squares
+        self.weights[slot] += weights
+        self.sums[slot] += sums
+        self.squares[slot] += squares
 
     def scale(self, factor):
         self.weights[: self.n] *= factor
