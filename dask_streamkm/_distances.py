@@ -512,7 +512,11 @@ def float32_resolves(x_sq, n_features, cost_per_weight):
     xp = namespace(x_sq)
     if not cost_per_weight > 0.0 or x_sq.shape[0] == 0:
         return True
-    typical = float(xp.median(x_sq))
+    middle = (x_sq.shape[0] - 1) // 2  # the lower median (array-API namespaces have sort)
+    if is_numpy(xp):
+        typical = float(np.partition(x_sq, middle)[middle])
+    else:
+        typical = float(xp.sort(x_sq)[middle])
     rounding = 4.0 * float(np.finfo(np.float32).eps) * math.sqrt(n_features) * typical
     return rounding <= FLOAT32_RESOLUTION * cost_per_weight
 
