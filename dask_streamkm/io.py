@@ -8,9 +8,9 @@ gets a name derived from the URL, the layout and a fingerprint of EVERY file or 
 input (local: size and ``st_mtime_ns`` of each file; object stores: size and ETag, version or
 modification time of each object, from one listing; see :mod:`._remote`), so the same unchanged
 input opened in another process has the same name (checkpoints rely on this) and an input with
-any chunk rewritten does not. A local ``.npy`` file rewritten after it was opened (its size or
-modification time changed) is an error when its rows are read, not a silent mix of old and new
-rows.
+any chunk rewritten does not. A local ``.npy`` or Parquet file rewritten after it was opened
+(its size or modification time changed) is an error when its rows are read, not a silent mix of
+old and new rows.
 """
 
 from __future__ import annotations
