@@ -507,8 +507,9 @@ def float32_resolves(x_sq, n_features, cost_per_weight):
     apart, k=6: on one of three draws the centers split 4-2 between the regions, at 3.03
     times the cost of ``KMeans(n_init=10)`` (float32's rounding about 6,000 there, against a
     cost of 3 per row), without a warning. Over the public suite and the R tables the
-    rounding is at most 3.4e-4 of the cost (GeoNames cities). A zero cost resolves nothing
-    finer: True."""
+    rounding is at most 3.4e-4 of the cost (GeoNames cities). A cost within float64's own
+    rounding of the same expansion (rows repeated as often as the clusters ask: the cost is
+    zero up to that rounding) resolves nothing finer: True."""
     xp = namespace(x_sq)
     if not cost_per_weight > 0.0 or x_sq.shape[0] == 0:
         return True
@@ -517,8 +518,10 @@ def float32_resolves(x_sq, n_features, cost_per_weight):
         typical = float(np.partition(x_sq, middle)[middle])
     else:
         typical = float(xp.sort(x_sq)[middle])
-    rounding = 4.0 * float(np.finfo(np.float32).eps) * math.sqrt(n_features) * typical
-    return rounding <= FLOAT32_RESOLUTION * cost_per_weight
+    scale = 4.0 * math.sqrt(n_features) * typical
+    if cost_per_weight <= float(np.finfo(np.float64).eps) * scale:
+        return True  # a cost at float64's own rounding: zero, which float64 resolves no better
+    return float(np.finfo(np.float32).eps) * scale <= FLOAT32_RESOLUTION * cost_per_weight
 
 
 #: :func:`_bulk_near_mean` judges at most this many of the points, every ``n / this``-th one:

@@ -323,3 +323,12 @@ def test_float32_resolves_compares_the_rounding_with_the_cost():
     assert float32_resolves(x_sq, 3, 1e7)
     assert float32_resolves(np.full(100, 3.0), 3, 0.03)  # unit data, a cost of 0.03
     assert float32_resolves(x_sq, 3, 0.0)  # nothing finer to resolve
+
+
+def test_float32_resolves_a_cost_at_float64s_own_rounding():
+    # Rows repeated (a cost of zero, up to float64's rounding) ran the solve again in float64,
+    # which put a center 9e-16 off its row: four distinct centers instead of three.
+    from dask_streamkm._distances import float32_resolves
+
+    assert float32_resolves(np.full(100, 30.0), 2, 1e-17)
+    assert not float32_resolves(np.full(100, 2.25e14), 3, 3.0)  # regions 1e7 apart: real cost
