@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ._array import as_weights, device, is_numpy, namespace, to_host
+from ._array import as_weights, device, is_numpy, namespace, segment_sum, to_host
 from ._distances import (
     centered_dtype,
     cosine_cost,
@@ -376,7 +376,7 @@ def weighted_kmeans(
     if spherical:
         return centers, cosine_cost(Xf, centers, labels, w), n_iter
     cost = float(xp.sum(w * dist))
-    if Xc.dtype == xp.float32 and not float32_resolves(x_sq, Xc.shape[1], cost / float(xp.sum(w))):
+    if Xc.dtype == xp.float32 and not _float32_resolved(Xf, w, x_sq, labels, centers, cost):
         # float32's rounding of the centered rows' distances was not small against the
         # cost found: the same solve in float64, from the same draws.
         rng.bit_generator.state = state
@@ -396,6 +396,26 @@ def weighted_kmeans(
             _dtype=xp.float64,
         )
     return centers, cost, n_iter
+
+
+def _float32_resolved(Xf, w, x_sq, labels, centers, cost):
+    """:func:`._distances.float32_resolves` of a float32 solve of the rows ``Xf`` (float64,
+    weights ``w``; ``x_sq`` the centered float32 rows' squared norms), its centers and their
+    exact ``cost`` with ``labels``; where it says no, the cost of the same labels' float64
+    means decides: a cost that is only float32's rounding of centers on repeated rows (3
+    distinct rows at k=5: 1.7e-14 a row, their means' cost 0) resolves nothing a float64
+    solve would (that solve took as long again, and once left a center 9e-16 off its row)."""
+    xp = namespace(Xf)
+    total = float(xp.sum(w))
+    if float32_resolves(x_sq, Xf.shape[1], cost / total):
+        return True
+    k = centers.shape[0]
+    mass = segment_sum(w, labels, k)
+    sums = segment_sum(Xf * w[:, None], labels, k)
+    means = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
+    diff = Xf - xp.take(means, labels, axis=0)
+    exact = float(xp.sum(w * xp.sum(diff * diff, axis=1)))
+    return float32_resolves(x_sq, Xf.shape[1], exact / total)
 
 
 def _batched_runs(P, wp, p_sq, n_clusters, seeds, n_local_trials, max_iter, tol, restart):
