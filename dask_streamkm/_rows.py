@@ -180,12 +180,20 @@ def _block_near(block, w, centers, labels, near, far, wide=False):
     exact weighted cost of that assignment (from the differences). ``wide``: as
     :func:`_block_step`."""
     block, centers = _distance_block(block, centers, wide)
+    first = _nearest_two_into(block, centers, labels, near, far)
+    true = assigned_sq_distances(block, centers, first)
+    return float(np.sum(true if w is None else true * w))
+
+
+def _nearest_two_into(block, centers, labels, near, far):
+    """The block's nearest center into ``labels`` and its distances (not squared) to its
+    nearest and second-nearest centers into ``near`` and ``far`` (:func:`nearest_two`);
+    returns the labels."""
     first, _, d1, d2 = nearest_two(block, centers)
     labels[...] = first
     np.sqrt(d1, out=near)
     np.sqrt(d2, out=far)
-    true = assigned_sq_distances(block, centers, first)
-    return float(np.sum(true if w is None else true * w))
+    return first
 
 
 def _block_relabel(block, centers, labels, near, far, moves, other, wide=False):
@@ -206,10 +214,7 @@ def _block_relabel(block, centers, labels, near, far, moves, other, wide=False):
     if unsure.shape[0] > FULL_RELABEL_FRACTION * block.shape[0]:
         # Most rows unsure (many features, where one lower bound per row is loose): the
         # whole block compared again costs less than gathering them.
-        first, _, d1, d2 = nearest_two(block, centers)
-        labels[...] = first
-        np.sqrt(d1, out=near)
-        np.sqrt(d2, out=far)
+        _nearest_two_into(block, centers, labels, near, far)
         return int(block.shape[0])
     if unsure.shape[0]:
         # Around the centers' mean, for the precision of the far movers' expansion.

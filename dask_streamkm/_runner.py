@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ._array import as_weights, device, is_numpy, namespace, segment_sum, to_host
+from ._array import as_weights, device, is_numpy, namespace, to_host
 from ._distances import (
     centered_dtype,
     cosine_cost,
@@ -409,9 +409,7 @@ def _float32_resolved(Xf, w, x_sq, labels, centers, cost):
     total = float(xp.sum(w))
     if float32_resolves(x_sq, Xf.shape[1], cost / total):
         return True
-    k = centers.shape[0]
-    mass = segment_sum(w, labels, k)
-    sums = segment_sum(Xf * w[:, None], labels, k)
+    sums, mass = centers_from_labels(Xf, labels, centers.shape[0], w)
     means = xp.where(mass[:, None] > 0, sums / xp.maximum(mass, 1e-300)[:, None], centers)
     diff = Xf - xp.take(means, labels, axis=0)
     exact = float(xp.sum(w * xp.sum(diff * diff, axis=1)))

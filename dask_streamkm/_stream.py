@@ -670,11 +670,10 @@ class Stream:
         if self.n_groups > budget:
             return "budget"
         rows = self.rows_since >= (SOLVE_GROWTH - 1.0) * window
+        per_weight = self.per_weight(centers)
         if not rows and self.rows_since < DRIFT_MIN_FRACTION * window:
             # Few rows since the last solve: a warm solve only for a jump (JUMP_DRIFT).
-            jumped = self.per_weight(centers) > (1.0 + JUMP_DRIFT) * self.bound_at_solve
-            return "jump" if jumped else None
-        per_weight = self.per_weight(centers)
+            return "jump" if per_weight > (1.0 + JUMP_DRIFT) * self.bound_at_solve else None
         if per_weight > (1.0 + FULL_DRIFT) * self.bound_at_solve:
             return "far"
         if rows:
